@@ -1,0 +1,125 @@
+using System.Runtime.CompilerServices;
+using Xlb.Agent.Bpf.Interop;
+
+namespace Xlb.Agent.Bpf;
+
+/// <summary>
+/// A BPF map seen through blittable key and value types. Keys are copied into zeroed
+/// storage by value, so their padding is zero (hash maps compare padding bytes).
+/// For per-CPU maps use <see cref="PerCpuLookup"/>.
+/// </summary>
+public sealed unsafe class BpfMap<TKey, TValue>
+    where TKey : unmanaged
+    where TValue : unmanaged
+{
+    private readonly BpfObject _owner;
+
+    internal BpfMap(int fd, string name, BpfObject owner)
+    {
+        Fd = fd;
+        Name = name;
+        _owner = owner;
+    }
+
+    public int Fd { get; }
+    public string Name { get; }
+
+    public const ulong Any = 0;
+    public const ulong NoExist = 1;
+    public const ulong Exist = 2;
+
+    public void Update(in TKey key, in TValue value, ulong flags = Any)
+    {
+        var (k, v) = (key, value);
+        var rc = Libbpf.bpf_map_update_elem(Fd, &k, &v, flags);
+        if (rc < 0)
+        {
+            throw new BpfException("bpf_map_update_elem", -rc, $"map {Name}, key {key}");
+        }
+        GC.KeepAlive(_owner);
+    }
+
+    public bool TryLookup(in TKey key, out TValue value)
+    {
+        var k = key;
+        TValue v = default;
+        var rc = Libbpf.bpf_map_lookup_elem(Fd, &k, &v);
+        GC.KeepAlive(_owner);
+        value = v;
+        if (rc == -Errnos.ENOENT)
+        {
+            return false;
+        }
+        if (rc < 0)
+        {
+            throw new BpfException("bpf_map_lookup_elem", -rc, $"map {Name}, key {key}");
+        }
+        return true;
+    }
+
+    /// <summary>Deletes a key; returns false when it was not there.</summary>
+    public bool Delete(in TKey key)
+    {
+        var k = key;
+        var rc = Libbpf.bpf_map_delete_elem(Fd, &k);
+        GC.KeepAlive(_owner);
+        if (rc == -Errnos.ENOENT)
+        {
+            return false;
+        }
+        if (rc < 0)
+        {
+            throw new BpfException("bpf_map_delete_elem", -rc, $"map {Name}, key {key}");
+        }
+        return true;
+    }
+
+    /// <summary>All keys of a hash map, as of the walk (entries changing meanwhile may be missed or repeated).</summary>
+    public List<TKey> Keys()
+    {
+        var keys = new List<TKey>();
+        TKey next = default;
+        var rc = Libbpf.bpf_map_get_next_key(Fd, null, &next);
+        while (rc == 0)
+        {
+            keys.Add(next);
+            var cur = next;
+            rc = Libbpf.bpf_map_get_next_key(Fd, &cur, &next);
+        }
+        GC.KeepAlive(_owner);
+        if (rc != -Errnos.ENOENT)
+        {
+            throw new BpfException("bpf_map_get_next_key", -rc, $"map {Name}");
+        }
+        return keys;
+    }
+
+    /// <summary>Every CPU's value of a per-CPU map entry.</summary>
+    public TValue[] PerCpuLookup(in TKey key)
+    {
+        var cpus = Libbpf.libbpf_num_possible_cpus();
+        if (cpus < 0)
+        {
+            throw new BpfException("libbpf_num_possible_cpus", -cpus, "");
+        }
+        // The kernel copies values rounded up to 8 bytes per CPU.
+        var stride = (Unsafe.SizeOf<TValue>() + 7) & ~7;
+        var buf = new byte[stride * cpus];
+        var k = key;
+        fixed (byte* p = buf)
+        {
+            var rc = Libbpf.bpf_map_lookup_elem(Fd, &k, p);
+            GC.KeepAlive(_owner);
+            if (rc < 0)
+            {
+                throw new BpfException("bpf_map_lookup_elem", -rc, $"per-CPU map {Name}, key {key}");
+            }
+            var result = new TValue[cpus];
+            for (var i = 0; i < cpus; i++)
+            {
+                result[i] = Unsafe.ReadUnaligned<TValue>(p + (i * stride));
+            }
+            return result;
+        }
+    }
+}

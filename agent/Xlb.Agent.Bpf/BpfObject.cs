@@ -1,0 +1,100 @@
+using System.Runtime.InteropServices;
+using System.Globalization;
+using System.Runtime.CompilerServices;
+using System.Text;
+using Xlb.Agent.Bpf.Interop;
+
+namespace Xlb.Agent.Bpf;
+
+/// <summary>An opened and loaded BPF object file: its programs and maps live as long as it does.</summary>
+public sealed class BpfObject : SafeHandle
+{
+    private BpfObject()
+        : base(0, ownsHandle: true)
+    {
+    }
+
+    public override bool IsInvalid => handle == 0;
+
+    protected override bool ReleaseHandle()
+    {
+        Libbpf.bpf_object__close(handle);
+        return true;
+    }
+
+    /// <summary>Opens and loads <paramref name="path"/>; a verifier rejection carries the verifier's log.</summary>
+    public static unsafe BpfObject Load(string path)
+    {
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException($"BPF object not found: {path}", path);
+        }
+        const int logSize = 1 << 20;
+        var log = (byte*)NativeMemory.AllocZeroed(logSize);
+        try
+        {
+            var opts = new BpfObjectOpenOpts
+            {
+                sz = (nuint)sizeof(BpfObjectOpenOpts),
+                kernel_log_buf = log,
+                kernel_log_size = logSize,
+                // 0: libbpf asks the kernel for a log only when a load fails.
+                kernel_log_level = 0,
+            };
+            var obj = new BpfObject();
+            var h = Libbpf.bpf_object__open_file(path, &opts);
+            if (h == 0)
+            {
+                throw new BpfException("bpf_object__open_file", Marshal.GetLastPInvokeError(), path);
+            }
+            obj.SetHandle(h);
+            var rc = Libbpf.bpf_object__load(h);
+            if (rc < 0)
+            {
+                var verifier = Marshal.PtrToStringUTF8((nint)log) ?? "";
+                obj.Dispose();
+                throw new BpfException("bpf_object__load", -rc, path, verifier.Length == 0 ? null : "verifier log (tail):\n" + Tail(verifier, 4000));
+            }
+            return obj;
+        }
+        finally
+        {
+            NativeMemory.Free(log);
+        }
+    }
+
+    private static string Tail(string s, int max) => s.Length <= max ? s : "…" + s[^max..];
+
+    /// <summary>The fd of a program of this object; owned by the object.</summary>
+    public int ProgramFd(string name)
+    {
+        var prog = Libbpf.bpf_object__find_program_by_name(handle, name);
+        if (prog == 0)
+        {
+            throw new BpfException("bpf_object__find_program_by_name", Errnos.ENOENT, $"no program '{name}' in the object");
+        }
+        return Libbpf.bpf_program__fd(prog);
+    }
+
+    /// <summary>A typed view of a map; the key and value sizes are checked against the object's BTF-defined map.</summary>
+    public BpfMap<TKey, TValue> Map<TKey, TValue>(string name)
+        where TKey : unmanaged
+        where TValue : unmanaged
+    {
+        var map = Libbpf.bpf_object__find_map_by_name(handle, name);
+        if (map == 0)
+        {
+            throw new BpfException("bpf_object__find_map_by_name", Errnos.ENOENT, $"no map '{name}' in the object");
+        }
+        var keySize = Libbpf.bpf_map__key_size(map);
+        var valueSize = Libbpf.bpf_map__value_size(map);
+        var (k, v) = (Unsafe.SizeOf<TKey>(), Unsafe.SizeOf<TValue>());
+        if (keySize != k || valueSize != v)
+        {
+            var msg = new StringBuilder($"ABI mismatch on map '{name}': the object has key {keySize} B / value {valueSize} B, ");
+            msg.Append(CultureInfo.InvariantCulture, $"{typeof(TKey).Name} is {k} B / {typeof(TValue).Name} is {v} B. Rebuild the agent and the XDP object from one tree.");
+            throw new BpfException(msg.ToString());
+        }
+        return new BpfMap<TKey, TValue>(Libbpf.bpf_map__fd(map), name, this);
+    }
+}

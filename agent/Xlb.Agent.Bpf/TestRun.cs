@@ -1,0 +1,38 @@
+using Xlb.Agent.Bpf.Interop;
+
+namespace Xlb.Agent.Bpf;
+
+/// <summary>The outcome of one BPF_PROG_TEST_RUN: the program's return code and the packet it left.</summary>
+public sealed record TestRunResult(uint Verdict, byte[] Packet, uint DurationNs);
+
+public static unsafe class TestRun
+{
+    /// <summary>
+    /// Runs an XDP program on <paramref name="packet"/> once (repeat = 1: with more, the kernel
+    /// re-runs on the packet the program left, not on the original). Runs in the calling thread's
+    /// network namespace, which is where the program's FIB lookups happen.
+    /// </summary>
+    public static TestRunResult Xdp(int progFd, ReadOnlySpan<byte> packet)
+    {
+        var output = new byte[packet.Length + 256];
+        fixed (byte* inp = packet)
+        fixed (byte* outp = output)
+        {
+            var opts = new BpfTestRunOpts
+            {
+                sz = (nuint)sizeof(BpfTestRunOpts),
+                data_in = inp,
+                data_size_in = (uint)packet.Length,
+                data_out = outp,
+                data_size_out = (uint)output.Length,
+                repeat = 1,
+            };
+            var rc = Libbpf.bpf_prog_test_run_opts(progFd, &opts);
+            if (rc < 0)
+            {
+                throw new BpfException("bpf_prog_test_run_opts", -rc, $"program fd {progFd}, {packet.Length}-byte packet");
+            }
+            return new TestRunResult(opts.retval, output[..(int)opts.data_size_out], opts.duration);
+        }
+    }
+}

@@ -1,0 +1,176 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace Xlb.DataPlane;
+
+// C# twins of xdp/include/xlb_abi.h. Layout is proven by a test that compiles
+// _Static_assert(offsetof/sizeof) generated from these types against the header.
+// Multi-byte fields named *Be hold network byte order, exactly as the packet does.
+
+/// <summary>Constants of xlb_abi.h.</summary>
+public static class XlbAbi
+{
+    public const int Version = 1;
+    public const int MaxServices = 16384;
+    public const int MaxBackends = 65536;
+    public const int RingCapacity = 1 << 20;
+    public const int MaxFlows = 262144;
+    public const int Generations = 2;
+    public const byte FamilyV4 = 4;
+    public const byte FamilyV6 = 6;
+    public const byte ProtoTcp = 6;
+    public const byte ProtoUdp = 17;
+    public const byte BackendDraining = 1;
+    public const uint CfgShutdown = 1;
+}
+
+/// <summary>Sixteen address bytes: IPv4 in the first four, the rest zero.</summary>
+[InlineArray(16)]
+public struct Addr16 : IEquatable<Addr16>
+{
+    private byte _element0;
+
+    public static Addr16 From(IPAddress address)
+    {
+        var a = default(Addr16);
+        if (!address.TryWriteBytes(a, out _))
+        {
+            throw new ArgumentException($"cannot encode address {address}", nameof(address));
+        }
+        return a;
+    }
+
+    public readonly IPAddress ToAddress(byte family) =>
+        family == XlbAbi.FamilyV4 ? new IPAddress(((ReadOnlySpan<byte>)this)[..4]) : new IPAddress(this);
+
+    public readonly bool Equals(Addr16 other) => ((ReadOnlySpan<byte>)this).SequenceEqual(other);
+
+    public override readonly bool Equals(object? obj) => obj is Addr16 other && Equals(other);
+
+    public override readonly int GetHashCode()
+    {
+        var h = new HashCode();
+        h.AddBytes(this);
+        return h.ToHashCode();
+    }
+}
+
+public static class Net
+{
+    /// <summary>Host-order port to the network-order value the packet holds.</summary>
+    public static ushort Be(int port) =>
+        BitConverter.IsLittleEndian ? System.Buffers.Binary.BinaryPrimitives.ReverseEndianness((ushort)port) : (ushort)port;
+
+    public static int FromBe(ushort be) =>
+        BitConverter.IsLittleEndian ? System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(be) : be;
+
+    public static byte Family(IPAddress a) =>
+        a.AddressFamily == AddressFamily.InterNetwork ? XlbAbi.FamilyV4 : XlbAbi.FamilyV6;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public record struct XlbVipKey
+{
+    public Addr16 Addr;
+    public byte Family;
+    public byte Gen;
+    public byte Pad0;
+    public byte Pad1;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public record struct XlbSvcKey
+{
+    public Addr16 Vip;
+    public ushort PortBe;
+    public byte Proto;
+    public byte Family;
+    public byte Gen;
+    public byte Pad0;
+    public byte Pad1;
+    public byte Pad2;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public record struct XlbSvc
+{
+    public uint Id;
+    public uint RingOff;
+    public uint RingSize;
+    public uint Flags;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public record struct XlbBackend
+{
+    public Addr16 Addr;
+    public ushort PortBe;
+    public byte Family;
+    public byte Flags;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public record struct XlbFlowKey
+{
+    public Addr16 Saddr;
+    public Addr16 Daddr;
+    public ushort SportBe;
+    public ushort DportBe;
+    public byte Proto;
+    public byte Family;
+    public byte Pad0;
+    public byte Pad1;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public record struct XlbFlow
+{
+    public Addr16 Backend;
+    public ushort BackendPortBe;
+    public ushort NatPortBe;
+    public uint SvcId;
+    public ulong LastSeenNs;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public record struct XlbRnat
+{
+    public Addr16 Client;
+    public ushort ClientPortBe;
+    public ushort VipPortBe;
+    public uint Pad;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public record struct XlbCfg
+{
+    public uint ActiveGen;
+    public uint Flags;
+    public ushort NatPortMin;
+    public ushort NatPortMax;
+    public uint Pad;
+}
+
+/// <summary>Mirror of enum xlb_stat: per-reason packet counters.</summary>
+public enum XlbStat
+{
+    PassNonIp = 0,
+    PassNotVip,
+    PassTruncated,
+    PassFragment,
+    PassTtlExpired,
+    PassFibNoNeigh,
+    PassFibFailed,
+    DropTruncatedL4,
+    DropNoBackend,
+    DropNatPortsBusy,
+    DropNoConfig,
+    FwdNewFlow,
+    FwdEstablished,
+    FwdReply,
+    Tx,
+    Redirect,
+    Count,
+}

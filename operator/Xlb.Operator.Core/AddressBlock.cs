@@ -1,0 +1,99 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Numerics;
+
+namespace Xlb.Operator.Core;
+
+/// <summary>An inclusive range of addresses of one family, parsed from "a.b.c.d/n" or "first-last".</summary>
+public sealed record AddressBlock(IPAddress First, IPAddress Last)
+{
+    public AddressFamily Family => First.AddressFamily;
+
+    public static bool TryParse(string text, out AddressBlock block, out string error)
+    {
+        block = null!;
+        text = text.Trim();
+        var dash = text.IndexOf('-', StringComparison.Ordinal);
+        if (dash > 0)
+        {
+            if (!IPAddress.TryParse(text[..dash].Trim(), out var first) || !IPAddress.TryParse(text[(dash + 1)..].Trim(), out var last))
+            {
+                error = $"'{text}' is not an address range (first-last)";
+                return false;
+            }
+            if (first.AddressFamily != last.AddressFamily || ToInt(first) > ToInt(last))
+            {
+                error = $"'{text}': the range must run from a lower to a higher address of one family";
+                return false;
+            }
+            block = new AddressBlock(first, last);
+            error = "";
+            return true;
+        }
+        if (IPNetwork.TryParse(text, out var net))
+        {
+            if (!net.BaseAddress.Equals(TruncateTo(IPAddress.Parse(text.Split('/')[0]), net.PrefixLength)))
+            {
+                error = $"'{text}' has host bits set; did you mean {net}?";
+                return false;
+            }
+            var bits = net.BaseAddress.AddressFamily == AddressFamily.InterNetwork ? 32 : 128;
+            var size = BigInteger.One << (bits - net.PrefixLength);
+            var start = ToInt(net.BaseAddress);
+            var end = start + size - 1;
+            // IPv4 networks larger than /31 keep their network and broadcast addresses back.
+            if (bits == 32 && net.PrefixLength < 31)
+            {
+                start += 1;
+                end -= 1;
+            }
+            block = new AddressBlock(FromInt(start, net.BaseAddress.AddressFamily), FromInt(end, net.BaseAddress.AddressFamily));
+            error = "";
+            return true;
+        }
+        if (IPAddress.TryParse(text, out var single))
+        {
+            block = new AddressBlock(single, single);
+            error = "";
+            return true;
+        }
+        error = $"'{text}' is neither a CIDR, a range nor an address";
+        return false;
+    }
+
+    public bool Contains(IPAddress a) =>
+        a.AddressFamily == Family && ToInt(a) >= ToInt(First) && ToInt(a) <= ToInt(Last);
+
+    public bool Overlaps(AddressBlock other) =>
+        other.Family == Family && ToInt(other.First) <= ToInt(Last) && ToInt(First) <= ToInt(other.Last);
+
+    public IEnumerable<IPAddress> Addresses()
+    {
+        for (var i = ToInt(First); i <= ToInt(Last); i++)
+        {
+            yield return FromInt(i, Family);
+        }
+    }
+
+    public static BigInteger ToInt(IPAddress a) => new(a.GetAddressBytes(), isUnsigned: true, isBigEndian: true);
+
+    public static IPAddress FromInt(BigInteger v, AddressFamily family)
+    {
+        var len = family == AddressFamily.InterNetwork ? 4 : 16;
+        var bytes = new byte[len];
+        var raw = v.ToByteArray(isUnsigned: true, isBigEndian: true);
+        raw.CopyTo(bytes, len - raw.Length);
+        return new IPAddress(bytes);
+    }
+
+    private static IPAddress TruncateTo(IPAddress a, int prefix)
+    {
+        var bytes = a.GetAddressBytes();
+        for (var i = 0; i < bytes.Length; i++)
+        {
+            var keep = Math.Clamp(prefix - (i * 8), 0, 8);
+            bytes[i] &= (byte)(0xff << (8 - keep));
+        }
+        return new IPAddress(bytes);
+    }
+}
