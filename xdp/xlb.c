@@ -37,7 +37,7 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } xlb_services SEC(".maps");
 
-/* VIP addresses of both generations: a truncated packet to one of them is dropped. */
+/* VIP addresses of both generations: the first lookup of every IPv4 packet. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, XLB_MAX_SERVICES * XLB_GENERATIONS);
@@ -275,11 +275,13 @@ static __always_inline int handle4(struct xdp_md *ctx, struct ethhdr *eth, void 
 	struct iphdr *ip = (void *)(eth + 1);
 	struct xlb_flow_key fk = {};
 	struct xlb_svc_key sk = {};
+	struct xlb_vip_key vk = {};
 	const struct xlb_cfg *cfg;
 	struct xlb_flow *flow;
 	struct xlb_svc *svc;
 	struct pkt p = {};
 	__u32 ihl, zero = 0;
+	__u16 dport;
 	void *l4;
 
 	if ((void *)(ip + 1) > end)
@@ -287,14 +289,22 @@ static __always_inline int handle4(struct xdp_md *ctx, struct ethhdr *eth, void 
 	ihl = ip->ihl * 4;
 	if (ihl < sizeof(*ip) || (void *)ip + ihl > end)
 		return verdict(XDP_PASS, XLB_STAT_PASS_TRUNCATED);
-	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
-		return verdict(XDP_PASS, XLB_STAT_PASS_NOT_VIP);
-	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
-		return verdict(XDP_PASS, XLB_STAT_PASS_FRAGMENT);
 
 	cfg = bpf_map_lookup_elem(&xlb_config, &zero);
 	if (!cfg)
 		return verdict(XDP_PASS, XLB_STAT_DROP_NO_CONFIG);
+
+	/* The fast path for everything that is not ours: one hash lookup. */
+	vk.addr[0] = ip->daddr;
+	vk.family = XLB_FAMILY_V4;
+	vk.gen = cfg->active_gen & 1;
+	if (!bpf_map_lookup_elem(&xlb_vips, &vk))
+		return verdict(XDP_PASS, XLB_STAT_PASS_NOT_VIP);
+
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return verdict(XDP_PASS, XLB_STAT_PASS_NOT_VIP);
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return verdict(XDP_PASS, XLB_STAT_PASS_FRAGMENT);
 
 	l4 = (void *)ip + ihl;
 	p.eth = eth;
@@ -303,7 +313,7 @@ static __always_inline int handle4(struct xdp_md *ctx, struct ethhdr *eth, void 
 		struct tcphdr *th = l4;
 
 		if ((void *)(th + 1) > end)
-			goto truncated_l4;
+			return verdict(XDP_DROP, XLB_STAT_DROP_TRUNCATED_L4);
 		p.l4_sum = &th->check;
 		p.sport = &th->source;
 		p.dport = &th->dest;
@@ -312,7 +322,7 @@ static __always_inline int handle4(struct xdp_md *ctx, struct ethhdr *eth, void 
 		struct udphdr *uh = l4;
 
 		if ((void *)(uh + 1) > end)
-			goto truncated_l4;
+			return verdict(XDP_DROP, XLB_STAT_DROP_TRUNCATED_L4);
 		p.l4_sum = &uh->check;
 		p.sport = &uh->source;
 		p.dport = &uh->dest;
@@ -327,22 +337,19 @@ static __always_inline int handle4(struct xdp_md *ctx, struct ethhdr *eth, void 
 	fk.family = XLB_FAMILY_V4;
 
 	/* Replies come back to VIP:nat_port; only ports in the NAT range can be replies. */
-	{
-		__u16 dport = bpf_ntohs(fk.dport);
+	dport = bpf_ntohs(fk.dport);
+	if (dport >= cfg->nat_port_min && dport <= cfg->nat_port_max) {
+		struct xlb_rnat *r = bpf_map_lookup_elem(&xlb_rnat, &fk);
 
-		if (dport >= cfg->nat_port_min && dport <= cfg->nat_port_max) {
-			struct xlb_rnat *r = bpf_map_lookup_elem(&xlb_rnat, &fk);
-
-			if (r)
-				return reply4(ctx, &p, r);
-		}
+		if (r)
+			return reply4(ctx, &p, r);
 	}
 
 	sk.vip[0] = ip->daddr;
 	sk.port = fk.dport;
 	sk.proto = fk.proto;
 	sk.family = XLB_FAMILY_V4;
-	sk.gen = cfg->active_gen & 1;
+	sk.gen = vk.gen;
 	svc = bpf_map_lookup_elem(&xlb_services, &sk);
 	if (!svc)
 		return verdict(XDP_PASS, XLB_STAT_PASS_NOT_VIP);
@@ -381,19 +388,6 @@ static __always_inline int handle4(struct xdp_md *ctx, struct ethhdr *eth, void 
 		count(XLB_STAT_FWD_NEW_FLOW);
 		rewrite4(&p, ip->daddr, nf.nat_port, nf.backend[0], nf.backend_port);
 		return forward4(ctx, &p);
-	}
-
-truncated_l4:
-	/* Without ports no service can be named: drop only what is addressed to a VIP. */
-	{
-		struct xlb_vip_key vk = {};
-
-		vk.addr[0] = ip->daddr;
-		vk.family = XLB_FAMILY_V4;
-		vk.gen = cfg->active_gen & 1;
-		if (bpf_map_lookup_elem(&xlb_vips, &vk))
-			return verdict(XDP_DROP, XLB_STAT_DROP_TRUNCATED_L4);
-		return verdict(XDP_PASS, XLB_STAT_PASS_TRUNCATED);
 	}
 }
 

@@ -398,7 +398,7 @@ public static class Planner
     /// <summary>SHA-256 of the content only (revision and hash fields are zeroed), lower-case hex.</summary>
     public static string ContentHash(XlbNodeConfigSpec spec)
     {
-        var bytes = JsonSerializer.SerializeToUtf8Bytes(spec with { Revision = 0, ContentHash = "" }, XlbJsonContext.Default.XlbNodeConfigSpec);
+        var bytes = JsonSerializer.SerializeToUtf8Bytes(spec with { Revision = 0, ContentHash = "" }, XlbJson.Info<XlbNodeConfigSpec>());
         return Convert.ToHexStringLower(SHA256.HashData(bytes));
     }
 }

@@ -106,7 +106,7 @@ public static class Manifests
     }
 
     private static T Deserialize<T>(JsonObject obj) =>
-        (T)(obj.Deserialize(XlbJsonContext.Default.GetTypeInfo(typeof(T))!)
+        (T)(obj.Deserialize(XlbJson.Options.GetTypeInfo(typeof(T)))
             ?? throw new JsonException("document is empty"));
 
     /// <summary>System.Text.Json appends its own path and position; we report the path ourselves.</summary>
@@ -117,5 +117,5 @@ public static class Manifests
     }
 
     public static string ToYaml<T>(T obj) where T : IKubernetesObject =>
-        Yaml.Write(JsonSerializer.SerializeToNode(obj, XlbJsonContext.Default.GetTypeInfo(typeof(T))!));
+        Yaml.Write(JsonSerializer.SerializeToNode(obj, XlbJson.Options.GetTypeInfo(typeof(T))));
 }

@@ -1,0 +1,159 @@
+using Xlb.Agent.Bpf;
+using Xlb.Agent.Core;
+using Xlb.Crds;
+using Xlb.DataPlane;
+
+namespace Xlb.Agent;
+
+/// <summary>Settings of the data plane that do not come from the node config.</summary>
+public sealed record DataPlaneOptions
+{
+    /// <summary>FullNAT source ports toward backends, inclusive. Must not hold a VIP service port.</summary>
+    public ushort NatPortMin { get; init; } = 40000;
+    public ushort NatPortMax { get; init; } = 59999;
+}
+
+/// <summary>What one apply did.</summary>
+public sealed record ApplyResult(byte Generation, int Operations, TimeSpan Elapsed);
+
+/// <summary>
+/// The loaded XDP object and its maps: the thin shell around <see cref="MapDiff"/>.
+/// Reads the inactive generation, writes the difference, flips.
+/// </summary>
+public sealed class DataPlane : IDisposable
+{
+    public const string ProgramName = "xlb_xdp";
+
+    private readonly BpfObject _obj;
+    private readonly BpfMap<XlbVipKey, uint> _vips;
+    private readonly BpfMap<XlbSvcKey, XlbSvc> _services;
+    private readonly BpfMap<uint, XlbBackend> _backends;
+    private readonly BpfMap<uint, uint> _rings;
+    private readonly BpfMap<uint, XlbCfg> _config;
+    private readonly BpfMap<uint, ulong> _stats;
+    private readonly DataPlaneOptions _options;
+
+    private DataPlane(BpfObject obj, DataPlaneOptions options)
+    {
+        _obj = obj;
+        _options = options;
+        // Each typed view checks its key and value sizes against the object's BTF: an ABI drift fails here.
+        _vips = obj.Map<XlbVipKey, uint>("xlb_vips");
+        _services = obj.Map<XlbSvcKey, XlbSvc>("xlb_services");
+        _backends = obj.Map<uint, XlbBackend>("xlb_backends");
+        _rings = obj.Map<uint, uint>("xlb_rings");
+        _config = obj.Map<uint, XlbCfg>("xlb_config");
+        _stats = obj.Map<uint, ulong>("xlb_stats");
+        Flows = obj.Map<XlbFlowKey, XlbFlow>("xlb_flows");
+        ReverseNat = obj.Map<XlbFlowKey, XlbRnat>("xlb_rnat");
+        ProgramFd = obj.ProgramFd(ProgramName);
+        _config.Update(0, ReadConfig() with { NatPortMin = options.NatPortMin, NatPortMax = options.NatPortMax });
+    }
+
+    public int ProgramFd { get; }
+    public BpfMap<XlbFlowKey, XlbFlow> Flows { get; }
+    public BpfMap<XlbFlowKey, XlbRnat> ReverseNat { get; }
+
+    /// <summary>Where the build puts the XDP object: beside the binaries, or XLB_XDP_OBJECT.</summary>
+    public static string DefaultObjectPath =>
+        Environment.GetEnvironmentVariable("XLB_XDP_OBJECT") is { Length: > 0 } p ? p : Path.Combine(AppContext.BaseDirectory, "xdp", "xlb.o");
+
+    public static DataPlane Load(string objectPath, DataPlaneOptions? options = null) =>
+        new(BpfObject.Load(objectPath), options ?? new DataPlaneOptions());
+
+    public XlbCfg ReadConfig() => _config.TryLookup(0, out var cfg) ? cfg : default;
+
+    public byte ActiveGeneration => (byte)(ReadConfig().ActiveGen & 1);
+
+    /// <summary>
+    /// Applies <paramref name="spec"/> atomically: into the inactive generation, then one flip.
+    /// When the active generation already holds exactly this content, nothing is written
+    /// (<see cref="ApplyResult.Operations"/> is 0): a periodic resync is free when nothing drifted.
+    /// </summary>
+    public ApplyResult Apply(XlbNodeConfigSpec spec)
+    {
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var cfg = ReadConfig();
+        var active = (byte)(cfg.ActiveGen & 1);
+        if (HoldsExactly(spec, active, cfg))
+        {
+            return new ApplyResult(active, 0, System.Diagnostics.Stopwatch.GetElapsedTime(started));
+        }
+        var target = (byte)(1 - active);
+        var image = MapImage.Build(spec, target);
+        var observed = ReadGeneration(target, image.Backends.Count, image.Ring.Count);
+        var ops = MapDiff.Plan(image, observed, cfg);
+        Execute(ops);
+        return new ApplyResult(target, ops.Count, System.Diagnostics.Stopwatch.GetElapsedTime(started));
+    }
+
+    private bool HoldsExactly(XlbNodeConfigSpec spec, byte gen, XlbCfg cfg)
+    {
+        var image = MapImage.Build(spec, gen);
+        var ops = MapDiff.Plan(image, ReadGeneration(gen, image.Backends.Count, image.Ring.Count), cfg);
+        return ops is [MapOp.Flip];
+    }
+
+    /// <summary>The live contents of one generation, as far as a new image of the given size reaches.</summary>
+    public ObservedGeneration ReadGeneration(byte gen, int backendCount, int ringCount)
+    {
+        var vips = new Dictionary<XlbVipKey, uint>();
+        foreach (var k in _vips.Keys().Where(k => k.Gen == gen))
+        {
+            if (_vips.TryLookup(k, out var v))
+            {
+                vips[k] = v;
+            }
+        }
+        var services = new Dictionary<XlbSvcKey, XlbSvc>();
+        foreach (var k in _services.Keys().Where(k => k.Gen == gen))
+        {
+            if (_services.TryLookup(k, out var v))
+            {
+                services[k] = v;
+            }
+        }
+        var backends = new XlbBackend[backendCount];
+        for (var i = 0; i < backendCount; i++)
+        {
+            _backends.TryLookup((uint)((gen * XlbAbi.MaxBackends) + i + 1), out backends[i]);
+        }
+        var ring = new uint[ringCount];
+        for (var i = 0; i < ringCount; i++)
+        {
+            _rings.TryLookup((uint)((gen * XlbAbi.RingCapacity) + i), out ring[i]);
+        }
+        return new ObservedGeneration(vips, services, backends, ring);
+    }
+
+    private void Execute(IReadOnlyList<MapOp> ops)
+    {
+        foreach (var op in ops)
+        {
+            switch (op)
+            {
+                case MapOp.PutBackend b: _backends.Update(b.Key, b.Value); break;
+                case MapOp.PutRingSlot r: _rings.Update(r.Key, r.BackendIndex); break;
+                case MapOp.PutService s: _services.Update(s.Key, s.Value); break;
+                case MapOp.DeleteService s: _services.Delete(s.Key); break;
+                case MapOp.PutVip v: _vips.Update(v.Key, v.Flags); break;
+                case MapOp.DeleteVip v: _vips.Delete(v.Key); break;
+                case MapOp.Flip f: _config.Update(0, f.Config); break;
+                default: throw new InvalidOperationException($"unknown map operation {op}");
+            }
+        }
+    }
+
+    /// <summary>Packet counters per reason, summed over CPUs.</summary>
+    public IReadOnlyDictionary<XlbStat, ulong> Stats()
+    {
+        var result = new Dictionary<XlbStat, ulong>();
+        for (var i = 0; i < (int)XlbStat.Count; i++)
+        {
+            result[(XlbStat)i] = _stats.PerCpuLookup((uint)i).Aggregate(0UL, (a, b) => a + b);
+        }
+        return result;
+    }
+
+    public void Dispose() => _obj.Dispose();
+}

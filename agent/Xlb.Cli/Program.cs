@@ -1,0 +1,117 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using Microsoft.Extensions.Logging;
+using Xlb.Agent;
+using Xlb.Cli;
+using Xlb.Crds.Serialization;
+using Xlb.Operator;
+
+var manifestsOption = new Option<DirectoryInfo>("--manifests") { Description = "Folder of XLB manifests (LoadBalancerPool, VipShard, PortMapping, Node)", Required = true };
+var outOption = new Option<DirectoryInfo>("--out") { Description = "Folder for node configs (<node>.yaml) and status.yaml", Required = true };
+var nodeOption = new Option<string[]>("--node") { Description = "An LB node name, in addition to Node objects in the manifests", AllowMultipleArgumentsPerToken = false };
+var onceOption = new Option<bool>("--once") { Description = "Render once and exit" };
+
+var operatorCommand = new Command("operator", "Run the operator in standalone mode: manifests folder in, node configs out") { manifestsOption, outOption, nodeOption, onceOption };
+operatorCommand.SetAction(async (parse, ct) =>
+{
+    using var logs = Logs();
+    var op = new StandaloneOperator(
+        new OperatorOptions { ManifestDir = parse.GetValue(manifestsOption)!.FullName, OutputDir = parse.GetValue(outOption)!.FullName, Nodes = parse.GetValue(nodeOption) ?? [] },
+        logs.CreateLogger<StandaloneOperator>(),
+        TimeProvider.System);
+    if (parse.GetValue(onceOption))
+    {
+        return op.ReconcileOnce().Problems.Count == 0 ? 0 : 1;
+    }
+    await op.RunAsync(Terminate(ct));
+    return 0;
+});
+
+var nodeConfigOption = new Option<FileInfo>("--node-config") { Description = "The XlbNodeConfig file this agent applies", Required = true };
+var interfaceOption = new Option<string[]>("--interface") { Description = "An interface to attach XDP to (repeat for several)", Required = true };
+var statusOption = new Option<FileInfo?>("--status") { Description = "Where to write the agent's status (default: <node-config>.status.yaml)" };
+var genericOption = new Option<bool>("--allow-generic-xdp") { Description = "Fall back to generic XDP where the driver has no native XDP" };
+var objectOption = new Option<FileInfo?>("--xdp-object") { Description = "The XDP object file (default: xdp/xlb.o beside this binary)" };
+var natPortsOption = new Option<string>("--nat-ports") { Description = "FullNAT source-port range toward backends, MIN-MAX", DefaultValueFactory = _ => "40000-59999" };
+
+var agentCommand = new Command("agent", "Run the node agent in standalone mode: apply a node config file to XDP") { nodeConfigOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption };
+agentCommand.SetAction(async (parse, ct) =>
+{
+    using var logs = Logs();
+    var range = parse.GetValue(natPortsOption)!.Split('-');
+    if (range.Length != 2 || !ushort.TryParse(range[0], CultureInfo.InvariantCulture, out var min) || !ushort.TryParse(range[1], CultureInfo.InvariantCulture, out var max) || min > max || min < 1024)
+    {
+        await Console.Error.WriteLineAsync("--nat-ports must be MIN-MAX with 1024 <= MIN <= MAX <= 65535");
+        return 2;
+    }
+    var options = new AgentOptions
+    {
+        NodeConfigPath = parse.GetValue(nodeConfigOption)!.FullName,
+        StatusPath = parse.GetValue(statusOption)?.FullName,
+        Interfaces = parse.GetValue(interfaceOption)!,
+        AllowGenericXdp = parse.GetValue(genericOption),
+        ObjectPath = parse.GetValue(objectOption)?.FullName ?? DataPlane.DefaultObjectPath,
+        DataPlane = new DataPlaneOptions { NatPortMin = min, NatPortMax = max },
+    };
+    var log = logs.CreateLogger<StandaloneAgent>();
+    try
+    {
+        await new StandaloneAgent(options, log, TimeProvider.System).RunAsync(Terminate(ct));
+        return 0;
+    }
+    catch (Exception e) when (e is Xlb.Agent.Bpf.BpfException or FileNotFoundException)
+    {
+        // Start-up fails fast: without the program there is nothing to keep running.
+        await Console.Error.WriteLineAsync($"xlb agent: cannot start: {e.Message}");
+        return 1;
+    }
+});
+
+var renderCommand = new Command("render", "Print the node configs the operator would render for a manifests folder") { manifestsOption, nodeOption };
+renderCommand.SetAction(parse =>
+{
+    var dir = parse.GetValue(manifestsOption)!.FullName;
+    var outDir = Directory.CreateTempSubdirectory("xlb-render-").FullName;
+    try
+    {
+        using var logs = Logs();
+        var plan = new StandaloneOperator(new OperatorOptions { ManifestDir = dir, OutputDir = outDir, Nodes = parse.GetValue(nodeOption) ?? [] }, logs.CreateLogger<StandaloneOperator>(), TimeProvider.System).ReconcileOnce();
+        foreach (var config in plan.NodeConfigs)
+        {
+            Console.Write("---\n" + Manifests.ToYaml(config));
+        }
+        return plan.Problems.Count == 0 ? 0 : 1;
+    }
+    finally
+    {
+        Directory.Delete(outDir, recursive: true);
+    }
+});
+
+var demoManifests = new Option<DirectoryInfo>("--manifests") { Description = "Demo manifests", DefaultValueFactory = _ => new DirectoryInfo(RepoPaths.Find("examples/demo")) };
+var requestsOption = new Option<int>("--requests") { Description = "How many HTTP requests to send", DefaultValueFactory = _ => 300 };
+var demoCommand = new Command("demo", "Client, LB and three backends in network namespaces; real traffic through XDP") { demoManifests, requestsOption };
+demoCommand.SetAction(async (parse, ct) =>
+    await Demo.RunAsync(parse.GetValue(demoManifests)!.FullName, Math.Clamp(parse.GetValue(requestsOption), 1, 100_000), Console.Out, Terminate(ct)));
+
+var root = new RootCommand("XLB: a Kubernetes L4 load balancer on XDP") { operatorCommand, agentCommand, renderCommand, demoCommand };
+return await root.Parse(args).InvokeAsync();
+
+static ILoggerFactory Logs() => LoggerFactory.Create(b => b.AddSimpleConsole(o =>
+{
+    o.SingleLine = true;
+    o.TimestampFormat = "HH:mm:ss.fff ";
+}));
+
+// Ctrl-C is handled by System.CommandLine; SIGTERM (what Kubernetes and the demo send) stops us the same way.
+static CancellationToken Terminate(CancellationToken ct)
+{
+    var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+    Signals.Keep(PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx =>
+    {
+        ctx.Cancel = true;
+        cts.Cancel();
+    }));
+    return cts.Token;
+}

@@ -1,0 +1,74 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+
+namespace Xlb.Cli.Testbed;
+
+/// <summary>The outcome of a bounded run of requests: who answered how often, and what failed.</summary>
+public sealed record ProbeResult(IReadOnlyDictionary<string, int> ByBackend, int Failed, IReadOnlyList<string> Errors)
+{
+    public int Answered => ByBackend.Values.Sum();
+}
+
+/// <summary>HTTP requests from inside a namespace, one new TCP connection each (a new flow each time).</summary>
+public static class HttpProbe
+{
+    public static async Task<string> GetAsync(string ns, IPEndPoint target, TimeSpan timeout, CancellationToken ct)
+    {
+        using var socket = Netns.Run(ns, () => new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp));
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        cts.CancelAfter(timeout);
+        await socket.ConnectAsync(target, cts.Token);
+        await socket.SendAsync(Encoding.ASCII.GetBytes($"GET / HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"), SocketFlags.None, cts.Token);
+        var response = new StringBuilder();
+        var buf = new byte[4096];
+        int n;
+        while ((n = await socket.ReceiveAsync(buf, SocketFlags.None, cts.Token)) > 0)
+        {
+            response.Append(Encoding.ASCII.GetString(buf, 0, n));
+        }
+        var text = response.ToString();
+        if (!text.StartsWith("HTTP/1.1 200", StringComparison.Ordinal))
+        {
+            throw new InvalidDataException($"unexpected response: {text[..Math.Min(text.Length, 80)]}");
+        }
+        return text[(text.IndexOf("\r\n\r\n", StringComparison.Ordinal) + 4)..].Trim();
+    }
+
+    /// <summary>Sends <paramref name="count"/> requests, <paramref name="parallel"/> at a time; never more, never longer than each timeout.</summary>
+    public static async Task<ProbeResult> RunAsync(string ns, IPEndPoint target, int count, int parallel, CancellationToken ct)
+    {
+        var byBackend = new Dictionary<string, int>(StringComparer.Ordinal);
+        var errors = new List<string>();
+        var failed = 0;
+        var next = 0;
+        async Task Worker()
+        {
+            while (Interlocked.Increment(ref next) <= count)
+            {
+                try
+                {
+                    var who = await GetAsync(ns, target, TimeSpan.FromSeconds(5), ct);
+                    lock (byBackend)
+                    {
+                        byBackend[who] = byBackend.GetValueOrDefault(who) + 1;
+                    }
+                }
+                catch (Exception e) when (e is SocketException or OperationCanceledException or InvalidDataException)
+                {
+                    ct.ThrowIfCancellationRequested();
+                    lock (byBackend)
+                    {
+                        failed++;
+                        if (errors.Count < 5)
+                        {
+                            errors.Add(e.Message);
+                        }
+                    }
+                }
+            }
+        }
+        await Task.WhenAll(Enumerable.Range(0, parallel).Select(_ => Worker()));
+        return new ProbeResult(byBackend, failed, errors);
+    }
+}

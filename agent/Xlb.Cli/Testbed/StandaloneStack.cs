@@ -1,0 +1,150 @@
+using System.Diagnostics;
+using Xlb.Crds;
+using Xlb.Crds.Serialization;
+
+namespace Xlb.Cli.Testbed;
+
+/// <summary>
+/// The standalone operator and agent as real processes: the operator renders node configs from a
+/// manifest folder, the agent (inside the LB namespace) attaches XDP and applies its node config.
+/// </summary>
+public sealed class StandaloneStack : IDisposable
+{
+    private readonly TextWriter _log;
+    private readonly List<Process> _processes = [];
+
+    public string StateDir { get; }
+    public string NodeName { get; }
+    public string NodeConfigPath => Path.Combine(StateDir, NodeName + ".yaml");
+    public string AgentStatusPath => Path.Combine(StateDir, NodeName + ".status.yaml");
+    public Process Agent { get; private set; } = null!;
+    public Process Operator { get; private set; } = null!;
+
+    private StandaloneStack(string stateDir, string nodeName, TextWriter log)
+    {
+        StateDir = stateDir;
+        NodeName = nodeName;
+        _log = log;
+    }
+
+    public static StandaloneStack Start(LbTopology topology, string manifestDir, string nodeName, TextWriter log)
+    {
+        var state = Directory.CreateTempSubdirectory("xlb-state-").FullName;
+        var stack = new StandaloneStack(state, nodeName, log);
+        try
+        {
+            stack.Operator = stack.Spawn("operator", "operator", "--manifests", manifestDir, "--out", state, "--node", nodeName);
+            stack.StartAgent(topology);
+            return stack;
+        }
+        catch
+        {
+            stack.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Starts the agent inside the LB namespace, attached to every LB interface.</summary>
+    public void StartAgent(LbTopology topology)
+    {
+        List<string> args = ["netns", "exec", topology.Lb, .. Self(), "agent", "--node-config", NodeConfigPath];
+        foreach (var i in topology.LbInterfaces)
+        {
+            args.AddRange(["--interface", i]);
+        }
+        Agent = SpawnRaw("agent", "ip", [.. args]);
+    }
+
+    /// <summary>Stops the agent the way an orchestrator does: SIGTERM, then SIGKILL after a grace period.</summary>
+    public void StopAgent() => Netns.Stop(Agent, TimeSpan.FromSeconds(10));
+
+    /// <summary>Waits until the agent reports a revision (at least <paramref name="minRevision"/>) applied.</summary>
+    public async Task<XlbNodeConfig> WaitAppliedAsync(long minRevision, TimeSpan timeout, CancellationToken ct)
+    {
+        var deadline = Stopwatch.StartNew();
+        var last = "no status yet";
+        while (deadline.Elapsed < timeout)
+        {
+            if (Agent.HasExited)
+            {
+                throw new InvalidOperationException($"the agent exited with code {Agent.ExitCode}; see its log above");
+            }
+            if (File.Exists(AgentStatusPath) && File.Exists(NodeConfigPath))
+            {
+                var status = Yaml.ReadDocuments(await File.ReadAllTextAsync(AgentStatusPath, ct))[0];
+                var applied = status["appliedRevision"]?.GetValue<long>() ?? 0;
+                last = status.ToJsonString();
+                if (applied >= minRevision)
+                {
+                    var config = Manifests.Read(await File.ReadAllTextAsync(NodeConfigPath, ct), NodeConfigPath).NodeConfigs.Single();
+                    if (config.Spec.Revision == applied)
+                    {
+                        return config;
+                    }
+                }
+            }
+            await Task.Delay(100, ct);
+        }
+        throw new TimeoutException($"the agent did not apply revision {minRevision} within {timeout.TotalSeconds:F0} s; last status: {last}");
+    }
+
+    /// <summary>How to run this very binary: its apphost if there is one, else through dotnet.</summary>
+    public static string[] Self()
+    {
+        var dll = typeof(StandaloneStack).Assembly.Location;
+        var apphost = Path.Combine(Path.GetDirectoryName(dll)!, "xlb");
+        return File.Exists(apphost) ? [apphost] : ["dotnet", dll];
+    }
+
+    private Process Spawn(string tag, params string[] args)
+    {
+        var self = Self();
+        return SpawnRaw(tag, self[0], [.. self[1..], .. args]);
+    }
+
+    private Process SpawnRaw(string tag, string file, string[] args)
+    {
+        var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in args)
+        {
+            psi.ArgumentList.Add(a);
+        }
+        var p = new Process { StartInfo = psi };
+        p.OutputDataReceived += (_, e) => Echo(tag, e.Data);
+        p.ErrorDataReceived += (_, e) => Echo(tag, e.Data);
+        p.Start();
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        _processes.Add(p);
+        return p;
+    }
+
+    private void Echo(string tag, string? line)
+    {
+        if (line is not null)
+        {
+            lock (_log)
+            {
+                _log.WriteLine($"  [{tag}] {line}");
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var p in Enumerable.Reverse(_processes))
+        {
+            Netns.Stop(p, TimeSpan.FromSeconds(10));
+            p.Dispose();
+        }
+        _processes.Clear();
+        try
+        {
+            Directory.Delete(StateDir, recursive: true);
+        }
+        catch (IOException)
+        {
+            // A leftover temp folder is harmless.
+        }
+    }
+}

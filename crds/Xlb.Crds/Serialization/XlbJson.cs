@@ -1,0 +1,32 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using System.Text.Json.Serialization.Metadata;
+
+namespace Xlb.Crds.Serialization;
+
+/// <summary>
+/// The one JSON contract of XLB's API types: the runtime, the YAML reader and writer and the
+/// CRD generator all go through it. Unknown fields are errors (as kubectl's strict validation).
+/// Reflection-based on purpose: the source generator builds init-only records through a
+/// parameterized creator and so replaces property initializers (our defaults) with default(T).
+/// </summary>
+public static class XlbJson
+{
+    public static JsonSerializerOptions Options { get; } = Create();
+
+    private static JsonSerializerOptions Create()
+    {
+        var o = new JsonSerializerOptions
+        {
+            PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+            DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+            UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+            RespectNullableAnnotations = true,
+            TypeInfoResolver = new DefaultJsonTypeInfoResolver(),
+        };
+        o.MakeReadOnly();
+        return o;
+    }
+
+    public static JsonTypeInfo<T> Info<T>() => (JsonTypeInfo<T>)Options.GetTypeInfo(typeof(T));
+}
