@@ -63,7 +63,7 @@ public sealed record MapImage(
                 }
                 ids.Add(idx);
             }
-            var size = Maglev.SizeFor(members.Count);
+            var size = Maglev.DefaultSize;
             var table = Maglev.Build([.. members.Select(m => new MaglevBackend(BackendIdentity(m.Backend), m.Weight))], size);
             var svc = new XlbSvc { Id = nextId++, RingOff = (uint)ring.Count, RingSize = (uint)table.Length };
             ring.AddRange(table.Select(i => (uint)ids[i]));

@@ -15,7 +15,7 @@ public static class XlbAbi
     public const int Version = 1;
     public const int MaxServices = 16384;
     public const int MaxBackends = 65536;
-    public const int RingCapacity = 1 << 20;
+    public const int RingCapacity = 1 << 22;
     public const int MaxFlows = 262144;
     public const int Generations = 2;
     public const byte FamilyV4 = 4;

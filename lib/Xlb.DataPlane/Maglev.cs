@@ -11,28 +11,23 @@ public readonly record struct MaglevBackend(string Key, int Weight);
 /// </summary>
 public static class Maglev
 {
-    /// <summary>Table sizes: primes, each about twice the previous.</summary>
-    public static readonly IReadOnlyList<int> Primes = [251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521];
-
-    /// <summary>The smallest table that keeps the share imbalance small: about 100 slots per backend.</summary>
-    public static int SizeFor(int backends)
-    {
-        foreach (var p in Primes)
-        {
-            if (p >= backends * 100)
-            {
-                return p;
-            }
-        }
-        return Primes[^1];
-    }
+    /// <summary>
+    /// The table size when a service names none. It must not follow the backend count: a table
+    /// that changes size reshuffles every flow, which is what Maglev exists to avoid.
+    /// 1021 slots keep shares within a few percent up to a few dozen backends.
+    /// </summary>
+    public const int DefaultSize = 1021;
 
     /// <summary>Builds a table of <paramref name="size"/> slots holding indexes into <paramref name="backends"/>.</summary>
     /// <returns>The table; empty when no backend has a positive weight.</returns>
     public static int[] Build(IReadOnlyList<MaglevBackend> backends, int size)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(size, 2);
-        var live = Enumerable.Range(0, backends.Count).Where(i => backends[i].Weight > 0).ToArray();
+        // Turns go in key order, so the table depends on the set of backends, not on list order.
+        var live = Enumerable.Range(0, backends.Count)
+            .Where(i => backends[i].Weight > 0)
+            .OrderBy(i => backends[i].Key, StringComparer.Ordinal)
+            .ToArray();
         if (live.Length == 0)
         {
             return [];

@@ -19,7 +19,7 @@
 /* Capacities per configuration generation. Maps hold two generations. */
 #define XLB_MAX_SERVICES 16384
 #define XLB_MAX_BACKENDS 65536
-#define XLB_RING_CAPACITY (1u << 20)
+#define XLB_RING_CAPACITY (1u << 22)
 #define XLB_MAX_FLOWS 262144
 
 #define XLB_GENERATIONS 2

@@ -1,0 +1,19 @@
+using Xlb.Crds.Serialization;
+
+namespace Xlb.Tests.Support;
+
+public static class Examples
+{
+    public static string Dir(string name) => Path.Combine(AppContext.BaseDirectory, "examples", name);
+
+    /// <summary>Every manifest of an example folder, read as the standalone operator reads them.</summary>
+    public static ManifestSet Read(string name)
+    {
+        var set = new ManifestSet();
+        foreach (var f in Directory.GetFiles(Dir(name), "*.yaml").Order(StringComparer.Ordinal))
+        {
+            Manifests.Read(File.ReadAllText(f), Path.GetFileName(f), set);
+        }
+        return set;
+    }
+}

@@ -1,0 +1,78 @@
+using Xlb.Agent.Core;
+using Xlb.Crds;
+using Xlb.DataPlane;
+
+namespace Xlb.Tests.Unit;
+
+public class MapDiffTests
+{
+    private static XlbNodeConfigSpec Spec(params string[] backends) => new()
+    {
+        NodeName = "n",
+        Vips = [new NodeVip { Address = "192.0.2.1", Role = VipRole.Active, Shard = "s" }],
+        Listeners = [new Listener
+        {
+            Name = "ns/m/http",
+            Vip = "192.0.2.1",
+            Port = 80,
+            Backends = [.. backends.Select(b => new NodeBackend { Address = b, Port = 8080 })],
+        }],
+    };
+
+    private static ObservedGeneration Empty => new(new Dictionary<XlbVipKey, uint>(), new Dictionary<XlbSvcKey, XlbSvc>(), [], []);
+
+    private static ObservedGeneration AsObserved(MapImage image) => new(image.Vips, image.Services, image.Backends, image.Ring);
+
+    [Fact]
+    public void Into_empty_maps_everything_is_written_and_the_flip_comes_last()
+    {
+        var image = MapImage.Build(Spec("10.0.0.1", "10.0.0.2"), 1);
+        var ops = MapDiff.Plan(image, Empty, default);
+        Assert.Equal(2, ops.OfType<MapOp.PutBackend>().Count());
+        Assert.Equal(Maglev.DefaultSize, ops.OfType<MapOp.PutRingSlot>().Count());
+        Assert.Single(ops.OfType<MapOp.PutService>());
+        Assert.Single(ops.OfType<MapOp.PutVip>());
+        var flip = Assert.IsType<MapOp.Flip>(ops[^1]);
+        Assert.Equal(1u, flip.Config.ActiveGen);
+        Assert.All(ops.OfType<MapOp.PutRingSlot>(), r => Assert.InRange(r.Key, (uint)XlbAbi.RingCapacity, (uint)(2 * XlbAbi.RingCapacity) - 1));
+    }
+
+    [Fact]
+    public void When_maps_already_hold_the_image_only_the_flip_remains()
+    {
+        var image = MapImage.Build(Spec("10.0.0.1", "10.0.0.2"), 0);
+        Assert.Equal([typeof(MapOp.Flip)], MapDiff.Plan(image, AsObserved(image), default).Select(o => o.GetType()));
+    }
+
+    [Fact]
+    public void Removed_listeners_and_vips_are_deleted_and_changed_ring_slots_rewritten()
+    {
+        var before = MapImage.Build(Spec("10.0.0.1", "10.0.0.2", "10.0.0.3"), 0);
+        var after = MapImage.Build(Spec("10.0.0.1", "10.0.0.2"), 0);
+        var ops = MapDiff.Plan(after, AsObserved(before), default);
+        var rewritten = ops.OfType<MapOp.PutRingSlot>().Count();
+        // Maglev: only about the removed backend's third of the slots change.
+        Assert.InRange(rewritten, Maglev.DefaultSize / 4, Maglev.DefaultSize * 2 / 5);
+        var gone = MapImage.Build(Spec() with { Vips = [], Listeners = [] }, 0);
+        var ops2 = MapDiff.Plan(gone, AsObserved(before), default);
+        Assert.Single(ops2.OfType<MapOp.DeleteService>());
+        Assert.Single(ops2.OfType<MapOp.DeleteVip>());
+    }
+
+    [Fact]
+    public void A_config_larger_than_the_maps_is_refused_before_anything_is_written()
+    {
+        var huge = Spec() with
+        {
+            // One ring slot more than the data plane holds, at the default table size.
+            Listeners = [.. Enumerable.Range(0, (XlbAbi.RingCapacity / Maglev.DefaultSize) + 1).Select(i => new Listener
+            {
+                Name = $"ns/m{i}/p",
+                Vip = "192.0.2.1",
+                Port = 1000 + i,
+                Backends = [new NodeBackend { Address = "10.0.0.1", Port = 80 }],
+            })],
+        };
+        Assert.Throws<ConfigTooLargeException>(() => MapImage.Build(huge, 0));
+    }
+}

@@ -1,0 +1,117 @@
+using Xlb.Crds;
+using Xlb.Crds.Serialization;
+
+using Xlb.Tests.Support;
+
+namespace Xlb.Tests.Unit;
+
+public class SerializationTests
+{
+    [Fact]
+    public void Omitted_fields_take_their_documented_defaults()
+    {
+        var set = Manifests.Read("""
+            apiVersion: xlb.io/v1alpha1
+            kind: LoadBalancerPool
+            metadata: {name: p}
+            spec: {blocks: [192.0.2.0/28]}
+            ---
+            apiVersion: xlb.io/v1alpha1
+            kind: PortMapping
+            metadata: {name: m, namespace: ns}
+            spec:
+              shardRef: s
+              ports: [{port: 80}]
+              backend: {endpoints: [{address: 192.0.2.100}]}
+            """, "t.yaml");
+        Assert.Empty(set.Errors);
+        var pool = Assert.Single(set.Pools);
+        Assert.True(pool.Spec.AutoAssign);
+        Assert.Empty(pool.Spec.Reserved);
+        var pm = Assert.Single(set.PortMappings);
+        Assert.Equal("Auto", pm.Spec.Vip);
+        Assert.Equal(L4Protocol.TCP, pm.Spec.Ports[0].Protocol);
+        Assert.Null(pm.Spec.Ports[0].TargetPort);
+        Assert.Equal(1, pm.Spec.Backend.Endpoints[0].Weight);
+        Assert.Equal(SchedulingAlgorithm.Maglev, pm.Spec.Scheduling.Algorithm);
+    }
+
+    [Fact]
+    public void Every_example_round_trips_through_yaml_unchanged()
+    {
+        var first = Examples.Read("demo");
+        Assert.Empty(first.Errors);
+        var yaml = string.Join("---\n",
+            first.Pools.Select(Manifests.ToYaml)
+                .Concat(first.Shards.Select(Manifests.ToYaml))
+                .Concat(first.PortMappings.Select(Manifests.ToYaml)));
+        var second = Manifests.Read(yaml, "again.yaml");
+        Assert.Empty(second.Errors);
+        Assert.Equal(Manifests.ToYaml(first.PortMappings[0]), Manifests.ToYaml(second.PortMappings[0]));
+        Assert.Equal(first.Pools[0].Spec.Blocks, second.Pools[0].Spec.Blocks);
+        Assert.Equal(first.Shards[0].Spec.NodeSelector!.MatchLabels, second.Shards[0].Spec.NodeSelector!.MatchLabels);
+    }
+
+    [Theory]
+    [InlineData("80", "80")]
+    [InlineData("true", "true")]
+    [InlineData("null", "null")]
+    [InlineData("1.5", "1.5")]
+    [InlineData(" padded", " padded")]
+    [InlineData("", "")]
+    [InlineData("10.0.0.1", "10.0.0.1")]
+    public void Strings_that_look_like_other_types_stay_strings(string value, string expected)
+    {
+        var yaml = Yaml.Write(new System.Text.Json.Nodes.JsonObject { ["v"] = value });
+        var back = Yaml.ReadDocuments(yaml)[0]["v"]!.GetValue<string>();
+        Assert.Equal(expected, back);
+    }
+
+    [Fact]
+    public void A_named_target_port_is_kept_as_a_name_and_a_number_as_a_number()
+    {
+        var set = Manifests.Read("""
+            apiVersion: xlb.io/v1alpha1
+            kind: PortMapping
+            metadata: {name: m}
+            spec:
+              shardRef: s
+              ports: [{port: 80, targetPort: http}, {port: 81, targetPort: 8081}]
+              backend: {}
+            """, "t.yaml");
+        var ports = Assert.Single(set.PortMappings).Spec.Ports;
+        Assert.Equal("http", ports[0].TargetPort!.Value.Name);
+        Assert.Equal(8081, ports[1].TargetPort!.Value.Number);
+    }
+
+    [Theory]
+    [InlineData("spec: {shardRef: s, backend: {}, prot: []}", "prot")]
+    [InlineData("spec: {backend: {}}", "shardRef")]
+    [InlineData("spec: {shardRef: s, backend: {}, ports: [{port: eighty}]}", "spec.ports[0].port")]
+    public void Bad_documents_are_reported_with_what_and_where(string spec, string mentioned)
+    {
+        var set = Manifests.Read($"""
+            apiVersion: xlb.io/v1alpha1
+            kind: PortMapping
+            metadata: {"{"}name: broken{"}"}
+            {spec}
+            ---
+            apiVersion: xlb.io/v1alpha1
+            kind: VipShard
+            metadata: {"{"}name: fine{"}"}
+            spec: {"{"}poolRef: p{"}"}
+            """, "bad.yaml");
+        var error = Assert.Single(set.Errors);
+        Assert.Equal(1, error.Document);
+        Assert.Contains("PortMapping broken", error.Message, StringComparison.Ordinal);
+        Assert.Contains(mentioned, error.Message, StringComparison.Ordinal);
+        Assert.Single(set.Shards);
+    }
+
+    [Fact]
+    public void Invalid_yaml_and_unknown_kinds_are_errors_not_exceptions()
+    {
+        Assert.Contains("not valid YAML", Manifests.Read("a: [", "x.yaml").Errors.Single().Message, StringComparison.Ordinal);
+        Assert.Contains("not one XLB reads", Manifests.Read("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}", "x.yaml").Errors.Single().Message, StringComparison.Ordinal);
+    }
+}
