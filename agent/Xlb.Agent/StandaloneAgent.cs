@@ -16,7 +16,7 @@ public sealed record AgentOptions
     public required IReadOnlyList<string> Interfaces { get; init; }
     /// <summary>Fall back to generic XDP where the driver has no native XDP (reported in status).</summary>
     public bool AllowGenericXdp { get; init; }
-    public string ObjectPath { get; init; } = Xlb.Agent.DataPlane.DefaultObjectPath;
+    public string ObjectPath { get; init; } = Xlb.Agent.XdpDataPlane.DefaultObjectPath;
     /// <summary>How often the file is checked and the maps re-diffed (level-triggered resync).</summary>
     public TimeSpan ResyncInterval { get; init; } = TimeSpan.FromMilliseconds(500);
     public DataPlaneOptions DataPlane { get; init; } = new();
@@ -35,7 +35,7 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
 
     public async Task RunAsync(CancellationToken ct)
     {
-        using var dp = DataPlane.Load(options.ObjectPath, options.DataPlane);
+        using var dp = XdpDataPlane.Load(options.ObjectPath, options.DataPlane);
         var attached = new List<(string If, XdpMode Mode)>();
         try
         {
@@ -76,7 +76,7 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
 
 
     /// <summary>One level-triggered pass: read the file, apply it if it is valid, report.</summary>
-    public void Reconcile(DataPlane dp, string attachMode)
+    public void Reconcile(XdpDataPlane dp, string attachMode)
     {
         XlbNodeConfig? config;
         try

@@ -51,7 +51,7 @@ agentCommand.SetAction(async (parse, ct) =>
         StatusPath = parse.GetValue(statusOption)?.FullName,
         Interfaces = parse.GetValue(interfaceOption)!,
         AllowGenericXdp = parse.GetValue(genericOption),
-        ObjectPath = parse.GetValue(objectOption)?.FullName ?? DataPlane.DefaultObjectPath,
+        ObjectPath = parse.GetValue(objectOption)?.FullName ?? XdpDataPlane.DefaultObjectPath,
         DataPlane = new DataPlaneOptions { NatPortMin = min, NatPortMax = max },
     };
     var log = logs.CreateLogger<StandaloneAgent>();

@@ -33,9 +33,9 @@ public static class Privileged
         {
             return "libbpf.so.1 is not installed";
         }
-        if (!File.Exists(Xlb.Agent.DataPlane.DefaultObjectPath))
+        if (!File.Exists(Xlb.Agent.XdpDataPlane.DefaultObjectPath))
         {
-            return $"the XDP object {Xlb.Agent.DataPlane.DefaultObjectPath} was not built";
+            return $"the XDP object {Xlb.Agent.XdpDataPlane.DefaultObjectPath} was not built";
         }
         foreach (var tool in new[] { "/usr/sbin/ip", "/usr/sbin/ethtool" })
         {

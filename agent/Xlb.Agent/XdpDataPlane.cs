@@ -20,7 +20,7 @@ public sealed record ApplyResult(byte Generation, int Operations, TimeSpan Elaps
 /// The loaded XDP object and its maps: the thin shell around <see cref="MapDiff"/>.
 /// Reads the inactive generation, writes the difference, flips.
 /// </summary>
-public sealed class DataPlane : IDisposable
+public sealed class XdpDataPlane : IDisposable
 {
     public const string ProgramName = "xlb_xdp";
 
@@ -33,7 +33,7 @@ public sealed class DataPlane : IDisposable
     private readonly BpfMap<uint, ulong> _stats;
     private readonly DataPlaneOptions _options;
 
-    private DataPlane(BpfObject obj, DataPlaneOptions options)
+    private XdpDataPlane(BpfObject obj, DataPlaneOptions options)
     {
         _obj = obj;
         _options = options;
@@ -58,7 +58,7 @@ public sealed class DataPlane : IDisposable
     public static string DefaultObjectPath =>
         Environment.GetEnvironmentVariable("XLB_XDP_OBJECT") is { Length: > 0 } p ? p : Path.Combine(AppContext.BaseDirectory, "xdp", "xlb.o");
 
-    public static DataPlane Load(string objectPath, DataPlaneOptions? options = null) =>
+    public static XdpDataPlane Load(string objectPath, DataPlaneOptions? options = null) =>
         new(BpfObject.Load(objectPath), options ?? new DataPlaneOptions());
 
     public XlbCfg ReadConfig() => _config.TryLookup(0, out var cfg) ? cfg : default;

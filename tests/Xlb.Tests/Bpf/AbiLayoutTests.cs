@@ -1,0 +1,116 @@
+using System.Diagnostics;
+using System.Reflection;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.RegularExpressions;
+using Xlb.DataPlane;
+
+namespace Xlb.Tests.Bpf;
+
+/// <summary>
+/// Proves every C# ABI struct has the layout of its twin in xdp/include/xlb_abi.h: C asserts are
+/// generated from the C# types (sizeof, offsetof of every field, enum values, constants) and
+/// compiled by clang against the header.
+/// </summary>
+public partial class AbiLayoutTests
+{
+    private static readonly (Type Type, string C)[] Structs =
+    [
+        (typeof(XlbVipKey), "xlb_vip_key"),
+        (typeof(XlbSvcKey), "xlb_svc_key"),
+        (typeof(XlbSvc), "xlb_svc"),
+        (typeof(XlbBackend), "xlb_backend"),
+        (typeof(XlbFlowKey), "xlb_flow_key"),
+        (typeof(XlbFlow), "xlb_flow"),
+        (typeof(XlbRnat), "xlb_rnat"),
+        (typeof(XlbCfg), "xlb_cfg"),
+    ];
+
+    /// <summary>C# field name → C member designator: PortBe → port, Pad1 → pad[1], SvcId → svc_id.</summary>
+    public static string CMember(string field)
+    {
+        if (PadIndex().Match(field) is { Success: true } m)
+        {
+            return $"pad[{m.Groups[1].Value}]";
+        }
+        var name = field.EndsWith("Be", StringComparison.Ordinal) ? field[..^2] : field;
+        return Snake().Replace(name, "$1_$2").ToLowerInvariant();
+    }
+
+    public static string GenerateAsserts()
+    {
+        var c = new StringBuilder("#include <stddef.h>\n#include \"xlb_abi.h\"\n");
+        foreach (var (type, cname) in Structs)
+        {
+            c.AppendLine($"_Static_assert(sizeof(struct {cname}) == {Marshal.SizeOf(type)}, \"sizeof {cname}\");");
+            foreach (var f in type.GetFields(BindingFlags.Public | BindingFlags.Instance))
+            {
+                var member = CMember(f.Name);
+                c.AppendLine($"_Static_assert(offsetof(struct {cname}, {member}) == {Marshal.OffsetOf(type, f.Name)}, \"{cname}.{member}\");");
+            }
+        }
+        foreach (var stat in Enum.GetValues<XlbStat>())
+        {
+            var cname = stat == XlbStat.Count ? "XLB_STAT__COUNT" : "XLB_STAT_" + Snake().Replace(stat.ToString(), "$1_$2").ToUpperInvariant();
+            c.AppendLine($"_Static_assert({cname} == {(int)stat}, \"{cname}\");");
+        }
+        foreach (var (name, value) in new (string, int)[]
+        {
+            ("XLB_ABI_VERSION", XlbAbi.Version), ("XLB_MAX_SERVICES", XlbAbi.MaxServices), ("XLB_MAX_BACKENDS", XlbAbi.MaxBackends),
+            ("XLB_RING_CAPACITY", XlbAbi.RingCapacity), ("XLB_MAX_FLOWS", XlbAbi.MaxFlows), ("XLB_GENERATIONS", XlbAbi.Generations),
+            ("XLB_FAMILY_V4", XlbAbi.FamilyV4), ("XLB_FAMILY_V6", XlbAbi.FamilyV6), ("XLB_BE_F_DRAINING", XlbAbi.BackendDraining),
+            ("XLB_CFG_F_SHUTDOWN", (int)XlbAbi.CfgShutdown),
+        })
+        {
+            c.AppendLine($"_Static_assert({name} == {value}, \"{name}\");");
+        }
+        return c.ToString();
+    }
+
+    [Fact]
+    public void Every_csharp_struct_matches_its_c_twin()
+    {
+        var clang = new[] { "/usr/bin/clang", "/usr/bin/clang-14" }.FirstOrDefault(File.Exists);
+        if (clang is null)
+        {
+            Support.Toolchain.Missing("clang is not installed");
+            return;
+        }
+        var dir = Directory.CreateTempSubdirectory("xlb-abi-").FullName;
+        try
+        {
+            var file = Path.Combine(dir, "asserts.c");
+            File.WriteAllText(file, GenerateAsserts());
+            var psi = new ProcessStartInfo(clang, ["-fsyntax-only", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-I", HeaderDir(), file])
+            {
+                RedirectStandardError = true,
+            };
+            using var p = Process.Start(psi)!;
+            var errors = p.StandardError.ReadToEnd();
+            p.WaitForExit();
+            Assert.True(p.ExitCode == 0, $"ABI drift between lib/Xlb.DataPlane/Abi.cs and xdp/include/xlb_abi.h:\n{errors}");
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void The_generated_asserts_cover_every_field()
+    {
+        var asserts = GenerateAsserts();
+        var fields = Structs.Sum(s => s.Type.GetFields(BindingFlags.Public | BindingFlags.Instance).Length);
+        Assert.Equal(fields, Regex.Count(asserts, "offsetof"));
+        Assert.Contains("offsetof(struct xlb_svc_key, pad[2]) == 23", asserts, StringComparison.Ordinal);
+        Assert.Contains("offsetof(struct xlb_flow, last_seen_ns) == 24", asserts, StringComparison.Ordinal);
+    }
+
+    private static string HeaderDir() => Cli.RepoPaths.Find("xdp/include");
+
+    [GeneratedRegex("^Pad([0-9]+)$")]
+    private static partial Regex PadIndex();
+
+    [GeneratedRegex("([a-z0-9])([A-Z])")]
+    private static partial Regex Snake();
+}

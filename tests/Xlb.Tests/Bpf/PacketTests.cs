@@ -1,0 +1,165 @@
+using System.Net;
+using Xlb.Cli.Testbed;
+using Xlb.Tests.Support;
+using static Xlb.Tests.Bpf.DataPlaneFixture;
+
+namespace Xlb.Tests.Bpf;
+
+/// <summary>The XDP program, packet by packet, through BPF_PROG_TEST_RUN and the agent's real apply path.</summary>
+public class PacketTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
+{
+    private static readonly IPAddress Client = IPAddress.Parse(LbTopology.ClientAddress);
+    private static readonly IPAddress VipAddress = IPAddress.Parse(Vip);
+    private static int s_port = 20000;
+
+    private static ushort NextClientPort() => (ushort)Interlocked.Increment(ref s_port);
+
+    private static Packet Syn(ushort clientPort, int vipPort = 80, byte proto = 6) =>
+        new() { Src = Client, Dst = VipAddress, SrcPort = clientPort, DstPort = (ushort)vipPort, Protocol = proto, Payload = proto == 17 ? [1, 2, 3, 4, 5] : [] };
+
+    private static byte[] MacBytes(string mac) => [.. mac.Split(':').Select(h => Convert.ToByte(h, 16))];
+
+    [Fact]
+    public void A_syn_to_the_vip_leaves_fullnatted_toward_a_backend_with_valid_checksums()
+    {
+        Privileged.Require();
+        var result = fx.Run(Syn(NextClientPort()).Build());
+        Assert.Equal(XdpRedirect, (int)result.Verdict);
+        Assert.True(Packet.ChecksumsValid(result.Packet), "IP or TCP checksum is wrong after the rewrite");
+        var output = Packet.Parse(result.Packet);
+        Assert.Equal(VipAddress, output.Src);
+        var backend = LbTopology.BackendIndexOf(output.Dst);
+        Assert.InRange(backend, 1, 2);
+        Assert.Equal(8080, output.DstPort);
+        Assert.InRange(output.SrcPort, 40000, 59999);
+        Assert.Equal(63, output.Ttl);
+        Assert.Equal(Packet.Syn, output.TcpFlags);
+        // Next hop from the FIB: the backend's MAC, sent from the LB's interface toward it.
+        Assert.Equal(MacBytes(LbTopology.Mac(fx.Topology.Backends[backend - 1], "eth0")), output.DstMac);
+        Assert.Equal(MacBytes(LbTopology.Mac(fx.Topology.Lb, LbTopology.BackendIfOnLb(backend))), output.SrcMac);
+    }
+
+    [Fact]
+    public void Packets_of_one_connection_keep_their_backend_and_nat_port_and_replies_come_back_translated()
+    {
+        Privileged.Require();
+        var port = NextClientPort();
+        var first = Packet.Parse(fx.Run(Syn(port).Build()).Packet);
+        var again = fx.Run((Syn(port) with { TcpFlags = Packet.Ack, Payload = [7, 7, 7] }).Build());
+        Assert.Equal(XdpRedirect, (int)again.Verdict);
+        var second = Packet.Parse(again.Packet);
+        Assert.Equal((first.Dst, first.SrcPort), (second.Dst, second.SrcPort));
+        Assert.Equal([7, 7, 7], second.Payload);
+
+        var reply = new Packet { Src = first.Dst, Dst = VipAddress, SrcPort = 8080, DstPort = first.SrcPort, TcpFlags = Packet.Syn | Packet.Ack };
+        var back = fx.Run(reply.Build());
+        Assert.Equal(XdpRedirect, (int)back.Verdict);
+        Assert.True(Packet.ChecksumsValid(back.Packet));
+        var translated = Packet.Parse(back.Packet);
+        Assert.Equal((VipAddress, (ushort)80, Client, port), (translated.Src, translated.SrcPort, translated.Dst, translated.DstPort));
+        Assert.Equal(MacBytes(LbTopology.Mac(fx.Topology.Client, "eth0")), translated.DstMac);
+    }
+
+    [Fact]
+    public void New_connections_spread_over_all_backends()
+    {
+        Privileged.Require();
+        var seen = Enumerable.Range(0, 64)
+            .Select(_ => LbTopology.BackendIndexOf(Packet.Parse(fx.Run(Syn(NextClientPort()).Build()).Packet).Dst))
+            .ToHashSet();
+        Assert.Equal([1, 2], seen.Order());
+    }
+
+    [Fact]
+    public void Udp_is_translated_and_an_absent_udp_checksum_stays_absent()
+    {
+        Privileged.Require();
+        var withSum = fx.Run(Syn(NextClientPort(), 53, proto: 17).Build());
+        Assert.Equal(XdpRedirect, (int)withSum.Verdict);
+        Assert.True(Packet.ChecksumsValid(withSum.Packet));
+        Assert.False(Packet.Parse(withSum.Packet).UdpNoChecksum);
+        Assert.Equal(5353, Packet.Parse(withSum.Packet).DstPort);
+
+        var noSum = fx.Run((Syn(NextClientPort(), 53, proto: 17) with { UdpNoChecksum = true }).Build());
+        Assert.Equal(XdpRedirect, (int)noSum.Verdict);
+        Assert.True(Packet.Parse(noSum.Packet).UdpNoChecksum);
+        Assert.True(Packet.ChecksumsValid(noSum.Packet));
+    }
+
+    [Theory]
+    [InlineData("10.201.1.2", 80, "an address that is not a VIP")]
+    [InlineData(Vip, 81, "a VIP port with no listener")]
+    [InlineData(Vip, 53, "a UDP listener port, but TCP")]
+    public void Traffic_that_is_not_a_service_passes_untouched(string dst, int port, string what)
+    {
+        Privileged.Require();
+        var packet = (Syn(NextClientPort(), port) with { Dst = IPAddress.Parse(dst) }).Build();
+        var result = fx.Run(packet);
+        Assert.True(XdpPass == (int)result.Verdict, $"{what}: expected XDP_PASS, got {result.Verdict}");
+        Assert.Equal(packet, result.Packet);
+    }
+
+    [Fact]
+    public void Non_ip_frames_pass()
+    {
+        Privileged.Require();
+        var arp = new byte[42];
+        arp[12] = 0x08;
+        arp[13] = 0x06;
+        Assert.Equal(XdpPass, (int)fx.Run(arp).Verdict);
+    }
+
+    [Theory]
+    [InlineData(Vip, 14 + 20 + 10, XdpDrop)]
+    [InlineData("10.201.1.2", 14 + 20 + 10, XdpPass)]
+    [InlineData(Vip, 14 + 12, XdpPass)]
+    // The kernel's test run refuses frames shorter than an Ethernet header; 14 bytes is IPv4 with no IP header.
+    [InlineData(Vip, 14, XdpPass)]
+    public void Truncated_packets_are_never_forwarded(string dst, int length, int verdict)
+    {
+        Privileged.Require();
+        var full = (Syn(NextClientPort()) with { Dst = IPAddress.Parse(dst) }).Build();
+        var result = fx.Run(full[..length]);
+        Assert.Equal(verdict, (int)result.Verdict);
+    }
+
+    [Fact]
+    public void A_new_revision_moves_new_connections_while_established_ones_keep_their_backend()
+    {
+        Privileged.Require();
+        // Find a connection that lands on backend 1 under the current revision.
+        ushort port;
+        Packet before;
+        do
+        {
+            port = NextClientPort();
+            before = Packet.Parse(fx.Run(Syn(port).Build()).Packet);
+        }
+        while (LbTopology.BackendIndexOf(before.Dst) != 1);
+
+        var applied = fx.Plane.Apply(Spec(2));
+        try
+        {
+            Assert.True(applied.Operations > 1);
+            Assert.Equal(applied.Generation, fx.Plane.ActiveGeneration);
+            var established = Packet.Parse(fx.Run((Syn(port) with { TcpFlags = Packet.Ack }).Build()).Packet);
+            Assert.Equal(before.Dst, established.Dst);
+            Assert.All(Enumerable.Range(0, 16), _ =>
+                Assert.Equal(2, LbTopology.BackendIndexOf(Packet.Parse(fx.Run(Syn(NextClientPort()).Build()).Packet).Dst)));
+        }
+        finally
+        {
+            fx.Plane.Apply(Spec(1, 2));
+        }
+    }
+
+    [Fact]
+    public void Reapplying_the_same_config_writes_nothing()
+    {
+        Privileged.Require();
+        var gen = fx.Plane.ActiveGeneration;
+        var result = fx.Plane.Apply(Spec(1, 2));
+        Assert.Equal(0, result.Operations);
+        Assert.Equal(gen, fx.Plane.ActiveGeneration);
+    }
+}
