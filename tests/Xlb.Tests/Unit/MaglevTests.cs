@@ -23,22 +23,49 @@ public class MaglevTests
     }
 
     [Fact]
-    public void Removing_one_backend_moves_little_more_than_its_own_share()
+    public void Removing_one_backend_moves_its_own_slots_and_few_others()
     {
-        // Property over many backend sets: a removal reassigns the removed backend's slots and few others.
-        var property = FsCheck.Fluent.Prop.ForAll(FsCheck.Fluent.Arb.From(FsCheck.Fluent.Gen.Choose(3, 40)), FsCheck.Fluent.Arb.From(FsCheck.Fluent.Gen.Choose(0, 1000)), (n, seed) =>
+        // Maglev trades some disruption for balance: besides the removed backend's own slots,
+        // others move too. Measured at 1021 slots over 38,038 sets (n = 3..40): mean 3.5 %,
+        // worst 22.5 % (the same with SHA-256 instead of FNV for offset and skip, so it is
+        // Maglev's, not the hash's). A fixed sample keeps the test deterministic.
+        var extra = new List<double>();
+        foreach (var n in (int[])[3, 5, 8, 13, 21, 40])
         {
-            var all = Backends(n).Select(b => b with { Key = $"{seed}-{b.Key}" }).ToList();
-            var size = Maglev.DefaultSize;
-            var before = Maglev.Build(all, size).Select(i => all[i].Key).ToArray();
-            var removed = all[seed % n].Key;
-            var rest = all.Where(b => b.Key != removed).ToList();
-            var after = Maglev.Build(rest, size).Select(i => rest[i].Key).ToArray();
-            var moved = Enumerable.Range(0, size).Count(s => before[s] != removed && before[s] != after[s]);
-            // Measured over 250 sets at 1021 slots: mean 0.7-4.7 %, worst 7.2 % (n = 3..40).
-            return moved <= size * 0.10;
-        });
-        FsCheck.Check.One(FsCheck.Config.QuickThrowOnFailure.WithMaxTest(200), property);
+            for (var seed = 0; seed < 60; seed++)
+            {
+                var all = Backends(n).Select(b => b with { Key = $"{seed}-{b.Key}" }).ToList();
+                var before = Maglev.Build(all, Maglev.DefaultSize).Select(i => all[i].Key).ToArray();
+                var removed = all[seed % n].Key;
+                var rest = all.Where(b => b.Key != removed).ToList();
+                var after = Maglev.Build(rest, Maglev.DefaultSize).Select(i => rest[i].Key).ToArray();
+                Assert.DoesNotContain(removed, after);
+                extra.Add((double)Enumerable.Range(0, Maglev.DefaultSize).Count(s => before[s] != removed && before[s] != after[s]) / Maglev.DefaultSize);
+            }
+        }
+        Assert.True(extra.Average() <= 0.05, $"mean extra disruption {extra.Average():P1}");
+        Assert.True(extra.Max() <= 0.25, $"worst extra disruption {extra.Max():P1}");
+    }
+
+    [Fact]
+    public void Any_order_of_any_backend_set_gives_the_same_full_table_of_live_backends()
+    {
+        // A true invariant, so a property: every counterexample would be a bug.
+        var property = FsCheck.Fluent.Prop.ForAll(
+            FsCheck.Fluent.Arb.From(FsCheck.Fluent.Gen.Choose(1, 30)),
+            FsCheck.Fluent.Arb.From(FsCheck.Fluent.Gen.Choose(0, int.MaxValue)),
+            (n, shuffle) =>
+            {
+                var set = Backends(n).Select((b, i) => b with { Weight = i % 4 }).ToList();
+                var order = set.OrderBy(b => (b.Key.GetHashCode(StringComparison.Ordinal) ^ shuffle) & 0xffff).ToList();
+                var a = Maglev.Build(set, 251);
+                var b = Maglev.Build(order, 251);
+                var live = set.Where(x => x.Weight > 0).Select(x => x.Key).ToHashSet();
+                return a.Length == (live.Count == 0 ? 0 : 251)
+                    && a.Select(i => set[i].Key).SequenceEqual(b.Select(i => order[i].Key))
+                    && a.All(i => live.Contains(set[i].Key));
+            });
+        FsCheck.Check.One(FsCheck.Config.QuickThrowOnFailure.WithMaxTest(300), property);
     }
 
     [Fact]
