@@ -101,8 +101,12 @@ public sealed partial class StandaloneOperator(OperatorOptions options, ILogger<
     private static IEnumerable<string> ManifestFiles(string dir) =>
         Directory.EnumerateFiles(dir)
             .Where(f => f.EndsWith(".yaml", StringComparison.Ordinal) || f.EndsWith(".yml", StringComparison.Ordinal) || f.EndsWith(".json", StringComparison.Ordinal))
-            .Where(f => !Path.GetFileName(f).StartsWith('.') && !f.EndsWith(".status.yaml", StringComparison.Ordinal) && Path.GetFileName(f) != "status.yaml")
+            .Where(f => !IsNotAManifest(Path.GetFileName(f)))
             .Order(StringComparer.Ordinal);
+
+    /// <summary>Hidden files, our own status files and kustomize's file, which GitOps folders often hold.</summary>
+    private static bool IsNotAManifest(string name) =>
+        name.StartsWith('.') || name.EndsWith(".status.yaml", StringComparison.Ordinal) || name is "status.yaml" or "kustomization.yaml" or "kustomization.yml" or "Kustomization";
 
     private string Fingerprint()
     {

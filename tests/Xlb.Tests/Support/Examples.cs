@@ -10,7 +10,7 @@ public static class Examples
     public static ManifestSet Read(string name)
     {
         var set = new ManifestSet();
-        foreach (var f in Directory.GetFiles(Dir(name), "*.yaml").Order(StringComparer.Ordinal))
+        foreach (var f in Directory.GetFiles(Dir(name), "*.yaml").Where(f => !f.EndsWith("kustomization.yaml", StringComparison.Ordinal)).Order(StringComparer.Ordinal))
         {
             Manifests.Read(File.ReadAllText(f), Path.GetFileName(f), set);
         }

@@ -52,6 +52,14 @@ public class SerializationTests
         Assert.Equal(first.Shards[0].Spec.NodeSelector!.MatchLabels, second.Shards[0].Spec.NodeSelector!.MatchLabels);
     }
 
+    [Fact]
+    public void Json_manifests_are_read_like_yaml_ones()
+    {
+        var set = Manifests.Read("""{"apiVersion":"xlb.io/v1alpha1","kind":"VipShard","metadata":{"name":"j"},"spec":{"poolRef":"p"}}""", "s.json");
+        Assert.Empty(set.Errors);
+        Assert.Equal("p", Assert.Single(set.Shards).Spec.PoolRef);
+    }
+
     [Theory]
     [InlineData("80", "80")]
     [InlineData("true", "true")]
