@@ -35,6 +35,7 @@ struct {
 	__type(key, struct xlb_svc_key);
 	__type(value, struct xlb_svc);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xlb_services SEC(".maps");
 
 /* VIP addresses of both generations: the first lookup of every IPv4 packet. */
@@ -44,6 +45,7 @@ struct {
 	__type(key, struct xlb_vip_key);
 	__type(value, __u32);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xlb_vips SEC(".maps");
 
 /* Backends of both generations, indexed gen * XLB_MAX_BACKENDS + index. */
@@ -52,6 +54,7 @@ struct {
 	__uint(max_entries, XLB_MAX_BACKENDS * XLB_GENERATIONS);
 	__type(key, __u32);
 	__type(value, struct xlb_backend);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xlb_backends SEC(".maps");
 
 /* Maglev rings of both generations: slot -> backend index. */
@@ -60,6 +63,7 @@ struct {
 	__uint(max_entries, XLB_RING_CAPACITY * XLB_GENERATIONS);
 	__type(key, __u32);
 	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xlb_rings SEC(".maps");
 
 /* Connection table: client -> VIP tuple to its backend; survives generation flips. */
@@ -68,6 +72,7 @@ struct {
 	__uint(max_entries, XLB_MAX_FLOWS);
 	__type(key, struct xlb_flow_key);
 	__type(value, struct xlb_flow);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xlb_flows SEC(".maps");
 
 /* Reverse NAT: backend -> VIP:nat_port tuple to the client it stands for. */
@@ -76,6 +81,7 @@ struct {
 	__uint(max_entries, XLB_MAX_FLOWS);
 	__type(key, struct xlb_flow_key);
 	__type(value, struct xlb_rnat);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xlb_rnat SEC(".maps");
 
 /* Global configuration, including the active generation. */
@@ -84,6 +90,7 @@ struct {
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct xlb_cfg);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xlb_config SEC(".maps");
 
 /* Packet counters per reason. */
@@ -92,6 +99,7 @@ struct {
 	__uint(max_entries, XLB_STAT__COUNT);
 	__type(key, __u32);
 	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xlb_stats SEC(".maps");
 
 static __always_inline void count(__u32 reason)

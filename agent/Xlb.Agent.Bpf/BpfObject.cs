@@ -22,8 +22,13 @@ public sealed class BpfObject : SafeHandle
         return true;
     }
 
-    /// <summary>Opens and loads <paramref name="path"/>; a verifier rejection carries the verifier's log.</summary>
-    public static unsafe BpfObject Load(string path)
+    /// <summary>
+    /// Opens and loads <paramref name="path"/>; a verifier rejection carries the verifier's log.
+    /// With <paramref name="pinRoot"/>, maps marked for pinning are pinned there by name, and maps
+    /// already pinned there are reused (libbpf checks that type, sizes and flags match). Without
+    /// it, nothing is pinned: every map is private to this object.
+    /// </summary>
+    public static unsafe BpfObject Load(string path, string? pinRoot = null)
     {
         if (!File.Exists(path))
         {
@@ -31,11 +36,13 @@ public sealed class BpfObject : SafeHandle
         }
         const int logSize = 1 << 20;
         var log = (byte*)NativeMemory.AllocZeroed(logSize);
+        var root = pinRoot is null ? null : (byte*)Marshal.StringToCoTaskMemUTF8(pinRoot);
         try
         {
             var opts = new BpfObjectOpenOpts
             {
                 sz = (nuint)sizeof(BpfObjectOpenOpts),
+                pin_root_path = root,
                 kernel_log_buf = log,
                 kernel_log_size = logSize,
                 // 0: libbpf asks the kernel for a log only when a load fails.
@@ -48,6 +55,13 @@ public sealed class BpfObject : SafeHandle
                 throw new BpfException("bpf_object__open_file", Marshal.GetLastPInvokeError(), path);
             }
             obj.SetHandle(h);
+            if (pinRoot is null)
+            {
+                for (var map = Libbpf.bpf_object__next_map(h, 0); map != 0; map = Libbpf.bpf_object__next_map(h, map))
+                {
+                    _ = Libbpf.bpf_map__set_pin_path(map, null);
+                }
+            }
             var rc = Libbpf.bpf_object__load(h);
             if (rc < 0)
             {
@@ -60,6 +74,7 @@ public sealed class BpfObject : SafeHandle
         finally
         {
             NativeMemory.Free(log);
+            Marshal.FreeCoTaskMem((nint)root);
         }
     }
 

@@ -20,13 +20,20 @@ public sealed record AgentOptions
     /// <summary>How often the file is checked and the maps re-diffed (level-triggered resync).</summary>
     public TimeSpan ResyncInterval { get; init; } = TimeSpan.FromMilliseconds(500);
     public DataPlaneOptions DataPlane { get; init; } = new();
+    /// <summary>
+    /// On exit, detach XDP and remove the pinned maps. Off by default: the program and its maps
+    /// stay, traffic keeps flowing on the last applied revision, and the next agent adopts them.
+    /// </summary>
+    public bool DetachOnExit { get; init; }
 }
 
 /// <summary>
 /// The agent in standalone mode: loads and attaches the XDP program, applies its node config
 /// file and re-applies whenever the file or the maps drift. The first start fails fast if the
 /// program cannot load or attach; later, a bad config keeps the last applied one and says so.
-/// On exit the program is detached: with no agent, no node should keep forwarding on a stale config.
+/// The maps are pinned: a restarted agent adopts them, replaces the program in place (an atomic
+/// swap for packets) and finds nothing to write. On exit the program stays attached unless
+/// <see cref="AgentOptions.DetachOnExit"/> is set.
 /// </summary>
 public sealed partial class StandaloneAgent(AgentOptions options, ILogger<StandaloneAgent> log, TimeProvider time)
 {
@@ -36,6 +43,10 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
     public async Task RunAsync(CancellationToken ct)
     {
         using var dp = XdpDataPlane.Load(options.ObjectPath, options.DataPlane);
+        if (dp.Adopted)
+        {
+            LogAdopted(options.DataPlane.PinRoot!, dp.ActiveGeneration);
+        }
         var attached = new List<(string If, XdpMode Mode)>();
         try
         {
@@ -59,17 +70,34 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
         }
         finally
         {
-            foreach (var (ifname, mode) in attached)
+            if (options.DetachOnExit)
             {
-                try
-                {
-                    Xdp.Detach(ifname, mode);
-                    LogDetached(ifname);
-                }
-                catch (BpfException e)
-                {
-                    LogDetachFailed(ifname, e.Message);
-                }
+                Detach(attached);
+            }
+            else if (attached.Count > 0)
+            {
+                LogLeftAttached(attached.Count);
+            }
+        }
+        if (options.DetachOnExit && options.DataPlane.PinRoot is { } root && Directory.Exists(root))
+        {
+            // Unlinking a pin drops its reference; the maps go when the last user does.
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    private void Detach(List<(string If, XdpMode Mode)> attached)
+    {
+        foreach (var (ifname, mode) in attached)
+        {
+            try
+            {
+                Xdp.Detach(ifname, mode);
+                LogDetached(ifname);
+            }
+            catch (BpfException e)
+            {
+                LogDetachFailed(ifname, e.Message);
             }
         }
     }
@@ -178,6 +206,12 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "{Interface} has no native XDP: running in generic mode, which is slower")]
     private partial void LogGenericMode(string @interface);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "adopted the pinned maps in {PinRoot}: generation {Generation} active, connection table kept")]
+    private partial void LogAdopted(string pinRoot, byte generation);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "exiting with XDP attached to {Count} interfaces: traffic continues on the applied revision")]
+    private partial void LogLeftAttached(int count);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "XDP detached from {Interface}")]
     private partial void LogDetached(string @interface);

@@ -11,6 +11,13 @@ public sealed record DataPlaneOptions
     /// <summary>FullNAT source ports toward backends, inclusive. Must not hold a VIP service port.</summary>
     public ushort NatPortMin { get; init; } = 40000;
     public ushort NatPortMax { get; init; } = 59999;
+
+    /// <summary>
+    /// Where the maps are pinned (on bpffs). A data plane loaded with the same pin root adopts the
+    /// live maps, connection table included, so a restarted agent changes nothing for traffic.
+    /// Null: private maps, gone with the process (tests, one-shot tools).
+    /// </summary>
+    public string? PinRoot { get; init; }
 }
 
 /// <summary>What one apply did.</summary>
@@ -33,9 +40,10 @@ public sealed class XdpDataPlane : IDisposable
     private readonly BpfMap<uint, ulong> _stats;
     private readonly DataPlaneOptions _options;
 
-    private XdpDataPlane(BpfObject obj, DataPlaneOptions options)
+    private XdpDataPlane(BpfObject obj, DataPlaneOptions options, bool adopted)
     {
         _obj = obj;
+        Adopted = adopted;
         _options = options;
         // Each typed view checks its key and value sizes against the object's BTF: an ABI drift fails here.
         _vips = obj.Map<XlbVipKey, uint>("xlb_vips");
@@ -51,6 +59,9 @@ public sealed class XdpDataPlane : IDisposable
     }
 
     public int ProgramFd { get; }
+
+    /// <summary>True when the maps were already pinned and this instance took them over.</summary>
+    public bool Adopted { get; }
     public BpfMap<XlbFlowKey, XlbFlow> Flows { get; }
     public BpfMap<XlbFlowKey, XlbRnat> ReverseNat { get; }
 
@@ -58,8 +69,17 @@ public sealed class XdpDataPlane : IDisposable
     public static string DefaultObjectPath =>
         Environment.GetEnvironmentVariable("XLB_XDP_OBJECT") is { Length: > 0 } p ? p : Path.Combine(AppContext.BaseDirectory, "xdp", "xlb.o");
 
-    public static XdpDataPlane Load(string objectPath, DataPlaneOptions? options = null) =>
-        new(BpfObject.Load(objectPath), options ?? new DataPlaneOptions());
+    public static XdpDataPlane Load(string objectPath, DataPlaneOptions? options = null)
+    {
+        options ??= new DataPlaneOptions();
+        var adopted = false;
+        if (options.PinRoot is not null)
+        {
+            Directory.CreateDirectory(options.PinRoot);
+            adopted = File.Exists(Path.Combine(options.PinRoot, "xlb_config"));
+        }
+        return new(BpfObject.Load(objectPath, options.PinRoot), options, adopted);
+    }
 
     public XlbCfg ReadConfig() => _config.TryLookup(0, out var cfg) ? cfg : default;
 

@@ -33,9 +33,12 @@ var interfaceOption = new Option<string[]>("--interface") { Description = "An in
 var statusOption = new Option<FileInfo?>("--status") { Description = "Where to write the agent's status (default: <node-config>.status.yaml)" };
 var genericOption = new Option<bool>("--allow-generic-xdp") { Description = "Fall back to generic XDP where the driver has no native XDP" };
 var objectOption = new Option<FileInfo?>("--xdp-object") { Description = "The XDP object file (default: xdp/xlb.o beside this binary)" };
+var bpffsOption = new Option<string>("--bpffs") { Description = "bpf filesystem for pinned maps (mounted there if it is /sys/fs/bpf and not mounted)", DefaultValueFactory = _ => Xlb.Agent.Bpf.Bpffs.Default };
+var instanceOption = new Option<string>("--instance") { Description = "Name of this data plane under <bpffs>/xlb/; a restarted agent with the same name adopts its maps", DefaultValueFactory = _ => "default" };
+var detachOption = new Option<bool>("--detach-on-exit") { Description = "On exit, detach XDP and remove the pinned maps (default: leave both, traffic continues)" };
 var natPortsOption = new Option<string>("--nat-ports") { Description = "FullNAT source-port range toward backends, MIN-MAX", DefaultValueFactory = _ => "40000-59999" };
 
-var agentCommand = new Command("agent", "Run the node agent in standalone mode: apply a node config file to XDP") { nodeConfigOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption };
+var agentCommand = new Command("agent", "Run the node agent in standalone mode: apply a node config file to XDP") { nodeConfigOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, bpffsOption, instanceOption, detachOption };
 agentCommand.SetAction(async (parse, ct) =>
 {
     using var logs = Logs();
@@ -52,11 +55,18 @@ agentCommand.SetAction(async (parse, ct) =>
         Interfaces = parse.GetValue(interfaceOption)!,
         AllowGenericXdp = parse.GetValue(genericOption),
         ObjectPath = parse.GetValue(objectOption)?.FullName ?? XdpDataPlane.DefaultObjectPath,
-        DataPlane = new DataPlaneOptions { NatPortMin = min, NatPortMax = max },
+        DataPlane = new DataPlaneOptions
+        {
+            NatPortMin = min,
+            NatPortMax = max,
+            PinRoot = Xlb.Agent.Bpf.Bpffs.PinRoot(parse.GetValue(bpffsOption)!, parse.GetValue(instanceOption)!),
+        },
+        DetachOnExit = parse.GetValue(detachOption),
     };
     var log = logs.CreateLogger<StandaloneAgent>();
     try
     {
+        Xlb.Agent.Bpf.Bpffs.Ensure(parse.GetValue(bpffsOption)!);
         await new StandaloneAgent(options, log, TimeProvider.System).RunAsync(Terminate(ct));
         return 0;
     }

@@ -8,6 +8,7 @@ namespace Xlb.Agent.Bpf.Interop;
 internal unsafe struct BpfObjectOpenOpts
 {
     [FieldOffset(0)] public nuint sz;
+    [FieldOffset(24)] public byte* pin_root_path;
     [FieldOffset(56)] public byte* kernel_log_buf;
     [FieldOffset(64)] public nuint kernel_log_size;
     [FieldOffset(72)] public uint kernel_log_level;

@@ -17,20 +17,40 @@ public sealed class StandaloneStack : IDisposable
     public string NodeName { get; }
     public string NodeConfigPath => Path.Combine(StateDir, NodeName + ".yaml");
     public string AgentStatusPath => Path.Combine(StateDir, NodeName + ".status.yaml");
+
+    /// <summary>
+    /// The bpffs the testbed's agents pin into. Not under /sys: `ip netns exec` gives a process a
+    /// fresh /sys, and pins made there would vanish with the agent's mount namespace.
+    /// </summary>
+    public const string TestBpffs = "/run/xlb/bpffs";
+
+    /// <summary>This stack's data-plane instance: its maps live in TestBpffs/xlb/Instance.</summary>
+    public string Instance { get; }
     public Process Agent { get; private set; } = null!;
     public Process Operator { get; private set; } = null!;
 
-    private StandaloneStack(string stateDir, string nodeName, TextWriter log)
+    private StandaloneStack(string stateDir, string nodeName, string instance, TextWriter log)
     {
         StateDir = stateDir;
         NodeName = nodeName;
+        Instance = instance;
         _log = log;
+    }
+
+    private static void EnsureTestBpffs()
+    {
+        if (!Xlb.Agent.Bpf.Bpffs.IsMounted(TestBpffs))
+        {
+            Directory.CreateDirectory(TestBpffs);
+            Netns.Sh("mount", "-t", "bpf", "bpf", TestBpffs);
+        }
     }
 
     public static StandaloneStack Start(LbTopology topology, string manifestDir, string nodeName, TextWriter log)
     {
+        EnsureTestBpffs();
         var state = Directory.CreateTempSubdirectory("xlb-state-").FullName;
-        var stack = new StandaloneStack(state, nodeName, log);
+        var stack = new StandaloneStack(state, nodeName, topology.Prefix.TrimEnd('-'), log);
         try
         {
             stack.Operator = stack.Spawn("operator", "operator", "--manifests", manifestDir, "--out", state, "--node", nodeName);
@@ -47,7 +67,7 @@ public sealed class StandaloneStack : IDisposable
     /// <summary>Starts the agent inside the LB namespace, attached to every LB interface.</summary>
     public void StartAgent(LbTopology topology)
     {
-        List<string> args = ["netns", "exec", topology.Lb, .. Self(), "agent", "--node-config", NodeConfigPath];
+        List<string> args = ["netns", "exec", topology.Lb, .. Self(), "agent", "--node-config", NodeConfigPath, "--bpffs", TestBpffs, "--instance", Instance];
         foreach (var i in topology.LbInterfaces)
         {
             args.AddRange(["--interface", i]);
@@ -138,13 +158,20 @@ public sealed class StandaloneStack : IDisposable
             p.Dispose();
         }
         _processes.Clear();
-        try
+        foreach (var dir in new[] { StateDir, Path.Combine(TestBpffs, "xlb", Instance) })
         {
-            Directory.Delete(StateDir, recursive: true);
-        }
-        catch (IOException)
-        {
-            // A leftover temp folder is harmless.
+            try
+            {
+                // On bpffs, unlinking the pins releases the maps.
+                if (Directory.Exists(dir))
+                {
+                    Directory.Delete(dir, recursive: true);
+                }
+            }
+            catch (IOException)
+            {
+                // A leftover temp folder is harmless.
+            }
         }
     }
 }

@@ -1,0 +1,55 @@
+namespace Xlb.Agent.Bpf;
+
+/// <summary>Where pinned objects live: a mounted bpf filesystem.</summary>
+public static class Bpffs
+{
+    public const string Default = "/sys/fs/bpf";
+
+    /// <summary>True when <paramref name="dir"/> is on a mounted bpf filesystem (as this process sees its mounts).</summary>
+    public static bool IsMounted(string dir)
+    {
+        var full = Path.GetFullPath(dir).TrimEnd('/');
+        // /proc/self/mounts: "source mountpoint fstype options 0 0"; later lines shadow earlier ones.
+        string? fstype = null;
+        var best = -1;
+        foreach (var line in File.ReadLines("/proc/self/mounts"))
+        {
+            var f = line.Split(' ');
+            if (f.Length < 3)
+            {
+                continue;
+            }
+            var mp = f[1].Replace("\\040", " ", StringComparison.Ordinal).TrimEnd('/');
+            if ((full == mp || full.StartsWith(mp + "/", StringComparison.Ordinal) || mp.Length == 0) && mp.Length >= best)
+            {
+                best = mp.Length;
+                fstype = f[2];
+            }
+        }
+        return fstype == "bpf";
+    }
+
+    /// <summary>
+    /// Makes sure <paramref name="dir"/> is on a bpf filesystem: the default location is mounted
+    /// when it is not (as a node's /sys/fs/bpf often is not); any other folder must already be one.
+    /// </summary>
+    public static void Ensure(string dir)
+    {
+        if (IsMounted(dir))
+        {
+            return;
+        }
+        if (Path.GetFullPath(dir).TrimEnd('/') != Default)
+        {
+            throw new BpfException($"{dir} is not on a bpf filesystem: mount one (mount -t bpf bpf {dir}) or use {Default}");
+        }
+        if (Interop.LibC.mount("bpf", Default, "bpf", 0, 0) != 0)
+        {
+            throw new BpfException("mount", System.Runtime.InteropServices.Marshal.GetLastPInvokeError(), $"bpf filesystem on {Default}");
+        }
+    }
+
+    /// <summary>The pin folder of one XDP object instance, versioned by ABI so an incompatible build never adopts old maps.</summary>
+    public static string PinRoot(string bpffs, string instance) =>
+        Path.Combine(bpffs, "xlb", instance, $"abi-{Xlb.DataPlane.XlbAbi.Version}");
+}

@@ -1,0 +1,95 @@
+using System.Net;
+using Xlb.Cli.Testbed;
+using Xlb.Tests.Support;
+
+namespace Xlb.Tests.E2E;
+
+/// <summary>An agent restart must not disturb traffic: pinned maps are adopted, the program swapped in place.</summary>
+public sealed class AgentRestartTests(ITestOutputHelper output)
+{
+    [Fact]
+    public async Task Restarting_the_agent_loses_no_request_and_resets_no_connection()
+    {
+        Privileged.Require();
+        var ct = TestContext.Current.CancellationToken;
+        using var topology = LbTopology.Create(LbTopology.NewPrefix("r"), backends: 3);
+        var backends = new List<HttpBackend>();
+        var log = new StringWriter();
+        try
+        {
+            for (var i = 1; i <= 3; i++)
+            {
+                backends.Add(HttpBackend.Start(topology.Backends[i - 1], $"backend-{i}", IPAddress.Parse(LbTopology.BackendAddress(i)), 8080));
+            }
+            using var stack = StandaloneStack.Start(topology, Examples.Dir("demo"), "lb-1", log);
+            var listener = (await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct)).Spec.Listeners.Single();
+            var vip = new IPEndPoint(IPAddress.Parse(listener.Vip), listener.Port);
+
+            // Long-lived connections, each pinned to a backend by conntrack.
+            var longLived = new List<(KeepAliveClient Client, string Backend)>();
+            for (var i = 0; i < 8; i++)
+            {
+                var c = await KeepAliveClient.ConnectAsync(topology.Client, vip, ct);
+                longLived.Add((c, await c.GetAsync(ct)));
+            }
+
+            // A steady stream of new connections while the agent restarts: bounded in count and time.
+            using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            stop.CancelAfter(TimeSpan.FromSeconds(60));
+            var stream = Task.Run(async () =>
+            {
+                var (ok, failed, errors) = (0, 0, new List<string>());
+                for (var i = 0; i < 5000 && !stop.IsCancellationRequested; i++)
+                {
+                    try
+                    {
+                        await HttpProbe.GetAsync(topology.Client, vip, TimeSpan.FromSeconds(5), stop.Token);
+                        ok++;
+                    }
+                    catch (OperationCanceledException) when (stop.IsCancellationRequested)
+                    {
+                        break;
+                    }
+                    catch (Exception e) when (e is System.Net.Sockets.SocketException or OperationCanceledException or InvalidDataException)
+                    {
+                        failed++;
+                        errors.Add(e.Message);
+                    }
+                }
+                return (ok, failed, errors);
+            }, ct);
+
+            await Task.Delay(500, ct);
+            var servedBefore = backends.Sum(b => b.Served);
+            stack.StopAgent();
+            Assert.True(stack.Agent.HasExited);
+            File.Delete(stack.AgentStatusPath);
+            var servedWhileDown = backends.Sum(b => b.Served) - servedBefore;
+            stack.StartAgent(topology);
+            await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
+            await Task.Delay(500, ct);
+            await stop.CancelAsync();
+            var (okCount, failedCount, streamErrors) = await stream;
+
+            Assert.True(failedCount == 0, $"{failedCount} requests failed across the restart: {string.Join("; ", streamErrors.Take(5))}");
+            Assert.True(okCount >= 20, $"only {okCount} requests ran; the stream did not cover the restart");
+            output.WriteLine($"{okCount} new connections, {servedWhileDown} served while no agent ran, 0 failed");
+            foreach (var (client, backend) in longLived)
+            {
+                Assert.Equal(backend, await client.GetAsync(ct));
+                client.Dispose();
+            }
+            // The new agent adopted the maps and found nothing to write: only the first agent applied.
+            Assert.Contains("adopted the pinned maps", log.ToString(), StringComparison.Ordinal);
+            Assert.Single(System.Text.RegularExpressions.Regex.Matches(log.ToString(), "applied revision 1 into generation"));
+        }
+        finally
+        {
+            foreach (var b in backends)
+            {
+                await b.DisposeAsync();
+            }
+            output.WriteLine(log.ToString());
+        }
+    }
+}
