@@ -240,6 +240,77 @@ static __always_inline int forward4(struct xdp_md *ctx, struct pkt *p)
 	return bpf_redirect(fib.ifindex, 0);
 }
 
+/* Sum of 16-bit words for a fresh checksum; n is a compile-time constant. */
+static __always_inline __u32 csum_words(const __u16 *w, int n, __u32 sum)
+{
+#pragma unroll
+	for (int i = 0; i < n; i++)
+		sum += w[i];
+	return sum;
+}
+
+/*
+ * Shutdown window: answer a new connection's SYN with RST|ACK from the VIP, in place, so the
+ * client fails fast and tries another address (DNS has moved on) instead of timing out.
+ * Only plain 20-byte IPv4 headers are answered; anything else is dropped and counted.
+ */
+static __always_inline int reset_syn4(struct xdp_md *ctx, struct pkt *p, void *end)
+{
+	struct iphdr *ip = p->ip;
+	struct tcphdr *th = (void *)(ip + 1);
+	__u8 mac[ETH_ALEN];
+	__u32 seq, payload, sum;
+	__be32 addr;
+	__be16 port;
+	long shrink;
+
+	if (ip->ihl != 5 || (void *)(th + 1) > end)
+		return verdict(XDP_DROP, XLB_STAT_DROP_SHUTDOWN_UNSUPPORTED);
+
+	payload = bpf_ntohs(ip->tot_len) - sizeof(*ip) - th->doff * 4;
+	seq = bpf_ntohl(th->seq);
+
+	__builtin_memcpy(mac, p->eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_dest, p->eth->h_source, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, mac, ETH_ALEN);
+
+	addr = ip->saddr;
+	ip->saddr = ip->daddr;
+	ip->daddr = addr;
+	ip->tot_len = bpf_htons(sizeof(*ip) + sizeof(*th));
+	ip->id = 0;
+	ip->frag_off = bpf_htons(0x4000); /* DF */
+	ip->ttl = 64;
+	ip->check = 0;
+	ip->check = ~csum_fold(csum_words((__u16 *)ip, sizeof(*ip) / 2, 0));
+
+	port = th->source;
+	th->source = th->dest;
+	th->dest = port;
+	th->ack_seq = bpf_htonl(seq + 1 + payload); /* the SYN counts as one */
+	th->seq = 0;
+	((__u8 *)th)[12] = 5 << 4;          /* data offset 5, no options */
+	((__u8 *)th)[13] = 0x04 | 0x10;     /* RST|ACK */
+	th->window = 0;
+	th->urg_ptr = 0;
+	th->check = 0;
+	/* Pseudo-header: addresses, protocol, TCP length. */
+	sum = csum_words((__u16 *)&ip->saddr, 4, 0);
+	sum += bpf_htons(IPPROTO_TCP) + bpf_htons(sizeof(*th));
+	th->check = ~csum_fold(csum_words((__u16 *)th, sizeof(*th) / 2, sum));
+
+	shrink = (long)((void *)(th + 1) - end);
+	if (shrink < 0 && bpf_xdp_adjust_tail(ctx, (int)shrink))
+		return verdict(XDP_DROP, XLB_STAT_DROP_SHUTDOWN_UNSUPPORTED);
+	/*
+	 * Out of the interface it came in on. A redirect rather than XDP_TX: on veth, XDP_TX wakes
+	 * the peer only if the peer runs XDP itself, so the RST would sit unsent; a redirect
+	 * flushes on every driver, and this is not a hot path.
+	 */
+	count(XLB_STAT_TX_RST_SHUTDOWN);
+	return bpf_redirect(ctx->ingress_ifindex, 0);
+}
+
 /* A backend's reply to VIP:nat_port: translate it back to VIP:port -> client. */
 static __always_inline int reply4(struct xdp_md *ctx, struct pkt *p, const struct xlb_rnat *r)
 {
@@ -369,6 +440,10 @@ static __always_inline int handle4(struct xdp_md *ctx, struct ethhdr *eth, void 
 		rewrite4(&p, ip->daddr, flow->nat_port, flow->backend[0], flow->backend_port);
 		return forward4(ctx, &p);
 	}
+
+	/* Shutting down: new TCP connections are refused at once, existing flows carry on. */
+	if ((cfg->flags & XLB_CFG_F_SHUTDOWN) && ip->protocol == IPPROTO_TCP && (p.tcp_flags & 0x12) == 0x02)
+		return reset_syn4(ctx, &p, end);
 
 	{
 		__u32 h = flow_hash(&fk), slot, *bidx, gen = sk.gen;

@@ -25,6 +25,19 @@ public sealed record AgentOptions
     /// stay, traffic keeps flowing on the last applied revision, and the next agent adopts them.
     /// </summary>
     public bool DetachOnExit { get; init; }
+
+    /// <summary>
+    /// The shutdown window. When it is longer than zero, SIGTERM starts a drain: readiness fails,
+    /// new TCP connections get an RST from the data plane, established ones continue; after this
+    /// long the agent exits. Zero (the default): SIGTERM is a restart, and traffic is untouched.
+    /// </summary>
+    public TimeSpan ShutdownTimeout { get; init; }
+
+    /// <summary>A file whose presence starts the same drain at once (for a preStop hook); its removal ends it.</summary>
+    public string? ShutdownFile { get; init; }
+
+    /// <summary>Where /healthz, /readyz and /metrics are served; null: not served.</summary>
+    public System.Net.IPEndPoint? HealthListen { get; init; }
 }
 
 /// <summary>
@@ -39,6 +52,9 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
 {
     private long _appliedRevision;
     private string _appliedHash = "";
+    private DateTimeOffset? _drainStarted;
+
+    public AgentState State { get; } = new();
 
     public async Task RunAsync(CancellationToken ct)
     {
@@ -47,6 +63,10 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
         {
             LogAdopted(options.DataPlane.PinRoot!, dp.ActiveGeneration);
         }
+        // This agent serves: a drain left by a predecessor ends here.
+        dp.SetShutdown(false);
+        State.DataPlane = dp;
+        await using var endpoints = options.HealthListen is { } listen ? await AgentEndpoints.StartAsync(listen, State, ct) : null;
         var attached = new List<(string If, XdpMode Mode)>();
         try
         {
@@ -64,9 +84,11 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
             using var timer = new PeriodicTimer(options.ResyncInterval, time);
             do
             {
+                FollowShutdownFile(dp);
                 Reconcile(dp, attachMode);
             }
             while (await Ticks.NextAsync(timer, ct));
+            await DrainAsync(dp);
         }
         finally
         {
@@ -83,7 +105,59 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
         {
             // Unlinking a pin drops its reference; the maps go when the last user does.
             Directory.Delete(root, recursive: true);
+            var instanceDir = Path.GetDirectoryName(root)!;
+            if (!Directory.EnumerateFileSystemEntries(instanceDir).Any())
+            {
+                Directory.Delete(instanceDir);
+            }
         }
+    }
+
+    private void FollowShutdownFile(XdpDataPlane dp)
+    {
+        if (options.ShutdownFile is null)
+        {
+            return;
+        }
+        var present = File.Exists(options.ShutdownFile);
+        if (present && _drainStarted is null)
+        {
+            BeginDrain(dp, $"{options.ShutdownFile} appeared");
+        }
+        else if (!present && _drainStarted is not null)
+        {
+            _drainStarted = null;
+            State.Draining = false;
+            dp.SetShutdown(false);
+            LogDrainEnded(options.ShutdownFile);
+        }
+    }
+
+    private void BeginDrain(XdpDataPlane dp, string why)
+    {
+        _drainStarted = time.GetUtcNow();
+        State.Draining = true;
+        dp.SetShutdown(true);
+        LogDrainStarted(why, options.ShutdownTimeout.TotalSeconds);
+    }
+
+    /// <summary>On stop: hold the shutdown window (counted from its start) before exiting.</summary>
+    private async Task DrainAsync(XdpDataPlane dp)
+    {
+        if (options.ShutdownTimeout <= TimeSpan.Zero && _drainStarted is null)
+        {
+            return;
+        }
+        if (_drainStarted is null)
+        {
+            BeginDrain(dp, "stop requested");
+        }
+        var left = options.ShutdownTimeout - (time.GetUtcNow() - _drainStarted!.Value);
+        if (left > TimeSpan.Zero)
+        {
+            await Task.Delay(left, time, CancellationToken.None);
+        }
+        LogDrainDone();
     }
 
     private void Detach(List<(string If, XdpMode Mode)> attached)
@@ -113,11 +187,13 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
         }
         catch (InvalidDataException e)
         {
+            State.Failed("InvalidConfig");
             WriteStatus(attachMode, Degraded("InvalidConfig", e.Message));
             return;
         }
         if (config is null)
         {
+            State.Waiting("NoNodeConfig");
             WriteStatus(attachMode, Waiting());
             return;
         }
@@ -130,11 +206,13 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
             }
             _appliedRevision = config.Spec.Revision;
             _appliedHash = config.Spec.ContentHash;
+            State.Applied(config.Spec.Revision, result.Elapsed.TotalMilliseconds, result.Operations > 0);
             WriteStatus(attachMode, Applied(config));
         }
         catch (Exception e) when (e is Core.ConfigTooLargeException or BpfException or FormatException)
         {
             LogApplyFailed(config.Spec.Revision, e.Message);
+            State.Failed("ApplyFailed");
             WriteStatus(attachMode, Degraded("ApplyFailed", $"revision {config.Spec.Revision} not applied, revision {_appliedRevision} stays: {e.Message}"));
         }
     }
@@ -206,6 +284,15 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "{Interface} has no native XDP: running in generic mode, which is slower")]
     private partial void LogGenericMode(string @interface);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "draining ({Why}): readiness fails, new connections get RST, existing ones continue; window {Seconds} s")]
+    private partial void LogDrainStarted(string why, double seconds);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "{File} is gone: drain ended, accepting new connections")]
+    private partial void LogDrainEnded(string file);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "shutdown window over: exiting")]
+    private partial void LogDrainDone();
 
     [LoggerMessage(Level = LogLevel.Information, Message = "adopted the pinned maps in {PinRoot}: generation {Generation} active, connection table kept")]
     private partial void LogAdopted(string pinRoot, byte generation);

@@ -86,6 +86,16 @@ public sealed class XdpDataPlane : IDisposable
     public byte ActiveGeneration => (byte)(ReadConfig().ActiveGen & 1);
 
     /// <summary>
+    /// The shutdown window: while set, a new TCP connection to a VIP gets an RST from the data plane
+    /// and existing connections carry on. Survives applies (the flip keeps the flags).
+    /// </summary>
+    public void SetShutdown(bool on)
+    {
+        var cfg = ReadConfig();
+        _config.Update(0, cfg with { Flags = on ? cfg.Flags | XlbAbi.CfgShutdown : cfg.Flags & ~XlbAbi.CfgShutdown });
+    }
+
+    /// <summary>
     /// Applies <paramref name="spec"/> atomically: into the inactive generation, then one flip.
     /// When the active generation already holds exactly this content, nothing is written
     /// (<see cref="ApplyResult.Operations"/> is 0): a periodic resync is free when nothing drifted.

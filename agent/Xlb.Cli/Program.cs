@@ -36,9 +36,12 @@ var objectOption = new Option<FileInfo?>("--xdp-object") { Description = "The XD
 var bpffsOption = new Option<string>("--bpffs") { Description = "bpf filesystem for pinned maps (mounted there if it is /sys/fs/bpf and not mounted)", DefaultValueFactory = _ => Xlb.Agent.Bpf.Bpffs.Default };
 var instanceOption = new Option<string>("--instance") { Description = "Name of this data plane under <bpffs>/xlb/; a restarted agent with the same name adopts its maps", DefaultValueFactory = _ => "default" };
 var detachOption = new Option<bool>("--detach-on-exit") { Description = "On exit, detach XDP and remove the pinned maps (default: leave both, traffic continues)" };
+var shutdownTimeoutOption = new Option<double>("--shutdown-timeout") { Description = "Seconds of the shutdown window on SIGTERM: readiness fails and new TCP connections get RST while existing ones continue (0: SIGTERM is a transparent restart)" };
+var shutdownFileOption = new Option<FileInfo?>("--shutdown-file") { Description = "Start the drain when this file appears (a preStop hook creates it); end it when it goes" };
+var listenOption = new Option<string?>("--listen") { Description = "ADDRESS:PORT for /healthz, /readyz and /metrics (e.g. 0.0.0.0:9470)" };
 var natPortsOption = new Option<string>("--nat-ports") { Description = "FullNAT source-port range toward backends, MIN-MAX", DefaultValueFactory = _ => "40000-59999" };
 
-var agentCommand = new Command("agent", "Run the node agent in standalone mode: apply a node config file to XDP") { nodeConfigOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, bpffsOption, instanceOption, detachOption };
+var agentCommand = new Command("agent", "Run the node agent in standalone mode: apply a node config file to XDP") { nodeConfigOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, bpffsOption, instanceOption, detachOption, shutdownTimeoutOption, shutdownFileOption, listenOption };
 agentCommand.SetAction(async (parse, ct) =>
 {
     using var logs = Logs();
@@ -62,7 +65,18 @@ agentCommand.SetAction(async (parse, ct) =>
             PinRoot = Xlb.Agent.Bpf.Bpffs.PinRoot(parse.GetValue(bpffsOption)!, parse.GetValue(instanceOption)!),
         },
         DetachOnExit = parse.GetValue(detachOption),
+        ShutdownTimeout = TimeSpan.FromSeconds(Math.Max(0, parse.GetValue(shutdownTimeoutOption))),
+        ShutdownFile = parse.GetValue(shutdownFileOption)?.FullName,
     };
+    if (parse.GetValue(listenOption) is { } listen)
+    {
+        if (!System.Net.IPEndPoint.TryParse(listen, out var endpoint))
+        {
+            await Console.Error.WriteLineAsync($"--listen {listen}: expected ADDRESS:PORT");
+            return 2;
+        }
+        options = options with { HealthListen = endpoint };
+    }
     var log = logs.CreateLogger<StandaloneAgent>();
     try
     {
@@ -106,7 +120,8 @@ demoCommand.SetAction(async (parse, ct) =>
     await Demo.RunAsync(parse.GetValue(demoManifests)!.FullName, Math.Clamp(parse.GetValue(requestsOption), 1, 100_000), Console.Out, Terminate(ct)));
 
 var root = new RootCommand("XLB: a Kubernetes L4 load balancer on XDP") { operatorCommand, agentCommand, renderCommand, demoCommand };
-return await root.Parse(args).InvokeAsync();
+// The agent bounds its own shutdown (the drain window); no forced exit on a timer after SIGTERM or Ctrl-C.
+return await root.Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = null });
 
 static ILoggerFactory Logs() => LoggerFactory.Create(b => b.AddSimpleConsole(o =>
 {

@@ -172,5 +172,7 @@ public enum XlbStat
     FwdReply,
     Tx,
     Redirect,
+    TxRstShutdown,
+    DropShutdownUnsupported,
     Count,
 }

@@ -35,6 +35,26 @@ public static class HttpProbe
         return text[(text.IndexOf("\r\n\r\n", StringComparison.Ordinal) + 4)..].Trim();
     }
 
+    /// <summary>GET <paramref name="path"/> from inside a namespace: status code and body.</summary>
+    public static async Task<(int Status, string Body)> StatusAsync(string ns, IPEndPoint target, string path, CancellationToken ct)
+    {
+        using var socket = Netns.Run(ns, () => new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp));
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        cts.CancelAfter(TimeSpan.FromSeconds(5));
+        await socket.ConnectAsync(target, cts.Token);
+        await socket.SendAsync(Encoding.ASCII.GetBytes($"GET {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"), SocketFlags.None, cts.Token);
+        var response = new StringBuilder();
+        var buf = new byte[8192];
+        int n;
+        while ((n = await socket.ReceiveAsync(buf, SocketFlags.None, cts.Token)) > 0)
+        {
+            response.Append(Encoding.ASCII.GetString(buf, 0, n));
+        }
+        var text = response.ToString();
+        var status = int.Parse(text.AsSpan(9, 3), System.Globalization.CultureInfo.InvariantCulture);
+        return (status, text[(text.IndexOf("\r\n\r\n", StringComparison.Ordinal) + 4)..]);
+    }
+
     /// <summary>Sends <paramref name="count"/> requests, <paramref name="parallel"/> at a time; never more, never longer than each timeout.</summary>
     public static async Task<ProbeResult> RunAsync(string ns, IPEndPoint target, int count, int parallel, CancellationToken ct)
     {

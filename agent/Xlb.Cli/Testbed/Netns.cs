@@ -92,6 +92,9 @@ public static partial class Netns
     [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
     private static partial int kill(int pid, int sig);
 
+    /// <summary>Sends SIGTERM, as an orchestrator does, without waiting.</summary>
+    public static void Terminate(Process p) => _ = kill(p.Id, 15);
+
     /// <summary>Asks a process to stop (SIGTERM), then kills it if it has not stopped in time.</summary>
     public static void Stop(Process p, TimeSpan grace)
     {

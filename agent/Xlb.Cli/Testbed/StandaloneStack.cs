@@ -46,11 +46,14 @@ public sealed class StandaloneStack : IDisposable
         }
     }
 
-    public static StandaloneStack Start(LbTopology topology, string manifestDir, string nodeName, TextWriter log)
+    /// <summary>Extra arguments for every agent this stack starts.</summary>
+    public IReadOnlyList<string> AgentArgs { get; private set; } = [];
+
+    public static StandaloneStack Start(LbTopology topology, string manifestDir, string nodeName, TextWriter log, params string[] agentArgs)
     {
         EnsureTestBpffs();
         var state = Directory.CreateTempSubdirectory("xlb-state-").FullName;
-        var stack = new StandaloneStack(state, nodeName, topology.Prefix.TrimEnd('-'), log);
+        var stack = new StandaloneStack(state, nodeName, topology.Prefix.TrimEnd('-'), log) { AgentArgs = agentArgs };
         try
         {
             stack.Operator = stack.Spawn("operator", "operator", "--manifests", manifestDir, "--out", state, "--node", nodeName);
@@ -72,6 +75,7 @@ public sealed class StandaloneStack : IDisposable
         {
             args.AddRange(["--interface", i]);
         }
+        args.AddRange(AgentArgs);
         Agent = SpawnRaw("agent", "ip", [.. args]);
     }
 

@@ -154,6 +154,41 @@ public class PacketTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
     }
 
     [Fact]
+    public void In_the_shutdown_window_a_new_syn_is_answered_with_rst_and_established_flows_continue()
+    {
+        Privileged.Require();
+        var establishedPort = NextClientPort();
+        var established = Packet.Parse(fx.Run(Syn(establishedPort).Build()).Packet);
+        fx.Plane.SetShutdown(true);
+        try
+        {
+            var syn = Syn(NextClientPort()) with { SrcMac = [2, 0, 0, 0, 0, 7], DstMac = [2, 0, 0, 0, 0, 8] };
+            var result = fx.Run(syn.Build());
+            // Back out of the ingress interface by redirect (XDP_TX does not wake a veth peer without XDP).
+            Assert.Equal(XdpRedirect, (int)result.Verdict);
+            Assert.Equal(54, result.Packet.Length);
+            Assert.True(Packet.ChecksumsValid(result.Packet), "RST checksums are wrong");
+            var rst = Packet.Parse(result.Packet);
+            Assert.Equal(Packet.Rst | Packet.Ack, rst.TcpFlags);
+            Assert.Equal((VipAddress, (ushort)80, Client, syn.SrcPort), (rst.Src, rst.SrcPort, rst.Dst, rst.DstPort));
+            Assert.Equal(syn.DstMac, rst.SrcMac);
+            Assert.Equal(syn.SrcMac, rst.DstMac);
+            // RFC 793: the RST acknowledges the SYN: ack = seq + 1 (the builder's seq is 1000).
+            Assert.Equal(1001u, System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(result.Packet.AsSpan(14 + 20 + 8)));
+
+            var more = fx.Run((Syn(establishedPort) with { TcpFlags = Packet.Ack }).Build());
+            Assert.Equal(XdpRedirect, (int)more.Verdict);
+            Assert.Equal(established.Dst, Packet.Parse(more.Packet).Dst);
+            Assert.Equal(XdpRedirect, (int)fx.Run(Syn(NextClientPort(), 53, proto: 17).Build()).Verdict);
+        }
+        finally
+        {
+            fx.Plane.SetShutdown(false);
+        }
+        Assert.Equal(XdpRedirect, (int)fx.Run(Syn(NextClientPort()).Build()).Verdict);
+    }
+
+    [Fact]
     public void Reapplying_the_same_config_writes_nothing()
     {
         Privileged.Require();

@@ -1,0 +1,76 @@
+using System.Globalization;
+using System.Net;
+using System.Text;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+using Xlb.DataPlane;
+
+namespace Xlb.Agent;
+
+/// <summary>
+/// /healthz (the process serves), /readyz (a revision is applied and the node is not draining:
+/// what a load balancer in front of XLB, or ExternalDNS through a Service, should follow) and
+/// /metrics in the Prometheus text format (version 0.0.4), written here.
+/// </summary>
+public static class AgentEndpoints
+{
+    public static async Task<WebApplication> StartAsync(IPEndPoint listen, AgentState state, CancellationToken ct)
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.ConfigureKestrel(k => k.Listen(listen));
+        var app = builder.Build();
+        app.MapGet("/healthz", () => Results.Text("ok\n"));
+        app.MapGet("/readyz", () =>
+        {
+            var (ready, reason) = state.Readiness;
+            return Results.Text(reason + "\n", statusCode: ready ? 200 : 503);
+        });
+        app.MapGet("/metrics", () => Results.Text(Metrics(state), "text/plain; version=0.0.4; charset=utf-8"));
+        await app.StartAsync(ct);
+        return app;
+    }
+
+    public static string Metrics(AgentState state)
+    {
+        var (revision, applies, failures, lastMs, draining) = state.Snapshot();
+        var sb = new StringBuilder();
+        Gauge(sb, "xlb_agent_applied_revision", "Revision of the node config in the data plane.", revision);
+        Counter(sb, "xlb_agent_applies_total", "Applies that wrote to the maps.", applies);
+        Counter(sb, "xlb_agent_apply_failures_total", "Node configs that could not be applied.", failures);
+        Gauge(sb, "xlb_agent_last_apply_seconds", "Duration of the last apply that wrote to the maps.", lastMs / 1000);
+        Gauge(sb, "xlb_agent_draining", "1 while new connections are refused (shutdown window).", draining ? 1 : 0);
+        if (state.DataPlane is { } dp)
+        {
+            sb.Append("# HELP xlb_packets_total Packets seen by the XDP program, by verdict reason.\n# TYPE xlb_packets_total counter\n");
+            foreach (var (reason, count) in dp.Stats())
+            {
+                sb.Append(CultureInfo.InvariantCulture, $"xlb_packets_total{{reason=\"{Snake(reason)}\"}} {count}\n");
+            }
+        }
+        return sb.ToString();
+    }
+
+    private static void Gauge(StringBuilder sb, string name, string help, double value) =>
+        sb.Append(CultureInfo.InvariantCulture, $"# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
+
+    private static void Counter(StringBuilder sb, string name, string help, long value) =>
+        sb.Append(CultureInfo.InvariantCulture, $"# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n");
+
+    private static string Snake(XlbStat s)
+    {
+        var name = s.ToString();
+        var sb = new StringBuilder();
+        for (var i = 0; i < name.Length; i++)
+        {
+            if (i > 0 && char.IsUpper(name[i]))
+            {
+                sb.Append('_');
+            }
+            sb.Append(char.ToLowerInvariant(name[i]));
+        }
+        return sb.ToString();
+    }
+}

@@ -1,0 +1,70 @@
+namespace Xlb.Agent;
+
+/// <summary>What the agent's endpoints report: written by the agent loop, read by HTTP handlers.</summary>
+public sealed class AgentState
+{
+    private readonly Lock _lock = new();
+    private long _appliedRevision;
+    private bool _draining;
+    private string _notReadyReason = "NoNodeConfig";
+    private double _lastApplyMs;
+    private long _applies;
+    private long _applyFailures;
+
+    public XdpDataPlane? DataPlane { get; set; }
+
+    public (bool Ready, string Reason) Readiness
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _draining ? (false, "Draining") : _appliedRevision > 0 ? (true, "Forwarding") : (false, _notReadyReason);
+            }
+        }
+    }
+
+    public bool Draining
+    {
+        get { lock (_lock) { return _draining; } }
+        set { lock (_lock) { _draining = value; } }
+    }
+
+    public void Applied(long revision, double ms, bool wrote)
+    {
+        lock (_lock)
+        {
+            _appliedRevision = revision;
+            if (wrote)
+            {
+                _applies++;
+                _lastApplyMs = ms;
+            }
+        }
+    }
+
+    public void Failed(string reason)
+    {
+        lock (_lock)
+        {
+            _applyFailures++;
+            _notReadyReason = reason;
+        }
+    }
+
+    public void Waiting(string reason)
+    {
+        lock (_lock)
+        {
+            _notReadyReason = reason;
+        }
+    }
+
+    public (long Revision, long Applies, long Failures, double LastApplyMs, bool Draining) Snapshot()
+    {
+        lock (_lock)
+        {
+            return (_appliedRevision, _applies, _applyFailures, _lastApplyMs, _draining);
+        }
+    }
+}

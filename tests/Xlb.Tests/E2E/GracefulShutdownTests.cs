@@ -1,0 +1,76 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using Xlb.Cli.Testbed;
+using Xlb.Tests.Support;
+
+namespace Xlb.Tests.E2E;
+
+/// <summary>The shutdown window as users of XLB expect it from their Kubernetes deployments.</summary>
+public sealed class GracefulShutdownTests(ITestOutputHelper output)
+{
+    private static readonly IPEndPoint Health = new(IPAddress.Loopback, 9470);
+
+    [Fact]
+    public async Task On_sigterm_readiness_fails_new_connections_are_refused_established_ones_continue_then_the_agent_exits()
+    {
+        Privileged.Require();
+        var ct = TestContext.Current.CancellationToken;
+        using var topology = LbTopology.Create(LbTopology.NewPrefix("g"), backends: 3);
+        var backends = new List<HttpBackend>();
+        var log = new StringWriter();
+        try
+        {
+            for (var i = 1; i <= 3; i++)
+            {
+                backends.Add(HttpBackend.Start(topology.Backends[i - 1], $"backend-{i}", IPAddress.Parse(LbTopology.BackendAddress(i)), 8080));
+            }
+            using var stack = StandaloneStack.Start(topology, Examples.Dir("demo"), "lb-1", log, "--shutdown-timeout", "4", "--listen", Health.ToString());
+            var listener = (await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct)).Spec.Listeners.Single();
+            var vip = new IPEndPoint(IPAddress.Parse(listener.Vip), listener.Port);
+
+            Assert.Equal(200, (await HttpProbe.StatusAsync(topology.Lb, Health, "/readyz", ct)).Status);
+            using var established = await KeepAliveClient.ConnectAsync(topology.Client, vip, ct);
+            var backend = await established.GetAsync(ct);
+            var metrics = (await HttpProbe.StatusAsync(topology.Lb, Health, "/metrics", ct)).Body;
+            Assert.Contains("xlb_agent_applied_revision 1", metrics, StringComparison.Ordinal);
+            Assert.Matches("xlb_packets_total\\{reason=\"fwd_new_flow\"\\} [1-9]", metrics);
+
+            var clock = Stopwatch.StartNew();
+            Netns.Terminate(stack.Agent);
+            await WaitUntilAsync(async () => (await HttpProbe.StatusAsync(topology.Lb, Health, "/readyz", ct)).Status == 503, ct);
+
+            // A new connection is refused at once (RST from the data plane), not left to time out.
+            var refused = await Assert.ThrowsAsync<SocketException>(() => HttpProbe.GetAsync(topology.Client, vip, TimeSpan.FromSeconds(3), ct));
+            Assert.Equal(SocketError.ConnectionRefused, refused.SocketErrorCode);
+            Assert.Equal(backend, await established.GetAsync(ct));
+            Assert.False(stack.Agent.HasExited, "the agent left before its shutdown window ended");
+
+            Assert.True(stack.Agent.WaitForExit(TimeSpan.FromSeconds(15)), "the agent did not exit after its shutdown window");
+            output.WriteLine($"agent exited {clock.Elapsed.TotalSeconds:F1} s after SIGTERM");
+            Assert.InRange(clock.Elapsed.TotalSeconds, 3.5, 15);
+            Assert.Equal(0, stack.Agent.ExitCode);
+        }
+        finally
+        {
+            foreach (var b in backends)
+            {
+                await b.DisposeAsync();
+            }
+            output.WriteLine(log.ToString());
+        }
+    }
+
+    private static async Task WaitUntilAsync(Func<Task<bool>> condition, CancellationToken ct)
+    {
+        for (var i = 0; i < 50; i++)
+        {
+            if (await condition())
+            {
+                return;
+            }
+            await Task.Delay(100, ct);
+        }
+        Assert.Fail("condition not met within 5 s");
+    }
+}
