@@ -42,6 +42,13 @@ public static class AgentEndpoints
         Counter(sb, "xlb_agent_apply_failures_total", "Node configs that could not be applied.", failures);
         Gauge(sb, "xlb_agent_last_apply_seconds", "Duration of the last apply that wrote to the maps.", lastMs / 1000);
         Gauge(sb, "xlb_agent_draining", "1 while new connections are refused (shutdown window).", draining ? 1 : 0);
+        var (unhealthy, failedOpen) = state.HealthSnapshot();
+        sb.Append("# HELP xlb_backend_unhealthy 1 for each backend this node's health checks took out of service.\n# TYPE xlb_backend_unhealthy gauge\n");
+        foreach (var b in unhealthy)
+        {
+            sb.Append(CultureInfo.InvariantCulture, $"xlb_backend_unhealthy{{backend=\"{b}\"}} 1\n");
+        }
+        Gauge(sb, "xlb_listeners_failed_open", "Listeners whose backends are all unhealthy and so all kept.", failedOpen.Count);
         if (state.DataPlane is { } dp)
         {
             sb.Append("# HELP xlb_packets_total Packets seen by the XDP program, by verdict reason.\n# TYPE xlb_packets_total counter\n");

@@ -43,6 +43,26 @@ public sealed class AgentState
         }
     }
 
+    private IReadOnlyList<string> _unhealthy = [];
+    private IReadOnlyList<string> _failedOpen = [];
+
+    public void Health(IReadOnlyList<string> unhealthy, IReadOnlyList<string> failedOpen)
+    {
+        lock (_lock)
+        {
+            _unhealthy = unhealthy;
+            _failedOpen = failedOpen;
+        }
+    }
+
+    public (IReadOnlyList<string> Unhealthy, IReadOnlyList<string> FailedOpen) HealthSnapshot()
+    {
+        lock (_lock)
+        {
+            return (_unhealthy, _failedOpen);
+        }
+    }
+
     public void Failed(string reason)
     {
         lock (_lock)

@@ -53,6 +53,9 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
     private long _appliedRevision;
     private string _appliedHash = "";
     private DateTimeOffset? _drainStarted;
+    private IReadOnlyList<string> _unhealthy = [];
+    private readonly SemaphoreSlim _wake = new(0);
+    private HealthProber? _prober;
 
     public AgentState State { get; } = new();
 
@@ -81,13 +84,18 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
                 LogAttached(ifname, mode);
             }
             var attachMode = string.Join(",", attached.Select(a => $"{a.If}={a.Mode}"));
-            using var timer = new PeriodicTimer(options.ResyncInterval, time);
+            _prober = new HealthProber(log, time, () => _wake.Release());
+            using var probing = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            var probes = _prober.RunAsync(probing.Token);
+            // Level-triggered: every resync interval, and at once when a backend's health flips.
             do
             {
                 FollowShutdownFile(dp);
                 Reconcile(dp, attachMode);
             }
-            while (await Ticks.NextAsync(timer, ct));
+            while (await WakeAsync(ct));
+            await probing.CancelAsync();
+            await probes;
             await DrainAsync(dp);
         }
         finally
@@ -110,6 +118,23 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
             {
                 Directory.Delete(instanceDir);
             }
+        }
+    }
+
+    private async Task<bool> WakeAsync(CancellationToken ct)
+    {
+        try
+        {
+            await _wake.WaitAsync(options.ResyncInterval, ct);
+            while (_wake.CurrentCount > 0)
+            {
+                await _wake.WaitAsync(0, ct);
+            }
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
         }
     }
 
@@ -199,7 +224,16 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
         }
         try
         {
-            var result = dp.Apply(config.Spec);
+            var effective = config.Spec;
+            if (_prober is not null)
+            {
+                _prober.Update(Core.HealthTracker.Plans(config.Spec));
+                var health = Core.HealthFilter.Apply(config.Spec, _prober.IsHealthy);
+                effective = health.Effective;
+                _unhealthy = health.Unhealthy;
+                State.Health(health.Unhealthy, health.FailedOpen);
+            }
+            var result = dp.Apply(effective);
             if (result.Operations > 0)
             {
                 LogApplied(config.Spec.Revision, result.Generation, result.Operations, result.Elapsed.TotalMilliseconds);
@@ -237,7 +271,9 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
     [
         Cond("Applied", "True", "RevisionApplied", $"revision {config.Spec.Revision} is in the data plane", config),
         Cond("Ready", "True", "Forwarding", $"{config.Spec.Listeners.Count} listeners on {config.Spec.Vips.Count} VIPs", config),
-        Cond("Degraded", "False", "AsExpected", "", config),
+        _unhealthy.Count == 0
+            ? Cond("Degraded", "False", "AsExpected", "", config)
+            : Cond("Degraded", "True", "BackendsUnhealthy", $"no new flows to {string.Join(", ", _unhealthy)}", config),
     ];
 
     private List<Condition> Degraded(string reason, string message) =>
@@ -273,6 +309,7 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
             AppliedRevision = _appliedRevision,
             AppliedHash = _appliedHash,
             AttachMode = attachMode,
+            UnhealthyBackends = [.. _unhealthy],
             Conditions = conditions,
         };
         var yaml = Yaml.Write(System.Text.Json.JsonSerializer.SerializeToNode(status, XlbJson.Info<XlbNodeConfigStatus>()));

@@ -20,6 +20,34 @@ public sealed record PortMappingSpec
     public List<ServicePort> Ports { get; init; } = [];
     public required BackendSpec Backend { get; init; }
     public SchedulingSpec Scheduling { get; init; } = new();
+    /// <summary>Active checks of each backend from every LB node; absent: backends are taken as healthy.</summary>
+    public HealthCheckSpec? HealthCheck { get; init; }
+}
+
+[System.Text.Json.Serialization.JsonConverter(typeof(System.Text.Json.Serialization.JsonStringEnumConverter<HealthCheckType>))]
+public enum HealthCheckType
+{
+    /// <summary>A TCP connect.</summary>
+    TCP,
+    /// <summary>An HTTP GET; 2xx and 3xx are healthy.</summary>
+    HTTP,
+}
+
+/// <summary>How an LB node decides a backend is healthy. Also used, resolved, in node configs.</summary>
+public sealed record HealthCheckSpec
+{
+    public HealthCheckType Type { get; init; } = HealthCheckType.TCP;
+    /// <summary>The port to check; defaults to the backend's target port. UDP services are checked this way too.</summary>
+    public int? Port { get; init; }
+    /// <summary>HTTP only.</summary>
+    public string Path { get; init; } = "/";
+    public Duration Interval { get; init; } = new(TimeSpan.FromSeconds(5));
+    /// <summary>Must be shorter than the interval.</summary>
+    public Duration Timeout { get; init; } = new(TimeSpan.FromSeconds(2));
+    /// <summary>Consecutive successes that make an unhealthy backend healthy again.</summary>
+    public int HealthyThreshold { get; init; } = 2;
+    /// <summary>Consecutive failures that take a healthy backend out.</summary>
+    public int UnhealthyThreshold { get; init; } = 3;
 }
 
 public sealed record ServicePort

@@ -49,6 +49,8 @@ public sealed record Listener
     public L4Protocol Protocol { get; init; } = L4Protocol.TCP;
     public SchedulingAlgorithm Algorithm { get; init; } = SchedulingAlgorithm.Maglev;
     public List<NodeBackend> Backends { get; init; } = [];
+    /// <summary>Resolved: the port is always set. Absent: no checks.</summary>
+    public HealthCheckSpec? HealthCheck { get; init; }
 }
 
 public sealed record NodeBackend
@@ -63,5 +65,7 @@ public sealed record XlbNodeConfigStatus
     public long AppliedRevision { get; init; }
     public string AppliedHash { get; init; } = "";
     public string? AttachMode { get; init; }
+    /// <summary>Backends taken out of service by this node's health checks ("address:port").</summary>
+    public List<string> UnhealthyBackends { get; init; } = [];
     public List<Condition> Conditions { get; init; } = [];
 }

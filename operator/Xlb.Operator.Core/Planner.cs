@@ -229,6 +229,25 @@ public static class Planner
             }
             endpoints.Add((address, e.Weight));
         }
+        if (spec.HealthCheck is { } hc)
+        {
+            if (hc.Timeout.Value <= TimeSpan.Zero || hc.Timeout.Value >= hc.Interval.Value)
+            {
+                return ("InvalidSpec", $"spec.healthCheck.timeout {hc.Timeout} must be positive and shorter than spec.healthCheck.interval {hc.Interval}");
+            }
+            if (hc.HealthyThreshold < 1 || hc.UnhealthyThreshold < 1)
+            {
+                return ("InvalidSpec", "spec.healthCheck thresholds must be at least 1");
+            }
+            if (hc.Port is < 1 or > NameSpacePortLimit)
+            {
+                return ("InvalidSpec", $"spec.healthCheck.port {hc.Port} is outside 1-65535");
+            }
+            if (hc.Type == HealthCheckType.HTTP && !hc.Path.StartsWith('/'))
+            {
+                return ("InvalidSpec", $"spec.healthCheck.path '{hc.Path}' must start with /");
+            }
+        }
         valid = new ValidMapping(pm, shard, requested, ports, endpoints);
         return null;
     }
@@ -379,6 +398,7 @@ public static class Planner
                         .Where(e => e.Address.AddressFamily == vips[m].AddressFamily)
                         .Select(e => new NodeBackend { Address = e.Address.ToString(), Port = p.TargetPort, Weight = e.Weight })
                         .OrderBy(b => b.Address, StringComparer.Ordinal).ThenBy(b => b.Port)],
+                    HealthCheck = m.Object.Spec.HealthCheck is { } hc ? hc with { Port = hc.Port ?? p.TargetPort } : null,
                 }))
                 .OrderBy(l => l.Name, StringComparer.Ordinal)
                 .ToList();
