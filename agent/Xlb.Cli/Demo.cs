@@ -12,7 +12,6 @@ namespace Xlb.Cli;
 public static class Demo
 {
     public const string NodeName = "lb-1";
-    public const int BackendPort = 8080;
 
     public static async Task<int> RunAsync(string manifestDir, int requests, TextWriter output, CancellationToken ct)
     {
@@ -21,15 +20,11 @@ public static class Demo
             await output.WriteLineAsync("xlb demo needs root: it creates network namespaces and attaches XDP programs.");
             return 2;
         }
+        var ok = false;
         output.WriteLine($"XLB demo: {LbTopology.Describe(3)}; manifests from {manifestDir}");
-        var topology = LbTopology.Create(LbTopology.NewPrefix("d"), backends: 3);
-        var backends = new List<HttpBackend>();
-        try
+        await using (var bed = Testbed.Testbed.Create("d", backends: 3))
         {
-            for (var i = 1; i <= 3; i++)
-            {
-                backends.Add(HttpBackend.Start(topology.Backends[i - 1], $"backend-{i}", IPAddress.Parse(LbTopology.BackendAddress(i)), BackendPort));
-            }
+            var topology = bed.Topology;
             output.WriteLine($"namespaces: {topology.Client}, {topology.Lb}, {string.Join(", ", topology.Backends)}");
             using var stack = StandaloneStack.Start(topology, manifestDir, NodeName, output);
             var config = await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
@@ -42,30 +37,23 @@ public static class Demo
             var result = await HttpProbe.RunAsync(topology.Client, vip, requests, parallel: 8, ct);
             output.WriteLine();
             output.WriteLine("backend      answered   share");
-            foreach (var b in backends)
+            var names = Enumerable.Range(1, 3).Select(i => bed.Backend(i)!.Name).ToList();
+            foreach (var name in names)
             {
-                var n = result.ByBackend.GetValueOrDefault(b.Name);
-                output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{b.Name,-12} {n,8}   {100.0 * n / Math.Max(1, requests),5:F1}%"));
+                var n = result.ByBackend.GetValueOrDefault(name);
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{name,-12} {n,8}   {100.0 * n / Math.Max(1, requests),5:F1}%"));
             }
             output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{"failed",-12} {result.Failed,8}"));
             foreach (var e in result.Errors)
             {
                 output.WriteLine($"  error: {e}");
             }
-            var allAnswered = backends.All(b => result.ByBackend.GetValueOrDefault(b.Name) > 0);
-            output.WriteLine(result.Failed == 0 && allAnswered
+            ok = result.Failed == 0 && names.All(n => result.ByBackend.GetValueOrDefault(n) > 0);
+            output.WriteLine(ok
                 ? $"OK: all {requests} requests answered through XDP, by all 3 backends."
                 : "FAILED: not every request was answered by the backends.");
-            return result.Failed == 0 && allAnswered ? 0 : 1;
         }
-        finally
-        {
-            foreach (var b in backends)
-            {
-                await b.DisposeAsync();
-            }
-            topology.Dispose();
-            output.WriteLine("cleaned up: namespaces, links and processes removed.");
-        }
+        output.WriteLine("cleaned up: namespaces, links and processes removed.");
+        return ok ? 0 : 1;
     }
 }

@@ -13,34 +13,22 @@ public sealed record ProbeResult(IReadOnlyDictionary<string, int> ByBackend, int
 /// <summary>HTTP requests from inside a namespace, one new TCP connection each (a new flow each time).</summary>
 public static class HttpProbe
 {
+    /// <summary>One GET on a new connection from inside a namespace; returns the body, throws unless the status is 200.</summary>
     public static async Task<string> GetAsync(string ns, IPEndPoint target, TimeSpan timeout, CancellationToken ct)
+    {
+        var (status, body) = await RequestAsync(ns, target, "/", timeout, ct);
+        return status == 200 ? body.Trim() : throw new InvalidDataException($"unexpected status {status}");
+    }
+
+    /// <summary>GET <paramref name="path"/> from inside a namespace: status code and body.</summary>
+    public static Task<(int Status, string Body)> StatusAsync(string ns, IPEndPoint target, string path, CancellationToken ct) =>
+        RequestAsync(ns, target, path, TimeSpan.FromSeconds(5), ct);
+
+    private static async Task<(int Status, string Body)> RequestAsync(string ns, IPEndPoint target, string path, TimeSpan timeout, CancellationToken ct)
     {
         using var socket = Netns.Run(ns, () => new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp));
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         cts.CancelAfter(timeout);
-        await socket.ConnectAsync(target, cts.Token);
-        await socket.SendAsync(Encoding.ASCII.GetBytes($"GET / HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"), SocketFlags.None, cts.Token);
-        var response = new StringBuilder();
-        var buf = new byte[4096];
-        int n;
-        while ((n = await socket.ReceiveAsync(buf, SocketFlags.None, cts.Token)) > 0)
-        {
-            response.Append(Encoding.ASCII.GetString(buf, 0, n));
-        }
-        var text = response.ToString();
-        if (!text.StartsWith("HTTP/1.1 200", StringComparison.Ordinal))
-        {
-            throw new InvalidDataException($"unexpected response: {text[..Math.Min(text.Length, 80)]}");
-        }
-        return text[(text.IndexOf("\r\n\r\n", StringComparison.Ordinal) + 4)..].Trim();
-    }
-
-    /// <summary>GET <paramref name="path"/> from inside a namespace: status code and body.</summary>
-    public static async Task<(int Status, string Body)> StatusAsync(string ns, IPEndPoint target, string path, CancellationToken ct)
-    {
-        using var socket = Netns.Run(ns, () => new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp));
-        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        cts.CancelAfter(TimeSpan.FromSeconds(5));
         await socket.ConnectAsync(target, cts.Token);
         await socket.SendAsync(Encoding.ASCII.GetBytes($"GET {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"), SocketFlags.None, cts.Token);
         var response = new StringBuilder();
@@ -51,8 +39,12 @@ public static class HttpProbe
             response.Append(Encoding.ASCII.GetString(buf, 0, n));
         }
         var text = response.ToString();
-        var status = int.Parse(text.AsSpan(9, 3), System.Globalization.CultureInfo.InvariantCulture);
-        return (status, text[(text.IndexOf("\r\n\r\n", StringComparison.Ordinal) + 4)..]);
+        var head = text.IndexOf("\r\n\r\n", StringComparison.Ordinal);
+        if (!text.StartsWith("HTTP/1.", StringComparison.Ordinal) || head < 0)
+        {
+            throw new InvalidDataException($"not an HTTP response: {text[..Math.Min(text.Length, 80)]}");
+        }
+        return (int.Parse(text.AsSpan(9, 3), System.Globalization.CultureInfo.InvariantCulture), text[(head + 4)..]);
     }
 
     /// <summary>Sends <paramref name="count"/> requests, <paramref name="parallel"/> at a time; never more, never longer than each timeout.</summary>

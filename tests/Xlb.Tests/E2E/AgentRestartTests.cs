@@ -12,15 +12,11 @@ public sealed class AgentRestartTests(ITestOutputHelper output)
     {
         Privileged.Require();
         var ct = TestContext.Current.CancellationToken;
-        using var topology = LbTopology.Create(LbTopology.NewPrefix("r"), backends: 3);
-        var backends = new List<HttpBackend>();
-        var log = new StringWriter();
+        await using var bed = Testbed.Create("r", backends: 3);
+        var topology = bed.Topology;
+        var log = bed.Log;
         try
         {
-            for (var i = 1; i <= 3; i++)
-            {
-                backends.Add(HttpBackend.Start(topology.Backends[i - 1], $"backend-{i}", IPAddress.Parse(LbTopology.BackendAddress(i)), 8080));
-            }
             using var stack = StandaloneStack.Start(topology, Examples.Dir("demo"), "lb-1", log);
             var listener = (await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct)).Spec.Listeners.Single();
             var vip = new IPEndPoint(IPAddress.Parse(listener.Vip), listener.Port);
@@ -60,11 +56,11 @@ public sealed class AgentRestartTests(ITestOutputHelper output)
             }, ct);
 
             await Task.Delay(500, ct);
-            var servedBefore = backends.Sum(b => b.Served);
+            var servedBefore = bed.Served;
             stack.StopAgent();
             Assert.True(stack.Agent.HasExited);
             File.Delete(stack.AgentStatusPath);
-            var servedWhileDown = backends.Sum(b => b.Served) - servedBefore;
+            var servedWhileDown = bed.Served - servedBefore;
             stack.StartAgent(topology);
             await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
             await Task.Delay(500, ct);
@@ -85,10 +81,6 @@ public sealed class AgentRestartTests(ITestOutputHelper output)
         }
         finally
         {
-            foreach (var b in backends)
-            {
-                await b.DisposeAsync();
-            }
             output.WriteLine(log.ToString());
         }
     }

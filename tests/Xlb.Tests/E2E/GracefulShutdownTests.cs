@@ -16,15 +16,11 @@ public sealed class GracefulShutdownTests(ITestOutputHelper output)
     {
         Privileged.Require();
         var ct = TestContext.Current.CancellationToken;
-        using var topology = LbTopology.Create(LbTopology.NewPrefix("g"), backends: 3);
-        var backends = new List<HttpBackend>();
-        var log = new StringWriter();
+        await using var bed = Testbed.Create("g", backends: 3);
+        var topology = bed.Topology;
+        var log = bed.Log;
         try
         {
-            for (var i = 1; i <= 3; i++)
-            {
-                backends.Add(HttpBackend.Start(topology.Backends[i - 1], $"backend-{i}", IPAddress.Parse(LbTopology.BackendAddress(i)), 8080));
-            }
             using var stack = StandaloneStack.Start(topology, Examples.Dir("demo"), "lb-1", log, "--shutdown-timeout", "4", "--listen", Health.ToString());
             var listener = (await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct)).Spec.Listeners.Single();
             var vip = new IPEndPoint(IPAddress.Parse(listener.Vip), listener.Port);
@@ -53,10 +49,6 @@ public sealed class GracefulShutdownTests(ITestOutputHelper output)
         }
         finally
         {
-            foreach (var b in backends)
-            {
-                await b.DisposeAsync();
-            }
             output.WriteLine(log.ToString());
         }
     }

@@ -15,31 +15,21 @@ public sealed class HealthCheckTests(ITestOutputHelper output)
     {
         Privileged.Require();
         var ct = TestContext.Current.CancellationToken;
-        using var topology = LbTopology.Create(LbTopology.NewPrefix("h"), backends: 3);
-        var backends = new HttpBackend?[3];
-        var manifests = Directory.CreateTempSubdirectory("xlb-health-").FullName;
-        var log = new StringWriter();
-        HttpBackend Start(int i) => HttpBackend.Start(topology.Backends[i - 1], $"backend-{i}", IPAddress.Parse(LbTopology.BackendAddress(i)), 8080);
+        await using var bed = Testbed.Create("h", backends: 3);
+        var topology = bed.Topology;
+        var manifests = Examples.CopyToTemp("demo");
+        var log = bed.Log;
         try
         {
-            foreach (var f in Directory.GetFiles(Examples.Dir("demo"), "*.yaml"))
-            {
-                File.Copy(f, Path.Combine(manifests, Path.GetFileName(f)));
-            }
             await File.AppendAllTextAsync(Path.Combine(manifests, "30-web.yaml"),
                 "  healthCheck:\n    type: HTTP\n    path: /healthz\n    interval: 500ms\n    timeout: 300ms\n    healthyThreshold: 2\n    unhealthyThreshold: 2\n", ct);
-            for (var i = 1; i <= 3; i++)
-            {
-                backends[i - 1] = Start(i);
-            }
             using var stack = StandaloneStack.Start(topology, manifests, "lb-1", log);
             var listener = (await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct)).Spec.Listeners.Single();
             Assert.NotNull(listener.HealthCheck);
             var vip = new IPEndPoint(IPAddress.Parse(listener.Vip), listener.Port);
             Assert.Equal(3, (await HttpProbe.RunAsync(topology.Client, vip, 60, 4, ct)).ByBackend.Count);
 
-            await backends[1]!.DisposeAsync();
-            backends[1] = null;
+            await bed.StopBackendAsync(2);
             var clock = Stopwatch.StartNew();
             await WaitForUnhealthyAsync(stack, ["10.201.2.2:8080"], ct);
             output.WriteLine($"backend-2 out after {clock.Elapsed.TotalSeconds:F1} s");
@@ -49,7 +39,7 @@ public sealed class HealthCheckTests(ITestOutputHelper output)
             Assert.True(without.Failed == 0, $"{without.Failed} failed with backend-2 out: {string.Join("; ", without.Errors)}");
             Assert.Equal(["backend-1", "backend-3"], without.ByBackend.Keys.Order(StringComparer.Ordinal));
 
-            backends[1] = Start(2);
+            bed.StartBackend(2);
             await WaitForUnhealthyAsync(stack, [], ct);
             var back = await HttpProbe.RunAsync(topology.Client, vip, 90, 4, ct);
             Assert.Equal(0, back.Failed);
@@ -57,13 +47,6 @@ public sealed class HealthCheckTests(ITestOutputHelper output)
         }
         finally
         {
-            foreach (var b in backends)
-            {
-                if (b is not null)
-                {
-                    await b.DisposeAsync();
-                }
-            }
             Directory.Delete(manifests, recursive: true);
             output.WriteLine(log.ToString());
         }

@@ -15,21 +15,12 @@ public sealed class StandaloneEndToEndTests(ITestOutputHelper output)
     {
         Privileged.Require();
         var ct = TestContext.Current.CancellationToken;
-        using var topology = LbTopology.Create(LbTopology.NewPrefix("e"), backends: 3);
-        var backends = new List<HttpBackend>();
-        var manifests = Directory.CreateTempSubdirectory("xlb-e2e-manifests-").FullName;
-        var log = new StringWriter();
+        await using var bed = Testbed.Create("e", backends: 3);
+        var topology = bed.Topology;
+        var manifests = Examples.CopyToTemp("demo");
         try
         {
-            foreach (var f in Directory.GetFiles(Examples.Dir("demo"), "*.yaml"))
-            {
-                File.Copy(f, Path.Combine(manifests, Path.GetFileName(f)));
-            }
-            for (var i = 1; i <= 3; i++)
-            {
-                backends.Add(HttpBackend.Start(topology.Backends[i - 1], $"backend-{i}", IPAddress.Parse(LbTopology.BackendAddress(i)), 8080));
-            }
-            using var stack = StandaloneStack.Start(topology, manifests, "lb-1", log);
+            using var stack = StandaloneStack.Start(topology, manifests, "lb-1", bed.Log);
             var config = await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
             var listener = Assert.Single(config.Spec.Listeners);
             var vip = new IPEndPoint(IPAddress.Parse(listener.Vip), listener.Port);
@@ -37,7 +28,7 @@ public sealed class StandaloneEndToEndTests(ITestOutputHelper output)
             var result = await HttpProbe.RunAsync(topology.Client, vip, count: 150, parallel: 6, ct);
             Assert.True(result.Failed == 0, $"{result.Failed} of 150 failed: {string.Join("; ", result.Errors)}");
             Assert.Equal(["backend-1", "backend-2", "backend-3"], result.ByBackend.Keys.Order(StringComparer.Ordinal));
-            Assert.Equal(150, backends.Sum(b => b.Served));
+            Assert.Equal(150, bed.Served);
 
             // Take backend 3 out in the manifest: the operator renders revision 2, the agent applies it.
             var web = Path.Combine(manifests, "30-web.yaml");
@@ -45,20 +36,16 @@ public sealed class StandaloneEndToEndTests(ITestOutputHelper output)
             var second = await stack.WaitAppliedAsync(2, TimeSpan.FromSeconds(60), ct);
             Assert.Equal(2, second.Spec.Listeners.Single().Backends.Count);
 
-            var served3 = backends[2].Served;
+            var served3 = bed.Backend(3)!.Served;
             var after = await HttpProbe.RunAsync(topology.Client, vip, count: 60, parallel: 6, ct);
             Assert.True(after.Failed == 0, $"{after.Failed} of 60 failed after the change: {string.Join("; ", after.Errors)}");
             Assert.Equal(["backend-1", "backend-2"], after.ByBackend.Keys.Order(StringComparer.Ordinal));
-            Assert.Equal(served3, backends[2].Served);
+            Assert.Equal(served3, bed.Backend(3)!.Served);
         }
         finally
         {
-            foreach (var b in backends)
-            {
-                await b.DisposeAsync();
-            }
             Directory.Delete(manifests, recursive: true);
-            output.WriteLine(log.ToString());
+            output.WriteLine(bed.Log.ToString());
         }
     }
 }

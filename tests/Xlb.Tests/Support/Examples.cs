@@ -6,6 +6,17 @@ public static class Examples
 {
     public static string Dir(string name) => Path.Combine(AppContext.BaseDirectory, "examples", name);
 
+    /// <summary>A temporary copy of an example folder, for tests that edit manifests.</summary>
+    public static string CopyToTemp(string name)
+    {
+        var dir = Directory.CreateTempSubdirectory($"xlb-{name}-").FullName;
+        foreach (var f in Directory.GetFiles(Dir(name), "*.yaml"))
+        {
+            File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+        }
+        return dir;
+    }
+
     /// <summary>Every manifest of an example folder, read as the standalone operator reads them.</summary>
     public static ManifestSet Read(string name)
     {
