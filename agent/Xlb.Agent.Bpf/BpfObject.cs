@@ -28,7 +28,13 @@ public sealed class BpfObject : SafeHandle
     /// already pinned there are reused (libbpf checks that type, sizes and flags match). Without
     /// it, nothing is pinned: every map is private to this object.
     /// </summary>
-    public static unsafe BpfObject Load(string path, string? pinRoot = null)
+    public static unsafe BpfObject Load(string path, string? pinRoot = null) => Load(path, pinRoot, 0);
+
+    /// <summary>The verifier's log of a load with a log level (4 = statistics only).</summary>
+    public string VerifierLog { get; private set; } = "";
+
+    /// <summary>As <see cref="Load(string, string?)"/>, asking the verifier for a log at <paramref name="logLevel"/>.</summary>
+    public static unsafe BpfObject Load(string path, string? pinRoot, uint logLevel)
     {
         if (!File.Exists(path))
         {
@@ -46,7 +52,7 @@ public sealed class BpfObject : SafeHandle
                 kernel_log_buf = log,
                 kernel_log_size = logSize,
                 // 0: libbpf asks the kernel for a log only when a load fails.
-                kernel_log_level = 0,
+                kernel_log_level = logLevel,
             };
             var obj = new BpfObject();
             var h = Libbpf.bpf_object__open_file(path, &opts);
@@ -68,6 +74,10 @@ public sealed class BpfObject : SafeHandle
                 var verifier = Marshal.PtrToStringUTF8((nint)log) ?? "";
                 obj.Dispose();
                 throw new BpfException("bpf_object__load", -rc, path, verifier.Length == 0 ? null : "verifier log (tail):\n" + Tail(verifier, 4000));
+            }
+            if (logLevel != 0)
+            {
+                obj.VerifierLog = Marshal.PtrToStringUTF8((nint)log) ?? "";
             }
             return obj;
         }

@@ -12,7 +12,13 @@ public static unsafe class TestRun
     /// re-runs on the packet the program left, not on the original). Runs in the calling thread's
     /// network namespace, which is where the program's FIB lookups happen.
     /// </summary>
-    public static TestRunResult Xdp(int progFd, ReadOnlySpan<byte> packet)
+    public static TestRunResult Xdp(int progFd, ReadOnlySpan<byte> packet) => Xdp(progFd, packet, 1);
+
+    /// <summary>
+    /// Runs <paramref name="repeat"/> times; <see cref="TestRunResult.DurationNs"/> is the kernel's
+    /// mean per run. Each run sees the packet the previous one left (for timing, restore it first).
+    /// </summary>
+    public static TestRunResult Xdp(int progFd, ReadOnlySpan<byte> packet, int repeat)
     {
         var output = new byte[packet.Length + 256];
         fixed (byte* inp = packet)
@@ -25,7 +31,7 @@ public static unsafe class TestRun
                 data_size_in = (uint)packet.Length,
                 data_out = outp,
                 data_size_out = (uint)output.Length,
-                repeat = 1,
+                repeat = repeat,
             };
             var rc = Libbpf.bpf_prog_test_run_opts(progFd, &opts);
             if (rc < 0)

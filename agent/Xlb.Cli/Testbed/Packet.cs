@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using System.Net;
 
-namespace Xlb.Tests.Support;
+namespace Xlb.Cli.Testbed;
 
 /// <summary>
 /// Builds and reads Ethernet/IPv4/TCP|UDP packets, with checksums computed here from scratch
