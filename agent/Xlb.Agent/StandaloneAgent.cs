@@ -17,8 +17,10 @@ public sealed record AgentOptions
     /// <summary>Fall back to generic XDP where the driver has no native XDP (reported in status).</summary>
     public bool AllowGenericXdp { get; init; }
     public string ObjectPath { get; init; } = Xlb.Agent.XdpDataPlane.DefaultObjectPath;
-    /// <summary>How often the file is checked and the maps re-diffed (level-triggered resync).</summary>
+    /// <summary>How often the node config file is checked for a change (a stat, nothing more).</summary>
     public TimeSpan ResyncInterval { get; init; } = TimeSpan.FromMilliseconds(500);
+    /// <summary>How often the live maps are re-read and compared even when nothing changed (corrects hand edits).</summary>
+    public TimeSpan FullResyncInterval { get; init; } = TimeSpan.FromSeconds(30);
     public DataPlaneOptions DataPlane { get; init; } = new();
     /// <summary>
     /// On exit, detach XDP and remove the pinned maps. Off by default: the program and its maps
@@ -56,6 +58,9 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
     private IReadOnlyList<string> _unhealthy = [];
     private readonly SemaphoreSlim _wake = new(0);
     private HealthProber? _prober;
+    private volatile bool _healthChanged;
+    private (DateTime Written, long Length) _fileStamp;
+    private DateTimeOffset _lastFullResync = DateTimeOffset.MinValue;
 
     public AgentState State { get; } = new();
 
@@ -84,7 +89,11 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
                 LogAttached(ifname, mode);
             }
             var attachMode = string.Join(",", attached.Select(a => $"{a.If}={a.Mode}"));
-            _prober = new HealthProber(log, time, () => _wake.Release());
+            _prober = new HealthProber(log, time, () =>
+            {
+                _healthChanged = true;
+                _wake.Release();
+            });
             using var probing = CancellationTokenSource.CreateLinkedTokenSource(ct);
             var probes = _prober.RunAsync(probing.Token);
             // Level-triggered: every resync interval, and at once when a backend's health flips.
@@ -202,9 +211,25 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
     }
 
 
-    /// <summary>One level-triggered pass: read the file, apply it if it is valid, report.</summary>
+    /// <summary>
+    /// One level-triggered pass: read the file, apply it if it is valid, report. Between full
+    /// resyncs, a pass with an unchanged file and unchanged backend health costs one stat.
+    /// </summary>
     public void Reconcile(XdpDataPlane dp, string attachMode)
     {
+        var info = new FileInfo(options.NodeConfigPath);
+        var stamp = info.Exists ? (info.LastWriteTimeUtc, info.Length) : default;
+        var now = time.GetUtcNow();
+        var fullResync = now - _lastFullResync >= options.FullResyncInterval;
+        if (!fullResync && !_healthChanged && stamp == _fileStamp && _appliedRevision > 0)
+        {
+            return;
+        }
+        _healthChanged = false;
+        if (fullResync)
+        {
+            _lastFullResync = now;
+        }
         XlbNodeConfig? config;
         try
         {
@@ -240,6 +265,7 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
             }
             _appliedRevision = config.Spec.Revision;
             _appliedHash = config.Spec.ContentHash;
+            _fileStamp = stamp;
             State.Applied(config.Spec.Revision, result.Elapsed.TotalMilliseconds, result.Operations > 0);
             WriteStatus(attachMode, Applied(config));
         }
