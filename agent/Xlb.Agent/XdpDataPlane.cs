@@ -63,6 +63,9 @@ public sealed class XdpDataPlane : IDisposable
     /// <summary>True when the maps were already pinned and this instance took them over.</summary>
     public bool Adopted { get; }
     public BpfMap<XlbFlowKey, XlbFlow> Flows { get; }
+
+    /// <summary>The live service map, both generations (for inspection; applies go through <see cref="Apply"/>).</summary>
+    public BpfMap<XlbSvcKey, XlbSvc> Services => _services;
     public BpfMap<XlbFlowKey, XlbRnat> ReverseNat { get; }
 
     /// <summary>Where the build puts the XDP object: beside the binaries, or XLB_XDP_OBJECT.</summary>

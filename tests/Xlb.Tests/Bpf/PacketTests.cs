@@ -189,6 +189,20 @@ public class PacketTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
     }
 
     [Fact]
+    public void A_resync_restores_a_service_that_was_deleted_from_the_live_map_by_hand()
+    {
+        Privileged.Require();
+        var gen = fx.Plane.ActiveGeneration;
+        var key = fx.Plane.Services.Keys().Single(k => k.Gen == gen && k.PortBe == Xlb.DataPlane.Net.Be(80));
+        Assert.True(fx.Plane.Services.Delete(key));
+        Assert.Equal(XdpPass, (int)fx.Run(Syn(NextClientPort()).Build()).Verdict);
+
+        var resync = fx.Plane.Apply(Spec(1, 2));
+        Assert.True(resync.Operations > 0, "the resync did not notice the missing service");
+        Assert.Equal(XdpRedirect, (int)fx.Run(Syn(NextClientPort()).Build()).Verdict);
+    }
+
+    [Fact]
     public void Reapplying_the_same_config_writes_nothing()
     {
         Privileged.Require();
