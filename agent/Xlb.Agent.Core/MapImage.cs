@@ -21,6 +21,21 @@ public sealed record MapImage(
 
     public uint RingKey(int slot) => (uint)(Generation * XlbAbi.RingCapacity + slot);
 
+    /// <summary>
+    /// The same content in another generation: only the keys of the hash maps carry the
+    /// generation (array slots derive it from <see cref="Generation"/>), so the Maglev tables
+    /// are not built again.
+    /// </summary>
+    public MapImage WithGeneration(byte generation) =>
+        generation == Generation
+            ? this
+            : this with
+            {
+                Generation = generation,
+                Vips = Vips.ToDictionary(v => v.Key with { Gen = generation }, v => v.Value),
+                Services = Services.ToDictionary(s => s.Key with { Gen = generation }, s => s.Value),
+            };
+
     /// <summary>Builds the image of <paramref name="spec"/> for generation <paramref name="generation"/>.</summary>
     /// <exception cref="ConfigTooLargeException">The config needs more than the maps hold.</exception>
     public static MapImage Build(XlbNodeConfigSpec spec, byte generation)

@@ -108,24 +108,21 @@ public sealed class XdpDataPlane : IDisposable
         var started = System.Diagnostics.Stopwatch.GetTimestamp();
         var cfg = ReadConfig();
         var active = (byte)(cfg.ActiveGen & 1);
-        if (HoldsExactly(spec, active, cfg))
+        var current = MapImage.Build(spec, active);
+        if (HoldsExactly(current, cfg))
         {
             return new ApplyResult(active, 0, System.Diagnostics.Stopwatch.GetElapsedTime(started));
         }
         var target = (byte)(1 - active);
-        var image = MapImage.Build(spec, target);
+        var image = current.WithGeneration(target);
         var observed = ReadGeneration(target, image.Backends.Count, image.Ring.Count);
         var ops = MapDiff.Plan(image, observed, cfg);
         Execute(ops);
         return new ApplyResult(target, ops.Count, System.Diagnostics.Stopwatch.GetElapsedTime(started));
     }
 
-    private bool HoldsExactly(XlbNodeConfigSpec spec, byte gen, XlbCfg cfg)
-    {
-        var image = MapImage.Build(spec, gen);
-        var ops = MapDiff.Plan(image, ReadGeneration(gen, image.Backends.Count, image.Ring.Count), cfg);
-        return ops is [MapOp.Flip];
-    }
+    private bool HoldsExactly(MapImage image, XlbCfg cfg) =>
+        MapDiff.Plan(image, ReadGeneration(image.Generation, image.Backends.Count, image.Ring.Count), cfg) is [MapOp.Flip];
 
     /// <summary>The live contents of one generation, as far as a new image of the given size reaches.</summary>
     public ObservedGeneration ReadGeneration(byte gen, int backendCount, int ringCount)

@@ -60,6 +60,20 @@ public class MapDiffTests
     }
 
     [Fact]
+    public void An_image_rebased_onto_the_other_generation_equals_one_built_for_it()
+    {
+        var spec = Spec("10.0.0.1", "10.0.0.2", "10.0.0.3");
+        var rebased = MapImage.Build(spec, 0).WithGeneration(1);
+        var built = MapImage.Build(spec, 1);
+        Assert.Equal(built.Vips, rebased.Vips);
+        Assert.Equal(built.Services, rebased.Services);
+        Assert.Equal(built.Backends, rebased.Backends);
+        Assert.Equal(built.Ring, rebased.Ring);
+        Assert.Equal(built.BackendKey(1), rebased.BackendKey(1));
+        Assert.Equal(built.RingKey(0), rebased.RingKey(0));
+    }
+
+    [Fact]
     public void A_config_larger_than_the_maps_is_refused_before_anything_is_written()
     {
         var huge = Spec() with
