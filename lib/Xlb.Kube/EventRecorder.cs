@@ -1,0 +1,95 @@
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Xlb.Kube;
+
+/// <summary>The object an event is about.</summary>
+public sealed record ObjectReference(string ApiVersion, string Kind, string? Namespace, string Name, string? Uid = null);
+
+/// <summary>
+/// Writes events.k8s.io/v1 Events. The same event (same object, type, reason, action and note)
+/// within the de-duplication window is not created again: the first one's series count and
+/// lastObservedTime are patched instead, as client-go's events library does. Failures are
+/// logged, never thrown: an event must not fail a reconcile.
+/// </summary>
+public sealed partial class EventRecorder(KubeClient client, string controller, string instance, TimeProvider? time = null, ILogger? logger = null)
+{
+    private readonly TimeProvider _time = time ?? TimeProvider.System;
+    private readonly ILogger _log = logger ?? NullLogger.Instance;
+    private readonly Lock _gate = new();
+    private readonly Dictionary<string, (string Namespace, string Name, int Count, DateTimeOffset First)> _seen = [];
+
+    /// <summary>How long a repeated event is folded into the first one (client-go: 6 minutes).</summary>
+    public TimeSpan Window { get; init; } = TimeSpan.FromMinutes(6);
+
+    public const string Normal = "Normal";
+    public const string Warning = "Warning";
+
+    private static string MicroTime(DateTimeOffset t) => t.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.ffffff'Z'", CultureInfo.InvariantCulture);
+
+    public async Task RecordAsync(ObjectReference regarding, string type, string reason, string action, string note, CancellationToken ct = default)
+    {
+        var now = _time.GetUtcNow();
+        var key = string.Join('\u0001', regarding.Kind, regarding.Namespace, regarding.Name, regarding.Uid, type, reason, action, note);
+        (string Namespace, string Name, int Count, DateTimeOffset First) seen;
+        bool repeat;
+        lock (_gate)
+        {
+            repeat = _seen.TryGetValue(key, out seen) && now - seen.First < Window;
+            if (repeat)
+            {
+                seen.Count++;
+                _seen[key] = seen;
+            }
+        }
+        try
+        {
+            if (repeat)
+            {
+                await client.MergePatchAsync<JsonObject>(KubeResource.Events, seen.Namespace, seen.Name, new JsonObject
+                {
+                    ["series"] = new JsonObject { ["count"] = seen.Count, ["lastObservedTime"] = MicroTime(now) },
+                }, ct: ct);
+                return;
+            }
+            var ns = regarding.Namespace ?? "default";
+            var name = $"{regarding.Name}.{now.ToUnixTimeMilliseconds() * 1_000_000 + Random.Shared.Next(1_000_000):x}";
+            var reference = new JsonObject { ["apiVersion"] = regarding.ApiVersion, ["kind"] = regarding.Kind, ["name"] = regarding.Name };
+            if (regarding.Namespace is not null)
+            {
+                reference["namespace"] = regarding.Namespace;
+            }
+            if (regarding.Uid is not null)
+            {
+                reference["uid"] = regarding.Uid;
+            }
+            await client.CreateAsync(KubeResource.Events, new JsonObject
+            {
+                ["apiVersion"] = "events.k8s.io/v1",
+                ["kind"] = "Event",
+                ["metadata"] = new JsonObject { ["name"] = name, ["namespace"] = ns },
+                ["eventTime"] = MicroTime(now),
+                ["reportingController"] = controller,
+                ["reportingInstance"] = instance,
+                ["action"] = action,
+                ["reason"] = reason,
+                ["type"] = type,
+                ["note"] = note.Length > 1024 ? note[..1024] : note,
+                ["regarding"] = reference,
+            }, ct: ct);
+            lock (_gate)
+            {
+                _seen[key] = (ns, name, 1, now);
+            }
+        }
+        catch (KubeApiException e)
+        {
+            LogFailed(_log, reason, regarding.Kind, regarding.Name, e.Message);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "event {Reason} on {Kind} {Name} not recorded: {Why}")]
+    private static partial void LogFailed(ILogger logger, string reason, string kind, string name, string why);
+}

@@ -1,0 +1,417 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Security;
+using System.Runtime.CompilerServices;
+using System.Security.Cryptography.X509Certificates;
+using System.Text;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Xlb.Kube;
+
+public sealed record ListOptions
+{
+    public string? LabelSelector { get; init; }
+    public string? FieldSelector { get; init; }
+    /// <summary>Page size; 0 asks for everything at once.</summary>
+    public int Limit { get; init; }
+    public string? Continue { get; init; }
+}
+
+public sealed record WatchOptions
+{
+    /// <summary>Resume after this resourceVersion; null starts with a synthetic ADDED per existing object.</summary>
+    public string? ResourceVersion { get; init; }
+    public bool AllowBookmarks { get; init; } = true;
+    public string? LabelSelector { get; init; }
+    public string? FieldSelector { get; init; }
+    /// <summary>The server ends the stream after this long (client-go picks 5–10 minutes).</summary>
+    public TimeSpan? Timeout { get; init; }
+}
+
+public sealed record KubeList<T>(List<T> Items, string ResourceVersion, string? Continue);
+
+/// <summary>One watch event. Object is null for BOOKMARK and ERROR; Status is set for ERROR.</summary>
+public sealed record WatchEvent<T>(string Type, T? Object, string? ResourceVersion, JsonObject? Status)
+{
+    public const string Added = "ADDED";
+    public const string Modified = "MODIFIED";
+    public const string Deleted = "DELETED";
+    public const string Bookmark = "BOOKMARK";
+    public const string Error = "ERROR";
+}
+
+/// <summary>What a delete did: the object is gone, or it waits for its finalizers.</summary>
+public enum DeleteOutcome
+{
+    Deleted,
+    Pending,
+    NotFound,
+}
+
+public sealed record RetryPolicy
+{
+    public int MaxAttempts { get; init; } = 5;
+    public TimeSpan BaseDelay { get; init; } = TimeSpan.FromMilliseconds(200);
+    public TimeSpan MaxDelay { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>A server's Retry-After is honoured up to this long.</summary>
+    public TimeSpan MaxRetryAfter { get; init; } = TimeSpan.FromSeconds(60);
+}
+
+public sealed record KubeClientOptions
+{
+    public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    public RetryPolicy Retry { get; init; } = new();
+    public string UserAgent { get; init; } = "xlb";
+}
+
+/// <summary>
+/// A typed REST client for the Kubernetes API: JSON over HTTP/1.1 or 2, one HttpClient per
+/// connection. Retries 429 and 5xx with exponential backoff and jitter, honouring
+/// Retry-After; a create is retried only when the server said so (429, 503), since a lost
+/// response may hide a create that happened. Every call takes a CancellationToken and has a
+/// timeout (a watch has none: it ends when its token is cancelled or the server ends it).
+/// </summary>
+public sealed partial class KubeClient : IDisposable
+{
+    private readonly HttpClient _http;
+    private readonly KubeClientOptions _options;
+    private readonly ILogger _log;
+
+    public KubeConnection Connection { get; }
+
+    public KubeClient(KubeConnection connection, KubeClientOptions? options = null, ILogger? logger = null)
+    {
+        Connection = connection;
+        _options = options ?? new KubeClientOptions();
+        _log = logger ?? NullLogger.Instance;
+        var handler = new SocketsHttpHandler
+        {
+            PooledConnectionIdleTimeout = TimeSpan.FromMinutes(1),
+            KeepAlivePingDelay = TimeSpan.FromSeconds(30),
+            KeepAlivePingPolicy = HttpKeepAlivePingPolicy.WithActiveRequests,
+            SslOptions = new SslClientAuthenticationOptions
+            {
+                TargetHost = connection.TlsServerName,
+                RemoteCertificateValidationCallback = ValidateServer,
+                ClientCertificates = connection.ClientCertificate is { } cert ? [cert] : null,
+            },
+        };
+        _http = new HttpClient(handler) { BaseAddress = connection.Server, Timeout = Timeout.InfiniteTimeSpan };
+        _http.DefaultRequestHeaders.UserAgent.ParseAdd(_options.UserAgent);
+    }
+
+    private bool ValidateServer(object sender, X509Certificate? certificate, X509Chain? chain, SslPolicyErrors errors)
+    {
+        if (Connection.InsecureSkipTlsVerify)
+        {
+            return true;
+        }
+        if (Connection.CertificateAuthority is not { Count: > 0 } roots || certificate is null)
+        {
+            return errors == SslPolicyErrors.None;
+        }
+        if ((errors & SslPolicyErrors.RemoteCertificateNameMismatch) != 0)
+        {
+            return false;
+        }
+        using var custom = new X509Chain();
+        custom.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+        custom.ChainPolicy.CustomTrustStore.AddRange(roots);
+        custom.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+        return custom.Build(new X509Certificate2(certificate));
+    }
+
+    public void Dispose() => _http.Dispose();
+
+    public async Task<T?> GetAsync<T>(KubeResource r, string? ns, string name, CancellationToken ct = default) where T : class
+    {
+        try
+        {
+            var node = await SendAsync(HttpMethod.Get, r.Path(ns, name), null, idempotent: true, ct);
+            return KubeJson.Deserialize<T>(node!);
+        }
+        catch (KubeApiException e) when (e.IsNotFound)
+        {
+            return null;
+        }
+    }
+
+    public async Task<KubeList<T>> ListAsync<T>(KubeResource r, string? ns, ListOptions? options = null, CancellationToken ct = default)
+    {
+        options ??= new ListOptions();
+        var query = Query(
+            ("labelSelector", options.LabelSelector),
+            ("fieldSelector", options.FieldSelector),
+            ("limit", options.Limit > 0 ? options.Limit.ToString(CultureInfo.InvariantCulture) : null),
+            ("continue", options.Continue));
+        var node = (await SendAsync(HttpMethod.Get, r.Path(ns) + query, null, idempotent: true, ct))!.AsObject();
+        var items = (node["items"] as JsonArray ?? []).Select(i => KubeJson.Deserialize<T>(i!)).ToList();
+        return new KubeList<T>(items, node["metadata"]?["resourceVersion"]?.GetValue<string>() ?? "", node["metadata"]?["continue"]?.GetValue<string>() is { Length: > 0 } c ? c : null);
+    }
+
+    /// <summary>
+    /// Every page of a list, as one consistent snapshot. A continue token that expired between
+    /// pages (410) starts the list over, since mixing snapshots could resurrect deleted objects.
+    /// </summary>
+    public async Task<KubeList<T>> ListAllAsync<T>(KubeResource r, string? ns, ListOptions? options = null, CancellationToken ct = default)
+    {
+        options ??= new ListOptions { Limit = 500 };
+        for (var attempt = 1; ; attempt++)
+        {
+            var items = new List<T>();
+            string? token = null;
+            try
+            {
+                while (true)
+                {
+                    var page = await ListAsync<T>(r, ns, options with { Continue = token }, ct);
+                    items.AddRange(page.Items);
+                    token = page.Continue;
+                    if (token is null)
+                    {
+                        return page with { Items = items };
+                    }
+                }
+            }
+            catch (KubeApiException e) when (e.IsExpired && token is not null && attempt < 5)
+            {
+                LogContinueExpired(_log, r.Plural, attempt);
+            }
+        }
+    }
+
+    public async Task<T> CreateAsync<T>(KubeResource r, T obj, string? fieldManager = null, CancellationToken ct = default)
+    {
+        var body = KubeJson.ToNode(obj);
+        var meta = KubeJson.Metadata(body);
+        var node = await SendAsync(HttpMethod.Post, r.Path(r.Namespaced ? meta.Namespace ?? Connection.Namespace : null) + Query(("fieldManager", fieldManager)),
+            Json(body), idempotent: false, ct);
+        return KubeJson.Deserialize<T>(node!);
+    }
+
+    /// <summary>PUT: fails with 409 Conflict when metadata.resourceVersion is stale.</summary>
+    public Task<T> ReplaceAsync<T>(KubeResource r, T obj, string? fieldManager = null, CancellationToken ct = default) =>
+        PutAsync(r, obj, null, fieldManager, ct);
+
+    /// <summary>PUT to /status: only the status of <paramref name="obj"/> is taken.</summary>
+    public Task<T> ReplaceStatusAsync<T>(KubeResource r, T obj, string? fieldManager = null, CancellationToken ct = default) =>
+        PutAsync(r, obj, "status", fieldManager, ct);
+
+    private async Task<T> PutAsync<T>(KubeResource r, T obj, string? subresource, string? fieldManager, CancellationToken ct)
+    {
+        var body = KubeJson.ToNode(obj);
+        var meta = KubeJson.Metadata(body);
+        var path = r.Path(r.Namespaced ? meta.Namespace ?? Connection.Namespace : null, meta.Name ?? throw new ArgumentException("metadata.name is required"), subresource);
+        var node = await SendAsync(HttpMethod.Put, path + Query(("fieldManager", fieldManager)), Json(body), idempotent: true, ct);
+        return KubeJson.Deserialize<T>(node!);
+    }
+
+    /// <summary>
+    /// Server-side apply: the server merges <paramref name="config"/> (the fields this manager
+    /// wants, nothing else) and records <paramref name="fieldManager"/> as their owner. Without
+    /// <paramref name="force"/> a field owned by another manager with another value is a 409.
+    /// </summary>
+    public async Task<T> ApplyAsync<T>(KubeResource r, object config, string fieldManager, bool force = false, string? subresource = null, CancellationToken ct = default)
+    {
+        var body = KubeJson.ToNode(config);
+        body["apiVersion"] ??= r.ApiVersion;
+        body["kind"] ??= r.Kind;
+        var meta = KubeJson.Metadata(body);
+        var path = r.Path(r.Namespaced ? meta.Namespace ?? Connection.Namespace : null, meta.Name ?? throw new ArgumentException("metadata.name is required"), subresource);
+        var content = new StringContent(body.ToJsonString(), Encoding.UTF8);
+        content.Headers.ContentType = new MediaTypeHeaderValue("application/apply-patch+yaml");
+        var node = await SendAsync(HttpMethod.Patch, path + Query(("fieldManager", fieldManager), ("force", force ? "true" : null)), content, idempotent: true, ct);
+        return KubeJson.Deserialize<T>(node!);
+    }
+
+    /// <summary>JSON merge patch (RFC 7386): null deletes a field, objects merge, everything else replaces.</summary>
+    public async Task<T> MergePatchAsync<T>(KubeResource r, string? ns, string name, JsonNode patch, string? subresource = null, string? fieldManager = null, CancellationToken ct = default)
+    {
+        var content = new StringContent(patch.ToJsonString(), Encoding.UTF8);
+        content.Headers.ContentType = new MediaTypeHeaderValue("application/merge-patch+json");
+        var node = await SendAsync(HttpMethod.Patch, r.Path(ns, name, subresource) + Query(("fieldManager", fieldManager)), content, idempotent: true, ct);
+        return KubeJson.Deserialize<T>(node!);
+    }
+
+    /// <summary>Deletes an object; with a uid or resourceVersion precondition the server refuses (409) to delete anything else.</summary>
+    public async Task<DeleteOutcome> DeleteAsync(KubeResource r, string? ns, string name, string? uid = null, string? resourceVersion = null, CancellationToken ct = default)
+    {
+        var options = new JsonObject { ["kind"] = "DeleteOptions", ["apiVersion"] = "v1", ["propagationPolicy"] = "Background" };
+        if (uid is not null || resourceVersion is not null)
+        {
+            var pre = new JsonObject();
+            if (uid is not null)
+            {
+                pre["uid"] = uid;
+            }
+            if (resourceVersion is not null)
+            {
+                pre["resourceVersion"] = resourceVersion;
+            }
+            options["preconditions"] = pre;
+        }
+        try
+        {
+            var node = await SendAsync(HttpMethod.Delete, r.Path(ns, name), Json(options), idempotent: true, ct);
+            return node?["kind"]?.GetValue<string>() == "Status" || node?["metadata"]?["deletionTimestamp"] is null
+                ? DeleteOutcome.Deleted : DeleteOutcome.Pending;
+        }
+        catch (KubeApiException e) when (e.IsNotFound)
+        {
+            return DeleteOutcome.NotFound;
+        }
+    }
+
+    /// <summary>
+    /// A raw watch stream. A 410 arrives either as the response status or, from a watch cache,
+    /// as an ERROR event inside a 200 stream; both reach the caller (the first as an exception,
+    /// the second as an event). The stream ends when the server ends it.
+    /// </summary>
+    public async IAsyncEnumerable<WatchEvent<T>> WatchAsync<T>(KubeResource r, string? ns, WatchOptions options, [EnumeratorCancellation] CancellationToken ct = default)
+    {
+        var query = Query(
+            ("watch", "true"),
+            ("allowWatchBookmarks", options.AllowBookmarks ? "true" : null),
+            ("resourceVersion", options.ResourceVersion),
+            ("labelSelector", options.LabelSelector),
+            ("fieldSelector", options.FieldSelector),
+            ("timeoutSeconds", options.Timeout is { } t ? ((int)t.TotalSeconds).ToString(CultureInfo.InvariantCulture) : null));
+        using var response = await SendRawAsync(HttpMethod.Get, r.Path(ns) + query, null, idempotent: true, streaming: true, ct);
+        await using var stream = await response.Content.ReadAsStreamAsync(ct);
+        using var reader = new StreamReader(stream, Encoding.UTF8);
+        while (await reader.ReadLineAsync(ct) is { } line)
+        {
+            if (line.Length == 0)
+            {
+                continue;
+            }
+            var frame = JsonNode.Parse(line)!.AsObject();
+            var type = frame["type"]?.GetValue<string>() ?? "";
+            var obj = frame["object"] as JsonObject;
+            var rv = obj?["metadata"]?["resourceVersion"]?.GetValue<string>();
+            yield return type switch
+            {
+                WatchEvent<T>.Error => new WatchEvent<T>(type, default, null, obj),
+                WatchEvent<T>.Bookmark => new WatchEvent<T>(type, default, rv, null),
+                _ => new WatchEvent<T>(type, KubeJson.Deserialize<T>(obj!), rv, null),
+            };
+        }
+    }
+
+    private static StringContent Json(JsonNode body) => new(body.ToJsonString(), Encoding.UTF8, "application/json");
+
+    private static string Query(params (string Key, string? Value)[] pairs)
+    {
+        var parts = pairs.Where(p => p.Value is not null).Select(p => $"{p.Key}={Uri.EscapeDataString(p.Value!)}").ToList();
+        return parts.Count == 0 ? "" : "?" + string.Join("&", parts);
+    }
+
+    private async Task<JsonNode?> SendAsync(HttpMethod method, string path, HttpContent? content, bool idempotent, CancellationToken ct)
+    {
+        using var response = await SendRawAsync(method, path, content, idempotent, streaming: false, ct);
+        var text = await response.Content.ReadAsStringAsync(ct);
+        return text.Length == 0 ? null : JsonNode.Parse(text);
+    }
+
+    /// <summary>One request with retries; returns only successful responses, throws KubeApiException otherwise.</summary>
+    private async Task<HttpResponseMessage> SendRawAsync(HttpMethod method, string path, HttpContent? content, bool idempotent, bool streaming, CancellationToken ct)
+    {
+        var body = content is null ? null : await content.ReadAsByteArrayAsync(ct);
+        var contentType = content?.Headers.ContentType;
+        var operation = $"{method} {path}";
+        var retry = _options.Retry;
+        var tokenRefreshed = false;
+        for (var attempt = 1; ; attempt++)
+        {
+            using var request = new HttpRequestMessage(method, path);
+            if (body is not null)
+            {
+                request.Content = new ByteArrayContent(body);
+                request.Content.Headers.ContentType = contentType;
+            }
+            request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("application/json"));
+            if (Connection.Token?.Current() is { } token)
+            {
+                request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
+            }
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            if (!streaming)
+            {
+                timeout.CancelAfter(_options.RequestTimeout);
+            }
+            HttpResponseMessage response;
+            try
+            {
+                response = await _http.SendAsync(request, streaming ? HttpCompletionOption.ResponseHeadersRead : HttpCompletionOption.ResponseContentRead, timeout.Token);
+            }
+            catch (Exception e) when (!ct.IsCancellationRequested && e is HttpRequestException or OperationCanceledException)
+            {
+                var what = e is OperationCanceledException ? $"no response within {_options.RequestTimeout.TotalSeconds:0.#} s" : e.Message;
+                if (!idempotent || attempt >= retry.MaxAttempts)
+                {
+                    throw new KubeApiException(e is OperationCanceledException ? HttpStatusCode.GatewayTimeout : HttpStatusCode.ServiceUnavailable,
+                        e is OperationCanceledException ? "Timeout" : "Unreachable", what, operation);
+                }
+                var wait = Backoff(attempt, null);
+                LogRetry(_log, operation, what, attempt, wait.TotalMilliseconds);
+                await Task.Delay(wait, ct);
+                continue;
+            }
+            if (response.IsSuccessStatusCode)
+            {
+                return response;
+            }
+            using (response)
+            {
+                var code = response.StatusCode;
+                var text = await response.Content.ReadAsStringAsync(ct);
+                JsonObject? status = null;
+                try
+                {
+                    status = text.Length > 0 ? JsonNode.Parse(text) as JsonObject : null;
+                }
+                catch (System.Text.Json.JsonException)
+                {
+                    // Not a Status object (a proxy's error page): the code says enough.
+                }
+                var error = KubeApiException.FromStatus(status, code, operation);
+                if (code == HttpStatusCode.Unauthorized && Connection.Token is { } source && !tokenRefreshed)
+                {
+                    source.Invalidate();
+                    tokenRefreshed = true;
+                    continue;
+                }
+                var serverAsked = code is HttpStatusCode.TooManyRequests or HttpStatusCode.ServiceUnavailable;
+                var retriable = serverAsked || ((int)code >= 500 && idempotent);
+                if (!retriable || attempt >= retry.MaxAttempts)
+                {
+                    throw error;
+                }
+                var wait = Backoff(attempt, response.Headers.RetryAfter);
+                LogRetry(_log, operation, $"{(int)code} {error.Reason}", attempt, wait.TotalMilliseconds);
+                await Task.Delay(wait, ct);
+            }
+        }
+    }
+
+    /// <summary>Retry-After when the server gave one (capped), otherwise exponential backoff, jittered over its upper half.</summary>
+    private TimeSpan Backoff(int attempt, RetryConditionHeaderValue? retryAfter)
+    {
+        var policy = _options.Retry;
+        if (retryAfter?.Delta is { } delta)
+        {
+            return delta < policy.MaxRetryAfter ? delta : policy.MaxRetryAfter;
+        }
+        var ceiling = Math.Min(policy.MaxDelay.TotalMilliseconds, policy.BaseDelay.TotalMilliseconds * Math.Pow(2, attempt - 1));
+        return TimeSpan.FromMilliseconds(ceiling / 2 + Random.Shared.NextDouble() * ceiling / 2);
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Operation} failed ({Why}), attempt {Attempt}; retrying in {DelayMs:0} ms")]
+    private static partial void LogRetry(ILogger logger, string operation, string why, int attempt, double delayMs);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "list of {Resource} outlived its continue token (410); listing again from the start (attempt {Attempt})")]
+    private static partial void LogContinueExpired(ILogger logger, string resource, int attempt);
+}

@@ -1,0 +1,46 @@
+using System.Net;
+
+namespace Xlb.ApiServerDouble;
+
+/// <summary>Failures the double produces on demand, for clients that must survive a real cluster's bad days.</summary>
+public sealed class Faults
+{
+    private readonly Lock _gate = new();
+    private readonly Queue<Fault> _pending = new();
+
+    public sealed record Fault(HttpStatusCode Code, TimeSpan? RetryAfter, string? PathContains);
+
+    /// <summary>Added before every resource request is served.</summary>
+    public TimeSpan Latency { get; set; }
+
+    /// <summary>Called with the path and query of every resource request before it is served (to act between two requests).</summary>
+    public Action<string>? BeforeRequest { get; set; }
+
+    /// <summary>How many injected failures have been served.</summary>
+    public int Served { get; private set; }
+
+    /// <summary>The next <paramref name="count"/> resource requests (whose path contains <paramref name="pathContains"/>, if given) fail with <paramref name="code"/>.</summary>
+    public void FailNext(int count, HttpStatusCode code, TimeSpan? retryAfter = null, string? pathContains = null)
+    {
+        lock (_gate)
+        {
+            for (var i = 0; i < count; i++)
+            {
+                _pending.Enqueue(new Fault(code, retryAfter, pathContains));
+            }
+        }
+    }
+
+    internal Fault? Take(string path)
+    {
+        lock (_gate)
+        {
+            if (_pending.TryPeek(out var next) && (next.PathContains is null || path.Contains(next.PathContains, StringComparison.Ordinal)))
+            {
+                Served++;
+                return _pending.Dequeue();
+            }
+            return null;
+        }
+    }
+}

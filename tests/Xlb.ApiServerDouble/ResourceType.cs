@@ -1,0 +1,103 @@
+namespace Xlb.ApiServerDouble;
+
+/// <summary>
+/// A resource the double serves. What the real server learns from a CRD or a built-in type's
+/// strategy is stated here: scope, the status subresource, list-map keys for server-side apply,
+/// selectable fields and whether an update may omit metadata.resourceVersion.
+/// </summary>
+public sealed record ResourceType
+{
+    /// <summary>"" for the core group.</summary>
+    public required string Group { get; init; }
+    public required string Version { get; init; }
+    public required string Kind { get; init; }
+    /// <summary>The lower-case plural used in URLs.</summary>
+    public required string Plural { get; init; }
+    public required bool Namespaced { get; init; }
+    public bool StatusSubresource { get; init; }
+    public IReadOnlyList<string> ShortNames { get; init; } = [];
+    public IReadOnlyList<string> Categories { get; init; } = [];
+
+    /// <summary>
+    /// Lists merged per element by server-side apply (x-kubernetes-list-type: map), keyed by the
+    /// given fields. Paths are dot-separated from the object root. Every other list is atomic,
+    /// except metadata.finalizers, which is a set.
+    /// </summary>
+    public IReadOnlyDictionary<string, string[]> ListMapKeys { get; init; } = new Dictionary<string, string[]>();
+
+    /// <summary>
+    /// Field selectors beyond metadata.name and metadata.namespace (which every resource has);
+    /// CRDs declare these as selectableFields. Dot-separated paths.
+    /// </summary>
+    public IReadOnlyList<string> SelectableFields { get; init; } = [];
+
+    /// <summary>
+    /// Built-in types mostly allow a PUT without resourceVersion (last write wins); custom
+    /// resources do not (the request fails with 422 Invalid).
+    /// </summary>
+    public bool AllowUnconditionalUpdate { get; init; } = true;
+
+    public string ApiVersion => Group.Length == 0 ? Version : $"{Group}/{Version}";
+    public string GroupVersion => ApiVersion;
+    public string Singular => Kind.ToLowerInvariant();
+    /// <summary>Group-qualified plural, as it appears in error messages ("services", "portmappings.xlb.io").</summary>
+    public string QualifiedName => Group.Length == 0 ? Plural : $"{Plural}.{Group}";
+
+    private static readonly Dictionary<string, string[]> Conditions = new() { ["status.conditions"] = ["type"] };
+
+    public static ResourceType Namespaces { get; } = new()
+    {
+        Group = "", Version = "v1", Kind = "Namespace", Plural = "namespaces", Namespaced = false,
+        StatusSubresource = true, ShortNames = ["ns"],
+    };
+
+    public static ResourceType Nodes { get; } = new()
+    {
+        Group = "", Version = "v1", Kind = "Node", Plural = "nodes", Namespaced = false,
+        StatusSubresource = true, ShortNames = ["no"],
+        ListMapKeys = new Dictionary<string, string[]> { ["status.conditions"] = ["type"], ["status.addresses"] = ["type"] },
+    };
+
+    public static ResourceType Services { get; } = new()
+    {
+        Group = "", Version = "v1", Kind = "Service", Plural = "services", Namespaced = true,
+        StatusSubresource = true, ShortNames = ["svc"], Categories = ["all"],
+        ListMapKeys = new Dictionary<string, string[]> { ["spec.ports"] = ["port", "protocol"], ["status.conditions"] = ["type"] },
+    };
+
+    public static ResourceType Events { get; } = new()
+    {
+        Group = "events.k8s.io", Version = "v1", Kind = "Event", Plural = "events", Namespaced = true,
+        ShortNames = ["ev"],
+    };
+
+    public static ResourceType EndpointSlices { get; } = new()
+    {
+        Group = "discovery.k8s.io", Version = "v1", Kind = "EndpointSlice", Plural = "endpointslices", Namespaced = true,
+    };
+
+    public static ResourceType Leases { get; } = new()
+    {
+        Group = "coordination.k8s.io", Version = "v1", Kind = "Lease", Plural = "leases", Namespaced = true,
+    };
+
+    /// <summary>A custom resource of XLB's API group, as its CRD declares it.</summary>
+    public static ResourceType Xlb(string kind, string plural, bool namespaced, params string[] shortNames) => new()
+    {
+        Group = Crds.XlbApi.Group, Version = Crds.XlbApi.Version, Kind = kind, Plural = plural,
+        Namespaced = namespaced, StatusSubresource = true, ShortNames = shortNames, Categories = ["xlb"],
+        ListMapKeys = Conditions, AllowUnconditionalUpdate = false,
+    };
+
+    public static IReadOnlyList<ResourceType> XlbKinds { get; } =
+    [
+        Xlb("LoadBalancerPool", "loadbalancerpools", namespaced: false, "lbpool"),
+        Xlb("VipShard", "vipshards", namespaced: false, "vshard"),
+        Xlb("PortMapping", "portmappings", namespaced: true, "pm"),
+        Xlb("XlbNodeConfig", "xlbnodeconfigs", namespaced: false, "xnc"),
+    ];
+
+    /// <summary>What a fresh double serves: the built-in kinds XLB reads and XLB's own kinds.</summary>
+    public static IReadOnlyList<ResourceType> Defaults { get; } =
+        [Namespaces, Nodes, Services, Events, EndpointSlices, Leases, .. XlbKinds];
+}

@@ -1,0 +1,310 @@
+using System.Net;
+using System.Text.Json.Nodes;
+using Xlb.Kube;
+
+namespace Xlb.Tests.Kube;
+
+/// <summary>
+/// The API semantics XLB relies on, stated against the client so that they hold for the double
+/// and for a real cluster alike (API Concepts; Server-Side Apply; Finalizers). Only core kinds
+/// that any cluster has are used: Leases (no status subresource) and Services (with one).
+/// </summary>
+public abstract class ApiContract<TTarget>(TTarget target) : IAsyncLifetime where TTarget : ApiTarget
+{
+    protected KubeClient Client => target.Client;
+    protected string Ns { get; private set; } = "";
+    protected static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    protected virtual void SkipIfUnavailable() { }
+
+    public async ValueTask InitializeAsync()
+    {
+        if (target.Available)
+        {
+            Ns = await target.NewNamespaceAsync(Ct);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (target.Available)
+        {
+            await Client.DeleteAsync(KubeResource.Namespaces, null, Ns, ct: CancellationToken.None);
+        }
+        GC.SuppressFinalize(this);
+    }
+
+    protected JsonObject Lease(string name, Dictionary<string, string>? labels = null, string holder = "a")
+    {
+        var meta = new JsonObject { ["name"] = name, ["namespace"] = Ns };
+        if (labels is not null)
+        {
+            meta["labels"] = new JsonObject([.. labels.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))]);
+        }
+        return new JsonObject
+        {
+            ["apiVersion"] = "coordination.k8s.io/v1",
+            ["kind"] = "Lease",
+            ["metadata"] = meta,
+            ["spec"] = new JsonObject { ["holderIdentity"] = holder },
+        };
+    }
+
+    protected JsonObject Service(string name) => new()
+    {
+        ["apiVersion"] = "v1",
+        ["kind"] = "Service",
+        ["metadata"] = new JsonObject { ["name"] = name, ["namespace"] = Ns },
+        ["spec"] = new JsonObject
+        {
+            ["type"] = "LoadBalancer",
+            ["loadBalancerClass"] = "xlb.io/contract-test",
+            ["ports"] = new JsonArray(new JsonObject { ["port"] = 80, ["protocol"] = "TCP", ["targetPort"] = 8080 }),
+        },
+    };
+
+    protected static string Rv(JsonObject o) => o["metadata"]!["resourceVersion"]!.GetValue<string>();
+    protected static long Generation(JsonObject o) => o["metadata"]!["generation"]!.GetValue<long>();
+
+    [Fact]
+    public async Task Create_sets_server_metadata_and_a_second_create_is_AlreadyExists()
+    {
+        SkipIfUnavailable();
+        var created = await Client.CreateAsync(KubeResource.Leases, Lease("one"), ct: Ct);
+        Assert.False(string.IsNullOrEmpty(Rv(created)));
+        Assert.Equal(1, Generation(created));
+        Assert.NotNull(created["metadata"]!["uid"]);
+        Assert.NotNull(created["metadata"]!["creationTimestamp"]);
+        var read = await Client.GetAsync<JsonObject>(KubeResource.Leases, Ns, "one", Ct);
+        Assert.Equal(Rv(created), Rv(read!));
+        var again = await Assert.ThrowsAsync<KubeApiException>(() => Client.CreateAsync(KubeResource.Leases, Lease("one"), ct: Ct));
+        Assert.Equal((HttpStatusCode.Conflict, "AlreadyExists"), (again.Code, again.Reason));
+        Assert.Null(await Client.GetAsync<JsonObject>(KubeResource.Leases, Ns, "absent", Ct));
+    }
+
+    [Fact]
+    public async Task An_update_with_a_stale_resourceVersion_is_a_Conflict()
+    {
+        SkipIfUnavailable();
+        var v1 = await Client.CreateAsync(KubeResource.Leases, Lease("cas"), ct: Ct);
+        var first = v1.DeepClone().AsObject();
+        first["spec"]!["holderIdentity"] = "b";
+        var v2 = await Client.ReplaceAsync(KubeResource.Leases, first, ct: Ct);
+        Assert.NotEqual(Rv(v1), Rv(v2));
+        var stale = v1.DeepClone().AsObject();
+        stale["spec"]!["holderIdentity"] = "c";
+        var e = await Assert.ThrowsAsync<KubeApiException>(() => Client.ReplaceAsync(KubeResource.Leases, stale, ct: Ct));
+        Assert.Equal((HttpStatusCode.Conflict, "Conflict"), (e.Code, e.Reason));
+        Assert.Equal("b", (await Client.GetAsync<JsonObject>(KubeResource.Leases, Ns, "cas", Ct))!["spec"]!["holderIdentity"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task Generation_counts_spec_changes_only()
+    {
+        SkipIfUnavailable();
+        var v1 = await Client.CreateAsync(KubeResource.Services, Service("gen"), ct: Ct);
+        var labelled = await Client.MergePatchAsync<JsonObject>(KubeResource.Services, Ns, "gen",
+            JsonNode.Parse("""{"metadata":{"labels":{"tier":"edge"}}}""")!, ct: Ct);
+        Assert.Equal(Generation(v1), Generation(labelled));
+        var respec = await Client.MergePatchAsync<JsonObject>(KubeResource.Services, Ns, "gen",
+            JsonNode.Parse("""{"spec":{"ports":[{"port":81,"protocol":"TCP","targetPort":8080}]}}""")!, ct: Ct);
+        Assert.Equal(Generation(v1) + 1, Generation(respec));
+        var status = await Client.MergePatchAsync<JsonObject>(KubeResource.Services, Ns, "gen",
+            JsonNode.Parse("""{"status":{"loadBalancer":{"ingress":[{"ip":"10.250.0.10"}]}}}""")!, "status", ct: Ct);
+        Assert.Equal(Generation(respec), Generation(status));
+    }
+
+    [Fact]
+    public async Task The_status_subresource_separates_spec_from_status()
+    {
+        SkipIfUnavailable();
+        await Client.CreateAsync(KubeResource.Services, Service("split"), ct: Ct);
+        var main = await Client.MergePatchAsync<JsonObject>(KubeResource.Services, Ns, "split",
+            JsonNode.Parse("""{"status":{"loadBalancer":{"ingress":[{"ip":"10.250.0.11"}]}}}""")!, ct: Ct);
+        Assert.Null(main["status"]?["loadBalancer"]?["ingress"]);
+        var status = await Client.MergePatchAsync<JsonObject>(KubeResource.Services, Ns, "split",
+            JsonNode.Parse("""{"spec":{"loadBalancerClass":"other"},"status":{"loadBalancer":{"ingress":[{"ip":"10.250.0.11"}]}}}""")!, "status", ct: Ct);
+        Assert.Equal("10.250.0.11", status["status"]!["loadBalancer"]!["ingress"]![0]!["ip"]!.GetValue<string>());
+        Assert.Equal("xlb.io/contract-test", status["spec"]!["loadBalancerClass"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task Finalizers_hold_a_deleted_object_until_the_last_is_removed()
+    {
+        SkipIfUnavailable();
+        var lease = Lease("held");
+        lease["metadata"]!["finalizers"] = new JsonArray("xlb.io/test");
+        await Client.CreateAsync(KubeResource.Leases, lease, ct: Ct);
+        Assert.Equal(DeleteOutcome.Pending, await Client.DeleteAsync(KubeResource.Leases, Ns, "held", ct: Ct));
+        var pending = (await Client.GetAsync<JsonObject>(KubeResource.Leases, Ns, "held", Ct))!;
+        Assert.NotNull(pending["metadata"]!["deletionTimestamp"]);
+        var add = await Assert.ThrowsAsync<KubeApiException>(() => Client.MergePatchAsync<JsonObject>(KubeResource.Leases, Ns, "held",
+            JsonNode.Parse("""{"metadata":{"finalizers":["xlb.io/test","xlb.io/late"]}}""")!, ct: Ct));
+        Assert.Equal(HttpStatusCode.UnprocessableEntity, add.Code);
+        await Client.MergePatchAsync<JsonObject>(KubeResource.Leases, Ns, "held", JsonNode.Parse("""{"metadata":{"finalizers":null}}""")!, ct: Ct);
+        Assert.Null(await Client.GetAsync<JsonObject>(KubeResource.Leases, Ns, "held", Ct));
+    }
+
+    [Fact]
+    public async Task Delete_preconditions_protect_against_deleting_a_newer_object()
+    {
+        SkipIfUnavailable();
+        var v1 = await Client.CreateAsync(KubeResource.Leases, Lease("pre"), ct: Ct);
+        var wrongUid = await Assert.ThrowsAsync<KubeApiException>(() => Client.DeleteAsync(KubeResource.Leases, Ns, "pre", uid: Guid.NewGuid().ToString(), ct: Ct));
+        Assert.Equal(HttpStatusCode.Conflict, wrongUid.Code);
+        await Client.MergePatchAsync<JsonObject>(KubeResource.Leases, Ns, "pre", JsonNode.Parse("""{"spec":{"holderIdentity":"z"}}""")!, ct: Ct);
+        var staleRv = await Assert.ThrowsAsync<KubeApiException>(() => Client.DeleteAsync(KubeResource.Leases, Ns, "pre", resourceVersion: Rv(v1), ct: Ct));
+        Assert.Equal(HttpStatusCode.Conflict, staleRv.Code);
+        var uid = v1["metadata"]!["uid"]!.GetValue<string>();
+        Assert.Equal(DeleteOutcome.Deleted, await Client.DeleteAsync(KubeResource.Leases, Ns, "pre", uid: uid, ct: Ct));
+        Assert.Equal(DeleteOutcome.NotFound, await Client.DeleteAsync(KubeResource.Leases, Ns, "pre", ct: Ct));
+    }
+
+    [Theory]
+    [InlineData("app=a", "a1,a2")]
+    [InlineData("app==a,tier=edge", "a1")]
+    [InlineData("app!=a", "b1,none")]
+    [InlineData("app in (a,b)", "a1,a2,b1")]
+    [InlineData("app notin (a)", "b1,none")]
+    [InlineData("app", "a1,a2,b1")]
+    [InlineData("!app", "none")]
+    public async Task Label_selectors_filter_lists(string selector, string expected)
+    {
+        SkipIfUnavailable();
+        await Client.CreateAsync(KubeResource.Leases, Lease("a1", new() { ["app"] = "a", ["tier"] = "edge" }), ct: Ct);
+        await Client.CreateAsync(KubeResource.Leases, Lease("a2", new() { ["app"] = "a" }), ct: Ct);
+        await Client.CreateAsync(KubeResource.Leases, Lease("b1", new() { ["app"] = "b" }), ct: Ct);
+        await Client.CreateAsync(KubeResource.Leases, Lease("none"), ct: Ct);
+        var list = await Client.ListAsync<JsonObject>(KubeResource.Leases, Ns, new ListOptions { LabelSelector = selector }, Ct);
+        Assert.Equal(expected, string.Join(",", list.Items.Select(i => i["metadata"]!["name"]!.GetValue<string>()).Order(StringComparer.Ordinal)));
+    }
+
+    [Fact]
+    public async Task Field_selectors_filter_by_name_and_reject_unknown_fields()
+    {
+        SkipIfUnavailable();
+        await Client.CreateAsync(KubeResource.Leases, Lease("x"), ct: Ct);
+        await Client.CreateAsync(KubeResource.Leases, Lease("y"), ct: Ct);
+        var list = await Client.ListAsync<JsonObject>(KubeResource.Leases, Ns, new ListOptions { FieldSelector = "metadata.name=y" }, Ct);
+        Assert.Equal("y", Assert.Single(list.Items)["metadata"]!["name"]!.GetValue<string>());
+        var e = await Assert.ThrowsAsync<KubeApiException>(() => Client.ListAsync<JsonObject>(KubeResource.Leases, Ns, new ListOptions { FieldSelector = "spec.holderIdentity=a" }, Ct));
+        Assert.Equal(HttpStatusCode.BadRequest, e.Code);
+    }
+
+    [Fact]
+    public async Task Pages_of_a_list_come_from_one_snapshot()
+    {
+        SkipIfUnavailable();
+        for (var i = 0; i < 7; i++)
+        {
+            await Client.CreateAsync(KubeResource.Leases, Lease($"p{i}"), ct: Ct);
+        }
+        var first = await Client.ListAsync<JsonObject>(KubeResource.Leases, Ns, new ListOptions { Limit = 3 }, Ct);
+        Assert.Equal(3, first.Items.Count);
+        Assert.NotNull(first.Continue);
+        await Client.CreateAsync(KubeResource.Leases, Lease("p9-late"), ct: Ct);
+        await Client.DeleteAsync(KubeResource.Leases, Ns, "p6", ct: Ct);
+        var names = first.Items.Select(Name).ToList();
+        var token = first.Continue;
+        while (token is not null)
+        {
+            var page = await Client.ListAsync<JsonObject>(KubeResource.Leases, Ns, new ListOptions { Limit = 3, Continue = token }, Ct);
+            Assert.Equal(first.ResourceVersion, page.ResourceVersion);
+            names.AddRange(page.Items.Select(Name));
+            token = page.Continue;
+        }
+        Assert.Equal(Enumerable.Range(0, 7).Select(i => $"p{i}"), names);
+    }
+
+    protected static string Name(JsonObject o) => o["metadata"]!["name"]!.GetValue<string>();
+
+    [Fact]
+    public async Task A_watch_from_a_list_sees_every_later_change_in_order_and_selectors_turn_relabels_into_adds_and_deletes()
+    {
+        SkipIfUnavailable();
+        await Client.CreateAsync(KubeResource.Leases, Lease("w0", new() { ["app"] = "a" }), ct: Ct);
+        var list = await Client.ListAsync<JsonObject>(KubeResource.Leases, Ns, new ListOptions { LabelSelector = "app=a" }, Ct);
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+        cts.CancelAfter(TimeSpan.FromSeconds(20));
+        var seen = new List<string>();
+        var watching = Task.Run(async () =>
+        {
+            try
+            {
+                await foreach (var e in Client.WatchAsync<JsonObject>(KubeResource.Leases, Ns,
+                    new WatchOptions { ResourceVersion = list.ResourceVersion, LabelSelector = "app=a" }, cts.Token))
+                {
+                    if (e.Type != WatchEvent<JsonObject>.Bookmark)
+                    {
+                        seen.Add($"{e.Type} {Name(e.Object!)}");
+                    }
+                    if (seen.Count == 5)
+                    {
+                        return;
+                    }
+                }
+            }
+            catch (OperationCanceledException)
+            {
+                // Timed out: the assertion below shows what was missing.
+            }
+        }, Ct);
+        await Client.CreateAsync(KubeResource.Leases, Lease("w1", new() { ["app"] = "a" }), ct: Ct);
+        await Client.CreateAsync(KubeResource.Leases, Lease("w2", new() { ["app"] = "b" }), ct: Ct);
+        await Client.MergePatchAsync<JsonObject>(KubeResource.Leases, Ns, "w1", JsonNode.Parse("""{"spec":{"holderIdentity":"q"}}""")!, ct: Ct);
+        await Client.MergePatchAsync<JsonObject>(KubeResource.Leases, Ns, "w2", JsonNode.Parse("""{"metadata":{"labels":{"app":"a"}}}""")!, ct: Ct);
+        await Client.MergePatchAsync<JsonObject>(KubeResource.Leases, Ns, "w0", JsonNode.Parse("""{"metadata":{"labels":{"app":"c"}}}""")!, ct: Ct);
+        await Client.DeleteAsync(KubeResource.Leases, Ns, "w1", ct: Ct);
+        await watching;
+        Assert.Equal(["ADDED w1", "MODIFIED w1", "ADDED w2", "DELETED w0", "DELETED w1"], seen);
+    }
+
+    [Fact]
+    public async Task Server_side_apply_tracks_owners_reports_conflicts_and_removes_dropped_fields()
+    {
+        SkipIfUnavailable();
+        var mine = Lease("ssa", new() { ["a"] = "1", ["b"] = "2" });
+        await Client.ApplyAsync<JsonObject>(KubeResource.Leases, mine, "xlb-one", ct: Ct);
+        var theirs = Lease("ssa", holder: "other");
+        ((JsonObject)theirs["metadata"]!).Remove("labels");
+        var conflict = await Assert.ThrowsAsync<KubeApiException>(() => Client.ApplyAsync<JsonObject>(KubeResource.Leases, theirs, "xlb-two", ct: Ct));
+        Assert.Equal(HttpStatusCode.Conflict, conflict.Code);
+        Assert.Contains("xlb-one", conflict.ServerMessage, StringComparison.Ordinal);
+        Assert.Contains(".spec.holderIdentity", conflict.ServerMessage, StringComparison.Ordinal);
+
+        var shared = Lease("ssa", new() { ["b"] = "2" });
+        var afterShare = await Client.ApplyAsync<JsonObject>(KubeResource.Leases, shared, "xlb-two", ct: Ct);
+        Assert.Equal(["xlb-one", "xlb-two"], Managers(afterShare));
+
+        var forced = await Client.ApplyAsync<JsonObject>(KubeResource.Leases, theirs, "xlb-two", force: true, ct: Ct);
+        Assert.Equal("other", forced["spec"]!["holderIdentity"]!.GetValue<string>());
+
+        var fewer = Lease("ssa", new() { ["b"] = "2" }, holder: "other");
+        ((JsonObject)fewer["spec"]!).Remove("holderIdentity");
+        var pruned = await Client.ApplyAsync<JsonObject>(KubeResource.Leases, fewer, "xlb-one", ct: Ct);
+        var labels = pruned["metadata"]!["labels"]!.AsObject();
+        Assert.False(labels.ContainsKey("a"));
+        Assert.Equal("2", labels["b"]!.GetValue<string>());
+        Assert.Equal("other", pruned["spec"]!["holderIdentity"]!.GetValue<string>());
+    }
+
+    private static List<string> Managers(JsonObject o) =>
+        [.. (o["metadata"]!["managedFields"] as JsonArray ?? []).Select(e => e!["manager"]!.GetValue<string>()).Distinct().Order(StringComparer.Ordinal)];
+
+    [Fact]
+    public async Task A_merge_patch_null_removes_a_field()
+    {
+        SkipIfUnavailable();
+        await Client.CreateAsync(KubeResource.Leases, Lease("mp", new() { ["a"] = "1", ["b"] = "2" }), ct: Ct);
+        var patched = await Client.MergePatchAsync<JsonObject>(KubeResource.Leases, Ns, "mp", JsonNode.Parse("""{"metadata":{"labels":{"a":null}}}""")!, ct: Ct);
+        Assert.Equal("""{"b":"2"}""", patched["metadata"]!["labels"]!.ToJsonString());
+    }
+}
+
+public sealed class DoubleApiContractTests(DoubleTarget target) : ApiContract<DoubleTarget>(target), IClassFixture<DoubleTarget>;
+
+public sealed class ClusterApiContractTests(ClusterTarget target) : ApiContract<ClusterTarget>(target), IClassFixture<ClusterTarget>
+{
+    protected override void SkipIfUnavailable() =>
+        Assert.SkipWhen(ClusterTarget.Kubeconfig is null, "KUBECONFIG is not set: the API contract runs against the in-process double only");
+}
