@@ -31,6 +31,18 @@ public sealed class Faults
         }
     }
 
+    /// <summary>Forgets every pending failure, the latency, the hook and the count of failures served.</summary>
+    public void Clear()
+    {
+        lock (_gate)
+        {
+            _pending.Clear();
+            Served = 0;
+            Latency = TimeSpan.Zero;
+            BeforeRequest = null;
+        }
+    }
+
     internal Fault? Take(string path)
     {
         lock (_gate)
