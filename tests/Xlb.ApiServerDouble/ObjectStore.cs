@@ -382,6 +382,10 @@ public sealed class ObjectStore(TimeProvider time)
     {
         lock (_gate)
         {
+            if (watcher.Silenced)
+            {
+                return;
+            }
             watcher.Enqueue(new WatchFrame("BOOKMARK", new JsonObject
             {
                 ["kind"] = watcher.Type.Kind,
