@@ -41,13 +41,20 @@ public sealed partial class LeaderElector(KubeClient client, LeaderElectionOptio
 
     /// <summary>
     /// Waits for leadership, runs <paramref name="lead"/> with a token that is cancelled when
-    /// leadership is lost, and returns when it is lost or <paramref name="ct"/> is cancelled.
+    /// leadership is lost, and returns (without throwing) when it is lost or <paramref name="ct"/> is cancelled.
     /// </summary>
     public async Task RunAsync(Func<CancellationToken, Task> lead, CancellationToken ct)
     {
-        while (!await TryAcquireOrRenewAsync(ct))
+        try
         {
-            await Task.Delay(options.RetryPeriod, _time, ct);
+            while (!await TryAcquireOrRenewAsync(ct))
+            {
+                await Task.Delay(options.RetryPeriod, _time, ct);
+            }
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            return;
         }
         IsLeader = true;
         LogAcquired(_log, options.Identity, options.Namespace, options.LeaseName);
