@@ -13,6 +13,7 @@ public class ArchitectureTests
         { "Xlb.Agent.Core", ["Xlb.Crds", "Xlb.DataPlane"] },
         { "Xlb.Agent.Bpf", ["Xlb.DataPlane"] },
         { "Xlb.Hosting", [] },
+        { "Xlb.Kube", ["Xlb.Crds"] },
     };
 
     [Theory]
