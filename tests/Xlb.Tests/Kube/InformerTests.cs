@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Text.Json.Nodes;
 using Xlb.ApiServerDouble;
 using Xlb.Kube;
+using Xlb.Tests.Support;
 
 namespace Xlb.Tests.Kube;
 
@@ -50,15 +51,6 @@ public sealed class InformerTests : IAsyncLifetime
         return (informer, log, Task.Run(() => informer.RunAsync(stop.Token), Ct), stop);
     }
 
-    private static async Task EventuallyAsync(Func<bool> condition, string what)
-    {
-        for (var i = 0; i < 200 && !condition(); i++)
-        {
-            await Task.Delay(50, Ct);
-        }
-        Assert.True(condition(), what);
-    }
-
     private async Task<List<string>> ServerNamesAsync() =>
         [.. (await _client.ListAsync<KubeObject>(KubeResource.Leases, Ns, ct: Ct)).Items.Select(i => i.Metadata.Name!).Order(StringComparer.Ordinal)];
 
@@ -76,7 +68,7 @@ public sealed class InformerTests : IAsyncLifetime
         await _client.MergePatchAsync<JsonObject>(KubeResource.Leases, Ns, "a", JsonNode.Parse("""{"spec":{"holderIdentity":"z"}}""")!, ct: Ct);
         await _client.DeleteAsync(KubeResource.Leases, Ns, "b", ct: Ct);
         await _client.CreateAsync(KubeResource.Leases, Lease("c"), ct: Ct);
-        await EventuallyAsync(() => log.Events.Count == 5, "five events");
+        await Eventually.TrueAsync(() => log.Events.Count == 5, "five events");
         Assert.Equal(["ADDED a", "ADDED b", "MODIFIED a", "DELETED b", "ADDED c"], log.Events);
         Assert.Equal(await ServerNamesAsync(), CacheNames(informer));
         await stop.CancelAsync();
@@ -96,7 +88,7 @@ public sealed class InformerTests : IAsyncLifetime
                 _server.Store.EndWatches(abort: i % 20 == 9);
             }
         }
-        await EventuallyAsync(() => informer.List().Count == 60, "all 60 objects in the cache");
+        await Eventually.TrueAsync(() => informer.List().Count == 60, "all 60 objects in the cache");
         Assert.Equal(Enumerable.Range(0, 60).Select(i => $"ADDED n{i:D2}"), log.Events);
         Assert.True(informer.Watches > 1, "the watch was re-opened");
         Assert.Equal(1, informer.Lists);
@@ -111,13 +103,13 @@ public sealed class InformerTests : IAsyncLifetime
         await _client.CreateAsync(KubeResource.Leases, Lease("doomed"), ct: Ct);
         var (informer, log, run, stop) = Start();
         await informer.WaitForSyncAsync(Ct);
-        await EventuallyAsync(() => _server.Store.OpenWatches == 1, "the informer's watch is open");
+        await Eventually.TrueAsync(() => _server.Store.OpenWatches == 1, "the informer's watch is open");
         _server.Store.SilenceWatches();
         await _client.DeleteAsync(KubeResource.Leases, Ns, "doomed", ct: Ct);
         await _client.CreateAsync(KubeResource.Leases, Lease("born"), ct: Ct);
         _server.Store.Compact();
         _server.Store.EndWatches(abort: true);
-        await EventuallyAsync(() => informer.Lists == 2 && informer.Get($"{Ns}/born") is not null, "a relist that finds the new object");
+        await Eventually.TrueAsync(() => informer.Lists == 2 && informer.Get($"{Ns}/born") is not null, "a relist that finds the new object");
         Assert.Equal(await ServerNamesAsync(), CacheNames(informer));
         Assert.Equal(["ADDED doomed", "ADDED keep", "ADDED born", "DELETED* doomed"], log.Events);
         await stop.CancelAsync();
@@ -129,10 +121,10 @@ public sealed class InformerTests : IAsyncLifetime
     {
         var (informer, log, run, stop) = Start(new InformerOptions { Watchdog = TimeSpan.FromSeconds(1) });
         await informer.WaitForSyncAsync(Ct);
-        await EventuallyAsync(() => _server.Store.OpenWatches == 1, "the informer's watch is open");
+        await Eventually.TrueAsync(() => _server.Store.OpenWatches == 1, "the informer's watch is open");
         _server.Store.SilenceWatches();
         await _client.CreateAsync(KubeResource.Leases, Lease("late"), ct: Ct);
-        await EventuallyAsync(() => informer.Get($"{Ns}/late") is not null, "the object created while the stream was silent");
+        await Eventually.TrueAsync(() => informer.Get($"{Ns}/late") is not null, "the object created while the stream was silent");
         Assert.True(informer.Watches >= 2);
         Assert.Equal(1, informer.Lists);
         Assert.Equal(["ADDED late"], log.Events);

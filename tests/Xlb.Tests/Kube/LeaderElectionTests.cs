@@ -2,6 +2,7 @@ using System.Net;
 using System.Text.Json.Nodes;
 using Xlb.ApiServerDouble;
 using Xlb.Kube;
+using Xlb.Tests.Support;
 
 namespace Xlb.Tests.Kube;
 
@@ -37,15 +38,6 @@ public sealed class LeaderElectionTests : IAsyncLifetime
     private async Task<JsonObject> LeaseSpecAsync() =>
         (await _client.GetAsync<JsonObject>(KubeResource.Leases, "kube-system", "xlb-operator", Ct))!["spec"]!.AsObject();
 
-    private static async Task EventuallyAsync(Func<bool> condition, string what, int seconds = 10)
-    {
-        for (var i = 0; i < seconds * 20 && !condition(); i++)
-        {
-            await Task.Delay(50, Ct);
-        }
-        Assert.True(condition(), what);
-    }
-
     [Fact]
     public async Task One_leader_at_a_time_and_a_released_lease_passes_on_without_waiting_for_expiry()
     {
@@ -55,7 +47,7 @@ public sealed class LeaderElectionTests : IAsyncLifetime
         using var stopB = CancellationTokenSource.CreateLinkedTokenSource(Ct);
         var bLed = new TaskCompletionSource();
         var runA = a.RunAsync(ct => Task.Delay(Timeout.Infinite, ct), stopA.Token);
-        await EventuallyAsync(() => a.IsLeader, "pod-a leads");
+        await Eventually.TrueAsync(() => a.IsLeader, "pod-a leads");
         var runB = b.RunAsync(ct => { bLed.TrySetResult(); return Task.Delay(Timeout.Infinite, ct); }, stopB.Token);
         await Task.Delay(TimeSpan.FromSeconds(2.5), Ct);
         Assert.False(b.IsLeader, "pod-b must not lead while pod-a renews");
@@ -87,7 +79,7 @@ public sealed class LeaderElectionTests : IAsyncLifetime
                 throw;
             }
         }, Ct);
-        await EventuallyAsync(() => a.IsLeader, "pod-a leads");
+        await Eventually.TrueAsync(() => a.IsLeader, "pod-a leads");
         _server.Faults.FailNext(1000, HttpStatusCode.InternalServerError, pathContains: "/leases/xlb-operator");
         await run.WaitAsync(TimeSpan.FromSeconds(10), Ct);
         Assert.False(a.IsLeader);
@@ -109,7 +101,7 @@ public sealed class LeaderElectionTests : IAsyncLifetime
         var started = DateTime.UtcNow;
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(Ct);
         var run = b.RunAsync(ct => Task.Delay(Timeout.Infinite, ct), stop.Token);
-        await EventuallyAsync(() => b.IsLeader, "pod-b takes over");
+        await Eventually.TrueAsync(() => b.IsLeader, "pod-b takes over");
         Assert.True(DateTime.UtcNow - started >= TimeSpan.FromSeconds(1.5), "took over before the lease duration passed");
         Assert.Equal(4, (await LeaseSpecAsync())["leaseTransitions"]!.GetValue<int>());
         await stop.CancelAsync();
