@@ -236,6 +236,56 @@ public sealed partial class KubeClient : IDisposable
         return KubeJson.Deserialize<T>(node!);
     }
 
+    /// <summary>Adds a finalizer (if absent). Returns the object as stored; null if it does not exist.</summary>
+    public Task<JsonObject?> AddFinalizerAsync(KubeResource r, string? ns, string name, string finalizer, CancellationToken ct = default) =>
+        EditFinalizersAsync(r, ns, name, list => list.Contains(finalizer) ? null : [.. list, finalizer], ct);
+
+    /// <summary>Removes a finalizer (if present); removing the last one lets a deleted object go.</summary>
+    public Task<JsonObject?> RemoveFinalizerAsync(KubeResource r, string? ns, string name, string finalizer, CancellationToken ct = default) =>
+        EditFinalizersAsync(r, ns, name, list => list.Contains(finalizer) ? [.. list.Where(f => f != finalizer)] : null, ct);
+
+    /// <summary>
+    /// Read, edit, write the finalizer list with the read resourceVersion as a precondition (a
+    /// merge patch replaces lists whole, so another writer's finalizer must never be lost);
+    /// a conflict reads again.
+    /// </summary>
+    private async Task<JsonObject?> EditFinalizersAsync(KubeResource r, string? ns, string name, Func<List<string>, List<string>?> edit, CancellationToken ct)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            var current = await GetAsync<JsonObject>(r, ns, name, ct);
+            if (current is null)
+            {
+                return null;
+            }
+            var list = (current["metadata"]?["finalizers"] as JsonArray ?? []).Select(f => f!.GetValue<string>()).ToList();
+            if (edit(list) is not { } next)
+            {
+                return current;
+            }
+            var patch = new JsonObject
+            {
+                ["metadata"] = new JsonObject
+                {
+                    ["resourceVersion"] = current["metadata"]!["resourceVersion"]!.DeepClone(),
+                    ["finalizers"] = next.Count == 0 ? null : new JsonArray([.. next.Select(f => (JsonNode)f)]),
+                },
+            };
+            try
+            {
+                return await MergePatchAsync<JsonObject>(r, ns, name, patch, ct: ct);
+            }
+            catch (KubeApiException e) when (e.IsConflict && attempt < 5)
+            {
+                // Someone else wrote in between: read again.
+            }
+            catch (KubeApiException e) when (e.IsNotFound)
+            {
+                return null;
+            }
+        }
+    }
+
     /// <summary>Deletes an object; with a uid or resourceVersion precondition the server refuses (409) to delete anything else.</summary>
     public async Task<DeleteOutcome> DeleteAsync(KubeResource r, string? ns, string name, string? uid = null, string? resourceVersion = null, CancellationToken ct = default)
     {

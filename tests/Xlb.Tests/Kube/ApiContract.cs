@@ -146,6 +146,22 @@ public abstract class ApiContract<TTarget>(TTarget target) : IAsyncLifetime wher
     }
 
     [Fact]
+    public async Task Finalizer_helpers_keep_other_writers_finalizers_and_release_a_deleted_object()
+    {
+        SkipIfUnavailable();
+        await Client.CreateAsync(KubeResource.Leases, Lease("fin"), ct: Ct);
+        await Client.AddFinalizerAsync(KubeResource.Leases, Ns, "fin", "xlb.io/one", Ct);
+        await Client.AddFinalizerAsync(KubeResource.Leases, Ns, "fin", "example.com/other", Ct);
+        await Client.AddFinalizerAsync(KubeResource.Leases, Ns, "fin", "xlb.io/one", Ct);
+        Assert.Equal(DeleteOutcome.Pending, await Client.DeleteAsync(KubeResource.Leases, Ns, "fin", ct: Ct));
+        var left = await Client.RemoveFinalizerAsync(KubeResource.Leases, Ns, "fin", "xlb.io/one", Ct);
+        Assert.Equal("[\"example.com/other\"]", left!["metadata"]!["finalizers"]!.ToJsonString());
+        await Client.RemoveFinalizerAsync(KubeResource.Leases, Ns, "fin", "example.com/other", Ct);
+        Assert.Null(await Client.GetAsync<JsonObject>(KubeResource.Leases, Ns, "fin", Ct));
+        Assert.Null(await Client.RemoveFinalizerAsync(KubeResource.Leases, Ns, "fin", "xlb.io/one", Ct));
+    }
+
+    [Fact]
     public async Task Delete_preconditions_protect_against_deleting_a_newer_object()
     {
         SkipIfUnavailable();
