@@ -81,6 +81,10 @@ public sealed partial class Controller(
                 queue.AddAfter(key, after);
             }
         }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            // Shutting down: the reconcile was cut short; the next leader or run does it again.
+        }
         catch (Exception e) when (!ct.IsCancellationRequested)
         {
             Interlocked.Increment(ref _errors);

@@ -147,6 +147,11 @@ public sealed partial class LeaderElector(KubeClient client, LeaderElectionOptio
         {
             return false;
         }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            // Shutting down mid-request: not renewed; the caller's loop ends on the token.
+            return false;
+        }
         catch (KubeApiException e)
         {
             LogError(_log, options.LeaseName, e.Message);
