@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -27,8 +26,6 @@ public sealed partial class EventRecorder(KubeClient client, string controller, 
     public const string Normal = "Normal";
     public const string Warning = "Warning";
 
-    private static string MicroTime(DateTimeOffset t) => t.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.ffffff'Z'", CultureInfo.InvariantCulture);
-
     public async Task RecordAsync(ObjectReference regarding, string type, string reason, string action, string note, CancellationToken ct = default)
     {
         var now = _time.GetUtcNow();
@@ -50,7 +47,7 @@ public sealed partial class EventRecorder(KubeClient client, string controller, 
             {
                 await client.MergePatchAsync<JsonObject>(KubeResource.Events, seen.Namespace, seen.Name, new JsonObject
                 {
-                    ["series"] = new JsonObject { ["count"] = seen.Count, ["lastObservedTime"] = MicroTime(now) },
+                    ["series"] = new JsonObject { ["count"] = seen.Count, ["lastObservedTime"] = MicroTime.Format(now) },
                 }, ct: ct);
                 return;
             }
@@ -70,7 +67,7 @@ public sealed partial class EventRecorder(KubeClient client, string controller, 
                 ["apiVersion"] = "events.k8s.io/v1",
                 ["kind"] = "Event",
                 ["metadata"] = new JsonObject { ["name"] = name, ["namespace"] = ns },
-                ["eventTime"] = MicroTime(now),
+                ["eventTime"] = MicroTime.Format(now),
                 ["reportingController"] = controller,
                 ["reportingInstance"] = instance,
                 ["action"] = action,

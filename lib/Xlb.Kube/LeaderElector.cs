@@ -103,8 +103,6 @@ public sealed partial class LeaderElector(KubeClient client, LeaderElectionOptio
         }
     }
 
-    private static string Stamp(DateTimeOffset t) => t.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.ffffff'Z'", CultureInfo.InvariantCulture);
-
     /// <summary>One compare-and-swap attempt; false when someone else holds a live lease or a write lost a race.</summary>
     public async Task<bool> TryAcquireOrRenewAsync(CancellationToken ct)
     {
@@ -165,8 +163,8 @@ public sealed partial class LeaderElector(KubeClient client, LeaderElectionOptio
     {
         ["holderIdentity"] = options.Identity,
         ["leaseDurationSeconds"] = (int)options.LeaseDuration.TotalSeconds,
-        ["acquireTime"] = Stamp(acquired),
-        ["renewTime"] = Stamp(renewed),
+        ["acquireTime"] = MicroTime.Format(acquired),
+        ["renewTime"] = MicroTime.Format(renewed),
         ["leaseTransitions"] = transitions,
     };
 

@@ -11,6 +11,12 @@ public sealed partial class ApiServer
 {
     private async Task<bool> ServeDiscoveryAsync(HttpContext ctx, string path)
     {
+        if (path.TrimEnd('/') is "/healthz" or "/readyz" or "/livez")
+        {
+            ctx.Response.ContentType = "text/plain";
+            await ctx.Response.WriteAsync("ok", ctx.RequestAborted);
+            return true;
+        }
         JsonNode? doc = path.TrimEnd('/') switch
         {
             "/version" => new JsonObject
@@ -20,7 +26,6 @@ public sealed partial class ApiServer
                 ["gitVersion"] = "v1.32.0-xlb-double",
                 ["platform"] = "linux/amd64",
             },
-            "/healthz" or "/readyz" or "/livez" => null,
             "/api" => new JsonObject
             {
                 ["kind"] = "APIVersions",
@@ -39,12 +44,6 @@ public sealed partial class ApiServer
         };
         if (doc is null)
         {
-            if (path.TrimEnd('/') is "/healthz" or "/readyz" or "/livez")
-            {
-                ctx.Response.ContentType = "text/plain";
-                await ctx.Response.WriteAsync("ok", ctx.RequestAborted);
-                return true;
-            }
             return false;
         }
         await WriteAsync(ctx, 200, doc);

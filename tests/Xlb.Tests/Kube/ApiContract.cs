@@ -34,21 +34,8 @@ public abstract class ApiContract<TTarget>(TTarget target) : IAsyncLifetime wher
         GC.SuppressFinalize(this);
     }
 
-    protected JsonObject Lease(string name, Dictionary<string, string>? labels = null, string holder = "a")
-    {
-        var meta = new JsonObject { ["name"] = name, ["namespace"] = Ns };
-        if (labels is not null)
-        {
-            meta["labels"] = new JsonObject([.. labels.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))]);
-        }
-        return new JsonObject
-        {
-            ["apiVersion"] = "coordination.k8s.io/v1",
-            ["kind"] = "Lease",
-            ["metadata"] = meta,
-            ["spec"] = new JsonObject { ["holderIdentity"] = holder },
-        };
-    }
+    protected JsonObject Lease(string name, Dictionary<string, string>? labels = null, string holder = "a") =>
+        Leases.Of(Ns, name, holder, labels);
 
     protected JsonObject Service(string name) => new()
     {

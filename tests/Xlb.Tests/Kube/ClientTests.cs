@@ -24,13 +24,7 @@ public sealed class ClientTests(DoubleTarget target) : IClassFixture<DoubleTarge
         return ValueTask.CompletedTask;
     }
 
-    private JsonObject Lease(string name) => new()
-    {
-        ["apiVersion"] = "coordination.k8s.io/v1",
-        ["kind"] = "Lease",
-        ["metadata"] = new JsonObject { ["name"] = name, ["namespace"] = _ns },
-        ["spec"] = new JsonObject { ["holderIdentity"] = "a" },
-    };
+    private JsonObject Lease(string name) => Leases.Of(_ns, name);
 
     [Fact]
     public async Task Server_errors_and_throttling_are_retried_and_Retry_After_is_honoured()

@@ -27,13 +27,7 @@ public sealed class InformerTests : IAsyncLifetime
         await _server.DisposeAsync();
     }
 
-    private static JsonObject Lease(string name, string holder = "a") => new()
-    {
-        ["apiVersion"] = "coordination.k8s.io/v1",
-        ["kind"] = "Lease",
-        ["metadata"] = new JsonObject { ["name"] = name, ["namespace"] = Ns },
-        ["spec"] = new JsonObject { ["holderIdentity"] = holder },
-    };
+    private static JsonObject Lease(string name, string holder = "a") => Leases.Of(Ns, name, holder);
 
     private sealed class Recorder
     {
