@@ -119,7 +119,37 @@ var demoCommand = new Command("demo", "Client, LB and three backends in network 
 demoCommand.SetAction(async (parse, ct) =>
     await Demo.RunAsync(parse.GetValue(demoManifests)!.FullName, Math.Clamp(parse.GetValue(requestsOption), 1, 100_000), Console.Out, Terminate(ct)));
 
-var root = new RootCommand("XLB: a Kubernetes L4 load balancer on XDP") { operatorCommand, agentCommand, renderCommand, demoCommand };
+var crdsOut = new Option<DirectoryInfo>("--out") { Description = "Folder to write the CRDs to", DefaultValueFactory = _ => new DirectoryInfo(RepoPaths.Find("crds")) };
+var crdsCheck = new Option<bool>("--check") { Description = "Write nothing; exit 1 when the folder differs from what the types generate" };
+var crdsCommand = new Command("crds", "Generate the CustomResourceDefinitions from the C# API types") { crdsOut, crdsCheck };
+crdsCommand.SetAction(parse =>
+{
+    var dir = parse.GetValue(crdsOut)!.FullName;
+    var docs = File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "Xlb.Crds.xml"));
+    var stale = 0;
+    foreach (var (name, text) in Xlb.Crds.Schema.CrdFiles.Render(docs))
+    {
+        var path = Path.Combine(dir, name);
+        if (File.Exists(path) && File.ReadAllText(path) == text)
+        {
+            continue;
+        }
+        stale++;
+        if (parse.GetValue(crdsCheck))
+        {
+            Console.Error.WriteLine($"{path}: differs from the types; run `xlb crds --out {dir}`");
+        }
+        else
+        {
+            Directory.CreateDirectory(dir);
+            File.WriteAllText(path, text);
+            Console.WriteLine($"wrote {path}");
+        }
+    }
+    return parse.GetValue(crdsCheck) && stale > 0 ? 1 : 0;
+});
+
+var root = new RootCommand("XLB: a Kubernetes L4 load balancer on XDP") { operatorCommand, agentCommand, renderCommand, demoCommand, crdsCommand };
 // The agent bounds its own shutdown (the drain window); no forced exit on a timer after SIGTERM or Ctrl-C.
 return await root.Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = null });
 

@@ -11,6 +11,9 @@ namespace Xlb.Crds;
 [JsonConverter(typeof(DurationConverter))]
 public readonly record struct Duration(TimeSpan Value)
 {
+    /// <summary>What the CRD schema accepts, and what CEL's duration() parses.</summary>
+    public const string Pattern = @"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+
     public static bool TryParse(string text, out Duration duration)
     {
         duration = default;

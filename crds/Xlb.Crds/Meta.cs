@@ -26,38 +26,83 @@ public sealed record ObjectMeta
     public List<string>? Finalizers { get; init; }
 }
 
-/// <summary>A status condition, as Kubernetes API conventions define it.</summary>
+/// <summary>A status condition, as Kubernetes API conventions define it (metav1.Condition).</summary>
 public sealed record Condition
 {
+    /// <summary>The aspect this condition reports: Ready, Stalled, Reconciling, Programmed, and so on.</summary>
+    [Schema.Length(1, 316)]
     public required string Type { get; init; }
     /// <summary>"True", "False" or "Unknown".</summary>
+    [Schema.Pattern("^(True|False|Unknown)$")]
     public required string Status { get; init; }
+    /// <summary>The metadata.generation this condition was computed from.</summary>
     public long? ObservedGeneration { get; init; }
+    /// <summary>When the status last changed.</summary>
+    [Schema.Format("date-time")]
     public string? LastTransitionTime { get; init; }
-    /// <summary>CamelCase, machine-readable.</summary>
+    /// <summary>Why, in one CamelCase word that programs can match on.</summary>
+    [Schema.Pattern("^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")]
+    [Schema.Length(1, 1024)]
     public required string Reason { get; init; }
+    /// <summary>Why, for people.</summary>
+    [Schema.Length(0, 32768)]
     public string Message { get; init; } = "";
 }
 
-/// <summary>A label selector with matchLabels only (matchExpressions come with the cluster mode).</summary>
+/// <summary>A label selector, as metav1.LabelSelector: every matchLabels pair and every expression must hold. An empty selector selects everything.</summary>
 public sealed record LabelSelector
 {
+    /// <summary>Labels that must be present with exactly these values.</summary>
     public Dictionary<string, string>? MatchLabels { get; init; }
+    /// <summary>Set-based requirements (In, NotIn, Exists, DoesNotExist).</summary>
+    [Schema.Length(0, 32)]
+    public List<LabelSelectorRequirement>? MatchExpressions { get; init; }
 
     public bool Matches(IReadOnlyDictionary<string, string>? labels)
     {
-        if (MatchLabels is null)
-        {
-            return true;
-        }
-        foreach (var (key, value) in MatchLabels)
+        foreach (var (key, value) in MatchLabels ?? [])
         {
             if (labels is null || !labels.TryGetValue(key, out var actual) || actual != value)
             {
                 return false;
             }
         }
-        return true;
+        return (MatchExpressions ?? []).All(e => e.Matches(labels));
+    }
+}
+
+[JsonConverter(typeof(JsonStringEnumConverter<SelectorOperator>))]
+public enum SelectorOperator
+{
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+/// <summary>One set-based requirement of a label selector.</summary>
+[Schema.Validation("self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0 : !has(self.values) || size(self.values) == 0", "In and NotIn need values; Exists and DoesNotExist take none")]
+public sealed record LabelSelectorRequirement
+{
+    /// <summary>The label key.</summary>
+    public required string Key { get; init; }
+    /// <summary>In, NotIn, Exists or DoesNotExist.</summary>
+    public required SelectorOperator Operator { get; init; }
+    /// <summary>The values for In and NotIn.</summary>
+    [Schema.Length(0, 64)]
+    public List<string> Values { get; init; } = [];
+
+    public bool Matches(IReadOnlyDictionary<string, string>? labels)
+    {
+        string? actual = null;
+        var present = labels is not null && labels.TryGetValue(Key, out actual);
+        return Operator switch
+        {
+            SelectorOperator.In => present && Values.Contains(actual!),
+            SelectorOperator.NotIn => !present || !Values.Contains(actual!),
+            SelectorOperator.Exists => present,
+            _ => !present,
+        };
     }
 }
 

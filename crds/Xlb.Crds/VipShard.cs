@@ -1,6 +1,15 @@
+using Xlb.Crds.Schema;
+
 namespace Xlb.Crds;
 
-/// <summary>A group of VIPs placed on the LB nodes that its node selector picks (cluster-scoped).</summary>
+/// <summary>A group of VIPs placed on the LB nodes its node selector picks: one active node and one standby per VIP, so load spreads and fails over fast.</summary>
+[Crd("vipshards", CrdScope.Cluster, ShortNames = ["xshard"])]
+[PrinterColumn("Pool", "string", ".spec.poolRef")]
+[PrinterColumn("Nodes", "integer", ".status.readyNodeCount", Description = "LB nodes with a live agent")]
+[PrinterColumn("VIPs", "integer", ".status.vipCount")]
+[PrinterColumn("Ready", "string", ".status.conditions[?(@.type==\"Ready\")].status")]
+[PrinterColumn("Reason", "string", ".status.conditions[?(@.type==\"Ready\")].reason", Priority = 1)]
+[PrinterColumn("Age", "date", ".metadata.creationTimestamp")]
 public sealed record VipShard : IKubernetesObject
 {
     public const string KindName = "VipShard";
@@ -11,24 +20,130 @@ public sealed record VipShard : IKubernetesObject
     public VipShardStatus? Status { get; init; }
 }
 
+/// <summary>Where a shard's VIPs come from, which nodes serve them and how.</summary>
 public sealed record VipShardSpec
 {
     /// <summary>The LoadBalancerPool that automatic VIPs of this shard come from.</summary>
+    [Immutable("poolRef cannot change: VIPs would be renumbered under live traffic. Create a new VipShard and move PortMappings to it by re-creating them.")]
+    [Length(1, 253)]
     public required string PoolRef { get; init; }
-    /// <summary>Which nodes run agents for this shard. Empty selects every LB node.</summary>
+    /// <summary>Which nodes run agents for this shard. Absent: every node with an XLB agent.</summary>
     public LabelSelector? NodeSelector { get; init; }
+    /// <summary>How clients learn which node holds a VIP.</summary>
+    public Announcement Announcement { get; init; } = new();
+    /// <summary>How VIPs are spread over the shard's nodes.</summary>
+    public Placement Placement { get; init; } = new();
+    /// <summary>How fast a dead node is noticed.</summary>
+    public Failover Failover { get; init; } = new();
+    /// <summary>Whether established flows are synchronised to the standby node.</summary>
+    public FlowSync FlowSync { get; init; } = new();
 }
 
+[System.Text.Json.Serialization.JsonConverter(typeof(System.Text.Json.Serialization.JsonStringEnumConverter<AnnouncementMode>))]
+public enum AnnouncementMode
+{
+    L2,
+    BGP,
+}
+
+/// <summary>How VIPs are announced to the network.</summary>
+[Validation("self.mode == 'BGP' || !has(self.peers) || size(self.peers) == 0", "peers are for mode BGP only", FieldPath = ".peers")]
+public sealed record Announcement
+{
+    /// <summary>L2: the active node answers ARP/ND for the VIP and sends gratuitous ARP on takeover. BGP: the active node advertises a host route to peers.</summary>
+    public AnnouncementMode Mode { get; init; } = AnnouncementMode.L2;
+    /// <summary>BGP peers (mode BGP only).</summary>
+    [ListMap("address")]
+    [Length(0, 16)]
+    public List<BgpPeer> Peers { get; init; } = [];
+}
+
+/// <summary>One BGP neighbour.</summary>
+public sealed record BgpPeer
+{
+    /// <summary>The neighbour's address.</summary>
+    public required string Address { get; init; }
+    /// <summary>The neighbour's autonomous system number.</summary>
+    [Range(1, 4294967295)]
+    public required long Asn { get; init; }
+    /// <summary>Our autonomous system number.</summary>
+    [Range(1, 4294967295)]
+    public required long MyAsn { get; init; }
+}
+
+[System.Text.Json.Serialization.JsonConverter(typeof(System.Text.Json.Serialization.JsonStringEnumConverter<PlacementStrategy>))]
+public enum PlacementStrategy
+{
+    Spread,
+    Pack,
+    Pinned,
+}
+
+/// <summary>How VIPs are placed. Every strategy is sticky: a VIP stays on its node while that node is ready, also across operator restarts.</summary>
+[Validation("self.strategy != 'Pinned' || has(self.nodes) && size(self.nodes) > 0", "strategy Pinned needs nodes: the ordered list of nodes to use", FieldPath = ".nodes", Reason = "FieldValueRequired")]
+public sealed record Placement
+{
+    /// <summary>Spread: VIPs are spread over all ready nodes by rendezvous hashing. Pack: every VIP on the first ready node by name. Pinned: the first ready node of nodes.</summary>
+    public PlacementStrategy Strategy { get; init; } = PlacementStrategy.Spread;
+    /// <summary>Pinned only: nodes in order of preference.</summary>
+    [Length(0, 64)]
+    [ListSet]
+    public List<string> Nodes { get; init; } = [];
+}
+
+/// <summary>Dead-node detection: a node is dead when its agent has not renewed its Lease for interval × multiplier.</summary>
+public sealed record Failover
+{
+    /// <summary>Detection parameters.</summary>
+    public FailureDetection Detection { get; init; } = new();
+}
+
+/// <summary>How often the agent proves it is alive, and how many misses mean dead.</summary>
+public sealed record FailureDetection
+{
+    /// <summary>The agent renews its Lease this often.</summary>
+    public Duration Interval { get; init; } = new(TimeSpan.FromSeconds(1));
+    /// <summary>Missed renewals before the node's VIPs move to their standby.</summary>
+    [Range(2, 30)]
+    public int Multiplier { get; init; } = 3;
+}
+
+/// <summary>Flow synchronisation to the standby node.</summary>
+public sealed record FlowSync
+{
+    /// <summary>When true, the active node copies new flows to the standby so they survive a failover.</summary>
+    public bool Enabled { get; init; }
+}
+
+/// <summary>What the operator observed about a shard.</summary>
 public sealed record VipShardStatus
 {
+    /// <summary>The metadata.generation this status describes.</summary>
+    public long? ObservedGeneration { get; init; }
+    /// <summary>Where each VIP is served.</summary>
+    [ListMap("address")]
     public List<VipPlacement> Vips { get; init; } = [];
+    /// <summary>Number of VIPs.</summary>
+    public int VipCount { get; init; }
+    /// <summary>Nodes the shard selects whose agent is alive.</summary>
+    [ListSet]
+    public List<string> ReadyNodes { get; init; } = [];
+    /// <summary>Number of ready nodes.</summary>
+    public int ReadyNodeCount { get; init; }
+    /// <summary>VIP moves from one active node to another since the shard was created.</summary>
+    public long Transitions { get; init; }
+    /// <summary>Ready, Degraded, Stalled, Reconciling.</summary>
+    [ListMap("type")]
     public List<Condition> Conditions { get; init; } = [];
 }
 
 /// <summary>Where one VIP of a shard is served.</summary>
 public sealed record VipPlacement
 {
+    /// <summary>The VIP.</summary>
     public required string Address { get; init; }
+    /// <summary>The node that answers for the VIP.</summary>
     public required string ActiveNode { get; init; }
+    /// <summary>The node that takes over when the active node dies.</summary>
     public string? StandbyNode { get; init; }
 }
