@@ -65,7 +65,7 @@ public sealed record MapImage(
                 Gen = generation,
             };
             var members = listener.Backends
-                .Select(b => (Backend: ToBackend(b), b.Weight))
+                .Select(b => (Backend: ToBackend(b), Weight: b.Draining ? 0 : b.Weight))
                 .ToList();
             var ids = new List<int>(members.Count);
             foreach (var (be, _) in members)

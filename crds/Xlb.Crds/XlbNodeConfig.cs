@@ -86,7 +86,7 @@ public sealed record Listener
     public ConnectionLogSpec? ConnectionLog { get; init; }
     /// <summary>The backends, in a stable order.</summary>
     public List<NodeBackend> Backends { get; init; } = [];
-    /// <summary>Resolved: the port is always set. Absent: no checks.</summary>
+    /// <summary>Active checks; without a port, each backend is checked on its own port. Absent: no checks.</summary>
     public HealthCheckSpec? HealthCheck { get; init; }
 }
 

@@ -67,6 +67,12 @@ public sealed record AddressBlock(IPAddress First, IPAddress Last)
     public bool Overlaps(AddressBlock other) =>
         other.Family == Family && ToInt(other.First) <= ToInt(Last) && ToInt(First) <= ToInt(other.Last);
 
+    public BigInteger Size => ToInt(Last) - ToInt(First) + 1;
+
+    /// <summary>How many addresses the two blocks have in common.</summary>
+    public BigInteger OverlapSize(AddressBlock other) =>
+        Overlaps(other) ? BigInteger.Min(ToInt(Last), ToInt(other.Last)) - BigInteger.Max(ToInt(First), ToInt(other.First)) + 1 : BigInteger.Zero;
+
     public IEnumerable<IPAddress> Addresses()
     {
         for (var i = ToInt(First); i <= ToInt(Last); i++)

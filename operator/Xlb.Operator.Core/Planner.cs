@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net;
+using System.Numerics;
 using System.Security.Cryptography;
 using System.Text.Json;
 using Xlb.Crds;
@@ -7,73 +8,61 @@ using Xlb.Crds.Serialization;
 
 namespace Xlb.Operator.Core;
 
-/// <summary>Names one object of the input, for problems and status.</summary>
-public sealed record ObjectRef(string Kind, string? Namespace, string Name)
-{
-    public override string ToString() => Namespace is null ? $"{Kind} {Name}" : $"{Kind} {Namespace}/{Name}";
-
-    public static ObjectRef Of(IKubernetesObject o) => new(o.Kind, o.Metadata.Namespace, o.Metadata.Name ?? "");
-}
-
-/// <summary>Why one object could not be (fully) programmed. Reason is CamelCase, for a condition.</summary>
-public sealed record Problem(ObjectRef Object, string Reason, string Message)
-{
-    public override string ToString() => $"{Object}: {Reason}: {Message}";
-}
-
-public sealed record PlanInput
-{
-    public IReadOnlyList<LoadBalancerPool> Pools { get; init; } = [];
-    public IReadOnlyList<VipShard> Shards { get; init; } = [];
-    public IReadOnlyList<PortMapping> PortMappings { get; init; } = [];
-    public IReadOnlyList<Node> Nodes { get; init; } = [];
-    /// <summary>The node configs rendered last time, by node: revisions continue from them and VIPs stay put.</summary>
-    public IReadOnlyDictionary<string, XlbNodeConfig> Previous { get; init; } = new Dictionary<string, XlbNodeConfig>();
-}
-
-public sealed record PlanResult(
-    IReadOnlyList<XlbNodeConfig> NodeConfigs,
-    IReadOnlyList<Problem> Problems,
-    IReadOnlyDictionary<ObjectRef, IPAddress> Vips,
-    IReadOnlyDictionary<string, IReadOnlyList<VipPlacement>> Placements);
-
 /// <summary>
-/// The operator's pure core: custom resources in, one fully resolved config per LB node out.
-/// No I/O, no clock: the same input always gives the same output. One invalid object never
+/// The operator's pure core: custom resources, Services, EndpointSlices and agent liveness in;
+/// one fully resolved config per LB node and the status of every object out. No I/O, and the
+/// clock is an input: the same input always gives the same output. One invalid object never
 /// blocks the others; it is reported as a <see cref="Problem"/> and left out.
 /// </summary>
-public static class Planner
+public static partial class Planner
 {
-    private const int NameSpacePortLimit = 65535;
+    private const int PortLimit = 65535;
 
     public static PlanResult Plan(PlanInput input)
     {
         var problems = new List<Problem>();
         var pools = ResolvePools(input.Pools, problems);
-        var shards = ResolveShards(input.Shards, pools, input.Nodes, problems);
-        var mappings = ValidateMappings(input.PortMappings, shards, problems);
-        var vips = AllocateVips(mappings, shards, PreviousVips(input.Previous), problems);
-        var placements = Place(vips, mappings, shards);
-        var configs = Render(input.Nodes, mappings, vips, placements, input.Previous);
+        var shards = ResolveShards(input, pools, problems);
+        var mappings = ValidateMappings(input, shards, problems);
+        var vips = Ipam.Allocate(mappings, input, problems);
+        var placements = Place(vips, mappings, input.Previous);
+        var configs = Render(shards, mappings, vips, placements, input.Previous);
         var byShard = placements
             .GroupBy(p => p.Value.Shard)
             .ToDictionary(g => g.Key, g => (IReadOnlyList<VipPlacement>)[.. g.Select(p => p.Value.Placement).OrderBy(p => p.Address, StringComparer.Ordinal)]);
-        return new PlanResult(configs, problems, vips.ToDictionary(v => ObjectRef.Of(v.Key.Object), v => v.Value), byShard);
+        return new PlanResult
+        {
+            NodeConfigs = configs,
+            Problems = problems,
+            Vips = vips.Assigned.ToDictionary(v => ObjectRef.Of(v.Key.Object), v => v.Value),
+            Placements = byShard,
+            PoolStatuses = PoolStatuses(input, pools, vips, problems),
+            ShardStatuses = ShardStatuses(input, shards, placements, problems),
+            MappingStatuses = MappingStatuses(input, mappings, vips, placements, configs, problems),
+        };
     }
 
-    private sealed record ResolvedPool(LoadBalancerPool Pool, List<AddressBlock> Blocks, List<AddressBlock> Reserved)
+    internal sealed record ResolvedPool(LoadBalancerPool Pool, List<AddressBlock> Blocks, List<AddressBlock> Reserved)
     {
+        public string Name => Pool.Metadata.Name ?? "";
+
         public bool Offers(IPAddress a) => Blocks.Any(b => b.Contains(a)) && !Reserved.Any(r => r.Contains(a));
     }
 
-    private sealed record ResolvedShard(VipShard Shard, ResolvedPool Pool, List<string> Nodes);
-
-    private sealed record ValidMapping(PortMapping Object, ResolvedShard Shard, IPAddress? RequestedVip, List<ValidPort> Ports, List<(IPAddress Address, int Weight)> Endpoints)
+    internal sealed record ResolvedShard(VipShard Shard, ResolvedPool Pool, List<string> Selected, List<string> Ready)
     {
-        public string Key => $"{Object.Metadata.Namespace ?? "default"}/{Object.Metadata.Name}";
+        public string Name => Shard.Metadata.Name ?? "";
     }
 
-    private sealed record ValidPort(string Name, int Port, L4Protocol Protocol, int TargetPort);
+    internal sealed record ValidMapping(
+        PortMapping Object, ResolvedShard Shard, IPAddress? RequestedVip, List<ValidPort> Ports,
+        Dictionary<ValidPort, List<ResolvedBackend>> Backends, int NotReady)
+    {
+        public string Key => $"{Object.Metadata.Namespace ?? "default"}/{Object.Metadata.Name}";
+        public string? ShareKey => Object.Spec.ShareKey;
+    }
+
+    internal sealed record ValidPort(string Name, int Port, L4Protocol Protocol, IntOrString? TargetPort);
 
     private static Dictionary<string, ResolvedPool> ResolvePools(IReadOnlyList<LoadBalancerPool> pools, List<Problem> problems)
     {
@@ -95,7 +84,7 @@ public static class Planner
             var clash = result.Values.FirstOrDefault(other => other.Blocks.Any(b => blocks.Any(b.Overlaps)));
             if (clash is not null)
             {
-                problems.Add(new Problem(self, "PoolOverlap", $"its blocks overlap LoadBalancerPool {clash.Pool.Metadata.Name}; an address must belong to one pool"));
+                problems.Add(new Problem(self, "PoolOverlap", $"its blocks overlap LoadBalancerPool {clash.Name}; an address must belong to one pool"));
                 continue;
             }
             result[pool.Metadata.Name ?? ""] = new ResolvedPool(pool, blocks, reserved);
@@ -118,41 +107,71 @@ public static class Planner
         return blocks;
     }
 
-    private static Dictionary<string, ResolvedShard> ResolveShards(
-        IReadOnlyList<VipShard> shards, Dictionary<string, ResolvedPool> pools, IReadOnlyList<Node> nodes, List<Problem> problems)
+    /// <summary>Whether a node's agent is alive for a shard: renewed within interval × multiplier, or liveness is not tracked.</summary>
+    private static bool Alive(PlanInput input, string node, VipShard shard)
+    {
+        if (input.AgentRenewals is null)
+        {
+            return true;
+        }
+        var detection = shard.Spec.Failover.Detection;
+        return input.AgentRenewals.TryGetValue(node, out var renewed) && input.Now - renewed <= detection.Interval.Value * detection.Multiplier;
+    }
+
+    private static Dictionary<string, ResolvedShard> ResolveShards(PlanInput input, Dictionary<string, ResolvedPool> pools, List<Problem> problems)
     {
         var result = new Dictionary<string, ResolvedShard>(StringComparer.Ordinal);
-        foreach (var shard in shards.OrderBy(s => s.Metadata.Name, StringComparer.Ordinal))
+        foreach (var shard in input.Shards.OrderBy(s => s.Metadata.Name, StringComparer.Ordinal))
         {
+            var self = ObjectRef.Of(shard);
             if (!pools.TryGetValue(shard.Spec.PoolRef, out var pool))
             {
-                problems.Add(new Problem(ObjectRef.Of(shard), "PoolNotFound", $"spec.poolRef names LoadBalancerPool {shard.Spec.PoolRef}, which does not exist or is invalid"));
+                problems.Add(new Problem(self, "PoolNotFound", $"spec.poolRef names LoadBalancerPool {shard.Spec.PoolRef}, which does not exist or is invalid"));
                 continue;
             }
-            var selected = nodes
+            if (shard.Spec.Announcement.Mode == AnnouncementMode.BGP)
+            {
+                problems.Add(new Problem(self, "Unsupported", "spec.announcement.mode BGP is not implemented in this version; use L2"));
+                continue;
+            }
+            if (shard.Spec.FlowSync.Enabled)
+            {
+                problems.Add(new Problem(self, "Unsupported", "spec.flowSync.enabled is not implemented in this version; set it to false (flows then restart on failover)"));
+                continue;
+            }
+            if (shard.Spec.Placement.Strategy == PlacementStrategy.Pinned && shard.Spec.Placement.Nodes.Count == 0)
+            {
+                problems.Add(new Problem(self, "InvalidSpec", "spec.placement.strategy Pinned needs spec.placement.nodes"));
+                continue;
+            }
+            var selected = input.Nodes
                 .Where(n => shard.Spec.NodeSelector?.Matches(n.Metadata.Labels) ?? true)
                 .Select(n => n.Metadata.Name ?? "")
+                .Distinct()
                 .OrderBy(n => n, StringComparer.Ordinal)
                 .ToList();
+            var ready = selected.Where(n => Alive(input, n, shard)).ToList();
             if (selected.Count == 0)
             {
-                problems.Add(new Problem(ObjectRef.Of(shard), "NoNodes", "spec.nodeSelector selects no LB node; its VIPs are allocated but served nowhere"));
+                problems.Add(new Problem(self, "NoNodes", "spec.nodeSelector selects no LB node; its VIPs are allocated but served nowhere"));
             }
-            result[shard.Metadata.Name ?? ""] = new ResolvedShard(shard, pool, selected);
+            result[shard.Metadata.Name ?? ""] = new ResolvedShard(shard, pool, selected, ready);
         }
         return result;
     }
 
-    private static List<ValidMapping> ValidateMappings(IReadOnlyList<PortMapping> mappings, Dictionary<string, ResolvedShard> shards, List<Problem> problems)
+    private static List<ValidMapping> ValidateMappings(PlanInput input, Dictionary<string, ResolvedShard> shards, List<Problem> problems)
     {
+        var namespaces = input.Namespaces.ToDictionary(n => n.Metadata.Name ?? "", n => n.Metadata.Labels, StringComparer.Ordinal);
+        var slices = Backends.IndexSlices(input.EndpointSlices);
+        var services = input.Services.ToDictionary(s => $"{s.Metadata.Namespace}/{s.Metadata.Name}", StringComparer.Ordinal);
         var result = new List<ValidMapping>();
-        foreach (var pm in mappings.OrderBy(m => m.Metadata.Namespace, StringComparer.Ordinal).ThenBy(m => m.Metadata.Name, StringComparer.Ordinal))
+        foreach (var pm in input.PortMappings.OrderBy(m => m.Metadata.Namespace, StringComparer.Ordinal).ThenBy(m => m.Metadata.Name, StringComparer.Ordinal))
         {
-            var self = ObjectRef.Of(pm);
-            var error = ValidateMapping(pm, shards, out var valid);
+            var error = ValidateMapping(pm, shards, namespaces, slices, services, out var valid);
             if (error is not null)
             {
-                problems.Add(new Problem(self, error.Value.Reason, error.Value.Message));
+                problems.Add(new Problem(ObjectRef.Of(pm), error.Value.Reason, error.Value.Message));
                 continue;
             }
             result.Add(valid!);
@@ -160,13 +179,24 @@ public static class Planner
         return result;
     }
 
-    private static (string Reason, string Message)? ValidateMapping(PortMapping pm, Dictionary<string, ResolvedShard> shards, out ValidMapping? valid)
+    private static (string Reason, string Message)? ValidateMapping(
+        PortMapping pm, Dictionary<string, ResolvedShard> shards, Dictionary<string, Dictionary<string, string>?> namespaces,
+        Dictionary<string, List<EndpointSlice>> slices, Dictionary<string, Service> services, out ValidMapping? valid)
     {
         valid = null;
         var spec = pm.Spec;
         if (!shards.TryGetValue(spec.ShardRef, out var shard))
         {
             return ("ShardNotFound", $"spec.shardRef names VipShard {spec.ShardRef}, which does not exist or is invalid");
+        }
+        var ns = pm.Metadata.Namespace ?? "default";
+        if (shard.Pool.Pool.Spec.Allocation.NamespaceSelector is { } selector && !selector.Matches(namespaces.GetValueOrDefault(ns)))
+        {
+            return ("NamespaceNotAllowed", $"LoadBalancerPool {shard.Pool.Name} hands out addresses only to namespaces matching its spec.allocation.namespaceSelector; namespace {ns} does not match");
+        }
+        if (Unsupported(spec) is { } unsupported)
+        {
+            return ("Unsupported", unsupported);
         }
         IPAddress? requested = null;
         if (!string.Equals(spec.Vip, "Auto", StringComparison.Ordinal))
@@ -177,18 +207,23 @@ public static class Planner
             }
             if (!shard.Pool.Offers(requested))
             {
-                return ("VipNotInPool", $"spec.vip {requested} is not an address LoadBalancerPool {shard.Pool.Pool.Metadata.Name} offers (outside its blocks, or reserved)");
+                return ("VipNotInPool", $"spec.vip {requested} is not an address LoadBalancerPool {shard.Pool.Name} offers (outside its blocks, or reserved)");
             }
         }
         if (spec.Ports.Count == 0)
         {
             return ("InvalidSpec", "spec.ports is empty: expose at least one port");
         }
+        var byService = spec.Backend.ServiceRef is not null;
+        if (byService && spec.Backend.Endpoints.Count > 0)
+        {
+            return ("InvalidSpec", "spec.backend: set serviceRef or endpoints, not both");
+        }
         var ports = new List<ValidPort>();
         for (var i = 0; i < spec.Ports.Count; i++)
         {
             var p = spec.Ports[i];
-            if (p.Port is < 1 or > NameSpacePortLimit)
+            if (p.Port is < 1 or > PortLimit)
             {
                 return ("InvalidSpec", $"spec.ports[{i}].port {p.Port} is outside 1-65535");
             }
@@ -196,26 +231,17 @@ public static class Planner
             {
                 return ("InvalidSpec", $"spec.ports[{i}]: port {p.Port}/{p.Protocol} is listed twice");
             }
-            int target;
-            if (p.TargetPort is null)
+            if (p.TargetPort is { Number: { } n } && n is < 1 or > PortLimit)
             {
-                target = p.Port;
+                return ("InvalidSpec", $"spec.ports[{i}].targetPort {n} is outside 1-65535");
             }
-            else if (p.TargetPort.Value.Number is { } n)
+            if (p.TargetPort is { Name: { } name } && !byService)
             {
-                target = n;
+                return ("InvalidSpec", $"spec.ports[{i}].targetPort '{name}': a named port needs a serviceRef backend; static endpoints take a number");
             }
-            else
-            {
-                return ("InvalidSpec", $"spec.ports[{i}].targetPort '{p.TargetPort}': a named port needs a serviceRef backend; static endpoints take a number");
-            }
-            if (target is < 1 or > NameSpacePortLimit)
-            {
-                return ("InvalidSpec", $"spec.ports[{i}].targetPort {target} is outside 1-65535");
-            }
-            ports.Add(new ValidPort(p.Name ?? p.Port.ToString(CultureInfo.InvariantCulture), p.Port, p.Protocol, target));
+            ports.Add(new ValidPort(p.Name ?? p.Port.ToString(CultureInfo.InvariantCulture), p.Port, p.Protocol, p.TargetPort));
         }
-        var endpoints = new List<(IPAddress, int)>();
+        var statics = new List<(IPAddress Address, int Weight, string? Node)>();
         for (var i = 0; i < spec.Backend.Endpoints.Count; i++)
         {
             var e = spec.Backend.Endpoints[i];
@@ -227,136 +253,101 @@ public static class Planner
             {
                 return ("InvalidSpec", $"spec.backend.endpoints[{i}].weight {e.Weight} is outside 0-100");
             }
-            endpoints.Add((address, e.Weight));
+            statics.Add((address, e.Weight, e.NodeName));
         }
-        if (spec.HealthCheck is { } hc)
+        if (ValidateHealthCheck(spec.HealthCheck) is { } hcError)
         {
-            if (hc.Timeout.Value <= TimeSpan.Zero || hc.Timeout.Value >= hc.Interval.Value)
-            {
-                return ("InvalidSpec", $"spec.healthCheck.timeout {hc.Timeout} must be positive and shorter than spec.healthCheck.interval {hc.Interval}");
-            }
-            if (hc.HealthyThreshold < 1 || hc.UnhealthyThreshold < 1)
-            {
-                return ("InvalidSpec", "spec.healthCheck thresholds must be at least 1");
-            }
-            if (hc.Port is < 1 or > NameSpacePortLimit)
-            {
-                return ("InvalidSpec", $"spec.healthCheck.port {hc.Port} is outside 1-65535");
-            }
-            if (hc.Type == HealthCheckType.HTTP && !hc.Path.StartsWith('/'))
-            {
-                return ("InvalidSpec", $"spec.healthCheck.path '{hc.Path}' must start with /");
-            }
+            return ("InvalidSpec", hcError);
         }
-        valid = new ValidMapping(pm, shard, requested, ports, endpoints);
-        return null;
-    }
-
-    private static Dictionary<string, IPAddress> PreviousVips(IReadOnlyDictionary<string, XlbNodeConfig> previous)
-    {
-        var result = new Dictionary<string, IPAddress>(StringComparer.Ordinal);
-        foreach (var listener in previous.Values.SelectMany(c => c.Spec.Listeners))
+        var backends = new Dictionary<ValidPort, List<ResolvedBackend>>();
+        var notReady = 0;
+        foreach (var port in ports)
         {
-            var cut = listener.Name.LastIndexOf('/');
-            if (cut > 0 && IPAddress.TryParse(listener.Vip, out var vip))
+            if (byService)
             {
-                result.TryAdd(listener.Name[..cut], vip);
-            }
-        }
-        return result;
-    }
-
-    /// <summary>
-    /// IPAM in three passes, so that nothing already handed out can be taken by a newcomer:
-    /// explicit requests, then earlier automatic allocations, then new automatic ones.
-    /// </summary>
-    private static Dictionary<ValidMapping, IPAddress> AllocateVips(
-        List<ValidMapping> mappings, Dictionary<string, ResolvedShard> shards, Dictionary<string, IPAddress> previous, List<Problem> problems)
-    {
-        var result = new Dictionary<ValidMapping, IPAddress>();
-        var taken = new Dictionary<IPAddress, List<ValidMapping>>();
-        var failed = new HashSet<ValidMapping>();
-
-        bool TryTake(ValidMapping m, IPAddress a, bool shared)
-        {
-            if (taken.TryGetValue(a, out var holders))
-            {
-                var clash = holders.FirstOrDefault(h => !shared || h.RequestedVip is null || h.Ports.Any(p => m.Ports.Any(q => p.Port == q.Port && p.Protocol == q.Protocol)));
-                if (clash is not null)
-                {
-                    if (shared)
-                    {
-                        problems.Add(new Problem(ObjectRef.Of(m.Object), "VipConflict", $"spec.vip {a} is already used by PortMapping {clash.Key} on a clashing port, or by an automatic allocation"));
-                        failed.Add(m);
-                    }
-                    return false;
-                }
-                holders.Add(m);
+                var key = $"{ns}/{spec.Backend.ServiceRef!.Name}";
+                backends[port] = Backends.FromSlices(slices.GetValueOrDefault(key) ?? [], services.GetValueOrDefault(key), port.Port, port.Protocol, port.TargetPort, out var down);
+                notReady = Math.Max(notReady, down);
             }
             else
             {
-                taken[a] = [m];
-            }
-            result[m] = a;
-            return true;
-        }
-
-        foreach (var m in mappings.Where(m => m.RequestedVip is not null))
-        {
-            TryTake(m, m.RequestedVip!, shared: true);
-        }
-        foreach (var m in mappings.Where(m => m.RequestedVip is null))
-        {
-            if (previous.TryGetValue(m.Key, out var before) && m.Shard.Pool.Offers(before) && !taken.ContainsKey(before))
-            {
-                TryTake(m, before, shared: false);
+                var target = port.TargetPort?.Number ?? port.Port;
+                backends[port] = [.. statics.Select(s => new ResolvedBackend(s.Address, target, s.Weight, false, s.Node))];
             }
         }
-        foreach (var m in mappings.Where(m => m.RequestedVip is null && !result.ContainsKey(m) && !failed.Contains(m)))
-        {
-            var pool = m.Shard.Pool;
-            if (pool.Pool.Spec.Disabled || !pool.Pool.Spec.AutoAssign)
-            {
-                problems.Add(new Problem(ObjectRef.Of(m.Object), "PoolNotAssignable",
-                    $"LoadBalancerPool {pool.Pool.Metadata.Name} is {(pool.Pool.Spec.Disabled ? "disabled" : "not autoAssign")}: set spec.vip to an address of it"));
-                continue;
-            }
-            var free = pool.Blocks.SelectMany(b => b.Addresses()).FirstOrDefault(a => pool.Offers(a) && !taken.ContainsKey(a));
-            if (free is null)
-            {
-                problems.Add(new Problem(ObjectRef.Of(m.Object), "PoolExhausted", $"LoadBalancerPool {pool.Pool.Metadata.Name} has no free address left"));
-                continue;
-            }
-            TryTake(m, free, shared: false);
-        }
-        return result;
+        valid = new ValidMapping(pm, shard, requested, ports, backends, notReady);
+        return null;
     }
 
-    private sealed record PlacedVip(string Shard, VipPlacement Placement);
+    /// <summary>Settings the data plane of this version does not implement: refused clearly rather than ignored.</summary>
+    private static string? Unsupported(PortMappingSpec spec) =>
+        spec.Scheduling.Algorithm != SchedulingAlgorithm.Maglev ? $"spec.scheduling.algorithm {spec.Scheduling.Algorithm} is not implemented in this version; use Maglev"
+        : spec.Nat.Mode != NatMode.FullNAT ? $"spec.nat.mode {spec.Nat.Mode} is not implemented in this version; use FullNAT"
+        : spec.Affinity.Mode != AffinityMode.None ? $"spec.affinity.mode {spec.Affinity.Mode} is not implemented in this version; use None"
+        : spec.ConnectionLog.Enabled ? "spec.connectionLog.enabled is not implemented in this version; set it to false"
+        : null;
+
+    private static string? ValidateHealthCheck(HealthCheckSpec? hc) => hc switch
+    {
+        null => null,
+        _ when hc.Timeout.Value <= TimeSpan.Zero || hc.Timeout.Value >= hc.Interval.Value =>
+            $"spec.healthCheck.timeout {hc.Timeout} must be positive and shorter than spec.healthCheck.interval {hc.Interval}",
+        _ when hc.HealthyThreshold < 1 || hc.UnhealthyThreshold < 1 => "spec.healthCheck thresholds must be at least 1",
+        _ when hc.Port is < 1 or > PortLimit => $"spec.healthCheck.port {hc.Port} is outside 1-65535",
+        _ when hc.Type == HealthCheckType.HTTP && !hc.Path.StartsWith('/') => $"spec.healthCheck.path '{hc.Path}' must start with /",
+        _ => null,
+    };
+
+    internal sealed record PlacedVip(string Shard, VipPlacement Placement, string? PreviousActive);
 
     /// <summary>
-    /// Rendezvous hashing: each VIP ranks the shard's nodes by hash(vip, node); the first is active,
-    /// the second standby. Stable across restarts and minimal movement when nodes come and go.
+    /// Placement is sticky: a VIP keeps its active node while that node is ready; when it is not,
+    /// the standby takes over. Only VIPs without a ready active or standby are placed afresh:
+    /// Spread ranks the ready nodes by rendezvous hash(vip, node), Pack by name, Pinned by the
+    /// listed order. So restarts and returning nodes move nothing, and added nodes only get new VIPs.
     /// </summary>
-    private static Dictionary<IPAddress, PlacedVip> Place(Dictionary<ValidMapping, IPAddress> vips, List<ValidMapping> mappings, Dictionary<string, ResolvedShard> shards)
+    private static Dictionary<IPAddress, PlacedVip> Place(Ipam.Result vips, List<ValidMapping> mappings, IReadOnlyDictionary<string, XlbNodeConfig> previous)
     {
+        var before = new Dictionary<string, (string? Active, string? Standby)>(StringComparer.Ordinal);
+        foreach (var config in previous.Values.OrderBy(c => c.Metadata.Name, StringComparer.Ordinal))
+        {
+            foreach (var v in config.Spec.Vips)
+            {
+                var roles = before.GetValueOrDefault(v.Address);
+                before[v.Address] = v.Role == VipRole.Active ? roles with { Active = roles.Active ?? config.Spec.NodeName } : roles with { Standby = roles.Standby ?? config.Spec.NodeName };
+            }
+        }
         var result = new Dictionary<IPAddress, PlacedVip>();
         foreach (var m in mappings)
         {
-            if (!vips.TryGetValue(m, out var vip) || result.ContainsKey(vip) || m.Shard.Nodes.Count == 0)
+            if (!vips.Assigned.TryGetValue(m, out var vip) || result.ContainsKey(vip))
             {
                 continue;
             }
-            var ranked = m.Shard.Nodes.OrderByDescending(n => Score(vip, n)).ThenBy(n => n, StringComparer.Ordinal).ToList();
-            result[vip] = new PlacedVip(m.Shard.Shard.Metadata.Name ?? "", new VipPlacement
+            var shard = m.Shard;
+            var ready = shard.Ready;
+            var (wasActive, wasStandby) = before.GetValueOrDefault(vip.ToString());
+            var ranked = Rank(vip, shard);
+            var active = wasActive is not null && ready.Contains(wasActive) ? wasActive
+                : wasStandby is not null && ready.Contains(wasStandby) ? wasStandby
+                : ranked.FirstOrDefault();
+            if (active is null)
             {
-                Address = vip.ToString(),
-                ActiveNode = ranked[0],
-                StandbyNode = ranked.Count > 1 ? ranked[1] : null,
-            });
+                continue;
+            }
+            var standby = wasStandby is not null && wasStandby != active && ready.Contains(wasStandby) ? wasStandby
+                : ranked.FirstOrDefault(n => n != active);
+            result[vip] = new PlacedVip(shard.Name, new VipPlacement { Address = vip.ToString(), ActiveNode = active, StandbyNode = standby }, wasActive);
         }
         return result;
     }
+
+    private static List<string> Rank(IPAddress vip, ResolvedShard shard) => shard.Shard.Spec.Placement.Strategy switch
+    {
+        PlacementStrategy.Pack => [.. shard.Ready],
+        PlacementStrategy.Pinned => [.. shard.Shard.Spec.Placement.Nodes.Where(shard.Ready.Contains)],
+        _ => [.. shard.Ready.OrderByDescending(n => Score(vip, n)).ThenBy(n => n, StringComparer.Ordinal)],
+    };
 
     private static ulong Score(IPAddress vip, string node)
     {
@@ -365,54 +356,71 @@ public static class Planner
         return BitConverter.ToUInt64(digest);
     }
 
+    /// <summary>One config per LB node (every node some shard selects), also when it serves nothing.</summary>
     private static List<XlbNodeConfig> Render(
-        IReadOnlyList<Node> nodes, List<ValidMapping> mappings, Dictionary<ValidMapping, IPAddress> vips,
+        Dictionary<string, ResolvedShard> shards, List<ValidMapping> mappings, Ipam.Result vips,
         Dictionary<IPAddress, PlacedVip> placements, IReadOnlyDictionary<string, XlbNodeConfig> previous)
     {
-        var configs = new List<XlbNodeConfig>();
-        foreach (var nodeName in nodes.Select(n => n.Metadata.Name ?? "").Distinct().OrderBy(n => n, StringComparer.Ordinal))
+        var byNode = new Dictionary<string, List<(IPAddress Vip, PlacedVip Placed)>>(StringComparer.Ordinal);
+        foreach (var node in shards.Values.SelectMany(s => s.Selected))
         {
-            var roles = placements
-                .Where(p => p.Value.Placement.ActiveNode == nodeName || p.Value.Placement.StandbyNode == nodeName)
-                .ToDictionary(p => p.Key, p => p.Value);
-            var nodeVips = roles
-                .Select(r => new NodeVip
+            byNode.TryAdd(node, []);
+        }
+        foreach (var (vip, placed) in placements)
+        {
+            foreach (var node in new[] { placed.Placement.ActiveNode, placed.Placement.StandbyNode })
+            {
+                if (node is not null && byNode.TryGetValue(node, out var list))
                 {
-                    Address = r.Key.ToString(),
-                    Role = r.Value.Placement.ActiveNode == nodeName ? VipRole.Active : VipRole.Standby,
-                    Shard = r.Value.Shard,
-                })
+                    list.Add((vip, placed));
+                }
+            }
+        }
+        var byVip = mappings.Where(vips.Assigned.ContainsKey).GroupBy(m => vips.Assigned[m]).ToDictionary(g => g.Key, g => g.ToList());
+        var configs = new List<XlbNodeConfig>();
+        foreach (var (nodeName, roles) in byNode.OrderBy(n => n.Key, StringComparer.Ordinal))
+        {
+            var nodeVips = roles
+                .Select(r => new NodeVip { Address = r.Vip.ToString(), Role = r.Placed.Placement.ActiveNode == nodeName ? VipRole.Active : VipRole.Standby, Shard = r.Placed.Shard })
                 .OrderBy(v => v.Address, StringComparer.Ordinal)
                 .ToList();
             // Standby nodes get the listeners too, so a takeover is an announcement, not an apply.
-            var listeners = mappings
-                .Where(m => vips.TryGetValue(m, out var vip) && roles.ContainsKey(vip))
-                .SelectMany(m => m.Ports.Select(p => new Listener
-                {
-                    Name = $"{m.Key}/{p.Name}",
-                    Vip = vips[m].ToString(),
-                    Port = p.Port,
-                    Protocol = p.Protocol,
-                    Algorithm = m.Object.Spec.Scheduling.Algorithm,
-                    Backends = [.. m.Endpoints
-                        .Where(e => e.Address.AddressFamily == vips[m].AddressFamily)
-                        .Select(e => new NodeBackend { Address = e.Address.ToString(), Port = p.TargetPort, Weight = e.Weight })
-                        .OrderBy(b => b.Address, StringComparer.Ordinal).ThenBy(b => b.Port)],
-                    HealthCheck = m.Object.Spec.HealthCheck is { } hc ? hc with { Port = hc.Port ?? p.TargetPort } : null,
-                }))
+            var listeners = roles
+                .SelectMany(r => byVip.GetValueOrDefault(r.Vip) ?? [])
+                .SelectMany(m => m.Ports.Select(p => Listener(m, p, vips.Assigned[m], nodeName)))
                 .OrderBy(l => l.Name, StringComparer.Ordinal)
                 .ToList();
-            var spec = new XlbNodeConfigSpec { NodeName = nodeName, Vips = nodeVips, Listeners = listeners };
+            var spec = new XlbNodeConfigSpec { NodeName = nodeName, Vips = nodeVips, Listeners = listeners, VipCount = nodeVips.Count, ListenerCount = listeners.Count };
             var hash = ContentHash(spec);
             previous.TryGetValue(nodeName, out var before);
             var revision = before is null ? 1 : before.Spec.ContentHash == hash ? before.Spec.Revision : before.Spec.Revision + 1;
-            configs.Add(new XlbNodeConfig
-            {
-                Metadata = new ObjectMeta { Name = nodeName },
-                Spec = spec with { Revision = revision, ContentHash = hash },
-            });
+            configs.Add(new XlbNodeConfig { Metadata = new ObjectMeta { Name = nodeName }, Spec = spec with { Revision = revision, ContentHash = hash } });
         }
         return configs;
+    }
+
+    private static Listener Listener(ValidMapping m, ValidPort p, IPAddress vip, string node)
+    {
+        var spec = m.Object.Spec;
+        var local = spec.TrafficPolicy == TrafficPolicy.Local;
+        return new Listener
+        {
+            Name = $"{m.Key}/{p.Name}",
+            Vip = vip.ToString(),
+            Port = p.Port,
+            Protocol = p.Protocol,
+            Algorithm = spec.Scheduling.Algorithm,
+            NatMode = spec.Nat.Mode,
+            DsrEncapsulation = spec.Nat.Mode == NatMode.DSR ? spec.Nat.DsrEncapsulation : null,
+            Affinity = spec.Affinity.Mode == AffinityMode.None ? null : spec.Affinity,
+            DrainTimeout = spec.Drain.Timeout,
+            ConnectionLog = spec.ConnectionLog.Enabled ? spec.ConnectionLog : null,
+            Backends = [.. m.Backends[p]
+                .Where(b => b.Address.AddressFamily == vip.AddressFamily && (!local || b.NodeName == node))
+                .Select(b => new NodeBackend { Address = b.Address.ToString(), Port = b.Port, Weight = b.Weight, Draining = b.Draining })
+                .OrderBy(b => b.Address, StringComparer.Ordinal).ThenBy(b => b.Port)],
+            HealthCheck = spec.HealthCheck,
+        };
     }
 
     /// <summary>SHA-256 of the content only (revision and hash fields are zeroed), lower-case hex.</summary>
@@ -421,4 +429,6 @@ public static class Planner
         var bytes = JsonSerializer.SerializeToUtf8Bytes(spec with { Revision = 0, ContentHash = "" }, XlbJson.Info<XlbNodeConfigSpec>());
         return Convert.ToHexStringLower(SHA256.HashData(bytes));
     }
+
+    internal static long Saturate(BigInteger n) => n > long.MaxValue ? long.MaxValue : (long)n;
 }

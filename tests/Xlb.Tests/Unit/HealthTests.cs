@@ -91,7 +91,7 @@ public class HealthTests
     }
 
     [Fact]
-    public void The_planner_rejects_a_timeout_not_shorter_than_the_interval_and_resolves_the_check_port()
+    public void The_planner_rejects_a_timeout_not_shorter_than_the_interval_and_checks_the_target_port()
     {
         var pool = new LoadBalancerPool { Metadata = new ObjectMeta { Name = "p" }, Spec = new LoadBalancerPoolSpec { Blocks = ["192.0.2.0/29"] } };
         var shard = new VipShard { Metadata = new ObjectMeta { Name = "s" }, Spec = new VipShardSpec { PoolRef = "p" } };
@@ -110,6 +110,8 @@ public class HealthTests
             PortMappings = [Pm("bad", new HealthCheckSpec { Timeout = new Duration(TimeSpan.FromSeconds(5)) }), Pm("good", new HealthCheckSpec())],
         });
         Assert.Contains("shorter than", Assert.Single(plan.Problems).Message, StringComparison.Ordinal);
-        Assert.Equal(8080, plan.NodeConfigs.Single().Spec.Listeners.Single().HealthCheck!.Port);
+        var listener = plan.NodeConfigs.Single().Spec.Listeners.Single();
+        Assert.Null(listener.HealthCheck!.Port); // no port: each backend is checked on its own (target) port
+        Assert.Equal("tcp://10.0.0.1:8080", Assert.Single(HealthTracker.Plans(plan.NodeConfigs.Single().Spec)).Target.ToString());
     }
 }

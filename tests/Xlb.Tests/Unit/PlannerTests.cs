@@ -108,12 +108,20 @@ public class PlannerTests
     }
 
     [Fact]
-    public void Explicit_vips_may_share_an_address_on_distinct_ports_but_not_on_the_same_port()
+    public void Vips_are_shared_only_by_mappings_with_one_share_key_in_a_pool_that_allows_it_and_never_on_one_port()
     {
-        var plan = Planner.Plan(Input(Mapping("a", vip: "192.0.2.5", port: 80), Mapping("b", vip: "192.0.2.5", port: 443), Mapping("c", vip: "192.0.2.5", port: 80)));
-        var problem = Assert.Single(plan.Problems);
-        Assert.Equal(("c", "VipConflict"), (problem.Object.Name, problem.Reason));
-        Assert.Equal(2, plan.NodeConfigs.Single().Spec.Listeners.Count);
+        static PortMapping Keyed(string name, string vip, int port, string? key) =>
+            Mapping(name, vip: vip, port: port) with { Spec = Mapping(name, vip: vip, port: port).Spec with { ShareKey = key } };
+        var sharing = Pool("p", "192.0.2.0/29") with { Spec = Pool("p", "192.0.2.0/29").Spec with { Sharing = new PoolSharing { AllowSharedVips = true } } };
+        var plan = Planner.Plan(Input(Keyed("a", "192.0.2.5", 80, "web"), Keyed("b", "192.0.2.5", 443, "web"), Keyed("c", "192.0.2.5", 80, "web"), Keyed("d", "Auto", 8443, "web"), Keyed("e", "192.0.2.5", 22, null)) with { Pools = [sharing] });
+        Assert.Equal([("c", "VipConflict"), ("e", "VipConflict")], plan.Problems.Select(p => (p.Object.Name, p.Reason)).Order());
+        Assert.Contains("already uses a port", plan.Problems.Single(p => p.Object.Name == "c").Message, StringComparison.Ordinal);
+        Assert.Contains("same spec.shareKey", plan.Problems.Single(p => p.Object.Name == "e").Message, StringComparison.Ordinal);
+        Assert.Equal("192.0.2.5", plan.Vips[new ObjectRef("PortMapping", "ns", "d")].ToString()); // Auto joins its share group
+        Assert.Equal(3, plan.NodeConfigs.Single().Spec.Listeners.Count);
+
+        var closed = Planner.Plan(Input(Keyed("a", "192.0.2.5", 80, "web"), Keyed("b", "192.0.2.5", 443, "web")));
+        Assert.Contains("does not allow shared VIPs", Assert.Single(closed.Problems).Message, StringComparison.Ordinal);
         var outside = Planner.Plan(Input(Mapping("d", vip: "198.51.100.1")));
         Assert.Equal("VipNotInPool", Assert.Single(outside.Problems).Reason);
     }

@@ -1,0 +1,45 @@
+using System.Globalization;
+using Xlb.Crds;
+
+namespace Xlb.Operator.Core;
+
+/// <summary>
+/// Conditions as Kubernetes API conventions and kstatus want them: one per type, CamelCase
+/// reasons, observedGeneration, and a lastTransitionTime that moves only when the status does.
+/// </summary>
+public static class Conditions
+{
+    public const string Ready = "Ready";
+    public const string Stalled = "Stalled";
+    public const string Reconciling = "Reconciling";
+    public const string Accepted = "Accepted";
+    public const string Programmed = "Programmed";
+    public const string BackendsReady = "BackendsReady";
+    public const string Degraded = "Degraded";
+    public const string Exhausted = "Exhausted";
+
+    public static Condition Make(string type, bool status, string reason, string message, long? generation) => new()
+    {
+        Type = type,
+        Status = status ? "True" : "False",
+        Reason = reason,
+        Message = message,
+        ObservedGeneration = generation,
+    };
+
+    /// <summary>The desired conditions, with transition times carried over from <paramref name="existing"/> where the status did not change.</summary>
+    public static List<Condition> Merge(IReadOnlyList<Condition>? existing, IEnumerable<Condition> desired, DateTimeOffset now)
+    {
+        var stamp = now.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
+        var result = new List<Condition>();
+        foreach (var c in desired)
+        {
+            var before = existing?.FirstOrDefault(e => e.Type == c.Type);
+            result.Add(c with { LastTransitionTime = before is not null && before.Status == c.Status && before.LastTransitionTime is not null ? before.LastTransitionTime : stamp });
+        }
+        return result;
+    }
+
+    public static bool IsTrue(IReadOnlyList<Condition>? conditions, string type) =>
+        conditions?.Any(c => c.Type == type && c.Status == "True") == true;
+}

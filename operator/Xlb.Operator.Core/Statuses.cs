@@ -1,0 +1,200 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Numerics;
+using Xlb.Crds;
+using static Xlb.Operator.Core.Conditions;
+
+namespace Xlb.Operator.Core;
+
+public static partial class Planner
+{
+    private static Problem? ProblemOf(List<Problem> problems, IKubernetesObject o)
+    {
+        var self = ObjectRef.Of(o);
+        return problems.FirstOrDefault(p => p.Object == self);
+    }
+
+    /// <summary>Ready/Stalled/Reconciling for an object that is either fine or has a problem (kstatus: Stalled is abnormal-true).</summary>
+    private static IEnumerable<Condition> Verdict(Problem? problem, long? generation, string readyReason, string readyMessage) =>
+    [
+        Make(Ready, problem is null, problem?.Reason ?? readyReason, problem?.Message ?? readyMessage, generation),
+        Make(Stalled, problem is not null, problem?.Reason ?? readyReason, problem?.Message ?? "", generation),
+        Make(Reconciling, false, problem?.Reason ?? readyReason, "", generation),
+    ];
+
+    private static Dictionary<string, LoadBalancerPoolStatus> PoolStatuses(PlanInput input, Dictionary<string, ResolvedPool> pools, Ipam.Result vips, List<Problem> problems)
+    {
+        var result = new Dictionary<string, LoadBalancerPoolStatus>(StringComparer.Ordinal);
+        var addresses = vips.Assigned.Values.Concat(vips.Held.Values).Distinct().ToList();
+        foreach (var pool in input.Pools)
+        {
+            var name = pool.Metadata.Name ?? "";
+            var generation = pool.Metadata.Generation;
+            var problem = ProblemOf(problems, pool);
+            if (!pools.TryGetValue(name, out var resolved))
+            {
+                result[name] = new LoadBalancerPoolStatus { ObservedGeneration = generation, Conditions = Merge(pool.Status?.Conditions, [.. Verdict(problem, generation, "", ""), Make(Exhausted, false, problem!.Reason, "", generation)], input.Now) };
+                continue;
+            }
+            var families = new List<FamilyUsage>();
+            foreach (var (family, af) in new[] { (IpFamily.IPv4, AddressFamily.InterNetwork), (IpFamily.IPv6, AddressFamily.InterNetworkV6) })
+            {
+                var blocks = resolved.Blocks.Where(b => b.Family == af).ToList();
+                if (blocks.Count == 0)
+                {
+                    continue;
+                }
+                var total = blocks.Aggregate(BigInteger.Zero, (sum, b) => sum + b.Size - resolved.Reserved.Aggregate(BigInteger.Zero, (r, x) => r + b.OverlapSize(x)));
+                total = BigInteger.Max(total, BigInteger.Zero);
+                var allocated = addresses.Count(a => a.AddressFamily == af && resolved.Offers(a));
+                families.Add(new FamilyUsage { Family = family, Total = Saturate(total), Allocated = allocated, Available = Saturate(BigInteger.Max(total - allocated, 0)) });
+            }
+            var available = families.Aggregate(BigInteger.Zero, (s, f) => s + f.Available);
+            var exhausted = available == 0;
+            var message = string.Join(", ", families.Select(f => $"{f.Family}: {f.Allocated} of {f.Total} allocated"));
+            result[name] = new LoadBalancerPoolStatus
+            {
+                ObservedGeneration = generation,
+                Allocated = families.Sum(f => f.Allocated),
+                Available = Saturate(available),
+                Families = families,
+                Conditions = Merge(pool.Status?.Conditions,
+                [
+                    .. Verdict(problem, generation, "Allocatable", message),
+                    Make(Exhausted, exhausted, exhausted ? "NoAddressLeft" : "AddressesLeft", exhausted ? "every address is allocated; new automatic VIPs of this pool fail" : message, generation),
+                ], input.Now),
+            };
+        }
+        return result;
+    }
+
+    private static Dictionary<string, VipShardStatus> ShardStatuses(PlanInput input, Dictionary<string, ResolvedShard> shards, Dictionary<IPAddress, PlacedVip> placements, List<Problem> problems)
+    {
+        var result = new Dictionary<string, VipShardStatus>(StringComparer.Ordinal);
+        foreach (var shard in input.Shards)
+        {
+            var name = shard.Metadata.Name ?? "";
+            var generation = shard.Metadata.Generation;
+            var problem = ProblemOf(problems, shard);
+            var placed = placements.Values.Where(p => p.Shard == name).Select(p => p.Placement).OrderBy(p => p.Address, StringComparer.Ordinal).ToList();
+            var moved = placements.Values.Count(p => p.Shard == name && p.PreviousActive is not null && p.PreviousActive != p.Placement.ActiveNode);
+            var ready = shards.TryGetValue(name, out var resolved) ? resolved.Ready : [];
+            var dead = resolved?.Selected.Except(ready).ToList() ?? [];
+            var noStandby = placed.Where(p => p.StandbyNode is null).Select(p => p.Address).ToList();
+            var degraded = problem is null && (dead.Count > 0 || noStandby.Count > 0);
+            var degradedMessage = dead.Count > 0 ? $"agents not alive on {string.Join(", ", dead)}" + (noStandby.Count > 0 ? $"; no standby for {string.Join(", ", noStandby)}" : "")
+                : noStandby.Count > 0 ? $"no standby node for {string.Join(", ", noStandby)}" : "";
+            // A problem-free shard with no ready node serves nothing: not Ready, but not Stalled either (it heals when a node comes).
+            var served = problem is not null || ready.Count > 0;
+            var conditions = served
+                ? Verdict(problem, generation, "Placed", $"{placed.Count} VIPs on {ready.Count} ready nodes").ToList()
+                : [Make(Ready, false, "NoReadyNodes", resolved!.Selected.Count == 0 ? "spec.nodeSelector selects no node" : "no selected node has a live agent", generation),
+                   Make(Stalled, false, "NoReadyNodes", "", generation), Make(Reconciling, true, "NoReadyNodes", "waiting for a node with a live agent", generation)];
+            conditions.Add(Make(Degraded, degraded, degraded ? (dead.Count > 0 ? "NodesNotReady" : "NoStandby") : "AllNodesReady", degradedMessage, generation));
+            result[name] = new VipShardStatus
+            {
+                ObservedGeneration = generation,
+                Vips = placed,
+                VipCount = placed.Count,
+                ReadyNodes = ready,
+                ReadyNodeCount = ready.Count,
+                Transitions = (shard.Status?.Transitions ?? 0) + moved,
+                Conditions = Merge(shard.Status?.Conditions, conditions, input.Now),
+            };
+        }
+        return result;
+    }
+
+    private static Dictionary<ObjectRef, PortMappingStatus> MappingStatuses(
+        PlanInput input, List<ValidMapping> mappings, Ipam.Result vips, Dictionary<IPAddress, PlacedVip> placements,
+        List<XlbNodeConfig> configs, List<Problem> problems)
+    {
+        var result = new Dictionary<ObjectRef, PortMappingStatus>();
+        var byObject = new Dictionary<PortMapping, ValidMapping>(ReferenceEqualityComparer.Instance);
+        foreach (var vm in mappings)
+        {
+            byObject[vm.Object] = vm;
+        }
+        var configByNode = configs.ToDictionary(c => c.Spec.NodeName, StringComparer.Ordinal);
+        var tracked = input.AgentRenewals is not null;
+        foreach (var pm in input.PortMappings)
+        {
+            var self = ObjectRef.Of(pm);
+            var generation = pm.Metadata.Generation;
+            var problem = ProblemOf(problems, pm);
+            var key = $"{pm.Metadata.Namespace ?? "default"}/{pm.Metadata.Name}";
+            var m = byObject.GetValueOrDefault(pm);
+            IPAddress? vip = m is not null && vips.Assigned.TryGetValue(m, out var a) ? a : vips.Held.GetValueOrDefault(key);
+            if (m is null || vip is null)
+            {
+                result[self] = new PortMappingStatus
+                {
+                    ObservedGeneration = generation,
+                    Vips = vip is null ? [] : [vip.ToString()],
+                    Conditions = Merge(pm.Status?.Conditions,
+                    [
+                        Make(Accepted, false, problem?.Reason ?? "NotAccepted", problem?.Message ?? "", generation),
+                        Make(Programmed, false, problem?.Reason ?? "NotAccepted", "", generation),
+                        .. Verdict(problem ?? new Problem(self, "NotAccepted", "not accepted"), generation, "", ""),
+                    ], input.Now),
+                };
+                continue;
+            }
+            placements.TryGetValue(vip, out var placed);
+            var nodes = new List<NodeProgress>();
+            foreach (var (node, role) in new[] { (placed?.Placement.ActiveNode, VipRole.Active), (placed?.Placement.StandbyNode, VipRole.Standby) })
+            {
+                if (node is null || !configByNode.TryGetValue(node, out var config))
+                {
+                    continue;
+                }
+                var status = input.Previous.GetValueOrDefault(node)?.Status;
+                var applied = status is not null && status.AppliedRevision >= config.Spec.Revision && (status.AppliedRevision > config.Spec.Revision || status.AppliedHash == config.Spec.ContentHash);
+                nodes.Add(new NodeProgress { Node = node, Role = role, Revision = config.Spec.Revision, Applied = applied });
+            }
+            var all = m.Backends.Values.SelectMany(b => b).Select(b => (b.Address, b.Port, b.Draining)).Distinct().ToList();
+            var readyBackends = all.Where(b => !b.Draining).ToList();
+            var unhealthy = placed?.Placement.ActiveNode is { } activeNode ? input.Previous.GetValueOrDefault(activeNode)?.Status?.UnhealthyBackends ?? [] : [];
+            var healthy = readyBackends.Count(b => !unhealthy.Contains(FormatEndpoint(b.Address, b.Port)));
+            var counts = new BackendCounts
+            {
+                Total = all.Count + m.NotReady,
+                Ready = readyBackends.Count,
+                Healthy = healthy,
+                Terminating = all.Count(b => b.Draining),
+                Summary = $"{readyBackends.Count}/{all.Count + m.NotReady}",
+            };
+            var (programmed, programmedReason, programmedMessage) =
+                placed is null ? (false, "NoReadyNodes", $"VipShard {m.Shard.Name} has no ready node to serve {vip}")
+                : !tracked ? (true, "Rendered", "node configs rendered; agent progress is not tracked in standalone mode")
+                : nodes.All(n => n.Applied) ? (true, "Applied", $"applied on {string.Join(", ", nodes.Select(n => $"{n.Node} ({n.Role}, revision {n.Revision})"))}")
+                : (false, "Pending", $"waiting for {string.Join(", ", nodes.Where(n => !n.Applied).Select(n => $"{n.Node} to apply revision {n.Revision}"))}");
+            var backendsReady = healthy > 0;
+            var backendsMessage = backendsReady ? $"{healthy} of {counts.Total} backends ready and healthy"
+                : m.Object.Spec.Backend.ServiceRef is { } svc && counts.Total == 0 ? $"Service {svc.Name} has no endpoints"
+                : $"no backend is ready and healthy ({counts.Ready} ready, {counts.Total} total)";
+            var ready = programmed && backendsReady;
+            result[self] = new PortMappingStatus
+            {
+                ObservedGeneration = generation,
+                Vips = [vip.ToString()],
+                ActiveNodes = placed is null ? [] : [placed.Placement.ActiveNode],
+                Backends = counts,
+                Nodes = nodes,
+                Conditions = Merge(pm.Status?.Conditions,
+                [
+                    Make(Accepted, true, "Accepted", $"VIP {vip} from LoadBalancerPool {m.Shard.Pool.Name}", generation),
+                    Make(Programmed, programmed, programmedReason, programmedMessage, generation),
+                    Make(BackendsReady, backendsReady, backendsReady ? "BackendsReady" : "NoReadyBackends", backendsMessage, generation),
+                    Make(Ready, ready, ready ? "Ready" : !programmed ? programmedReason : "NoReadyBackends", ready ? $"{vip} served by {placed!.Placement.ActiveNode}" : !programmed ? programmedMessage : backendsMessage, generation),
+                    Make(Reconciling, !programmed && placed is not null, programmedReason, programmed ? "" : programmedMessage, generation),
+                    Make(Stalled, false, "Accepted", "", generation),
+                ], input.Now),
+            };
+        }
+        return result;
+    }
+
+    /// <summary>How agents name a backend in status.unhealthyBackends.</summary>
+    private static string FormatEndpoint(IPAddress address, int port) => $"{address}:{port}";
+}
