@@ -24,6 +24,19 @@ public sealed record ObjectMeta
     public Dictionary<string, string>? Labels { get; init; }
     public Dictionary<string, string>? Annotations { get; init; }
     public List<string>? Finalizers { get; init; }
+    public List<OwnerReference>? OwnerReferences { get; init; }
+}
+
+/// <summary>The object that owns this one; Kubernetes' garbage collector deletes owned objects with their owner.</summary>
+[System.Text.Json.Serialization.JsonUnmappedMemberHandling(System.Text.Json.Serialization.JsonUnmappedMemberHandling.Skip)]
+public sealed record OwnerReference
+{
+    public required string ApiVersion { get; init; }
+    public required string Kind { get; init; }
+    public required string Name { get; init; }
+    public required string Uid { get; init; }
+    public bool? Controller { get; init; }
+    public bool? BlockOwnerDeletion { get; init; }
 }
 
 /// <summary>A status condition, as Kubernetes API conventions define it (metav1.Condition).</summary>

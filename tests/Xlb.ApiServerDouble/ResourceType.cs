@@ -81,21 +81,51 @@ public sealed record ResourceType
         Group = "coordination.k8s.io", Version = "v1", Kind = "Lease", Plural = "leases", Namespaced = true,
     };
 
-    /// <summary>A custom resource of XLB's API group, as its CRD declares it.</summary>
-    public static ResourceType Xlb(string kind, string plural, bool namespaced, params string[] shortNames) => new()
+    /// <summary>
+    /// A custom resource as its CRD declares it: names, scope, status subresource, and the
+    /// list-map keys of every list reachable without crossing another list.
+    /// </summary>
+    public static ResourceType FromCrd(System.Text.Json.Nodes.JsonObject crd)
     {
-        Group = Crds.XlbApi.Group, Version = Crds.XlbApi.Version, Kind = kind, Plural = plural,
-        Namespaced = namespaced, StatusSubresource = true, ShortNames = shortNames, Categories = ["xlb"],
-        ListMapKeys = Conditions, AllowUnconditionalUpdate = false,
-    };
+        var spec = crd["spec"]!;
+        var names = spec["names"]!;
+        var version = spec["versions"]!.AsArray().First(v => v!["storage"]!.GetValue<bool>())!;
+        var keys = new Dictionary<string, string[]>();
+        Collect(version["schema"]!["openAPIV3Schema"]!.AsObject(), "");
+        return new ResourceType
+        {
+            Group = spec["group"]!.GetValue<string>(),
+            Version = version["name"]!.GetValue<string>(),
+            Kind = names["kind"]!.GetValue<string>(),
+            Plural = names["plural"]!.GetValue<string>(),
+            Namespaced = spec["scope"]!.GetValue<string>() == "Namespaced",
+            StatusSubresource = version["subresources"]?["status"] is not null,
+            ShortNames = [.. names["shortNames"]?.AsArray().Select(n => n!.GetValue<string>()) ?? []],
+            Categories = [.. names["categories"]?.AsArray().Select(n => n!.GetValue<string>()) ?? []],
+            ListMapKeys = keys,
+            AllowUnconditionalUpdate = false,
+        };
 
+        void Collect(System.Text.Json.Nodes.JsonObject schema, string path)
+        {
+            foreach (var (name, child) in schema["properties"]?.AsObject() ?? [])
+            {
+                var at = path.Length == 0 ? name : $"{path}.{name}";
+                if (child!["x-kubernetes-list-type"]?.GetValue<string>() == "map")
+                {
+                    keys[at] = [.. child["x-kubernetes-list-map-keys"]!.AsArray().Select(k => k!.GetValue<string>())];
+                }
+                if (child["type"]?.GetValue<string>() == "object")
+                {
+                    Collect(child.AsObject(), at);
+                }
+            }
+        }
+    }
+
+    /// <summary>XLB's kinds, from the CRDs the types generate (the same ones crds/ holds).</summary>
     public static IReadOnlyList<ResourceType> XlbKinds { get; } =
-    [
-        Xlb("LoadBalancerPool", "loadbalancerpools", namespaced: false, "lbpool"),
-        Xlb("VipShard", "vipshards", namespaced: false, "vshard"),
-        Xlb("PortMapping", "portmappings", namespaced: true, "pm"),
-        Xlb("XlbNodeConfig", "xlbnodeconfigs", namespaced: false, "xnc"),
-    ];
+        [.. Crds.Schema.CrdGenerator.Kinds.Select(k => FromCrd(new Crds.Schema.CrdGenerator("<doc/>").Generate(k)))];
 
     /// <summary>What a fresh double serves: the built-in kinds XLB reads and XLB's own kinds.</summary>
     public static IReadOnlyList<ResourceType> Defaults { get; } =

@@ -1,0 +1,421 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.Logging;
+using Xlb.Crds;
+using Xlb.Kube;
+using Xlb.Operator.Core;
+
+namespace Xlb.Operator;
+
+public sealed record ClusterOperatorOptions
+{
+    /// <summary>Where agents keep their liveness Leases (one per node, labelled xlb.io/agent-node).</summary>
+    public string AgentLeaseNamespace { get; init; } = "xlb-system";
+    public string FieldManager { get; init; } = "xlb-operator";
+    /// <summary>Null: no leader election (one replica, or tests).</summary>
+    public LeaderElectionOptions? LeaderElection { get; init; }
+    /// <summary>A full re-plan at least this often, whatever the events say (level-triggered healing).</summary>
+    public TimeSpan Resync { get; init; } = TimeSpan.FromSeconds(30);
+    public InformerOptions Informers { get; init; } = new();
+}
+
+/// <summary>
+/// The operator in cluster mode. Informers feed one level-triggered reconcile: every change
+/// re-runs the pure <see cref="Planner"/> over the caches, and the shell writes only the
+/// difference: operator-owned PortMappings for LoadBalancer Services, XlbNodeConfigs
+/// (server-side apply), status subresources, Service ingress IPs and Events. User specs are
+/// never written. With leader election, only the leader writes; standbys keep warm caches.
+/// </summary>
+public sealed partial class ClusterOperator
+{
+    public const string AgentNodeLabel = "xlb.io/agent-node";
+    private const string PlanKey = "plan";
+
+    private readonly KubeClient _client;
+    private readonly ClusterOperatorOptions _options;
+    private readonly ILogger _log;
+    private readonly TimeProvider _time;
+    private readonly EventRecorder _events;
+    private readonly Informer<LoadBalancerPool> _pools;
+    private readonly Informer<VipShard> _shards;
+    private readonly Informer<PortMapping> _mappings;
+    private readonly Informer<XlbNodeConfig> _configs;
+    private readonly Informer<Node> _nodes;
+    private readonly Informer<Namespace> _namespaces;
+    private readonly Informer<Service> _services;
+    private readonly Informer<EndpointSlice> _slices;
+    private readonly Informer<KubeObject> _leases;
+    private readonly HashSet<string> _reported = new(StringComparer.Ordinal);
+    private WorkQueue? _queue;
+    private long _plans;
+    private long _writes;
+
+    public ClusterOperator(KubeClient client, ClusterOperatorOptions options, ILogger log, TimeProvider time)
+    {
+        _client = client;
+        _options = options;
+        _log = log;
+        _time = time;
+        _events = new EventRecorder(client, options.FieldManager, options.LeaderElection?.Identity ?? LeaderElectionOptions.DefaultIdentity(), time, log);
+        var io = options.Informers;
+        _pools = Watch(new Informer<LoadBalancerPool>(client, KubeResource.LoadBalancerPools, null, io, log));
+        _shards = Watch(new Informer<VipShard>(client, KubeResource.VipShards, null, io, log));
+        _mappings = Watch(new Informer<PortMapping>(client, KubeResource.PortMappings, null, io, log));
+        _configs = Watch(new Informer<XlbNodeConfig>(client, KubeResource.XlbNodeConfigs, null, io, log));
+        _nodes = Watch(new Informer<Node>(client, KubeResource.Nodes, null, io, log));
+        _namespaces = Watch(new Informer<Namespace>(client, KubeResource.Namespaces, null, io, log));
+        _services = Watch(new Informer<Service>(client, KubeResource.Services, null, io, log));
+        _slices = Watch(new Informer<EndpointSlice>(client, KubeResource.EndpointSlices, null, io with { LabelSelector = EndpointSlice.ServiceNameLabel }, log));
+        _leases = Watch(new Informer<KubeObject>(client, KubeResource.Leases, options.AgentLeaseNamespace, io with { LabelSelector = AgentNodeLabel }, log));
+    }
+
+    /// <summary>Plans run (each one a full reconcile).</summary>
+    public long Plans => Interlocked.Read(ref _plans);
+    /// <summary>Writes to the API server (applies, status updates, deletes, Service status patches).</summary>
+    public long Writes => Interlocked.Read(ref _writes);
+    /// <summary>The last plan, for status and tests.</summary>
+    public PlanResult? LastPlan { get; private set; }
+    /// <summary>Set once every informer has listed.</summary>
+    public bool Synced { get; private set; }
+    public int QueueDepth => _queue?.Length ?? 0;
+
+    private Informer<T> Watch<T>(Informer<T> informer) where T : class, IKubernetesObject
+    {
+        informer.AddHandler(_ => _queue?.Add(PlanKey));
+        return informer;
+    }
+
+    public async Task RunAsync(CancellationToken ct)
+    {
+        Task[] informers =
+        [
+            Run(_pools), Run(_shards), Run(_mappings), Run(_configs), Run(_nodes),
+            Run(_namespaces), Run(_services), Run(_slices), Run(_leases),
+        ];
+        try
+        {
+            await Task.WhenAll(_pools.WaitForSyncAsync(ct), _shards.WaitForSyncAsync(ct), _mappings.WaitForSyncAsync(ct), _configs.WaitForSyncAsync(ct),
+                _nodes.WaitForSyncAsync(ct), _namespaces.WaitForSyncAsync(ct), _services.WaitForSyncAsync(ct), _slices.WaitForSyncAsync(ct), _leases.WaitForSyncAsync(ct));
+            Synced = true;
+            LogSynced();
+            if (_options.LeaderElection is { } election)
+            {
+                var elector = new LeaderElector(_client, election, _time, _log);
+                while (!ct.IsCancellationRequested)
+                {
+                    await elector.RunAsync(LeadAsync, ct);
+                }
+            }
+            else
+            {
+                await LeadAsync(ct);
+            }
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            // Shutting down.
+        }
+        await Task.WhenAll(informers);
+
+        Task Run<T>(Informer<T> informer) where T : class, IKubernetesObject =>
+            Task.Run(async () =>
+            {
+                try
+                {
+                    await informer.RunAsync(ct);
+                }
+                catch (OperationCanceledException) when (ct.IsCancellationRequested)
+                {
+                    // Shutting down.
+                }
+            }, CancellationToken.None);
+    }
+
+    /// <summary>One leadership term: a fresh queue, one worker (the plan is global), the first plan at once.</summary>
+    private async Task LeadAsync(CancellationToken ct)
+    {
+        using var queue = new WorkQueue(_time);
+        _queue = queue;
+        queue.Add(PlanKey);
+        var controller = new Controller("xlb-operator", queue, ReconcileAsync, new ControllerOptions { Workers = 1 }, _log);
+        try
+        {
+            await controller.RunAsync(ct);
+        }
+        finally
+        {
+            _queue = null;
+        }
+    }
+
+    private async Task<ReconcileResult> ReconcileAsync(string key, CancellationToken ct)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var now = _time.GetUtcNow();
+        // One snapshot per reconcile: our own writes come back through the informers while we work,
+        // and events compare what was seen before the plan with what the plan says.
+        var shards = _shards.List();
+        var pools = _pools.List();
+        var services = _services.List();
+        var cached = _mappings.List();
+
+        // Services of type LoadBalancer: their PortMappings, applied when they differ; used in this plan at once.
+        var owned = ServiceMappings.Desired(services, shards, cached);
+        var mappings = cached.Where(m => !ServiceMappings.IsOwned(m)).ToList();
+        foreach (var desired in owned.Mappings)
+        {
+            var live = _mappings.Get(Informer<PortMapping>.KeyOf(desired.Metadata));
+            if (live is null || !Same(live.Spec, desired.Spec))
+            {
+                await WriteAsync(() => _client.ApplyAsync<JsonObject>(KubeResource.PortMappings, ApplyBody(desired, "spec", desired.Spec), _options.FieldManager, force: true, ct: ct));
+            }
+            mappings.Add(live is null ? desired : live with { Spec = desired.Spec });
+        }
+        foreach (var stale in cached.Where(m => ServiceMappings.IsOwned(m) && !owned.Mappings.Any(d => d.Metadata.Namespace == m.Metadata.Namespace && d.Metadata.Name == m.Metadata.Name)))
+        {
+            await WriteAsync(() => _client.DeleteAsync(KubeResource.PortMappings, stale.Metadata.Namespace, stale.Metadata.Name!, stale.Metadata.Uid, ct: ct));
+        }
+
+        var renewals = AgentRenewals();
+        var previous = _configs.List().ToDictionary(c => c.Metadata.Name ?? "", StringComparer.Ordinal);
+        var plan = Planner.Plan(new PlanInput
+        {
+            Pools = pools,
+            Shards = shards,
+            PortMappings = mappings,
+            Nodes = _nodes.List(),
+            Namespaces = _namespaces.List(),
+            Services = services,
+            EndpointSlices = _slices.List(),
+            Previous = previous,
+            AgentRenewals = renewals,
+            Now = now,
+        });
+        Interlocked.Increment(ref _plans);
+        LastPlan = plan;
+
+        foreach (var config in plan.NodeConfigs)
+        {
+            if (!previous.TryGetValue(config.Metadata.Name!, out var live) || live.Spec.ContentHash != config.Spec.ContentHash || live.Spec.Revision != config.Spec.Revision)
+            {
+                var body = ApplyBody(config with { Metadata = config.Metadata with { Labels = new() { [ServiceMappings.ManagedByLabel] = ServiceMappings.ManagedBy } } }, "spec", config.Spec);
+                await WriteAsync(() => _client.ApplyAsync<JsonObject>(KubeResource.XlbNodeConfigs, body, _options.FieldManager, force: true, ct: ct));
+                LogRendered(config.Spec.NodeName, config.Spec.Revision, config.Spec.Listeners.Count);
+            }
+        }
+        foreach (var gone in previous.Values.Where(c => plan.NodeConfigs.All(p => p.Metadata.Name != c.Metadata.Name) && c.Metadata.Labels?.GetValueOrDefault(ServiceMappings.ManagedByLabel) == ServiceMappings.ManagedBy))
+        {
+            await WriteAsync(() => _client.DeleteAsync(KubeResource.XlbNodeConfigs, null, gone.Metadata.Name!, ct: ct));
+        }
+
+        await WriteStatusesAsync(plan, pools, shards, mappings, ct);
+        await WriteServiceStatusesAsync(services, plan, owned, ct);
+        await ReportAsync(plan, pools, shards, mappings, owned.Problems, ct);
+        LogPlanned(plan.NodeConfigs.Count, mappings.Count, plan.Problems.Count, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+        return ReconcileResult.After(NextCheck(renewals, shards, now));
+    }
+
+    private Dictionary<string, DateTimeOffset> AgentRenewals()
+    {
+        var result = new Dictionary<string, DateTimeOffset>(StringComparer.Ordinal);
+        foreach (var lease in _leases.List())
+        {
+            if (lease.Metadata.Labels?.GetValueOrDefault(AgentNodeLabel) is { } node
+                && lease.Fields.TryGetValue("spec", out var spec) && spec.ValueKind == JsonValueKind.Object
+                && spec.TryGetProperty("renewTime", out var renew) && renew.ValueKind == JsonValueKind.String
+                && DateTimeOffset.TryParse(renew.GetString(), CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var at))
+            {
+                result[node] = at;
+            }
+        }
+        return result;
+    }
+
+    /// <summary>The next moment an agent Lease can expire (no event marks it), or the resync period.</summary>
+    private TimeSpan NextCheck(Dictionary<string, DateTimeOffset> renewals, IReadOnlyList<VipShard> shards, DateTimeOffset now)
+    {
+        var next = _options.Resync;
+        foreach (var shard in shards)
+        {
+            var window = shard.Spec.Failover.Detection.Interval.Value * shard.Spec.Failover.Detection.Multiplier;
+            foreach (var renewed in renewals.Values)
+            {
+                var left = renewed + window - now;
+                if (left > TimeSpan.Zero && left < next)
+                {
+                    next = left;
+                }
+            }
+        }
+        return next + TimeSpan.FromMilliseconds(20);
+    }
+
+    private async Task WriteStatusesAsync(PlanResult plan, IReadOnlyList<LoadBalancerPool> pools, IReadOnlyList<VipShard> shards, List<PortMapping> mappings, CancellationToken ct)
+    {
+        foreach (var pool in pools)
+        {
+            if (plan.PoolStatuses.TryGetValue(pool.Metadata.Name ?? "", out var status) && !Same(pool.Status, status))
+            {
+                await WriteAsync(() => _client.ApplyAsync<JsonObject>(KubeResource.LoadBalancerPools, ApplyBody(pool, "status", status), _options.FieldManager, force: true, subresource: "status", ct: ct));
+            }
+        }
+        foreach (var shard in shards)
+        {
+            if (plan.ShardStatuses.TryGetValue(shard.Metadata.Name ?? "", out var status) && !Same(shard.Status, status))
+            {
+                await WriteAsync(() => _client.ApplyAsync<JsonObject>(KubeResource.VipShards, ApplyBody(shard, "status", status), _options.FieldManager, force: true, subresource: "status", ct: ct));
+            }
+        }
+        foreach (var pm in mappings)
+        {
+            if (pm.Metadata.Uid is not null && plan.MappingStatuses.TryGetValue(ObjectRef.Of(pm), out var status) && !Same(pm.Status, status))
+            {
+                await WriteAsync(() => _client.ApplyAsync<JsonObject>(KubeResource.PortMappings, ApplyBody(pm, "status", status), _options.FieldManager, force: true, subresource: "status", ct: ct));
+            }
+        }
+    }
+
+    private async Task WriteServiceStatusesAsync(IReadOnlyList<Service> services, PlanResult plan, ServiceMappings.Outcome owned, CancellationToken ct)
+    {
+        foreach (var svc in services.Where(ServiceMappings.IsOurs))
+        {
+            var mapping = owned.Mappings.FirstOrDefault(m => m.Metadata.Namespace == svc.Metadata.Namespace && m.Metadata.Name == svc.Metadata.Name);
+            var status = mapping is null ? null : plan.MappingStatuses.GetValueOrDefault(ObjectRef.Of(mapping));
+            var ingress = ServiceMappings.Ingress(status);
+            if (Same(svc.Status?.LoadBalancer ?? new LoadBalancerStatus(), ingress))
+            {
+                continue;
+            }
+            var patch = new JsonObject { ["status"] = new JsonObject { ["loadBalancer"] = JsonSerializer.SerializeToNode(ingress, KubeJson.Options) } };
+            await WriteAsync(() => _client.MergePatchAsync<JsonObject>(KubeResource.Services, svc.Metadata.Namespace, svc.Metadata.Name!, patch, subresource: "status", ct: ct));
+        }
+    }
+
+    /// <summary>Events on transitions only: a VIP allocated, a failover, an object newly stalled, a Service that cannot be served.</summary>
+    private async Task ReportAsync(PlanResult plan, IReadOnlyList<LoadBalancerPool> pools, IReadOnlyList<VipShard> shards, List<PortMapping> mappings, IReadOnlyList<Problem> serviceProblems, CancellationToken ct)
+    {
+        foreach (var pm in mappings.Where(m => m.Metadata.Uid is not null))
+        {
+            if (!plan.MappingStatuses.TryGetValue(ObjectRef.Of(pm), out var now))
+            {
+                continue;
+            }
+            var regarding = Reference(pm, XlbApi.ApiVersion);
+            if ((pm.Status?.Vips ?? []).Count == 0 && now.Vips.Count > 0)
+            {
+                await EventAsync(regarding, EventRecorder.Normal, "VipAllocated", "Allocate", $"VIP {now.Vips[0]} allocated", ct);
+            }
+            await StalledEventAsync(regarding, pm.Status?.Conditions, now.Conditions, ct);
+        }
+        foreach (var shard in shards)
+        {
+            if (!plan.ShardStatuses.TryGetValue(shard.Metadata.Name ?? "", out var now))
+            {
+                continue;
+            }
+            var regarding = Reference(shard, XlbApi.ApiVersion);
+            if (shard.Status is { } before && now.Transitions > before.Transitions)
+            {
+                var moved = now.Vips.Where(v => before.Vips.FirstOrDefault(b => b.Address == v.Address) is { } was && was.ActiveNode != v.ActiveNode)
+                    .Select(v => $"{v.Address} {before.Vips.First(b => b.Address == v.Address).ActiveNode} → {v.ActiveNode}");
+                await EventAsync(regarding, EventRecorder.Warning, "Failover", "Failover", $"VIPs moved: {string.Join(", ", moved)}", ct);
+            }
+            await StalledEventAsync(regarding, shard.Status?.Conditions, now.Conditions, ct);
+        }
+        foreach (var pool in pools)
+        {
+            if (plan.PoolStatuses.TryGetValue(pool.Metadata.Name ?? "", out var now))
+            {
+                await StalledEventAsync(Reference(pool, XlbApi.ApiVersion), pool.Status?.Conditions, now.Conditions, ct);
+            }
+        }
+        var current = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var problem in serviceProblems)
+        {
+            var key = problem.ToString();
+            current.Add(key);
+            if (_reported.Add(key))
+            {
+                var svc = _services.Get($"{problem.Object.Namespace}/{problem.Object.Name}");
+                if (svc is not null)
+                {
+                    await EventAsync(Reference(svc, "v1"), EventRecorder.Warning, problem.Reason, "Allocate", problem.Message, ct);
+                }
+            }
+        }
+        _reported.IntersectWith(current);
+    }
+
+    private async Task StalledEventAsync(ObjectReference regarding, IReadOnlyList<Condition>? before, IReadOnlyList<Condition> now, CancellationToken ct)
+    {
+        var stalled = now.FirstOrDefault(c => c.Type == Conditions.Stalled && c.Status == "True");
+        var was = before?.FirstOrDefault(c => c.Type == Conditions.Stalled);
+        if (stalled is not null && (was?.Status != "True" || was.Reason != stalled.Reason))
+        {
+            await EventAsync(regarding, EventRecorder.Warning, stalled.Reason, "Reconcile", stalled.Message, ct);
+        }
+    }
+
+    private async Task EventAsync(ObjectReference regarding, string type, string reason, string action, string note, CancellationToken ct)
+    {
+        try
+        {
+            await _events.RecordAsync(regarding, type, reason, action, note, ct);
+        }
+        catch (KubeApiException e)
+        {
+            LogEventFailed(reason, e.Message); // Events are best effort; status carries the truth.
+        }
+    }
+
+    private static ObjectReference Reference(IKubernetesObject o, string apiVersion) =>
+        new(apiVersion, o.Kind, o.Metadata.Namespace, o.Metadata.Name ?? "", o.Metadata.Uid);
+
+    private async Task WriteAsync<T>(Func<Task<T>> write)
+    {
+        await write();
+        Interlocked.Increment(ref _writes);
+    }
+
+    /// <summary>A server-side apply body with only what this manager owns: identity, labels, owners, and one top-level field.</summary>
+    private static JsonObject ApplyBody(IKubernetesObject o, string field, object value)
+    {
+        var meta = new JsonObject { ["name"] = o.Metadata.Name };
+        if (o.Metadata.Namespace is { } ns)
+        {
+            meta["namespace"] = ns;
+        }
+        if (field == "spec" && o.Metadata.Labels is { } labels)
+        {
+            meta["labels"] = JsonSerializer.SerializeToNode(labels, KubeJson.Options);
+        }
+        if (field == "spec" && o.Metadata.OwnerReferences is { } owners)
+        {
+            meta["ownerReferences"] = JsonSerializer.SerializeToNode(owners, KubeJson.Options);
+        }
+        return new JsonObject
+        {
+            ["apiVersion"] = o.ApiVersion,
+            ["kind"] = o.Kind,
+            ["metadata"] = meta,
+            [field] = JsonSerializer.SerializeToNode(value, value.GetType(), KubeJson.Options),
+        };
+    }
+
+    private static bool Same<T>(T? a, T? b) =>
+        JsonNode.DeepEquals(JsonSerializer.SerializeToNode(a, KubeJson.Options), JsonSerializer.SerializeToNode(b, KubeJson.Options));
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "caches synced")]
+    private partial void LogSynced();
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "node {Node}: revision {Revision} with {Listeners} listeners")]
+    private partial void LogRendered(string node, long revision, int listeners);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "planned {Configs} node configs from {Mappings} mappings, {Problems} problems, in {Ms:F1} ms")]
+    private partial void LogPlanned(int configs, int mappings, int problems, double ms);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "event {Reason} not recorded: {Error}")]
+    private partial void LogEventFailed(string reason, string error);
+}

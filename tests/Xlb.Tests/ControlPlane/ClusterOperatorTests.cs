@@ -1,0 +1,305 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using Xlb.Crds;
+using Xlb.Kube;
+using Xlb.Tests.Support;
+
+namespace Xlb.Tests.ControlPlane;
+
+/// <summary>The operator in cluster mode against the API server double: real HTTP, informers, server-side apply, status.</summary>
+public sealed class ClusterOperatorTests : IAsyncLifetime
+{
+    private OperatorHarness _h = null!;
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    private const string Cluster = """
+        apiVersion: v1
+        kind: Node
+        metadata: {name: lb-1, labels: {xlb.io/lb-node: "true"}}
+        ---
+        apiVersion: v1
+        kind: Node
+        metadata: {name: lb-2, labels: {xlb.io/lb-node: "true"}}
+        ---
+        apiVersion: v1
+        kind: Node
+        metadata: {name: worker-1}
+        ---
+        apiVersion: v1
+        kind: Namespace
+        metadata: {name: demo}
+        ---
+        apiVersion: v1
+        kind: Namespace
+        metadata: {name: xlb-system}
+        ---
+        apiVersion: xlb.io/v1alpha1
+        kind: LoadBalancerPool
+        metadata: {name: demo}
+        spec:
+          blocks: [10.250.0.0/24]
+          reserved: [10.250.0.1-10.250.0.9]
+        ---
+        apiVersion: xlb.io/v1alpha1
+        kind: VipShard
+        metadata: {name: edge}
+        spec:
+          poolRef: demo
+          nodeSelector: {matchLabels: {xlb.io/lb-node: "true"}}
+          failover: {detection: {interval: 200ms, multiplier: 3}}
+        """;
+
+    private static string Mapping(string name, string backend = "endpoints: [{address: 10.201.1.2}, {address: 10.201.2.2}]", int port = 80, string vip = "Auto") => $$"""
+        apiVersion: xlb.io/v1alpha1
+        kind: PortMapping
+        metadata: {name: {{name}}, namespace: demo}
+        spec:
+          shardRef: edge
+          vip: {{vip}}
+          ports: [{name: http, port: {{port}}, targetPort: 8080}]
+          backend: { {{backend}} }
+        """;
+
+    public async ValueTask InitializeAsync()
+    {
+        _h = await OperatorHarness.StartAsync();
+        await _h.ApplyAsync(Cluster);
+    }
+
+    public async ValueTask DisposeAsync() => await _h.DisposeAsync();
+
+    private async Task<PortMapping> MappingAsync(string name) => (await _h.GetAsync<PortMapping>(KubeResource.PortMappings, "demo", name))!;
+
+    private static string? Condition(IReadOnlyList<Condition>? conditions, string type) => conditions?.FirstOrDefault(c => c.Type == type)?.Status;
+
+    private async Task<List<XlbNodeConfig>> ConfigsAsync() =>
+        [.. (await _h.Client.ListAsync<XlbNodeConfig>(KubeResource.XlbNodeConfigs, null, ct: Ct)).Items.OrderBy(c => c.Metadata.Name, StringComparer.Ordinal)];
+
+    [Fact]
+    public async Task The_examples_become_ready_with_node_configs_and_the_operator_writes_only_status_on_user_objects()
+    {
+        await _h.ApplyAsync(File.ReadAllText(Path.Combine(Examples.Dir("demo"), "30-web.yaml")));
+        _h.StartAgents("lb-1", "lb-2");
+        var (op, run, stop) = _h.StartOperator();
+
+        await Eventually.TrueAsync(() => Condition(MappingAsync("web").Result.Status?.Conditions, "Ready") == "True", "PortMapping demo/web Ready", 20);
+        var web = await MappingAsync("web");
+        Assert.Equal(["10.250.0.10"], web.Status!.Vips);
+        Assert.Equal(web.Metadata.Generation, web.Status.ObservedGeneration);
+        Assert.Equal("3/3", web.Status.Backends!.Summary);
+        Assert.All(web.Status.Nodes, n => Assert.True(n.Applied));
+        var pool = await _h.GetAsync<LoadBalancerPool>(KubeResource.LoadBalancerPools, null, "demo");
+        Assert.Equal("True", Condition(pool!.Status!.Conditions, "Ready"));
+        Assert.Equal(1, pool.Status.Allocated);
+        var shard = await _h.GetAsync<VipShard>(KubeResource.VipShards, null, "edge");
+        Assert.Equal("True", Condition(shard!.Status!.Conditions, "Ready"));
+        Assert.Equal(["lb-1", "lb-2"], shard.Status.ReadyNodes);
+
+        // One config per LB node (not for worker-1); the active and the standby both carry the listener.
+        var configs = await ConfigsAsync();
+        Assert.Equal(["lb-1", "lb-2"], configs.Select(c => c.Metadata.Name));
+        Assert.All(configs, c => Assert.Equal("demo/web/http", Assert.Single(c.Spec.Listeners).Name));
+        Assert.Equal([VipRole.Active, VipRole.Standby], configs.Select(c => c.Spec.Vips.Single().Role).Order());
+
+        // The operator's field manager owns only status on the user's objects.
+        var raw = await _h.Client.GetAsync<JsonObject>(KubeResource.PortMappings, "demo", "web", Ct);
+        var mine = raw!["metadata"]!["managedFields"]!.AsArray().Where(f => f!["manager"]!.GetValue<string>() == "xlb-operator").ToList();
+        Assert.NotEmpty(mine);
+        Assert.All(mine, f => Assert.Equal("status", f!["subresource"]?.GetValue<string>()));
+        await stop.CancelAsync();
+        await run;
+    }
+
+    [Fact]
+    public async Task An_endpoint_leaving_its_slice_updates_the_node_config_and_the_backend_counts()
+    {
+        await _h.ApplyAsync(Mapping("api", backend: "serviceRef: {name: api}"));
+        await _h.ApplyAsync("""
+            apiVersion: discovery.k8s.io/v1
+            kind: EndpointSlice
+            metadata: {name: api-x1, namespace: demo, labels: {kubernetes.io/service-name: api}}
+            addressType: IPv4
+            ports: [{name: http, port: 8080, protocol: TCP}]
+            endpoints:
+            - {addresses: [10.201.1.2], conditions: {ready: true}}
+            - {addresses: [10.201.2.2], conditions: {ready: true}}
+            - {addresses: [10.201.3.2], conditions: {ready: true}}
+            """);
+        _h.StartAgents("lb-1", "lb-2");
+        var (_, run, stop) = _h.StartOperator();
+        await Eventually.TrueAsync(() => ConfigsAsync().Result.All(c => c.Spec.Listeners.SingleOrDefault()?.Backends.Count == 3), "three backends rendered", 20);
+        var before = (await ConfigsAsync()).ToDictionary(c => c.Metadata.Name!, c => c.Spec.Revision);
+
+        // The pod behind 10.201.2.2 starts terminating, then goes.
+        var clock = Stopwatch.StartNew();
+        await _h.ApplyAsync("""
+            apiVersion: discovery.k8s.io/v1
+            kind: EndpointSlice
+            metadata: {name: api-x1, namespace: demo, labels: {kubernetes.io/service-name: api}}
+            addressType: IPv4
+            ports: [{name: http, port: 8080, protocol: TCP}]
+            endpoints:
+            - {addresses: [10.201.1.2], conditions: {ready: true}}
+            - {addresses: [10.201.2.2], conditions: {ready: false, serving: true, terminating: true}}
+            - {addresses: [10.201.3.2], conditions: {ready: true}}
+            """);
+        await Eventually.TrueAsync(() => ConfigsAsync().Result.All(c => c.Spec.Listeners.Single().Backends.Any(b => b.Draining)), "terminating endpoint rendered draining", 20);
+        Assert.All(await ConfigsAsync(), c => Assert.Equal(before[c.Metadata.Name!] + 1, c.Spec.Revision));
+        await Eventually.TrueAsync(() => MappingAsync("api").Result.Status?.Backends?.Terminating == 1, "status counts one terminating backend", 20);
+
+        await _h.ApplyAsync("""
+            apiVersion: discovery.k8s.io/v1
+            kind: EndpointSlice
+            metadata: {name: api-x1, namespace: demo, labels: {kubernetes.io/service-name: api}}
+            addressType: IPv4
+            ports: [{name: http, port: 8080, protocol: TCP}]
+            endpoints:
+            - {addresses: [10.201.1.2], conditions: {ready: true}}
+            - {addresses: [10.201.3.2], conditions: {ready: true}}
+            """);
+        await Eventually.TrueAsync(() => ConfigsAsync().Result.All(c => c.Spec.Listeners.Single().Backends.Select(b => b.Address).SequenceEqual(["10.201.1.2", "10.201.3.2"])), "endpoint removed from every node config", 20);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(20));
+        await Eventually.TrueAsync(() => MappingAsync("api").Result.Status?.Backends?.Summary == "2/2", "status counts two backends", 20);
+        await stop.CancelAsync();
+        await run;
+    }
+
+    [Fact]
+    public async Task When_the_active_nodes_lease_expires_its_vip_moves_to_the_standby_and_the_shard_says_so()
+    {
+        await _h.ApplyAsync(Mapping("web"));
+        _h.StartAgents("lb-1", "lb-2");
+        var (_, run, stop) = _h.StartOperator();
+        await Eventually.TrueAsync(() => Condition(MappingAsync("web").Result.Status?.Conditions, "Ready") == "True", "web Ready", 20);
+        var shard = (await _h.GetAsync<VipShard>(KubeResource.VipShards, null, "edge"))!;
+        var placed = Assert.Single(shard.Status!.Vips);
+        var (active, standby) = (placed.ActiveNode, placed.StandbyNode!);
+
+        _h.StopAgent(active);
+        await Eventually.TrueAsync(() => _h.GetAsync<VipShard>(KubeResource.VipShards, null, "edge").Result!.Status!.Vips.Single().ActiveNode == standby, "VIP taken over by the standby", 20);
+        shard = (await _h.GetAsync<VipShard>(KubeResource.VipShards, null, "edge"))!;
+        Assert.Equal(1, shard.Status!.Transitions);
+        Assert.Equal([standby], shard.Status.ReadyNodes);
+        var degraded = shard.Status.Conditions.Single(c => c.Type == "Degraded");
+        Assert.Equal(("True", "NodesNotReady"), (degraded.Status, degraded.Reason));
+        Assert.Contains(active, degraded.Message, StringComparison.Ordinal);
+        var configs = (await ConfigsAsync()).ToDictionary(c => c.Metadata.Name!);
+        Assert.Equal(VipRole.Active, configs[standby].Spec.Vips.Single().Role);
+        Assert.Empty(configs[active].Spec.Vips);
+        await Eventually.TrueAsync(() => MappingAsync("web").Result.Status?.ActiveNodes.SequenceEqual([standby]) == true, "PortMapping status names the new active node", 20);
+
+        var events = await _h.Client.ListAsync<JsonObject>(KubeResource.Events, "default", ct: Ct);
+        var all = await _h.Client.ListAsync<JsonObject>(KubeResource.Events, null, ct: Ct);
+        Assert.True(events.Items.Count > 0, string.Join("\n", all.Items.Select(e => e.ToJsonString())));
+        var failover = Assert.Single(events.Items, e => e["reason"]?.GetValue<string>() == "Failover");
+        Assert.Contains($"{active} → {standby}", failover["note"]!.GetValue<string>(), StringComparison.Ordinal);
+        await stop.CancelAsync();
+        await run;
+    }
+
+    [Fact]
+    public async Task A_restarted_operator_changes_no_allocation_writes_nothing_and_renders_no_new_revision()
+    {
+        foreach (var i in Enumerable.Range(0, 5))
+        {
+            await _h.ApplyAsync(Mapping($"m{i}"));
+        }
+        _h.StartAgents("lb-1", "lb-2");
+        var (first, run, stop) = _h.StartOperator();
+        await Eventually.TrueAsync(() => Enumerable.Range(0, 5).All(i => Condition(MappingAsync($"m{i}").Result.Status?.Conditions, "Ready") == "True"), "all five Ready", 20);
+        await stop.CancelAsync();
+        await run;
+        var configs = await ConfigsAsync();
+        var mappings = (await _h.Client.ListAsync<PortMapping>(KubeResource.PortMappings, "demo", ct: Ct)).Items;
+
+        var (second, run2, stop2) = _h.StartOperator();
+        await Eventually.TrueAsync(() => second.Plans >= 3, "the new operator planned a few times", 20);
+        Assert.Equal(0, second.Writes);
+        Assert.Equal(configs.Select(c => (c.Metadata.Name, c.Metadata.ResourceVersion, c.Spec.Revision)), (await ConfigsAsync()).Select(c => (c.Metadata.Name, c.Metadata.ResourceVersion, c.Spec.Revision)));
+        var after = (await _h.Client.ListAsync<PortMapping>(KubeResource.PortMappings, "demo", ct: Ct)).Items;
+        Assert.Equal(mappings.Select(m => (m.Metadata.Name, m.Metadata.ResourceVersion, m.Status!.Vips[0])), after.Select(m => (m.Metadata.Name, m.Metadata.ResourceVersion, m.Status!.Vips[0])));
+        await stop2.CancelAsync();
+        await run2;
+    }
+
+    [Fact]
+    public async Task One_broken_mapping_among_a_hundred_is_stalled_with_its_reason_and_the_99_others_are_programmed()
+    {
+        foreach (var i in Enumerable.Range(0, 100))
+        {
+            // m42 asks for an address outside the pool (CEL cannot know the pool; the operator does).
+            await _h.ApplyAsync(Mapping($"m{i:D3}", vip: i == 42 ? "192.0.2.1" : "Auto"));
+        }
+        _h.StartAgents("lb-1", "lb-2");
+        var (_, run, stop) = _h.StartOperator();
+        await Eventually.TrueAsync(() => ConfigsAsync().Result.All(c => c.Spec.Listeners.Count == 99), "99 listeners on each node", 30);
+        await Eventually.TrueAsync(() => Condition(MappingAsync("m042").Result.Status?.Conditions, "Stalled") == "True", "m042 Stalled", 20);
+        var broken = await MappingAsync("m042");
+        var stalled = broken.Status!.Conditions.Single(c => c.Type == "Stalled");
+        Assert.Equal("VipNotInPool", stalled.Reason);
+        Assert.Contains("192.0.2.1", stalled.Message, StringComparison.Ordinal);
+        Assert.Equal("False", Condition(broken.Status.Conditions, "Ready"));
+        await Eventually.TrueAsync(() => _h.Client.ListAsync<PortMapping>(KubeResource.PortMappings, "demo", ct: Ct).Result.Items.Count(m => Condition(m.Status?.Conditions, "Ready") == "True") == 99, "99 Ready", 30);
+        var events = await _h.Client.ListAsync<JsonObject>(KubeResource.Events, "demo", ct: Ct);
+        Assert.Contains(events.Items, e => e["reason"]?.GetValue<string>() == "VipNotInPool" && e["regarding"]!["name"]!.GetValue<string>() == "m042");
+        await stop.CancelAsync();
+        await run;
+    }
+
+    [Fact]
+    public async Task A_service_of_type_load_balancer_gets_an_owned_port_mapping_and_its_ingress_ip()
+    {
+        await _h.ApplyAsync("""
+            apiVersion: v1
+            kind: Service
+            metadata: {name: shop, namespace: demo, uid: svc-uid-1}
+            spec:
+              type: LoadBalancer
+              loadBalancerClass: xlb.io/xlb
+              ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]
+            ---
+            apiVersion: v1
+            kind: Service
+            metadata: {name: other-lb, namespace: demo}
+            spec:
+              type: LoadBalancer
+              loadBalancerClass: example.com/other
+              ports: [{name: http, port: 80, protocol: TCP}]
+            ---
+            apiVersion: discovery.k8s.io/v1
+            kind: EndpointSlice
+            metadata: {name: shop-1, namespace: demo, labels: {kubernetes.io/service-name: shop}}
+            addressType: IPv4
+            ports: [{name: http, port: 8080, protocol: TCP}]
+            endpoints:
+            - {addresses: [10.201.1.2], conditions: {ready: true}}
+            """);
+        _h.StartAgents("lb-1", "lb-2");
+        var (_, run, stop) = _h.StartOperator();
+        await Eventually.TrueAsync(() => _h.GetAsync<Service>(KubeResource.Services, "demo", "shop").Result?.Status?.LoadBalancer?.Ingress.Count == 1, "shop has an ingress IP", 20);
+        var shop = (await _h.GetAsync<Service>(KubeResource.Services, "demo", "shop"))!;
+        var ingress = shop.Status!.LoadBalancer!.Ingress.Single();
+        Assert.Equal(("10.250.0.10", "VIP"), (ingress.Ip, ingress.IpMode));
+        var owned = await MappingAsync("shop");
+        Assert.Equal("shop", owned.Metadata.Labels!["xlb.io/service"]);
+        Assert.Equal(("Service", "shop", true), (owned.Metadata.OwnerReferences!.Single().Kind, owned.Metadata.OwnerReferences!.Single().Name, owned.Metadata.OwnerReferences!.Single().Controller == true));
+        Assert.Equal("shop", owned.Spec.Backend.ServiceRef!.Name);
+        await Eventually.TrueAsync(() => ConfigsAsync().Result.Any(c => c.Spec.Listeners.Any(l => l.Name == "demo/shop/http" && l.Backends.Single().Port == 8080)), "listener rendered from the slice", 20);
+        Assert.Null((await _h.GetAsync<Service>(KubeResource.Services, "demo", "other-lb"))!.Status?.LoadBalancer?.Ingress.FirstOrDefault());
+        Assert.Null(await _h.GetAsync<PortMapping>(KubeResource.PortMappings, "demo", "other-lb"));
+
+        // The Service stops being a LoadBalancer: its mapping goes, and its listener with it.
+        await _h.ApplyAsync("""
+            apiVersion: v1
+            kind: Service
+            metadata: {name: shop, namespace: demo}
+            spec:
+              type: ClusterIP
+              ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]
+            """);
+        await Eventually.TrueAsync(() => _h.GetAsync<PortMapping>(KubeResource.PortMappings, "demo", "shop").Result is null, "owned mapping deleted", 20);
+        await Eventually.TrueAsync(() => ConfigsAsync().Result.All(c => c.Spec.Listeners.Count == 0), "listener gone", 20);
+        await stop.CancelAsync();
+        await run;
+    }
+}
