@@ -8,16 +8,47 @@ using Xlb.Crds.Serialization;
 using Xlb.Operator;
 
 var manifestsOption = new Option<DirectoryInfo>("--manifests") { Description = "Folder of XLB manifests (LoadBalancerPool, VipShard, PortMapping, Node)", Required = true };
-var outOption = new Option<DirectoryInfo>("--out") { Description = "Folder for node configs (<node>.yaml) and status.yaml", Required = true };
+var operatorManifestsOption = new Option<DirectoryInfo?>("--manifests") { Description = "Standalone mode: the folder of XLB manifests (LoadBalancerPool, VipShard, PortMapping, Node). Without it the operator runs against the cluster." };
+var outOption = new Option<DirectoryInfo?>("--out") { Description = "Standalone mode: folder for node configs (<node>.yaml) and status.yaml" };
 var nodeOption = new Option<string[]>("--node") { Description = "An LB node name, in addition to Node objects in the manifests", AllowMultipleArgumentsPerToken = false };
-var onceOption = new Option<bool>("--once") { Description = "Render once and exit" };
+var onceOption = new Option<bool>("--once") { Description = "Standalone mode: render once and exit" };
+var kubeconfigOption = new Option<string?>("--kubeconfig") { Description = "Cluster mode: kubeconfig file (default: $KUBECONFIG, in-cluster service account, ~/.kube/config)" };
+var leaseNamespaceOption = new Option<string>("--lease-namespace") { Description = "Cluster mode: namespace of the agents' liveness Leases and of the leader-election Lease", DefaultValueFactory = _ => "xlb-system" };
+var leaderElectOption = new Option<bool>("--leader-elect") { Description = "Cluster mode: elect one active replica through a Lease", DefaultValueFactory = _ => true };
 
-var operatorCommand = new Command("operator", "Run the operator in standalone mode: manifests folder in, node configs out") { manifestsOption, outOption, nodeOption, onceOption };
+var operatorCommand = new Command("operator", "Run the operator: against the cluster, or (--manifests) standalone from a folder") { operatorManifestsOption, outOption, nodeOption, onceOption, kubeconfigOption, leaseNamespaceOption, leaderElectOption };
 operatorCommand.SetAction(async (parse, ct) =>
 {
     using var logs = Logs();
+    if (parse.GetValue(operatorManifestsOption) is not { } manifests)
+    {
+        Xlb.Kube.KubeConnection connection;
+        try
+        {
+            connection = Xlb.Kube.KubeConfigLoader.Load(parse.GetValue(kubeconfigOption));
+        }
+        catch (Xlb.Kube.KubeConfigException e)
+        {
+            await Console.Error.WriteLineAsync($"xlb operator: no cluster to talk to: {e.Message}\n(run standalone with --manifests DIR --out DIR)");
+            return 1;
+        }
+        using var client = new Xlb.Kube.KubeClient(connection, logger: logs.CreateLogger("kube"));
+        var ns = parse.GetValue(leaseNamespaceOption)!;
+        var options = new ClusterOperatorOptions
+        {
+            AgentLeaseNamespace = ns,
+            LeaderElection = parse.GetValue(leaderElectOption) ? new Xlb.Kube.LeaderElectionOptions { Namespace = ns, LeaseName = "xlb-operator" } : null,
+        };
+        await new ClusterOperator(client, options, logs.CreateLogger<ClusterOperator>(), TimeProvider.System).RunAsync(Terminate(ct));
+        return 0;
+    }
+    if (parse.GetValue(outOption) is not { } outDir)
+    {
+        await Console.Error.WriteLineAsync("xlb operator: --manifests needs --out");
+        return 2;
+    }
     var op = new StandaloneOperator(
-        new OperatorOptions { ManifestDir = parse.GetValue(manifestsOption)!.FullName, OutputDir = parse.GetValue(outOption)!.FullName, Nodes = parse.GetValue(nodeOption) ?? [] },
+        new OperatorOptions { ManifestDir = manifests.FullName, OutputDir = outDir.FullName, Nodes = parse.GetValue(nodeOption) ?? [] },
         logs.CreateLogger<StandaloneOperator>(),
         TimeProvider.System);
     if (parse.GetValue(onceOption))

@@ -1,0 +1,231 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Xlb.ApiServerDouble;
+using Xlb.Crds;
+using Xlb.Kube;
+using Xlb.Operator.Core;
+
+// The operator at scale against the API server double: the operator runs as its own process
+// (`xlb operator --kubeconfig`), so its peak RSS is its own. Figures:
+//  - full resync: operator start → every node config rendered and every PortMapping status
+//    written, beside the reference of one pure Planner.Plan over the same objects in this process;
+//  - peak RSS of the operator process (VmHWM);
+//  - EndpointSlice change → node config carrying it, p50/p99 over N changes (watch timestamps).
+// Usage: xlb-bench-operator [mappings=10000] [endpoints=50] [changes=1000]
+var mappings = args.Length > 0 ? int.Parse(args[0], CultureInfo.InvariantCulture) : 10_000;
+var endpoints = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 50;
+var changes = args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 1_000;
+using var cancel = new CancellationTokenSource(TimeSpan.FromMinutes(20));
+var ct = cancel.Token;
+
+await using var server = await ApiServer.StartAsync();
+server.Store.RetainedEvents = 10_000;
+var types = ResourceType.Defaults.ToDictionary(t => t.Kind);
+static JsonObject Meta(string name, string? ns = null, params (string Key, string Value)[] labels)
+{
+    var meta = new JsonObject { ["name"] = name };
+    if (ns is not null)
+    {
+        meta["namespace"] = ns;
+    }
+    if (labels.Length > 0)
+    {
+        meta["labels"] = new JsonObject([.. labels.Select(l => KeyValuePair.Create(l.Key, (JsonNode?)l.Value))]);
+    }
+    return meta;
+}
+foreach (var ns in new[] { "bench", "xlb-system" })
+{
+    server.Seed(types["Namespace"], new JsonObject { ["metadata"] = Meta(ns) });
+}
+foreach (var node in new[] { "lb-1", "lb-2" })
+{
+    server.Seed(types["Node"], new JsonObject { ["metadata"] = Meta(node, null, ("xlb.io/lb-node", "true")) });
+}
+server.Seed(types["LoadBalancerPool"], new JsonObject { ["metadata"] = Meta("bench"), ["spec"] = new JsonObject { ["blocks"] = new JsonArray("10.250.0.0/16") } });
+server.Seed(types["VipShard"], new JsonObject
+{
+    ["metadata"] = Meta("edge"),
+    ["spec"] = new JsonObject { ["poolRef"] = "bench", ["nodeSelector"] = new JsonObject { ["matchLabels"] = new JsonObject { ["xlb.io/lb-node"] = "true" } } },
+});
+string Endpoint(int m, int e) => $"10.{100 + (m / 250)}.{m % 250}.{e + 1}";
+JsonObject Slice(int m, int skip = -1) => new()
+{
+    ["apiVersion"] = "discovery.k8s.io/v1",
+    ["kind"] = "EndpointSlice",
+    ["metadata"] = Meta($"svc-{m}-1", "bench", ("kubernetes.io/service-name", $"svc-{m}")),
+    ["addressType"] = "IPv4",
+    ["ports"] = new JsonArray(new JsonObject { ["name"] = "http", ["port"] = 8080, ["protocol"] = "TCP" }),
+    ["endpoints"] = new JsonArray([.. Enumerable.Range(0, endpoints).Where(e => e != skip).Select(e => (JsonNode)new JsonObject
+    {
+        ["addresses"] = new JsonArray(Endpoint(m, e)),
+        ["conditions"] = new JsonObject { ["ready"] = true },
+    })]),
+};
+var seeding = Stopwatch.StartNew();
+for (var m = 0; m < mappings; m++)
+{
+    server.Seed(types["PortMapping"], new JsonObject
+    {
+        ["metadata"] = Meta($"svc-{m}", "bench"),
+        ["spec"] = new JsonObject
+        {
+            ["shardRef"] = "edge",
+            ["ports"] = new JsonArray(new JsonObject { ["name"] = "http", ["port"] = 80, ["targetPort"] = "http" }),
+            ["backend"] = new JsonObject { ["serviceRef"] = new JsonObject { ["name"] = $"svc-{m}" } },
+        },
+    });
+    server.Seed(types["EndpointSlice"], Slice(m));
+}
+Console.WriteLine($"seeded {mappings} PortMappings with {endpoints} endpoints each in {seeding.Elapsed.TotalSeconds:F1} s");
+
+// Reference: one pure plan over the same objects, read back through the client as the operator reads them.
+using var client = new KubeClient(new KubeConnection { Server = server.Url });
+var input = new PlanInput
+{
+    Pools = (await client.ListAllAsync<LoadBalancerPool>(KubeResource.LoadBalancerPools, null, ct: ct)).Items,
+    Shards = (await client.ListAllAsync<VipShard>(KubeResource.VipShards, null, ct: ct)).Items,
+    PortMappings = (await client.ListAllAsync<PortMapping>(KubeResource.PortMappings, null, ct: ct)).Items,
+    Nodes = (await client.ListAllAsync<Node>(KubeResource.Nodes, null, ct: ct)).Items,
+    EndpointSlices = (await client.ListAllAsync<EndpointSlice>(KubeResource.EndpointSlices, null, ct: ct)).Items,
+};
+var planClock = Stopwatch.StartNew();
+var reference = Planner.Plan(input);
+var planTime = planClock.Elapsed;
+Console.WriteLine($"reference: one pure plan: {planTime.TotalMilliseconds:F0} ms ({reference.NodeConfigs.Sum(c => c.Spec.Listeners.Count)} listeners, {reference.Problems.Count} problems)");
+input = null;
+reference = null;
+
+var kubeconfig = Path.Combine(Path.GetTempPath(), $"xlb-bench-{Environment.ProcessId}.kubeconfig");
+File.WriteAllText(kubeconfig, new JsonObject
+{
+    ["apiVersion"] = "v1",
+    ["kind"] = "Config",
+    ["clusters"] = new JsonArray(new JsonObject { ["name"] = "double", ["cluster"] = new JsonObject { ["server"] = server.Url.ToString() } }),
+    ["users"] = new JsonArray(new JsonObject { ["name"] = "bench", ["user"] = new JsonObject() }),
+    ["contexts"] = new JsonArray(new JsonObject { ["name"] = "bench", ["context"] = new JsonObject { ["cluster"] = "double", ["user"] = "bench" } }),
+    ["current-context"] = "bench",
+}.ToJsonString());
+// The two LB nodes' agents are alive: their Leases are renewed while the bench runs.
+using var agents = CancellationTokenSource.CreateLinkedTokenSource(ct);
+var renewer = Task.Run(async () =>
+{
+    while (!agents.IsCancellationRequested)
+    {
+        foreach (var node in new[] { "lb-1", "lb-2" })
+        {
+            await client.ApplyAsync<JsonObject>(KubeResource.Leases, new JsonObject
+            {
+                ["apiVersion"] = "coordination.k8s.io/v1",
+                ["kind"] = "Lease",
+                ["metadata"] = Meta($"xlb-agent-{node}", "xlb-system", ("xlb.io/agent-node", node)),
+                ["spec"] = new JsonObject { ["holderIdentity"] = node, ["renewTime"] = MicroTime.Format(DateTimeOffset.UtcNow) },
+            }, "xlb-agent", force: true, ct: CancellationToken.None);
+        }
+        await Task.Delay(500, agents.Token).ContinueWith(_ => { }, TaskScheduler.Default);
+    }
+}, CancellationToken.None);
+await Task.Delay(100, ct);
+var xlb = Path.Combine(AppContext.BaseDirectory, "xlb.dll");
+using var op = Process.Start(new ProcessStartInfo("dotnet", ["exec", xlb, "operator", "--kubeconfig", kubeconfig, "--leader-elect=false"])
+{
+    RedirectStandardOutput = true,
+    RedirectStandardError = true,
+})!;
+var opOut = op.StandardOutput.ReadToEndAsync(ct);
+var opErr = op.StandardError.ReadToEndAsync(ct);
+try
+{
+    var resync = Stopwatch.StartNew();
+    async Task<bool> ConvergedAsync()
+    {
+        var configs = (await client.ListAsync<JsonObject>(KubeResource.XlbNodeConfigs, null, ct: ct)).Items;
+        if (configs.Count < 2 || configs.Any(c => c["spec"]?["listenerCount"]?.GetValue<int>() != mappings))
+        {
+            return false;
+        }
+        var page = await client.ListAllAsync<PortMapping>(KubeResource.PortMappings, "bench", ct: ct);
+        return page.Items.All(p => p.Status?.Vips.Count == 1);
+    }
+    while (!await ConvergedAsync())
+    {
+        if (op.HasExited)
+        {
+            throw new InvalidOperationException($"the operator exited with {op.ExitCode}:\n{await opOut}\n{await opErr}");
+        }
+        await Task.Delay(100, ct);
+    }
+    var resyncTime = resync.Elapsed;
+    Console.WriteLine($"full resync: {resyncTime.TotalMilliseconds:F0} ms = {resyncTime / planTime:F1} × one pure plan (target 2000 ms)");
+
+    // EndpointSlice change → node config: watch the node config of lb-1 and time each change.
+    var latencies = new List<double>();
+    var rng = new Random(7);
+    var list = await client.ListAsync<JsonObject>(KubeResource.XlbNodeConfigs, null, ct: ct);
+    var seen = new System.Collections.Concurrent.ConcurrentQueue<(DateTime At, long Revision, string Hash)>();
+    using var watchStop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+    var watcher = Task.Run(async () =>
+    {
+        try
+        {
+            await foreach (var e in client.WatchAsync<JsonObject>(KubeResource.XlbNodeConfigs, null, new WatchOptions { ResourceVersion = list.ResourceVersion, FieldSelector = "metadata.name=lb-1" }, watchStop.Token))
+            {
+                if (e.Object?["spec"] is JsonObject spec)
+                {
+                    seen.Enqueue((DateTime.UtcNow, spec["revision"]!.GetValue<long>(), spec["contentHash"]!.GetValue<string>()));
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // Done.
+        }
+    }, ct);
+    var lastRevision = list.Items.Single(c => c["metadata"]!["name"]!.GetValue<string>() == "lb-1")["spec"]!["revision"]!.GetValue<long>();
+    // Even changes take one endpoint out of a random Service's slice; odd ones put it back.
+    var m = 0;
+    var lost = 0;
+    for (var i = 0; i < changes; i++)
+    {
+        if (i % 2 == 0)
+        {
+            m = rng.Next(mappings);
+        }
+        var started = DateTime.UtcNow;
+        await client.ApplyAsync<JsonObject>(KubeResource.EndpointSlices, Slice(m, skip: i % 2 == 0 ? rng.Next(endpoints) : -1), "bench", force: true, ct: ct);
+        var deadline = Stopwatch.StartNew();
+        while (deadline.Elapsed < TimeSpan.FromSeconds(30))
+        {
+            if (seen.TryDequeue(out var update) && update.Revision > lastRevision)
+            {
+                lastRevision = update.Revision;
+                latencies.Add((update.At - started).TotalMilliseconds);
+                break;
+            }
+            await Task.Delay(1, ct);
+        }
+        lost += deadline.Elapsed >= TimeSpan.FromSeconds(30) ? 1 : 0;
+    }
+    if (lost > 0)
+    {
+        Console.WriteLine($"{lost} changes reached no node config within 30 s");
+    }
+    await watchStop.CancelAsync();
+    await watcher;
+    latencies.Sort();
+    double P(double q) => latencies[Math.Min(latencies.Count - 1, (int)(q * latencies.Count))];
+    Console.WriteLine($"EndpointSlice → node config over {latencies.Count} changes: p50 {P(0.5):F0} ms, p99 {P(0.99):F0} ms, max {latencies[^1]:F0} ms (target p99 250 ms); p99 = {P(0.99) / planTime.TotalMilliseconds:F1} × one pure plan");
+    var status = File.ReadAllLines($"/proc/{op.Id}/status");
+    var hwm = status.First(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
+    Console.WriteLine($"operator peak RSS: {long.Parse(hwm.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1024} MiB (target 300 MiB)");
+}
+finally
+{
+    await agents.CancelAsync();
+    await renewer;
+    op.Kill(entireProcessTree: true);
+    await op.WaitForExitAsync(CancellationToken.None);
+    File.Delete(kubeconfig);
+}
+return 0;
