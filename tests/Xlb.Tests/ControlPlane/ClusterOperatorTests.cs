@@ -60,6 +60,20 @@ public sealed class ClusterOperatorTests : IAsyncLifetime
           backend: { {{backend}} }
         """;
 
+    /// <summary>The one EndpointSlice of Service demo/api, with these endpoints (flow-style YAML each).</summary>
+    private static string ApiSlice(params string[] endpoints) => $$$"""
+        apiVersion: discovery.k8s.io/v1
+        kind: EndpointSlice
+        metadata: {name: api-x1, namespace: demo, labels: {kubernetes.io/service-name: api}}
+        addressType: IPv4
+        ports: [{name: http, port: 8080, protocol: TCP}]
+        endpoints: [{{{string.Join(", ", endpoints)}}}]
+        """;
+
+    private static string Up(string address) => $"{{addresses: [{address}], conditions: {{ready: true}}}}";
+
+    private static string Terminating(string address) => $"{{addresses: [{address}], conditions: {{ready: false, serving: true, terminating: true}}}}";
+
     public async ValueTask InitializeAsync()
     {
         _h = await OperatorHarness.StartAsync();
@@ -71,6 +85,13 @@ public sealed class ClusterOperatorTests : IAsyncLifetime
     private async Task<PortMapping> MappingAsync(string name) => (await _h.GetAsync<PortMapping>(KubeResource.PortMappings, "demo", name))!;
 
     private static string? Condition(IReadOnlyList<Condition>? conditions, string type) => conditions?.FirstOrDefault(c => c.Type == type)?.Status;
+
+    /// <summary>Both LB nodes have a config, and each satisfies <paramref name="check"/> (never true of an empty list).</summary>
+    private bool BothConfigs(Func<XlbNodeConfig, bool> check)
+    {
+        var configs = ConfigsAsync().Result;
+        return configs.Count == 2 && configs.All(check);
+    }
 
     private async Task<List<XlbNodeConfig>> ConfigsAsync() =>
         [.. (await _h.Client.ListAsync<XlbNodeConfig>(KubeResource.XlbNodeConfigs, null, ct: Ct)).Items.OrderBy(c => c.Metadata.Name, StringComparer.Ordinal)];
@@ -114,50 +135,21 @@ public sealed class ClusterOperatorTests : IAsyncLifetime
     public async Task An_endpoint_leaving_its_slice_updates_the_node_config_and_the_backend_counts()
     {
         await _h.ApplyAsync(Mapping("api", backend: "serviceRef: {name: api}"));
-        await _h.ApplyAsync("""
-            apiVersion: discovery.k8s.io/v1
-            kind: EndpointSlice
-            metadata: {name: api-x1, namespace: demo, labels: {kubernetes.io/service-name: api}}
-            addressType: IPv4
-            ports: [{name: http, port: 8080, protocol: TCP}]
-            endpoints:
-            - {addresses: [10.201.1.2], conditions: {ready: true}}
-            - {addresses: [10.201.2.2], conditions: {ready: true}}
-            - {addresses: [10.201.3.2], conditions: {ready: true}}
-            """);
+        await _h.ApplyAsync(ApiSlice(Up("10.201.1.2"), Up("10.201.2.2"), Up("10.201.3.2")));
         _h.StartAgents("lb-1", "lb-2");
         var (_, run, stop) = _h.StartOperator();
-        await Eventually.TrueAsync(() => ConfigsAsync().Result.All(c => c.Spec.Listeners.SingleOrDefault()?.Backends.Count == 3), "three backends rendered", 20);
+        await Eventually.TrueAsync(() => BothConfigs(c => c.Spec.Listeners.SingleOrDefault()?.Backends.Count == 3), "three backends rendered", 20);
         var before = (await ConfigsAsync()).ToDictionary(c => c.Metadata.Name!, c => c.Spec.Revision);
 
         // The pod behind 10.201.2.2 starts terminating, then goes.
         var clock = Stopwatch.StartNew();
-        await _h.ApplyAsync("""
-            apiVersion: discovery.k8s.io/v1
-            kind: EndpointSlice
-            metadata: {name: api-x1, namespace: demo, labels: {kubernetes.io/service-name: api}}
-            addressType: IPv4
-            ports: [{name: http, port: 8080, protocol: TCP}]
-            endpoints:
-            - {addresses: [10.201.1.2], conditions: {ready: true}}
-            - {addresses: [10.201.2.2], conditions: {ready: false, serving: true, terminating: true}}
-            - {addresses: [10.201.3.2], conditions: {ready: true}}
-            """);
-        await Eventually.TrueAsync(() => ConfigsAsync().Result.All(c => c.Spec.Listeners.Single().Backends.Any(b => b.Draining)), "terminating endpoint rendered draining", 20);
+        await _h.ApplyAsync(ApiSlice(Up("10.201.1.2"), Terminating("10.201.2.2"), Up("10.201.3.2")));
+        await Eventually.TrueAsync(() => BothConfigs(c => c.Spec.Listeners.Single().Backends.Any(b => b.Draining)), "terminating endpoint rendered draining", 20);
         Assert.All(await ConfigsAsync(), c => Assert.Equal(before[c.Metadata.Name!] + 1, c.Spec.Revision));
         await Eventually.TrueAsync(() => MappingAsync("api").Result.Status?.Backends?.Terminating == 1, "status counts one terminating backend", 20);
 
-        await _h.ApplyAsync("""
-            apiVersion: discovery.k8s.io/v1
-            kind: EndpointSlice
-            metadata: {name: api-x1, namespace: demo, labels: {kubernetes.io/service-name: api}}
-            addressType: IPv4
-            ports: [{name: http, port: 8080, protocol: TCP}]
-            endpoints:
-            - {addresses: [10.201.1.2], conditions: {ready: true}}
-            - {addresses: [10.201.3.2], conditions: {ready: true}}
-            """);
-        await Eventually.TrueAsync(() => ConfigsAsync().Result.All(c => c.Spec.Listeners.Single().Backends.Select(b => b.Address).SequenceEqual(["10.201.1.2", "10.201.3.2"])), "endpoint removed from every node config", 20);
+        await _h.ApplyAsync(ApiSlice(Up("10.201.1.2"), Up("10.201.3.2")));
+        await Eventually.TrueAsync(() => BothConfigs(c => c.Spec.Listeners.Single().Backends.Select(b => b.Address).SequenceEqual(["10.201.1.2", "10.201.3.2"])), "endpoint removed from every node config", 20);
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(20));
         await Eventually.TrueAsync(() => MappingAsync("api").Result.Status?.Backends?.Summary == "2/2", "status counts two backends", 20);
         await stop.CancelAsync();
@@ -232,7 +224,7 @@ public sealed class ClusterOperatorTests : IAsyncLifetime
         }
         _h.StartAgents("lb-1", "lb-2");
         var (_, run, stop) = _h.StartOperator();
-        await Eventually.TrueAsync(() => ConfigsAsync().Result.All(c => c.Spec.Listeners.Count == 99), "99 listeners on each node", 30);
+        await Eventually.TrueAsync(() => BothConfigs(c => c.Spec.Listeners.Count == 99), "99 listeners on each node", 30);
         await Eventually.TrueAsync(() => Condition(MappingAsync("m042").Result.Status?.Conditions, "Stalled") == "True", "m042 Stalled", 20);
         var broken = await MappingAsync("m042");
         var stalled = broken.Status!.Conditions.Single(c => c.Type == "Stalled");
@@ -298,7 +290,7 @@ public sealed class ClusterOperatorTests : IAsyncLifetime
               ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]
             """);
         await Eventually.TrueAsync(() => _h.GetAsync<PortMapping>(KubeResource.PortMappings, "demo", "shop").Result is null, "owned mapping deleted", 20);
-        await Eventually.TrueAsync(() => ConfigsAsync().Result.All(c => c.Spec.Listeners.Count == 0), "listener gone", 20);
+        await Eventually.TrueAsync(() => BothConfigs(c => c.Spec.Listeners.Count == 0), "listener gone", 20);
         await stop.CancelAsync();
         await run;
     }
