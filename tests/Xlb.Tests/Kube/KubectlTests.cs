@@ -80,7 +80,7 @@ public sealed class KubectlTests : IAsyncLifetime
         var listed = await KubectlAsync("get", "xlb", "-A", "-o", "name");
         Assert.Equal(["loadbalancerpool.xlb.io/demo", "portmapping.xlb.io/web", "vipshard.xlb.io/edge"],
             listed.Split('\n', StringSplitOptions.RemoveEmptyEntries).Order(StringComparer.Ordinal));
-        var yaml = await KubectlAsync("get", "pm", "web", "-n", "demo", "-o", "yaml", "--show-managed-fields");
+        var yaml = await KubectlAsync("get", "xpm", "web", "-n", "demo", "-o", "yaml", "--show-managed-fields");
         Assert.Contains("manager: kubectl", yaml, StringComparison.Ordinal);
         Assert.Contains("operation: Apply", yaml, StringComparison.Ordinal);
         Assert.Contains("shardRef: edge", yaml, StringComparison.Ordinal);
