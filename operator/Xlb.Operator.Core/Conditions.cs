@@ -39,7 +39,4 @@ public static class Conditions
         }
         return result;
     }
-
-    public static bool IsTrue(IReadOnlyList<Condition>? conditions, string type) =>
-        conditions?.Any(c => c.Type == type && c.Status == "True") == true;
 }

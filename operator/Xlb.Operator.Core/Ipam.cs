@@ -25,6 +25,7 @@ internal static class Ipam
     {
         var assigned = new Dictionary<ValidMapping, IPAddress>();
         var taken = new Dictionary<IPAddress, Holder>();
+        var groups = new Dictionary<(string Shard, string Key), IPAddress>();
         var failed = new HashSet<ValidMapping>();
         var previous = PreviousVips(input);
 
@@ -33,7 +34,7 @@ internal static class Ipam
         var held = new Dictionary<string, IPAddress>(StringComparer.Ordinal);
         foreach (var pm in input.PortMappings)
         {
-            var key = $"{pm.Metadata.Namespace ?? "default"}/{pm.Metadata.Name}";
+            var key = KeyOf(pm);
             if (!valid.Contains(key) && previous.TryGetValue(key, out var address) && !taken.ContainsKey(address))
             {
                 taken[address] = new Holder("", null);
@@ -69,6 +70,10 @@ internal static class Ipam
             if (!taken.TryGetValue(a, out var holder))
             {
                 taken[a] = holder = new Holder(m.Shard.Name, m.ShareKey);
+                if (m.ShareKey is not null)
+                {
+                    groups.TryAdd((m.Shard.Name, m.ShareKey), a);
+                }
             }
             holder.Members.Add(m);
             assigned[m] = a;
@@ -100,7 +105,7 @@ internal static class Ipam
             foreach (var m in mappings.Where(m => m.RequestedVip is null && !assigned.ContainsKey(m)))
             {
                 var pool = m.Shard.Pool;
-                if (m.ShareKey is not null && taken.FirstOrDefault(t => t.Value.ShareKey == m.ShareKey && t.Value.Shard == m.Shard.Name).Key is { } group)
+                if (m.ShareKey is not null && groups.TryGetValue((m.Shard.Name, m.ShareKey), out var group))
                 {
                     if (Conflict(m, group) is { } why)
                     {
@@ -156,7 +161,7 @@ internal static class Ipam
         {
             if (pm.Status?.Vips is [var first, ..] && IPAddress.TryParse(first, out var vip))
             {
-                result[$"{pm.Metadata.Namespace ?? "default"}/{pm.Metadata.Name}"] = vip;
+                result[KeyOf(pm)] = vip;
             }
         }
         foreach (var listener in input.Previous.Values.OrderBy(c => c.Metadata.Name, StringComparer.Ordinal).SelectMany(c => c.Spec.Listeners))

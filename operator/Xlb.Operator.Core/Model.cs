@@ -47,4 +47,6 @@ public sealed record PlanResult
     public required IReadOnlyDictionary<string, LoadBalancerPoolStatus> PoolStatuses { get; init; }
     public required IReadOnlyDictionary<string, VipShardStatus> ShardStatuses { get; init; }
     public required IReadOnlyDictionary<ObjectRef, PortMappingStatus> MappingStatuses { get; init; }
+    /// <summary>When the plan can change with no input changing: the next possible agent Lease expiry. Null: never.</summary>
+    public DateTimeOffset? NextExpiry { get; init; }
 }

@@ -30,15 +30,17 @@ public static partial class Planner
         var byShard = placements
             .GroupBy(p => p.Value.Shard)
             .ToDictionary(g => g.Key, g => (IReadOnlyList<VipPlacement>)[.. g.Select(p => p.Value.Placement).OrderBy(p => p.Address, StringComparer.Ordinal)]);
+        var problemOf = ByObject(problems);
         return new PlanResult
         {
             NodeConfigs = configs,
             Problems = problems,
             Vips = vips.Assigned.ToDictionary(v => ObjectRef.Of(v.Key.Object), v => v.Value),
             Placements = byShard,
-            PoolStatuses = PoolStatuses(input, pools, vips, problems),
-            ShardStatuses = ShardStatuses(input, shards, placements, problems),
-            MappingStatuses = MappingStatuses(input, mappings, vips, placements, configs, problems),
+            PoolStatuses = PoolStatuses(input, pools, vips, problemOf),
+            ShardStatuses = ShardStatuses(input, shards, placements, problemOf),
+            MappingStatuses = MappingStatuses(input, mappings, vips, placements, configs, problemOf),
+            NextExpiry = NextExpiry(input),
         };
     }
 
@@ -58,9 +60,12 @@ public static partial class Planner
         PortMapping Object, ResolvedShard Shard, IPAddress? RequestedVip, List<ValidPort> Ports,
         Dictionary<ValidPort, List<ResolvedBackend>> Backends, int NotReady)
     {
-        public string Key => $"{Object.Metadata.Namespace ?? "default"}/{Object.Metadata.Name}";
+        public string Key => KeyOf(Object);
         public string? ShareKey => Object.Spec.ShareKey;
     }
+
+    /// <summary>"namespace/name" of a mapping: how listeners, allocations and statuses name it.</summary>
+    internal static string KeyOf(PortMapping pm) => $"{pm.Metadata.Namespace ?? "default"}/{pm.Metadata.Name}";
 
     internal sealed record ValidPort(string Name, int Port, L4Protocol Protocol, IntOrString? TargetPort);
 
@@ -107,15 +112,29 @@ public static partial class Planner
         return blocks;
     }
 
-    /// <summary>Whether a node's agent is alive for a shard: renewed within interval × multiplier, or liveness is not tracked.</summary>
-    private static bool Alive(PlanInput input, string node, VipShard shard)
+    /// <summary>How long an agent may go without renewing its Lease before it is dead for this shard.</summary>
+    private static TimeSpan DetectionWindow(VipShard shard) => shard.Spec.Failover.Detection.Interval.Value * shard.Spec.Failover.Detection.Multiplier;
+
+    /// <summary>Whether a node's agent is alive for a shard: renewed within the detection window, or liveness is not tracked.</summary>
+    private static bool Alive(PlanInput input, string node, VipShard shard) =>
+        input.AgentRenewals is null || (input.AgentRenewals.TryGetValue(node, out var renewed) && input.Now - renewed <= DetectionWindow(shard));
+
+    /// <summary>The earliest moment after Now at which a live agent could be judged dead (no event marks it).</summary>
+    private static DateTimeOffset? NextExpiry(PlanInput input)
     {
-        if (input.AgentRenewals is null)
+        DateTimeOffset? next = null;
+        foreach (var shard in input.Shards)
         {
-            return true;
+            foreach (var renewed in input.AgentRenewals?.Values ?? [])
+            {
+                var expiry = renewed + DetectionWindow(shard);
+                if (expiry > input.Now && (next is null || expiry < next))
+                {
+                    next = expiry;
+                }
+            }
         }
-        var detection = shard.Spec.Failover.Detection;
-        return input.AgentRenewals.TryGetValue(node, out var renewed) && input.Now - renewed <= detection.Interval.Value * detection.Multiplier;
+        return next;
     }
 
     private static Dictionary<string, ResolvedShard> ResolveShards(PlanInput input, Dictionary<string, ResolvedPool> pools, List<Problem> problems)

@@ -8,10 +8,15 @@ namespace Xlb.Operator.Core;
 
 public static partial class Planner
 {
-    private static Problem? ProblemOf(List<Problem> problems, IKubernetesObject o)
+    /// <summary>The first problem of each object (the one its conditions report).</summary>
+    private static Dictionary<ObjectRef, Problem> ByObject(List<Problem> problems)
     {
-        var self = ObjectRef.Of(o);
-        return problems.FirstOrDefault(p => p.Object == self);
+        var result = new Dictionary<ObjectRef, Problem>();
+        foreach (var p in problems)
+        {
+            result.TryAdd(p.Object, p);
+        }
+        return result;
     }
 
     /// <summary>Ready/Stalled/Reconciling for an object that is either fine or has a problem (kstatus: Stalled is abnormal-true).</summary>
@@ -22,7 +27,7 @@ public static partial class Planner
         Make(Reconciling, false, problem?.Reason ?? readyReason, "", generation),
     ];
 
-    private static Dictionary<string, LoadBalancerPoolStatus> PoolStatuses(PlanInput input, Dictionary<string, ResolvedPool> pools, Ipam.Result vips, List<Problem> problems)
+    private static Dictionary<string, LoadBalancerPoolStatus> PoolStatuses(PlanInput input, Dictionary<string, ResolvedPool> pools, Ipam.Result vips, Dictionary<ObjectRef, Problem> problems)
     {
         var result = new Dictionary<string, LoadBalancerPoolStatus>(StringComparer.Ordinal);
         var addresses = vips.Assigned.Values.Concat(vips.Held.Values).Distinct().ToList();
@@ -30,7 +35,7 @@ public static partial class Planner
         {
             var name = pool.Metadata.Name ?? "";
             var generation = pool.Metadata.Generation;
-            var problem = ProblemOf(problems, pool);
+            var problem = problems.GetValueOrDefault(ObjectRef.Of(pool));
             if (!pools.TryGetValue(name, out var resolved))
             {
                 result[name] = new LoadBalancerPoolStatus { ObservedGeneration = generation, Conditions = Merge(pool.Status?.Conditions, [.. Verdict(problem, generation, "", ""), Make(Exhausted, false, problem!.Reason, "", generation)], input.Now) };
@@ -68,14 +73,14 @@ public static partial class Planner
         return result;
     }
 
-    private static Dictionary<string, VipShardStatus> ShardStatuses(PlanInput input, Dictionary<string, ResolvedShard> shards, Dictionary<IPAddress, PlacedVip> placements, List<Problem> problems)
+    private static Dictionary<string, VipShardStatus> ShardStatuses(PlanInput input, Dictionary<string, ResolvedShard> shards, Dictionary<IPAddress, PlacedVip> placements, Dictionary<ObjectRef, Problem> problems)
     {
         var result = new Dictionary<string, VipShardStatus>(StringComparer.Ordinal);
         foreach (var shard in input.Shards)
         {
             var name = shard.Metadata.Name ?? "";
             var generation = shard.Metadata.Generation;
-            var problem = ProblemOf(problems, shard);
+            var problem = problems.GetValueOrDefault(ObjectRef.Of(shard));
             var placed = placements.Values.Where(p => p.Shard == name).Select(p => p.Placement).OrderBy(p => p.Address, StringComparer.Ordinal).ToList();
             var moved = placements.Values.Count(p => p.Shard == name && p.PreviousActive is not null && p.PreviousActive != p.Placement.ActiveNode);
             var ready = shards.TryGetValue(name, out var resolved) ? resolved.Ready : [];
@@ -107,7 +112,7 @@ public static partial class Planner
 
     private static Dictionary<ObjectRef, PortMappingStatus> MappingStatuses(
         PlanInput input, List<ValidMapping> mappings, Ipam.Result vips, Dictionary<IPAddress, PlacedVip> placements,
-        List<XlbNodeConfig> configs, List<Problem> problems)
+        List<XlbNodeConfig> configs, Dictionary<ObjectRef, Problem> problems)
     {
         var result = new Dictionary<ObjectRef, PortMappingStatus>();
         var byObject = new Dictionary<PortMapping, ValidMapping>(ReferenceEqualityComparer.Instance);
@@ -121,8 +126,8 @@ public static partial class Planner
         {
             var self = ObjectRef.Of(pm);
             var generation = pm.Metadata.Generation;
-            var problem = ProblemOf(problems, pm);
-            var key = $"{pm.Metadata.Namespace ?? "default"}/{pm.Metadata.Name}";
+            var problem = problems.GetValueOrDefault(self);
+            var key = KeyOf(pm);
             var m = byObject.GetValueOrDefault(pm);
             IPAddress? vip = m is not null && vips.Assigned.TryGetValue(m, out var a) ? a : vips.Held.GetValueOrDefault(key);
             if (m is null || vip is null)

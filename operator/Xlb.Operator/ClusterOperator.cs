@@ -163,6 +163,7 @@ public sealed partial class ClusterOperator
 
         // Services of type LoadBalancer: their PortMappings, applied when they differ; used in this plan at once.
         var owned = ServiceMappings.Desired(services, shards, cached);
+        var ownedKeys = owned.Mappings.Select(m => Informer<PortMapping>.KeyOf(m.Metadata)).ToHashSet(StringComparer.Ordinal);
         var mappings = cached.Where(m => !ServiceMappings.IsOwned(m)).ToList();
         foreach (var desired in owned.Mappings)
         {
@@ -173,7 +174,7 @@ public sealed partial class ClusterOperator
             }
             mappings.Add(live is null ? desired : live with { Spec = desired.Spec });
         }
-        foreach (var stale in cached.Where(m => ServiceMappings.IsOwned(m) && !owned.Mappings.Any(d => d.Metadata.Namespace == m.Metadata.Namespace && d.Metadata.Name == m.Metadata.Name)))
+        foreach (var stale in cached.Where(m => ServiceMappings.IsOwned(m) && !ownedKeys.Contains(Informer<PortMapping>.KeyOf(m.Metadata))))
         {
             await WriteAsync(() => _client.DeleteAsync(KubeResource.PortMappings, stale.Metadata.Namespace, stale.Metadata.Name!, stale.Metadata.Uid, ct: ct));
         }
@@ -211,10 +212,11 @@ public sealed partial class ClusterOperator
         }
 
         await WriteStatusesAsync(plan, pools, shards, mappings, ct);
-        await WriteServiceStatusesAsync(services, plan, owned, ct);
+        await WriteServiceStatusesAsync(services, plan, ownedKeys, ct);
         await ReportAsync(plan, pools, shards, mappings, owned.Problems, ct);
         LogPlanned(plan.NodeConfigs.Count, mappings.Count, plan.Problems.Count, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
-        return ReconcileResult.After(NextCheck(renewals, shards, now));
+        var untilExpiry = plan.NextExpiry is { } expiry ? expiry - now + TimeSpan.FromMilliseconds(20) : _options.Resync;
+        return ReconcileResult.After(untilExpiry < _options.Resync ? untilExpiry : _options.Resync);
     }
 
     private Dictionary<string, DateTimeOffset> AgentRenewals()
@@ -231,25 +233,6 @@ public sealed partial class ClusterOperator
             }
         }
         return result;
-    }
-
-    /// <summary>The next moment an agent Lease can expire (no event marks it), or the resync period.</summary>
-    private TimeSpan NextCheck(Dictionary<string, DateTimeOffset> renewals, IReadOnlyList<VipShard> shards, DateTimeOffset now)
-    {
-        var next = _options.Resync;
-        foreach (var shard in shards)
-        {
-            var window = shard.Spec.Failover.Detection.Interval.Value * shard.Spec.Failover.Detection.Multiplier;
-            foreach (var renewed in renewals.Values)
-            {
-                var left = renewed + window - now;
-                if (left > TimeSpan.Zero && left < next)
-                {
-                    next = left;
-                }
-            }
-        }
-        return next + TimeSpan.FromMilliseconds(20);
     }
 
     private async Task WriteStatusesAsync(PlanResult plan, IReadOnlyList<LoadBalancerPool> pools, IReadOnlyList<VipShard> shards, List<PortMapping> mappings, CancellationToken ct)
@@ -277,12 +260,14 @@ public sealed partial class ClusterOperator
         }
     }
 
-    private async Task WriteServiceStatusesAsync(IReadOnlyList<Service> services, PlanResult plan, ServiceMappings.Outcome owned, CancellationToken ct)
+    private async Task WriteServiceStatusesAsync(IReadOnlyList<Service> services, PlanResult plan, HashSet<string> owned, CancellationToken ct)
     {
         foreach (var svc in services.Where(ServiceMappings.IsOurs))
         {
-            var mapping = owned.Mappings.FirstOrDefault(m => m.Metadata.Namespace == svc.Metadata.Namespace && m.Metadata.Name == svc.Metadata.Name);
-            var status = mapping is null ? null : plan.MappingStatuses.GetValueOrDefault(ObjectRef.Of(mapping));
+            // An owned PortMapping has its Service's namespace and name.
+            var status = owned.Contains(Informer<Service>.KeyOf(svc.Metadata))
+                ? plan.MappingStatuses.GetValueOrDefault(new ObjectRef(PortMapping.KindName, svc.Metadata.Namespace, svc.Metadata.Name ?? ""))
+                : null;
             var ingress = ServiceMappings.Ingress(status);
             if (Same(svc.Status?.LoadBalancer ?? new LoadBalancerStatus(), ingress))
             {

@@ -103,13 +103,9 @@ public sealed class OperatorHarness : IAsyncDisposable
 
     private async Task RenewAsync(string node)
     {
-        var lease = new JsonObject
-        {
-            ["apiVersion"] = "coordination.k8s.io/v1",
-            ["kind"] = "Lease",
-            ["metadata"] = new JsonObject { ["name"] = $"xlb-agent-{node}", ["namespace"] = LeaseNs, ["labels"] = new JsonObject { [ClusterOperator.AgentNodeLabel] = node } },
-            ["spec"] = new JsonObject { ["holderIdentity"] = node, ["leaseDurationSeconds"] = 1, ["renewTime"] = MicroTime.Format(DateTimeOffset.UtcNow) },
-        };
+        var lease = Kube.Leases.Of(LeaseNs, $"xlb-agent-{node}", node, new() { [ClusterOperator.AgentNodeLabel] = node });
+        lease["spec"]!["leaseDurationSeconds"] = 1;
+        lease["spec"]!["renewTime"] = MicroTime.Format(DateTimeOffset.UtcNow);
         try
         {
             await Client.ApplyAsync<JsonObject>(KubeResource.Leases, lease, "xlb-agent", force: true, ct: _stop.Token);
