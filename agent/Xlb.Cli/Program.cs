@@ -59,7 +59,9 @@ operatorCommand.SetAction(async (parse, ct) =>
     return 0;
 });
 
-var nodeConfigOption = new Option<FileInfo>("--node-config") { Description = "The XlbNodeConfig file this agent applies", Required = true };
+var nodeConfigOption = new Option<FileInfo?>("--node-config") { Description = "Standalone mode: the XlbNodeConfig file this agent applies. Without it the agent runs against the cluster" };
+var agentNodeOption = new Option<string?>("--node") { Description = "Cluster mode: this node's name (default: $NODE_NAME); the agent applies the XlbNodeConfig of that name", DefaultValueFactory = _ => Environment.GetEnvironmentVariable("NODE_NAME") };
+var leaseRenewOption = new Option<double>("--lease-renew") { Description = "Cluster mode: seconds between renewals of the node's liveness Lease (keep it well inside the shards' detection window)", DefaultValueFactory = _ => 0.5 };
 var interfaceOption = new Option<string[]>("--interface") { Description = "An interface to attach XDP to (repeat for several)", Required = true };
 var statusOption = new Option<FileInfo?>("--status") { Description = "Where to write the agent's status (default: <node-config>.status.yaml)" };
 var genericOption = new Option<bool>("--allow-generic-xdp") { Description = "Fall back to generic XDP where the driver has no native XDP" };
@@ -72,7 +74,7 @@ var shutdownFileOption = new Option<FileInfo?>("--shutdown-file") { Description 
 var listenOption = new Option<string?>("--listen") { Description = "ADDRESS:PORT for /healthz, /readyz and /metrics (e.g. 0.0.0.0:9470)" };
 var natPortsOption = new Option<string>("--nat-ports") { Description = "FullNAT source-port range toward backends, MIN-MAX", DefaultValueFactory = _ => "40000-59999" };
 
-var agentCommand = new Command("agent", "Run the node agent in standalone mode: apply a node config file to XDP") { nodeConfigOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, bpffsOption, instanceOption, detachOption, shutdownTimeoutOption, shutdownFileOption, listenOption };
+var agentCommand = new Command("agent", "Run the node agent: apply this node's XlbNodeConfig (from the cluster, or --node-config FILE) to XDP") { nodeConfigOption, agentNodeOption, kubeconfigOption, leaseNamespaceOption, leaseRenewOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, bpffsOption, instanceOption, detachOption, shutdownTimeoutOption, shutdownFileOption, listenOption };
 agentCommand.SetAction(async (parse, ct) =>
 {
     using var logs = Logs();
@@ -84,7 +86,7 @@ agentCommand.SetAction(async (parse, ct) =>
     }
     var options = new AgentOptions
     {
-        NodeConfigPath = parse.GetValue(nodeConfigOption)!.FullName,
+        NodeConfigPath = parse.GetValue(nodeConfigOption)?.FullName,
         StatusPath = parse.GetValue(statusOption)?.FullName,
         Interfaces = parse.GetValue(interfaceOption)!,
         AllowGenericXdp = parse.GetValue(genericOption),
@@ -108,11 +110,39 @@ agentCommand.SetAction(async (parse, ct) =>
         }
         options = options with { HealthListen = endpoint };
     }
-    var log = logs.CreateLogger<StandaloneAgent>();
+    Xlb.Kube.KubeClient? client = null;
+    if (options.NodeConfigPath is null)
+    {
+        if (parse.GetValue(agentNodeOption) is not { Length: > 0 } node)
+        {
+            await Console.Error.WriteLineAsync("xlb agent: cluster mode needs the node's name: --node NAME or $NODE_NAME (or run standalone with --node-config FILE)");
+            return 2;
+        }
+        try
+        {
+            client = new Xlb.Kube.KubeClient(Xlb.Kube.KubeConfigLoader.Load(parse.GetValue(kubeconfigOption)), logger: logs.CreateLogger("kube"));
+        }
+        catch (Xlb.Kube.KubeConfigException e)
+        {
+            await Console.Error.WriteLineAsync($"xlb agent: no cluster to talk to: {e.Message}\n(run standalone with --node-config FILE)");
+            return 1;
+        }
+        options = options with
+        {
+            Cluster = new ClusterAgentOptions
+            {
+                NodeName = node,
+                LeaseNamespace = parse.GetValue(leaseNamespaceOption)!,
+                LeaseRenewInterval = TimeSpan.FromSeconds(Math.Clamp(parse.GetValue(leaseRenewOption), 0.05, 60)),
+            },
+        };
+    }
+    using var owned = client;
+    var log = logs.CreateLogger<NodeAgent>();
     try
     {
         Xlb.Agent.Bpf.Bpffs.Ensure(parse.GetValue(bpffsOption)!);
-        await new StandaloneAgent(options, log, TimeProvider.System).RunAsync(Terminate(ct));
+        await new NodeAgent(options, log, TimeProvider.System, client).RunAsync(Terminate(ct));
         return 0;
     }
     catch (Exception e) when (e is Xlb.Agent.Bpf.BpfException or FileNotFoundException)

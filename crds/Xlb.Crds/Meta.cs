@@ -8,6 +8,8 @@ public static class XlbApi
     public const string Group = "xlb.io";
     public const string Version = "v1alpha1";
     public const string ApiVersion = Group + "/" + Version;
+    /// <summary>Label of the agents' liveness Leases (xlb-agent-NODE): the node the agent runs on.</summary>
+    public const string AgentNodeLabel = "xlb.io/agent-node";
 }
 
 /// <summary>Kubernetes object metadata: the subset XLB reads and writes.</summary>

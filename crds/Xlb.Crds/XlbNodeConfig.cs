@@ -41,6 +41,59 @@ public sealed record XlbNodeConfigSpec
     public List<NodeVip> Vips { get; init; } = [];
     /// <summary>Every VIP:port this node forwards, with its backends.</summary>
     public List<Listener> Listeners { get; init; } = [];
+    /// <summary>
+    /// Set when the config is too large for one object: the VIPs and listeners then live in these
+    /// XlbNodeConfigChunks (vips and listeners above are empty), and the agent applies the
+    /// revision only when it holds every chunk listed, each with the listed hash.
+    /// </summary>
+    [ListMap("name")]
+    public List<ChunkRef> Chunks { get; init; } = [];
+    /// <summary>With chunks: how many hash buckets the content is spread over (chunks are the non-empty ones). Kept steady so chunks do not reshuffle.</summary>
+    public int ChunkBuckets { get; init; }
+}
+
+/// <summary>One chunk of a node config.</summary>
+public sealed record ChunkRef
+{
+    /// <summary>The XlbNodeConfigChunk's name: node name and content hash, so a chunk never changes once written.</summary>
+    public required string Name { get; init; }
+    /// <summary>SHA-256 of the chunk's content, lower-case hex.</summary>
+    public required string Hash { get; init; }
+}
+
+/// <summary>
+/// A part of a large XlbNodeConfig (every object must stay under the API server's size limit).
+/// Content-addressed: the name carries the hash, a chunk is written once and never changed, and the
+/// operator deletes it when no node config lists it any more. Written by the operator only.
+/// </summary>
+[Crd("xlbnodeconfigchunks", CrdScope.Cluster, ShortNames = ["xncc"])]
+[PrinterColumn("Node", "string", ".spec.nodeName")]
+[PrinterColumn("Listeners", "integer", ".spec.listenerCount")]
+[PrinterColumn("Age", "date", ".metadata.creationTimestamp")]
+public sealed record XlbNodeConfigChunk : IKubernetesObject
+{
+    public const string KindName = "XlbNodeConfigChunk";
+    /// <summary>Label naming the node a chunk belongs to (agents select their chunks by it).</summary>
+    public const string NodeLabel = "xlb.io/node";
+    public string ApiVersion { get; init; } = XlbApi.ApiVersion;
+    public string Kind { get; init; } = KindName;
+    public required ObjectMeta Metadata { get; init; }
+    public required XlbNodeConfigChunkSpec Spec { get; init; }
+}
+
+/// <summary>Some of a node's VIPs and listeners.</summary>
+public sealed record XlbNodeConfigChunkSpec
+{
+    /// <summary>The node this chunk is for.</summary>
+    public required string NodeName { get; init; }
+    /// <summary>SHA-256 of the content (VIPs and listeners), lower-case hex.</summary>
+    public required string Hash { get; init; }
+    /// <summary>Number of listeners, for kubectl get.</summary>
+    public int ListenerCount { get; init; }
+    /// <summary>Some of the node's VIPs.</summary>
+    public List<NodeVip> Vips { get; init; } = [];
+    /// <summary>Some of the node's listeners.</summary>
+    public List<Listener> Listeners { get; init; } = [];
 }
 
 [System.Text.Json.Serialization.JsonConverter(typeof(System.Text.Json.Serialization.JsonStringEnumConverter<VipRole>))]

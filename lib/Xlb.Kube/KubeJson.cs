@@ -40,3 +40,11 @@ public sealed record KubeObject : IKubernetesObject
     [JsonExtensionData]
     public Dictionary<string, JsonElement> Fields { get; init; } = [];
 }
+
+/// <summary>An object's identity and metadata only: for caches that must know what exists, not what it holds.</summary>
+public sealed record PartialObject : IKubernetesObject
+{
+    public string ApiVersion { get; init; } = "";
+    public string Kind { get; init; } = "";
+    public ObjectMeta Metadata { get; init; } = new();
+}

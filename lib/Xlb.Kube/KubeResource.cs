@@ -38,4 +38,5 @@ public sealed record KubeResource(string Group, string Version, string Plural, s
     public static KubeResource VipShards { get; } = new(XlbApi.Group, XlbApi.Version, "vipshards", "VipShard", false);
     public static KubeResource PortMappings { get; } = new(XlbApi.Group, XlbApi.Version, "portmappings", "PortMapping", true);
     public static KubeResource XlbNodeConfigs { get; } = new(XlbApi.Group, XlbApi.Version, "xlbnodeconfigs", "XlbNodeConfig", false);
+    public static KubeResource XlbNodeConfigChunks { get; } = new(XlbApi.Group, XlbApi.Version, "xlbnodeconfigchunks", "XlbNodeConfigChunk", false);
 }

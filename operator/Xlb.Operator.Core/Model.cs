@@ -34,11 +34,18 @@ public sealed record PlanInput
     public IReadOnlyDictionary<string, DateTimeOffset>? AgentRenewals { get; init; }
     /// <summary>The time of this plan: lease expiry and condition transition times are measured against it.</summary>
     public DateTimeOffset Now { get; init; }
+    /// <summary>
+    /// Node content larger than this (bytes of JSON) is split into XlbNodeConfigChunks. Null: never
+    /// split (standalone mode writes files, which have no size limit).
+    /// </summary>
+    public long? ChunkLimit { get; init; }
 }
 
 public sealed record PlanResult
 {
     public required IReadOnlyList<XlbNodeConfig> NodeConfigs { get; init; }
+    /// <summary>The chunks the node configs list (empty when every config fits inline).</summary>
+    public IReadOnlyList<XlbNodeConfigChunk> Chunks { get; init; } = [];
     public required IReadOnlyList<Problem> Problems { get; init; }
     public required IReadOnlyDictionary<ObjectRef, IPAddress> Vips { get; init; }
     /// <summary>Per shard, where each VIP is served.</summary>

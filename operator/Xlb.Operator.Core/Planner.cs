@@ -2,7 +2,6 @@ using System.Globalization;
 using System.Net;
 using System.Numerics;
 using System.Security.Cryptography;
-using System.Text.Json;
 using Xlb.Crds;
 using Xlb.Crds.Serialization;
 
@@ -26,7 +25,7 @@ public static partial class Planner
         var mappings = ValidateMappings(input, shards, problems);
         var vips = Ipam.Allocate(mappings, input, problems);
         var placements = Place(vips, mappings, input.Previous);
-        var configs = Render(shards, mappings, vips, placements, input.Previous);
+        var (configs, chunks) = Render(shards, mappings, vips, placements, input.Previous, input.ChunkLimit);
         var byShard = placements
             .GroupBy(p => p.Value.Shard)
             .ToDictionary(g => g.Key, g => (IReadOnlyList<VipPlacement>)[.. g.Select(p => p.Value.Placement).OrderBy(p => p.Address, StringComparer.Ordinal)]);
@@ -34,6 +33,7 @@ public static partial class Planner
         return new PlanResult
         {
             NodeConfigs = configs,
+            Chunks = chunks,
             Problems = problems,
             Vips = vips.Assigned.ToDictionary(v => ObjectRef.Of(v.Key.Object), v => v.Value),
             Placements = byShard,
@@ -376,9 +376,9 @@ public static partial class Planner
     }
 
     /// <summary>One config per LB node (every node some shard selects), also when it serves nothing.</summary>
-    private static List<XlbNodeConfig> Render(
+    private static (List<XlbNodeConfig> Configs, List<XlbNodeConfigChunk> Chunks) Render(
         Dictionary<string, ResolvedShard> shards, List<ValidMapping> mappings, Ipam.Result vips,
-        Dictionary<IPAddress, PlacedVip> placements, IReadOnlyDictionary<string, XlbNodeConfig> previous)
+        Dictionary<IPAddress, PlacedVip> placements, IReadOnlyDictionary<string, XlbNodeConfig> previous, long? chunkLimit)
     {
         var byNode = new Dictionary<string, List<(IPAddress Vip, PlacedVip Placed)>>(StringComparer.Ordinal);
         foreach (var node in shards.Values.SelectMany(s => s.Selected))
@@ -397,6 +397,7 @@ public static partial class Planner
         }
         var byVip = mappings.Where(vips.Assigned.ContainsKey).GroupBy(m => vips.Assigned[m]).ToDictionary(g => g.Key, g => g.ToList());
         var configs = new List<XlbNodeConfig>();
+        var chunks = new List<XlbNodeConfigChunk>();
         foreach (var (nodeName, roles) in byNode.OrderBy(n => n.Key, StringComparer.Ordinal))
         {
             var nodeVips = roles
@@ -409,13 +410,27 @@ public static partial class Planner
                 .SelectMany(m => m.Ports.Select(p => Listener(m, p, vips.Assigned[m], nodeName)))
                 .OrderBy(l => l.Name, StringComparer.Ordinal)
                 .ToList();
-            var spec = new XlbNodeConfigSpec { NodeName = nodeName, Vips = nodeVips, Listeners = listeners, VipCount = nodeVips.Count, ListenerCount = listeners.Count };
-            var hash = ContentHash(spec);
+            var vipItems = nodeVips.Select(v => new Chunking.Item(v.Address, v, null, NodeConfigContent.Bytes(v))).ToList();
+            var listenerItems = listeners.Select(l => new Chunking.Item(Chunking.MappingOf(l.Name), null, l, NodeConfigContent.Bytes(l))).ToList();
             previous.TryGetValue(nodeName, out var before);
+            var split = chunkLimit is { } limit ? Chunking.Split(nodeName, vipItems, listenerItems, limit, before?.Spec.ChunkBuckets ?? 0) : null;
+            var spec = new XlbNodeConfigSpec { NodeName = nodeName, VipCount = nodeVips.Count, ListenerCount = listeners.Count };
+            string hash;
+            if (split is null)
+            {
+                hash = NodeConfigContent.Hash(vipItems.Concat(listenerItems).Select(i => i.Bytes));
+                spec = spec with { Vips = nodeVips, Listeners = listeners };
+            }
+            else
+            {
+                hash = split.ContentHash;
+                spec = spec with { Chunks = split.Refs, ChunkBuckets = split.Buckets };
+                chunks.AddRange(split.Chunks);
+            }
             var revision = before is null ? 1 : before.Spec.ContentHash == hash ? before.Spec.Revision : before.Spec.Revision + 1;
             configs.Add(new XlbNodeConfig { Metadata = new ObjectMeta { Name = nodeName }, Spec = spec with { Revision = revision, ContentHash = hash } });
         }
-        return configs;
+        return (configs, chunks);
     }
 
     private static Listener Listener(ValidMapping m, ValidPort p, IPAddress vip, string node)
@@ -440,13 +455,6 @@ public static partial class Planner
                 .OrderBy(b => b.Address, StringComparer.Ordinal).ThenBy(b => b.Port)],
             HealthCheck = spec.HealthCheck,
         };
-    }
-
-    /// <summary>SHA-256 of the content only (revision and hash fields are zeroed), lower-case hex.</summary>
-    public static string ContentHash(XlbNodeConfigSpec spec)
-    {
-        var bytes = JsonSerializer.SerializeToUtf8Bytes(spec with { Revision = 0, ContentHash = "" }, XlbJson.Info<XlbNodeConfigSpec>());
-        return Convert.ToHexStringLower(SHA256.HashData(bytes));
     }
 
     internal static long Saturate(BigInteger n) => n > long.MaxValue ? long.MaxValue : (long)n;

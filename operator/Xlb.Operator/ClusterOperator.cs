@@ -19,6 +19,8 @@ public sealed record ClusterOperatorOptions
     /// <summary>A full re-plan at least this often, whatever the events say (level-triggered healing).</summary>
     public TimeSpan Resync { get; init; } = TimeSpan.FromSeconds(30);
     public InformerOptions Informers { get; init; } = new();
+    /// <summary>Node content above this many bytes of JSON goes into XlbNodeConfigChunks (every object must stay under the API server's limit, about 1.5 MiB).</summary>
+    public long ChunkLimit { get; init; } = 512 * 1024;
 }
 
 /// <summary>
@@ -30,7 +32,7 @@ public sealed record ClusterOperatorOptions
 /// </summary>
 public sealed partial class ClusterOperator
 {
-    public const string AgentNodeLabel = "xlb.io/agent-node";
+    public const string AgentNodeLabel = XlbApi.AgentNodeLabel;
     private const string PlanKey = "plan";
 
     private readonly KubeClient _client;
@@ -47,6 +49,7 @@ public sealed partial class ClusterOperator
     private readonly Informer<Service> _services;
     private readonly Informer<EndpointSlice> _slices;
     private readonly Informer<KubeObject> _leases;
+    private readonly Informer<PartialObject> _chunks;
     private readonly HashSet<string> _reported = new(StringComparer.Ordinal);
     private WorkQueue? _queue;
     private long _plans;
@@ -69,6 +72,8 @@ public sealed partial class ClusterOperator
         _services = Watch(new Informer<Service>(client, KubeResource.Services, null, io, log));
         _slices = Watch(new Informer<EndpointSlice>(client, KubeResource.EndpointSlices, null, io with { LabelSelector = EndpointSlice.ServiceNameLabel }, log));
         _leases = Watch(new Informer<KubeObject>(client, KubeResource.Leases, options.AgentLeaseNamespace, io with { LabelSelector = AgentNodeLabel }, log));
+        // Chunks by name only: their content is ours and content-addressed, so existence is all there is to know.
+        _chunks = Watch(new Informer<PartialObject>(client, KubeResource.XlbNodeConfigChunks, null, io with { LabelSelector = XlbNodeConfigChunk.NodeLabel }, log));
     }
 
     /// <summary>Plans run (each one a full reconcile).</summary>
@@ -92,12 +97,13 @@ public sealed partial class ClusterOperator
         Task[] informers =
         [
             Run(_pools), Run(_shards), Run(_mappings), Run(_configs), Run(_nodes),
-            Run(_namespaces), Run(_services), Run(_slices), Run(_leases),
+            Run(_namespaces), Run(_services), Run(_slices), Run(_leases), Run(_chunks),
         ];
         try
         {
             await Task.WhenAll(_pools.WaitForSyncAsync(ct), _shards.WaitForSyncAsync(ct), _mappings.WaitForSyncAsync(ct), _configs.WaitForSyncAsync(ct),
-                _nodes.WaitForSyncAsync(ct), _namespaces.WaitForSyncAsync(ct), _services.WaitForSyncAsync(ct), _slices.WaitForSyncAsync(ct), _leases.WaitForSyncAsync(ct));
+                _nodes.WaitForSyncAsync(ct), _namespaces.WaitForSyncAsync(ct), _services.WaitForSyncAsync(ct), _slices.WaitForSyncAsync(ct), _leases.WaitForSyncAsync(ct),
+                _chunks.WaitForSyncAsync(ct));
             Synced = true;
             LogSynced();
             if (_options.LeaderElection is { } election)
@@ -193,22 +199,37 @@ public sealed partial class ClusterOperator
             Previous = previous,
             AgentRenewals = renewals,
             Now = now,
+            ChunkLimit = _options.ChunkLimit,
         });
         Interlocked.Increment(ref _plans);
         LastPlan = plan;
 
+        // Chunks first, heads after: an agent that sees a new head finds its chunks already there.
+        foreach (var chunk in plan.Chunks)
+        {
+            if (_chunks.Get(chunk.Metadata.Name!) is null)
+            {
+                await WriteAsync(() => _client.ApplyAsync<JsonObject>(KubeResource.XlbNodeConfigChunks, ApplyBody(chunk, "spec", chunk.Spec), _options.FieldManager, force: true, ct: ct));
+            }
+        }
         foreach (var config in plan.NodeConfigs)
         {
             if (!previous.TryGetValue(config.Metadata.Name!, out var live) || live.Spec.ContentHash != config.Spec.ContentHash || live.Spec.Revision != config.Spec.Revision)
             {
                 var body = ApplyBody(config with { Metadata = config.Metadata with { Labels = new() { [ServiceMappings.ManagedByLabel] = ServiceMappings.ManagedBy } } }, "spec", config.Spec);
                 await WriteAsync(() => _client.ApplyAsync<JsonObject>(KubeResource.XlbNodeConfigs, body, _options.FieldManager, force: true, ct: ct));
-                LogRendered(config.Spec.NodeName, config.Spec.Revision, config.Spec.Listeners.Count);
+                LogRendered(config.Spec.NodeName, config.Spec.Revision, config.Spec.ListenerCount, config.Spec.Chunks.Count);
             }
         }
         foreach (var gone in previous.Values.Where(c => plan.NodeConfigs.All(p => p.Metadata.Name != c.Metadata.Name) && c.Metadata.Labels?.GetValueOrDefault(ServiceMappings.ManagedByLabel) == ServiceMappings.ManagedBy))
         {
             await WriteAsync(() => _client.DeleteAsync(KubeResource.XlbNodeConfigs, null, gone.Metadata.Name!, ct: ct));
+        }
+        // Chunks no head lists any more. An agent still assembling an older revision waits for the new head.
+        var listed = plan.Chunks.Select(c => c.Metadata.Name!).ToHashSet(StringComparer.Ordinal);
+        foreach (var stale in _chunks.List().Where(c => !listed.Contains(c.Metadata.Name!)))
+        {
+            await WriteAsync(() => _client.DeleteAsync(KubeResource.XlbNodeConfigChunks, null, stale.Metadata.Name!, ct: ct));
         }
 
         await WriteStatusesAsync(plan, pools, shards, mappings, ct);
@@ -395,8 +416,8 @@ public sealed partial class ClusterOperator
     [LoggerMessage(Level = LogLevel.Information, Message = "caches synced")]
     private partial void LogSynced();
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "node {Node}: revision {Revision} with {Listeners} listeners")]
-    private partial void LogRendered(string node, long revision, int listeners);
+    [LoggerMessage(Level = LogLevel.Information, Message = "node {Node}: revision {Revision} with {Listeners} listeners in {Chunks} chunks (0: inline)")]
+    private partial void LogRendered(string node, long revision, int listeners, int chunks);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "planned {Configs} node configs from {Mappings} mappings, {Problems} problems, in {Ms:F1} ms")]
     private partial void LogPlanned(int configs, int mappings, int problems, double ms);

@@ -17,7 +17,7 @@ namespace Xlb.Crds.Schema;
 public sealed class CrdGenerator
 {
     /// <summary>Every kind XLB serves, in the order the files are listed.</summary>
-    public static IReadOnlyList<Type> Kinds { get; } = [typeof(LoadBalancerPool), typeof(VipShard), typeof(PortMapping), typeof(XlbNodeConfig)];
+    public static IReadOnlyList<Type> Kinds { get; } = [typeof(LoadBalancerPool), typeof(VipShard), typeof(PortMapping), typeof(XlbNodeConfig), typeof(XlbNodeConfigChunk)];
 
     private readonly Dictionary<string, string> _docs;
 
@@ -41,10 +41,13 @@ public sealed class CrdGenerator
             ["name"] = XlbApi.Version,
             ["served"] = true,
             ["storage"] = true,
-            ["subresources"] = new JsonObject { ["status"] = new JsonObject() },
             ["additionalPrinterColumns"] = new JsonArray([.. kind.GetCustomAttributes<PrinterColumnAttribute>().Select(Column)]),
             ["schema"] = new JsonObject { ["openAPIV3Schema"] = RootSchema(kind) },
         };
+        if (kind.GetProperty("Status") is not null)
+        {
+            version["subresources"] = new JsonObject { ["status"] = new JsonObject() };
+        }
         var names = new JsonObject
         {
             ["kind"] = kindName,
@@ -95,9 +98,9 @@ public sealed class CrdGenerator
             ["metadata"] = new JsonObject { ["type"] = "object" },
         };
         var required = new JsonArray();
-        foreach (var name in new[] { "Spec", "Status" })
+        foreach (var p in new[] { "Spec", "Status" }.Select(kind.GetProperty).OfType<PropertyInfo>())
         {
-            var p = kind.GetProperty(name)!;
+            var name = p.Name;
             var schema = Schema(p.PropertyType, p, inStatus: name == "Status", depth: 0);
             properties[JsonName(p)] = schema;
             if (IsRequired(p))

@@ -9,15 +9,17 @@ namespace Xlb.Agent;
 
 public sealed record AgentOptions
 {
-    /// <summary>The node config file this agent applies (written by the standalone operator).</summary>
-    public required string NodeConfigPath { get; init; }
-    /// <summary>Where the agent reports what it applied; default: beside the node config, *.status.yaml.</summary>
+    /// <summary>Standalone mode: the node config file this agent applies (written by the standalone operator).</summary>
+    public string? NodeConfigPath { get; init; }
+    /// <summary>Standalone mode: where the agent reports what it applied; default: beside the node config, *.status.yaml.</summary>
     public string? StatusPath { get; init; }
+    /// <summary>Cluster mode (instead of <see cref="NodeConfigPath"/>): the node's XlbNodeConfig through the API server.</summary>
+    public ClusterAgentOptions? Cluster { get; init; }
     public required IReadOnlyList<string> Interfaces { get; init; }
     /// <summary>Fall back to generic XDP where the driver has no native XDP (reported in status).</summary>
     public bool AllowGenericXdp { get; init; }
     public string ObjectPath { get; init; } = Xlb.Agent.XdpDataPlane.DefaultObjectPath;
-    /// <summary>How often the node config file is checked for a change (a stat, nothing more).</summary>
+    /// <summary>How often the source is checked for a change (a stat, or a counter in cluster mode).</summary>
     public TimeSpan ResyncInterval { get; init; } = TimeSpan.FromMilliseconds(500);
     /// <summary>How often the live maps are re-read and compared even when nothing changed (corrects hand edits).</summary>
     public TimeSpan FullResyncInterval { get; init; } = TimeSpan.FromSeconds(30);
@@ -43,14 +45,14 @@ public sealed record AgentOptions
 }
 
 /// <summary>
-/// The agent in standalone mode: loads and attaches the XDP program, applies its node config
-/// file and re-applies whenever the file or the maps drift. The first start fails fast if the
-/// program cannot load or attach; later, a bad config keeps the last applied one and says so.
-/// The maps are pinned: a restarted agent adopts them, replaces the program in place (an atomic
-/// swap for packets) and finds nothing to write. On exit the program stays attached unless
-/// <see cref="AgentOptions.DetachOnExit"/> is set.
+/// The node agent: loads and attaches the XDP program, applies its node config (a file in
+/// standalone mode, its XlbNodeConfig in cluster mode) and re-applies whenever the config or the
+/// maps drift. The first start fails fast if the program cannot load or attach; later, a bad
+/// config keeps the last applied one and says so. The maps are pinned: a restarted agent adopts
+/// them, replaces the program in place (an atomic swap for packets) and finds nothing to write.
+/// On exit the program stays attached unless <see cref="AgentOptions.DetachOnExit"/> is set.
 /// </summary>
-public sealed partial class StandaloneAgent(AgentOptions options, ILogger<StandaloneAgent> log, TimeProvider time)
+public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> log, TimeProvider time, Xlb.Kube.KubeClient? client = null)
 {
     private long _appliedRevision;
     private string _appliedHash = "";
@@ -59,13 +61,17 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
     private readonly SemaphoreSlim _wake = new(0);
     private HealthProber? _prober;
     private volatile bool _healthChanged;
-    private (DateTime Written, long Length) _fileStamp;
+    private long _sourceVersion = -1;
+    private List<Condition> _reported = [];
+    private INodeConfigSource _source = null!;
     private DateTimeOffset _lastFullResync = DateTimeOffset.MinValue;
 
     public AgentState State { get; } = new();
 
     public async Task RunAsync(CancellationToken ct)
     {
+        await using var source = OpenSource();
+        _source = source;
         using var dp = XdpDataPlane.Load(options.ObjectPath, options.DataPlane);
         if (dp.Adopted)
         {
@@ -99,8 +105,8 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
             // Level-triggered: every resync interval, and at once when a backend's health flips.
             do
             {
-                FollowShutdownFile(dp);
-                Reconcile(dp, attachMode);
+                await FollowShutdownFileAsync(dp);
+                await ReconcileAsync(dp, attachMode, ct);
             }
             while (await WakeAsync(ct));
             await probing.CancelAsync();
@@ -130,6 +136,15 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
         }
     }
 
+    private INodeConfigSource OpenSource()
+    {
+        if (options.Cluster is { } cluster)
+        {
+            return new KubeNodeConfigSource(client ?? throw new ArgumentException("cluster mode needs a Kubernetes client"), cluster, () => _wake.Release(), log, time);
+        }
+        return new FileNodeConfigSource(options.NodeConfigPath ?? throw new ArgumentException("set NodeConfigPath (standalone) or Cluster"), options.StatusPath);
+    }
+
     private async Task<bool> WakeAsync(CancellationToken ct)
     {
         try
@@ -147,7 +162,7 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
         }
     }
 
-    private void FollowShutdownFile(XdpDataPlane dp)
+    private async Task FollowShutdownFileAsync(XdpDataPlane dp)
     {
         if (options.ShutdownFile is null)
         {
@@ -156,23 +171,31 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
         var present = File.Exists(options.ShutdownFile);
         if (present && _drainStarted is null)
         {
-            BeginDrain(dp, $"{options.ShutdownFile} appeared");
+            await BeginDrainAsync(dp, $"{options.ShutdownFile} appeared");
         }
         else if (!present && _drainStarted is not null)
         {
             _drainStarted = null;
             State.Draining = false;
             dp.SetShutdown(false);
+            if (_source is KubeNodeConfigSource kube)
+            {
+                await kube.DrainAsync(false, CancellationToken.None);
+            }
             LogDrainEnded(options.ShutdownFile);
         }
     }
 
-    private void BeginDrain(XdpDataPlane dp, string why)
+    private async Task BeginDrainAsync(XdpDataPlane dp, string why)
     {
         _drainStarted = time.GetUtcNow();
         State.Draining = true;
         dp.SetShutdown(true);
         LogDrainStarted(why, options.ShutdownTimeout.TotalSeconds);
+        if (_source is KubeNodeConfigSource kube)
+        {
+            await kube.DrainAsync(true, CancellationToken.None);
+        }
     }
 
     /// <summary>On stop: hold the shutdown window (counted from its start) before exiting.</summary>
@@ -184,7 +207,7 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
         }
         if (_drainStarted is null)
         {
-            BeginDrain(dp, "stop requested");
+            await BeginDrainAsync(dp, "stop requested");
         }
         var left = options.ShutdownTimeout - (time.GetUtcNow() - _drainStarted!.Value);
         if (left > TimeSpan.Zero)
@@ -212,16 +235,16 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
 
 
     /// <summary>
-    /// One level-triggered pass: read the file, apply it if it is valid, report. Between full
-    /// resyncs, a pass with an unchanged file and unchanged backend health costs one stat.
+    /// One level-triggered pass: read the source, apply what it says if it is valid, report.
+    /// Between full resyncs, a pass with an unchanged source and unchanged backend health costs
+    /// one stat (standalone) or one counter read (cluster).
     /// </summary>
-    public void Reconcile(XdpDataPlane dp, string attachMode)
+    public async Task ReconcileAsync(XdpDataPlane dp, string attachMode, CancellationToken ct)
     {
-        var info = new FileInfo(options.NodeConfigPath);
-        var stamp = info.Exists ? (info.LastWriteTimeUtc, info.Length) : default;
+        var version = _source.Version;
         var now = time.GetUtcNow();
         var fullResync = now - _lastFullResync >= options.FullResyncInterval;
-        if (!fullResync && !_healthChanged && stamp == _fileStamp && _appliedRevision > 0)
+        if (!fullResync && !_healthChanged && version == _sourceVersion)
         {
             return;
         }
@@ -230,21 +253,18 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
         {
             _lastFullResync = now;
         }
-        XlbNodeConfig? config;
-        try
-        {
-            config = ReadConfig();
-        }
-        catch (InvalidDataException e)
+        _sourceVersion = version;
+        var read = _source.Read();
+        if (read.Invalid is { } invalid)
         {
             State.Failed("InvalidConfig");
-            WriteStatus(attachMode, Degraded("InvalidConfig", e.Message));
+            await ReportAsync(attachMode, Degraded("InvalidConfig", invalid), ct);
             return;
         }
-        if (config is null)
+        if (read.Config is not { } config)
         {
             State.Waiting("NoNodeConfig");
-            WriteStatus(attachMode, Waiting());
+            await ReportAsync(attachMode, _appliedRevision > 0 ? Holding(read.Waiting ?? "") : Waiting(read.Waiting ?? ""), ct);
             return;
         }
         try
@@ -265,32 +285,15 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
             }
             _appliedRevision = config.Spec.Revision;
             _appliedHash = config.Spec.ContentHash;
-            _fileStamp = stamp;
             State.Applied(config.Spec.Revision, result.Elapsed.TotalMilliseconds, result.Operations > 0);
-            WriteStatus(attachMode, Applied(config));
+            await ReportAsync(attachMode, Applied(config), ct);
         }
         catch (Exception e) when (e is Core.ConfigTooLargeException or BpfException or FormatException)
         {
             LogApplyFailed(config.Spec.Revision, e.Message);
             State.Failed("ApplyFailed");
-            WriteStatus(attachMode, Degraded("ApplyFailed", $"revision {config.Spec.Revision} not applied, revision {_appliedRevision} stays: {e.Message}"));
+            await ReportAsync(attachMode, Degraded("ApplyFailed", $"revision {config.Spec.Revision} not applied, revision {_appliedRevision} stays: {e.Message}"), ct);
         }
-    }
-
-    private XlbNodeConfig? ReadConfig()
-    {
-        if (!File.Exists(options.NodeConfigPath))
-        {
-            return null;
-        }
-        var set = Manifests.Read(File.ReadAllText(options.NodeConfigPath), options.NodeConfigPath);
-        if (set.Errors.Count > 0)
-        {
-            throw new InvalidDataException(string.Join("; ", set.Errors));
-        }
-        return set.NodeConfigs.Count == 1
-            ? set.NodeConfigs[0]
-            : throw new InvalidDataException($"{options.NodeConfigPath} holds {set.NodeConfigs.Count} XlbNodeConfigs; expected one");
     }
 
     private List<Condition> Applied(XlbNodeConfig config) =>
@@ -310,36 +313,48 @@ public sealed partial class StandaloneAgent(AgentOptions options, ILogger<Standa
         Cond("Degraded", "True", reason, message, null),
     ];
 
-    private List<Condition> Waiting() =>
+    private List<Condition> Waiting(string why) =>
     [
-        Cond("Applied", "False", "NoNodeConfig", $"waiting for {options.NodeConfigPath}", null),
+        Cond("Applied", "False", "NoNodeConfig", why, null),
         Cond("Ready", "False", "NoNodeConfig", "no node config yet", null),
         Cond("Degraded", "False", "AsExpected", "", null),
     ];
 
-    private Condition Cond(string type, string status, string reason, string message, XlbNodeConfig? config) => new()
-    {
-        Type = type,
-        Status = status,
-        Reason = reason,
-        Message = message,
-        ObservedGeneration = config?.Spec.Revision,
-        LastTransitionTime = time.GetUtcNow().ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture),
-    };
+    /// <summary>A new revision is not complete yet (a chunk is missing): the applied one keeps forwarding.</summary>
+    private List<Condition> Holding(string why) =>
+    [
+        Cond("Applied", "False", "Incomplete", why, null),
+        Cond("Ready", "True", "Forwarding", $"forwarding on revision {_appliedRevision}", null),
+        Cond("Degraded", "False", "AsExpected", "", null),
+    ];
 
-    private void WriteStatus(string attachMode, List<Condition> conditions)
+    /// <summary>A condition whose transition time moves only when its status does (so an unchanged report is an identical one).</summary>
+    private Condition Cond(string type, string status, string reason, string message, XlbNodeConfig? config)
     {
-        var path = options.StatusPath ?? Path.ChangeExtension(options.NodeConfigPath, ".status.yaml");
-        var status = new XlbNodeConfigStatus
+        var was = _reported.FirstOrDefault(c => c.Type == type);
+        var condition = new Condition
+        {
+            Type = type,
+            Status = status,
+            Reason = reason,
+            Message = message,
+            ObservedGeneration = config?.Spec.Revision,
+            LastTransitionTime = was?.Status == status ? was.LastTransitionTime : time.GetUtcNow().ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture),
+        };
+        return condition;
+    }
+
+    private Task ReportAsync(string attachMode, List<Condition> conditions, CancellationToken ct)
+    {
+        _reported = conditions;
+        return _source.ReportAsync(new XlbNodeConfigStatus
         {
             AppliedRevision = _appliedRevision,
             AppliedHash = _appliedHash,
             AttachMode = attachMode,
             UnhealthyBackends = [.. _unhealthy],
             Conditions = conditions,
-        };
-        var yaml = Yaml.Write(System.Text.Json.JsonSerializer.SerializeToNode(status, XlbJson.Info<XlbNodeConfigStatus>()));
-        AtomicFile.Write(path, yaml);
+        }, ct);
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "XDP attached to {Interface} in {Mode} mode")]
