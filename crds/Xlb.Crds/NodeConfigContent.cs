@@ -10,19 +10,22 @@ namespace Xlb.Crds;
 /// </summary>
 public static class NodeConfigContent
 {
-    /// <summary>The canonical bytes of one VIP or listener: its JSON under XLB's contract.</summary>
-    public static byte[] Bytes(NodeVip vip) => JsonSerializer.SerializeToUtf8Bytes(vip, XlbJson.Info<NodeVip>());
+    /// <summary>One VIP or listener: the SHA-256 of its canonical bytes (its JSON under XLB's contract) and their length.</summary>
+    public readonly record struct ItemDigest(byte[] Sha256, int Size);
 
-    /// <inheritdoc cref="Bytes(NodeVip)"/>
-    public static byte[] Bytes(Listener listener) => JsonSerializer.SerializeToUtf8Bytes(listener, XlbJson.Info<Listener>());
+    public static ItemDigest Digest(NodeVip vip) => Digest(JsonSerializer.SerializeToUtf8Bytes(vip, XlbJson.Info<NodeVip>()));
 
-    /// <summary>SHA-256 over the canonical bytes of each item, in order; lower-case hex.</summary>
-    public static string Hash(IEnumerable<byte[]> items)
+    public static ItemDigest Digest(Listener listener) => Digest(JsonSerializer.SerializeToUtf8Bytes(listener, XlbJson.Info<Listener>()));
+
+    private static ItemDigest Digest(byte[] bytes) => new(SHA256.HashData(bytes), bytes.Length);
+
+    /// <summary>The hash of some content: SHA-256 over its items' digests, in order; lower-case hex.</summary>
+    public static string Hash(IEnumerable<byte[]> digests)
     {
         using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        foreach (var item in items)
+        foreach (var digest in digests)
         {
-            sha.AppendData(item);
+            sha.AppendData(digest);
         }
         return Convert.ToHexStringLower(sha.GetHashAndReset());
     }
@@ -33,7 +36,7 @@ public static class NodeConfigContent
 
     /// <summary>The hash a chunk's content has (what <see cref="XlbNodeConfigChunkSpec.Hash"/> must say).</summary>
     public static string Hash(XlbNodeConfigChunkSpec chunk) =>
-        Hash(chunk.Vips.Select(Bytes).Concat(chunk.Listeners.Select(Bytes)));
+        Hash(chunk.Vips.Select(v => Digest(v).Sha256).Concat(chunk.Listeners.Select(l => Digest(l).Sha256)));
 
     /// <summary>
     /// The whole config from a head and its chunks. Null, with the reason, while a chunk is

@@ -11,8 +11,8 @@ namespace Xlb.Operator.Core;
 /// </summary>
 public static class Chunking
 {
-    /// <summary>A VIP or a listener with its canonical bytes (see <see cref="NodeConfigContent"/>).</summary>
-    public sealed record Item(string BucketKey, NodeVip? Vip, Listener? Listener, byte[] Bytes);
+    /// <summary>A VIP or a listener with its digest (see <see cref="NodeConfigContent"/>).</summary>
+    public sealed record Item(string BucketKey, NodeVip? Vip, Listener? Listener, NodeConfigContent.ItemDigest Digest);
 
     public sealed record Result(string ContentHash, int Buckets, List<ChunkRef> Refs, List<XlbNodeConfigChunk> Chunks);
 
@@ -21,13 +21,14 @@ public static class Chunking
     /// each under the limit unless one item alone exceeds it. <paramref name="previousBuckets"/> is
     /// the bucket count of the node's last revision (0 when it was inline).
     /// </summary>
-    public static Result? Split(string node, IReadOnlyList<Item> vips, IReadOnlyList<Item> listeners, long limit, int previousBuckets, Func<IReadOnlyList<Item>, string>? hash = null)
+    /// <param name="hash">Hashes one bucket's items (bucket count, bucket index, items); a caller may remember them.</param>
+    public static Result? Split(string node, IReadOnlyList<Item> vips, IReadOnlyList<Item> listeners, long limit, int previousBuckets, Func<int, int, IReadOnlyList<Item>, string>? hash = null)
     {
-        hash ??= items => NodeConfigContent.Hash(items.Select(i => i.Bytes));
+        hash ??= (_, _, items) => NodeConfigContent.Hash(items.Select(i => i.Digest.Sha256));
         long total = 0;
         foreach (var item in vips.Concat(listeners))
         {
-            total += item.Bytes.Length;
+            total += item.Digest.Size;
         }
         if (total <= limit)
         {
@@ -43,9 +44,14 @@ public static class Chunking
             {
                 var refs = new List<ChunkRef>();
                 var chunks = new List<XlbNodeConfigChunk>();
-                foreach (var bucket in sized.Where(b => b.Items.Count > 0))
+                for (var index = 0; index < sized.Count; index++)
                 {
-                    var h = hash(bucket.Items);
+                    var bucket = sized[index];
+                    if (bucket.Items.Count == 0)
+                    {
+                        continue;
+                    }
+                    var h = hash(buckets, index, bucket.Items);
                     var name = ChunkName(node, h);
                     refs.Add(new ChunkRef { Name = name, Hash = h });
                     var bucketListeners = bucket.Items.Where(i => i.Listener is not null).Select(i => i.Listener!).ToList();
@@ -84,7 +90,7 @@ public static class Chunking
         {
             var b = result[(int)(Fnv(item.BucketKey) & (uint)(buckets - 1))];
             b.Items.Add(item);
-            b.Bytes += item.Bytes.Length;
+            b.Bytes += item.Digest.Size;
         }
         return result;
     }

@@ -28,7 +28,11 @@ public sealed record PlanInput
     /// <summary>Services, for serviceRef port names.</summary>
     public IReadOnlyList<Service> Services { get; init; } = [];
     public IReadOnlyList<EndpointSlice> EndpointSlices { get; init; } = [];
-    /// <summary>The node configs rendered last time, by node, with their agents' status: revisions continue from them and VIPs stay put.</summary>
+    /// <summary>
+    /// The node configs rendered last time, by node, with their agents' status: revisions continue
+    /// from them and VIPs stay put. A chunked config must come assembled: its VIPs, and its
+    /// listeners' names and VIPs (the planner reads no more of a previous listener).
+    /// </summary>
     public IReadOnlyDictionary<string, XlbNodeConfig> Previous { get; init; } = new Dictionary<string, XlbNodeConfig>();
     /// <summary>When each node's agent last renewed its Lease. Null: liveness is not tracked (standalone mode) and every node is ready.</summary>
     public IReadOnlyDictionary<string, DateTimeOffset>? AgentRenewals { get; init; }
@@ -39,6 +43,8 @@ public sealed record PlanInput
     /// split (standalone mode writes files, which have no size limit).
     /// </summary>
     public long? ChunkLimit { get; init; }
+    /// <summary>Reuse from the previous plan of this process; the result is the same with or without it.</summary>
+    public PlanMemo? Memo { get; init; }
 }
 
 public sealed record PlanResult

@@ -19,13 +19,21 @@ public static partial class Planner
 
     public static PlanResult Plan(PlanInput input)
     {
+        input.Memo?.Begin();
+        var result = PlanOnce(input);
+        input.Memo?.End();
+        return result;
+    }
+
+    private static PlanResult PlanOnce(PlanInput input)
+    {
         var problems = new List<Problem>();
         var pools = ResolvePools(input.Pools, problems);
         var shards = ResolveShards(input, pools, problems);
         var mappings = ValidateMappings(input, shards, problems);
         var vips = Ipam.Allocate(mappings, input, problems);
         var placements = Place(vips, mappings, input.Previous);
-        var (configs, chunks) = Render(shards, mappings, vips, placements, input.Previous, input.ChunkLimit);
+        var (configs, chunks) = Render(shards, mappings, vips, placements, input.Previous, input.ChunkLimit, input.Memo);
         var byShard = placements
             .GroupBy(p => p.Value.Shard)
             .ToDictionary(g => g.Key, g => (IReadOnlyList<VipPlacement>)[.. g.Select(p => p.Value.Placement).OrderBy(p => p.Address, StringComparer.Ordinal)]);
@@ -60,8 +68,14 @@ public static partial class Planner
         PortMapping Object, ResolvedShard Shard, IPAddress? RequestedVip, List<ValidPort> Ports,
         Dictionary<ValidPort, List<ResolvedBackend>> Backends, int NotReady)
     {
+        private List<(IPAddress Address, int Port, bool Draining)>? _distinct;
+
         public string Key => KeyOf(Object);
         public string? ShareKey => Object.Spec.ShareKey;
+
+        /// <summary>Every backend once, over all ports (computed once; copies made with `with` share it).</summary>
+        public List<(IPAddress Address, int Port, bool Draining)> DistinctBackends =>
+            _distinct ??= [.. Backends.Values.SelectMany(b => b).Select(b => (b.Address, b.Port, b.Draining)).Distinct()];
     }
 
     /// <summary>"namespace/name" of a mapping: how listeners, allocations and statuses name it.</summary>
@@ -187,7 +201,36 @@ public static partial class Planner
         var result = new List<ValidMapping>();
         foreach (var pm in input.PortMappings.OrderBy(m => m.Metadata.Namespace, StringComparer.Ordinal).ThenBy(m => m.Metadata.Name, StringComparer.Ordinal))
         {
-            var error = ValidateMapping(pm, shards, namespaces, slices, services, out var valid);
+            (string Reason, string Message)? error;
+            ValidMapping? valid;
+            if (input.Memo is { } memo && shards.TryGetValue(pm.Spec.ShardRef, out var shard))
+            {
+                // Everything a mapping's validation and backends depend on, by reference.
+                var key = KeyOf(pm);
+                var ns = pm.Metadata.Namespace ?? "default";
+                var backendKey = pm.Spec.Backend.ServiceRef is { } svc ? $"{ns}/{svc.Name}" : null;
+                var labels = namespaces.GetValueOrDefault(ns);
+                var service = backendKey is null ? null : services.GetValueOrDefault(backendKey);
+                var ownSlices = backendKey is null ? null : slices.GetValueOrDefault(backendKey);
+                if (memo.Mapping(key, pm, shard.Shard, shard.Pool.Pool, labels, service, ownSlices) is { } hit)
+                {
+                    error = hit.Error;
+                    valid = hit.Valid is null ? null : hit.Valid with { Shard = shard };
+                }
+                else
+                {
+                    error = ValidateMapping(pm, shards, namespaces, slices, services, out valid);
+                    memo.Remember(key, new PlanMemo.MappingEntry
+                    {
+                        Object = pm, Shard = shard.Shard, Pool = shard.Pool.Pool, NamespaceLabels = labels, Service = service,
+                        Slices = ownSlices?.ToArray() ?? [], Error = error, Valid = valid,
+                    });
+                }
+            }
+            else
+            {
+                error = ValidateMapping(pm, shards, namespaces, slices, services, out valid);
+            }
             if (error is not null)
             {
                 problems.Add(new Problem(ObjectRef.Of(pm), error.Value.Reason, error.Value.Message));
@@ -346,16 +389,17 @@ public static partial class Planner
             var shard = m.Shard;
             var ready = shard.Ready;
             var (wasActive, wasStandby) = before.GetValueOrDefault(vip.ToString());
-            var ranked = Rank(vip, shard);
+            List<string>? rankedOnce = null;
+            List<string> ranked() => rankedOnce ??= Rank(vip, shard); // hashing only for VIPs that need a fresh node
             var active = wasActive is not null && ready.Contains(wasActive) ? wasActive
                 : wasStandby is not null && ready.Contains(wasStandby) ? wasStandby
-                : ranked.FirstOrDefault();
+                : ranked().FirstOrDefault();
             if (active is null)
             {
                 continue;
             }
             var standby = wasStandby is not null && wasStandby != active && ready.Contains(wasStandby) ? wasStandby
-                : ranked.FirstOrDefault(n => n != active);
+                : ranked().FirstOrDefault(n => n != active);
             result[vip] = new PlacedVip(shard.Name, new VipPlacement { Address = vip.ToString(), ActiveNode = active, StandbyNode = standby }, wasActive);
         }
         return result;
@@ -378,7 +422,7 @@ public static partial class Planner
     /// <summary>One config per LB node (every node some shard selects), also when it serves nothing.</summary>
     private static (List<XlbNodeConfig> Configs, List<XlbNodeConfigChunk> Chunks) Render(
         Dictionary<string, ResolvedShard> shards, List<ValidMapping> mappings, Ipam.Result vips,
-        Dictionary<IPAddress, PlacedVip> placements, IReadOnlyDictionary<string, XlbNodeConfig> previous, long? chunkLimit)
+        Dictionary<IPAddress, PlacedVip> placements, IReadOnlyDictionary<string, XlbNodeConfig> previous, long? chunkLimit, PlanMemo? memo)
     {
         var byNode = new Dictionary<string, List<(IPAddress Vip, PlacedVip Placed)>>(StringComparer.Ordinal);
         foreach (var node in shards.Values.SelectMany(s => s.Selected))
@@ -405,20 +449,22 @@ public static partial class Planner
                 .OrderBy(v => v.Address, StringComparer.Ordinal)
                 .ToList();
             // Standby nodes get the listeners too, so a takeover is an announcement, not an apply.
-            var listeners = roles
+            var listenerItems = roles
                 .SelectMany(r => byVip.GetValueOrDefault(r.Vip) ?? [])
-                .SelectMany(m => m.Ports.Select(p => Listener(m, p, vips.Assigned[m], nodeName)))
-                .OrderBy(l => l.Name, StringComparer.Ordinal)
+                .SelectMany(m => m.Ports.Select(p => RenderListener(m, p, vips.Assigned[m], nodeName, memo)))
+                .OrderBy(i => i.Listener!.Name, StringComparer.Ordinal)
                 .ToList();
-            var vipItems = nodeVips.Select(v => new Chunking.Item(v.Address, v, null, NodeConfigContent.Bytes(v))).ToList();
-            var listenerItems = listeners.Select(l => new Chunking.Item(Chunking.MappingOf(l.Name), null, l, NodeConfigContent.Bytes(l))).ToList();
+            var listeners = listenerItems.Select(i => i.Listener!).ToList();
+            var vipItems = nodeVips.Select(v => new Chunking.Item(v.Address, v, null, memo?.Vip(v) ?? NodeConfigContent.Digest(v))).ToList();
             previous.TryGetValue(nodeName, out var before);
-            var split = chunkLimit is { } limit ? Chunking.Split(nodeName, vipItems, listenerItems, limit, before?.Spec.ChunkBuckets ?? 0) : null;
+            var split = chunkLimit is { } limit
+                ? Chunking.Split(nodeName, vipItems, listenerItems, limit, before?.Spec.ChunkBuckets ?? 0, memo is null ? null : (buckets, index, items) => memo.Bucket(nodeName, buckets, index, items))
+                : null;
             var spec = new XlbNodeConfigSpec { NodeName = nodeName, VipCount = nodeVips.Count, ListenerCount = listeners.Count };
             string hash;
             if (split is null)
             {
-                hash = NodeConfigContent.Hash(vipItems.Concat(listenerItems).Select(i => i.Bytes));
+                hash = NodeConfigContent.Hash(vipItems.Concat(listenerItems).Select(i => i.Digest.Sha256));
                 spec = spec with { Vips = nodeVips, Listeners = listeners };
             }
             else
@@ -431,6 +477,21 @@ public static partial class Planner
             configs.Add(new XlbNodeConfig { Metadata = new ObjectMeta { Name = nodeName }, Spec = spec with { Revision = revision, ContentHash = hash } });
         }
         return (configs, chunks);
+    }
+
+    /// <summary>A listener with its digest; the same objects as last plan when its mapping's resolution and VIP are unchanged.</summary>
+    private static Chunking.Item RenderListener(ValidMapping m, ValidPort p, IPAddress vip, string node, PlanMemo? memo)
+    {
+        // Only trafficPolicy Local makes a listener differ between nodes.
+        var key = (m.Key, $"{p.Name}|{p.Port}|{p.Protocol}", m.Object.Spec.TrafficPolicy == TrafficPolicy.Local ? node : null);
+        if (memo?.Listener(key, m.Backends, vip) is { } hit)
+        {
+            return new Chunking.Item(m.Key, null, hit.Listener, hit.Digest);
+        }
+        var listener = Listener(m, p, vip, node);
+        var digest = NodeConfigContent.Digest(listener);
+        memo?.Remember(key, new PlanMemo.ListenerEntry { Backends = m.Backends, Vip = vip, Listener = listener, Digest = digest });
+        return new Chunking.Item(m.Key, null, listener, digest);
     }
 
     private static Listener Listener(ValidMapping m, ValidPort p, IPAddress vip, string node)

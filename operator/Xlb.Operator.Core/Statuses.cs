@@ -122,6 +122,17 @@ public static partial class Planner
         }
         var configByNode = configs.ToDictionary(c => c.Spec.NodeName, StringComparer.Ordinal);
         var tracked = input.AgentRenewals is not null;
+        // What each node's health checks took out, as a set; null when nothing is out there.
+        var unhealthyByNode = new Dictionary<string, HashSet<string>?>(StringComparer.Ordinal);
+        HashSet<string>? UnhealthyOn(string node)
+        {
+            if (!unhealthyByNode.TryGetValue(node, out var set))
+            {
+                var list = input.Previous.GetValueOrDefault(node)?.Status?.UnhealthyBackends;
+                unhealthyByNode[node] = set = list is { Count: > 0 } ? list.ToHashSet(StringComparer.Ordinal) : null;
+            }
+            return set;
+        }
         foreach (var pm in input.PortMappings)
         {
             var self = ObjectRef.Of(pm);
@@ -157,17 +168,18 @@ public static partial class Planner
                 var applied = status is not null && status.AppliedRevision >= config.Spec.Revision && (status.AppliedRevision > config.Spec.Revision || status.AppliedHash == config.Spec.ContentHash);
                 nodes.Add(new NodeProgress { Node = node, Role = role, Revision = config.Spec.Revision, Applied = applied });
             }
-            var all = m.Backends.Values.SelectMany(b => b).Select(b => (b.Address, b.Port, b.Draining)).Distinct().ToList();
-            var readyBackends = all.Where(b => !b.Draining).ToList();
-            var unhealthy = placed?.Placement.ActiveNode is { } activeNode ? input.Previous.GetValueOrDefault(activeNode)?.Status?.UnhealthyBackends ?? [] : [];
-            var healthy = readyBackends.Count(b => !unhealthy.Contains(FormatEndpoint(b.Address, b.Port)));
+            var all = m.DistinctBackends;
+            var terminating = all.Count(b => b.Draining);
+            var readyCount = all.Count - terminating;
+            var unhealthy = placed?.Placement.ActiveNode is { } activeNode ? UnhealthyOn(activeNode) : null;
+            var healthy = unhealthy is null ? readyCount : all.Count(b => !b.Draining && !unhealthy.Contains(FormatEndpoint(b.Address, b.Port)));
             var counts = new BackendCounts
             {
                 Total = all.Count + m.NotReady,
-                Ready = readyBackends.Count,
+                Ready = readyCount,
                 Healthy = healthy,
-                Terminating = all.Count(b => b.Draining),
-                Summary = $"{readyBackends.Count}/{all.Count + m.NotReady}",
+                Terminating = terminating,
+                Summary = $"{readyCount}/{all.Count + m.NotReady}",
             };
             var (programmed, programmedReason, programmedMessage) =
                 placed is null ? (false, "NoReadyNodes", $"VipShard {m.Shard.Name} has no ready node to serve {vip}")

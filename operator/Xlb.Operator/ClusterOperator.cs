@@ -51,6 +51,9 @@ public sealed partial class ClusterOperator
     private readonly Informer<KubeObject> _leases;
     private readonly Informer<PartialObject> _chunks;
     private readonly HashSet<string> _reported = new(StringComparer.Ordinal);
+    private readonly PlanMemo _memo = new();
+    /// <summary>What each chunk holds that the planner reads back (VIPs; listener names and VIPs), by chunk name. Chunks never change, so this never goes stale.</summary>
+    private readonly Dictionary<string, (List<NodeVip> Vips, List<Listener> Listeners)> _chunkContent = new(StringComparer.Ordinal);
     private WorkQueue? _queue;
     private long _plans;
     private long _writes;
@@ -186,7 +189,7 @@ public sealed partial class ClusterOperator
         }
 
         var renewals = AgentRenewals();
-        var previous = _configs.List().ToDictionary(c => c.Metadata.Name ?? "", StringComparer.Ordinal);
+        var previous = await PreviousAsync(ct);
         var plan = Planner.Plan(new PlanInput
         {
             Pools = pools,
@@ -200,6 +203,7 @@ public sealed partial class ClusterOperator
             AgentRenewals = renewals,
             Now = now,
             ChunkLimit = _options.ChunkLimit,
+            Memo = _memo,
         });
         Interlocked.Increment(ref _plans);
         LastPlan = plan;
@@ -211,6 +215,7 @@ public sealed partial class ClusterOperator
             {
                 await WriteAsync(() => _client.ApplyAsync<JsonObject>(KubeResource.XlbNodeConfigChunks, ApplyBody(chunk, "spec", chunk.Spec), _options.FieldManager, force: true, ct: ct));
             }
+            RememberChunk(chunk.Metadata.Name!, chunk.Spec);
         }
         foreach (var config in plan.NodeConfigs)
         {
@@ -238,6 +243,63 @@ public sealed partial class ClusterOperator
         LogPlanned(plan.NodeConfigs.Count, mappings.Count, plan.Problems.Count, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
         var untilExpiry = plan.NextExpiry is { } expiry ? expiry - now + TimeSpan.FromMilliseconds(20) : _options.Resync;
         return ReconcileResult.After(untilExpiry < _options.Resync ? untilExpiry : _options.Resync);
+    }
+
+    /// <summary>
+    /// The live node configs, chunked ones assembled as far as the planner reads them. Chunk
+    /// contents come from what this process wrote, else (after a restart) from the API server once.
+    /// A head whose chunks are gone is passed as it is: its VIPs are then placed afresh.
+    /// </summary>
+    private async Task<Dictionary<string, XlbNodeConfig>> PreviousAsync(CancellationToken ct)
+    {
+        var result = new Dictionary<string, XlbNodeConfig>(StringComparer.Ordinal);
+        var referenced = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var head in _configs.List())
+        {
+            var name = head.Metadata.Name ?? "";
+            result[name] = head;
+            if (head.Spec.Chunks.Count == 0)
+            {
+                continue;
+            }
+            var vips = new List<NodeVip>();
+            var listeners = new List<Listener>();
+            foreach (var part in head.Spec.Chunks)
+            {
+                referenced.Add(part.Name);
+                if (!_chunkContent.TryGetValue(part.Name, out var content))
+                {
+                    if (await _client.GetAsync<XlbNodeConfigChunk>(KubeResource.XlbNodeConfigChunks, null, part.Name, ct) is not { } chunk)
+                    {
+                        LogChunkMissing(name, part.Name);
+                        vips = null;
+                        break;
+                    }
+                    content = RememberChunk(part.Name, chunk.Spec);
+                }
+                vips.AddRange(content.Vips);
+                listeners.AddRange(content.Listeners);
+            }
+            if (vips is not null)
+            {
+                result[name] = head with { Spec = head.Spec with { Vips = vips, Listeners = listeners } };
+            }
+        }
+        foreach (var stale in _chunkContent.Keys.Where(k => !referenced.Contains(k)).ToList())
+        {
+            _chunkContent.Remove(stale);
+        }
+        return result;
+    }
+
+    private (List<NodeVip> Vips, List<Listener> Listeners) RememberChunk(string name, XlbNodeConfigChunkSpec spec)
+    {
+        if (!_chunkContent.TryGetValue(name, out var content))
+        {
+            // Listener name and VIP only: what the planner reads of a previous listener.
+            _chunkContent[name] = content = (spec.Vips, [.. spec.Listeners.Select(l => new Listener { Name = l.Name, Vip = l.Vip, Port = l.Port, Protocol = l.Protocol })]);
+        }
+        return content;
     }
 
     private Dictionary<string, DateTimeOffset> AgentRenewals()
@@ -421,6 +483,9 @@ public sealed partial class ClusterOperator
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "planned {Configs} node configs from {Mappings} mappings, {Problems} problems, in {Ms:F1} ms")]
     private partial void LogPlanned(int configs, int mappings, int problems, double ms);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "node config {Node} lists chunk {Chunk}, which is gone: its VIPs are placed afresh")]
+    private partial void LogChunkMissing(string node, string chunk);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "event {Reason} not recorded: {Error}")]
     private partial void LogEventFailed(string reason, string error);

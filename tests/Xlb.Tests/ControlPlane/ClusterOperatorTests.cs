@@ -189,22 +189,37 @@ public sealed class ClusterOperatorTests : IAsyncLifetime
         await run;
     }
 
-    [Fact]
-    public async Task A_restarted_operator_changes_no_allocation_writes_nothing_and_renders_no_new_revision()
+    /// <summary>
+    /// With a failover behind it (so sticky placement differs from a fresh one), inline and chunked:
+    /// a restarted operator reads VIPs and placements back from status and node configs (chunks
+    /// included) and has nothing to write.
+    /// </summary>
+    [Theory]
+    [InlineData(512 * 1024)]
+    [InlineData(200)]
+    public async Task A_restarted_operator_changes_no_allocation_writes_nothing_and_renders_no_new_revision(long chunkLimit)
     {
         foreach (var i in Enumerable.Range(0, 5))
         {
             await _h.ApplyAsync(Mapping($"m{i}"));
         }
         _h.StartAgents("lb-1", "lb-2");
-        var (first, run, stop) = _h.StartOperator();
+        var options = new Xlb.Operator.ClusterOperatorOptions { AgentLeaseNamespace = OperatorHarness.LeaseNs, ChunkLimit = chunkLimit };
+        var (first, run, stop) = _h.StartOperator(options);
         await Eventually.TrueAsync(() => Enumerable.Range(0, 5).All(i => Condition(MappingAsync($"m{i}").Result.Status?.Conditions, "Ready") == "True"), "all five Ready", 20);
+        // lb-1 dies and comes back: its VIPs stay on lb-2, where a fresh placement would not put them all.
+        _h.StopAgent("lb-1");
+        await Eventually.TrueAsync(() => BothConfigs(c => c.Spec.NodeName == "lb-1" ? c.Spec.VipCount == 0 : c.Spec.VipCount == 5), "every VIP on lb-2", 20);
+        _h.StartAgents("lb-1");
+        await Eventually.TrueAsync(() => BothConfigs(c => c.Spec.VipCount == 5) && Enumerable.Range(0, 5).All(i => Condition(MappingAsync($"m{i}").Result.Status?.Conditions, "Ready") == "True"), "lb-1 back as standby, all Ready", 20);
         await stop.CancelAsync();
         await run;
         var configs = await ConfigsAsync();
+        Assert.Equal(chunkLimit < 1024, configs.All(c => c.Spec.Chunks.Count > 0));
         var mappings = (await _h.Client.ListAsync<PortMapping>(KubeResource.PortMappings, "demo", ct: Ct)).Items;
+        Assert.All(mappings, m => Assert.Equal(["lb-2"], m.Status!.ActiveNodes));
 
-        var (second, run2, stop2) = _h.StartOperator();
+        var (second, run2, stop2) = _h.StartOperator(options);
         await Eventually.TrueAsync(() => second.Plans >= 3, "the new operator planned a few times", 20);
         Assert.Equal(0, second.Writes);
         Assert.Equal(configs.Select(c => (c.Metadata.Name, c.Metadata.ResourceVersion, c.Spec.Revision)), (await ConfigsAsync()).Select(c => (c.Metadata.Name, c.Metadata.ResourceVersion, c.Spec.Revision)));
