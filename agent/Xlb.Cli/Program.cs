@@ -214,11 +214,14 @@ var root = new RootCommand("XLB: a Kubernetes L4 load balancer on XDP") { operat
 // The agent bounds its own shutdown (the drain window); no forced exit on a timer after SIGTERM or Ctrl-C.
 return await root.Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = null });
 
-static ILoggerFactory Logs() => LoggerFactory.Create(b => b.AddSimpleConsole(o =>
-{
-    o.SingleLine = true;
-    o.TimestampFormat = "HH:mm:ss.fff ";
-}));
+// XLB_LOG_LEVEL (Trace, Debug, Information, Warning, Error) sets how much is logged; Information by default.
+static ILoggerFactory Logs() => LoggerFactory.Create(b => b
+    .SetMinimumLevel(Enum.TryParse<LogLevel>(Environment.GetEnvironmentVariable("XLB_LOG_LEVEL"), ignoreCase: true, out var level) ? level : LogLevel.Information)
+    .AddSimpleConsole(o =>
+    {
+        o.SingleLine = true;
+        o.TimestampFormat = "HH:mm:ss.fff ";
+    }));
 
 // Ctrl-C is handled by System.CommandLine; SIGTERM (what Kubernetes and the demo send) stops us the same way.
 static CancellationToken Terminate(CancellationToken ct)

@@ -132,6 +132,7 @@ using var op = Process.Start(new ProcessStartInfo("dotnet", ["exec", xlb, "opera
 {
     RedirectStandardOutput = true,
     RedirectStandardError = true,
+    Environment = { ["XLB_LOG_LEVEL"] = "Debug" },
 })!;
 var opOut = op.StandardOutput.ReadToEndAsync(ct);
 var opErr = op.StandardError.ReadToEndAsync(ct);
@@ -227,5 +228,9 @@ finally
     op.Kill(entireProcessTree: true);
     await op.WaitForExitAsync(CancellationToken.None);
     File.Delete(kubeconfig);
+    // The operator's own account of each reconcile (plan time, writes), for reading beside the figures.
+    var logPath = Path.Combine(Path.GetTempPath(), "xlb-bench-operator.log");
+    await File.WriteAllTextAsync(logPath, await opOut + await opErr, CancellationToken.None);
+    Console.WriteLine($"operator log: {logPath}");
 }
 return 0;

@@ -263,8 +263,10 @@ public sealed record NodeProgress
     public required string Node { get; init; }
     /// <summary>Active or Standby.</summary>
     public VipRole Role { get; init; }
-    /// <summary>The node config revision that carries the mapping.</summary>
+    /// <summary>The first node config revision that carries the mapping as it is now (it moves only when the mapping's own listeners change).</summary>
     public long Revision { get; init; }
+    /// <summary>A short digest of the mapping's listeners on that node, to tell whether they changed.</summary>
+    public string? ContentDigest { get; init; }
     /// <summary>Whether the node's agent reports that revision (or a later one) applied.</summary>
     public bool Applied { get; init; }
 }

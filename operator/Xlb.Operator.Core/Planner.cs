@@ -33,7 +33,7 @@ public static partial class Planner
         var mappings = ValidateMappings(input, shards, problems);
         var vips = Ipam.Allocate(mappings, input, problems);
         var placements = Place(vips, mappings, input.Previous);
-        var (configs, chunks) = Render(shards, mappings, vips, placements, input.Previous, input.ChunkLimit, input.Memo);
+        var (configs, chunks, digests) = Render(shards, mappings, vips, placements, input.Previous, input.ChunkLimit, input.Memo);
         var byShard = placements
             .GroupBy(p => p.Value.Shard)
             .ToDictionary(g => g.Key, g => (IReadOnlyList<VipPlacement>)[.. g.Select(p => p.Value.Placement).OrderBy(p => p.Address, StringComparer.Ordinal)]);
@@ -47,7 +47,7 @@ public static partial class Planner
             Placements = byShard,
             PoolStatuses = PoolStatuses(input, pools, vips, problemOf),
             ShardStatuses = ShardStatuses(input, shards, placements, problemOf),
-            MappingStatuses = MappingStatuses(input, mappings, vips, placements, configs, problemOf),
+            MappingStatuses = MappingStatuses(input, mappings, vips, placements, configs, digests, problemOf),
             NextExpiry = NextExpiry(input),
         };
     }
@@ -420,7 +420,8 @@ public static partial class Planner
     }
 
     /// <summary>One config per LB node (every node some shard selects), also when it serves nothing.</summary>
-    private static (List<XlbNodeConfig> Configs, List<XlbNodeConfigChunk> Chunks) Render(
+    /// <summary>The node configs, their chunks, and per (mapping, node) a digest of the mapping's listeners there.</summary>
+    private static (List<XlbNodeConfig> Configs, List<XlbNodeConfigChunk> Chunks, Dictionary<(string Mapping, string Node), string> Digests) Render(
         Dictionary<string, ResolvedShard> shards, List<ValidMapping> mappings, Ipam.Result vips,
         Dictionary<IPAddress, PlacedVip> placements, IReadOnlyDictionary<string, XlbNodeConfig> previous, long? chunkLimit, PlanMemo? memo)
     {
@@ -442,6 +443,7 @@ public static partial class Planner
         var byVip = mappings.Where(vips.Assigned.ContainsKey).GroupBy(m => vips.Assigned[m]).ToDictionary(g => g.Key, g => g.ToList());
         var configs = new List<XlbNodeConfig>();
         var chunks = new List<XlbNodeConfigChunk>();
+        var digests = new Dictionary<(string Mapping, string Node), string>();
         foreach (var (nodeName, roles) in byNode.OrderBy(n => n.Key, StringComparer.Ordinal))
         {
             var nodeVips = roles
@@ -455,6 +457,10 @@ public static partial class Planner
                 .OrderBy(i => i.Listener!.Name, StringComparer.Ordinal)
                 .ToList();
             var listeners = listenerItems.Select(i => i.Listener!).ToList();
+            foreach (var group in listenerItems.GroupBy(i => i.BucketKey, StringComparer.Ordinal))
+            {
+                digests[(group.Key, nodeName)] = NodeConfigContent.Hash(group.Select(i => i.Digest.Sha256))[..16];
+            }
             var vipItems = nodeVips.Select(v => new Chunking.Item(v.Address, v, null, memo?.Vip(v) ?? NodeConfigContent.Digest(v))).ToList();
             previous.TryGetValue(nodeName, out var before);
             var split = chunkLimit is { } limit
@@ -476,7 +482,7 @@ public static partial class Planner
             var revision = before is null ? 1 : before.Spec.ContentHash == hash ? before.Spec.Revision : before.Spec.Revision + 1;
             configs.Add(new XlbNodeConfig { Metadata = new ObjectMeta { Name = nodeName }, Spec = spec with { Revision = revision, ContentHash = hash } });
         }
-        return (configs, chunks);
+        return (configs, chunks, digests);
     }
 
     /// <summary>A listener with its digest; the same objects as last plan when its mapping's resolution and VIP are unchanged.</summary>

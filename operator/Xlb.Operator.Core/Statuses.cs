@@ -112,7 +112,7 @@ public static partial class Planner
 
     private static Dictionary<ObjectRef, PortMappingStatus> MappingStatuses(
         PlanInput input, List<ValidMapping> mappings, Ipam.Result vips, Dictionary<IPAddress, PlacedVip> placements,
-        List<XlbNodeConfig> configs, Dictionary<ObjectRef, Problem> problems)
+        List<XlbNodeConfig> configs, Dictionary<(string Mapping, string Node), string> digests, Dictionary<ObjectRef, Problem> problems)
     {
         var result = new Dictionary<ObjectRef, PortMappingStatus>();
         var byObject = new Dictionary<PortMapping, ValidMapping>(ReferenceEqualityComparer.Instance);
@@ -164,9 +164,15 @@ public static partial class Planner
                 {
                     continue;
                 }
+                // The revision moves only when this mapping's listeners on the node change, so a change
+                // elsewhere in the node config does not touch this mapping's status.
+                var digest = digests.GetValueOrDefault((key, node));
+                var before = pm.Status?.Nodes.FirstOrDefault(n => n.Node == node);
+                var revision = before is not null && before.ContentDigest == digest && before.Revision <= config.Spec.Revision ? before.Revision : config.Spec.Revision;
                 var status = input.Previous.GetValueOrDefault(node)?.Status;
-                var applied = status is not null && status.AppliedRevision >= config.Spec.Revision && (status.AppliedRevision > config.Spec.Revision || status.AppliedHash == config.Spec.ContentHash);
-                nodes.Add(new NodeProgress { Node = node, Role = role, Revision = config.Spec.Revision, Applied = applied });
+                var applied = status is not null && status.AppliedRevision >= revision
+                    && (status.AppliedRevision > config.Spec.Revision || revision < config.Spec.Revision || status.AppliedHash == config.Spec.ContentHash);
+                nodes.Add(new NodeProgress { Node = node, Role = role, Revision = revision, ContentDigest = digest, Applied = applied });
             }
             var all = m.DistinctBackends;
             var terminating = all.Count(b => b.Draining);

@@ -20,7 +20,9 @@ public sealed record ClusterOperatorOptions
     public TimeSpan Resync { get; init; } = TimeSpan.FromSeconds(30);
     public InformerOptions Informers { get; init; } = new();
     /// <summary>Node content above this many bytes of JSON goes into XlbNodeConfigChunks (every object must stay under the API server's limit, about 1.5 MiB).</summary>
-    public long ChunkLimit { get; init; } = 512 * 1024;
+    public long ChunkLimit { get; init; } = 256 * 1024;
+    /// <summary>How many independent writes (chunks, statuses) are in flight at once.</summary>
+    public int WriteConcurrency { get; init; } = 8;
 }
 
 /// <summary>
@@ -52,6 +54,7 @@ public sealed partial class ClusterOperator
     private readonly Informer<PartialObject> _chunks;
     private readonly HashSet<string> _reported = new(StringComparer.Ordinal);
     private readonly PlanMemo _memo = new();
+    private readonly Dictionary<string, (string ResourceVersion, byte[] Json)> _statusJson = new(StringComparer.Ordinal);
     /// <summary>What each chunk holds that the planner reads back (VIPs; listener names and VIPs), by chunk name. Chunks never change, so this never goes stale.</summary>
     private readonly Dictionary<string, (List<NodeVip> Vips, List<Listener> Listeners)> _chunkContent = new(StringComparer.Ordinal);
     private WorkQueue? _queue;
@@ -190,6 +193,7 @@ public sealed partial class ClusterOperator
 
         var renewals = AgentRenewals();
         var previous = await PreviousAsync(ct);
+        var planning = Stopwatch.GetTimestamp();
         var plan = Planner.Plan(new PlanInput
         {
             Pools = pools,
@@ -207,14 +211,24 @@ public sealed partial class ClusterOperator
         });
         Interlocked.Increment(ref _plans);
         LastPlan = plan;
+        var planMs = Stopwatch.GetElapsedTime(planning).TotalMilliseconds;
+        var writesBefore = Writes;
 
         // Chunks first, heads after: an agent that sees a new head finds its chunks already there.
+        // A chunk is created once and never changed (its name is its content), so a plain create does; one that exists is already right.
+        await InParallelAsync(plan.Chunks.Where(c => _chunks.Get(c.Metadata.Name!) is null), async chunk =>
+        {
+            try
+            {
+                await WriteAsync(() => _client.CreateAsync(KubeResource.XlbNodeConfigChunks, chunk, _options.FieldManager, ct));
+            }
+            catch (KubeApiException e) when (e.IsConflict)
+            {
+                // Already there.
+            }
+        }, ct);
         foreach (var chunk in plan.Chunks)
         {
-            if (_chunks.Get(chunk.Metadata.Name!) is null)
-            {
-                await WriteAsync(() => _client.ApplyAsync<JsonObject>(KubeResource.XlbNodeConfigChunks, ApplyBody(chunk, "spec", chunk.Spec), _options.FieldManager, force: true, ct: ct));
-            }
             RememberChunk(chunk.Metadata.Name!, chunk.Spec);
         }
         foreach (var config in plan.NodeConfigs)
@@ -232,15 +246,16 @@ public sealed partial class ClusterOperator
         }
         // Chunks no head lists any more. An agent still assembling an older revision waits for the new head.
         var listed = plan.Chunks.Select(c => c.Metadata.Name!).ToHashSet(StringComparer.Ordinal);
-        foreach (var stale in _chunks.List().Where(c => !listed.Contains(c.Metadata.Name!)))
-        {
-            await WriteAsync(() => _client.DeleteAsync(KubeResource.XlbNodeConfigChunks, null, stale.Metadata.Name!, ct: ct));
-        }
+        await InParallelAsync(_chunks.List().Where(c => !listed.Contains(c.Metadata.Name!)),
+            stale => WriteAsync(() => _client.DeleteAsync(KubeResource.XlbNodeConfigChunks, null, stale.Metadata.Name!, ct: ct)), ct);
 
+        var configsMs = Stopwatch.GetElapsedTime(planning).TotalMilliseconds - planMs;
         await WriteStatusesAsync(plan, pools, shards, mappings, ct);
         await WriteServiceStatusesAsync(services, plan, ownedKeys, ct);
+        var statusMs = Stopwatch.GetElapsedTime(planning).TotalMilliseconds - planMs - configsMs;
         await ReportAsync(plan, pools, shards, mappings, owned.Problems, ct);
-        LogPlanned(plan.NodeConfigs.Count, mappings.Count, plan.Problems.Count, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+        LogPlanned(plan.NodeConfigs.Count, mappings.Count, plan.Problems.Count, Stopwatch.GetElapsedTime(started).TotalMilliseconds,
+            Stopwatch.GetElapsedTime(started, planning).TotalMilliseconds, planMs, configsMs, statusMs, Writes - writesBefore, _memo.LastPlan.Hits, _memo.LastPlan.Misses);
         var untilExpiry = plan.NextExpiry is { } expiry ? expiry - now + TimeSpan.FromMilliseconds(20) : _options.Resync;
         return ReconcileResult.After(untilExpiry < _options.Resync ? untilExpiry : _options.Resync);
     }
@@ -334,11 +349,18 @@ public sealed partial class ClusterOperator
                 await WriteAsync(() => _client.ApplyAsync<JsonObject>(KubeResource.VipShards, ApplyBody(shard, "status", status), _options.FieldManager, force: true, subresource: "status", ct: ct));
             }
         }
-        foreach (var pm in mappings)
+        var changed = mappings.Where(pm => pm.Metadata.Uid is not null && plan.MappingStatuses.TryGetValue(ObjectRef.Of(pm), out var status) && !SameStatus(pm, status));
+        await InParallelAsync(changed, pm => WriteAsync(() =>
+            _client.ApplyAsync<JsonObject>(KubeResource.PortMappings, ApplyBody(pm, "status", plan.MappingStatuses[ObjectRef.Of(pm)]), _options.FieldManager, force: true, subresource: "status", ct: ct)), ct);
+        lock (_statusJson)
         {
-            if (pm.Metadata.Uid is not null && plan.MappingStatuses.TryGetValue(ObjectRef.Of(pm), out var status) && !Same(pm.Status, status))
+            if (_statusJson.Count > mappings.Count + 64)
             {
-                await WriteAsync(() => _client.ApplyAsync<JsonObject>(KubeResource.PortMappings, ApplyBody(pm, "status", status), _options.FieldManager, force: true, subresource: "status", ct: ct));
+                var live = mappings.Select(m => Informer<PortMapping>.KeyOf(m.Metadata)).ToHashSet(StringComparer.Ordinal);
+                foreach (var gone in _statusJson.Keys.Where(k => !live.Contains(k)).ToList())
+                {
+                    _statusJson.Remove(gone);
+                }
             }
         }
     }
@@ -447,6 +469,31 @@ public sealed partial class ClusterOperator
         Interlocked.Increment(ref _writes);
     }
 
+    /// <summary>Independent writes, a few at a time: the API server serves requests concurrently, one round trip each is the cost.</summary>
+    private Task InParallelAsync<T>(IEnumerable<T> items, Func<T, Task> write, CancellationToken ct) =>
+        Parallel.ForEachAsync(items, new ParallelOptions { MaxDegreeOfParallelism = _options.WriteConcurrency, CancellationToken = ct }, async (item, _) => await write(item));
+
+    /// <summary>
+    /// Whether a PortMapping already has this status. The JSON of the last status seen on each
+    /// object is kept with its resourceVersion, so an object unchanged since is not serialized again.
+    /// </summary>
+    private bool SameStatus(PortMapping pm, PortMappingStatus status)
+    {
+        var key = Informer<PortMapping>.KeyOf(pm.Metadata);
+        var rv = pm.Metadata.ResourceVersion ?? "";
+        byte[] live;
+        lock (_statusJson)
+        {
+            if (!_statusJson.TryGetValue(key, out var seen) || seen.ResourceVersion != rv)
+            {
+                seen = (rv, JsonSerializer.SerializeToUtf8Bytes(pm.Status, KubeJson.Options));
+                _statusJson[key] = seen;
+            }
+            live = seen.Json;
+        }
+        return live.AsSpan().SequenceEqual(JsonSerializer.SerializeToUtf8Bytes(status, KubeJson.Options));
+    }
+
     /// <summary>A server-side apply body with only what this manager owns: identity, labels, owners, and one top-level field.</summary>
     private static JsonObject ApplyBody(IKubernetesObject o, string field, object value)
     {
@@ -481,8 +528,8 @@ public sealed partial class ClusterOperator
     [LoggerMessage(Level = LogLevel.Information, Message = "node {Node}: revision {Revision} with {Listeners} listeners in {Chunks} chunks (0: inline)")]
     private partial void LogRendered(string node, long revision, int listeners, int chunks);
 
-    [LoggerMessage(Level = LogLevel.Debug, Message = "planned {Configs} node configs from {Mappings} mappings, {Problems} problems, in {Ms:F1} ms")]
-    private partial void LogPlanned(int configs, int mappings, int problems, double ms);
+    [LoggerMessage(Level = LogLevel.Debug, Message = "planned {Configs} node configs from {Mappings} mappings, {Problems} problems, in {Ms:F1} ms (inputs {InputMs:F1}, plan {PlanMs:F1}, node configs {ConfigsMs:F1}, statuses {StatusMs:F1}; {Writes} writes; memo {Hits} reused, {Misses} computed)")]
+    private partial void LogPlanned(int configs, int mappings, int problems, double ms, double inputMs, double planMs, double configsMs, double statusMs, long writes, long hits, long misses);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "node config {Node} lists chunk {Chunk}, which is gone: its VIPs are placed afresh")]
     private partial void LogChunkMissing(string node, string chunk);

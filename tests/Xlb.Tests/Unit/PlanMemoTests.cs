@@ -5,7 +5,7 @@ using Xlb.Operator.Core;
 
 namespace Xlb.Tests.Unit;
 
-/// <summary>The plan memo changes how fast a plan is, never what it says.</summary>
+/// <summary>Planning many mappings: the memo changes how fast a plan is, never what it says; a change touches only its own mapping's status.</summary>
 public class PlanMemoTests
 {
     private static readonly DateTimeOffset T0 = new(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
@@ -88,6 +88,39 @@ public class PlanMemoTests
                 Assert.True(memo.LastPlan.Hits > 0 && memo.LastPlan.Misses == 0, $"'{what}': {memo.LastPlan.Hits} hits, {memo.LastPlan.Misses} misses");
             }
             input = input with { Previous = afresh.NodeConfigs.ToDictionary(c => c.Spec.NodeName) };
+        }
+    }
+
+    [Fact]
+    public void A_change_to_one_mapping_moves_the_node_revision_but_leaves_every_other_mappings_status_as_it_was()
+    {
+        var input = Input(20);
+        var first = Planner.Plan(input);
+        // The planner's statuses as written, and agents that applied what they were given.
+        input = input with
+        {
+            PortMappings = [.. input.PortMappings.Select(m => m with { Status = first.MappingStatuses[ObjectRef.Of(m)] })],
+            Previous = first.NodeConfigs.ToDictionary(c => c.Spec.NodeName, c => c with { Status = new XlbNodeConfigStatus { AppliedRevision = c.Spec.Revision, AppliedHash = c.Spec.ContentHash } }),
+            AgentRenewals = new Dictionary<string, DateTimeOffset> { ["n1"] = T0, ["n2"] = T0 },
+        };
+        var settled = Planner.Plan(input);
+        input = input with { PortMappings = [.. input.PortMappings.Select(m => m with { Status = settled.MappingStatuses[ObjectRef.Of(m)] })] };
+
+        var changed = Planner.Plan(input with { EndpointSlices = [.. input.EndpointSlices.Select(s => s.Metadata.Name == "svc-4-1" ? Slice(4, 8, skip: 2) : s)] });
+        Assert.All(changed.NodeConfigs, c => Assert.Equal(settled.NodeConfigs.Single(s => s.Spec.NodeName == c.Spec.NodeName).Spec.Revision + 1, c.Spec.Revision));
+        foreach (var pm in input.PortMappings)
+        {
+            var now = JsonSerializer.Serialize(changed.MappingStatuses[ObjectRef.Of(pm)], XlbJson.Options);
+            var was = JsonSerializer.Serialize(pm.Status, XlbJson.Options);
+            if (pm.Metadata.Name == "m004")
+            {
+                Assert.NotEqual(was, now);
+                Assert.All(changed.MappingStatuses[ObjectRef.Of(pm)].Nodes, n => Assert.False(n.Applied)); // waits for the new revision
+            }
+            else
+            {
+                Assert.Equal(was, now);
+            }
         }
     }
 }
