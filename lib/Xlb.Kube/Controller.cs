@@ -49,7 +49,7 @@ public sealed partial class Controller(
 
     private async Task WorkAsync(CancellationToken ct)
     {
-        while (await queue.GetAsync(ct) is { } key)
+        while (await NextAsync(ct) is { } key)
         {
             try
             {
@@ -59,6 +59,19 @@ public sealed partial class Controller(
             {
                 queue.Done(key);
             }
+        }
+    }
+
+    /// <summary>The next key; null once the queue shuts down or the run is cancelled (whichever the worker sees first).</summary>
+    private async Task<string?> NextAsync(CancellationToken ct)
+    {
+        try
+        {
+            return await queue.GetAsync(ct);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            return null;
         }
     }
 
