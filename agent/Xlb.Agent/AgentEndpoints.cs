@@ -6,6 +6,8 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 using Xlb.DataPlane;
+using Xlb.Hosting;
+using static Xlb.Hosting.PromText;
 
 namespace Xlb.Agent;
 
@@ -28,7 +30,7 @@ public static class AgentEndpoints
             var (ready, reason) = state.Readiness;
             return Results.Text(reason + "\n", statusCode: ready ? 200 : 503);
         });
-        app.MapGet("/metrics", () => Results.Text(Metrics(state), "text/plain; version=0.0.4; charset=utf-8"));
+        app.MapGet("/metrics", () => Results.Text(Metrics(state), PromText.ContentType));
         await app.StartAsync(ct);
         return app;
     }
@@ -43,28 +45,14 @@ public static class AgentEndpoints
         Gauge(sb, "xlb_agent_last_apply_seconds", "Duration of the last apply that wrote to the maps.", lastMs / 1000);
         Gauge(sb, "xlb_agent_draining", "1 while new connections are refused (shutdown window).", draining ? 1 : 0);
         var (unhealthy, failedOpen) = state.HealthSnapshot();
-        sb.Append("# HELP xlb_backend_unhealthy 1 for each backend this node's health checks took out of service.\n# TYPE xlb_backend_unhealthy gauge\n");
-        foreach (var b in unhealthy)
-        {
-            sb.Append(CultureInfo.InvariantCulture, $"xlb_backend_unhealthy{{backend=\"{b}\"}} 1\n");
-        }
+        PromText.Labelled(sb, "xlb_backend_unhealthy", "gauge", "1 for each backend this node's health checks took out of service.", "backend", unhealthy.Select(b => (b, 1.0)));
         Gauge(sb, "xlb_listeners_failed_open", "Listeners whose backends are all unhealthy and so all kept.", failedOpen.Count);
         if (state.DataPlane is { } dp)
         {
-            sb.Append("# HELP xlb_packets_total Packets seen by the XDP program, by verdict reason.\n# TYPE xlb_packets_total counter\n");
-            foreach (var (reason, count) in dp.Stats())
-            {
-                sb.Append(CultureInfo.InvariantCulture, $"xlb_packets_total{{reason=\"{Snake(reason)}\"}} {count}\n");
-            }
+            PromText.Labelled(sb, "xlb_packets_total", "counter", "Packets seen by the XDP program, by verdict reason.", "reason", dp.Stats().Select(s => (Snake(s.Key), (double)s.Value)));
         }
         return sb.ToString();
     }
-
-    private static void Gauge(StringBuilder sb, string name, string help, double value) =>
-        sb.Append(CultureInfo.InvariantCulture, $"# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
-
-    private static void Counter(StringBuilder sb, string name, string help, long value) =>
-        sb.Append(CultureInfo.InvariantCulture, $"# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n");
 
     private static string Snake(XlbStat s)
     {

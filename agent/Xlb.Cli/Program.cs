@@ -16,7 +16,8 @@ var kubeconfigOption = new Option<string?>("--kubeconfig") { Description = "Clus
 var leaseNamespaceOption = new Option<string>("--lease-namespace") { Description = "Cluster mode: namespace of the agents' liveness Leases and of the leader-election Lease", DefaultValueFactory = _ => "xlb-system" };
 var leaderElectOption = new Option<bool>("--leader-elect") { Description = "Cluster mode: elect one active replica through a Lease", DefaultValueFactory = _ => true };
 
-var operatorCommand = new Command("operator", "Run the operator: against the cluster, or (--manifests) standalone from a folder") { operatorManifestsOption, outOption, nodeOption, onceOption, kubeconfigOption, leaseNamespaceOption, leaderElectOption };
+var operatorListenOption = new Option<string?>("--listen") { Description = "Cluster mode: ADDRESS:PORT for /healthz, /readyz and /metrics (e.g. 0.0.0.0:9471)" };
+var operatorCommand = new Command("operator", "Run the operator: against the cluster, or (--manifests) standalone from a folder") { operatorManifestsOption, outOption, nodeOption, onceOption, kubeconfigOption, leaseNamespaceOption, leaderElectOption, operatorListenOption };
 operatorCommand.SetAction(async (parse, ct) =>
 {
     using var logs = Logs();
@@ -39,7 +40,16 @@ operatorCommand.SetAction(async (parse, ct) =>
             AgentLeaseNamespace = ns,
             LeaderElection = parse.GetValue(leaderElectOption) ? new Xlb.Kube.LeaderElectionOptions { Namespace = ns, LeaseName = "xlb-operator" } : null,
         };
-        await new ClusterOperator(client, options, logs.CreateLogger<ClusterOperator>(), TimeProvider.System).RunAsync(Terminate(ct));
+        System.Net.IPEndPoint? listen = null;
+        if (parse.GetValue(operatorListenOption) is { } text && !System.Net.IPEndPoint.TryParse(text, out listen))
+        {
+            await Console.Error.WriteLineAsync($"--listen {text}: expected ADDRESS:PORT");
+            return 2;
+        }
+        var op = new ClusterOperator(client, options, logs.CreateLogger<ClusterOperator>(), TimeProvider.System);
+        var stop = Terminate(ct);
+        await using var endpoints = listen is null ? null : await OperatorEndpoints.StartAsync(listen, op, stop);
+        await op.RunAsync(stop);
         return 0;
     }
     if (parse.GetValue(outOption) is not { } outDir)
@@ -47,15 +57,15 @@ operatorCommand.SetAction(async (parse, ct) =>
         await Console.Error.WriteLineAsync("xlb operator: --manifests needs --out");
         return 2;
     }
-    var op = new StandaloneOperator(
+    var standalone = new StandaloneOperator(
         new OperatorOptions { ManifestDir = manifests.FullName, OutputDir = outDir.FullName, Nodes = parse.GetValue(nodeOption) ?? [] },
         logs.CreateLogger<StandaloneOperator>(),
         TimeProvider.System);
     if (parse.GetValue(onceOption))
     {
-        return op.ReconcileOnce().Problems.Count == 0 ? 0 : 1;
+        return standalone.ReconcileOnce().Problems.Count == 0 ? 0 : 1;
     }
-    await op.RunAsync(Terminate(ct));
+    await standalone.RunAsync(Terminate(ct));
     return 0;
 });
 

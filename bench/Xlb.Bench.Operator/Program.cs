@@ -11,7 +11,9 @@ using Xlb.Operator.Core;
 //  - full resync: operator start → every node config rendered and every PortMapping status
 //    written, beside the reference of one pure Planner.Plan over the same objects in this process;
 //  - peak RSS of the operator process (VmHWM);
-//  - EndpointSlice change → node config carrying it, p50/p99 over N changes (watch timestamps).
+//  - EndpointSlice change → node config carrying it, p50/p99 over N changes (watch timestamps);
+//  - restart resync: a second operator over the converged state, start → first reconcile done
+//    (read from its /metrics), with the writes it needed and its peak RSS.
 // Usage: xlb-bench-operator [mappings=10000] [endpoints=50] [changes=1000]
 var mappings = args.Length > 0 ? int.Parse(args[0], CultureInfo.InvariantCulture) : 10_000;
 var endpoints = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 50;
@@ -217,9 +219,53 @@ try
     latencies.Sort();
     double P(double q) => latencies[Math.Min(latencies.Count - 1, (int)(q * latencies.Count))];
     Console.WriteLine($"EndpointSlice → node config over {latencies.Count} changes: p50 {P(0.5):F0} ms, p99 {P(0.99):F0} ms, max {latencies[^1]:F0} ms (target p99 250 ms); p99 = {P(0.99) / planTime.TotalMilliseconds:F1} × one pure plan");
-    var status = File.ReadAllLines($"/proc/{op.Id}/status");
-    var hwm = status.First(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
-    Console.WriteLine($"operator peak RSS: {long.Parse(hwm.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1024} MiB (target 300 MiB)");
+    Console.WriteLine($"operator peak RSS: {PeakRssMiB(op)} MiB (target 300 MiB)");
+
+    // Restart: a second operator over the converged state. Its /metrics says when its first
+    // reconcile is done and how many writes it needed (none, if nothing is lost on restart).
+    op.Kill(entireProcessTree: true);
+    await op.WaitForExitAsync(CancellationToken.None);
+    int port;
+    using (var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0))
+    {
+        probe.Start();
+        port = ((System.Net.IPEndPoint)probe.LocalEndpoint).Port;
+    }
+    var restartClock = Stopwatch.StartNew();
+    using var second = Process.Start(new ProcessStartInfo("dotnet", ["exec", xlb, "operator", "--kubeconfig", kubeconfig, "--leader-elect=false", "--listen", $"127.0.0.1:{port}"])
+    {
+        RedirectStandardOutput = true,
+        RedirectStandardError = true,
+    })!;
+    var secondOut = second.StandardOutput.ReadToEndAsync(ct);
+    var secondErr = second.StandardError.ReadToEndAsync(ct);
+    using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}") };
+    double Sample(string text, string series) =>
+        double.Parse(text.Split('\n').Single(l => l.StartsWith(series + " ", StringComparison.Ordinal))[(series.Length + 1)..], CultureInfo.InvariantCulture);
+    string? page = null;
+    while (restartClock.Elapsed < TimeSpan.FromMinutes(5) && !second.HasExited)
+    {
+        try
+        {
+            page = await http.GetStringAsync("/metrics", ct);
+            if (Sample(page, "xlb_operator_reconcile_duration_seconds_count") >= 1)
+            {
+                break;
+            }
+        }
+        catch (HttpRequestException)
+        {
+            // Not listening yet.
+        }
+        await Task.Delay(50, ct);
+    }
+    var restartTime = restartClock.Elapsed;
+    Console.WriteLine(page is null ? "restart: the operator never served /metrics" :
+        $"restart resync (start → first reconcile done over the converged state): {restartTime.TotalMilliseconds:F0} ms, {Sample(page, "xlb_operator_writes_total")} writes, " +
+        $"peak RSS {PeakRssMiB(second)} MiB (targets 2000 ms, 300 MiB)");
+    second.Kill(entireProcessTree: true);
+    await second.WaitForExitAsync(CancellationToken.None);
+    _ = await secondOut + await secondErr;
 }
 finally
 {
@@ -234,3 +280,9 @@ finally
     Console.WriteLine($"operator log: {logPath}");
 }
 return 0;
+
+static long PeakRssMiB(Process p)
+{
+    var hwm = File.ReadAllLines($"/proc/{p.Id}/status").First(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
+    return long.Parse(hwm.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1024;
+}

@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
 using Xlb.Crds;
+using Xlb.Hosting;
 using Xlb.Kube;
 using Xlb.Operator.Core;
 
@@ -58,6 +59,10 @@ public sealed partial class ClusterOperator
     /// <summary>What each chunk holds that the planner reads back (VIPs; listener names and VIPs), by chunk name. Chunks never change, so this never goes stale.</summary>
     private readonly Dictionary<string, (List<NodeVip> Vips, List<Listener> Listeners)> _chunkContent = new(StringComparer.Ordinal);
     private WorkQueue? _queue;
+    private Controller? _controller;
+    private long _reconcilesBefore;
+    private long _errorsBefore;
+    private volatile bool _leading;
     private long _plans;
     private long _writes;
 
@@ -91,6 +96,37 @@ public sealed partial class ClusterOperator
     /// <summary>Set once every informer has listed.</summary>
     public bool Synced { get; private set; }
     public int QueueDepth => _queue?.Length ?? 0;
+    /// <summary>True while this replica writes (always, without leader election).</summary>
+    public bool Leading => _leading;
+    /// <summary>Seconds per reconcile (snapshot, plan, writes, events).</summary>
+    public Histogram ReconcileDurations { get; } = Histogram.Durations();
+    /// <summary>Seconds per pure plan.</summary>
+    public Histogram PlanDurations { get; } = Histogram.Durations();
+
+    /// <summary>The operator's metrics in the Prometheus text format.</summary>
+    public string Metrics()
+    {
+        var sb = new System.Text.StringBuilder();
+        var controller = _controller;
+        PromText.Counter(sb, "xlb_operator_reconciles_total", "Reconciles run (each one a full plan).", Interlocked.Read(ref _reconcilesBefore) + (controller?.Reconciles ?? 0));
+        PromText.Counter(sb, "xlb_operator_reconcile_errors_total", "Reconciles that failed and were retried with backoff.", Interlocked.Read(ref _errorsBefore) + (controller?.Errors ?? 0));
+        ReconcileDurations.Write(sb, "xlb_operator_reconcile_duration_seconds", "Duration of a reconcile: snapshot, plan, writes and events.");
+        PlanDurations.Write(sb, "xlb_operator_plan_duration_seconds", "Duration of the pure plan within a reconcile.");
+        PromText.Gauge(sb, "xlb_operator_queue_depth", "Keys waiting in the work queue.", QueueDepth);
+        PromText.Counter(sb, "xlb_operator_writes_total", "Writes to the API server: applies, creates, deletes, status updates.", Writes);
+        PromText.Gauge(sb, "xlb_operator_leader", "1 while this replica is the one that writes.", _leading ? 1 : 0);
+        PromText.Gauge(sb, "xlb_operator_synced", "1 once every informer has listed.", Synced ? 1 : 0);
+        var (hits, misses) = _memo.LastPlan;
+        PromText.Gauge(sb, "xlb_operator_plan_reused", "Items of the last plan reused from the one before (mappings, listeners).", hits);
+        PromText.Gauge(sb, "xlb_operator_plan_computed", "Items of the last plan computed afresh.", misses);
+        PromText.Labelled(sb, "xlb_operator_objects", "gauge", "Objects in the operator's caches, by kind.", "kind",
+        [
+            ("LoadBalancerPool", _pools.List().Count), ("VipShard", _shards.List().Count), ("PortMapping", _mappings.List().Count),
+            ("XlbNodeConfig", _configs.List().Count), ("XlbNodeConfigChunk", _chunks.List().Count), ("EndpointSlice", _slices.List().Count),
+        ]);
+        PromText.Gauge(sb, "xlb_operator_problems", "Objects of the last plan that are Stalled.", LastPlan?.Problems.Count ?? 0);
+        return sb.ToString();
+    }
 
     private Informer<T> Watch<T>(Informer<T> informer) where T : class, IKubernetesObject
     {
@@ -152,13 +188,19 @@ public sealed partial class ClusterOperator
         _queue = queue;
         queue.Add(PlanKey);
         var controller = new Controller("xlb-operator", queue, ReconcileAsync, new ControllerOptions { Workers = 1 }, _log);
+        _controller = controller;
+        _leading = true;
         try
         {
             await controller.RunAsync(ct);
         }
         finally
         {
+            _leading = false;
             _queue = null;
+            _controller = null;
+            Interlocked.Add(ref _reconcilesBefore, controller.Reconciles);
+            Interlocked.Add(ref _errorsBefore, controller.Errors);
         }
     }
 
@@ -212,6 +254,7 @@ public sealed partial class ClusterOperator
         Interlocked.Increment(ref _plans);
         LastPlan = plan;
         var planMs = Stopwatch.GetElapsedTime(planning).TotalMilliseconds;
+        PlanDurations.Observe(planMs / 1000);
         var writesBefore = Writes;
 
         // Chunks first, heads after: an agent that sees a new head finds its chunks already there.
@@ -254,6 +297,7 @@ public sealed partial class ClusterOperator
         await WriteServiceStatusesAsync(services, plan, ownedKeys, ct);
         var statusMs = Stopwatch.GetElapsedTime(planning).TotalMilliseconds - planMs - configsMs;
         await ReportAsync(plan, pools, shards, mappings, owned.Problems, ct);
+        ReconcileDurations.Observe(Stopwatch.GetElapsedTime(started).TotalSeconds);
         LogPlanned(plan.NodeConfigs.Count, mappings.Count, plan.Problems.Count, Stopwatch.GetElapsedTime(started).TotalMilliseconds,
             Stopwatch.GetElapsedTime(started, planning).TotalMilliseconds, planMs, configsMs, statusMs, Writes - writesBefore, _memo.LastPlan.Hits, _memo.LastPlan.Misses);
         var untilExpiry = plan.NextExpiry is { } expiry ? expiry - now + TimeSpan.FromMilliseconds(20) : _options.Resync;

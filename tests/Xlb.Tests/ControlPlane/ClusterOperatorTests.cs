@@ -132,6 +132,34 @@ public sealed class ClusterOperatorTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task The_operator_serves_readiness_and_metrics_that_count_its_reconciles_writes_and_objects()
+    {
+        await _h.ApplyAsync(File.ReadAllText(Path.Combine(Examples.Dir("demo"), "30-web.yaml")));
+        _h.StartAgents("lb-1", "lb-2");
+        var (op, run, stop) = _h.StartOperator();
+        await using var endpoints = await Xlb.Operator.OperatorEndpoints.StartAsync(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0), op, Ct);
+        using var http = new HttpClient { BaseAddress = new Uri(endpoints.Urls.Single()) };
+        await Eventually.TrueAsync(() => Condition(MappingAsync("web").Result.Status?.Conditions, "Ready") == "True", "PortMapping demo/web Ready", 20);
+
+        var ready = await http.GetAsync("/readyz", Ct);
+        Assert.Equal(System.Net.HttpStatusCode.OK, ready.StatusCode);
+        Assert.Equal("leading\n", await ready.Content.ReadAsStringAsync(Ct));
+        var text = await http.GetStringAsync("/metrics", Ct);
+        double Sample(string series) => double.Parse(text.Split('\n').Single(l => l.StartsWith(series + " ", StringComparison.Ordinal))[(series.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture);
+        Assert.True(Sample("xlb_operator_reconciles_total") >= 1);
+        // Every reconcile ends timed or failed; one may be under way while the page is written.
+        Assert.InRange(Sample("xlb_operator_reconciles_total") - Sample("xlb_operator_reconcile_duration_seconds_count") - Sample("xlb_operator_reconcile_errors_total"), 0, 1);
+        Assert.Equal(Sample("xlb_operator_reconcile_duration_seconds_count"), Sample("xlb_operator_reconcile_duration_seconds_bucket{le=\"+Inf\"}"));
+        Assert.True(Sample("xlb_operator_writes_total") >= 3); // two node configs and a status at least
+        Assert.Equal(1, Sample("xlb_operator_leader"));
+        Assert.Equal(1, Sample("xlb_operator_objects{kind=\"PortMapping\"}"));
+        Assert.Equal(2, Sample("xlb_operator_objects{kind=\"XlbNodeConfig\"}"));
+        Assert.Equal(0, Sample("xlb_operator_problems"));
+        await stop.CancelAsync();
+        await run;
+    }
+
+    [Fact]
     public async Task An_endpoint_leaving_its_slice_updates_the_node_config_and_the_backend_counts()
     {
         await _h.ApplyAsync(Mapping("api", backend: "serviceRef: {name: api}"));
