@@ -1,10 +1,6 @@
-using System.Globalization;
 using System.Net;
 using System.Text;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Http;
-using Microsoft.Extensions.Logging;
 using Xlb.DataPlane;
 using Xlb.Hosting;
 using static Xlb.Hosting.PromText;
@@ -18,22 +14,8 @@ namespace Xlb.Agent;
 /// </summary>
 public static class AgentEndpoints
 {
-    public static async Task<WebApplication> StartAsync(IPEndPoint listen, AgentState state, CancellationToken ct)
-    {
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.ConfigureKestrel(k => k.Listen(listen));
-        var app = builder.Build();
-        app.MapGet("/healthz", () => Results.Text("ok\n"));
-        app.MapGet("/readyz", () =>
-        {
-            var (ready, reason) = state.Readiness;
-            return Results.Text(reason + "\n", statusCode: ready ? 200 : 503);
-        });
-        app.MapGet("/metrics", () => Results.Text(Metrics(state), PromText.ContentType));
-        await app.StartAsync(ct);
-        return app;
-    }
+    public static Task<WebApplication> StartAsync(IPEndPoint listen, AgentState state, CancellationToken ct) =>
+        HttpEndpoints.StartAsync(listen, () => state.Readiness, () => Metrics(state), ct);
 
     public static string Metrics(AgentState state)
     {

@@ -27,14 +27,7 @@ public sealed class HttpBackend : IAsyncDisposable
 
     public static HttpBackend Start(string ns, string name, IPAddress address, int port)
     {
-        var listener = Netns.Run(ns, () =>
-        {
-            var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-            s.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
-            s.Bind(new IPEndPoint(address, port));
-            s.Listen(1024);
-            return s;
-        });
+        var listener = Netns.Listen(ns, new IPEndPoint(address, port), 1024);
         return new HttpBackend(name, listener);
     }
 

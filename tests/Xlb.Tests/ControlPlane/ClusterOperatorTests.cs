@@ -12,42 +12,7 @@ public sealed class ClusterOperatorTests : IAsyncLifetime
     private OperatorHarness _h = null!;
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
-    private const string Cluster = """
-        apiVersion: v1
-        kind: Node
-        metadata: {name: lb-1, labels: {xlb.io/lb-node: "true"}}
-        ---
-        apiVersion: v1
-        kind: Node
-        metadata: {name: lb-2, labels: {xlb.io/lb-node: "true"}}
-        ---
-        apiVersion: v1
-        kind: Node
-        metadata: {name: worker-1}
-        ---
-        apiVersion: v1
-        kind: Namespace
-        metadata: {name: demo}
-        ---
-        apiVersion: v1
-        kind: Namespace
-        metadata: {name: xlb-system}
-        ---
-        apiVersion: xlb.io/v1alpha1
-        kind: LoadBalancerPool
-        metadata: {name: demo}
-        spec:
-          blocks: [10.250.0.0/24]
-          reserved: [10.250.0.1-10.250.0.9]
-        ---
-        apiVersion: xlb.io/v1alpha1
-        kind: VipShard
-        metadata: {name: edge}
-        spec:
-          poolRef: demo
-          nodeSelector: {matchLabels: {xlb.io/lb-node: "true"}}
-          failover: {detection: {interval: 200ms, multiplier: 3}}
-        """;
+    private static readonly string Cluster = OperatorHarness.DemoCluster("200ms", ["lb-1", "lb-2"], "worker-1");
 
     private static string Mapping(string name, string backend = "endpoints: [{address: 10.201.1.2}, {address: 10.201.2.2}]", int port = 80, string vip = "Auto") => $$"""
         apiVersion: xlb.io/v1alpha1

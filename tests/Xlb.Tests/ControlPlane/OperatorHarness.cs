@@ -42,6 +42,21 @@ public sealed class OperatorHarness : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// The demo's API objects as a cluster holds them: LB nodes (label xlb.io/lb-node), other nodes,
+    /// namespaces demo and xlb-system, pool demo (10.250.0.0/24 less .1-.9) and shard edge over the
+    /// LB nodes with the given failure detection.
+    /// </summary>
+    public static string DemoCluster(string detectionInterval, string[] lbNodes, params string[] otherNodes) =>
+        string.Join("---\n", [
+            .. lbNodes.Select(n => $"apiVersion: v1\nkind: Node\nmetadata: {{name: {n}, labels: {{xlb.io/lb-node: \"true\"}}}}\n"),
+            .. otherNodes.Select(n => $"apiVersion: v1\nkind: Node\nmetadata: {{name: {n}}}\n"),
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n",
+            $"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {LeaseNs}}}\n",
+            "apiVersion: xlb.io/v1alpha1\nkind: LoadBalancerPool\nmetadata: {name: demo}\nspec: {blocks: [10.250.0.0/24], reserved: [10.250.0.1-10.250.0.9]}\n",
+            $"apiVersion: xlb.io/v1alpha1\nkind: VipShard\nmetadata: {{name: edge}}\nspec:\n  poolRef: demo\n  nodeSelector: {{matchLabels: {{xlb.io/lb-node: \"true\"}}}}\n  failover: {{detection: {{interval: {detectionInterval}, multiplier: 3}}}}\n",
+        ]);
+
     public static KubeResource Resource(JsonObject obj) => (obj["apiVersion"]!.GetValue<string>(), obj["kind"]!.GetValue<string>()) switch
     {
         (_, "Node") => KubeResource.Nodes,

@@ -20,32 +20,7 @@ public sealed class ClusterAgentTests(ITestOutputHelper output)
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
-    private const string Setup = """
-        apiVersion: v1
-        kind: Node
-        metadata: {name: lb-1, labels: {xlb.io/lb-node: "true"}}
-        ---
-        apiVersion: v1
-        kind: Namespace
-        metadata: {name: demo}
-        ---
-        apiVersion: v1
-        kind: Namespace
-        metadata: {name: xlb-system}
-        ---
-        apiVersion: xlb.io/v1alpha1
-        kind: LoadBalancerPool
-        metadata: {name: demo}
-        spec: {blocks: [10.250.0.0/24], reserved: [10.250.0.1-10.250.0.9]}
-        ---
-        apiVersion: xlb.io/v1alpha1
-        kind: VipShard
-        metadata: {name: edge}
-        spec:
-          poolRef: demo
-          nodeSelector: {matchLabels: {xlb.io/lb-node: "true"}}
-          failover: {detection: {interval: 500ms, multiplier: 3}}
-        """;
+    private static readonly string Setup = OperatorHarness.DemoCluster("500ms", ["lb-1"]);
 
     private static string Web(params int[] backends) => $$"""
         apiVersion: xlb.io/v1alpha1

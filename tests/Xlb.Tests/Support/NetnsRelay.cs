@@ -29,14 +29,8 @@ public sealed class NetnsRelay : IAsyncDisposable
 
     public static NetnsRelay Start(string ns, IPEndPoint target)
     {
-        var listener = Netns.Run(ns, () =>
-        {
-            Netns.Sh("ip", "-n", ns, "link", "set", "lo", "up");
-            var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-            s.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-            s.Listen(64);
-            return s;
-        });
+        Netns.Ip(ns, "link", "set", "lo", "up");
+        var listener = Netns.Listen(ns, new IPEndPoint(IPAddress.Loopback, 0), 64);
         return new NetnsRelay(listener, target);
     }
 
