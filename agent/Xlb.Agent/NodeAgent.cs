@@ -291,6 +291,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         catch (Exception e) when (e is Core.ConfigTooLargeException or BpfException or FormatException)
         {
             LogApplyFailed(config.Spec.Revision, e.Message);
+            _sourceVersion = -1; // retried on the next pass, not only when the config changes
             State.Failed("ApplyFailed");
             await ReportAsync(attachMode, Degraded("ApplyFailed", $"revision {config.Spec.Revision} not applied, revision {_appliedRevision} stays: {e.Message}"), ct);
         }
