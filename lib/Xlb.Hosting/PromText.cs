@@ -52,17 +52,6 @@ public sealed class Histogram(params double[] bounds)
         }
     }
 
-    public long Count
-    {
-        get
-        {
-            lock (_gate)
-            {
-                return _count;
-            }
-        }
-    }
-
     public void Write(StringBuilder sb, string name, string help)
     {
         long[] counts;

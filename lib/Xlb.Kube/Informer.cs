@@ -63,6 +63,9 @@ public sealed partial class Informer<T> where T : class, IKubernetesObject
 
     public IReadOnlyList<T> List() => [.. _cache.Values];
 
+    /// <summary>How many objects the cache holds (no copy).</summary>
+    public int Count => _cache.Count;
+
     public async Task RunAsync(CancellationToken ct)
     {
         var failures = 0;

@@ -105,7 +105,4 @@ public static class Chunking
         }
         return h;
     }
-
-    /// <summary>The mapping part of a listener name (namespace/mapping/port → namespace/mapping).</summary>
-    public static string MappingOf(string listenerName) => listenerName[..Math.Max(0, listenerName.LastIndexOf('/'))];
 }

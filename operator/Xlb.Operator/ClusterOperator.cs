@@ -58,6 +58,8 @@ public sealed partial class ClusterOperator
     private readonly Dictionary<string, (string ResourceVersion, byte[] Json)> _statusJson = new(StringComparer.Ordinal);
     /// <summary>What each chunk holds that the planner reads back (VIPs; listener names and VIPs), by chunk name. Chunks never change, so this never goes stale.</summary>
     private readonly Dictionary<string, (List<NodeVip> Vips, List<Listener> Listeners)> _chunkContent = new(StringComparer.Ordinal);
+    /// <summary>Each chunked head as last assembled, by node, with the content hash it was assembled for.</summary>
+    private readonly Dictionary<string, (string Hash, List<NodeVip> Vips, List<Listener> Listeners)> _assembled = new(StringComparer.Ordinal);
     private WorkQueue? _queue;
     private Controller? _controller;
     private long _reconcilesBefore;
@@ -121,8 +123,8 @@ public sealed partial class ClusterOperator
         PromText.Gauge(sb, "xlb_operator_plan_computed", "Items of the last plan computed afresh.", misses);
         PromText.Labelled(sb, "xlb_operator_objects", "gauge", "Objects in the operator's caches, by kind.", "kind",
         [
-            ("LoadBalancerPool", _pools.List().Count), ("VipShard", _shards.List().Count), ("PortMapping", _mappings.List().Count),
-            ("XlbNodeConfig", _configs.List().Count), ("XlbNodeConfigChunk", _chunks.List().Count), ("EndpointSlice", _slices.List().Count),
+            ("LoadBalancerPool", _pools.Count), ("VipShard", _shards.Count), ("PortMapping", _mappings.Count),
+            ("XlbNodeConfig", _configs.Count), ("XlbNodeConfigChunk", _chunks.Count), ("EndpointSlice", _slices.Count),
         ]);
         PromText.Gauge(sb, "xlb_operator_problems", "Objects of the last plan that are Stalled.", LastPlan?.Problems.Count ?? 0);
         return sb.ToString();
@@ -312,20 +314,26 @@ public sealed partial class ClusterOperator
     private async Task<Dictionary<string, XlbNodeConfig>> PreviousAsync(CancellationToken ct)
     {
         var result = new Dictionary<string, XlbNodeConfig>(StringComparer.Ordinal);
-        var referenced = new HashSet<string>(StringComparer.Ordinal);
+        // Keep what the heads list and what the last plan wrote (its heads may not be back through the informer yet).
+        var referenced = (LastPlan?.Chunks ?? []).Select(c => c.Metadata.Name!).ToHashSet(StringComparer.Ordinal);
         foreach (var head in _configs.List())
         {
             var name = head.Metadata.Name ?? "";
             result[name] = head;
+            referenced.UnionWith(head.Spec.Chunks.Select(c => c.Name));
             if (head.Spec.Chunks.Count == 0)
             {
+                continue;
+            }
+            if (_assembled.TryGetValue(name, out var known) && known.Hash == head.Spec.ContentHash)
+            {
+                result[name] = head with { Spec = head.Spec with { Vips = known.Vips, Listeners = known.Listeners } };
                 continue;
             }
             var vips = new List<NodeVip>();
             var listeners = new List<Listener>();
             foreach (var part in head.Spec.Chunks)
             {
-                referenced.Add(part.Name);
                 if (!_chunkContent.TryGetValue(part.Name, out var content))
                 {
                     if (await _client.GetAsync<XlbNodeConfigChunk>(KubeResource.XlbNodeConfigChunks, null, part.Name, ct) is not { } chunk)
@@ -341,12 +349,17 @@ public sealed partial class ClusterOperator
             }
             if (vips is not null)
             {
+                _assembled[name] = (head.Spec.ContentHash, vips, listeners);
                 result[name] = head with { Spec = head.Spec with { Vips = vips, Listeners = listeners } };
             }
         }
         foreach (var stale in _chunkContent.Keys.Where(k => !referenced.Contains(k)).ToList())
         {
             _chunkContent.Remove(stale);
+        }
+        foreach (var gone in _assembled.Keys.Where(k => !result.ContainsKey(k)).ToList())
+        {
+            _assembled.Remove(gone);
         }
         return result;
     }
