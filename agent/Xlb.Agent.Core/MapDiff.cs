@@ -11,6 +11,7 @@ public abstract record MapOp
     public sealed record DeleteService(XlbSvcKey Key) : MapOp;
     public sealed record PutVip(XlbVipKey Key, uint Flags) : MapOp;
     public sealed record DeleteVip(XlbVipKey Key) : MapOp;
+    public sealed record PutFilter(uint Generation, FilterImage Filter) : MapOp;
     /// <summary>Makes a generation the one packets read: a single u32 store.</summary>
     public sealed record Flip(XlbCfg Config) : MapOp;
 }
@@ -18,11 +19,13 @@ public abstract record MapOp
 /// <summary>What the maps of one generation hold now, as read by the shell.</summary>
 /// <param name="Backends">Backend slots 1..n of the generation (index 0 of the list is slot 1).</param>
 /// <param name="Ring">Ring slots 0..m of the generation.</param>
+/// <param name="Filter">The generation's filter entry.</param>
 public sealed record ObservedGeneration(
     IReadOnlyDictionary<XlbVipKey, uint> Vips,
     IReadOnlyDictionary<XlbSvcKey, XlbSvc> Services,
     IReadOnlyList<XlbBackend> Backends,
-    IReadOnlyList<uint> Ring);
+    IReadOnlyList<uint> Ring,
+    FilterImage Filter);
 
 /// <summary>
 /// The agent's pure core: desired image + observed inactive generation → ordered operations.
@@ -71,6 +74,10 @@ public static class MapDiff
         foreach (var key in observed.Vips.Keys.Where(k => !desired.Vips.ContainsKey(k)))
         {
             ops.Add(new MapOp.DeleteVip(key));
+        }
+        if (!observed.Filter.Equals(desired.Filter))
+        {
+            ops.Add(new MapOp.PutFilter(desired.Generation, desired.Filter));
         }
         ops.Add(new MapOp.Flip(config with { ActiveGen = desired.Generation }));
         return ops;

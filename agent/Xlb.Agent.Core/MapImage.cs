@@ -6,15 +6,17 @@ namespace Xlb.Agent.Core;
 
 /// <summary>
 /// What one configuration generation of the data-plane maps must hold for a node config.
-/// Backends are numbered from 1 (0 marks an empty ring slot); each service's Maglev ring
-/// occupies [RingOff, RingOff + RingSize) of the generation's ring array.
+/// Backends are numbered from 1 (0 marks an empty ring slot); each service's ring (a Maglev
+/// table, or a round-robin cycle) occupies [RingOff, RingOff + RingSize) of the generation's
+/// ring array. The filter marks the VIPs and the DNAT backends of this generation.
 /// </summary>
 public sealed record MapImage(
     byte Generation,
     IReadOnlyDictionary<XlbVipKey, uint> Vips,
     IReadOnlyDictionary<XlbSvcKey, XlbSvc> Services,
     IReadOnlyList<XlbBackend> Backends,
-    IReadOnlyList<uint> Ring)
+    IReadOnlyList<uint> Ring,
+    FilterImage Filter)
 {
     /// <summary>The key of backend slot <paramref name="index"/> (1-based) in this generation.</summary>
     public uint BackendKey(int index) => (uint)(Generation * XlbAbi.MaxBackends + index);
@@ -36,38 +38,50 @@ public sealed record MapImage(
                 Services = Services.ToDictionary(s => s.Key with { Gen = generation }, s => s.Value),
             };
 
+    /// <summary>The service ids of this image by service (generation-free key), for the next build.</summary>
+    public IReadOnlyDictionary<XlbSvcKey, uint> ServiceIds() => Services.ToDictionary(s => s.Key with { Gen = 0 }, s => s.Value.Id);
+
     /// <summary>Builds the image of <paramref name="spec"/> for generation <paramref name="generation"/>.</summary>
+    /// <param name="ids">
+    /// Service ids in use (keyed with generation 0): a service keeps its id across revisions, so
+    /// its counters stay its own. New services get the lowest free ids.
+    /// </param>
     /// <exception cref="ConfigTooLargeException">The config needs more than the maps hold.</exception>
-    public static MapImage Build(XlbNodeConfigSpec spec, byte generation)
+    public static MapImage Build(XlbNodeConfigSpec spec, byte generation, IReadOnlyDictionary<XlbSvcKey, uint>? ids = null)
     {
         var vips = new Dictionary<XlbVipKey, uint>();
         var services = new Dictionary<XlbSvcKey, XlbSvc>();
         var backends = new List<XlbBackend>();
         var backendIndex = new Dictionary<XlbBackend, int>();
         var ring = new List<uint>();
+        var filter = new FilterImage();
 
         foreach (var vip in spec.Vips)
         {
             var address = IPAddress.Parse(vip.Address);
             vips[new XlbVipKey { Addr = Addr16.From(address), Family = Net.Family(address), Gen = generation }] = 0;
+            filter.AddVip(address);
         }
 
-        var nextId = 1u;
-        foreach (var listener in spec.Listeners.OrderBy(l => l.Name, StringComparer.Ordinal))
+        var keys = spec.Listeners.OrderBy(l => l.Name, StringComparer.Ordinal).Select(l => (Listener: l, Key: KeyOf(l, generation))).ToList();
+        var assigned = new Dictionary<XlbSvcKey, uint>();
+        foreach (var (_, key) in keys)
+        {
+            if (ids?.GetValueOrDefault(key with { Gen = 0 }) is > 0 and <= XlbAbi.MaxServices and var id)
+            {
+                assigned[key] = id;
+            }
+        }
+        var taken = assigned.Values.ToHashSet();
+        var nextFree = 1u;
+        foreach (var (listener, key) in keys)
         {
             var vip = IPAddress.Parse(listener.Vip);
-            var key = new XlbSvcKey
-            {
-                Vip = Addr16.From(vip),
-                PortBe = Net.Be(listener.Port),
-                Proto = listener.Protocol == L4Protocol.TCP ? XlbAbi.ProtoTcp : XlbAbi.ProtoUdp,
-                Family = Net.Family(vip),
-                Gen = generation,
-            };
+            filter.AddVip(vip);
             var members = listener.Backends
                 .Select(b => (Backend: ToBackend(b), Weight: b.Draining ? 0 : b.Weight))
                 .ToList();
-            var ids = new List<int>(members.Count);
+            var indexes = new List<int>(members.Count);
             foreach (var (be, _) in members)
             {
                 if (!backendIndex.TryGetValue(be, out var idx))
@@ -76,12 +90,32 @@ public sealed record MapImage(
                     idx = backends.Count;
                     backendIndex[be] = idx;
                 }
-                ids.Add(idx);
+                indexes.Add(idx);
             }
-            var size = Maglev.DefaultSize;
-            var table = Maglev.Build([.. members.Select(m => new MaglevBackend(BackendIdentity(m.Backend), m.Weight))], size);
-            var svc = new XlbSvc { Id = nextId++, RingOff = (uint)ring.Count, RingSize = (uint)table.Length };
-            ring.AddRange(table.Select(i => (uint)ids[i]));
+            var mode = ModeOf(listener);
+            var algo = AlgoOf(listener.Algorithm);
+            var table = algo == XlbAbi.AlgoRoundRobin
+                ? RoundRobin.Cycle([.. members.Select(m => listener.Algorithm == SchedulingAlgorithm.RoundRobin && m.Weight > 0 ? 1 : m.Weight)])
+                : Maglev.Build([.. members.Select(m => new MaglevBackend(BackendIdentity(m.Backend), m.Weight))], Maglev.DefaultSize);
+            if (mode == XlbAbi.ModeDnat)
+            {
+                // Replies of DNAT backends come through this node with the client as destination.
+                foreach (var (be, _) in members)
+                {
+                    filter.AddReplySource(be.Addr.ToAddress(be.Family));
+                }
+            }
+            if (!assigned.TryGetValue(key, out var id))
+            {
+                while (taken.Contains(nextFree))
+                {
+                    nextFree++;
+                }
+                id = nextFree;
+                taken.Add(id);
+            }
+            var svc = new XlbSvc { Id = id, RingOff = (uint)ring.Count, RingSize = (uint)table.Length, Mode = mode, Algo = algo };
+            ring.AddRange(table.Select(i => (uint)indexes[i]));
             services[key] = svc;
         }
 
@@ -97,8 +131,39 @@ public sealed record MapImage(
         {
             throw new ConfigTooLargeException($"Maglev rings need {ring.Count} slots; the data plane holds {XlbAbi.RingCapacity}");
         }
-        return new MapImage(generation, vips, services, backends, ring);
+        return new MapImage(generation, vips, services, backends, ring, filter);
     }
+
+    private static XlbSvcKey KeyOf(Listener listener, byte generation)
+    {
+        var vip = IPAddress.Parse(listener.Vip);
+        return new XlbSvcKey
+        {
+            Vip = Addr16.From(vip),
+            PortBe = Net.Be(listener.Port),
+            Proto = listener.Protocol == L4Protocol.TCP ? XlbAbi.ProtoTcp : XlbAbi.ProtoUdp,
+            Family = Net.Family(vip),
+            Gen = generation,
+        };
+    }
+
+    private static byte ModeOf(Listener listener) => listener.NatMode switch
+    {
+        NatMode.DNAT => XlbAbi.ModeDnat,
+        NatMode.DSR => listener.DsrEncapsulation == DsrEncapsulation.L2 ? XlbAbi.ModeDsrL2 : XlbAbi.ModeDsrIpip,
+        _ => XlbAbi.ModeFullNat,
+    };
+
+    /// <summary>
+    /// The data plane's algorithm. LeastConn is refused by the operator; a node config written by
+    /// hand that asks for it gets weighted round robin.
+    /// </summary>
+    private static byte AlgoOf(SchedulingAlgorithm algorithm) => algorithm switch
+    {
+        SchedulingAlgorithm.SourceHash => XlbAbi.AlgoSourceHash,
+        SchedulingAlgorithm.RoundRobin or SchedulingAlgorithm.WeightedRoundRobin or SchedulingAlgorithm.LeastConn => XlbAbi.AlgoRoundRobin,
+        _ => XlbAbi.AlgoMaglev,
+    };
 
     private static XlbBackend ToBackend(NodeBackend b)
     {

@@ -18,6 +18,24 @@ public sealed record DataPlaneOptions
     /// Null: private maps, gone with the process (tests, one-shot tools).
     /// </summary>
     public string? PinRoot { get; init; }
+
+    /// <summary>Idle timeouts of flows by state; past them a packet of the tuple is a new flow.</summary>
+    public FlowTimeouts Timeouts { get; init; } = new();
+
+    /// <summary>Outer source address of DSR IPIP packets (this node's address). Null: the VIP.</summary>
+    public System.Net.IPAddress? EncapSource { get; init; }
+}
+
+/// <summary>
+/// Flow idle timeouts. TCP: New until a packet without SYN follows the SYN, Closing once a FIN or
+/// RST is seen either way. The defaults are those of Linux IPVS, which users of L4 balancers know.
+/// </summary>
+public sealed record FlowTimeouts
+{
+    public TimeSpan TcpNew { get; init; } = TimeSpan.FromSeconds(120);
+    public TimeSpan TcpEstablished { get; init; } = TimeSpan.FromSeconds(900);
+    public TimeSpan TcpClosing { get; init; } = TimeSpan.FromSeconds(120);
+    public TimeSpan Udp { get; init; } = TimeSpan.FromSeconds(300);
 }
 
 /// <summary>What one apply did.</summary>
@@ -38,6 +56,8 @@ public sealed class XdpDataPlane : IDisposable
     private readonly BpfMap<uint, uint> _rings;
     private readonly BpfMap<uint, XlbCfg> _config;
     private readonly BpfMap<uint, ulong> _stats;
+    private readonly BpfMap<uint, XlbFilter> _filter;
+    private readonly BpfMap<uint, XlbSvcStats> _svcStats;
     private readonly DataPlaneOptions _options;
 
     private XdpDataPlane(BpfObject obj, DataPlaneOptions options, bool adopted)
@@ -52,10 +72,23 @@ public sealed class XdpDataPlane : IDisposable
         _rings = obj.Map<uint, uint>("xlb_rings");
         _config = obj.Map<uint, XlbCfg>("xlb_config");
         _stats = obj.Map<uint, ulong>("xlb_stats");
+        _filter = obj.Map<uint, XlbFilter>("xlb_filter");
+        _svcStats = obj.Map<uint, XlbSvcStats>("xlb_svc_stats");
+        obj.Map<uint, XlbNexthop>("xlb_nexthops");
         Flows = obj.Map<XlbFlowKey, XlbFlow>("xlb_flows");
         ReverseNat = obj.Map<XlbFlowKey, XlbRnat>("xlb_rnat");
         ProgramFd = obj.ProgramFd(ProgramName);
-        _config.Update(0, ReadConfig() with { NatPortMin = options.NatPortMin, NatPortMax = options.NatPortMax });
+        var t = options.Timeouts;
+        _config.Update(0, ReadConfig() with
+        {
+            NatPortMin = options.NatPortMin,
+            NatPortMax = options.NatPortMax,
+            EncapSrcBe = options.EncapSource is { } src ? BitConverter.ToUInt32(src.GetAddressBytes()) : 0,
+            TcpNewTimeoutS = Seconds(t.TcpNew),
+            TcpEstablishedTimeoutS = Seconds(t.TcpEstablished),
+            TcpClosingTimeoutS = Seconds(t.TcpClosing),
+            UdpTimeoutS = Seconds(t.Udp),
+        });
     }
 
     public int ProgramFd { get; }
@@ -84,6 +117,8 @@ public sealed class XdpDataPlane : IDisposable
         return new(BpfObject.Load(objectPath, options.PinRoot), options, adopted);
     }
 
+    private static uint Seconds(TimeSpan t) => (uint)Math.Clamp(Math.Ceiling(t.TotalSeconds), 1, uint.MaxValue);
+
     public XlbCfg ReadConfig() => _config.TryLookup(0, out var cfg) ? cfg : default;
 
     public byte ActiveGeneration => (byte)(ReadConfig().ActiveGen & 1);
@@ -108,7 +143,7 @@ public sealed class XdpDataPlane : IDisposable
         var started = System.Diagnostics.Stopwatch.GetTimestamp();
         var cfg = ReadConfig();
         var active = (byte)(cfg.ActiveGen & 1);
-        var current = MapImage.Build(spec, active);
+        var current = MapImage.Build(spec, active, ServiceIds(active));
         if (HoldsExactly(current, cfg))
         {
             return new ApplyResult(active, 0, System.Diagnostics.Stopwatch.GetElapsedTime(started));
@@ -123,6 +158,20 @@ public sealed class XdpDataPlane : IDisposable
 
     private bool HoldsExactly(MapImage image, XlbCfg cfg) =>
         MapDiff.Plan(image, ReadGeneration(image.Generation, image.Backends.Count, image.Ring.Count), cfg) is [MapOp.Flip];
+
+    /// <summary>The ids the services of a generation carry now (keyed with generation 0).</summary>
+    private Dictionary<XlbSvcKey, uint> ServiceIds(byte gen)
+    {
+        var ids = new Dictionary<XlbSvcKey, uint>();
+        foreach (var k in _services.Keys().Where(k => k.Gen == gen))
+        {
+            if (_services.TryLookup(k, out var v))
+            {
+                ids[k with { Gen = 0 }] = v.Id;
+            }
+        }
+        return ids;
+    }
 
     /// <summary>The live contents of one generation, as far as a new image of the given size reaches.</summary>
     public ObservedGeneration ReadGeneration(byte gen, int backendCount, int ringCount)
@@ -153,7 +202,8 @@ public sealed class XdpDataPlane : IDisposable
         {
             _rings.TryLookup((uint)((gen * XlbAbi.RingCapacity) + i), out ring[i]);
         }
-        return new ObservedGeneration(vips, services, backends, ring);
+        _filter.TryLookup(gen, out var filter);
+        return new ObservedGeneration(vips, services, backends, ring, FilterImage.From(filter));
     }
 
     private void Execute(IReadOnlyList<MapOp> ops)
@@ -167,6 +217,7 @@ public sealed class XdpDataPlane : IDisposable
                 case MapOp.PutService s: _services.Update(s.Key, s.Value); break;
                 case MapOp.DeleteService s: _services.Delete(s.Key); break;
                 case MapOp.PutVip v: _vips.Update(v.Key, v.Flags); break;
+                case MapOp.PutFilter f: _filter.Update(f.Generation, f.Filter.ToAbi()); break;
                 case MapOp.DeleteVip v: _vips.Delete(v.Key); break;
                 case MapOp.Flip f: _config.Update(0, f.Config); break;
                 default: throw new InvalidOperationException($"unknown map operation {op}");
@@ -181,6 +232,40 @@ public sealed class XdpDataPlane : IDisposable
         for (var i = 0; i < (int)XlbStat.Count; i++)
         {
             result[(XlbStat)i] = _stats.PerCpuLookup((uint)i).Aggregate(0UL, (a, b) => a + b);
+        }
+        return result;
+    }
+
+    /// <summary>Forgets every flow and reverse translation: each connection's next packet is a new flow.</summary>
+    /// <returns>How many flow entries were removed.</returns>
+    public int ClearFlows()
+    {
+        var removed = Flows.Keys().Count(k => Flows.Delete(k));
+        foreach (var k in ReverseNat.Keys())
+        {
+            ReverseNat.Delete(k);
+        }
+        return removed;
+    }
+
+    /// <summary>Counters of the active generation's services, summed over CPUs.</summary>
+    public IReadOnlyDictionary<XlbSvcKey, XlbSvcStats> ServiceStats()
+    {
+        var gen = ActiveGeneration;
+        var result = new Dictionary<XlbSvcKey, XlbSvcStats>();
+        foreach (var k in _services.Keys().Where(k => k.Gen == gen))
+        {
+            if (_services.TryLookup(k, out var svc))
+            {
+                result[k] = _svcStats.PerCpuLookup(svc.Id).Aggregate(default(XlbSvcStats), (a, b) => new XlbSvcStats
+                {
+                    Packets = a.Packets + b.Packets,
+                    Bytes = a.Bytes + b.Bytes,
+                    ReplyPackets = a.ReplyPackets + b.ReplyPackets,
+                    ReplyBytes = a.ReplyBytes + b.ReplyBytes,
+                    NewFlows = a.NewFlows + b.NewFlows,
+                });
+            }
         }
         return result;
     }

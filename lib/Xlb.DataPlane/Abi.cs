@@ -12,7 +12,7 @@ namespace Xlb.DataPlane;
 /// <summary>Constants of xlb_abi.h.</summary>
 public static class XlbAbi
 {
-    public const int Version = 1;
+    public const int Version = 2;
     public const int MaxServices = 16384;
     public const int MaxBackends = 65536;
     public const int RingCapacity = 1 << 22;
@@ -24,6 +24,28 @@ public static class XlbAbi
     public const byte ProtoUdp = 17;
     public const byte BackendDraining = 1;
     public const uint CfgShutdown = 1;
+    public const byte ModeFullNat = 0;
+    public const byte ModeDnat = 1;
+    public const byte ModeDsrL2 = 2;
+    public const byte ModeDsrIpip = 3;
+    public const byte AlgoMaglev = 0;
+    public const byte AlgoSourceHash = 1;
+    public const byte AlgoRoundRobin = 2;
+    public const byte FlowNew = 0;
+    public const byte FlowEstablished = 1;
+    public const byte FlowClosing = 2;
+    public const int FilterBits = 65536;
+    public const int FilterWords = FilterBits / 64;
+
+    /// <summary>
+    /// xlb_filter_slot: the filter bit of an IPv4 address, computed on the four address bytes
+    /// read as the program reads them (a little-endian u32 of network-order bytes).
+    /// </summary>
+    public static int FilterSlot(ReadOnlySpan<byte> ipv4)
+    {
+        var word = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(ipv4);
+        return (int)((word * 0x9e3779b1u) >> 16);
+    }
 }
 
 /// <summary>Sixteen address bytes: IPv4 in the first four, the rest zero.</summary>
@@ -99,7 +121,9 @@ public record struct XlbSvc
     public uint Id;
     public uint RingOff;
     public uint RingSize;
-    public uint Flags;
+    public ushort Flags;
+    public byte Mode;
+    public byte Algo;
 }
 
 [StructLayout(LayoutKind.Sequential)]
@@ -132,15 +156,52 @@ public record struct XlbFlow
     public ushort NatPortBe;
     public uint SvcId;
     public ulong LastSeenNs;
+    public uint NhSlot;
+    public byte State;
+    public byte Mode;
+    public byte Pad0;
+    public byte Pad1;
 }
 
 [StructLayout(LayoutKind.Sequential)]
 public record struct XlbRnat
 {
+    public Addr16 Vip;
     public Addr16 Client;
-    public ushort ClientPortBe;
     public ushort VipPortBe;
-    public uint Pad;
+    public ushort ClientPortBe;
+    public uint SvcId;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct XlbNexthop
+{
+    public Addr16 Addr;
+    public ulong ResolvedNs;
+    public uint Ifindex;
+    public fixed byte Dmac[6];
+    public fixed byte Smac[6];
+    public byte Onlink;
+    public fixed byte Pad[7];
+}
+
+/// <summary>One generation's filter: bits at <see cref="XlbAbi.FilterSlot"/> of VIPs and of DNAT backends.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct XlbFilter
+{
+    public fixed ulong Vip[XlbAbi.FilterWords];
+    public fixed ulong Rsrc[XlbAbi.FilterWords];
+}
+
+/// <summary>Per-service counters (one CPU's share).</summary>
+[StructLayout(LayoutKind.Sequential)]
+public record struct XlbSvcStats
+{
+    public ulong Packets;
+    public ulong Bytes;
+    public ulong ReplyPackets;
+    public ulong ReplyBytes;
+    public ulong NewFlows;
 }
 
 [StructLayout(LayoutKind.Sequential)]
@@ -150,7 +211,11 @@ public record struct XlbCfg
     public uint Flags;
     public ushort NatPortMin;
     public ushort NatPortMax;
-    public uint Pad;
+    public uint EncapSrcBe;
+    public uint TcpNewTimeoutS;
+    public uint TcpEstablishedTimeoutS;
+    public uint TcpClosingTimeoutS;
+    public uint UdpTimeoutS;
 }
 
 /// <summary>Mirror of enum xlb_stat: per-reason packet counters.</summary>
@@ -174,5 +239,9 @@ public enum XlbStat
     Redirect,
     TxRstShutdown,
     DropShutdownUnsupported,
+    PassNotTcpUdp,
+    DropDsrNotOnlink,
+    DropEncapFailed,
+    FwdExpiredFlow,
     Count,
 }

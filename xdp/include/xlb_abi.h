@@ -14,7 +14,7 @@
 
 #include <linux/types.h>
 
-#define XLB_ABI_VERSION 1
+#define XLB_ABI_VERSION 2
 
 /* Capacities per configuration generation. Maps hold two generations. */
 #define XLB_MAX_SERVICES 16384
@@ -49,11 +49,24 @@ struct xlb_vip_key {
 
 #define XLB_SVC_F_NONE 0
 
+/* How a service reaches its backends (xlb_svc.mode). */
+#define XLB_MODE_FULLNAT 0  /* source becomes VIP:nat_port, destination backend:target port */
+#define XLB_MODE_DNAT 1     /* destination becomes backend:target port; client address kept */
+#define XLB_MODE_DSR_L2 2   /* packet unchanged, sent to the backend's MAC (VIP on its lo) */
+#define XLB_MODE_DSR_IPIP 3 /* packet unchanged, inside an outer IPv4 header to the backend */
+
+/* How a new flow picks its backend (xlb_svc.algo). */
+#define XLB_ALGO_MAGLEV 0      /* consistent hash of the 5-tuple over the Maglev ring */
+#define XLB_ALGO_SOURCE_HASH 1 /* consistent hash of the client address over the ring */
+#define XLB_ALGO_ROUND_ROBIN 2 /* a per-CPU cursor walking the ring (weights: slot shares) */
+
 struct xlb_svc {
-	__u32 id;        /* stable service id, >= 1; 0 marks an empty slot */
+	__u32 id;        /* stable service id, 1..XLB_MAX_SERVICES; indexes xlb_svc_stats */
 	__u32 ring_off;  /* first slot of this service's Maglev ring within its generation */
 	__u32 ring_size; /* prime; 0 means the service has no usable backend */
-	__u32 flags;     /* XLB_SVC_F_* */
+	__u16 flags;     /* XLB_SVC_F_* */
+	__u8 mode;       /* XLB_MODE_* */
+	__u8 algo;       /* XLB_ALGO_* */
 };
 
 /* backends: array indexed by gen * XLB_MAX_BACKENDS + backend index (index 0 unused). */
@@ -82,21 +95,80 @@ struct xlb_flow_key {
 	__u8 pad[2];
 };
 
+/* Flow states. TCP moves through them; UDP flows stay NEW and use the UDP timeout. */
+#define XLB_FLOW_NEW 0         /* TCP: SYN seen, handshake not yet complete */
+#define XLB_FLOW_ESTABLISHED 1 /* TCP: a packet without SYN seen after the SYN */
+#define XLB_FLOW_CLOSING 2     /* TCP: FIN or RST seen in either direction */
+
 /* flows: the backend a client connection is bound to. Not generation-scoped. */
 struct xlb_flow {
 	__be32 backend[4];
 	__be16 backend_port;
-	__be16 nat_port; /* source port used toward the backend (FullNAT) */
+	__be16 nat_port;    /* source port used toward the backend (FullNAT) */
 	__u32 svc_id;
-	__u64 last_seen_ns;
+	__u64 last_seen_ns; /* coarse monotonic clock (bpf_ktime_get_coarse_ns) */
+	__u32 nh_slot;      /* next-hop cache slot: gen * XLB_MAX_BACKENDS + backend index */
+	__u8 state;         /* XLB_FLOW_* */
+	__u8 mode;          /* XLB_MODE_* of the service when the flow began */
+	__u8 pad[2];
 };
 
-/* rnat: how to turn a backend's reply back into what the client expects. */
+/*
+ * rnat: how to turn a backend's reply back into what the client expects: the source becomes
+ * vip:vip_port and the destination client:client_port. FullNAT keys it by
+ * backend -> VIP:nat_port, DNAT by backend -> client.
+ */
 struct xlb_rnat {
+	__be32 vip[4];
 	__be32 client[4];
-	__be16 client_port;
 	__be16 vip_port;
-	__u32 pad;
+	__be16 client_port;
+	__u32 svc_id;
+};
+
+/*
+ * nexthops: array indexed like backends; the data plane caches its FIB answer for each
+ * backend here, so a packet costs an array read instead of a FIB lookup.
+ */
+struct xlb_nexthop {
+	__be32 addr[4];    /* the address this entry was resolved for */
+	__u64 resolved_ns; /* coarse clock; resolved again after XLB_NEXTHOP_TTL_NS */
+	__u32 ifindex;
+	__u8 dmac[6];
+	__u8 smac[6];
+	__u8 onlink;       /* the address is a neighbour, not behind a gateway (L2 DSR needs it) */
+	__u8 pad[7];
+};
+
+#define XLB_NEXTHOP_TTL_NS 1000000000ull
+
+/*
+ * filter: array of XLB_GENERATIONS, the first look at every IPv4 packet. A bit set in vip[]
+ * at the slot of a destination says "may be a VIP"; in rsrc[], at the slot of a source, "may
+ * be a DNAT backend's reply". A clear bit is a definite no, so traffic that is not ours costs
+ * one array read. The slot is xlb_filter_slot().
+ */
+#define XLB_FILTER_BITS 65536
+#define XLB_FILTER_WORDS (XLB_FILTER_BITS / 64)
+
+struct xlb_filter {
+	__u64 vip[XLB_FILTER_WORDS];
+	__u64 rsrc[XLB_FILTER_WORDS];
+};
+
+/* The filter slot of an IPv4 address, read from the packet as a __u32 (network order). */
+static inline __u32 xlb_filter_slot(__u32 addr)
+{
+	return (addr * 0x9e3779b1u) >> 16;
+}
+
+/* svc_stats: per-CPU counters, indexed by service id. */
+struct xlb_svc_stats {
+	__u64 packets;       /* client -> backend */
+	__u64 bytes;
+	__u64 reply_packets; /* backend -> client through this node (NAT modes) */
+	__u64 reply_bytes;
+	__u64 new_flows;
 };
 
 /* config: array of one. Written by the agent; the generation flip is one u32 store. */
@@ -104,10 +176,15 @@ struct xlb_rnat {
 
 struct xlb_cfg {
 	__u32 active_gen;
-	__u32 flags;         /* XLB_CFG_F_* */
-	__u16 nat_port_min;  /* FullNAT source-port range, host byte order, inclusive */
+	__u32 flags;        /* XLB_CFG_F_* */
+	__u16 nat_port_min; /* FullNAT source-port range, host byte order, inclusive */
 	__u16 nat_port_max;
-	__u32 pad;
+	__be32 encap_src;   /* outer source address of IPIP packets; 0: the VIP */
+	/* Idle timeouts per flow state, seconds; an expired flow is chosen for afresh. */
+	__u32 tcp_new_timeout_s;
+	__u32 tcp_established_timeout_s;
+	__u32 tcp_closing_timeout_s;
+	__u32 udp_timeout_s;
 };
 
 /* stats: per-CPU packet counters, one per reason. C# mirrors this enum (XlbStat). */
@@ -130,6 +207,10 @@ enum xlb_stat {
 	XLB_STAT_REDIRECT,
 	XLB_STAT_TX_RST_SHUTDOWN,
 	XLB_STAT_DROP_SHUTDOWN_UNSUPPORTED,
+	XLB_STAT_PASS_NOT_TCP_UDP,
+	XLB_STAT_DROP_DSR_NOT_ONLINK,
+	XLB_STAT_DROP_ENCAP_FAILED,
+	XLB_STAT_FWD_EXPIRED_FLOW,
 	XLB_STAT__COUNT,
 };
 

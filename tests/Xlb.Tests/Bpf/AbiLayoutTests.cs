@@ -24,6 +24,9 @@ public partial class AbiLayoutTests
         (typeof(XlbFlow), "xlb_flow"),
         (typeof(XlbRnat), "xlb_rnat"),
         (typeof(XlbCfg), "xlb_cfg"),
+        (typeof(XlbNexthop), "xlb_nexthop"),
+        (typeof(XlbFilter), "xlb_filter"),
+        (typeof(XlbSvcStats), "xlb_svc_stats"),
     ];
 
     /// <summary>C# field name → C member designator: PortBe → port, Pad1 → pad[1], SvcId → svc_id.</summary>
@@ -59,7 +62,12 @@ public partial class AbiLayoutTests
             ("XLB_ABI_VERSION", XlbAbi.Version), ("XLB_MAX_SERVICES", XlbAbi.MaxServices), ("XLB_MAX_BACKENDS", XlbAbi.MaxBackends),
             ("XLB_RING_CAPACITY", XlbAbi.RingCapacity), ("XLB_MAX_FLOWS", XlbAbi.MaxFlows), ("XLB_GENERATIONS", XlbAbi.Generations),
             ("XLB_FAMILY_V4", XlbAbi.FamilyV4), ("XLB_FAMILY_V6", XlbAbi.FamilyV6), ("XLB_BE_F_DRAINING", XlbAbi.BackendDraining),
-            ("XLB_CFG_F_SHUTDOWN", (int)XlbAbi.CfgShutdown),
+            ("XLB_CFG_F_SHUTDOWN", (int)XlbAbi.CfgShutdown), ("XLB_MODE_FULLNAT", XlbAbi.ModeFullNat),
+            ("XLB_MODE_DNAT", XlbAbi.ModeDnat), ("XLB_MODE_DSR_L2", XlbAbi.ModeDsrL2), ("XLB_MODE_DSR_IPIP", XlbAbi.ModeDsrIpip),
+            ("XLB_ALGO_MAGLEV", XlbAbi.AlgoMaglev), ("XLB_ALGO_SOURCE_HASH", XlbAbi.AlgoSourceHash),
+            ("XLB_ALGO_ROUND_ROBIN", XlbAbi.AlgoRoundRobin), ("XLB_FLOW_NEW", XlbAbi.FlowNew),
+            ("XLB_FLOW_ESTABLISHED", XlbAbi.FlowEstablished), ("XLB_FLOW_CLOSING", XlbAbi.FlowClosing),
+            ("XLB_FILTER_BITS", XlbAbi.FilterBits), ("XLB_FILTER_WORDS", XlbAbi.FilterWords),
         })
         {
             c.AppendLine($"_Static_assert({name} == {value}, \"{name}\");");

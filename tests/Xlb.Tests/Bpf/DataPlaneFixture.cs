@@ -39,7 +39,33 @@ public sealed class DataPlaneFixture : IDisposable
                 Name = "t/dns/udp", Vip = Vip, Port = 53, Protocol = L4Protocol.UDP,
                 Backends = [new NodeBackend { Address = LbTopology.BackendAddress(1), Port = 5353 }],
             },
+            Two("t/dnat/p", DnatPort) with { NatMode = NatMode.DNAT },
+            Two("t/dsr-l2/p", DsrL2Port) with { NatMode = NatMode.DSR, DsrEncapsulation = DsrEncapsulation.L2 },
+            Two("t/dsr-ipip/p", DsrIpipPort) with { NatMode = NatMode.DSR, DsrEncapsulation = DsrEncapsulation.IPIP },
+            Two("t/rr/p", RoundRobinPort) with { Algorithm = SchedulingAlgorithm.RoundRobin },
+            Two("t/sh/p", SourceHashPort) with { Algorithm = SchedulingAlgorithm.SourceHash },
+            new Listener
+            {
+                Name = "t/dsr-far/p", Vip = Vip, Port = DsrOffLinkPort, NatMode = NatMode.DSR, DsrEncapsulation = DsrEncapsulation.L2,
+                Backends = [new NodeBackend { Address = OffLinkBackend, Port = DsrOffLinkPort }],
+            },
         ],
+    };
+
+    public const int DnatPort = 81;
+    public const int DsrL2Port = 82;
+    public const int DsrIpipPort = 83;
+    public const int RoundRobinPort = 84;
+    public const int SourceHashPort = 85;
+    public const int DsrOffLinkPort = 86;
+
+    /// <summary>A backend the LB reaches through a gateway (backend 1), not on a shared link.</summary>
+    public const string OffLinkBackend = "10.99.0.5";
+
+    private static Listener Two(string name, int port) => new()
+    {
+        Name = name, Vip = Vip, Port = port,
+        Backends = [.. new[] { 1, 2 }.Select(i => new NodeBackend { Address = LbTopology.BackendAddress(i), Port = 8080 })],
     };
 
     private static (LbTopology, XdpDataPlane) Build()
@@ -47,6 +73,7 @@ public sealed class DataPlaneFixture : IDisposable
         var topology = LbTopology.Create(LbTopology.NewPrefix("p"), backends: 2);
         try
         {
+            Netns.Ip(topology.Lb, "route", "add", "10.99.0.0/24", "via", LbTopology.BackendAddress(1));
             var plane = XdpDataPlane.Load(XdpDataPlane.DefaultObjectPath);
             plane.Apply(Spec(1, 2));
             return (topology, plane);

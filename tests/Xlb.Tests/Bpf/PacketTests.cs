@@ -88,7 +88,7 @@ public class PacketTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
 
     [Theory]
     [InlineData("10.201.1.2", 80, "an address that is not a VIP")]
-    [InlineData(Vip, 81, "a VIP port with no listener")]
+    [InlineData(Vip, 99, "a VIP port with no listener")]
     [InlineData(Vip, 53, "a UDP listener port, but TCP")]
     public void Traffic_that_is_not_a_service_passes_untouched(string dst, int port, string what)
     {

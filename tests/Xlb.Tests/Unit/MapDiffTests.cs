@@ -19,9 +19,9 @@ public class MapDiffTests
         }],
     };
 
-    private static ObservedGeneration Empty => new(new Dictionary<XlbVipKey, uint>(), new Dictionary<XlbSvcKey, XlbSvc>(), [], []);
+    private static ObservedGeneration Empty => new(new Dictionary<XlbVipKey, uint>(), new Dictionary<XlbSvcKey, XlbSvc>(), [], [], new FilterImage());
 
-    private static ObservedGeneration AsObserved(MapImage image) => new(image.Vips, image.Services, image.Backends, image.Ring);
+    private static ObservedGeneration AsObserved(MapImage image) => new(image.Vips, image.Services, image.Backends, image.Ring, image.Filter);
 
     [Fact]
     public void Into_empty_maps_everything_is_written_and_the_flip_comes_last()
@@ -32,6 +32,7 @@ public class MapDiffTests
         Assert.Equal(Maglev.DefaultSize, ops.OfType<MapOp.PutRingSlot>().Count());
         Assert.Single(ops.OfType<MapOp.PutService>());
         Assert.Single(ops.OfType<MapOp.PutVip>());
+        Assert.True(Assert.Single(ops.OfType<MapOp.PutFilter>()).Filter.MayBeVip(System.Net.IPAddress.Parse("192.0.2.1")));
         var flip = Assert.IsType<MapOp.Flip>(ops[^1]);
         Assert.Equal(1u, flip.Config.ActiveGen);
         Assert.All(ops.OfType<MapOp.PutRingSlot>(), r => Assert.InRange(r.Key, (uint)XlbAbi.RingCapacity, (uint)(2 * XlbAbi.RingCapacity) - 1));
@@ -88,5 +89,67 @@ public class MapDiffTests
             })],
         };
         Assert.Throws<ConfigTooLargeException>(() => MapImage.Build(huge, 0));
+    }
+
+    private static Listener L(string name, int port, params string[] backends) => new()
+    {
+        Name = name,
+        Vip = "192.0.2.1",
+        Port = port,
+        Backends = [.. backends.Select(b => new NodeBackend { Address = b, Port = 8080 })],
+    };
+
+    [Fact]
+    public void A_service_keeps_its_id_across_revisions_and_new_services_take_free_ids()
+    {
+        var first = MapImage.Build(Spec() with { Listeners = [L("ns/b/p", 81, "10.0.0.1"), L("ns/c/p", 82, "10.0.0.1")] }, 0);
+        Assert.Equal([1u, 2u], first.Services.Values.Select(s => s.Id).Order());
+        // "ns/a/p" sorts first; without the previous ids it would take id 1 and shift the others.
+        var second = MapImage.Build(Spec() with { Listeners = [L("ns/a/p", 80, "10.0.0.1"), L("ns/c/p", 82, "10.0.0.1")] }, 1, first.ServiceIds());
+        var byPort = second.Services.ToDictionary(s => Net.FromBe(s.Key.PortBe), s => s.Value.Id);
+        Assert.Equal(2u, byPort[82]);
+        Assert.Equal(1u, byPort[80]);
+    }
+
+    [Fact]
+    public void Modes_and_algorithms_reach_the_service_entry_and_dnat_backends_the_filter()
+    {
+        var spec = Spec() with
+        {
+            Listeners =
+            [
+                L("ns/a/p", 80, "10.0.0.1") with { NatMode = NatMode.DNAT, Algorithm = SchedulingAlgorithm.SourceHash },
+                L("ns/b/p", 81, "10.0.0.2") with { NatMode = NatMode.DSR, DsrEncapsulation = DsrEncapsulation.L2, Algorithm = SchedulingAlgorithm.RoundRobin },
+                L("ns/c/p", 82, "10.0.0.3") with { NatMode = NatMode.DSR, DsrEncapsulation = DsrEncapsulation.IPIP },
+            ],
+        };
+        var image = MapImage.Build(spec, 0);
+        var byPort = image.Services.ToDictionary(s => Net.FromBe(s.Key.PortBe), s => s.Value);
+        Assert.Equal((XlbAbi.ModeDnat, XlbAbi.AlgoSourceHash), (byPort[80].Mode, byPort[80].Algo));
+        Assert.Equal((XlbAbi.ModeDsrL2, XlbAbi.AlgoRoundRobin), (byPort[81].Mode, byPort[81].Algo));
+        Assert.Equal((XlbAbi.ModeDsrIpip, XlbAbi.AlgoMaglev), (byPort[82].Mode, byPort[82].Algo));
+        Assert.Equal(1u, byPort[81].RingSize); // one backend: a cycle of one
+        Assert.True(image.Filter.MayBeReplySource(System.Net.IPAddress.Parse("10.0.0.1")));
+        Assert.False(image.Filter.MayBeReplySource(System.Net.IPAddress.Parse("10.0.0.2")));
+        Assert.False(image.Filter.MayBeVip(System.Net.IPAddress.Parse("10.0.0.1")));
+    }
+
+    [Theory]
+    [InlineData(new[] { 1, 1, 1 }, new[] { 0, 1, 2 })]
+    [InlineData(new[] { 3, 1 }, new[] { 0, 0, 1, 0 })]
+    [InlineData(new[] { 2, 0, 4 }, new[] { 2, 0, 2 })]
+    [InlineData(new[] { 0, 0 }, new int[0])]
+    public void Round_robin_cycles_are_smooth_and_proportional(int[] weights, int[] expected) =>
+        Assert.Equal(expected, RoundRobin.Cycle(weights));
+
+    [Fact]
+    public void Round_robin_cycles_give_every_backend_its_weight_in_turns()
+    {
+        var weights = new[] { 5, 3, 2, 7 };
+        var cycle = RoundRobin.Cycle(weights);
+        Assert.Equal(weights.Sum(), cycle.Length);
+        Assert.Equal(weights, Enumerable.Range(0, 4).Select(i => cycle.Count(c => c == i)));
+        // Smooth: the heaviest never takes more than two turns in a row here.
+        Assert.DoesNotContain(Enumerable.Range(0, cycle.Length - 2), i => cycle[i] == cycle[i + 1] && cycle[i + 1] == cycle[i + 2]);
     }
 }

@@ -261,12 +261,12 @@ public class PlannerClusterTests
         var pool = Pool(namespaces: new LabelSelector { MatchLabels = new() { ["lb"] = "yes" } });
         var allowed = new Namespace { Metadata = new ObjectMeta { Name = "ns", Labels = new() { ["lb"] = "yes" } } };
         var other = Static("x") with { Metadata = new ObjectMeta { Name = "x", Namespace = "other", Generation = 1 } };
-        var dnat = Static("d") with { Spec = Static("d").Spec with { Nat = new NatSpec { Mode = NatMode.DNAT } } };
+        var dnat = Static("d") with { Spec = Static("d").Spec with { Nat = new NatSpec { Mode = NatMode.DSR }, Ports = [new ServicePort { Port = 80, TargetPort = 8080 }] } };
         var first = Planner.Plan(Input(Static("a"), Static("b"), other, dnat) with { Pools = [pool], Namespaces = [allowed] });
         Assert.Equal([("d", "Unsupported"), ("x", "NamespaceNotAllowed")], first.Problems.Select(p => (p.Object.Name, p.Reason)).Order());
         var stalled = first.MappingStatuses[ObjectRef.Of(dnat)].Conditions.Single(c => c.Type == "Stalled");
         Assert.Equal(("True", "Unsupported"), (stalled.Status, stalled.Reason));
-        Assert.Contains("DNAT", stalled.Message, StringComparison.Ordinal);
+        Assert.Contains("DSR cannot translate ports", stalled.Message, StringComparison.Ordinal);
 
         // b gets an invalid edit: it stops being programmed but keeps its VIP, which a newcomer cannot take.
         var bVip = first.Vips[new ObjectRef("PortMapping", "ns", "b")].ToString();

@@ -1,0 +1,299 @@
+using System.Buffers.Binary;
+using System.Net;
+using System.Runtime.InteropServices;
+using Xlb.Agent;
+using Xlb.Agent.Bpf;
+using Xlb.Cli.Testbed;
+using Xlb.Crds;
+using Xlb.DataPlane;
+using Xlb.Tests.Support;
+using static Xlb.Tests.Bpf.DataPlaneFixture;
+
+namespace Xlb.Tests.Bpf;
+
+/// <summary>
+/// NAT modes, scheduling algorithms, flow states and per-service counters, packet by packet through
+/// BPF_PROG_TEST_RUN with maps written by the agent's apply path.
+/// </summary>
+public partial class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
+{
+    private static readonly IPAddress Client = IPAddress.Parse(LbTopology.ClientAddress);
+    private static readonly IPAddress VipAddress = IPAddress.Parse(Vip);
+    private static int s_port = 30000;
+
+    private static ushort NextClientPort() => (ushort)Interlocked.Increment(ref s_port);
+
+    private static Packet Tcp(ushort clientPort, int vipPort, byte flags = Packet.Syn) =>
+        new() { Src = Client, Dst = VipAddress, SrcPort = clientPort, DstPort = (ushort)vipPort, TcpFlags = flags };
+
+    private static byte[] MacBytes(string mac) => [.. mac.Split(':').Select(h => Convert.ToByte(h, 16))];
+
+    private static XlbFlowKey FlowKey(ushort clientPort, int vipPort) => new()
+    {
+        Saddr = Addr16.From(Client),
+        Daddr = Addr16.From(VipAddress),
+        SportBe = Net.Be(clientPort),
+        DportBe = Net.Be(vipPort),
+        Proto = XlbAbi.ProtoTcp,
+        Family = XlbAbi.FamilyV4,
+    };
+
+    private ulong Stat(XlbStat s) => fx.Plane.Stats()[s];
+
+    [Fact]
+    public void Dnat_keeps_the_client_address_and_translates_the_backends_reply_back_to_the_vip()
+    {
+        Privileged.Require();
+        var port = NextClientPort();
+        var result = fx.Run(Tcp(port, DnatPort).Build());
+        Assert.Equal(XdpRedirect, (int)result.Verdict);
+        Assert.True(Packet.ChecksumsValid(result.Packet));
+        var forward = Packet.Parse(result.Packet);
+        Assert.Equal((Client, port), (forward.Src, forward.SrcPort));
+        Assert.InRange(LbTopology.BackendIndexOf(forward.Dst), 1, 2);
+        Assert.Equal((8080, 63), (forward.DstPort, (int)forward.Ttl));
+
+        // The backend answers the client itself; its reply is routed through the LB.
+        var reply = new Packet { Src = forward.Dst, Dst = Client, SrcPort = 8080, DstPort = port, TcpFlags = Packet.Syn | Packet.Ack, Payload = [9] };
+        var back = fx.Run(reply.Build());
+        Assert.Equal(XdpRedirect, (int)back.Verdict);
+        Assert.True(Packet.ChecksumsValid(back.Packet));
+        var translated = Packet.Parse(back.Packet);
+        Assert.Equal((VipAddress, (ushort)DnatPort, Client, port), (translated.Src, translated.SrcPort, translated.Dst, translated.DstPort));
+        Assert.Equal(MacBytes(LbTopology.Mac(fx.Topology.Client, "eth0")), translated.DstMac);
+
+        // Other traffic of that backend is not ours.
+        var own = (reply with { SrcPort = 22 }).Build();
+        var passed = fx.Run(own);
+        Assert.Equal(XdpPass, (int)passed.Verdict);
+        Assert.Equal(own, passed.Packet);
+    }
+
+    [Fact]
+    public void Dsr_l2_sends_the_packet_unchanged_to_the_backends_mac()
+    {
+        Privileged.Require();
+        var input = (Tcp(NextClientPort(), DsrL2Port) with { Payload = [1, 2, 3] }).Build();
+        var result = fx.Run(input);
+        Assert.Equal(XdpRedirect, (int)result.Verdict);
+        // Not a byte of the IP packet changes: the backend holds the VIP and answers from it.
+        Assert.Equal(input[14..], result.Packet[14..]);
+        var backend = Enumerable.Range(1, 2).Single(i => MacBytes(LbTopology.Mac(fx.Topology.Backends[i - 1], "eth0")).SequenceEqual(result.Packet[..6]));
+        Assert.Equal(MacBytes(LbTopology.Mac(fx.Topology.Lb, LbTopology.BackendIfOnLb(backend))), result.Packet[6..12]);
+    }
+
+    [Fact]
+    public void Dsr_l2_refuses_a_backend_behind_a_gateway()
+    {
+        Privileged.Require();
+        var before = Stat(XlbStat.DropDsrNotOnlink);
+        Assert.Equal(XdpDrop, (int)fx.Run(Tcp(NextClientPort(), DsrOffLinkPort).Build()).Verdict);
+        Assert.Equal(before + 1, Stat(XlbStat.DropDsrNotOnlink));
+    }
+
+    [Fact]
+    public void Dsr_ipip_wraps_the_packet_in_an_outer_header_to_the_backend()
+    {
+        Privileged.Require();
+        var input = (Tcp(NextClientPort(), DsrIpipPort) with { Payload = [4, 5, 6, 7] }).Build();
+        var result = fx.Run(input);
+        Assert.Equal(XdpRedirect, (int)result.Verdict);
+        var p = result.Packet;
+        Assert.Equal(input.Length + 20, p.Length);
+        Assert.Equal((byte)0x45, p[14]);
+        Assert.Equal((byte)4, p[14 + 9]); // IPPROTO_IPIP
+        Assert.Equal(input.Length - 14 + 20, BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(16)));
+        Assert.Equal(0, Packet.Checksum(p.AsSpan(14, 20)));
+        Assert.Equal(VipAddress, new IPAddress(p.AsSpan(14 + 12, 4))); // no encapsulation source configured
+        var backend = LbTopology.BackendIndexOf(new IPAddress(p.AsSpan(14 + 16, 4)));
+        Assert.InRange(backend, 1, 2);
+        Assert.Equal(input[14..], p[34..]);
+        Assert.Equal(MacBytes(LbTopology.Mac(fx.Topology.Backends[backend - 1], "eth0")), p[..6]);
+    }
+
+    [Fact]
+    public void Round_robin_takes_the_backends_in_turn()
+    {
+        Privileged.Require();
+        var fd = fx.Plane.ProgramFd;
+        var backends = Netns.Run(fx.Topology.Lb, () =>
+        {
+            // The cursor is per CPU: stay on one for the sequence.
+            var mask = 1UL;
+            Assert.Equal(0, SchedSetAffinity(0, sizeof(ulong), ref mask));
+            return Enumerable.Range(0, 6)
+                .Select(_ => LbTopology.BackendIndexOf(Packet.Parse(TestRun.Xdp(fd, Tcp(NextClientPort(), RoundRobinPort).Build()).Packet).Dst))
+                .ToList();
+        });
+        Assert.All(Enumerable.Range(1, 5), i => Assert.NotEqual(backends[i - 1], backends[i]));
+    }
+
+    [Fact]
+    public void Source_hash_sends_every_connection_of_a_client_to_one_backend()
+    {
+        Privileged.Require();
+        int BackendFor(IPAddress client) =>
+            LbTopology.BackendIndexOf(Packet.Parse(fx.Run((Tcp(NextClientPort(), SourceHashPort) with { Src = client }).Build()).Packet).Dst);
+        var clients = Enumerable.Range(2, 40).Select(i => IPAddress.Parse($"10.200.0.{i}")).ToList();
+        foreach (var c in clients.Take(4))
+        {
+            Assert.Single(Enumerable.Range(0, 8).Select(_ => BackendFor(c)).Distinct());
+        }
+        Assert.Equal([1, 2], clients.Select(BackendFor).Distinct().Order());
+    }
+
+    [Fact]
+    public void Tcp_state_follows_the_connection_and_a_syn_after_close_starts_a_new_flow()
+    {
+        Privileged.Require();
+        var port = NextClientPort();
+        var key = FlowKey(port, 80);
+        fx.Run(Tcp(port, 80).Build());
+        Assert.True(fx.Plane.Flows.TryLookup(key, out var flow));
+        Assert.Equal(XlbAbi.FlowNew, flow.State);
+        fx.Run(Tcp(port, 80, Packet.Ack).Build());
+        fx.Plane.Flows.TryLookup(key, out flow);
+        Assert.Equal(XlbAbi.FlowEstablished, flow.State);
+        // A retransmitted SYN of a live connection keeps it.
+        var expired = Stat(XlbStat.FwdExpiredFlow);
+        fx.Run(Tcp(port, 80).Build());
+        Assert.Equal(expired, Stat(XlbStat.FwdExpiredFlow));
+        fx.Run(Tcp(port, 80, Packet.Fin | Packet.Ack).Build());
+        fx.Plane.Flows.TryLookup(key, out flow);
+        Assert.Equal(XlbAbi.FlowClosing, flow.State);
+
+        // The client reuses the port: the SYN is a new connection.
+        fx.Run(Tcp(port, 80).Build());
+        Assert.Equal(expired + 1, Stat(XlbStat.FwdExpiredFlow));
+        fx.Plane.Flows.TryLookup(key, out var renewed);
+        Assert.Equal(XlbAbi.FlowNew, renewed.State);
+        Assert.True(fx.Plane.ReverseNat.TryLookup(ReverseKey(renewed), out var r));
+        Assert.Equal(Net.Be(port), r.ClientPortBe);
+    }
+
+    [Fact]
+    public void A_backends_rst_closes_the_flow_so_the_clients_next_syn_chooses_again()
+    {
+        Privileged.Require();
+        var port = NextClientPort();
+        var key = FlowKey(port, 80);
+        var first = Packet.Parse(fx.Run(Tcp(port, 80).Build()).Packet);
+        var rst = new Packet { Src = first.Dst, Dst = VipAddress, SrcPort = 8080, DstPort = first.SrcPort, TcpFlags = Packet.Rst | Packet.Ack };
+        Assert.Equal(XdpRedirect, (int)fx.Run(rst.Build()).Verdict);
+        Assert.True(fx.Plane.Flows.TryLookup(key, out var flow));
+        Assert.Equal(XlbAbi.FlowClosing, flow.State);
+        var expired = Stat(XlbStat.FwdExpiredFlow);
+        fx.Run(Tcp(port, 80).Build());
+        Assert.Equal(expired + 1, Stat(XlbStat.FwdExpiredFlow));
+    }
+
+    /// <summary>
+    /// A private data plane (its own maps) with 5 s timeouts and one FullNAT listener on VIP:80
+    /// toward backend 1, run in the fixture's LB namespace. A flow's last-seen time set to 0 (boot)
+    /// is then certainly past every timeout.
+    /// </summary>
+    private (XdpDataPlane Plane, Func<Packet, TestRunResult> Run) OwnPlane(ushort natMin = 40000, ushort natMax = 59999)
+    {
+        var five = TimeSpan.FromSeconds(5);
+        var plane = XdpDataPlane.Load(XdpDataPlane.DefaultObjectPath, new DataPlaneOptions
+        {
+            NatPortMin = natMin,
+            NatPortMax = natMax,
+            Timeouts = new FlowTimeouts { TcpNew = five, TcpEstablished = five, TcpClosing = five, Udp = five },
+        });
+        plane.Apply(new XlbNodeConfigSpec
+        {
+            NodeName = "lb-1",
+            Vips = [new NodeVip { Address = Vip, Role = VipRole.Active, Shard = "s" }],
+            Listeners = [new Listener { Name = "t/one/p", Vip = Vip, Port = 80, Backends = [new NodeBackend { Address = LbTopology.BackendAddress(1), Port = 8080 }] }],
+        });
+        var fd = plane.ProgramFd;
+        return (plane, p => Netns.Run(fx.Topology.Lb, () => TestRun.Xdp(fd, p.Build())));
+    }
+
+    [Fact]
+    public void An_idle_flow_past_its_timeout_is_chosen_for_afresh()
+    {
+        Privileged.Require();
+        var (plane, run) = OwnPlane();
+        using var _ = plane;
+        var port = NextClientPort();
+        var key = FlowKey(port, 80);
+        run(Tcp(port, 80));
+        run(Tcp(port, 80, Packet.Ack));
+        Assert.True(plane.Flows.TryLookup(key, out var flow));
+        Assert.Equal(XlbAbi.FlowEstablished, flow.State);
+        // Within the timeout the flow carries on.
+        run(Tcp(port, 80, Packet.Ack));
+        Assert.Equal(0UL, plane.Stats()[XlbStat.FwdExpiredFlow]);
+
+        plane.Flows.Update(key, flow with { LastSeenNs = 0 });
+        Assert.Equal(XdpRedirect, (int)run(Tcp(port, 80, Packet.Ack)).Verdict);
+        Assert.Equal(1UL, plane.Stats()[XlbStat.FwdExpiredFlow]);
+        plane.Flows.TryLookup(key, out var renewed);
+        Assert.NotEqual(0UL, renewed.LastSeenNs);
+        // A packet in mid-connection without a live flow (another node had it) starts out established.
+        Assert.Equal(XlbAbi.FlowEstablished, renewed.State);
+    }
+
+    [Fact]
+    public void A_nat_port_held_by_a_dead_flow_is_given_to_a_new_one()
+    {
+        Privileged.Require();
+        // One FullNAT port toward one backend: a second flow needs the first one's port.
+        var (plane, run) = OwnPlane(45000, 45000);
+        using var _ = plane;
+
+        var a = NextClientPort();
+        var first = run(Tcp(a, 80));
+        Assert.Equal(XdpRedirect, (int)first.Verdict);
+        Assert.Equal(45000, Packet.Parse(first.Packet).SrcPort);
+        var b = NextClientPort();
+        Assert.Equal(XdpDrop, (int)run(Tcp(b, 80)).Verdict);
+        Assert.Equal(1UL, plane.Stats()[XlbStat.DropNatPortsBusy]);
+
+        // The first connection closes and its closing timeout passes.
+        run(Tcp(a, 80, Packet.Fin | Packet.Ack));
+        Assert.True(plane.Flows.TryLookup(FlowKey(a, 80), out var closing));
+        Assert.Equal(XlbAbi.FlowClosing, closing.State);
+        plane.Flows.Update(FlowKey(a, 80), closing with { LastSeenNs = 0 });
+
+        var second = run(Tcp(b, 80));
+        Assert.Equal(XdpRedirect, (int)second.Verdict);
+        Assert.Equal(45000, Packet.Parse(second.Packet).SrcPort);
+        Assert.True(plane.Flows.TryLookup(FlowKey(b, 80), out var fb));
+        Assert.True(plane.ReverseNat.TryLookup(ReverseKey(fb), out var r));
+        Assert.Equal(Net.Be(b), r.ClientPortBe);
+    }
+
+    [Fact]
+    public void Service_counters_count_packets_bytes_new_flows_and_replies()
+    {
+        Privileged.Require();
+        XlbSvcStats Counters() => fx.Plane.ServiceStats().Single(s => s.Key.PortBe == Net.Be(DnatPort)).Value;
+        var before = Counters();
+        var port = NextClientPort();
+        var syn = Tcp(port, DnatPort).Build();
+        var forward = Packet.Parse(fx.Run(syn).Packet);
+        fx.Run(Tcp(port, DnatPort, Packet.Ack).Build());
+        fx.Run(new Packet { Src = forward.Dst, Dst = Client, SrcPort = 8080, DstPort = port, TcpFlags = Packet.Ack }.Build());
+        var after = Counters();
+        Assert.Equal(2UL, after.Packets - before.Packets);
+        Assert.Equal(1UL, after.NewFlows - before.NewFlows);
+        Assert.Equal(1UL, after.ReplyPackets - before.ReplyPackets);
+        Assert.Equal((ulong)(2 * syn.Length), after.Bytes - before.Bytes);
+    }
+
+    private static XlbFlowKey ReverseKey(XlbFlow f) => new()
+    {
+        Saddr = f.Backend,
+        Daddr = Addr16.From(VipAddress),
+        SportBe = f.BackendPortBe,
+        DportBe = f.NatPortBe,
+        Proto = XlbAbi.ProtoTcp,
+        Family = XlbAbi.FamilyV4,
+    };
+
+    [LibraryImport("libc", EntryPoint = "sched_setaffinity")]
+    private static partial int SchedSetAffinity(int pid, nint size, ref ulong mask);
+}
