@@ -32,8 +32,22 @@ public static class AgentEndpoints
         if (state.DataPlane is { } dp)
         {
             PromText.Labelled(sb, "xlb_packets_total", "counter", "Packets seen by the XDP program, by verdict reason.", "reason", dp.Stats().Select(s => (Snake(s.Key), (double)s.Value)));
+            var services = dp.ServiceStats().Select(s => (Name: ServiceLabel(s.Key), Stats: s.Value)).OrderBy(s => s.Name, StringComparer.Ordinal).ToList();
+            const string Svc = "Per service (VIP:port/protocol) of the applied revision: ";
+            PromText.Labelled(sb, "xlb_service_packets_total", "counter", Svc + "packets from clients.", "service", services.Select(s => (s.Name, (double)s.Stats.Packets)));
+            PromText.Labelled(sb, "xlb_service_bytes_total", "counter", Svc + "bytes from clients (frames).", "service", services.Select(s => (s.Name, (double)s.Stats.Bytes)));
+            PromText.Labelled(sb, "xlb_service_reply_packets_total", "counter", Svc + "backend replies translated by this node (FullNAT, DNAT).", "service", services.Select(s => (s.Name, (double)s.Stats.ReplyPackets)));
+            PromText.Labelled(sb, "xlb_service_reply_bytes_total", "counter", Svc + "bytes of those replies.", "service", services.Select(s => (s.Name, (double)s.Stats.ReplyBytes)));
+            PromText.Labelled(sb, "xlb_service_new_flows_total", "counter", Svc + "flows bound to a backend.", "service", services.Select(s => (s.Name, (double)s.Stats.NewFlows)));
         }
         return sb.ToString();
+    }
+
+    private static string ServiceLabel(XlbSvcKey k)
+    {
+        var vip = k.Vip.ToAddress(k.Family);
+        var host = k.Family == XlbAbi.FamilyV6 ? $"[{vip}]" : vip.ToString();
+        return $"{host}:{Net.FromBe(k.PortBe)}/{(k.Proto == XlbAbi.ProtoTcp ? "TCP" : "UDP")}";
     }
 
     private static string Snake(XlbStat s)

@@ -82,9 +82,10 @@ var detachOption = new Option<bool>("--detach-on-exit") { Description = "On exit
 var shutdownTimeoutOption = new Option<double>("--shutdown-timeout") { Description = "Seconds of the shutdown window on SIGTERM: readiness fails and new TCP connections get RST while existing ones continue (0: SIGTERM is a transparent restart)" };
 var shutdownFileOption = new Option<FileInfo?>("--shutdown-file") { Description = "Start the drain when this file appears (a preStop hook creates it); end it when it goes" };
 var listenOption = new Option<string?>("--listen") { Description = "ADDRESS:PORT for /healthz, /readyz and /metrics (e.g. 0.0.0.0:9470)" };
+var encapSourceOption = new Option<string?>("--encap-source") { Description = "Outer source address of DSR IPIP packets: this node's IPv4 address toward the backends (default: the VIP)" };
 var natPortsOption = new Option<string>("--nat-ports") { Description = "FullNAT source-port range toward backends, MIN-MAX", DefaultValueFactory = _ => "40000-59999" };
 
-var agentCommand = new Command("agent", "Run the node agent: apply this node's XlbNodeConfig (from the cluster, or --node-config FILE) to XDP") { nodeConfigOption, agentNodeOption, kubeconfigOption, leaseNamespaceOption, leaseRenewOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, bpffsOption, instanceOption, detachOption, shutdownTimeoutOption, shutdownFileOption, listenOption };
+var agentCommand = new Command("agent", "Run the node agent: apply this node's XlbNodeConfig (from the cluster, or --node-config FILE) to XDP") { nodeConfigOption, agentNodeOption, kubeconfigOption, leaseNamespaceOption, leaseRenewOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, encapSourceOption, bpffsOption, instanceOption, detachOption, shutdownTimeoutOption, shutdownFileOption, listenOption };
 agentCommand.SetAction(async (parse, ct) =>
 {
     using var logs = Logs();
@@ -92,6 +93,13 @@ agentCommand.SetAction(async (parse, ct) =>
     if (range.Length != 2 || !ushort.TryParse(range[0], CultureInfo.InvariantCulture, out var min) || !ushort.TryParse(range[1], CultureInfo.InvariantCulture, out var max) || min > max || min < 1024)
     {
         await Console.Error.WriteLineAsync("--nat-ports must be MIN-MAX with 1024 <= MIN <= MAX <= 65535");
+        return 2;
+    }
+    System.Net.IPAddress? encapSource = null;
+    if (parse.GetValue(encapSourceOption) is { } encap
+        && (!System.Net.IPAddress.TryParse(encap, out encapSource) || encapSource.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork))
+    {
+        await Console.Error.WriteLineAsync($"--encap-source {encap}: expected an IPv4 address");
         return 2;
     }
     var options = new AgentOptions
@@ -105,6 +113,7 @@ agentCommand.SetAction(async (parse, ct) =>
         {
             NatPortMin = min,
             NatPortMax = max,
+            EncapSource = encapSource,
             PinRoot = Xlb.Agent.Bpf.Bpffs.PinRoot(parse.GetValue(bpffsOption)!, parse.GetValue(instanceOption)!),
         },
         DetachOnExit = parse.GetValue(detachOption),

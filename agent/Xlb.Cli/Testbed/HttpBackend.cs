@@ -18,6 +18,11 @@ public sealed class HttpBackend : IAsyncDisposable
     public string Name { get; }
     public int Served => Volatile.Read(ref _served);
 
+    /// <summary>The client addresses connections came from (as this backend saw them).</summary>
+    public IReadOnlyCollection<IPAddress> Peers => [.. _peers.Keys];
+
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<IPAddress, byte> _peers = new();
+
     private HttpBackend(string name, Socket listener)
     {
         Name = name;
@@ -43,6 +48,10 @@ public sealed class HttpBackend : IAsyncDisposable
             catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
             {
                 return;
+            }
+            if (conn.RemoteEndPoint is IPEndPoint peer)
+            {
+                _peers.TryAdd(peer.Address, 0);
             }
             _ = ServeAsync(conn);
         }

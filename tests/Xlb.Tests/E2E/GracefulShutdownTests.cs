@@ -31,6 +31,7 @@ public sealed class GracefulShutdownTests(ITestOutputHelper output)
             var metrics = (await HttpProbe.StatusAsync(topology.Lb, Health, "/metrics", ct)).Body;
             Assert.Contains("xlb_agent_applied_revision 1", metrics, StringComparison.Ordinal);
             Assert.Matches("xlb_packets_total\\{reason=\"fwd_new_flow\"\\} [1-9]", metrics);
+            Assert.Matches($"xlb_service_new_flows_total\\{{service=\"{vip.Address}:{vip.Port}/TCP\"\\}} [1-9]", metrics);
 
             var clock = Stopwatch.StartNew();
             Netns.Terminate(stack.Agent);
