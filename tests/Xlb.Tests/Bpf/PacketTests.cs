@@ -154,6 +154,37 @@ public class PacketTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
     }
 
     [Fact]
+    public void A_draining_backend_gets_no_new_flows_while_its_flows_continue()
+    {
+        Privileged.Require();
+        ushort port;
+        Packet before;
+        do
+        {
+            port = NextClientPort();
+            before = Packet.Parse(fx.Run(Syn(port).Build()).Packet);
+        }
+        while (LbTopology.BackendIndexOf(before.Dst) != 2);
+
+        var draining = Spec(1, 2);
+        var web = draining.Listeners[0];
+        draining.Listeners[0] = web with { Backends = [web.Backends[0], web.Backends[1] with { Draining = true }] };
+        fx.Plane.Apply(draining);
+        try
+        {
+            var established = fx.Run((Syn(port) with { TcpFlags = Packet.Ack, Payload = [1] }).Build());
+            Assert.Equal(XdpRedirect, (int)established.Verdict);
+            Assert.Equal(before.Dst, Packet.Parse(established.Packet).Dst);
+            Assert.All(Enumerable.Range(0, 32), _ =>
+                Assert.Equal(1, LbTopology.BackendIndexOf(Packet.Parse(fx.Run(Syn(NextClientPort()).Build()).Packet).Dst)));
+        }
+        finally
+        {
+            fx.Plane.Apply(Spec(1, 2));
+        }
+    }
+
+    [Fact]
     public void In_the_shutdown_window_a_new_syn_is_answered_with_rst_and_established_flows_continue()
     {
         Privileged.Require();
