@@ -143,8 +143,11 @@ public sealed class XdpDataPlane : IDisposable
         var started = System.Diagnostics.Stopwatch.GetTimestamp();
         var cfg = ReadConfig();
         var active = (byte)(cfg.ActiveGen & 1);
-        var current = MapImage.Build(spec, active, ServiceIds(active));
-        if (HoldsExactly(current, cfg))
+        // The active generation's services are read once: their ids carry over, and they are
+        // half of what decides whether anything changed.
+        var activeServices = ReadServices(active);
+        var current = MapImage.Build(spec, active, activeServices.ToDictionary(s => s.Key with { Gen = 0 }, s => s.Value.Id));
+        if (MapDiff.Plan(current, ReadGeneration(active, current.Backends.Count, current.Ring.Count, activeServices), cfg) is [MapOp.Flip])
         {
             return new ApplyResult(active, 0, System.Diagnostics.Stopwatch.GetElapsedTime(started));
         }
@@ -156,25 +159,22 @@ public sealed class XdpDataPlane : IDisposable
         return new ApplyResult(target, ops.Count, System.Diagnostics.Stopwatch.GetElapsedTime(started));
     }
 
-    private bool HoldsExactly(MapImage image, XlbCfg cfg) =>
-        MapDiff.Plan(image, ReadGeneration(image.Generation, image.Backends.Count, image.Ring.Count), cfg) is [MapOp.Flip];
-
-    /// <summary>The ids the services of a generation carry now (keyed with generation 0).</summary>
-    private Dictionary<XlbSvcKey, uint> ServiceIds(byte gen)
+    private Dictionary<XlbSvcKey, XlbSvc> ReadServices(byte gen)
     {
-        var ids = new Dictionary<XlbSvcKey, uint>();
+        var services = new Dictionary<XlbSvcKey, XlbSvc>();
         foreach (var k in _services.Keys().Where(k => k.Gen == gen))
         {
             if (_services.TryLookup(k, out var v))
             {
-                ids[k with { Gen = 0 }] = v.Id;
+                services[k] = v;
             }
         }
-        return ids;
+        return services;
     }
 
     /// <summary>The live contents of one generation, as far as a new image of the given size reaches.</summary>
-    public ObservedGeneration ReadGeneration(byte gen, int backendCount, int ringCount)
+    /// <param name="services">The generation's services when already read.</param>
+    public ObservedGeneration ReadGeneration(byte gen, int backendCount, int ringCount, IReadOnlyDictionary<XlbSvcKey, XlbSvc>? services = null)
     {
         var vips = new Dictionary<XlbVipKey, uint>();
         foreach (var k in _vips.Keys().Where(k => k.Gen == gen))
@@ -184,14 +184,7 @@ public sealed class XdpDataPlane : IDisposable
                 vips[k] = v;
             }
         }
-        var services = new Dictionary<XlbSvcKey, XlbSvc>();
-        foreach (var k in _services.Keys().Where(k => k.Gen == gen))
-        {
-            if (_services.TryLookup(k, out var v))
-            {
-                services[k] = v;
-            }
-        }
+        services ??= ReadServices(gen);
         var backends = new XlbBackend[backendCount];
         for (var i = 0; i < backendCount; i++)
         {
@@ -251,21 +244,17 @@ public sealed class XdpDataPlane : IDisposable
     /// <summary>Counters of the active generation's services, summed over CPUs.</summary>
     public IReadOnlyDictionary<XlbSvcKey, XlbSvcStats> ServiceStats()
     {
-        var gen = ActiveGeneration;
         var result = new Dictionary<XlbSvcKey, XlbSvcStats>();
-        foreach (var k in _services.Keys().Where(k => k.Gen == gen))
+        foreach (var (k, svc) in ReadServices(ActiveGeneration))
         {
-            if (_services.TryLookup(k, out var svc))
+            result[k] = _svcStats.PerCpuLookup(svc.Id).Aggregate(default(XlbSvcStats), (a, b) => new XlbSvcStats
             {
-                result[k] = _svcStats.PerCpuLookup(svc.Id).Aggregate(default(XlbSvcStats), (a, b) => new XlbSvcStats
-                {
-                    Packets = a.Packets + b.Packets,
-                    Bytes = a.Bytes + b.Bytes,
-                    ReplyPackets = a.ReplyPackets + b.ReplyPackets,
-                    ReplyBytes = a.ReplyBytes + b.ReplyBytes,
-                    NewFlows = a.NewFlows + b.NewFlows,
-                });
-            }
+                Packets = a.Packets + b.Packets,
+                Bytes = a.Bytes + b.Bytes,
+                ReplyPackets = a.ReplyPackets + b.ReplyPackets,
+                ReplyBytes = a.ReplyBytes + b.ReplyBytes,
+                NewFlows = a.NewFlows + b.NewFlows,
+            });
         }
         return result;
     }

@@ -13,6 +13,10 @@ namespace Xlb.Tests.Bpf;
 public sealed class DataPlaneFixture : IDisposable
 {
     public const string Vip = "10.250.0.10";
+    public static readonly System.Net.IPAddress Client = System.Net.IPAddress.Parse(LbTopology.ClientAddress);
+    public static readonly System.Net.IPAddress VipAddress = System.Net.IPAddress.Parse(Vip);
+
+    public static byte[] MacBytes(string mac) => [.. mac.Split(':').Select(h => Convert.ToByte(h, 16))];
     public const int XdpDrop = 1;
     public const int XdpPass = 2;
     public const int XdpTx = 3;

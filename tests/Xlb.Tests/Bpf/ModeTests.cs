@@ -17,16 +17,12 @@ namespace Xlb.Tests.Bpf;
 /// </summary>
 public partial class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
 {
-    private static readonly IPAddress Client = IPAddress.Parse(LbTopology.ClientAddress);
-    private static readonly IPAddress VipAddress = IPAddress.Parse(Vip);
     private static int s_port = 30000;
 
     private static ushort NextClientPort() => (ushort)Interlocked.Increment(ref s_port);
 
     private static Packet Tcp(ushort clientPort, int vipPort, byte flags = Packet.Syn) =>
         new() { Src = Client, Dst = VipAddress, SrcPort = clientPort, DstPort = (ushort)vipPort, TcpFlags = flags };
-
-    private static byte[] MacBytes(string mac) => [.. mac.Split(':').Select(h => Convert.ToByte(h, 16))];
 
     private static XlbFlowKey FlowKey(ushort clientPort, int vipPort) => new()
     {

@@ -8,16 +8,12 @@ namespace Xlb.Tests.Bpf;
 /// <summary>The XDP program, packet by packet, through BPF_PROG_TEST_RUN and the agent's real apply path.</summary>
 public class PacketTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
 {
-    private static readonly IPAddress Client = IPAddress.Parse(LbTopology.ClientAddress);
-    private static readonly IPAddress VipAddress = IPAddress.Parse(Vip);
     private static int s_port = 20000;
 
     private static ushort NextClientPort() => (ushort)Interlocked.Increment(ref s_port);
 
     private static Packet Syn(ushort clientPort, int vipPort = 80, byte proto = 6) =>
         new() { Src = Client, Dst = VipAddress, SrcPort = clientPort, DstPort = (ushort)vipPort, Protocol = proto, Payload = proto == 17 ? [1, 2, 3, 4, 5] : [] };
-
-    private static byte[] MacBytes(string mac) => [.. mac.Split(':').Select(h => Convert.ToByte(h, 16))];
 
     [Fact]
     public void A_syn_to_the_vip_leaves_fullnatted_toward_a_backend_with_valid_checksums()
