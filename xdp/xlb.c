@@ -461,15 +461,32 @@ static __always_inline int flow_expired(const struct xlb_cfg *cfg, const struct 
 	return t && now - f->last_seen_ns > (__u64)t * NS_PER_S;
 }
 
+/* Fills an IPv4 flow key; k must start zeroed (hash keys compare their unused bytes). */
+static __always_inline void key4(struct xlb_flow_key *k, __be32 saddr, __be32 daddr, __be16 sport,
+				 __be16 dport, __u8 proto)
+{
+	k->saddr[0] = saddr;
+	k->daddr[0] = daddr;
+	k->sport = sport;
+	k->dport = dport;
+	k->proto = proto;
+	k->family = XLB_FAMILY_V4;
+}
+
 /* The flow-table key of the connection a reverse-NAT entry stands for. */
 static __always_inline void flow_key_of(const struct xlb_rnat *r, __u8 proto, struct xlb_flow_key *k)
 {
-	k->saddr[0] = r->client[0];
-	k->daddr[0] = r->vip[0];
-	k->sport = r->client_port;
-	k->dport = r->vip_port;
-	k->proto = proto;
-	k->family = XLB_FAMILY_V4;
+	key4(k, r->client[0], r->vip[0], r->client_port, r->vip_port, proto);
+}
+
+/* The reverse translation of client flow fk: replies leave as VIP:port -> client:port. */
+static __always_inline void rnat_of(const struct xlb_flow_key *fk, __u32 svc_id, struct xlb_rnat *rv)
+{
+	rv->vip[0] = fk->daddr[0];
+	rv->client[0] = fk->saddr[0];
+	rv->vip_port = fk->dport;
+	rv->client_port = fk->sport;
+	rv->svc_id = svc_id;
 }
 
 /* A backend's reply: the source becomes VIP:port, the destination the client. */
@@ -591,16 +608,8 @@ static __always_inline int alloc_nat_port(const struct xlb_cfg *cfg, const struc
 	struct xlb_rnat rv = {};
 	int i;
 
-	rk.saddr[0] = nf->backend[0];
-	rk.daddr[0] = fk->daddr[0];
-	rk.sport = nf->backend_port;
-	rk.proto = fk->proto;
-	rk.family = XLB_FAMILY_V4;
-	rv.vip[0] = fk->daddr[0];
-	rv.client[0] = fk->saddr[0];
-	rv.client_port = fk->sport;
-	rv.vip_port = fk->dport;
-	rv.svc_id = nf->svc_id;
+	key4(&rk, nf->backend[0], fk->daddr[0], nf->backend_port, 0, fk->proto);
+	rnat_of(fk, nf->svc_id, &rv);
 
 	for (i = 0; i < NAT_PORT_TRIES; i++) {
 		__u16 port = cfg->nat_port_min + (__u16)((h + i * 7919u) % span);
@@ -701,12 +710,7 @@ static __always_inline int handle4(struct xdp_md *ctx, struct ethhdr *eth, void 
 		p.udp_nosum = uh->check == 0;
 	}
 
-	fk.saddr[0] = ip->saddr;
-	fk.daddr[0] = ip->daddr;
-	fk.sport = *p.sport;
-	fk.dport = *p.dport;
-	fk.proto = ip->protocol;
-	fk.family = XLB_FAMILY_V4;
+	key4(&fk, ip->saddr, ip->daddr, *p.sport, *p.dport, ip->protocol);
 
 	if (!to_vip) {
 		/* From a DNAT backend: its reply to a client, or traffic of its own. */
@@ -744,12 +748,7 @@ static __always_inline int handle4(struct xdp_md *ctx, struct ethhdr *eth, void 
 			/* Free the old flow's NAT port now rather than when the LRU gets to it. */
 			struct xlb_flow_key rk = {};
 
-			rk.saddr[0] = flow->backend[0];
-			rk.daddr[0] = fk.daddr[0];
-			rk.sport = flow->backend_port;
-			rk.dport = flow->nat_port;
-			rk.proto = fk.proto;
-			rk.family = XLB_FAMILY_V4;
+			key4(&rk, flow->backend[0], fk.daddr[0], flow->backend_port, flow->nat_port, fk.proto);
 			bpf_map_delete_elem(&xlb_rnat, &rk);
 		}
 	}
@@ -801,17 +800,8 @@ static __always_inline int handle4(struct xdp_md *ctx, struct ethhdr *eth, void 
 			struct xlb_flow_key rk = {};
 			struct xlb_rnat rv = {};
 
-			rk.saddr[0] = nf.backend[0];
-			rk.daddr[0] = fk.saddr[0];
-			rk.sport = nf.backend_port;
-			rk.dport = fk.sport;
-			rk.proto = fk.proto;
-			rk.family = XLB_FAMILY_V4;
-			rv.vip[0] = fk.daddr[0];
-			rv.client[0] = fk.saddr[0];
-			rv.vip_port = fk.dport;
-			rv.client_port = fk.sport;
-			rv.svc_id = nf.svc_id;
+			key4(&rk, nf.backend[0], fk.saddr[0], nf.backend_port, fk.sport, fk.proto);
+			rnat_of(&fk, nf.svc_id, &rv);
 			bpf_map_update_elem(&xlb_rnat, &rk, &rv, BPF_ANY);
 		}
 		count(XLB_STAT_FWD_NEW_FLOW);
