@@ -56,6 +56,14 @@ public sealed partial class ClusterOperator
     private readonly HashSet<string> _reported = new(StringComparer.Ordinal);
     private readonly PlanMemo _memo = new();
     private readonly Dictionary<string, (string ResourceVersion, byte[] Json)> _statusJson = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// The VipShard statuses this operator wrote, by shard, with the resourceVersion the shard had
+    /// before the write. Shard status carries state forward (the failover count), and the node
+    /// configs that say where VIPs were can come back through their informer before the shard
+    /// does: planning on the newer configs and the older status would lose a transition.
+    /// </summary>
+    private readonly Dictionary<string, (string? Before, VipShardStatus Status)> _shardWrites = new(StringComparer.Ordinal);
     /// <summary>What each chunk holds that the planner reads back (VIPs; listener names and VIPs), by chunk name. Chunks never change, so this never goes stale.</summary>
     private readonly Dictionary<string, (List<NodeVip> Vips, List<Listener> Listeners)> _chunkContent = new(StringComparer.Ordinal);
     /// <summary>Each chunked head as last assembled, by node, with the content hash it was assembled for.</summary>
@@ -212,7 +220,7 @@ public sealed partial class ClusterOperator
         var now = _time.GetUtcNow();
         // One snapshot per reconcile: our own writes come back through the informers while we work,
         // and events compare what was seen before the plan with what the plan says.
-        var shards = _shards.List();
+        var shards = WithOwnShardStatuses(_shards.List());
         var pools = _pools.List();
         var services = _services.List();
         var cached = _mappings.List();
@@ -404,6 +412,7 @@ public sealed partial class ClusterOperator
             if (plan.ShardStatuses.TryGetValue(shard.Metadata.Name ?? "", out var status) && !Same(shard.Status, status))
             {
                 await WriteAsync(() => _client.ApplyAsync<JsonObject>(KubeResource.VipShards, ApplyBody(shard, "status", status), _options.FieldManager, force: true, subresource: "status", ct: ct));
+                _shardWrites[shard.Metadata.Name ?? ""] = (shard.Metadata.ResourceVersion, status);
             }
         }
         var changed = mappings.Where(pm => pm.Metadata.Uid is not null && plan.MappingStatuses.TryGetValue(ObjectRef.Of(pm), out var status) && !SameStatus(pm, status));
@@ -519,6 +528,38 @@ public sealed partial class ClusterOperator
 
     private static ObjectReference Reference(IKubernetesObject o, string apiVersion) =>
         new(apiVersion, o.Kind, o.Metadata.Namespace, o.Metadata.Name ?? "", o.Metadata.Uid);
+
+    /// <summary>
+    /// The cached shards, each with the status this operator last wrote as long as the cache still
+    /// shows the shard as it was before that write. Plans run one at a time, so no lock.
+    /// </summary>
+    private List<VipShard> WithOwnShardStatuses(IReadOnlyList<VipShard> cached)
+    {
+        var result = new List<VipShard>(cached.Count);
+        foreach (var shard in cached)
+        {
+            var name = shard.Metadata.Name ?? "";
+            if (_shardWrites.TryGetValue(name, out var written))
+            {
+                if (written.Before == shard.Metadata.ResourceVersion)
+                {
+                    result.Add(shard with { Status = written.Status });
+                    continue;
+                }
+                _shardWrites.Remove(name); // the cache has caught up (or moved on)
+            }
+            result.Add(shard);
+        }
+        if (_shardWrites.Count > result.Count)
+        {
+            var live = result.Select(s => s.Metadata.Name ?? "").ToHashSet(StringComparer.Ordinal);
+            foreach (var gone in _shardWrites.Keys.Where(k => !live.Contains(k)).ToList())
+            {
+                _shardWrites.Remove(gone);
+            }
+        }
+        return result;
+    }
 
     private async Task WriteAsync<T>(Func<Task<T>> write)
     {
