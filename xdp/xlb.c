@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * XLB XDP program: an L4 load balancer for IPv4 TCP and UDP.
+ * XLB XDP program: an L4 load balancer for TCP and UDP over IPv4 and IPv6.
  *
  * A packet to a VIP service is bound to a backend (the flow table first, then the service's
  * ring) and leaves in the service's mode:
@@ -10,7 +10,8 @@
  *             its replies through this node, which puts VIP:port back as their source.
  *   DSR L2    unchanged, to the backend's MAC on a shared link. The backend holds the VIP on
  *             its loopback and answers the client directly.
- *   DSR IPIP  unchanged, inside an outer IPv4 header addressed to the backend.
+ *   DSR IPIP  unchanged, inside an outer IP header addressed to the backend (IPv4 in IPv4,
+ *             IPv6 in IPv6).
  * Everything else is XDP_PASS; for traffic that is not ours that costs one array read (the
  * filter). Next hops come from bpf_fib_lookup and are cached per backend for a second.
  */
@@ -18,6 +19,7 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include <bpf/bpf_endian.h>
@@ -27,6 +29,9 @@
 
 #ifndef AF_INET
 #define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
 #endif
 
 #define IP_DF 0x4000
@@ -49,7 +54,7 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xlb_services SEC(".maps");
 
-/* VIP addresses of both generations: the first lookup of every IPv4 packet. */
+/* VIP addresses of both generations. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, XLB_MAX_SERVICES * XLB_GENERATIONS);
@@ -223,16 +228,20 @@ static __always_inline __u32 csum_words(const __u16 *w, int n, __u32 sum)
 	return sum;
 }
 
-/* Parsed view of an IPv4 TCP/UDP packet. */
+/* Parsed view of a TCP/UDP packet over IPv4 or IPv6. */
 struct pkt {
 	struct ethhdr *eth;
-	struct iphdr *ip;
+	void *l3;      /* struct iphdr or struct ipv6hdr, by family */
 	__u16 *l4_sum; /* TCP or UDP checksum field */
 	__be16 *sport;
 	__be16 *dport;
 	__u64 len;     /* frame length, for the byte counters */
+	__u16 l3_len;  /* IP header(s) and payload: IPv4 tot_len, IPv6 40 + payload_len */
+	__u8 family;   /* XLB_FAMILY_* */
+	__u8 proto;    /* IPPROTO_TCP or IPPROTO_UDP */
 	__u8 tcp_flags;
 	__u8 udp_nosum; /* IPv4 UDP sent without a checksum */
+	__u8 l4_direct; /* the L4 header follows the fixed IP header (no options or extensions) */
 };
 
 static __always_inline __u32 mix(__u32 h, __u32 v)
@@ -265,18 +274,31 @@ static __always_inline __u32 source_hash(const struct xlb_flow_key *k)
 	return mix(h, k->saddr[3]);
 }
 
-static __always_inline int filter_has(const __u64 *bits, __be32 addr)
+static __always_inline int filter_has(const __u64 *bits, __u32 folded)
 {
-	__u32 slot = xlb_filter_slot(addr);
+	__u32 slot = xlb_filter_slot(folded);
 
 	return (bits[slot >> 6] >> (slot & 63)) & 1;
+}
+
+static __always_inline void addr_copy(__be32 *to, const __be32 *from)
+{
+	to[0] = from[0];
+	to[1] = from[1];
+	to[2] = from[2];
+	to[3] = from[3];
+}
+
+static __always_inline int addr_eq(const __be32 *a, const __be32 *b)
+{
+	return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3])) == 0;
 }
 
 /* Rewrite addresses and ports of an IPv4 packet, keeping IP and L4 checksums valid. */
 static __always_inline void rewrite4(struct pkt *p, __be32 saddr, __be16 sport, __be32 daddr,
 				     __be16 dport)
 {
-	struct iphdr *ip = p->ip;
+	struct iphdr *ip = p->l3;
 
 	if (!p->udp_nosum) {
 		csum_replace4(p->l4_sum, ip->saddr, saddr);
@@ -284,7 +306,7 @@ static __always_inline void rewrite4(struct pkt *p, __be32 saddr, __be16 sport, 
 		csum_replace2(p->l4_sum, *p->sport, sport);
 		csum_replace2(p->l4_sum, *p->dport, dport);
 		/* A UDP checksum that computes to zero is sent as all ones (RFC 768). */
-		if (ip->protocol == IPPROTO_UDP && *p->l4_sum == 0)
+		if (p->proto == IPPROTO_UDP && *p->l4_sum == 0)
 			*p->l4_sum = 0xffff;
 	}
 	csum_replace4(&ip->check, ip->saddr, saddr);
@@ -295,37 +317,101 @@ static __always_inline void rewrite4(struct pkt *p, __be32 saddr, __be16 sport, 
 	*p->dport = dport;
 }
 
-static __always_inline void ttl_decrement(struct iphdr *ip)
+/* The same for IPv6: no IP checksum, and the L4 checksum always present. */
+static __always_inline void rewrite6(struct pkt *p, const __be32 *saddr, __be16 sport,
+				     const __be32 *daddr, __be16 dport)
 {
-	/* 0x0100 is one step of the TTL byte in the TTL/protocol word. */
-	csum_replace2(&ip->check, bpf_htons((__u16)ip->ttl << 8), bpf_htons((__u16)(ip->ttl - 1) << 8));
-	ip->ttl--;
+	struct ipv6hdr *ip6 = p->l3;
+	__be32 s[4], d[4];
+	int i;
+
+	/* The new addresses may be the packet's own fields: take copies first. */
+	addr_copy(s, saddr);
+	addr_copy(d, daddr);
+#pragma unroll
+	for (i = 0; i < 4; i++) {
+		csum_replace4(p->l4_sum, ip6->saddr.in6_u.u6_addr32[i], s[i]);
+		csum_replace4(p->l4_sum, ip6->daddr.in6_u.u6_addr32[i], d[i]);
+	}
+	csum_replace2(p->l4_sum, *p->sport, sport);
+	csum_replace2(p->l4_sum, *p->dport, dport);
+	if (p->proto == IPPROTO_UDP && *p->l4_sum == 0)
+		*p->l4_sum = 0xffff;
+	addr_copy(ip6->saddr.in6_u.u6_addr32, s);
+	addr_copy(ip6->daddr.in6_u.u6_addr32, d);
+	*p->sport = sport;
+	*p->dport = dport;
+}
+
+static __always_inline void rewrite(struct pkt *p, const __be32 *saddr, __be16 sport,
+				    const __be32 *daddr, __be16 dport)
+{
+	if (p->family == XLB_FAMILY_V4)
+		rewrite4(p, saddr[0], sport, daddr[0], dport);
+	else
+		rewrite6(p, saddr, sport, daddr, dport);
+}
+
+/* Would forwarding this packet take its TTL (hop limit) to zero? */
+static __always_inline int hops_spent(const struct pkt *p)
+{
+	if (p->family == XLB_FAMILY_V4)
+		return ((struct iphdr *)p->l3)->ttl <= 1;
+	return ((struct ipv6hdr *)p->l3)->hop_limit <= 1;
+}
+
+static __always_inline void hop_decrement(struct pkt *p)
+{
+	if (p->family == XLB_FAMILY_V4) {
+		struct iphdr *ip = p->l3;
+
+		/* 0x0100 is one step of the TTL byte in the TTL/protocol word. */
+		csum_replace2(&ip->check, bpf_htons((__u16)ip->ttl << 8),
+			      bpf_htons((__u16)(ip->ttl - 1) << 8));
+		ip->ttl--;
+	} else {
+		((struct ipv6hdr *)p->l3)->hop_limit--;
+	}
 }
 
 /* Asks the FIB how to reach dst; 0 and *nh filled, or the pass reason. */
-static __always_inline __u32 fib_resolve(struct xdp_md *ctx, const struct iphdr *ip, __be32 dst,
+static __always_inline __u32 fib_resolve(struct xdp_md *ctx, const struct pkt *p, const __be32 *dst,
 					 struct xlb_nexthop *nh)
 {
 	struct bpf_fib_lookup fib = {};
 	long rc;
 
-	fib.family = AF_INET;
-	fib.tos = ip->tos;
-	fib.l4_protocol = ip->protocol;
-	fib.tot_len = bpf_ntohs(ip->tot_len);
-	fib.ipv4_src = ip->saddr;
-	fib.ipv4_dst = dst;
+	fib.l4_protocol = p->proto;
+	fib.tot_len = p->l3_len;
 	fib.ifindex = ctx->ingress_ifindex;
+	if (p->family == XLB_FAMILY_V4) {
+		const struct iphdr *ip = p->l3;
+
+		fib.family = AF_INET;
+		fib.tos = ip->tos;
+		fib.ipv4_src = ip->saddr;
+		fib.ipv4_dst = dst[0];
+	} else {
+		const struct ipv6hdr *ip6 = p->l3;
+
+		fib.family = AF_INET6;
+		fib.flowinfo = *(const __be32 *)ip6 & bpf_htonl(0x0fffffff);
+		addr_copy(fib.ipv6_src, ip6->saddr.in6_u.u6_addr32);
+		addr_copy(fib.ipv6_dst, dst);
+	}
 
 	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
 		return XLB_STAT_PASS_FIB_NO_NEIGH;
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return XLB_STAT_PASS_FIB_FAILED;
-	nh->addr[0] = dst;
+	addr_copy(nh->addr, dst);
 	nh->ifindex = fib.ifindex;
-	/* On success the FIB leaves the gateway in ipv4_dst when there is one. */
-	nh->onlink = fib.ipv4_dst == dst;
+	/* On success the FIB leaves the gateway in the destination when there is one. */
+	if (p->family == XLB_FAMILY_V4)
+		nh->onlink = fib.ipv4_dst == dst[0];
+	else
+		nh->onlink = addr_eq(fib.ipv6_dst, dst);
 	__builtin_memcpy(nh->dmac, fib.dmac, ETH_ALEN);
 	__builtin_memcpy(nh->smac, fib.smac, ETH_ALEN);
 	return 0;
@@ -336,8 +422,8 @@ static __always_inline __u32 fib_resolve(struct xdp_md *ctx, const struct iphdr 
  * when the slot holds another address or is older than XLB_NEXTHOP_TTL_NS. Two CPUs may
  * refresh a slot at once; both write the same answer.
  */
-static __always_inline struct xlb_nexthop *backend_nexthop(struct xdp_md *ctx, const struct iphdr *ip,
-							   __u32 slot, __be32 dst, __u64 now,
+static __always_inline struct xlb_nexthop *backend_nexthop(struct xdp_md *ctx, const struct pkt *p,
+							   __u32 slot, const __be32 *dst, __u64 now,
 							   __u32 *reason)
 {
 	struct xlb_nexthop fresh = {}, *nh = bpf_map_lookup_elem(&xlb_nexthops, &slot);
@@ -346,9 +432,9 @@ static __always_inline struct xlb_nexthop *backend_nexthop(struct xdp_md *ctx, c
 		*reason = XLB_STAT_PASS_FIB_FAILED;
 		return 0;
 	}
-	if (nh->addr[0] == dst && nh->ifindex && now - nh->resolved_ns < XLB_NEXTHOP_TTL_NS)
+	if (addr_eq(nh->addr, dst) && nh->ifindex && now - nh->resolved_ns < XLB_NEXTHOP_TTL_NS)
 		return nh;
-	*reason = fib_resolve(ctx, ip, dst, &fresh);
+	*reason = fib_resolve(ctx, p, dst, &fresh);
 	if (*reason)
 		return 0;
 	fresh.resolved_ns = now;
@@ -367,62 +453,92 @@ static __always_inline int emit(struct xdp_md *ctx, struct ethhdr *eth, const st
 }
 
 /*
- * DSR over IPIP: the packet as it came, inside an outer IPv4 header to the backend, which
- * decapsulates it and answers the client from the VIP itself.
+ * DSR over IPIP: the packet as it came, inside an outer IP header of its own family to the
+ * backend, which decapsulates it and answers the client from the VIP itself.
  */
-static __always_inline int encap_ipip(struct xdp_md *ctx, const struct xlb_cfg *cfg, struct pkt *p,
-				      const struct xlb_flow *f, __u64 now)
+static __always_inline int encap(struct xdp_md *ctx, const struct xlb_cfg *cfg, struct pkt *p,
+				 const struct xlb_flow *f, __u64 now)
 {
-	__be32 src = cfg->encap_src ? cfg->encap_src : p->ip->daddr;
-	__u16 inner_len = bpf_ntohs(p->ip->tot_len);
-	__be16 df = p->ip->frag_off & bpf_htons(IP_DF);
-	__u8 tos = p->ip->tos;
+	int v4 = p->family == XLB_FAMILY_V4;
+	int outer_len = v4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
+	__u16 inner_len = p->l3_len;
 	struct xlb_nexthop *nh;
-	struct iphdr *outer;
+	__be32 src[4] = {};
 	struct ethhdr *eth;
 	__u32 reason = 0;
+	__be16 df = 0;
+	__u8 tos = 0;
 	void *end;
 
-	nh = backend_nexthop(ctx, p->ip, f->nh_slot, f->backend[0], now, &reason);
+	if (v4) {
+		const struct iphdr *ip = p->l3;
+
+		src[0] = cfg->encap_src ? cfg->encap_src : ip->daddr;
+		df = ip->frag_off & bpf_htons(IP_DF);
+		tos = ip->tos;
+	} else {
+		const struct ipv6hdr *ip6 = p->l3;
+
+		if (cfg->encap_src6[0] | cfg->encap_src6[1] | cfg->encap_src6[2] | cfg->encap_src6[3])
+			addr_copy(src, cfg->encap_src6);
+		else
+			addr_copy(src, ip6->daddr.in6_u.u6_addr32);
+		tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
+	}
+	nh = backend_nexthop(ctx, p, f->nh_slot, f->backend, now, &reason);
 	if (!nh)
 		return verdict(XDP_PASS, reason);
-	if (inner_len > 0xffff - sizeof(*outer) ||
-	    bpf_xdp_adjust_head(ctx, -(int)sizeof(*outer)))
+	if (inner_len > 0xffff - outer_len || bpf_xdp_adjust_head(ctx, -outer_len))
 		return verdict(XDP_DROP, XLB_STAT_DROP_ENCAP_FAILED);
 	/* Packet pointers are void after adjust_head: only ctx from here on. */
 	eth = (void *)(long)ctx->data;
 	end = (void *)(long)ctx->data_end;
-	outer = (void *)(eth + 1);
-	if ((void *)(outer + 1) > end)
-		return verdict(XDP_DROP, XLB_STAT_DROP_ENCAP_FAILED);
-	eth->h_proto = bpf_htons(ETH_P_IP);
-	outer->version = 4;
-	outer->ihl = 5;
-	outer->tos = tos;
-	outer->tot_len = bpf_htons(inner_len + sizeof(*outer));
-	outer->id = 0;
-	outer->frag_off = df;
-	outer->ttl = 64;
-	outer->protocol = IPPROTO_IPIP;
-	outer->check = 0;
-	outer->saddr = src;
-	outer->daddr = f->backend[0];
-	outer->check = ~csum_fold(csum_words((__u16 *)outer, sizeof(*outer) / 2, 0));
+	if (v4) {
+		struct iphdr *outer = (void *)(eth + 1);
+
+		if ((void *)(outer + 1) > end)
+			return verdict(XDP_DROP, XLB_STAT_DROP_ENCAP_FAILED);
+		eth->h_proto = bpf_htons(ETH_P_IP);
+		outer->version = 4;
+		outer->ihl = 5;
+		outer->tos = tos;
+		outer->tot_len = bpf_htons(inner_len + sizeof(*outer));
+		outer->id = 0;
+		outer->frag_off = df;
+		outer->ttl = 64;
+		outer->protocol = IPPROTO_IPIP;
+		outer->check = 0;
+		outer->saddr = src[0];
+		outer->daddr = f->backend[0];
+		outer->check = ~csum_fold(csum_words((__u16 *)outer, sizeof(*outer) / 2, 0));
+	} else {
+		struct ipv6hdr *outer = (void *)(eth + 1);
+
+		if ((void *)(outer + 1) > end)
+			return verdict(XDP_DROP, XLB_STAT_DROP_ENCAP_FAILED);
+		eth->h_proto = bpf_htons(ETH_P_IPV6);
+		/* Version 6, the inner traffic class, flow label 0. */
+		*(__be32 *)outer = bpf_htonl(0x60000000 | ((__u32)tos << 20));
+		outer->payload_len = bpf_htons(inner_len);
+		outer->nexthdr = IPPROTO_IPV6;
+		outer->hop_limit = 64;
+		addr_copy(outer->saddr.in6_u.u6_addr32, src);
+		addr_copy(outer->daddr.in6_u.u6_addr32, f->backend);
+	}
 	return emit(ctx, eth, nh);
 }
 
-/* A packet of flow f, on its way to f's backend in f's mode. */
+/* A packet of flow f, on its way to f's backend in f's mode; fk is its flow key. */
 static __always_inline int to_backend(struct xdp_md *ctx, const struct xlb_cfg *cfg, struct pkt *p,
-				      const struct xlb_flow *f, __u64 now)
+				      const struct xlb_flow_key *fk, const struct xlb_flow *f, __u64 now)
 {
-	struct iphdr *ip = p->ip;
 	struct xlb_nexthop *nh;
 	__u32 reason = 0;
 
 	if (f->mode == XLB_MODE_DSR_IPIP)
-		return encap_ipip(ctx, cfg, p, f, now);
+		return encap(ctx, cfg, p, f, now);
 	if (f->mode == XLB_MODE_DSR_L2) {
-		nh = backend_nexthop(ctx, ip, f->nh_slot, f->backend[0], now, &reason);
+		nh = backend_nexthop(ctx, p, f->nh_slot, f->backend, now, &reason);
 		if (!nh)
 			return verdict(XDP_PASS, reason);
 		/* Behind a gateway the backend's MAC is not ours to reach. */
@@ -430,17 +546,17 @@ static __always_inline int to_backend(struct xdp_md *ctx, const struct xlb_cfg *
 			return verdict(XDP_DROP, XLB_STAT_DROP_DSR_NOT_ONLINK);
 		return emit(ctx, p->eth, nh);
 	}
-	if (ip->ttl <= 1)
+	if (hops_spent(p))
 		return verdict(XDP_PASS, XLB_STAT_PASS_TTL_EXPIRED);
-	nh = backend_nexthop(ctx, ip, f->nh_slot, f->backend[0], now, &reason);
+	nh = backend_nexthop(ctx, p, f->nh_slot, f->backend, now, &reason);
 	if (f->mode == XLB_MODE_DNAT)
-		rewrite4(p, ip->saddr, *p->sport, f->backend[0], f->backend_port);
+		rewrite(p, fk->saddr, fk->sport, f->backend, f->backend_port);
 	else
-		rewrite4(p, ip->daddr, f->nat_port, f->backend[0], f->backend_port);
+		rewrite(p, fk->daddr, f->nat_port, f->backend, f->backend_port);
 	if (!nh)
 		/* The kernel forwards the rewritten packet and resolves the neighbour. */
 		return verdict(XDP_PASS, reason);
-	ttl_decrement(ip);
+	hop_decrement(p);
 	return emit(ctx, p->eth, nh);
 }
 
@@ -461,99 +577,75 @@ static __always_inline int flow_expired(const struct xlb_cfg *cfg, const struct 
 	return t && now - f->last_seen_ns > (__u64)t * NS_PER_S;
 }
 
-/* Fills an IPv4 flow key; k must start zeroed (hash keys compare their unused bytes). */
-static __always_inline void key4(struct xlb_flow_key *k, __be32 saddr, __be32 daddr, __be16 sport,
-				 __be16 dport, __u8 proto)
+/* Fills a flow key from stored addresses (IPv4: word 0, the rest zero). */
+static __always_inline void key_of(struct xlb_flow_key *k, __u8 family, const __be32 *saddr,
+				   const __be32 *daddr, __be16 sport, __be16 dport, __u8 proto)
 {
-	k->saddr[0] = saddr;
-	k->daddr[0] = daddr;
+	addr_copy(k->saddr, saddr);
+	addr_copy(k->daddr, daddr);
 	k->sport = sport;
 	k->dport = dport;
 	k->proto = proto;
-	k->family = XLB_FAMILY_V4;
+	k->family = family;
+	k->pad[0] = 0;
+	k->pad[1] = 0;
 }
 
 /* The flow-table key of the connection a reverse-NAT entry stands for. */
-static __always_inline void flow_key_of(const struct xlb_rnat *r, __u8 proto, struct xlb_flow_key *k)
+static __always_inline void flow_key_of(const struct xlb_rnat *r, const struct xlb_flow_key *rk,
+					struct xlb_flow_key *k)
 {
-	key4(k, r->client[0], r->vip[0], r->client_port, r->vip_port, proto);
+	key_of(k, rk->family, r->client, r->vip, r->client_port, r->vip_port, rk->proto);
 }
 
 /* The reverse translation of client flow fk: replies leave as VIP:port -> client:port. */
 static __always_inline void rnat_of(const struct xlb_flow_key *fk, __u32 svc_id, struct xlb_rnat *rv)
 {
-	rv->vip[0] = fk->daddr[0];
-	rv->client[0] = fk->saddr[0];
+	addr_copy(rv->vip, fk->daddr);
+	addr_copy(rv->client, fk->saddr);
 	rv->vip_port = fk->dport;
 	rv->client_port = fk->sport;
 	rv->svc_id = svc_id;
 }
 
-/* A backend's reply: the source becomes VIP:port, the destination the client. */
-static __always_inline int reply4(struct xdp_md *ctx, struct pkt *p, const struct xlb_rnat *r)
+/* A backend's reply (its flow key rk): the source becomes VIP:port, the destination the client. */
+static __always_inline int reply(struct xdp_md *ctx, struct pkt *p, const struct xlb_flow_key *rk,
+				 const struct xlb_rnat *r)
 {
 	struct xlb_nexthop nh = {};
-	struct iphdr *ip = p->ip;
 	__u32 reason;
 
 	count(XLB_STAT_FWD_REPLY);
 	svc_count(r->svc_id, p->len, 1, 0);
 	/* The server closes or refuses: the next SYN on this tuple starts afresh. */
 	if (p->tcp_flags & (TCP_FIN | TCP_RST)) {
-		struct xlb_flow_key k = {};
+		struct xlb_flow_key k;
 		struct xlb_flow *f;
 
-		flow_key_of(r, ip->protocol, &k);
+		flow_key_of(r, rk, &k);
 		f = bpf_map_lookup_elem(&xlb_flows, &k);
 		if (f)
 			f->state = XLB_FLOW_CLOSING;
 	}
-	if (ip->ttl <= 1)
+	if (hops_spent(p))
 		return verdict(XDP_PASS, XLB_STAT_PASS_TTL_EXPIRED);
-	reason = fib_resolve(ctx, ip, r->client[0], &nh);
-	rewrite4(p, r->vip[0], r->vip_port, r->client[0], r->client_port);
+	reason = fib_resolve(ctx, p, r->client, &nh);
+	rewrite(p, r->vip, r->vip_port, r->client, r->client_port);
 	if (reason)
 		return verdict(XDP_PASS, reason);
-	ttl_decrement(ip);
+	hop_decrement(p);
 	return emit(ctx, p->eth, &nh);
 }
 
 /*
- * Shutdown window: answer a new connection's SYN with RST|ACK from the VIP, in place, so the
- * client fails fast and tries another address (DNS has moved on) instead of timing out.
- * Only plain 20-byte IPv4 headers are answered; anything else is dropped and counted.
+ * The TCP half of a reset: th becomes RST|ACK for a SYN that carried `payload` bytes, its
+ * checksum computed over the pseudo-header sum `pseudo` and the bare 20-byte header.
  */
-static __always_inline int reset_syn4(struct xdp_md *ctx, struct pkt *p, void *end)
+static __always_inline void reset_tcp(struct tcphdr *th, __u32 payload, __u32 pseudo)
 {
-	struct iphdr *ip = p->ip;
-	struct tcphdr *th = (void *)(ip + 1);
-	__u8 mac[ETH_ALEN];
-	__u32 seq, payload, sum;
-	__be32 addr;
-	__be16 port;
-	long shrink;
+	__u32 seq = bpf_ntohl(th->seq);
+	__be16 port = th->source;
 
-	if (ip->ihl != 5 || (void *)(th + 1) > end)
-		return verdict(XDP_DROP, XLB_STAT_DROP_SHUTDOWN_UNSUPPORTED);
-
-	payload = bpf_ntohs(ip->tot_len) - sizeof(*ip) - th->doff * 4;
-	seq = bpf_ntohl(th->seq);
-
-	__builtin_memcpy(mac, p->eth->h_dest, ETH_ALEN);
-	__builtin_memcpy(p->eth->h_dest, p->eth->h_source, ETH_ALEN);
-	__builtin_memcpy(p->eth->h_source, mac, ETH_ALEN);
-
-	addr = ip->saddr;
-	ip->saddr = ip->daddr;
-	ip->daddr = addr;
-	ip->tot_len = bpf_htons(sizeof(*ip) + sizeof(*th));
-	ip->id = 0;
-	ip->frag_off = bpf_htons(IP_DF);
-	ip->ttl = 64;
-	ip->check = 0;
-	ip->check = ~csum_fold(csum_words((__u16 *)ip, sizeof(*ip) / 2, 0));
-
-	port = th->source;
 	th->source = th->dest;
 	th->dest = port;
 	th->ack_seq = bpf_htonl(seq + 1 + payload); /* the SYN counts as one */
@@ -563,10 +655,67 @@ static __always_inline int reset_syn4(struct xdp_md *ctx, struct pkt *p, void *e
 	th->window = 0;
 	th->urg_ptr = 0;
 	th->check = 0;
-	/* Pseudo-header: addresses, protocol, TCP length. */
-	sum = csum_words((__u16 *)&ip->saddr, 4, 0);
-	sum += bpf_htons(IPPROTO_TCP) + bpf_htons(sizeof(*th));
-	th->check = ~csum_fold(csum_words((__u16 *)th, sizeof(*th) / 2, sum));
+	th->check = ~csum_fold(csum_words((__u16 *)th, sizeof(*th) / 2, pseudo));
+}
+
+/*
+ * Shutdown window: answer a new connection's SYN with RST|ACK from the VIP, in place, so the
+ * client fails fast and tries another address (DNS has moved on) instead of timing out.
+ * Only packets whose TCP header follows the fixed IP header are answered; anything else is
+ * dropped and counted.
+ */
+static __always_inline int reset_syn(struct xdp_md *ctx, struct pkt *p, void *end)
+{
+	__u32 payload, pseudo;
+	struct tcphdr *th;
+	__u8 mac[ETH_ALEN];
+	long shrink;
+
+	if (!p->l4_direct)
+		return verdict(XDP_DROP, XLB_STAT_DROP_SHUTDOWN_UNSUPPORTED);
+
+	__builtin_memcpy(mac, p->eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_dest, p->eth->h_source, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, mac, ETH_ALEN);
+
+	if (p->family == XLB_FAMILY_V4) {
+		struct iphdr *ip = p->l3;
+		__be32 addr;
+
+		th = (void *)(ip + 1);
+		if ((void *)(th + 1) > end)
+			return verdict(XDP_DROP, XLB_STAT_DROP_SHUTDOWN_UNSUPPORTED);
+		payload = bpf_ntohs(ip->tot_len) - sizeof(*ip) - th->doff * 4;
+		addr = ip->saddr;
+		ip->saddr = ip->daddr;
+		ip->daddr = addr;
+		ip->tot_len = bpf_htons(sizeof(*ip) + sizeof(*th));
+		ip->id = 0;
+		ip->frag_off = bpf_htons(IP_DF);
+		ip->ttl = 64;
+		ip->check = 0;
+		ip->check = ~csum_fold(csum_words((__u16 *)ip, sizeof(*ip) / 2, 0));
+		/* Pseudo-header: addresses, protocol, TCP length. */
+		pseudo = csum_words((__u16 *)&ip->saddr, 4, 0);
+		pseudo += bpf_htons(IPPROTO_TCP) + bpf_htons(sizeof(*th));
+	} else {
+		struct ipv6hdr *ip6 = p->l3;
+		__be32 addr[4];
+
+		th = (void *)(ip6 + 1);
+		if ((void *)(th + 1) > end)
+			return verdict(XDP_DROP, XLB_STAT_DROP_SHUTDOWN_UNSUPPORTED);
+		payload = bpf_ntohs(ip6->payload_len) - th->doff * 4;
+		addr_copy(addr, ip6->saddr.in6_u.u6_addr32);
+		addr_copy(ip6->saddr.in6_u.u6_addr32, ip6->daddr.in6_u.u6_addr32);
+		addr_copy(ip6->daddr.in6_u.u6_addr32, addr);
+		ip6->payload_len = bpf_htons(sizeof(*th));
+		ip6->hop_limit = 64;
+		/* Pseudo-header (RFC 8200 8.1): addresses, upper-layer length, next header. */
+		pseudo = csum_words((__u16 *)&ip6->saddr, 16, 0);
+		pseudo += bpf_htons(sizeof(*th)) + bpf_htons(IPPROTO_TCP);
+	}
+	reset_tcp(th, payload, pseudo);
 
 	shrink = (long)((void *)(th + 1) - end);
 	if (shrink < 0 && bpf_xdp_adjust_tail(ctx, (int)shrink))
@@ -587,13 +736,13 @@ static __always_inline int reset_syn4(struct xdp_md *ctx, struct pkt *p, void *e
 static __always_inline int rnat_stale(const struct xlb_cfg *cfg, const struct xlb_rnat *r,
 				      const struct xlb_flow_key *rk, __u64 now)
 {
-	struct xlb_flow_key k = {};
+	struct xlb_flow_key k;
 	struct xlb_flow *f;
 
-	flow_key_of(r, rk->proto, &k);
+	flow_key_of(r, rk, &k);
 	f = bpf_map_lookup_elem(&xlb_flows, &k);
 	return !f || flow_expired(cfg, f, rk->proto, now) || f->nat_port != rk->dport ||
-	       f->backend[0] != rk->saddr[0] || f->backend_port != rk->sport;
+	       !addr_eq(f->backend, rk->saddr) || f->backend_port != rk->sport;
 }
 
 /*
@@ -604,11 +753,11 @@ static __always_inline int alloc_nat_port(const struct xlb_cfg *cfg, const struc
 					  const struct xlb_flow *nf, __u32 h, __u64 now, __be16 *out)
 {
 	__u32 span = (__u32)cfg->nat_port_max - cfg->nat_port_min + 1;
-	struct xlb_flow_key rk = {};
+	struct xlb_flow_key rk;
 	struct xlb_rnat rv = {};
 	int i;
 
-	key4(&rk, nf->backend[0], fk->daddr[0], nf->backend_port, 0, fk->proto);
+	key_of(&rk, fk->family, nf->backend, fk->daddr, nf->backend_port, 0, fk->proto);
 	rnat_of(fk, nf->svc_id, &rv);
 
 	for (i = 0; i < NAT_PORT_TRIES; i++) {
@@ -646,31 +795,173 @@ static __always_inline __u32 pick(const struct xlb_svc *svc, const struct xlb_fl
 	return flow_hash(fk) % svc->ring_size;
 }
 
+/* The L4 header at l4: ports, checksum and flags into p; 0, or the verdict's reason. */
+static __always_inline __u32 parse_l4(struct pkt *p, void *l4, void *end)
+{
+	if (p->proto == IPPROTO_TCP) {
+		struct tcphdr *th = l4;
+
+		if ((void *)(th + 1) > end)
+			return XLB_STAT_DROP_TRUNCATED_L4;
+		p->l4_sum = &th->check;
+		p->sport = &th->source;
+		p->dport = &th->dest;
+		p->tcp_flags = ((__u8 *)th)[13];
+	} else {
+		struct udphdr *uh = l4;
+
+		if ((void *)(uh + 1) > end)
+			return XLB_STAT_DROP_TRUNCATED_L4;
+		p->l4_sum = &uh->check;
+		p->sport = &uh->source;
+		p->dport = &uh->dest;
+		p->udp_nosum = uh->check == 0;
+	}
+	return 0;
+}
+
+/*
+ * A parsed TCP/UDP packet that may concern us (the filter said so): a reply to translate
+ * back, a packet of a known flow, or a new flow to a service.
+ */
+static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, __u32 gen,
+				 struct pkt *p, struct xlb_flow_key *fk, int to_vip, void *end)
+{
+	struct xlb_svc_key sk = {};
+	struct xlb_flow *flow;
+	struct xlb_rnat *r;
+	struct xlb_svc *svc;
+	int syn;
+	__u16 dport;
+	__u64 now;
+
+	if (!to_vip) {
+		/* From a DNAT backend: its reply to a client, or traffic of its own. */
+		r = bpf_map_lookup_elem(&xlb_rnat, fk);
+		if (r)
+			return reply(ctx, p, fk, r);
+		return verdict(XDP_PASS, XLB_STAT_PASS_NOT_VIP);
+	}
+
+	/* FullNAT replies come back to VIP:nat_port; only ports in the NAT range can be replies. */
+	dport = bpf_ntohs(fk->dport);
+	if (dport >= cfg->nat_port_min && dport <= cfg->nat_port_max) {
+		r = bpf_map_lookup_elem(&xlb_rnat, fk);
+		if (r)
+			return reply(ctx, p, fk, r);
+	}
+
+	now = bpf_ktime_get_coarse_ns();
+	syn = p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
+	flow = bpf_map_lookup_elem(&xlb_flows, fk);
+	if (flow) {
+		/* A SYN on a closed connection's tuple is a new connection (the client reused the port). */
+		if (!flow_expired(cfg, flow, fk->proto, now) && !(syn && flow->state == XLB_FLOW_CLOSING)) {
+			if (p->tcp_flags & (TCP_FIN | TCP_RST))
+				flow->state = XLB_FLOW_CLOSING;
+			else if (!syn && flow->state == XLB_FLOW_NEW && fk->proto == IPPROTO_TCP)
+				flow->state = XLB_FLOW_ESTABLISHED;
+			flow->last_seen_ns = now;
+			count(XLB_STAT_FWD_ESTABLISHED);
+			svc_count(flow->svc_id, p->len, 0, 0);
+			return to_backend(ctx, cfg, p, fk, flow, now);
+		}
+		count(XLB_STAT_FWD_EXPIRED_FLOW);
+		if (flow->mode == XLB_MODE_FULLNAT) {
+			/* Free the old flow's NAT port now rather than when the LRU gets to it. */
+			struct xlb_flow_key rk;
+
+			key_of(&rk, fk->family, flow->backend, fk->daddr, flow->backend_port, flow->nat_port,
+			       fk->proto);
+			bpf_map_delete_elem(&xlb_rnat, &rk);
+		}
+	}
+
+	addr_copy(sk.vip, fk->daddr);
+	sk.port = fk->dport;
+	sk.proto = fk->proto;
+	sk.family = fk->family;
+	sk.gen = gen;
+	svc = bpf_map_lookup_elem(&xlb_services, &sk);
+	if (!svc)
+		return verdict(XDP_PASS, XLB_STAT_PASS_NOT_VIP);
+
+	/* Shutting down: new TCP connections are refused at once, existing flows carry on. */
+	if ((cfg->flags & XLB_CFG_F_SHUTDOWN) && syn)
+		return reset_syn(ctx, p, end);
+
+	{
+		__u32 slot, *bidx;
+		struct xlb_backend *be;
+		struct xlb_flow nf = {};
+
+		if (svc->ring_size == 0)
+			return verdict(XDP_DROP, XLB_STAT_DROP_NO_BACKEND);
+		slot = gen * XLB_RING_CAPACITY + svc->ring_off + pick(svc, fk);
+		bidx = bpf_map_lookup_elem(&xlb_rings, &slot);
+		if (!bidx || *bidx == 0 || *bidx >= XLB_MAX_BACKENDS)
+			return verdict(XDP_DROP, XLB_STAT_DROP_NO_BACKEND);
+		slot = gen * XLB_MAX_BACKENDS + *bidx;
+		be = bpf_map_lookup_elem(&xlb_backends, &slot);
+		/* A backend of the other family cannot take this packet (the operator never plans one). */
+		if (!be || be->family != fk->family)
+			return verdict(XDP_DROP, XLB_STAT_DROP_NO_BACKEND);
+
+		addr_copy(nf.backend, be->addr);
+		/* DSR cannot change the port: the backend answers the client from VIP:port itself. */
+		nf.backend_port = svc->mode >= XLB_MODE_DSR_L2 ? fk->dport : be->port;
+		nf.svc_id = svc->id;
+		nf.last_seen_ns = now;
+		nf.nh_slot = slot;
+		nf.mode = svc->mode;
+		/* A flow first seen mid-connection (another node had it) is established already. */
+		nf.state = fk->proto == IPPROTO_TCP && !syn ? XLB_FLOW_ESTABLISHED : XLB_FLOW_NEW;
+		if (svc->mode == XLB_MODE_FULLNAT &&
+		    alloc_nat_port(cfg, fk, &nf, flow_hash(fk), now, &nf.nat_port))
+			return verdict(XDP_DROP, XLB_STAT_DROP_NAT_PORTS_BUSY);
+		bpf_map_update_elem(&xlb_flows, fk, &nf, BPF_ANY);
+		if (svc->mode == XLB_MODE_DNAT) {
+			/* Replies will come from backend:port to the client, with our VIP to restore. */
+			struct xlb_flow_key rk;
+			struct xlb_rnat rv = {};
+
+			key_of(&rk, fk->family, nf.backend, fk->saddr, nf.backend_port, fk->sport, fk->proto);
+			rnat_of(fk, nf.svc_id, &rv);
+			bpf_map_update_elem(&xlb_rnat, &rk, &rv, BPF_ANY);
+		}
+		count(XLB_STAT_FWD_NEW_FLOW);
+		svc_count(nf.svc_id, p->len, 0, 1);
+		return to_backend(ctx, cfg, p, fk, &nf, now);
+	}
+}
+
+/* The configuration and the active generation's filter; 0 when the agent has written none. */
+static __always_inline const struct xlb_cfg *config(__u32 *gen, const struct xlb_filter **filter)
+{
+	__u32 zero = 0;
+	const struct xlb_cfg *cfg = bpf_map_lookup_elem(&xlb_config, &zero);
+
+	if (!cfg)
+		return 0;
+	*gen = cfg->active_gen & 1;
+	*filter = bpf_map_lookup_elem(&xlb_filter, gen);
+	return *filter ? cfg : 0;
+}
+
 static __always_inline int handle4(struct xdp_md *ctx, struct ethhdr *eth, void *end)
 {
 	struct iphdr *ip = (void *)(eth + 1);
 	const struct xlb_filter *filter;
 	struct xlb_flow_key fk = {};
-	struct xlb_svc_key sk = {};
 	const struct xlb_cfg *cfg;
-	struct xlb_flow *flow;
-	struct xlb_rnat *r;
-	struct xlb_svc *svc;
 	struct pkt p = {};
-	__u32 ihl, zero = 0, gen;
-	int to_vip, syn;
-	__u16 dport;
-	__u64 now;
-	void *l4;
+	__u32 ihl, gen, reason;
+	int to_vip;
 
 	if ((void *)(ip + 1) > end)
 		return verdict(XDP_PASS, XLB_STAT_PASS_TRUNCATED);
-	cfg = bpf_map_lookup_elem(&xlb_config, &zero);
+	cfg = config(&gen, &filter);
 	if (!cfg)
-		return verdict(XDP_PASS, XLB_STAT_DROP_NO_CONFIG);
-	gen = cfg->active_gen & 1;
-	filter = bpf_map_lookup_elem(&xlb_filter, &gen);
-	if (!filter)
 		return verdict(XDP_PASS, XLB_STAT_DROP_NO_CONFIG);
 
 	/* The fast path for everything that is not ours: one array read. */
@@ -686,128 +977,90 @@ static __always_inline int handle4(struct xdp_md *ctx, struct ethhdr *eth, void 
 	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return verdict(XDP_PASS, XLB_STAT_PASS_FRAGMENT);
 
-	l4 = (void *)ip + ihl;
 	p.eth = eth;
-	p.ip = ip;
+	p.l3 = ip;
 	p.len = (__u64)(end - (void *)eth);
-	if (ip->protocol == IPPROTO_TCP) {
-		struct tcphdr *th = l4;
+	p.l3_len = bpf_ntohs(ip->tot_len);
+	p.family = XLB_FAMILY_V4;
+	p.proto = ip->protocol;
+	p.l4_direct = ihl == sizeof(*ip);
+	reason = parse_l4(&p, (void *)ip + ihl, end);
+	if (reason)
+		return verdict(XDP_DROP, reason);
 
-		if ((void *)(th + 1) > end)
-			return verdict(XDP_DROP, XLB_STAT_DROP_TRUNCATED_L4);
-		p.l4_sum = &th->check;
-		p.sport = &th->source;
-		p.dport = &th->dest;
-		p.tcp_flags = ((__u8 *)th)[13];
-	} else {
-		struct udphdr *uh = l4;
+	fk.saddr[0] = ip->saddr;
+	fk.daddr[0] = ip->daddr;
+	fk.sport = *p.sport;
+	fk.dport = *p.dport;
+	fk.proto = p.proto;
+	fk.family = XLB_FAMILY_V4;
+	return serve(ctx, cfg, gen, &p, &fk, to_vip, end);
+}
 
-		if ((void *)(uh + 1) > end)
-			return verdict(XDP_DROP, XLB_STAT_DROP_TRUNCATED_L4);
-		p.l4_sum = &uh->check;
-		p.sport = &uh->source;
-		p.dport = &uh->dest;
-		p.udp_nosum = uh->check == 0;
-	}
+static __always_inline int handle6(struct xdp_md *ctx, struct ethhdr *eth, void *end)
+{
+	struct ipv6hdr *ip6 = (void *)(eth + 1);
+	const struct xlb_filter *filter;
+	struct xlb_flow_key fk = {};
+	const struct xlb_cfg *cfg;
+	struct pkt p = {};
+	__u32 off = sizeof(*ip6), gen, reason;
+	__u8 next;
+	int to_vip, i;
 
-	key4(&fk, ip->saddr, ip->daddr, *p.sport, *p.dport, ip->protocol);
+	if ((void *)(ip6 + 1) > end)
+		return verdict(XDP_PASS, XLB_STAT_PASS_TRUNCATED);
+	cfg = config(&gen, &filter);
+	if (!cfg)
+		return verdict(XDP_PASS, XLB_STAT_DROP_NO_CONFIG);
 
-	if (!to_vip) {
-		/* From a DNAT backend: its reply to a client, or traffic of its own. */
-		r = bpf_map_lookup_elem(&xlb_rnat, &fk);
-		if (r)
-			return reply4(ctx, &p, r);
-		return verdict(XDP_PASS, XLB_STAT_PASS_NOT_VIP);
-	}
-
-	/* FullNAT replies come back to VIP:nat_port; only ports in the NAT range can be replies. */
-	dport = bpf_ntohs(fk.dport);
-	if (dport >= cfg->nat_port_min && dport <= cfg->nat_port_max) {
-		r = bpf_map_lookup_elem(&xlb_rnat, &fk);
-		if (r)
-			return reply4(ctx, &p, r);
-	}
-
-	now = bpf_ktime_get_coarse_ns();
-	syn = ip->protocol == IPPROTO_TCP && (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
-	flow = bpf_map_lookup_elem(&xlb_flows, &fk);
-	if (flow) {
-		/* A SYN on a closed connection's tuple is a new connection (the client reused the port). */
-		if (!flow_expired(cfg, flow, fk.proto, now) && !(syn && flow->state == XLB_FLOW_CLOSING)) {
-			if (p.tcp_flags & (TCP_FIN | TCP_RST))
-				flow->state = XLB_FLOW_CLOSING;
-			else if (!syn && flow->state == XLB_FLOW_NEW && fk.proto == IPPROTO_TCP)
-				flow->state = XLB_FLOW_ESTABLISHED;
-			flow->last_seen_ns = now;
-			count(XLB_STAT_FWD_ESTABLISHED);
-			svc_count(flow->svc_id, p.len, 0, 0);
-			return to_backend(ctx, cfg, &p, flow, now);
-		}
-		count(XLB_STAT_FWD_EXPIRED_FLOW);
-		if (flow->mode == XLB_MODE_FULLNAT) {
-			/* Free the old flow's NAT port now rather than when the LRU gets to it. */
-			struct xlb_flow_key rk = {};
-
-			key4(&rk, flow->backend[0], fk.daddr[0], flow->backend_port, flow->nat_port, fk.proto);
-			bpf_map_delete_elem(&xlb_rnat, &rk);
-		}
-	}
-
-	sk.vip[0] = ip->daddr;
-	sk.port = fk.dport;
-	sk.proto = fk.proto;
-	sk.family = XLB_FAMILY_V4;
-	sk.gen = gen;
-	svc = bpf_map_lookup_elem(&xlb_services, &sk);
-	if (!svc)
+	to_vip = filter_has(filter->vip, xlb_filter_fold6(ip6->daddr.in6_u.u6_addr32));
+	if (!to_vip && !filter_has(filter->rsrc, xlb_filter_fold6(ip6->saddr.in6_u.u6_addr32)))
 		return verdict(XDP_PASS, XLB_STAT_PASS_NOT_VIP);
 
-	/* Shutting down: new TCP connections are refused at once, existing flows carry on. */
-	if ((cfg->flags & XLB_CFG_F_SHUTDOWN) && syn)
-		return reset_syn4(ctx, &p, end);
+	/* Extension headers, up to a bound; the kernel gets whatever we do not handle. */
+	next = ip6->nexthdr;
+#pragma unroll
+	for (i = 0; i < XLB_IPV6_EXT_MAX; i++) {
+		struct ipv6_opt_hdr *eh = (void *)ip6 + off;
 
-	{
-		__u32 slot, *bidx;
-		struct xlb_backend *be;
-		struct xlb_flow nf = {};
-
-		if (svc->ring_size == 0)
-			return verdict(XDP_DROP, XLB_STAT_DROP_NO_BACKEND);
-		slot = gen * XLB_RING_CAPACITY + svc->ring_off + pick(svc, &fk);
-		bidx = bpf_map_lookup_elem(&xlb_rings, &slot);
-		if (!bidx || *bidx == 0 || *bidx >= XLB_MAX_BACKENDS)
-			return verdict(XDP_DROP, XLB_STAT_DROP_NO_BACKEND);
-		slot = gen * XLB_MAX_BACKENDS + *bidx;
-		be = bpf_map_lookup_elem(&xlb_backends, &slot);
-		if (!be || be->family != XLB_FAMILY_V4)
-			return verdict(XDP_DROP, XLB_STAT_DROP_NO_BACKEND);
-
-		nf.backend[0] = be->addr[0];
-		/* DSR cannot change the port: the backend answers the client from VIP:port itself. */
-		nf.backend_port = svc->mode >= XLB_MODE_DSR_L2 ? fk.dport : be->port;
-		nf.svc_id = svc->id;
-		nf.last_seen_ns = now;
-		nf.nh_slot = slot;
-		nf.mode = svc->mode;
-		/* A flow first seen mid-connection (another node had it) is established already. */
-		nf.state = fk.proto == IPPROTO_TCP && !syn ? XLB_FLOW_ESTABLISHED : XLB_FLOW_NEW;
-		if (svc->mode == XLB_MODE_FULLNAT &&
-		    alloc_nat_port(cfg, &fk, &nf, flow_hash(&fk), now, &nf.nat_port))
-			return verdict(XDP_DROP, XLB_STAT_DROP_NAT_PORTS_BUSY);
-		bpf_map_update_elem(&xlb_flows, &fk, &nf, BPF_ANY);
-		if (svc->mode == XLB_MODE_DNAT) {
-			/* Replies will come from backend:port to the client, with our VIP to restore. */
-			struct xlb_flow_key rk = {};
-			struct xlb_rnat rv = {};
-
-			key4(&rk, nf.backend[0], fk.saddr[0], nf.backend_port, fk.sport, fk.proto);
-			rnat_of(&fk, nf.svc_id, &rv);
-			bpf_map_update_elem(&xlb_rnat, &rk, &rv, BPF_ANY);
-		}
-		count(XLB_STAT_FWD_NEW_FLOW);
-		svc_count(nf.svc_id, p.len, 0, 1);
-		return to_backend(ctx, cfg, &p, &nf, now);
+		if (next == IPPROTO_TCP || next == IPPROTO_UDP)
+			break;
+		if (next == IPPROTO_FRAGMENT)
+			return verdict(XDP_PASS, XLB_STAT_PASS_FRAGMENT);
+		if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING && next != IPPROTO_DSTOPTS)
+			return verdict(XDP_PASS, XLB_STAT_PASS_NOT_TCP_UDP);
+		if ((void *)eh + 8 > end)
+			return verdict(XDP_PASS, XLB_STAT_PASS_TRUNCATED);
+		/* A routing header with segments left: the VIP is not the final destination. */
+		if (next == IPPROTO_ROUTING && ((__u8 *)eh)[3] != 0)
+			return verdict(XDP_PASS, XLB_STAT_PASS_IPV6_EXT);
+		next = eh->nexthdr;
+		off += ((__u32)eh->hdrlen + 1) * 8;
 	}
+	if (next != IPPROTO_TCP && next != IPPROTO_UDP)
+		return verdict(XDP_PASS, XLB_STAT_PASS_IPV6_EXT);
+
+	p.eth = eth;
+	p.l3 = ip6;
+	p.len = (__u64)(end - (void *)eth);
+	p.l3_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+	p.family = XLB_FAMILY_V6;
+	p.proto = next;
+	p.l4_direct = off == sizeof(*ip6);
+	reason = parse_l4(&p, (void *)ip6 + off, end);
+	if (reason)
+		return verdict(XDP_DROP, reason);
+	if (p.udp_nosum)
+		return verdict(XDP_DROP, XLB_STAT_DROP_UDP6_NO_CHECKSUM);
+
+	addr_copy(fk.saddr, ip6->saddr.in6_u.u6_addr32);
+	addr_copy(fk.daddr, ip6->daddr.in6_u.u6_addr32);
+	fk.sport = *p.sport;
+	fk.dport = *p.dport;
+	fk.proto = p.proto;
+	fk.family = XLB_FAMILY_V6;
+	return serve(ctx, cfg, gen, &p, &fk, to_vip, end);
 }
 
 SEC("xdp")
@@ -819,9 +1072,11 @@ int xlb_xdp(struct xdp_md *ctx)
 
 	if ((void *)(eth + 1) > end)
 		return verdict(XDP_PASS, XLB_STAT_PASS_TRUNCATED);
-	if (eth->h_proto != bpf_htons(ETH_P_IP))
-		return verdict(XDP_PASS, XLB_STAT_PASS_NON_IP);
-	return handle4(ctx, eth, end);
+	if (eth->h_proto == bpf_htons(ETH_P_IP))
+		return handle4(ctx, eth, end);
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return handle6(ctx, eth, end);
+	return verdict(XDP_PASS, XLB_STAT_PASS_NON_IP);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

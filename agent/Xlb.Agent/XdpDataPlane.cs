@@ -22,8 +22,11 @@ public sealed record DataPlaneOptions
     /// <summary>Idle timeouts of flows by state; past them a packet of the tuple is a new flow.</summary>
     public FlowTimeouts Timeouts { get; init; } = new();
 
-    /// <summary>Outer source address of DSR IPIP packets (this node's address). Null: the VIP.</summary>
+    /// <summary>Outer source address of IPv4 DSR IPIP packets (this node's address). Null: the VIP.</summary>
     public System.Net.IPAddress? EncapSource { get; init; }
+
+    /// <summary>Outer source address of IPv6-in-IPv6 DSR packets (this node's address). Null: the VIP.</summary>
+    public System.Net.IPAddress? EncapSource6 { get; init; }
 }
 
 /// <summary>
@@ -84,6 +87,7 @@ public sealed class XdpDataPlane : IDisposable
             NatPortMin = options.NatPortMin,
             NatPortMax = options.NatPortMax,
             EncapSrcBe = options.EncapSource is { } src ? BitConverter.ToUInt32(src.GetAddressBytes()) : 0,
+            EncapSrc6 = options.EncapSource6 is { } src6 ? Addr16.From(src6) : default,
             TcpNewTimeoutS = Seconds(t.TcpNew),
             TcpEstablishedTimeoutS = Seconds(t.TcpEstablished),
             TcpClosingTimeoutS = Seconds(t.TcpClosing),

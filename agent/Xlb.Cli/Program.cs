@@ -82,7 +82,7 @@ var detachOption = new Option<bool>("--detach-on-exit") { Description = "On exit
 var shutdownTimeoutOption = new Option<double>("--shutdown-timeout") { Description = "Seconds of the shutdown window on SIGTERM: readiness fails and new TCP connections get RST while existing ones continue (0: SIGTERM is a transparent restart)" };
 var shutdownFileOption = new Option<FileInfo?>("--shutdown-file") { Description = "Start the drain when this file appears (a preStop hook creates it); end it when it goes" };
 var listenOption = new Option<string?>("--listen") { Description = "ADDRESS:PORT for /healthz, /readyz and /metrics (e.g. 0.0.0.0:9470)" };
-var encapSourceOption = new Option<string?>("--encap-source") { Description = "Outer source address of DSR IPIP packets: this node's IPv4 address toward the backends (default: the VIP)" };
+var encapSourceOption = new Option<string[]>("--encap-source") { Description = "Outer source address of DSR IPIP packets: this node's address toward the backends, once per family (default: the VIP)" };
 var natPortsOption = new Option<string>("--nat-ports") { Description = "FullNAT source-port range toward backends, MIN-MAX", DefaultValueFactory = _ => "40000-59999" };
 
 var agentCommand = new Command("agent", "Run the node agent: apply this node's XlbNodeConfig (from the cluster, or --node-config FILE) to XDP") { nodeConfigOption, agentNodeOption, kubeconfigOption, leaseNamespaceOption, leaseRenewOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, encapSourceOption, bpffsOption, instanceOption, detachOption, shutdownTimeoutOption, shutdownFileOption, listenOption };
@@ -95,12 +95,21 @@ agentCommand.SetAction(async (parse, ct) =>
         await Console.Error.WriteLineAsync("--nat-ports must be MIN-MAX with 1024 <= MIN <= MAX <= 65535");
         return 2;
     }
-    System.Net.IPAddress? encapSource = null;
-    if (parse.GetValue(encapSourceOption) is { } encap
-        && (!System.Net.IPAddress.TryParse(encap, out encapSource) || encapSource.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork))
+    System.Net.IPAddress? encapSource = null, encapSource6 = null;
+    foreach (var encap in parse.GetValue(encapSourceOption) ?? [])
     {
-        await Console.Error.WriteLineAsync($"--encap-source {encap}: expected an IPv4 address");
-        return 2;
+        if (!System.Net.IPAddress.TryParse(encap, out var address))
+        {
+            await Console.Error.WriteLineAsync($"--encap-source {encap}: expected an IPv4 or IPv6 address");
+            return 2;
+        }
+        ref var slot = ref address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? ref encapSource : ref encapSource6;
+        if (slot is not null)
+        {
+            await Console.Error.WriteLineAsync($"--encap-source {encap}: at most one address per family");
+            return 2;
+        }
+        slot = address;
     }
     var options = new AgentOptions
     {
@@ -114,6 +123,7 @@ agentCommand.SetAction(async (parse, ct) =>
             NatPortMin = min,
             NatPortMax = max,
             EncapSource = encapSource,
+            EncapSource6 = encapSource6,
             PinRoot = Xlb.Agent.Bpf.Bpffs.PinRoot(parse.GetValue(bpffsOption)!, parse.GetValue(instanceOption)!),
         },
         DetachOnExit = parse.GetValue(detachOption),

@@ -12,7 +12,7 @@ namespace Xlb.DataPlane;
 /// <summary>Constants of xlb_abi.h.</summary>
 public static class XlbAbi
 {
-    public const int Version = 2;
+    public const int Version = 3;
     public const int MaxServices = 16384;
     public const int MaxBackends = 65536;
     public const int RingCapacity = 1 << 22;
@@ -36,6 +36,7 @@ public static class XlbAbi
     public const byte FlowClosing = 2;
     public const int FilterBits = 65536;
     public const int FilterWords = FilterBits / 64;
+    public const int Ipv6ExtMax = 4;
 
     /// <summary>
     /// xlb_filter_slot: the filter bit of an IPv4 address, computed on the four address bytes
@@ -45,6 +46,22 @@ public static class XlbAbi
     {
         var word = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(ipv4);
         return (int)((word * 0x9e3779b1u) >> 16);
+    }
+
+    /// <summary>The filter bit of any address: IPv6 folds its four words by xor first (xlb_filter_fold6).</summary>
+    public static int FilterSlot(IPAddress address)
+    {
+        var bytes = address.GetAddressBytes();
+        if (bytes.Length == 4)
+        {
+            return FilterSlot(bytes);
+        }
+        var folded = new byte[4];
+        for (var i = 0; i < 16; i++)
+        {
+            folded[i % 4] ^= bytes[i];
+        }
+        return FilterSlot(folded);
     }
 }
 
@@ -216,6 +233,7 @@ public record struct XlbCfg
     public uint TcpEstablishedTimeoutS;
     public uint TcpClosingTimeoutS;
     public uint UdpTimeoutS;
+    public Addr16 EncapSrc6;
 }
 
 /// <summary>Mirror of enum xlb_stat: per-reason packet counters.</summary>
@@ -243,5 +261,7 @@ public enum XlbStat
     DropDsrNotOnlink,
     DropEncapFailed,
     FwdExpiredFlow,
+    PassIpv6Ext,
+    DropUdp6NoChecksum,
     Count,
 }

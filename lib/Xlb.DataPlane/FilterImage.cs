@@ -1,12 +1,11 @@
 using System.Net;
-using System.Net.Sockets;
 
 namespace Xlb.DataPlane;
 
 /// <summary>
 /// The content of one generation's xlb_filter entry: a bit per <see cref="XlbAbi.FilterSlot"/>
-/// for each VIP (destination side) and each DNAT backend (source side of its replies). The
-/// program looks at IPv4 only; other addresses are not marked.
+/// for each VIP (destination side) and each DNAT backend (source side of its replies), IPv4
+/// and IPv6 alike.
 /// </summary>
 public sealed class FilterImage : IEquatable<FilterImage>
 {
@@ -23,20 +22,13 @@ public sealed class FilterImage : IEquatable<FilterImage>
 
     private static void Mark(ulong[] bits, IPAddress address)
     {
-        if (address.AddressFamily == AddressFamily.InterNetwork)
-        {
-            var slot = XlbAbi.FilterSlot(address.GetAddressBytes());
-            bits[slot >> 6] |= 1UL << (slot & 63);
-        }
+        var slot = XlbAbi.FilterSlot(address);
+        bits[slot >> 6] |= 1UL << (slot & 63);
     }
 
     private static bool Has(ulong[] bits, IPAddress address)
     {
-        if (address.AddressFamily != AddressFamily.InterNetwork)
-        {
-            return false;
-        }
-        var slot = XlbAbi.FilterSlot(address.GetAddressBytes());
+        var slot = XlbAbi.FilterSlot(address);
         return (bits[slot >> 6] & (1UL << (slot & 63))) != 0;
     }
 

@@ -14,7 +14,7 @@
 
 #include <linux/types.h>
 
-#define XLB_ABI_VERSION 2
+#define XLB_ABI_VERSION 3
 
 /* Capacities per configuration generation. Maps hold two generations. */
 #define XLB_MAX_SERVICES 16384
@@ -53,7 +53,7 @@ struct xlb_vip_key {
 #define XLB_MODE_FULLNAT 0  /* source becomes VIP:nat_port, destination backend:target port */
 #define XLB_MODE_DNAT 1     /* destination becomes backend:target port; client address kept */
 #define XLB_MODE_DSR_L2 2   /* packet unchanged, sent to the backend's MAC (VIP on its lo) */
-#define XLB_MODE_DSR_IPIP 3 /* packet unchanged, inside an outer IPv4 header to the backend */
+#define XLB_MODE_DSR_IPIP 3 /* packet unchanged, inside an outer IP header to the backend (4in4, 6in6) */
 
 /* How a new flow picks its backend (xlb_svc.algo). */
 #define XLB_ALGO_MAGLEV 0      /* consistent hash of the 5-tuple over the Maglev ring */
@@ -143,10 +143,10 @@ struct xlb_nexthop {
 #define XLB_NEXTHOP_TTL_NS 1000000000ull
 
 /*
- * filter: array of XLB_GENERATIONS, the first look at every IPv4 packet. A bit set in vip[]
+ * filter: array of XLB_GENERATIONS, the first look at every IP packet. A bit set in vip[]
  * at the slot of a destination says "may be a VIP"; in rsrc[], at the slot of a source, "may
  * be a DNAT backend's reply". A clear bit is a definite no, so traffic that is not ours costs
- * one array read. The slot is xlb_filter_slot().
+ * one array read. The slot is xlb_filter_slot() of the address folded to 32 bits.
  */
 #define XLB_FILTER_BITS 65536
 #define XLB_FILTER_WORDS (XLB_FILTER_BITS / 64)
@@ -160,6 +160,12 @@ struct xlb_filter {
 static inline __u32 xlb_filter_slot(__u32 addr)
 {
 	return (addr * 0x9e3779b1u) >> 16;
+}
+
+/* An IPv6 address takes the slot of its four words xor-ed (an IPv4 address: word 0). */
+static inline __u32 xlb_filter_fold6(const __u32 *addr)
+{
+	return addr[0] ^ addr[1] ^ addr[2] ^ addr[3];
 }
 
 /* svc_stats: per-CPU counters, indexed by service id. */
@@ -179,13 +185,17 @@ struct xlb_cfg {
 	__u32 flags;        /* XLB_CFG_F_* */
 	__u16 nat_port_min; /* FullNAT source-port range, host byte order, inclusive */
 	__u16 nat_port_max;
-	__be32 encap_src;   /* outer source address of IPIP packets; 0: the VIP */
+	__be32 encap_src;   /* outer source address of IPv4 IPIP packets; 0: the VIP */
 	/* Idle timeouts per flow state, seconds; an expired flow is chosen for afresh. */
 	__u32 tcp_new_timeout_s;
 	__u32 tcp_established_timeout_s;
 	__u32 tcp_closing_timeout_s;
 	__u32 udp_timeout_s;
+	__be32 encap_src6[4]; /* outer source address of IPv6-in-IPv6 packets; zero: the VIP */
 };
+
+/* IPv6 extension headers (hop-by-hop, routing, destination options) skipped before L4. */
+#define XLB_IPV6_EXT_MAX 4
 
 /* stats: per-CPU packet counters, one per reason. C# mirrors this enum (XlbStat). */
 enum xlb_stat {
@@ -211,6 +221,8 @@ enum xlb_stat {
 	XLB_STAT_DROP_DSR_NOT_ONLINK,
 	XLB_STAT_DROP_ENCAP_FAILED,
 	XLB_STAT_FWD_EXPIRED_FLOW,
+	XLB_STAT_PASS_IPV6_EXT,        /* more than XLB_IPV6_EXT_MAX extension headers, or a route to follow */
+	XLB_STAT_DROP_UDP6_NO_CHECKSUM, /* IPv6 UDP must carry a checksum (RFC 8200 8.1) */
 	XLB_STAT__COUNT,
 };
 

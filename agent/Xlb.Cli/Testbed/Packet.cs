@@ -4,8 +4,9 @@ using System.Net;
 namespace Xlb.Cli.Testbed;
 
 /// <summary>
-/// Builds and reads Ethernet/IPv4/TCP|UDP packets, with checksums computed here from scratch
-/// (RFC 791, 793, 768): an implementation independent of the XDP program's incremental updates.
+/// Builds and reads Ethernet/IPv4|IPv6/TCP|UDP packets, with checksums computed here from scratch
+/// (RFC 791, 793, 768, 8200): an implementation independent of the XDP program's incremental
+/// updates. The family follows <see cref="Src"/>.
 /// </summary>
 public sealed record Packet
 {
@@ -22,6 +23,14 @@ public sealed record Packet
     /// <summary>IPv4 UDP may be sent without a checksum (0).</summary>
     public bool UdpNoChecksum { get; init; }
 
+    /// <summary>
+    /// IPv6 extension headers between the fixed header and L4, in order: the header type and its
+    /// bytes (a multiple of 8; the next-header and length bytes are filled in).
+    /// </summary>
+    public IReadOnlyList<(byte Type, byte[] Bytes)> Extensions { get; init; } = [];
+
+    public bool IsV6 => Src.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6;
+
     public const byte Fin = 0x01;
     public const byte Syn = 0x02;
     public const byte Rst = 0x04;
@@ -30,21 +39,45 @@ public sealed record Packet
     public byte[] Build()
     {
         var l4Len = (Protocol == 6 ? 20 : 8) + Payload.Length;
-        var p = new byte[14 + 20 + l4Len];
+        var extLen = Extensions.Sum(e => e.Bytes.Length);
+        var ipLen = IsV6 ? 40 + extLen : 20;
+        var p = new byte[14 + ipLen + l4Len];
         DstMac.CopyTo(p, 0);
         SrcMac.CopyTo(p, 6);
-        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(12), 0x0800);
-        var ip = p.AsSpan(14, 20);
-        ip[0] = 0x45;
-        BinaryPrimitives.WriteUInt16BigEndian(ip[2..], (ushort)(20 + l4Len));
-        BinaryPrimitives.WriteUInt16BigEndian(ip[4..], 0x1234);
-        BinaryPrimitives.WriteUInt16BigEndian(ip[6..], 0x4000);
-        ip[8] = Ttl;
-        ip[9] = Protocol;
-        Src.GetAddressBytes().CopyTo(ip[12..]);
-        Dst.GetAddressBytes().CopyTo(ip[16..]);
-        BinaryPrimitives.WriteUInt16BigEndian(ip[10..], Checksum(ip));
-        var l4 = p.AsSpan(34);
+        var ip = p.AsSpan(14, ipLen);
+        if (IsV6)
+        {
+            BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(12), 0x86dd);
+            BinaryPrimitives.WriteUInt32BigEndian(ip, 0x6000_0000);
+            BinaryPrimitives.WriteUInt16BigEndian(ip[4..], (ushort)(extLen + l4Len));
+            ip[6] = Extensions.Count > 0 ? Extensions[0].Type : Protocol;
+            ip[7] = Ttl;
+            Src.GetAddressBytes().CopyTo(ip[8..]);
+            Dst.GetAddressBytes().CopyTo(ip[24..]);
+            var at = 40;
+            for (var i = 0; i < Extensions.Count; i++)
+            {
+                var e = Extensions[i].Bytes;
+                e.CopyTo(ip[at..]);
+                ip[at] = i + 1 < Extensions.Count ? Extensions[i + 1].Type : Protocol;
+                ip[at + 1] = (byte)(e.Length / 8 - 1);
+                at += e.Length;
+            }
+        }
+        else
+        {
+            BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(12), 0x0800);
+            ip[0] = 0x45;
+            BinaryPrimitives.WriteUInt16BigEndian(ip[2..], (ushort)(20 + l4Len));
+            BinaryPrimitives.WriteUInt16BigEndian(ip[4..], 0x1234);
+            BinaryPrimitives.WriteUInt16BigEndian(ip[6..], 0x4000);
+            ip[8] = Ttl;
+            ip[9] = Protocol;
+            Src.GetAddressBytes().CopyTo(ip[12..]);
+            Dst.GetAddressBytes().CopyTo(ip[16..]);
+            BinaryPrimitives.WriteUInt16BigEndian(ip[10..], Checksum(ip));
+        }
+        var l4 = p.AsSpan(14 + ipLen);
         BinaryPrimitives.WriteUInt16BigEndian(l4, SrcPort);
         BinaryPrimitives.WriteUInt16BigEndian(l4[2..], DstPort);
         if (Protocol == 6)
@@ -68,38 +101,56 @@ public sealed record Packet
         return p;
     }
 
+    /// <summary>Where L3 starts, where L4 starts, and the L4 protocol, for IPv4 or IPv6 (extension headers walked).</summary>
+    private static (int L4, byte Proto) Layout(ReadOnlySpan<byte> p)
+    {
+        if (BinaryPrimitives.ReadUInt16BigEndian(p[12..]) != 0x86dd)
+        {
+            return (14 + (p[14] & 0xf) * 4, p[14 + 9]);
+        }
+        var next = p[14 + 6];
+        var at = 14 + 40;
+        while (next is 0 or 43 or 60 or 44)
+        {
+            var len = next == 44 ? 8 : (p[at + 1] + 1) * 8;
+            next = p[at];
+            at += len;
+        }
+        return (at, next);
+    }
+
     public static Packet Parse(byte[] p)
     {
+        var v6 = BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(12)) == 0x86dd;
         var ip = p.AsSpan(14);
-        var ihl = (ip[0] & 0xf) * 4;
-        var l4 = ip[ihl..];
+        var (l4At, proto) = Layout(p);
+        var l4 = p.AsSpan(l4At);
         return new Packet
         {
             DstMac = p[..6],
             SrcMac = p[6..12],
-            Src = new IPAddress(ip[12..16]),
-            Dst = new IPAddress(ip[16..20]),
-            Protocol = ip[9],
-            Ttl = ip[8],
+            Src = v6 ? new IPAddress(ip[8..24]) : new IPAddress(ip[12..16]),
+            Dst = v6 ? new IPAddress(ip[24..40]) : new IPAddress(ip[16..20]),
+            Protocol = proto,
+            Ttl = v6 ? ip[7] : ip[8],
             SrcPort = BinaryPrimitives.ReadUInt16BigEndian(l4),
             DstPort = BinaryPrimitives.ReadUInt16BigEndian(l4[2..]),
-            TcpFlags = ip[9] == 6 ? l4[13] : (byte)0,
-            Payload = l4[(ip[9] == 6 ? (l4[12] >> 4) * 4 : 8)..].ToArray(),
-            UdpNoChecksum = ip[9] == 17 && BinaryPrimitives.ReadUInt16BigEndian(l4[6..]) == 0,
+            TcpFlags = proto == 6 ? l4[13] : (byte)0,
+            Payload = l4[(proto == 6 ? (l4[12] >> 4) * 4 : 8)..].ToArray(),
+            UdpNoChecksum = proto == 17 && BinaryPrimitives.ReadUInt16BigEndian(l4[6..]) == 0,
         };
     }
 
-    /// <summary>True when the IPv4 header checksum and the TCP/UDP checksum both verify.</summary>
+    /// <summary>True when the IPv4 header checksum (IPv6 has none) and the TCP/UDP checksum both verify.</summary>
     public static bool ChecksumsValid(byte[] p)
     {
-        var ihl = (p[14] & 0xf) * 4;
-        if (Checksum(p.AsSpan(14, ihl)) != 0)
+        var v6 = BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(12)) == 0x86dd;
+        if (!v6 && Checksum(p.AsSpan(14, (p[14] & 0xf) * 4)) != 0)
         {
             return false;
         }
-        var proto = p[14 + 9];
-        var l4 = p.AsSpan(14 + ihl);
-        if (proto == 17 && BinaryPrimitives.ReadUInt16BigEndian(l4[6..]) == 0)
+        var (l4At, proto) = Layout(p);
+        if (!v6 && proto == 17 && BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(l4At + 6)) == 0)
         {
             return true;
         }
@@ -109,14 +160,25 @@ public sealed record Packet
     /// <summary>The L4 checksum over pseudo-header and segment, as stored (0 when the stored one is right).</summary>
     private static ushort L4Checksum(byte[] p)
     {
-        var ihl = (p[14] & 0xf) * 4;
-        var totalLen = BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(16));
-        var l4Len = totalLen - ihl;
-        var pseudo = new byte[12 + l4Len];
-        p.AsSpan(14 + 12, 8).CopyTo(pseudo);
-        pseudo[9] = p[14 + 9];
-        BinaryPrimitives.WriteUInt16BigEndian(pseudo.AsSpan(10), (ushort)l4Len);
-        p.AsSpan(14 + ihl, l4Len).CopyTo(pseudo.AsSpan(12));
+        var v6 = BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(12)) == 0x86dd;
+        var (l4At, proto) = Layout(p);
+        var l3End = v6 ? 14 + 40 + BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(18)) : 14 + BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(16));
+        var l4Len = l3End - l4At;
+        // Pseudo-header: RFC 793 (source, destination, zero, protocol, length) or RFC 8200 8.1.
+        var addrLen = v6 ? 32 : 8;
+        var pseudo = new byte[addrLen + (v6 ? 8 : 4) + l4Len];
+        p.AsSpan(v6 ? 14 + 8 : 14 + 12, addrLen).CopyTo(pseudo);
+        if (v6)
+        {
+            BinaryPrimitives.WriteUInt32BigEndian(pseudo.AsSpan(32), (uint)l4Len);
+            pseudo[39] = proto;
+        }
+        else
+        {
+            pseudo[9] = proto;
+            BinaryPrimitives.WriteUInt16BigEndian(pseudo.AsSpan(10), (ushort)l4Len);
+        }
+        p.AsSpan(l4At, l4Len).CopyTo(pseudo.AsSpan(addrLen + (v6 ? 8 : 4)));
         return Checksum(pseudo);
     }
 

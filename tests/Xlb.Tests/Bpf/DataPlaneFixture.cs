@@ -15,6 +15,9 @@ public sealed class DataPlaneFixture : IDisposable
     public const string Vip = "10.250.0.10";
     public static readonly System.Net.IPAddress Client = System.Net.IPAddress.Parse(LbTopology.ClientAddress);
     public static readonly System.Net.IPAddress VipAddress = System.Net.IPAddress.Parse(Vip);
+    public const string Vip6 = "fd00:250::10";
+    public static readonly System.Net.IPAddress Client6 = System.Net.IPAddress.Parse(LbTopology.ClientAddress6);
+    public static readonly System.Net.IPAddress VipAddress6 = System.Net.IPAddress.Parse(Vip6);
 
     public static byte[] MacBytes(string mac) => [.. mac.Split(':').Select(h => Convert.ToByte(h, 16))];
     public const int XdpDrop = 1;
@@ -30,7 +33,7 @@ public sealed class DataPlaneFixture : IDisposable
     public static XlbNodeConfigSpec Spec(params int[] backends) => new()
     {
         NodeName = "lb-1",
-        Vips = [new NodeVip { Address = Vip, Role = VipRole.Active, Shard = "s" }],
+        Vips = [new NodeVip { Address = Vip, Role = VipRole.Active, Shard = "s" }, new NodeVip { Address = Vip6, Role = VipRole.Active, Shard = "s" }],
         Listeners =
         [
             new Listener
@@ -53,7 +56,19 @@ public sealed class DataPlaneFixture : IDisposable
                 Name = "t/dsr-far/p", Vip = Vip, Port = DsrOffLinkPort, NatMode = NatMode.DSR, DsrEncapsulation = DsrEncapsulation.L2,
                 Backends = [new NodeBackend { Address = OffLinkBackend, Port = DsrOffLinkPort }],
             },
+            // The same services on an IPv6 VIP with IPv6 backends.
+            Two6("t6/web/http", 80),
+            Two6("t6/dns/udp", 53) with { Protocol = L4Protocol.UDP },
+            Two6("t6/dnat/p", DnatPort) with { NatMode = NatMode.DNAT },
+            Two6("t6/dsr-l2/p", DsrL2Port) with { NatMode = NatMode.DSR, DsrEncapsulation = DsrEncapsulation.L2 },
+            Two6("t6/dsr-ipip/p", DsrIpipPort) with { NatMode = NatMode.DSR, DsrEncapsulation = DsrEncapsulation.IPIP },
         ],
+    };
+
+    private static Listener Two6(string name, int port) => new()
+    {
+        Name = name, Vip = Vip6, Port = port,
+        Backends = [.. new[] { 1, 2 }.Select(i => new NodeBackend { Address = LbTopology.BackendAddress6(i), Port = 8080 })],
     };
 
     public const int DnatPort = 81;

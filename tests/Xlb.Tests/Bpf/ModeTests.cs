@@ -266,7 +266,7 @@ public partial class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFix
     public void Service_counters_count_packets_bytes_new_flows_and_replies()
     {
         Privileged.Require();
-        XlbSvcStats Counters() => fx.Plane.ServiceStats().Single(s => s.Key.PortBe == Net.Be(DnatPort)).Value;
+        XlbSvcStats Counters() => fx.Plane.ServiceStats().Single(s => s.Key.PortBe == Net.Be(DnatPort) && s.Key.Family == XlbAbi.FamilyV4).Value;
         var before = Counters();
         var port = NextClientPort();
         var syn = Tcp(port, DnatPort).Build();

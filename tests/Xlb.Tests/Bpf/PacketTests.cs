@@ -220,7 +220,7 @@ public class PacketTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
     {
         Privileged.Require();
         var gen = fx.Plane.ActiveGeneration;
-        var key = fx.Plane.Services.Keys().Single(k => k.Gen == gen && k.PortBe == Xlb.DataPlane.Net.Be(80));
+        var key = fx.Plane.Services.Keys().Single(k => k.Gen == gen && k.PortBe == Xlb.DataPlane.Net.Be(80) && k.Family == Xlb.DataPlane.XlbAbi.FamilyV4);
         Assert.True(fx.Plane.Services.Delete(key));
         Assert.Equal(XdpPass, (int)fx.Run(Syn(NextClientPort()).Build()).Verdict);
 
