@@ -26,7 +26,7 @@ public static class HttpProbe
 
     private static async Task<(int Status, string Body)> RequestAsync(string ns, IPEndPoint target, string path, TimeSpan timeout, CancellationToken ct)
     {
-        using var socket = Netns.Run(ns, () => new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp));
+        using var socket = Netns.Run(ns, () => new Socket(target.AddressFamily, SocketType.Stream, ProtocolType.Tcp));
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         cts.CancelAfter(timeout);
         await socket.ConnectAsync(target, cts.Token);

@@ -84,7 +84,7 @@ public static partial class Netns
     /// <summary>A TCP listener bound to <paramref name="at"/> inside namespace <paramref name="ns"/> (accept on it from anywhere).</summary>
     public static System.Net.Sockets.Socket Listen(string ns, System.Net.IPEndPoint at, int backlog) => Run(ns, () =>
     {
-        var s = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        var s = new System.Net.Sockets.Socket(at.AddressFamily, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
         s.SetSocketOption(System.Net.Sockets.SocketOptionLevel.Socket, System.Net.Sockets.SocketOptionName.ReuseAddress, true);
         s.Bind(at);
         s.Listen(backlog);
