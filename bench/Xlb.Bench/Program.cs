@@ -23,12 +23,20 @@ using var plane = XdpDataPlane.Load(Path.Combine(dir, "xlb.o"));
 plane.Apply(new XlbNodeConfigSpec
 {
     NodeName = "bench",
-    Vips = [new NodeVip { Address = "10.250.0.10", Role = VipRole.Active, Shard = "s" }],
-    Listeners = [new Listener
-    {
-        Name = "bench/web/http", Vip = "10.250.0.10", Port = 80,
-        Backends = [.. Enumerable.Range(1, 3).Select(i => new NodeBackend { Address = LbTopology.BackendAddress(i), Port = 8080 })],
-    }],
+    Vips = [new NodeVip { Address = "10.250.0.10", Role = VipRole.Active, Shard = "s" }, new NodeVip { Address = "fd00:250::10", Role = VipRole.Active, Shard = "s" }],
+    Listeners =
+    [
+        new Listener
+        {
+            Name = "bench/web/http", Vip = "10.250.0.10", Port = 80,
+            Backends = [.. Enumerable.Range(1, 3).Select(i => new NodeBackend { Address = LbTopology.BackendAddress(i), Port = 8080 })],
+        },
+        new Listener
+        {
+            Name = "bench/web6/http", Vip = "fd00:250::10", Port = 80,
+            Backends = [.. Enumerable.Range(1, 3).Select(i => new NodeBackend { Address = LbTopology.BackendAddress6(i), Port = 8080 })],
+        },
+    ],
 });
 using var harness = BpfObject.Load(Path.Combine(dir, "harness.o"));
 var restore = harness.ProgramFd("bench_restore");
@@ -37,14 +45,22 @@ var macswap = harness.ProgramFd("bench_macswap");
 var packets = harness.Map<uint, BenchPacket>("bench_packet");
 var target = harness.Map<uint, int>("bench_target");
 
-var client = IPAddress.Parse(LbTopology.ClientAddress);
-var vip = IPAddress.Parse("10.250.0.10");
-var syn = new Packet { Src = client, Dst = vip, SrcPort = 40000, DstPort = 80, TcpFlags = Packet.Syn }.Build();
-var ack = new Packet { Src = client, Dst = vip, SrcPort = 40001, DstPort = 80, TcpFlags = Packet.Ack }.Build();
-var nonVip = new Packet { Src = client, Dst = IPAddress.Parse("10.201.1.2"), SrcPort = 40002, DstPort = 80, TcpFlags = Packet.Ack }.Build();
+// Every bench packet is 74 bytes: IPv6 TCP, or IPv4 TCP with 20 bytes of payload.
+static byte[] Tcp(string src, string dst, ushort sport, byte flags) => new Packet
+{
+    Src = IPAddress.Parse(src), Dst = IPAddress.Parse(dst), SrcPort = sport, DstPort = 80, TcpFlags = flags,
+    Payload = IPAddress.Parse(src).AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? new byte[20] : [],
+}.Build();
+var syn = Tcp(LbTopology.ClientAddress, "10.250.0.10", 40000, Packet.Syn);
+var ack = Tcp(LbTopology.ClientAddress, "10.250.0.10", 40001, Packet.Ack);
+var nonVip = Tcp(LbTopology.ClientAddress, "10.201.1.2", 40002, Packet.Ack);
+var syn6 = Tcp(LbTopology.ClientAddress6, "fd00:250::10", 40000, Packet.Syn);
+var ack6 = Tcp(LbTopology.ClientAddress6, "fd00:250::10", 40001, Packet.Ack);
+var nonVip6 = Tcp(LbTopology.ClientAddress6, LbTopology.BackendAddress6(1), 40002, Packet.Ack);
 
 // One run creates the flow that the established case then hits every time.
 Netns.Run(topology.Lb, () => TestRun.Xdp(plane.ProgramFd, ack));
+Netns.Run(topology.Lb, () => TestRun.Xdp(plane.ProgramFd, ack6));
 
 // New flows: each round starts from empty flow tables and makes at most this many flows, so the
 // figure is the cost of a new flow, not of FullNAT source-port exhaustion (3 backends x 20,000
@@ -79,6 +95,9 @@ double Program(byte[] p, bool fresh) => Measure(plane.ProgramFd, p, wrapped: tru
 var nonVipNs = Program(nonVip, false);
 var establishedNs = Program(ack, false);
 var synNs = Program(syn, true);
+var nonVip6Ns = Program(nonVip6, false);
+var established6Ns = Program(ack6, false);
+var syn6Ns = Program(syn6, true);
 
 using var stats = BpfObject.Load(Path.Combine(dir, "xlb.o"), null, 4);
 var verified = Regex.Match(stats.VerifierLog, @"processed (\d+) insns");
@@ -90,6 +109,9 @@ Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  restore wrappe
 Row("non-VIP traffic (XDP_PASS)", nonVipNs, 35);
 Row("established flow (redirect)", establishedNs, 80);
 Row("new flow, SYN (redirect)", synNs, 110);
+Row("IPv6 non-VIP (XDP_PASS)", nonVip6Ns, 35);
+Row("IPv6 established (redirect)", established6Ns, 80);
+Row("IPv6 new flow, SYN (redirect)", syn6Ns, 110);
 Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  (new flows: {synRepeat} per round from empty tables)"));
 Console.WriteLine($"  verified instructions: {(verified.Success ? verified.Groups[1].Value : "n/a")} (limit 1000000)");
 return 0;
@@ -102,18 +124,23 @@ void Row(string name, double ns, double bar) =>
 [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
 internal unsafe struct BenchPacket
 {
+    public const int Length = 74;
     public uint VaryFlow;
-    public fixed byte Data[54];
+    public ushort AddrOff;
+    public ushort PortOff;
+    public fixed byte Data[Length];
     public fixed byte Pad[2];
 
     public static BenchPacket Of(byte[] packet, bool vary)
     {
-        if (packet.Length != 54)
+        if (packet.Length != Length)
         {
-            throw new ArgumentException("bench packets are 54 bytes (Ethernet, IPv4, TCP without options)", nameof(packet));
+            throw new ArgumentException($"bench packets are {Length} bytes", nameof(packet));
         }
-        var p = new BenchPacket { VaryFlow = vary ? 1u : 0u };
-        packet.CopyTo(new Span<byte>(p.Data, 54));
+        var v6 = packet[12] == 0x86 && packet[13] == 0xdd;
+        // Source address bytes 2-3 (IPv4) or 14-15 (IPv6), and the TCP source port.
+        var p = new BenchPacket { VaryFlow = vary ? 1u : 0u, AddrOff = (ushort)(v6 ? 14 + 8 + 14 : 14 + 12 + 2), PortOff = (ushort)(v6 ? 54 : 34) };
+        packet.CopyTo(new Span<byte>(p.Data, Length));
         return p;
     }
 }

@@ -10,10 +10,12 @@
 #include <linux/if_ether.h>
 #include <bpf/bpf_helpers.h>
 
-#define BENCH_LEN 54 /* Ethernet + IPv4 + TCP without options */
+#define BENCH_LEN 74 /* Ethernet + IPv6 + TCP without options; IPv4 packets carry 20 bytes of payload */
 
 struct bench_pkt {
 	__u32 vary_flow; /* nonzero: new source port and address low bytes every run */
+	__u16 addr_off;  /* where the two varied source-address bytes are */
+	__u16 port_off;  /* where the source port is */
 	__u8 data[BENCH_LEN];
 	__u8 pad[2];
 };
@@ -60,9 +62,13 @@ int bench_restore(struct xdp_md *ctx)
 		n = bpf_map_lookup_elem(&bench_counter, &zero);
 		if (n) {
 			*n += 1;
-			/* IPv4 source address bytes 2-3 (offset 28) and TCP source port (offset 34). */
-			__builtin_memcpy(data + 28, (__u8 *)n + 2, 2);
-			__builtin_memcpy(data + 34, n, 2);
+			/* Two low bytes of the source address and the TCP source port. */
+			__u8 *a = data + (p->addr_off & 0x7f), *s = data + (p->port_off & 0x7f);
+
+			if ((void *)(a + 2) <= end && (void *)(s + 2) <= end) {
+				__builtin_memcpy(a, (__u8 *)n + 2, 2);
+				__builtin_memcpy(s, n, 2);
+			}
 		}
 	}
 	bpf_tail_call(ctx, &bench_target, 0);
