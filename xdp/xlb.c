@@ -795,13 +795,16 @@ static __always_inline __u32 pick(const struct xlb_svc *svc, const struct xlb_fl
 	return flow_hash(fk) % svc->ring_size;
 }
 
-/* The L4 header at l4: ports, checksum and flags into p; 0, or the verdict's reason. */
-static __always_inline __u32 parse_l4(struct pkt *p, void *l4, void *end)
+/*
+ * The L4 header at l4: ports, checksum and flags into p; 0, or the verdict's reason. The header
+ * must lie within the frame (end) and within the IP datagram (l3_end, before any padding).
+ */
+static __always_inline __u32 parse_l4(struct pkt *p, void *l4, void *end, void *l3_end)
 {
 	if (p->proto == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
 
-		if ((void *)(th + 1) > end)
+		if ((void *)(th + 1) > end || (void *)(th + 1) > l3_end)
 			return XLB_STAT_DROP_TRUNCATED_L4;
 		p->l4_sum = &th->check;
 		p->sport = &th->source;
@@ -810,7 +813,7 @@ static __always_inline __u32 parse_l4(struct pkt *p, void *l4, void *end)
 	} else {
 		struct udphdr *uh = l4;
 
-		if ((void *)(uh + 1) > end)
+		if ((void *)(uh + 1) > end || (void *)(uh + 1) > l3_end)
 			return XLB_STAT_DROP_TRUNCATED_L4;
 		p->l4_sum = &uh->check;
 		p->sport = &uh->source;
@@ -972,6 +975,10 @@ static __always_inline int handle4(struct xdp_md *ctx, struct ethhdr *eth, void 
 	ihl = ip->ihl * 4;
 	if (ihl < sizeof(*ip) || (void *)ip + ihl > end)
 		return verdict(XDP_PASS, XLB_STAT_PASS_TRUNCATED);
+	/* The datagram must fit the frame (a longer frame is Ethernet padding). */
+	p.l3_len = bpf_ntohs(ip->tot_len);
+	if (p.l3_len < ihl || (void *)ip + p.l3_len > end)
+		return verdict(XDP_PASS, XLB_STAT_PASS_TRUNCATED);
 	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
 		return verdict(XDP_PASS, XLB_STAT_PASS_NOT_TCP_UDP);
 	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
@@ -980,11 +987,10 @@ static __always_inline int handle4(struct xdp_md *ctx, struct ethhdr *eth, void 
 	p.eth = eth;
 	p.l3 = ip;
 	p.len = (__u64)(end - (void *)eth);
-	p.l3_len = bpf_ntohs(ip->tot_len);
 	p.family = XLB_FAMILY_V4;
 	p.proto = ip->protocol;
 	p.l4_direct = ihl == sizeof(*ip);
-	reason = parse_l4(&p, (void *)ip + ihl, end);
+	reason = parse_l4(&p, (void *)ip + ihl, end, (void *)ip + p.l3_len);
 	if (reason)
 		return verdict(XDP_DROP, reason);
 
@@ -1004,7 +1010,7 @@ static __always_inline int handle6(struct xdp_md *ctx, struct ethhdr *eth, void 
 	struct xlb_flow_key fk = {};
 	const struct xlb_cfg *cfg;
 	struct pkt p = {};
-	__u32 off = sizeof(*ip6), gen, reason;
+	__u32 off = sizeof(*ip6), gen, reason, l3_len;
 	__u8 next;
 	int to_vip, i;
 
@@ -1017,6 +1023,11 @@ static __always_inline int handle6(struct xdp_md *ctx, struct ethhdr *eth, void 
 	to_vip = filter_has(filter->vip, xlb_filter_fold6(ip6->daddr.in6_u.u6_addr32));
 	if (!to_vip && !filter_has(filter->rsrc, xlb_filter_fold6(ip6->saddr.in6_u.u6_addr32)))
 		return verdict(XDP_PASS, XLB_STAT_PASS_NOT_VIP);
+	/* The datagram must fit the frame (no jumbograms: payload_len 0 is an empty payload). */
+	l3_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+	if ((void *)ip6 + l3_len > end)
+		return verdict(XDP_PASS, XLB_STAT_PASS_TRUNCATED);
+	p.l3_len = l3_len;
 
 	/*
 	 * Extension headers, up to a bound; the kernel gets whatever we do not handle. Every
@@ -1066,12 +1077,11 @@ static __always_inline int handle6(struct xdp_md *ctx, struct ethhdr *eth, void 
 	p.eth = eth;
 	p.l3 = ip6;
 	p.len = (__u64)(end - (void *)eth);
-	p.l3_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
 	p.family = XLB_FAMILY_V6;
 	/* A constant per branch, not the packet byte: one view for the verifier on every path. */
 	p.proto = next == IPPROTO_TCP ? IPPROTO_TCP : IPPROTO_UDP;
 	p.l4_direct = off == sizeof(*ip6);
-	reason = parse_l4(&p, (void *)ip6 + off, end);
+	reason = parse_l4(&p, (void *)ip6 + off, end, (void *)ip6 + p.l3_len);
 	if (reason)
 		return verdict(XDP_DROP, reason);
 	if (p.udp_nosum)

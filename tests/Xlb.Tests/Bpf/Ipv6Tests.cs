@@ -133,7 +133,7 @@ public class Ipv6Tests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
 
     [Theory]
     [InlineData(14 + 30, XdpPass)]      // the fixed header cut short
-    [InlineData(14 + 40 + 10, XdpDrop)] // the TCP header cut short
+    [InlineData(14 + 40 + 10, XdpPass)] // the TCP header cut short: payload_len says more than the frame holds
     public void Truncated_ipv6_packets_are_never_forwarded(int length, int verdict)
     {
         Privileged.Require();

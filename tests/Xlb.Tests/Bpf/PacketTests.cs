@@ -106,7 +106,8 @@ public class PacketTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
     }
 
     [Theory]
-    [InlineData(Vip, 14 + 20 + 10, XdpDrop)]
+    // The datagram (tot_len) is longer than the frame: the kernel's IP layer drops it.
+    [InlineData(Vip, 14 + 20 + 10, XdpPass)]
     [InlineData("10.201.1.2", 14 + 20 + 10, XdpPass)]
     [InlineData(Vip, 14 + 12, XdpPass)]
     // The kernel's test run refuses frames shorter than an Ethernet header; 14 bytes is IPv4 with no IP header.
@@ -117,6 +118,18 @@ public class PacketTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
         var full = (Syn(NextClientPort()) with { Dst = IPAddress.Parse(dst) }).Build();
         var result = fx.Run(full[..length]);
         Assert.Equal(verdict, (int)result.Verdict);
+    }
+
+    [Fact]
+    public void An_l4_header_beyond_the_datagram_is_dropped_even_when_the_frame_holds_bytes_there()
+    {
+        Privileged.Require();
+        var packet = Syn(NextClientPort()).Build();
+        // tot_len says 30: 10 bytes of TCP header; the rest of the frame is padding.
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(packet.AsSpan(16), 30);
+        var before = fx.Plane.Stats()[Xlb.DataPlane.XlbStat.DropTruncatedL4];
+        Assert.Equal(XdpDrop, (int)fx.Run(packet).Verdict);
+        Assert.Equal(before + 1, fx.Plane.Stats()[Xlb.DataPlane.XlbStat.DropTruncatedL4]);
     }
 
     [Fact]

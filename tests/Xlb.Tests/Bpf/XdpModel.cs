@@ -1,0 +1,393 @@
+using System.Buffers.Binary;
+using System.Net;
+using Xlb.Cli.Testbed;
+using Xlb.DataPlane;
+
+namespace Xlb.Tests.Bpf;
+
+/// <summary>
+/// A small, pure model of what the XDP program must do with one packet, for FullNAT services:
+/// the verdict, the reason counters, and the packet it must leave. It keeps its own view of the
+/// flow and reverse-NAT tables, learning each new flow's backend and NAT port from the
+/// program's output (which backend Maglev picks is not modelled; that it is one of the
+/// service's, and stays the same for the flow, is). The kernel's FIB is modelled only for the
+/// test's own client: a reply to any other address may be redirected or passed (rewritten),
+/// and the checker accepts either.
+/// </summary>
+public sealed class XdpModel(IReadOnlyList<XdpModel.Service> services, FilterImage filter, ushort natMin, ushort natMax, Func<byte[], byte[]?> clientMac)
+{
+    public sealed record Service(byte[] Vip, ushort Port, byte Proto, IReadOnlyList<byte[]> Backends, ushort TargetPort, Func<byte[], (byte[] Dst, byte[] Src)> BackendMacs);
+
+    public enum Outcome { Unchanged, ToBackend, ToClient }
+
+    public sealed class Flow
+    {
+        public required Service Service { get; init; }
+        public required byte[] Client { get; init; }
+        public required ushort ClientPort { get; init; }
+        public byte State { get; set; }
+        public byte[]? Backend { get; set; }
+        public ushort NatPort { get; set; }
+    }
+
+    public sealed record Expectation(int Verdict, IReadOnlyList<XlbStat> Reasons, Outcome Outcome)
+    {
+        public Flow? Flow { get; init; }
+        /// <summary>A new flow the packet created but did not show (it passed): learn it from the flow table.</summary>
+        public Flow? Unobserved { get; init; }
+        /// <summary>A redirect or a pass of the rewritten packet: the FIB answer is not modelled.</summary>
+        public bool FibOpen { get; init; }
+        public int L3 { get; init; } = 14;
+        public int L4 { get; init; }
+        public bool V6 { get; init; }
+        public byte Proto { get; init; }
+    }
+
+    private readonly Dictionary<string, Flow> _flows = [];
+    private readonly Dictionary<string, Flow> _rnat = [];
+
+    public int FlowCount => _flows.Count;
+
+    public const int Drop = 1, Pass = 2, Redirect = 4;
+
+    public void Reset()
+    {
+        _flows.Clear();
+        _rnat.Clear();
+    }
+
+    private static string Key(ReadOnlySpan<byte> src, ReadOnlySpan<byte> dst, ushort sport, ushort dport, byte proto) =>
+        $"{Convert.ToHexString(src)}>{Convert.ToHexString(dst)}:{sport}>{dport}/{proto}";
+
+    private static Expectation Unchanged(int verdict, params XlbStat[] reasons) => new(verdict, reasons, Outcome.Unchanged);
+
+    public Expectation Predict(byte[] p)
+    {
+        var ether = BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(12));
+        return ether switch
+        {
+            0x0800 => Predict4(p),
+            0x86dd => Predict6(p),
+            _ => Unchanged(Pass, XlbStat.PassNonIp),
+        };
+    }
+
+    private Expectation Predict4(byte[] p)
+    {
+        if (p.Length < 34)
+        {
+            return Unchanged(Pass, XlbStat.PassTruncated);
+        }
+        var src = p.AsSpan(26, 4);
+        var dst = p.AsSpan(30, 4);
+        var toVip = filter.MayBeVip(new IPAddress(dst));
+        if (!toVip && !filter.MayBeReplySource(new IPAddress(src)))
+        {
+            return Unchanged(Pass, XlbStat.PassNotVip);
+        }
+        var ihl = (p[14] & 0xf) * 4;
+        var totLen = BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(16));
+        if (ihl < 20 || 14 + ihl > p.Length || totLen < ihl || 14 + totLen > p.Length)
+        {
+            return Unchanged(Pass, XlbStat.PassTruncated);
+        }
+        var proto = p[23];
+        if (proto is not (6 or 17))
+        {
+            return Unchanged(Pass, XlbStat.PassNotTcpUdp);
+        }
+        if ((BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(20)) & 0x3fff) != 0)
+        {
+            return Unchanged(Pass, XlbStat.PassFragment);
+        }
+        var l4 = 14 + ihl;
+        if (l4 + (proto == 6 ? 20 : 8) > Math.Min(p.Length, 14 + totLen))
+        {
+            return Unchanged(Drop, XlbStat.DropTruncatedL4);
+        }
+        return Serve(p, src.ToArray(), dst.ToArray(), l4, proto, toVip, p[22], v6: false);
+    }
+
+    private Expectation Predict6(byte[] p)
+    {
+        if (p.Length < 54)
+        {
+            return Unchanged(Pass, XlbStat.PassTruncated);
+        }
+        var src = p.AsSpan(22, 16);
+        var dst = p.AsSpan(38, 16);
+        var toVip = filter.MayBeVip(new IPAddress(dst));
+        if (!toVip && !filter.MayBeReplySource(new IPAddress(src)))
+        {
+            return Unchanged(Pass, XlbStat.PassNotVip);
+        }
+        var l3End = 14 + 40 + BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(18));
+        if (l3End > p.Length)
+        {
+            return Unchanged(Pass, XlbStat.PassTruncated);
+        }
+        var next = p[20];
+        var off = 40;
+        for (var i = 0; i <= XlbAbi.Ipv6ExtMax; i++)
+        {
+            var l4Proto = next is 6 or 17;
+            if (!l4Proto)
+            {
+                if (next == 44)
+                {
+                    return Unchanged(Pass, XlbStat.PassFragment);
+                }
+                if (next is not (0 or 43 or 60))
+                {
+                    return Unchanged(Pass, XlbStat.PassNotTcpUdp);
+                }
+                if (i == XlbAbi.Ipv6ExtMax)
+                {
+                    return Unchanged(Pass, XlbStat.PassIpv6Ext);
+                }
+            }
+            if (14 + off + 8 > p.Length)
+            {
+                return l4Proto ? Unchanged(Drop, XlbStat.DropTruncatedL4) : Unchanged(Pass, XlbStat.PassTruncated);
+            }
+            if (l4Proto)
+            {
+                break;
+            }
+            if (next == 43 && p[14 + off + 3] != 0)
+            {
+                return Unchanged(Pass, XlbStat.PassIpv6Ext);
+            }
+            next = p[14 + off];
+            off += (p[14 + off + 1] + 1) * 8;
+        }
+        if (off > 0x7ff)
+        {
+            return Unchanged(Pass, XlbStat.PassIpv6Ext);
+        }
+        var l4 = 14 + off;
+        if (l4 + (next == 6 ? 20 : 8) > Math.Min(p.Length, l3End))
+        {
+            return Unchanged(Drop, XlbStat.DropTruncatedL4);
+        }
+        if (next == 17 && BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(l4 + 6)) == 0)
+        {
+            return Unchanged(Drop, XlbStat.DropUdp6NoChecksum);
+        }
+        return Serve(p, src.ToArray(), dst.ToArray(), l4, next, toVip, p[21], v6: true);
+    }
+
+    private Expectation Serve(byte[] p, byte[] src, byte[] dst, int l4, byte proto, bool toVip, byte ttl, bool v6)
+    {
+        var sport = BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(l4));
+        var dport = BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(l4 + 2));
+        var flags = proto == 6 ? p[l4 + 13] : (byte)0;
+        var key = Key(src, dst, sport, dport, proto);
+        var shape = new Expectation(0, [], Outcome.Unchanged) { L4 = l4, V6 = v6, Proto = proto };
+
+        if (!toVip)
+        {
+            return _rnat.TryGetValue(key, out var r0) ? ToClient(shape, r0, flags, ttl) : Unchanged(Pass, XlbStat.PassNotVip);
+        }
+        if (dport >= natMin && dport <= natMax && _rnat.TryGetValue(key, out var r))
+        {
+            return ToClient(shape, r, flags, ttl);
+        }
+
+        var reasons = new List<XlbStat>();
+        var syn = proto == 6 && (flags & (Packet.Syn | Packet.Ack)) == Packet.Syn;
+        if (_flows.TryGetValue(key, out var flow))
+        {
+            if (!(syn && flow.State == XlbAbi.FlowClosing))
+            {
+                if ((flags & (Packet.Fin | Packet.Rst)) != 0)
+                {
+                    flow.State = XlbAbi.FlowClosing;
+                }
+                else if (!syn && flow.State == XlbAbi.FlowNew && proto == 6)
+                {
+                    flow.State = XlbAbi.FlowEstablished;
+                }
+                reasons.Add(XlbStat.FwdEstablished);
+                return ToBackend(shape, reasons, flow, ttl);
+            }
+            reasons.Add(XlbStat.FwdExpiredFlow);
+            _flows.Remove(key);
+            if (flow.Backend is { } b)
+            {
+                _rnat.Remove(Key(b, dst, flow.Service.TargetPort, flow.NatPort, proto));
+            }
+        }
+
+        var service = services.FirstOrDefault(s => s.Proto == proto && s.Port == dport && s.Vip.AsSpan().SequenceEqual(dst));
+        if (service is null)
+        {
+            reasons.Add(XlbStat.PassNotVip);
+            return new Expectation(Pass, reasons, Outcome.Unchanged);
+        }
+        flow = new Flow
+        {
+            Service = service, Client = src, ClientPort = sport,
+            State = proto == 6 && !syn ? XlbAbi.FlowEstablished : XlbAbi.FlowNew,
+        };
+        _flows[key] = flow;
+        reasons.Add(XlbStat.FwdNewFlow);
+        return ToBackend(shape, reasons, flow, ttl);
+    }
+
+    private static Expectation ToBackend(Expectation shape, List<XlbStat> reasons, Flow flow, byte ttl)
+    {
+        if (ttl <= 1)
+        {
+            reasons.Add(XlbStat.PassTtlExpired);
+            return shape with { Verdict = Pass, Reasons = reasons, Outcome = Outcome.Unchanged, Unobserved = flow.Backend is null ? flow : null };
+        }
+        reasons.Add(XlbStat.Redirect);
+        return shape with { Verdict = Redirect, Reasons = reasons, Outcome = Outcome.ToBackend, Flow = flow };
+    }
+
+    private Expectation ToClient(Expectation shape, Flow flow, byte flags, byte ttl)
+    {
+        List<XlbStat> reasons = [XlbStat.FwdReply];
+        if ((flags & (Packet.Fin | Packet.Rst)) != 0)
+        {
+            flow.State = XlbAbi.FlowClosing;
+        }
+        if (ttl <= 1)
+        {
+            reasons.Add(XlbStat.PassTtlExpired);
+            return shape with { Verdict = Pass, Reasons = reasons, Outcome = Outcome.Unchanged };
+        }
+        var known = clientMac(flow.Client) is not null;
+        if (known)
+        {
+            reasons.Add(XlbStat.Redirect);
+        }
+        return shape with { Verdict = Redirect, Reasons = reasons, Outcome = Outcome.ToClient, Flow = flow, FibOpen = !known };
+    }
+
+    /// <summary>Compares the program's answer with the expectation; null when they agree. Learns new flows.</summary>
+    public string? Check(Expectation e, byte[] input, int verdict, byte[] output)
+    {
+        if (e.Outcome == Outcome.Unchanged)
+        {
+            if (verdict != e.Verdict)
+            {
+                return $"verdict {verdict}, expected {e.Verdict} ({string.Join(",", e.Reasons)})";
+            }
+            return output.AsSpan().SequenceEqual(input) ? null : "the packet changed";
+        }
+        var flow = e.Flow!;
+        if (!(verdict == e.Verdict || (e.FibOpen && verdict == Pass)))
+        {
+            return $"verdict {verdict}, expected {e.Verdict} ({e.Outcome})";
+        }
+        if (output.Length != input.Length)
+        {
+            return $"length {output.Length}, expected {input.Length}";
+        }
+        var (srcAt, dstAt, alen, ttlAt) = e.V6 ? (22, 38, 16, 21) : (26, 30, 4, 22);
+        var expected = (byte[])input.Clone();
+        byte[] newSrc, newDst;
+        ushort newSport, newDport;
+        if (e.Outcome == Outcome.ToBackend)
+        {
+            if (flow.Backend is null && Learn(flow, output.AsSpan(dstAt, alen).ToArray(), BinaryPrimitives.ReadUInt16BigEndian(output.AsSpan(e.L4))) is { } bad)
+            {
+                return bad;
+            }
+            var backend = flow.Backend!;
+            (newSrc, newDst, newSport, newDport) = (flow.Service.Vip, backend, flow.NatPort, flow.Service.TargetPort);
+            var (dmac, smac) = flow.Service.BackendMacs(backend);
+            dmac.CopyTo(expected, 0);
+            smac.CopyTo(expected, 6);
+        }
+        else
+        {
+            (newSrc, newDst, newSport, newDport) = (flow.Service.Vip, flow.Client, flow.Service.Port, flow.ClientPort);
+            if (verdict == Redirect && clientMac(flow.Client) is { } macs)
+            {
+                macs.AsSpan(0, 6).CopyTo(expected);
+                macs.AsSpan(6, 6).CopyTo(expected.AsSpan(6));
+            }
+        }
+        newSrc.CopyTo(expected, srcAt);
+        newDst.CopyTo(expected, dstAt);
+        BinaryPrimitives.WriteUInt16BigEndian(expected.AsSpan(e.L4), newSport);
+        BinaryPrimitives.WriteUInt16BigEndian(expected.AsSpan(e.L4 + 2), newDport);
+        if (verdict == Redirect)
+        {
+            expected[ttlAt]--;
+            if (e.FibOpen)
+            {
+                // The FIB chose the MACs for an address the model does not route.
+                output.AsSpan(0, 12).CopyTo(expected);
+            }
+        }
+        var sumAt = e.L4 + (e.Proto == 6 ? 16 : 6);
+        var ignore = e.V6 ? [sumAt, sumAt + 1] : new[] { 24, 25, sumAt, sumAt + 1 };
+        for (var i = 0; i < expected.Length; i++)
+        {
+            if (expected[i] != output[i] && !ignore.Contains(i))
+            {
+                return $"byte {i} is {output[i]:x2}, expected {expected[i]:x2}";
+            }
+        }
+        if (!e.V6 && HeaderValid(input) != HeaderValid(output))
+        {
+            return "the IPv4 header checksum changed validity";
+        }
+        var inSum = BinaryPrimitives.ReadUInt16BigEndian(input.AsSpan(sumAt));
+        if (!e.V6 && e.Proto == 17 && inSum == 0)
+        {
+            return BinaryPrimitives.ReadUInt16BigEndian(output.AsSpan(sumAt)) == 0 ? null : "an absent UDP checksum appeared";
+        }
+        return L4Valid(input, e) == L4Valid(output, e) ? null : "the L4 checksum changed validity";
+    }
+
+    /// <summary>The backend and NAT port the program gave a new flow: one of the service's, within the range.</summary>
+    public string? Learn(Flow flow, byte[] backend, ushort nat)
+    {
+        if (!flow.Service.Backends.Any(b => b.AsSpan().SequenceEqual(backend)))
+        {
+            return $"flow bound to {new IPAddress(backend)}, not a backend of the service";
+        }
+        if (nat < natMin || nat > natMax)
+        {
+            return $"NAT port {nat} outside {natMin}-{natMax}";
+        }
+        flow.Backend = backend;
+        flow.NatPort = nat;
+        _rnat[Key(backend, flow.Service.Vip, flow.Service.TargetPort, nat, flow.Service.Proto)] = flow;
+        return null;
+    }
+
+    private static bool HeaderValid(byte[] p) => Packet.Checksum(p.AsSpan(14, (p[14] & 0xf) * 4)) == 0;
+
+    /// <summary>Does the TCP/UDP checksum verify over the pseudo-header and the segment (to the datagram's end)?</summary>
+    private static bool L4Valid(byte[] p, Expectation e)
+    {
+        var l3End = e.V6 ? 14 + 40 + BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(18)) : 14 + BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(16));
+        var len = l3End - e.L4;
+        var alen = e.V6 ? 32 : 8;
+        var pseudo = new byte[alen + (e.V6 ? 8 : 4) + len];
+        p.AsSpan(e.V6 ? 22 : 26, alen).CopyTo(pseudo);
+        if (e.V6)
+        {
+            BinaryPrimitives.WriteUInt32BigEndian(pseudo.AsSpan(32), (uint)len);
+            pseudo[39] = e.Proto;
+        }
+        else
+        {
+            pseudo[9] = e.Proto;
+            BinaryPrimitives.WriteUInt16BigEndian(pseudo.AsSpan(10), (ushort)len);
+        }
+        p.AsSpan(e.L4, len).CopyTo(pseudo.AsSpan(alen + (e.V6 ? 8 : 4)));
+        return Packet.Checksum(pseudo) == 0;
+    }
+
+    /// <summary>Reply packets for flows the model knows (their backend and NAT port learnt): backend to VIP:natport.</summary>
+    public IEnumerable<(byte[] Backend, ushort TargetPort, byte[] Vip, ushort NatPort, byte Proto)> KnownReplies() =>
+        _flows.Values.Where(f => f.Backend is not null)
+            .Select(f => (f.Backend!, f.Service.TargetPort, f.Service.Vip, f.NatPort, f.Service.Proto));
+}
