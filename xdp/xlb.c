@@ -145,6 +145,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xlb_svc_stats SEC(".maps");
 
+/* MACs of the interfaces the program runs on, by ifindex: the source of ARP replies. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XLB_MAX_IFACES);
+	__type(key, __u32);
+	__type(value, struct xlb_ifmac);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xlb_ifmacs SEC(".maps");
+
 /*
  * Round-robin cursors, per CPU and service id. Each CPU walks the ring on its own: no
  * cross-CPU cache line is written per new flow, at the price that the spread is even per CPU
@@ -1096,6 +1105,66 @@ static __always_inline int handle6(struct xdp_md *ctx, struct ethhdr *eth, void 
 	return serve(ctx, cfg, gen, &p, &fk, to_vip, end);
 }
 
+/* An Ethernet/IPv4 ARP packet (RFC 826); the addresses are not aligned, so bytes. */
+struct arp4 {
+	__be16 htype;
+	__be16 ptype;
+	__u8 hlen;
+	__u8 plen;
+	__be16 op;
+	__u8 sha[ETH_ALEN];
+	__u8 spa[4];
+	__u8 tha[ETH_ALEN];
+	__u8 tpa[4];
+};
+
+#define ARP_REQUEST 1
+#define ARP_REPLY 2
+
+/*
+ * An ARP request for a VIP this node holds (XLB_VIP_F_ACTIVE in the active generation) is
+ * answered in place with the MAC of the interface it came in on; everything else ARP, and
+ * gratuitous announcements of others, goes to the kernel.
+ */
+static __always_inline int answer_arp(struct xdp_md *ctx, struct ethhdr *eth, void *end)
+{
+	struct arp4 *a = (void *)(eth + 1);
+	__u32 ifindex = ctx->ingress_ifindex, gen, *flags;
+	const struct xlb_filter *filter;
+	struct xlb_vip_key vk = {};
+	struct xlb_ifmac *own;
+	__be32 sender;
+	__u8 spa[4];
+
+	if ((void *)(a + 1) > end || a->htype != bpf_htons(1) || a->ptype != bpf_htons(ETH_P_IP) ||
+	    a->hlen != ETH_ALEN || a->plen != 4 || a->op != bpf_htons(ARP_REQUEST))
+		return verdict(XDP_PASS, XLB_STAT_PASS_NON_IP);
+	if (!config(&gen, &filter))
+		return verdict(XDP_PASS, XLB_STAT_DROP_NO_CONFIG);
+	__builtin_memcpy(&vk.addr[0], a->tpa, 4);
+	vk.family = XLB_FAMILY_V4;
+	vk.gen = gen;
+	__builtin_memcpy(&sender, a->spa, 4);
+	flags = bpf_map_lookup_elem(&xlb_vips, &vk);
+	if (!flags || !(*flags & XLB_VIP_F_ACTIVE) || vk.addr[0] == sender)
+		return verdict(XDP_PASS, XLB_STAT_PASS_NON_IP);
+	own = bpf_map_lookup_elem(&xlb_ifmacs, &ifindex);
+	if (!own)
+		return verdict(XDP_PASS, XLB_STAT_PASS_NON_IP);
+
+	a->op = bpf_htons(ARP_REPLY);
+	__builtin_memcpy(spa, a->spa, 4);
+	__builtin_memcpy(a->tha, a->sha, ETH_ALEN);
+	__builtin_memcpy(a->sha, own->mac, ETH_ALEN);
+	__builtin_memcpy(a->spa, a->tpa, 4);
+	__builtin_memcpy(a->tpa, spa, 4);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, own->mac, ETH_ALEN);
+	/* Out of the interface it came in on, by redirect (see reset_syn). */
+	count(XLB_STAT_TX_ARP_REPLY);
+	return bpf_redirect(ifindex, 0);
+}
+
 SEC("xdp")
 int xlb_xdp(struct xdp_md *ctx)
 {
@@ -1109,6 +1178,8 @@ int xlb_xdp(struct xdp_md *ctx)
 		return handle4(ctx, eth, end);
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
 		return handle6(ctx, eth, end);
+	if (eth->h_proto == bpf_htons(ETH_P_ARP))
+		return answer_arp(ctx, eth, end);
 	return verdict(XDP_PASS, XLB_STAT_PASS_NON_IP);
 }
 

@@ -59,7 +59,9 @@ public sealed record MapImage(
         foreach (var vip in spec.Vips)
         {
             var address = IPAddress.Parse(vip.Address);
-            vips[new XlbVipKey { Addr = Addr16.From(address), Family = Net.Family(address), Gen = generation }] = 0;
+            // The node that holds a VIP answers ARP for it; a standby stays quiet until it takes over.
+            vips[new XlbVipKey { Addr = Addr16.From(address), Family = Net.Family(address), Gen = generation }] =
+                vip.Role == VipRole.Active ? XlbAbi.VipActive : 0;
             filter.AddVip(address);
         }
 

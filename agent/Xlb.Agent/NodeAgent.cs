@@ -88,6 +88,10 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             {
                 var mode = Xdp.Attach(ifname, dp.ProgramFd, options.AllowGenericXdp);
                 attached.Add((ifname, mode));
+                if (InterfaceMac(ifname) is { Length: 6 } mac)
+                {
+                    dp.SetInterfaceMac(Xdp.IfIndex(ifname), mac);
+                }
                 if (mode == XdpMode.Generic)
                 {
                     LogGenericMode(ifname);
@@ -390,4 +394,9 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
 
     [LoggerMessage(Level = LogLevel.Error, Message = "revision {Revision} not applied: {Error}")]
     private partial void LogApplyFailed(long revision, string error);
+
+    /// <summary>The interface's MAC address, in this network namespace; null when it has none.</summary>
+    private static byte[]? InterfaceMac(string ifname) =>
+        System.Net.NetworkInformation.NetworkInterface.GetAllNetworkInterfaces()
+            .FirstOrDefault(n => n.Name == ifname)?.GetPhysicalAddress().GetAddressBytes();
 }

@@ -61,6 +61,7 @@ public sealed class XdpDataPlane : IDisposable
     private readonly BpfMap<uint, ulong> _stats;
     private readonly BpfMap<uint, XlbFilter> _filter;
     private readonly BpfMap<uint, XlbSvcStats> _svcStats;
+    private readonly BpfMap<uint, XlbIfmac> _ifmacs;
     private readonly DataPlaneOptions _options;
 
     private XdpDataPlane(BpfObject obj, DataPlaneOptions options, bool adopted)
@@ -77,6 +78,7 @@ public sealed class XdpDataPlane : IDisposable
         _stats = obj.Map<uint, ulong>("xlb_stats");
         _filter = obj.Map<uint, XlbFilter>("xlb_filter");
         _svcStats = obj.Map<uint, XlbSvcStats>("xlb_svc_stats");
+        _ifmacs = obj.Map<uint, XlbIfmac>("xlb_ifmacs");
         obj.Map<uint, XlbNexthop>("xlb_nexthops");
         Flows = obj.Map<XlbFlowKey, XlbFlow>("xlb_flows");
         ReverseNat = obj.Map<XlbFlowKey, XlbRnat>("xlb_rnat");
@@ -131,6 +133,12 @@ public sealed class XdpDataPlane : IDisposable
     /// The shutdown window: while set, a new TCP connection to a VIP gets an RST from the data plane
     /// and existing connections carry on. Survives applies (the flip keeps the flags).
     /// </summary>
+    /// <summary>
+    /// Tells the program the MAC of an interface it is attached to: ARP requests for active VIPs
+    /// that arrive there are answered with it.
+    /// </summary>
+    public void SetInterfaceMac(int ifindex, ReadOnlySpan<byte> mac) => _ifmacs.Update((uint)ifindex, XlbIfmac.Of(mac));
+
     public void SetShutdown(bool on)
     {
         var cfg = ReadConfig();

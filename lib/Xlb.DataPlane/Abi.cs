@@ -24,6 +24,8 @@ public static class XlbAbi
     public const byte ProtoUdp = 17;
     public const byte BackendDraining = 1;
     public const uint CfgShutdown = 1;
+    public const uint VipActive = 1;
+    public const int MaxIfaces = 64;
     public const byte ModeFullNat = 0;
     public const byte ModeDnat = 1;
     public const byte ModeDsrL2 = 2;
@@ -210,6 +212,21 @@ public unsafe struct XlbFilter
     public fixed ulong Rsrc[XlbAbi.FilterWords];
 }
 
+/// <summary>The MAC of an interface the program runs on (xlb_ifmacs, by ifindex).</summary>
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct XlbIfmac
+{
+    public fixed byte Mac[6];
+    public fixed byte Pad[2];
+
+    public static XlbIfmac Of(ReadOnlySpan<byte> mac)
+    {
+        var m = default(XlbIfmac);
+        mac[..6].CopyTo(new Span<byte>(m.Mac, 6));
+        return m;
+    }
+}
+
 /// <summary>Per-service counters (one CPU's share).</summary>
 [StructLayout(LayoutKind.Sequential)]
 public record struct XlbSvcStats
@@ -263,5 +280,6 @@ public enum XlbStat
     FwdExpiredFlow,
     PassIpv6Ext,
     DropUdp6NoChecksum,
+    TxArpReply,
     Count,
 }

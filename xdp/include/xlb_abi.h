@@ -46,6 +46,15 @@ struct xlb_vip_key {
 };
 
 #define XLB_VIP_F_NONE 0
+#define XLB_VIP_F_ACTIVE 1 /* this node holds the VIP: it answers ARP requests for it */
+
+/* ifmacs: hash by ifindex, the MAC of each interface the program is attached to (agent-written). */
+#define XLB_MAX_IFACES 64
+
+struct xlb_ifmac {
+	__u8 mac[6];
+	__u8 pad[2];
+};
 
 #define XLB_SVC_F_NONE 0
 
@@ -223,6 +232,7 @@ enum xlb_stat {
 	XLB_STAT_FWD_EXPIRED_FLOW,
 	XLB_STAT_PASS_IPV6_EXT,        /* more than XLB_IPV6_EXT_MAX extension headers, or a route to follow */
 	XLB_STAT_DROP_UDP6_NO_CHECKSUM, /* IPv6 UDP must carry a checksum (RFC 8200 8.1) */
+	XLB_STAT_TX_ARP_REPLY,          /* an ARP request for an active VIP, answered */
 	XLB_STAT__COUNT,
 };
 

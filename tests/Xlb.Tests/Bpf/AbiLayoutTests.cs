@@ -27,6 +27,7 @@ public partial class AbiLayoutTests
         (typeof(XlbNexthop), "xlb_nexthop"),
         (typeof(XlbFilter), "xlb_filter"),
         (typeof(XlbSvcStats), "xlb_svc_stats"),
+        (typeof(XlbIfmac), "xlb_ifmac"),
     ];
 
     /// <summary>C# field name → C member designator: PortBe → port, Pad1 → pad[1], SvcId → svc_id.</summary>
@@ -68,6 +69,7 @@ public partial class AbiLayoutTests
             ("XLB_ALGO_ROUND_ROBIN", XlbAbi.AlgoRoundRobin), ("XLB_FLOW_NEW", XlbAbi.FlowNew),
             ("XLB_FLOW_ESTABLISHED", XlbAbi.FlowEstablished), ("XLB_FLOW_CLOSING", XlbAbi.FlowClosing),
             ("XLB_FILTER_BITS", XlbAbi.FilterBits), ("XLB_FILTER_WORDS", XlbAbi.FilterWords),
+            ("XLB_IPV6_EXT_MAX", XlbAbi.Ipv6ExtMax), ("XLB_VIP_F_ACTIVE", (int)XlbAbi.VipActive), ("XLB_MAX_IFACES", XlbAbi.MaxIfaces),
         })
         {
             c.AppendLine($"_Static_assert({name} == {value}, \"{name}\");");

@@ -33,7 +33,12 @@ public sealed class DataPlaneFixture : IDisposable
     public static XlbNodeConfigSpec Spec(params int[] backends) => new()
     {
         NodeName = "lb-1",
-        Vips = [new NodeVip { Address = Vip, Role = VipRole.Active, Shard = "s" }, new NodeVip { Address = Vip6, Role = VipRole.Active, Shard = "s" }],
+        Vips =
+        [
+            new NodeVip { Address = Vip, Role = VipRole.Active, Shard = "s" },
+            new NodeVip { Address = Vip6, Role = VipRole.Active, Shard = "s" },
+            new NodeVip { Address = StandbyVip, Role = VipRole.Standby, Shard = "s" },
+        ],
         Listeners =
         [
             new Listener
@@ -70,6 +75,9 @@ public sealed class DataPlaneFixture : IDisposable
         Name = name, Vip = Vip6, Port = port,
         Backends = [.. new[] { 1, 2 }.Select(i => new NodeBackend { Address = LbTopology.BackendAddress6(i), Port = 8080 })],
     };
+
+    /// <summary>A VIP this node stands by for: it forwards if traffic comes, but does not answer ARP.</summary>
+    public const string StandbyVip = "10.250.0.12";
 
     public const int DnatPort = 81;
     public const int DsrL2Port = 82;

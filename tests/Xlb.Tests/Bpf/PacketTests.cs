@@ -95,6 +95,58 @@ public class PacketTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
         Assert.Equal(packet, result.Packet);
     }
 
+    private static byte[] ArpRequest(byte[] senderMac, string senderIp, string targetIp)
+    {
+        var p = new byte[42];
+        Array.Fill(p, (byte)0xff, 0, 6);
+        senderMac.CopyTo(p, 6);
+        p[12] = 0x08;
+        p[13] = 0x06;
+        byte[] head = [0, 1, 0x08, 0x00, 6, 4, 0, 1]; // Ethernet, IPv4, request
+        head.CopyTo(p, 14);
+        senderMac.CopyTo(p, 22);
+        IPAddress.Parse(senderIp).GetAddressBytes().CopyTo(p, 28);
+        IPAddress.Parse(targetIp).GetAddressBytes().CopyTo(p, 38);
+        return p;
+    }
+
+    [Fact]
+    public void An_arp_request_for_an_active_vip_is_answered_with_the_interfaces_mac()
+    {
+        Privileged.Require();
+        // BPF_PROG_TEST_RUN runs the program as if the packet came in on lo (ifindex 1).
+        byte[] own = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
+        fx.Plane.SetInterfaceMac(1, own);
+        byte[] client = [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee];
+        var before = fx.Plane.Stats()[Xlb.DataPlane.XlbStat.TxArpReply];
+        var result = fx.Run(ArpRequest(client, LbTopology.ClientAddress, Vip));
+        Assert.Equal(XdpRedirect, (int)result.Verdict);
+        var r = result.Packet;
+        Assert.Equal(client, r[..6]);
+        Assert.Equal(own, r[6..12]);
+        Assert.Equal(2, r[21]); // reply
+        Assert.Equal(own, r[22..28]);
+        Assert.Equal(VipAddress, new IPAddress(r[28..32]));
+        Assert.Equal(client, r[32..38]);
+        Assert.Equal(Client, new IPAddress(r[38..42]));
+        Assert.Equal(before + 1, fx.Plane.Stats()[Xlb.DataPlane.XlbStat.TxArpReply]);
+    }
+
+    [Theory]
+    [InlineData("10.201.1.2", "not a VIP")]
+    [InlineData(StandbyVip, "a VIP this node stands by for")]
+    [InlineData(Vip, "a gratuitous announcement of the VIP by another host")]
+    public void Other_arp_goes_to_the_kernel(string target, string what)
+    {
+        Privileged.Require();
+        fx.Plane.SetInterfaceMac(1, [0x02, 0x11, 0x22, 0x33, 0x44, 0x55]);
+        var sender = what.Contains("gratuitous", StringComparison.Ordinal) ? Vip : LbTopology.ClientAddress;
+        var request = ArpRequest([0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee], sender, target);
+        var result = fx.Run(request);
+        Assert.True(XdpPass == (int)result.Verdict, $"{what}: expected XDP_PASS, got {result.Verdict}");
+        Assert.Equal(request, result.Packet);
+    }
+
     [Fact]
     public void Non_ip_frames_pass()
     {

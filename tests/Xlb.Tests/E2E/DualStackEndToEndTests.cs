@@ -6,7 +6,8 @@ namespace Xlb.Tests.E2E;
 
 /// <summary>
 /// IPv6 and UDP with real sockets: manifests → xlb operator → xlb agent → XDP in the LB
-/// namespace. An IPv6 VIP serves TCP and UDP from IPv6 backends; an IPv4 VIP serves UDP.
+/// namespace. An IPv6 VIP serves TCP and UDP from IPv6 backends; an IPv4 VIP serves UDP to a
+/// client that finds it on its own link by ARP, answered by XDP.
 /// </summary>
 public sealed class DualStackEndToEndTests(ITestOutputHelper output)
 {
@@ -107,9 +108,16 @@ public sealed class DualStackEndToEndTests(ITestOutputHelper output)
             Assert.True(udp6.Failed == 0, $"IPv6 UDP: {udp6.Failed} of 40 failed: {string.Join("; ", udp6.Errors)}");
             Assert.Equal(["udp6-1", "udp6-2"], udp6.ByBackend.Keys.Order(StringComparer.Ordinal));
 
+            // The IPv4 VIP on the client's own link: the client asks ARP for it, and XDP on the LB
+            // answers (the LB's kernel does not hold the VIP, so it would not).
+            Netns.Ip(topology.Client, "route", "add", Vip4 + "/32", "dev", "eth0");
             var udp4 = await UdpEcho.ProbeAsync(topology.Client, new IPEndPoint(IPAddress.Parse(Vip4), 53), count: 40, TimeSpan.FromSeconds(3), ct);
             Assert.True(udp4.Failed == 0, $"IPv4 UDP: {udp4.Failed} of 40 failed: {string.Join("; ", udp4.Errors)}");
             Assert.Equal(["udp4-1", "udp4-2"], udp4.ByBackend.Keys.Order(StringComparer.Ordinal));
+            using (var neigh = System.Text.Json.JsonDocument.Parse(Netns.Ip(topology.Client, "-j", "neigh", "show", Vip4, "dev", "eth0")))
+            {
+                Assert.Equal(LbTopology.Mac(topology.Lb, LbTopology.ClientIfOnLb), neigh.RootElement[0].GetProperty("lladdr").GetString());
+            }
             // FullNAT again: the UDP backends saw the VIP of their family as the source.
             Assert.All(udp, s => Assert.Single(s.Peers));
             Assert.All(udp.Where((_, i) => i % 2 == 0), s => Assert.Equal([IPAddress.Parse(Vip4)], s.Peers));
