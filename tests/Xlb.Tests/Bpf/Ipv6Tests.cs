@@ -8,7 +8,8 @@ using static Xlb.Tests.Bpf.DataPlaneFixture;
 namespace Xlb.Tests.Bpf;
 
 /// <summary>
-/// IPv6 through the XDP program: every mode, extension headers, and the verdicts IPv6 adds.
+/// IPv6 through the XDP program: FullNAT, DSR, extension headers, and the verdicts IPv6 adds
+/// (DNAT over IPv6: <see cref="ModeTests"/>).
 /// Checksums are verified by the test's own implementation (RFC 8200 pseudo-header).
 /// </summary>
 public class Ipv6Tests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
@@ -139,26 +140,6 @@ public class Ipv6Tests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
         Privileged.Require();
         var full = Tcp(NextClientPort()).Build();
         Assert.Equal(verdict, (int)fx.Run(full[..length]).Verdict);
-    }
-
-    [Fact]
-    public void Ipv6_dnat_keeps_the_client_address_and_translates_the_reply()
-    {
-        Privileged.Require();
-        var port = NextClientPort();
-        var result = fx.Run(Tcp(port, DnatPort).Build());
-        Assert.Equal(XdpRedirect, (int)result.Verdict);
-        Assert.True(Packet.ChecksumsValid(result.Packet));
-        var forward = Packet.Parse(result.Packet);
-        Assert.Equal((Client6, port, (ushort)8080), (forward.Src, forward.SrcPort, forward.DstPort));
-        Assert.InRange(LbTopology.BackendIndexOf(forward.Dst), 1, 2);
-
-        var reply = new Packet { Src = forward.Dst, Dst = Client6, SrcPort = 8080, DstPort = port, TcpFlags = Packet.Syn | Packet.Ack };
-        var back = fx.Run(reply.Build());
-        Assert.Equal(XdpRedirect, (int)back.Verdict);
-        Assert.True(Packet.ChecksumsValid(back.Packet));
-        var translated = Packet.Parse(back.Packet);
-        Assert.Equal((VipAddress6, (ushort)DnatPort, Client6, port), (translated.Src, translated.SrcPort, translated.Dst, translated.DstPort));
     }
 
     [Fact]

@@ -36,26 +36,29 @@ public partial class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFix
 
     private ulong Stat(XlbStat s) => fx.Plane.Stats()[s];
 
-    [Fact]
-    public void Dnat_keeps_the_client_address_and_translates_the_backends_reply_back_to_the_vip()
+    [Theory]
+    [InlineData(4)]
+    [InlineData(6)]
+    public void Dnat_keeps_the_client_address_and_translates_the_backends_reply_back_to_the_vip(int family)
     {
         Privileged.Require();
+        var (client, vip) = family == 4 ? (Client, VipAddress) : (Client6, VipAddress6);
         var port = NextClientPort();
-        var result = fx.Run(Tcp(port, DnatPort).Build());
+        var result = fx.Run((Tcp(port, DnatPort) with { Src = client, Dst = vip }).Build());
         Assert.Equal(XdpRedirect, (int)result.Verdict);
         Assert.True(Packet.ChecksumsValid(result.Packet));
         var forward = Packet.Parse(result.Packet);
-        Assert.Equal((Client, port), (forward.Src, forward.SrcPort));
+        Assert.Equal((client, port), (forward.Src, forward.SrcPort));
         Assert.InRange(LbTopology.BackendIndexOf(forward.Dst), 1, 2);
         Assert.Equal((8080, 63), (forward.DstPort, (int)forward.Ttl));
 
         // The backend answers the client itself; its reply is routed through the LB.
-        var reply = new Packet { Src = forward.Dst, Dst = Client, SrcPort = 8080, DstPort = port, TcpFlags = Packet.Syn | Packet.Ack, Payload = [9] };
+        var reply = new Packet { Src = forward.Dst, Dst = client, SrcPort = 8080, DstPort = port, TcpFlags = Packet.Syn | Packet.Ack, Payload = [9] };
         var back = fx.Run(reply.Build());
         Assert.Equal(XdpRedirect, (int)back.Verdict);
         Assert.True(Packet.ChecksumsValid(back.Packet));
         var translated = Packet.Parse(back.Packet);
-        Assert.Equal((VipAddress, (ushort)DnatPort, Client, port), (translated.Src, translated.SrcPort, translated.Dst, translated.DstPort));
+        Assert.Equal((vip, (ushort)DnatPort, client, port), (translated.Src, translated.SrcPort, translated.Dst, translated.DstPort));
         Assert.Equal(MacBytes(LbTopology.Mac(fx.Topology.Client, "eth0")), translated.DstMac);
 
         // Other traffic of that backend is not ours.
