@@ -84,11 +84,12 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         var attached = new List<(string If, XdpMode Mode)>();
         try
         {
+            var macs = InterfaceMacs();
             foreach (var ifname in options.Interfaces)
             {
                 var mode = Xdp.Attach(ifname, dp.ProgramFd, options.AllowGenericXdp);
                 attached.Add((ifname, mode));
-                if (InterfaceMac(ifname) is { Length: 6 } mac)
+                if (macs.GetValueOrDefault(ifname) is { Length: 6 } mac)
                 {
                     dp.SetInterfaceMac(Xdp.IfIndex(ifname), mac);
                 }
@@ -395,8 +396,8 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
     [LoggerMessage(Level = LogLevel.Error, Message = "revision {Revision} not applied: {Error}")]
     private partial void LogApplyFailed(long revision, string error);
 
-    /// <summary>The interface's MAC address, in this network namespace; null when it has none.</summary>
-    private static byte[]? InterfaceMac(string ifname) =>
+    /// <summary>The MAC address of every interface in this network namespace, by name.</summary>
+    private static Dictionary<string, byte[]> InterfaceMacs() =>
         System.Net.NetworkInformation.NetworkInterface.GetAllNetworkInterfaces()
-            .FirstOrDefault(n => n.Name == ifname)?.GetPhysicalAddress().GetAddressBytes();
+            .ToDictionary(n => n.Name, n => n.GetPhysicalAddress().GetAddressBytes(), StringComparer.Ordinal);
 }

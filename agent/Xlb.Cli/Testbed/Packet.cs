@@ -101,10 +101,12 @@ public sealed record Packet
         return p;
     }
 
+    private static bool IsIpv6Frame(ReadOnlySpan<byte> p) => BinaryPrimitives.ReadUInt16BigEndian(p[12..]) == 0x86dd;
+
     /// <summary>Where L3 starts, where L4 starts, and the L4 protocol, for IPv4 or IPv6 (extension headers walked).</summary>
     private static (int L4, byte Proto) Layout(ReadOnlySpan<byte> p)
     {
-        if (BinaryPrimitives.ReadUInt16BigEndian(p[12..]) != 0x86dd)
+        if (!IsIpv6Frame(p))
         {
             return (14 + (p[14] & 0xf) * 4, p[14 + 9]);
         }
@@ -121,7 +123,7 @@ public sealed record Packet
 
     public static Packet Parse(byte[] p)
     {
-        var v6 = BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(12)) == 0x86dd;
+        var v6 = IsIpv6Frame(p);
         var ip = p.AsSpan(14);
         var (l4At, proto) = Layout(p);
         var l4 = p.AsSpan(l4At);
@@ -144,7 +146,7 @@ public sealed record Packet
     /// <summary>True when the IPv4 header checksum (IPv6 has none) and the TCP/UDP checksum both verify.</summary>
     public static bool ChecksumsValid(byte[] p)
     {
-        var v6 = BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(12)) == 0x86dd;
+        var v6 = IsIpv6Frame(p);
         if (!v6 && Checksum(p.AsSpan(14, (p[14] & 0xf) * 4)) != 0)
         {
             return false;
@@ -160,7 +162,7 @@ public sealed record Packet
     /// <summary>The L4 checksum over pseudo-header and segment, as stored (0 when the stored one is right).</summary>
     private static ushort L4Checksum(byte[] p)
     {
-        var v6 = BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(12)) == 0x86dd;
+        var v6 = IsIpv6Frame(p);
         var (l4At, proto) = Layout(p);
         var l3End = v6 ? 14 + 40 + BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(18)) : 14 + BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(16));
         var l4Len = l3End - l4At;

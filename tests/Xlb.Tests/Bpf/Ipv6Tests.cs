@@ -104,9 +104,10 @@ public class Ipv6Tests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
         {
             44 => [(44, [0, 0, 0, 1, 0, 0, 0, 1])], // offset 0, more fragments
             43 => [(43, [0, 0, 4, 1, 0, 0, 0, 0])], // segments left 1
-            _ => [.. Enumerable.Range(0, XlbAbi.Ipv6ExtMax + 1).Select(_ => ((byte)60, new byte[] { 0, 0, 1, 4, 0, 0, 0, 0 }))],
+            // A hop-by-hop header, then destination options: one more header than the bound.
+            _ => [(0, [0, 0, 1, 4, 0, 0, 0, 0]), .. Enumerable.Range(0, XlbAbi.Ipv6ExtMax).Select(_ => ((byte)60, new byte[] { 0, 0, 1, 4, 0, 0, 0, 0 }))],
         };
-        var input = (Tcp(NextClientPort()) with { Extensions = [.. extensions.Select((e, i) => (i == 0 ? type : e.Item1, e.Item2))] }).Build();
+        var input = (Tcp(NextClientPort()) with { Extensions = extensions }).Build();
         var before = Stat(reason);
         var result = fx.Run(input);
         Assert.True(XdpPass == (int)result.Verdict, $"{what}: expected XDP_PASS, got {result.Verdict}");
