@@ -12,7 +12,7 @@ namespace Xlb.DataPlane;
 /// <summary>Constants of xlb_abi.h.</summary>
 public static class XlbAbi
 {
-    public const int Version = 3;
+    public const int Version = 4;
     public const int MaxServices = 16384;
     public const int MaxBackends = 65536;
     public const int RingCapacity = 1 << 22;
@@ -281,5 +281,6 @@ public enum XlbStat
     PassIpv6Ext,
     DropUdp6NoChecksum,
     TxArpReply,
+    TxNdAdvert,
     Count,
 }

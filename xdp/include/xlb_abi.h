@@ -14,7 +14,7 @@
 
 #include <linux/types.h>
 
-#define XLB_ABI_VERSION 3
+#define XLB_ABI_VERSION 4
 
 /* Capacities per configuration generation. Maps hold two generations. */
 #define XLB_MAX_SERVICES 16384
@@ -46,7 +46,7 @@ struct xlb_vip_key {
 };
 
 #define XLB_VIP_F_NONE 0
-#define XLB_VIP_F_ACTIVE 1 /* this node holds the VIP: it answers ARP requests for it */
+#define XLB_VIP_F_ACTIVE 1 /* this node holds the VIP: it answers ARP and neighbour solicitations for it */
 
 /* ifmacs: hash by ifindex, the MAC of each interface the program is attached to (agent-written). */
 #define XLB_MAX_IFACES 64
@@ -233,6 +233,7 @@ enum xlb_stat {
 	XLB_STAT_PASS_IPV6_EXT,        /* more than XLB_IPV6_EXT_MAX extension headers, or a route to follow */
 	XLB_STAT_DROP_UDP6_NO_CHECKSUM, /* IPv6 UDP must carry a checksum (RFC 8200 8.1) */
 	XLB_STAT_TX_ARP_REPLY,          /* an ARP request for an active VIP, answered */
+	XLB_STAT_TX_ND_ADVERT,          /* a neighbour solicitation for an active VIP, answered */
 	XLB_STAT__COUNT,
 };
 

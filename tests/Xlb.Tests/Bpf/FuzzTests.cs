@@ -81,8 +81,11 @@ public class FuzzTests(ITestOutputHelper output)
             IPAddress.Parse(l.Vip).GetAddressBytes(), (ushort)l.Port, l.Protocol == L4Protocol.TCP ? (byte)6 : (byte)17,
             [.. l.Backends.Select(b => IPAddress.Parse(b.Address).GetAddressBytes())], (ushort)l.Backends[0].Port,
             b => backendMacs[Convert.ToHexString(b)])).ToList();
+        // Test runs come in on lo (ifindex 1): ARP and neighbour solicitations for the VIPs are answered with this MAC.
+        byte[] ifMac = [0x02, 0x00, 0x5e, 0x10, 0x00, 0x01];
+        plane.SetInterfaceMac(1, ifMac);
         var model = new XdpModel(services, filter, NatMin, NatMax,
-            a => clients.Any(c => c.AsSpan().SequenceEqual(a)) ? clientMacs : null);
+            a => clients.Any(c => c.AsSpan().SequenceEqual(a)) ? clientMacs : null) { InterfaceMac = ifMac };
 
         var rng = new Random(seed);
         var fd = plane.ProgramFd;
@@ -211,6 +214,11 @@ public class FuzzTests(ITestOutputHelper output)
             }
             return p;
         }
+        if (kind < 7)
+        {
+            p = Resolution(rng);
+            return rng.Next(2) == 0 ? Mutate(rng, p) : p;
+        }
         var flags = s_flags[rng.Next(s_flags.Length)][0];
         var replies = kind < 20 ? model.KnownReplies().Take(64).ToList() : [];
         if (replies.Count > 0)
@@ -249,6 +257,49 @@ public class FuzzTests(ITestOutputHelper output)
         {
             p = Mutate(rng, p);
         }
+        return p;
+    }
+
+    /// <summary>An ARP request or an IPv6 neighbour solicitation, for a VIP or not, from a host or not.</summary>
+    private static byte[] Resolution(Random rng)
+    {
+        byte[] mac = [0x02, 0xaa, 0, 0, 0, (byte)rng.Next(256)];
+        var v6 = rng.Next(2) == 0;
+        var target = IPAddress.Parse(rng.Next(4) switch { < 3 => v6 ? Vip6 : Vip4, _ => v6 ? "fd00:250::11" : "10.250.0.11" });
+        var sender = IPAddress.Parse(rng.Next(8) switch
+        {
+            0 => v6 ? "::" : "0.0.0.0",
+            1 => target.ToString(),
+            _ => v6 ? LbTopology.ClientAddress6 : LbTopology.ClientAddress,
+        });
+        if (!v6)
+        {
+            var a = new byte[42];
+            Array.Fill(a, (byte)0xff, 0, 6);
+            mac.CopyTo(a, 6);
+            (a[12], a[13]) = (0x08, 0x06);
+            byte[] head = [0, 1, 0x08, 0x00, 6, 4, 0, 1];
+            head.CopyTo(a, 14);
+            mac.CopyTo(a, 22);
+            sender.GetAddressBytes().CopyTo(a, 28);
+            target.GetAddressBytes().CopyTo(a, 38);
+            return a;
+        }
+        var p = new byte[14 + 40 + 32];
+        byte[] group = [0x33, 0x33, 0xff, 0, 0, 0];
+        target.GetAddressBytes().AsSpan(13).CopyTo(group.AsSpan(3));
+        group.CopyTo(p, 0);
+        mac.CopyTo(p, 6);
+        (p[12], p[13], p[14]) = (0x86, 0xdd, 0x60);
+        p[19] = 32;
+        (p[20], p[21]) = (58, 255);
+        sender.GetAddressBytes().CopyTo(p, 22);
+        IPAddress.Parse("ff02::1:ff00:0").GetAddressBytes().CopyTo(p, 38);
+        target.GetAddressBytes().AsSpan(13).CopyTo(p.AsSpan(38 + 13));
+        p[54] = 135;
+        target.GetAddressBytes().CopyTo(p, 62);
+        (p[78], p[79]) = (1, 1);
+        mac.CopyTo(p, 80);
         return p;
     }
 

@@ -18,7 +18,10 @@ public sealed class XdpModel(IReadOnlyList<XdpModel.Service> services, FilterIma
 {
     public sealed record Service(byte[] Vip, ushort Port, byte Proto, IReadOnlyList<byte[]> Backends, ushort TargetPort, Func<byte[], (byte[] Dst, byte[] Src)> BackendMacs);
 
-    public enum Outcome { Unchanged, ToBackend, ToClient }
+    public enum Outcome { Unchanged, ToBackend, ToClient, Answer }
+
+    /// <summary>The MAC of the interface the test run's packets come in on: ARP and neighbour solicitations for the VIPs are answered with it.</summary>
+    public byte[]? InterfaceMac { get; init; }
 
     public sealed class Flow
     {
@@ -41,6 +44,8 @@ public sealed class XdpModel(IReadOnlyList<XdpModel.Service> services, FilterIma
         public int L4 { get; init; }
         public bool V6 { get; init; }
         public byte Proto { get; init; }
+        /// <summary>For <see cref="Outcome.Answer"/>: the exact frame the program must send back.</summary>
+        public byte[]? Answer { get; init; }
     }
 
     private readonly Dictionary<string, Flow> _flows = [];
@@ -68,8 +73,72 @@ public sealed class XdpModel(IReadOnlyList<XdpModel.Service> services, FilterIma
         {
             0x0800 => Predict4(p),
             0x86dd => Predict6(p),
+            0x0806 => PredictArp(p),
             _ => Unchanged(Pass, XlbStat.PassNonIp),
         };
+    }
+
+    private bool ActiveVip(ReadOnlySpan<byte> address)
+    {
+        foreach (var s in services)
+        {
+            if (s.Vip.AsSpan().SequenceEqual(address))
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /// <summary>An Ethernet/IPv4 request for a VIP, not from the VIP itself, is answered in place (RFC 826).</summary>
+    private Expectation PredictArp(byte[] p)
+    {
+        byte[] request = [0, 1, 0x08, 0x00, 6, 4, 0, 1];
+        if (p.Length < 42 || !p.AsSpan(14, 8).SequenceEqual(request) || InterfaceMac is null ||
+            !ActiveVip(p.AsSpan(38, 4)) || p.AsSpan(28, 4).SequenceEqual(p.AsSpan(38, 4)))
+        {
+            return Unchanged(Pass, XlbStat.PassNonIp);
+        }
+        var a = (byte[])p.Clone();
+        p.AsSpan(6, 6).CopyTo(a);
+        InterfaceMac.CopyTo(a, 6);
+        a[21] = 2;
+        InterfaceMac.CopyTo(a, 22);
+        p.AsSpan(38, 4).CopyTo(a.AsSpan(28));
+        p.AsSpan(22, 6).CopyTo(a.AsSpan(32));
+        p.AsSpan(28, 4).CopyTo(a.AsSpan(38));
+        return new(Redirect, [XlbStat.TxArpReply], Outcome.Answer) { Answer = a };
+    }
+
+    /// <summary>
+    /// A neighbour solicitation for a VIP in the one form every host sends (hop limit 255, a
+    /// source address, one source link-layer option) gets a solicited advertisement; null: not answered.
+    /// </summary>
+    private Expectation? PredictSolicitation(byte[] p)
+    {
+        if (p.Length < 14 + 40 + 32 || p[20] != 58 || p[21] != 255 || BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(18)) != 32 ||
+            p[54] != 135 || p[55] != 0 || p[78] != 1 || p[79] != 1 || !p.AsSpan(22, 16).ContainsAnyExcept((byte)0) ||
+            InterfaceMac is null || !ActiveVip(p.AsSpan(62, 16)))
+        {
+            return null;
+        }
+        var a = (byte[])p.Clone();
+        p.AsSpan(6, 6).CopyTo(a);
+        InterfaceMac.CopyTo(a, 6);
+        p.AsSpan(62, 16).CopyTo(a.AsSpan(22));
+        p.AsSpan(22, 16).CopyTo(a.AsSpan(38));
+        a[54] = 136;
+        a.AsSpan(56, 6).Clear();
+        a[58] = 0x60;
+        a[78] = 2;
+        InterfaceMac.CopyTo(a, 80);
+        var pseudo = new byte[40 + 32];
+        a.AsSpan(22, 32).CopyTo(pseudo);
+        pseudo[35] = 32;
+        pseudo[39] = 58;
+        a.AsSpan(54, 32).CopyTo(pseudo.AsSpan(40));
+        BinaryPrimitives.WriteUInt16BigEndian(a.AsSpan(56), Packet.Checksum(pseudo));
+        return new(Redirect, [XlbStat.TxNdAdvert], Outcome.Answer) { Answer = a };
     }
 
     private Expectation Predict4(byte[] p)
@@ -113,6 +182,10 @@ public sealed class XdpModel(IReadOnlyList<XdpModel.Service> services, FilterIma
         if (p.Length < 54)
         {
             return Unchanged(Pass, XlbStat.PassTruncated);
+        }
+        if (PredictSolicitation(p) is { } answered)
+        {
+            return answered;
         }
         var src = p.AsSpan(22, 16);
         var dst = p.AsSpan(38, 16);
@@ -276,6 +349,12 @@ public sealed class XdpModel(IReadOnlyList<XdpModel.Service> services, FilterIma
                 return $"verdict {verdict}, expected {e.Verdict} ({string.Join(",", e.Reasons)})";
             }
             return output.AsSpan().SequenceEqual(input) ? null : "the packet changed";
+        }
+        if (e.Outcome == Outcome.Answer)
+        {
+            return verdict != e.Verdict ? $"verdict {verdict}, expected an answer ({e.Reasons[0]})"
+                : output.AsSpan().SequenceEqual(e.Answer) ? null
+                : $"answer {Convert.ToHexString(output)}, expected {Convert.ToHexString(e.Answer!)}";
         }
         var flow = e.Flow!;
         if (!(verdict == e.Verdict || (e.FibOpen && verdict == Pass)))
