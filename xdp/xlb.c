@@ -1012,6 +1012,72 @@ static __always_inline int handle4(struct xdp_md *ctx, struct ethhdr *eth, void 
 	return serve(ctx, cfg, gen, &p, &fk, to_vip, end);
 }
 
+/* An ICMPv6 neighbour solicitation or advertisement (RFC 4861 4.3, 4.4) with one link-layer option. */
+struct nd_msg1 {
+	__u8 type;
+	__u8 code;
+	__be16 check;
+	__be32 flags; /* reserved in a solicitation; R, S, O in an advertisement */
+	__be32 target[4];
+	__u8 opt_type;
+	__u8 opt_len; /* in units of 8 bytes */
+	__u8 opt_mac[ETH_ALEN];
+};
+
+#define ND_SOLICIT 135
+#define ND_ADVERT 136
+#define ND_OPT_SOURCE_LL 1
+#define ND_OPT_TARGET_LL 2
+#define ND_F_SOLICITED 0x40000000u
+#define ND_F_OVERRIDE 0x20000000u
+
+/*
+ * A neighbour solicitation for a VIP this node holds is answered in place with a solicited
+ * advertisement carrying the ingress interface's MAC, the IPv6 twin of answer_arp. Only the
+ * form every host sends for address resolution and reachability probes is answered: hop limit
+ * 255, a source address, and exactly one option, the sender's link-layer address. Duplicate
+ * address detection (unspecified source) and anything else goes on to the kernel: -1.
+ */
+static __always_inline int answer_ns(struct xdp_md *ctx, __u32 gen, struct ethhdr *eth,
+				     struct ipv6hdr *ip6, void *end)
+{
+	struct nd_msg1 *m = (void *)(ip6 + 1);
+	__u32 ifindex = ctx->ingress_ifindex, *flags, sum;
+	__be32 *src = ip6->saddr.in6_u.u6_addr32;
+	struct xlb_vip_key vk = {};
+	struct xlb_ifmac *own;
+
+	if ((void *)(m + 1) > end || m->type != ND_SOLICIT || m->code != 0 || ip6->hop_limit != 255 ||
+	    ip6->payload_len != bpf_htons(sizeof(*m)) || m->opt_type != ND_OPT_SOURCE_LL ||
+	    m->opt_len != 1 || (src[0] | src[1] | src[2] | src[3]) == 0)
+		return -1;
+	addr_copy(vk.addr, m->target);
+	vk.family = XLB_FAMILY_V6;
+	vk.gen = gen;
+	flags = bpf_map_lookup_elem(&xlb_vips, &vk);
+	if (!flags || !(*flags & XLB_VIP_F_ACTIVE))
+		return -1;
+	own = bpf_map_lookup_elem(&xlb_ifmacs, &ifindex);
+	if (!own)
+		return -1;
+
+	addr_copy(ip6->daddr.in6_u.u6_addr32, src);
+	addr_copy(ip6->saddr.in6_u.u6_addr32, m->target);
+	m->type = ND_ADVERT;
+	m->flags = bpf_htonl(ND_F_SOLICITED | ND_F_OVERRIDE);
+	m->opt_type = ND_OPT_TARGET_LL;
+	__builtin_memcpy(m->opt_mac, own->mac, ETH_ALEN);
+	/* Pseudo-header (addresses, length, next header) and the message. */
+	m->check = 0;
+	sum = csum_words((__u16 *)&ip6->saddr, 16, 0);
+	sum += bpf_htons(sizeof(*m)) + bpf_htons(IPPROTO_ICMPV6);
+	m->check = ~csum_fold(csum_words((__u16 *)m, sizeof(*m) / 2, sum));
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, own->mac, ETH_ALEN);
+	count(XLB_STAT_TX_ND_ADVERT);
+	return bpf_redirect(ifindex, 0);
+}
+
 static __always_inline int handle6(struct xdp_md *ctx, struct ethhdr *eth, void *end)
 {
 	struct ipv6hdr *ip6 = (void *)(eth + 1);
@@ -1029,6 +1095,12 @@ static __always_inline int handle6(struct xdp_md *ctx, struct ethhdr *eth, void 
 	if (!cfg)
 		return verdict(XDP_PASS, XLB_STAT_DROP_NO_CONFIG);
 
+	if (ip6->nexthdr == IPPROTO_ICMPV6) {
+		int answered = answer_ns(ctx, gen, eth, ip6, end);
+
+		if (answered >= 0)
+			return answered;
+	}
 	to_vip = filter_has(filter->vip, xlb_filter_fold6(ip6->daddr.in6_u.u6_addr32));
 	if (!to_vip && !filter_has(filter->rsrc, xlb_filter_fold6(ip6->saddr.in6_u.u6_addr32)))
 		return verdict(XDP_PASS, XLB_STAT_PASS_NOT_VIP);

@@ -7,7 +7,7 @@ namespace Xlb.Tests.E2E;
 /// <summary>
 /// IPv6 and UDP with real sockets: manifests → xlb operator → xlb agent → XDP in the LB
 /// namespace. An IPv6 VIP serves TCP and UDP from IPv6 backends; an IPv4 VIP serves UDP to a
-/// client that finds it on its own link by ARP, answered by XDP.
+/// client that finds the VIPs on its own link by ARP and neighbour discovery, answered by XDP.
 /// </summary>
 public sealed class DualStackEndToEndTests(ITestOutputHelper output)
 {
@@ -103,10 +103,17 @@ public sealed class DualStackEndToEndTests(ITestOutputHelper output)
             // FullNAT: the backends saw the VIP as the source, never the client.
             Assert.All(http6, b => Assert.Equal([IPAddress.Parse(Vip6)], b.Peers));
 
-            // Each datagram from a new socket: a new flow; the answer must come from VIP:53 (connected socket).
+            // The IPv6 VIP on the client's own link as well: found by neighbour discovery, which
+            // XDP answers. Each datagram from a new socket: a new flow; the answer must come from
+            // VIP:53 (connected socket).
+            Netns.Ip(topology.Client, "-6", "route", "add", Vip6 + "/128", "dev", "eth0");
             var udp6 = await UdpEcho.ProbeAsync(topology.Client, new IPEndPoint(IPAddress.Parse(Vip6), 53), count: 40, TimeSpan.FromSeconds(3), ct);
             Assert.True(udp6.Failed == 0, $"IPv6 UDP: {udp6.Failed} of 40 failed: {string.Join("; ", udp6.Errors)}");
             Assert.Equal(["udp6-1", "udp6-2"], udp6.ByBackend.Keys.Order(StringComparer.Ordinal));
+            using (var neigh = System.Text.Json.JsonDocument.Parse(Netns.Ip(topology.Client, "-j", "neigh", "show", Vip6, "dev", "eth0")))
+            {
+                Assert.Equal(LbTopology.Mac(topology.Lb, LbTopology.ClientIfOnLb), neigh.RootElement[0].GetProperty("lladdr").GetString());
+            }
 
             // The IPv4 VIP on the client's own link: the client asks ARP for it, and XDP on the LB
             // answers (the LB's kernel does not hold the VIP, so it would not).
