@@ -42,6 +42,12 @@ public sealed record AgentOptions
 
     /// <summary>Where /healthz, /readyz and /metrics are served; null: not served.</summary>
     public System.Net.IPEndPoint? HealthListen { get; init; }
+    /// <summary>
+    /// Rounds of gratuitous ARP / unsolicited neighbour advertisements when this node takes a VIP
+    /// (0: none), <see cref="AnnounceInterval"/> apart.
+    /// </summary>
+    public int AnnounceCount { get; init; } = 3;
+    public TimeSpan AnnounceInterval { get; init; } = TimeSpan.FromSeconds(1);
 }
 
 /// <summary>
@@ -65,6 +71,8 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
     private List<Condition> _reported = [];
     private INodeConfigSource _source = null!;
     private DateTimeOffset _lastFullResync = DateTimeOffset.MinValue;
+    private L2Announcer? _announcer;
+    private XlbNodeConfigSpec? _announced;
 
     public AgentState State { get; } = new();
 
@@ -85,13 +93,16 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         try
         {
             var macs = InterfaceMacs();
+            var announceOn = new List<AnnounceInterface>();
             foreach (var ifname in options.Interfaces)
             {
                 var mode = Xdp.Attach(ifname, dp.ProgramFd, options.AllowGenericXdp);
                 attached.Add((ifname, mode));
                 if (macs.GetValueOrDefault(ifname) is { Length: 6 } mac)
                 {
-                    dp.SetInterfaceMac(Xdp.IfIndex(ifname), mac);
+                    var ifindex = Xdp.IfIndex(ifname);
+                    dp.SetInterfaceMac(ifindex, mac);
+                    announceOn.Add(new AnnounceInterface(ifname, ifindex, mac));
                 }
                 if (mode == XdpMode.Generic)
                 {
@@ -100,6 +111,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
                 LogAttached(ifname, mode);
             }
             var attachMode = string.Join(",", attached.Select(a => $"{a.If}={a.Mode}"));
+            _announcer = new L2Announcer(log, time, announceOn, options.AnnounceCount, options.AnnounceInterval);
             _prober = new HealthProber(log, time, () =>
             {
                 _healthChanged = true;
@@ -116,6 +128,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             while (await WakeAsync(ct));
             await probing.CancelAsync();
             await probes;
+            await _announcer.Completion;
             await DrainAsync(dp);
         }
         finally
@@ -290,6 +303,9 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             }
             _appliedRevision = config.Spec.Revision;
             _appliedHash = config.Spec.ContentHash;
+            // VIPs this node has just taken (all active ones after a start): tell the link.
+            _announcer?.Announce(Core.Announcements.Taken(_announced, effective), ct);
+            _announced = effective;
             State.Applied(config.Spec.Revision, result.Elapsed.TotalMilliseconds, result.Operations > 0);
             await ReportAsync(attachMode, Applied(config), ct);
         }

@@ -83,9 +83,10 @@ var shutdownTimeoutOption = new Option<double>("--shutdown-timeout") { Descripti
 var shutdownFileOption = new Option<FileInfo?>("--shutdown-file") { Description = "Start the drain when this file appears (a preStop hook creates it); end it when it goes" };
 var listenOption = new Option<string?>("--listen") { Description = "ADDRESS:PORT for /healthz, /readyz and /metrics (e.g. 0.0.0.0:9470)" };
 var encapSourceOption = new Option<string[]>("--encap-source") { Description = "Outer source address of DSR IPIP packets: this node's address toward the backends, once per family (default: the VIP)" };
+var announceOption = new Option<int>("--announce-count") { Description = "Gratuitous ARP / unsolicited neighbour advertisement rounds, one second apart, when this node takes a VIP (0: none)", DefaultValueFactory = _ => 3 };
 var natPortsOption = new Option<string>("--nat-ports") { Description = "FullNAT source-port range toward backends, MIN-MAX", DefaultValueFactory = _ => "40000-59999" };
 
-var agentCommand = new Command("agent", "Run the node agent: apply this node's XlbNodeConfig (from the cluster, or --node-config FILE) to XDP") { nodeConfigOption, agentNodeOption, kubeconfigOption, leaseNamespaceOption, leaseRenewOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, encapSourceOption, bpffsOption, instanceOption, detachOption, shutdownTimeoutOption, shutdownFileOption, listenOption };
+var agentCommand = new Command("agent", "Run the node agent: apply this node's XlbNodeConfig (from the cluster, or --node-config FILE) to XDP") { nodeConfigOption, agentNodeOption, kubeconfigOption, leaseNamespaceOption, leaseRenewOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, encapSourceOption, bpffsOption, instanceOption, detachOption, shutdownTimeoutOption, shutdownFileOption, listenOption, announceOption };
 agentCommand.SetAction(async (parse, ct) =>
 {
     using var logs = Logs();
@@ -129,6 +130,7 @@ agentCommand.SetAction(async (parse, ct) =>
         DetachOnExit = parse.GetValue(detachOption),
         ShutdownTimeout = TimeSpan.FromSeconds(Math.Max(0, parse.GetValue(shutdownTimeoutOption))),
         ShutdownFile = parse.GetValue(shutdownFileOption)?.FullName,
+        AnnounceCount = Math.Max(0, parse.GetValue(announceOption)),
     };
     if (parse.GetValue(listenOption) is { } listen)
     {
