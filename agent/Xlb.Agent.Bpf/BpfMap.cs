@@ -12,9 +12,10 @@ public sealed unsafe class BpfMap<TKey, TValue>
     where TKey : unmanaged
     where TValue : unmanaged
 {
-    private readonly BpfObject _owner;
+    /// <summary>What keeps <see cref="Fd"/> open: the loaded object, or the pinned maps opened by path.</summary>
+    private readonly object _owner;
 
-    internal BpfMap(int fd, string name, BpfObject owner)
+    internal BpfMap(int fd, string name, object owner)
     {
         Fd = fd;
         Name = name;
@@ -121,5 +122,51 @@ public sealed unsafe class BpfMap<TKey, TValue>
             }
             return result;
         }
+    }
+
+    /// <summary>
+    /// Entries <paramref name="first"/> to <paramref name="first"/> + count - 1 of an array map,
+    /// read by BPF_MAP_LOOKUP_BATCH: a few syscalls instead of one per entry.
+    /// </summary>
+    public TValue[] ReadArray(uint first, int count)
+    {
+        if (typeof(TKey) != typeof(uint))
+        {
+            throw new InvalidOperationException($"ReadArray needs an array map (u32 keys); {Name} has {typeof(TKey).Name}");
+        }
+        var values = new TValue[count];
+        var keys = new uint[Math.Min(count, 4096)];
+        var done = 0;
+        // The batch position is the last key returned; the next batch starts after it. So
+        // first - 1 starts at first (no position at all starts at 0).
+        var at = first - 1;
+        var opts = new BpfMapBatchOpts { Sz = (ulong)sizeof(BpfMapBatchOpts) };
+        while (done < count)
+        {
+            var n = (uint)Math.Min(count - done, keys.Length);
+            uint next = 0;
+            int rc;
+            fixed (uint* k = keys)
+            fixed (TValue* v = &values[done])
+            {
+                rc = Libbpf.bpf_map_lookup_batch(Fd, first == 0 && done == 0 ? null : &at, &next, k, v, &n, &opts);
+            }
+            GC.KeepAlive(_owner);
+            if (rc < 0 && rc != -Errnos.ENOENT)
+            {
+                throw new BpfException("bpf_map_lookup_batch", -rc, $"map {Name}, entries {first + done}..");
+            }
+            done += (int)n;
+            if (rc == -Errnos.ENOENT || n == 0)
+            {
+                break;
+            }
+            at = next;
+        }
+        if (done < count)
+        {
+            throw new BpfException("bpf_map_lookup_batch", Errnos.ENOENT, $"map {Name}: {done} of {count} entries from {first}");
+        }
+        return values;
     }
 }

@@ -31,7 +31,7 @@ public static class AgentEndpoints
         Gauge(sb, "xlb_listeners_failed_open", "Listeners whose backends are all unhealthy and so all kept.", failedOpen.Count);
         if (state.DataPlane is { } dp)
         {
-            PromText.Labelled(sb, "xlb_packets_total", "counter", "Packets seen by the XDP program, by verdict reason.", "reason", dp.Stats().Select(s => (Snake(s.Key), (double)s.Value)));
+            PromText.Labelled(sb, "xlb_packets_total", "counter", "Packets seen by the XDP program, by verdict reason.", "reason", dp.Stats().Select(s => (s.Key.SnakeName(), (double)s.Value)));
             var services = dp.ServiceStats().Select(s => (Name: ServiceLabel(s.Key), Stats: s.Value)).OrderBy(s => s.Name, StringComparer.Ordinal).ToList();
             const string Svc = "Per service (VIP:port/protocol) of the applied revision: ";
             PromText.Labelled(sb, "xlb_service_packets_total", "counter", Svc + "packets from clients.", "service", services.Select(s => (s.Name, (double)s.Stats.Packets)));
@@ -48,20 +48,5 @@ public static class AgentEndpoints
         var vip = k.Vip.ToAddress(k.Family);
         var host = k.Family == XlbAbi.FamilyV6 ? $"[{vip}]" : vip.ToString();
         return $"{host}:{Net.FromBe(k.PortBe)}/{(k.Proto == XlbAbi.ProtoTcp ? "TCP" : "UDP")}";
-    }
-
-    private static string Snake(XlbStat s)
-    {
-        var name = s.ToString();
-        var sb = new StringBuilder();
-        for (var i = 0; i < name.Length; i++)
-        {
-            if (i > 0 && char.IsUpper(name[i]))
-            {
-                sb.Append('_');
-            }
-            sb.Append(char.ToLowerInvariant(name[i]));
-        }
-        return sb.ToString();
     }
 }

@@ -197,16 +197,9 @@ public sealed class XdpDataPlane : IDisposable
             }
         }
         services ??= ReadServices(gen);
-        var backends = new XlbBackend[backendCount];
-        for (var i = 0; i < backendCount; i++)
-        {
-            _backends.TryLookup((uint)((gen * XlbAbi.MaxBackends) + i + 1), out backends[i]);
-        }
-        var ring = new uint[ringCount];
-        for (var i = 0; i < ringCount; i++)
-        {
-            _rings.TryLookup((uint)((gen * XlbAbi.RingCapacity) + i), out ring[i]);
-        }
+        // Array ranges by batch: a few syscalls for what would otherwise be one per entry.
+        var backends = _backends.ReadArray((uint)(gen * XlbAbi.MaxBackends) + 1, backendCount);
+        var ring = _rings.ReadArray((uint)(gen * XlbAbi.RingCapacity), ringCount);
         _filter.TryLookup(gen, out var filter);
         return new ObservedGeneration(vips, services, backends, ring, FilterImage.From(filter));
     }

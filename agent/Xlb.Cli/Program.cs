@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using Xlb.Agent;
+using Xlb.Agent.Core;
 using Xlb.Cli;
 using Xlb.Crds.Serialization;
 using Xlb.Operator;
@@ -241,7 +242,42 @@ crdsCommand.SetAction(parse =>
     return parse.GetValue(crdsCheck) && stale > 0 ? 1 : 0;
 });
 
-var root = new RootCommand("XLB: a Kubernetes L4 load balancer on XDP") { operatorCommand, agentCommand, renderCommand, demoCommand, crdsCommand };
+var statusNodeConfig = new Option<FileInfo?>("--node-config") { Description = "The node config the agent applies (standalone): adds listener names, weights, and health from its status file" };
+var statusAgentStatus = new Option<FileInfo?>("--agent-status") { Description = "The agent's status file (default: <node-config>.status.yaml)" };
+var statusFlows = new Option<bool>("--flows") { Description = "List the flow table's live flows, most recent first" };
+var statusFlowFilter = new Option<string?>("--flow") { Description = "Only flows with this client, VIP or backend: ADDRESS, :PORT, ADDRESS:PORT or [IPv6]:PORT (implies --flows)" };
+var statusLimit = new Option<int>("--limit") { Description = "At most this many flows", DefaultValueFactory = _ => 100 };
+var statusOutput = new Option<string>("--output", "-o") { Description = "table, json or yaml", DefaultValueFactory = _ => "table" };
+statusOutput.AcceptOnlyFromAmong("table", "json", "yaml");
+var statusCommand = new Command("status", "Show this node's data plane from its pinned maps: VIPs and roles, services, backends, counters, flows")
+{
+    bpffsOption, instanceOption, statusNodeConfig, statusAgentStatus, statusFlows, statusFlowFilter, statusLimit, statusOutput,
+};
+statusCommand.SetAction(parse =>
+{
+    FlowFilter? flows = null;
+    var limit = Math.Max(1, parse.GetValue(statusLimit));
+    try
+    {
+        if (parse.GetValue(statusFlowFilter) is { } filter)
+        {
+            flows = FlowFilter.Parse(filter, limit);
+        }
+        else if (parse.GetValue(statusFlows))
+        {
+            flows = new FlowFilter(Limit: limit);
+        }
+    }
+    catch (FormatException e)
+    {
+        Console.Error.WriteLine($"--flow: {e.Message}");
+        return 2;
+    }
+    var pinRoot = Xlb.Agent.Bpf.Bpffs.PinRoot(parse.GetValue(bpffsOption)!, parse.GetValue(instanceOption)!);
+    return StatusCommand.Run(pinRoot, parse.GetValue(statusNodeConfig), parse.GetValue(statusAgentStatus), flows, parse.GetValue(statusOutput)!, Console.Out, Console.Error);
+});
+
+var root = new RootCommand("XLB: a Kubernetes L4 load balancer on XDP") { operatorCommand, agentCommand, renderCommand, demoCommand, crdsCommand, statusCommand };
 // The agent bounds its own shutdown (the drain window); no forced exit on a timer after SIGTERM or Ctrl-C.
 return await root.Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = null });
 

@@ -253,6 +253,26 @@ public record struct XlbCfg
     public Addr16 EncapSrc6;
 }
 
+/// <summary>The names counters go by outside C#: metrics labels, `xlb status`.</summary>
+public static class XlbStatNames
+{
+    /// <summary>PassNotVip → pass_not_vip (the C enum's name without its prefix).</summary>
+    public static string SnakeName(this XlbStat stat)
+    {
+        var name = stat.ToString();
+        var sb = new System.Text.StringBuilder(name.Length + 4);
+        for (var i = 0; i < name.Length; i++)
+        {
+            if (i > 0 && char.IsUpper(name[i]))
+            {
+                sb.Append('_');
+            }
+            sb.Append(char.ToLowerInvariant(name[i]));
+        }
+        return sb.ToString();
+    }
+}
+
 /// <summary>Mirror of enum xlb_stat: per-reason packet counters.</summary>
 public enum XlbStat
 {

@@ -40,3 +40,23 @@ internal struct BpfXdpAttachOpts
     [FieldOffset(0)] public nuint sz;
     [FieldOffset(8)] public int old_prog_fd;
 }
+
+/// <summary>struct bpf_map_batch_opts.</summary>
+[StructLayout(LayoutKind.Explicit, Size = 24)]
+internal struct BpfMapBatchOpts
+{
+    [FieldOffset(0)] public ulong Sz;
+    [FieldOffset(8)] public ulong ElemFlags;
+    [FieldOffset(16)] public ulong Flags;
+}
+
+/// <summary>The head of struct bpf_map_info (uapi), as far as the agent reads it.</summary>
+[StructLayout(LayoutKind.Explicit, Size = 88)]
+internal struct BpfMapInfo
+{
+    [FieldOffset(0)] public uint Type;
+    [FieldOffset(4)] public uint Id;
+    [FieldOffset(8)] public uint KeySize;
+    [FieldOffset(12)] public uint ValueSize;
+    [FieldOffset(16)] public uint MaxEntries;
+}

@@ -1,0 +1,51 @@
+using System.Runtime.CompilerServices;
+using Xlb.Agent.Bpf.Interop;
+
+namespace Xlb.Agent.Bpf;
+
+/// <summary>
+/// Maps pinned in a bpffs folder, opened by path without loading any program: how a reader
+/// such as `xlb status` looks at a running data plane. Each map's key and value sizes are
+/// checked against the C# types before it is used.
+/// </summary>
+public sealed unsafe class PinnedMaps(string pinRoot) : IDisposable
+{
+    private readonly List<int> _fds = [];
+
+    public string PinRoot { get; } = pinRoot;
+
+    public BpfMap<TKey, TValue> Open<TKey, TValue>(string name)
+        where TKey : unmanaged
+        where TValue : unmanaged
+    {
+        var path = Path.Combine(PinRoot, name);
+        var fd = Libbpf.bpf_obj_get(path);
+        if (fd < 0)
+        {
+            throw new BpfException("bpf_obj_get", -fd, path);
+        }
+        _fds.Add(fd);
+        var info = default(BpfMapInfo);
+        var len = (uint)sizeof(BpfMapInfo);
+        var rc = Libbpf.bpf_obj_get_info_by_fd(fd, &info, &len);
+        if (rc < 0)
+        {
+            throw new BpfException("bpf_obj_get_info_by_fd", -rc, path);
+        }
+        var (k, v) = (Unsafe.SizeOf<TKey>(), Unsafe.SizeOf<TValue>());
+        if (info.KeySize != k || info.ValueSize != v)
+        {
+            throw new BpfException($"ABI mismatch on pinned map {path}: key {info.KeySize} B / value {info.ValueSize} B, but {typeof(TKey).Name} is {k} B / {typeof(TValue).Name} is {v} B");
+        }
+        return new BpfMap<TKey, TValue>(fd, name, this);
+    }
+
+    public void Dispose()
+    {
+        foreach (var fd in _fds)
+        {
+            LibC.close(fd);
+        }
+        _fds.Clear();
+    }
+}

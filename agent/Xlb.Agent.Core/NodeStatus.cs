@@ -1,0 +1,282 @@
+using System.Globalization;
+using System.Net;
+using Xlb.Crds;
+using Xlb.DataPlane;
+
+namespace Xlb.Agent.Core;
+
+/// <summary>What a reader found in a node's pinned maps (the active generation), read by a shell.</summary>
+public sealed record DataPlaneContents
+{
+    public required XlbCfg Config { get; init; }
+    public required IReadOnlyDictionary<XlbVipKey, uint> Vips { get; init; }
+    public required IReadOnlyDictionary<XlbSvcKey, XlbSvc> Services { get; init; }
+    /// <summary>Each service's ring: the backend index in every slot.</summary>
+    public required IReadOnlyDictionary<XlbSvcKey, uint[]> Rings { get; init; }
+    /// <summary>The backends the rings name, by index.</summary>
+    public required IReadOnlyDictionary<uint, XlbBackend> Backends { get; init; }
+    /// <summary>Per-service counters (summed over CPUs), by service id.</summary>
+    public required IReadOnlyDictionary<uint, XlbSvcStats> ServiceCounters { get; init; }
+    public required IReadOnlyDictionary<XlbStat, ulong> Reasons { get; init; }
+    public required IReadOnlyList<KeyValuePair<XlbFlowKey, XlbFlow>> Flows { get; init; }
+    /// <summary>The data plane's clock (CLOCK_MONOTONIC, ns) when the flows were read.</summary>
+    public required ulong NowNs { get; init; }
+}
+
+/// <summary>Which flows to list: all, or those with an address (client, VIP or backend) and/or a port.</summary>
+public sealed record FlowFilter(IPAddress? Address = null, int? Port = null, int Limit = 1000)
+{
+    /// <summary>Parses ADDR, :PORT, ADDR:PORT or [V6ADDR]:PORT.</summary>
+    public static FlowFilter Parse(string text, int limit)
+    {
+        if (IPAddress.TryParse(text, out var bare))
+        {
+            return new FlowFilter(bare, null, limit);
+        }
+        if (text.StartsWith(':') && int.TryParse(text[1..], NumberStyles.None, CultureInfo.InvariantCulture, out var onlyPort) && onlyPort is > 0 and < 65536)
+        {
+            return new FlowFilter(null, onlyPort, limit);
+        }
+        if (IPEndPoint.TryParse(text, out var ep) && ep.Port > 0)
+        {
+            return new FlowFilter(ep.Address, ep.Port, limit);
+        }
+        throw new FormatException($"flow filter '{text}': expected ADDRESS, :PORT, ADDRESS:PORT or [IPv6]:PORT");
+    }
+}
+
+public sealed record NodeStatusReport
+{
+    public required int Generation { get; init; }
+    public required bool ShuttingDown { get; init; }
+    public string? Node { get; init; }
+    public long? Revision { get; init; }
+    public required IReadOnlyList<VipStatus> Vips { get; init; }
+    public required IReadOnlyList<ServiceStatus> Services { get; init; }
+    /// <summary>Packets by verdict reason since the maps were created.</summary>
+    public required IReadOnlyDictionary<string, ulong> Counters { get; init; }
+    /// <summary>Flows in the table, live ones only, filtered; null when not asked for.</summary>
+    public IReadOnlyList<FlowStatus>? Flows { get; init; }
+    /// <summary>Live flows matching the filter that the limit left out.</summary>
+    public int FlowsOmitted { get; init; }
+}
+
+/// <summary>A VIP in the node's maps: active (this node answers ARP/ND for it) or standby.</summary>
+public sealed record VipStatus(string Address, string Role);
+
+public sealed record ServiceStatus
+{
+    public string? Name { get; init; }
+    public required string Vip { get; init; }
+    public required int Port { get; init; }
+    public required string Protocol { get; init; }
+    public required string Mode { get; init; }
+    public required string Algorithm { get; init; }
+    public required uint RingSize { get; init; }
+    public required ulong Packets { get; init; }
+    public required ulong Bytes { get; init; }
+    public required ulong ReplyPackets { get; init; }
+    public required ulong ReplyBytes { get; init; }
+    public required ulong NewFlows { get; init; }
+    public required int ActiveFlows { get; init; }
+    public required IReadOnlyList<BackendStatus> Backends { get; init; }
+}
+
+/// <summary>
+/// A backend of a service: <c>active</c> (takes new flows), <c>draining</c> (keeps its flows,
+/// gets no new ones), or <c>unhealthy</c> (out of the ring by this node's health checks; known
+/// only from the node config and the agent's status).
+/// </summary>
+public sealed record BackendStatus
+{
+    public required string Address { get; init; }
+    public required int Port { get; init; }
+    public required string State { get; init; }
+    public int? Weight { get; init; }
+    public required int RingSlots { get; init; }
+    /// <summary>Share of new flows, in percent of the ring.</summary>
+    public required double Share { get; init; }
+    public required int ActiveFlows { get; init; }
+}
+
+public sealed record FlowStatus
+{
+    public required string Protocol { get; init; }
+    public required string Client { get; init; }
+    public required string Vip { get; init; }
+    public required string Backend { get; init; }
+    /// <summary>The source port toward the backend (FullNAT); null in the other modes.</summary>
+    public int? NatPort { get; init; }
+    public required string State { get; init; }
+    public required string Mode { get; init; }
+    public string? Service { get; init; }
+    public required double IdleSeconds { get; init; }
+}
+
+/// <summary>Pure: the maps' contents (plus, when known, the node config and the agent's status) → a report.</summary>
+public static class NodeStatus
+{
+    public static string ModeName(byte mode) => mode switch
+    {
+        XlbAbi.ModeFullNat => "FullNAT",
+        XlbAbi.ModeDnat => "DNAT",
+        XlbAbi.ModeDsrL2 => "DSR-L2",
+        XlbAbi.ModeDsrIpip => "DSR-IPIP",
+        _ => $"mode-{mode}",
+    };
+
+    public static string AlgorithmName(byte algo) => algo switch
+    {
+        XlbAbi.AlgoMaglev => "Maglev",
+        XlbAbi.AlgoSourceHash => "SourceHash",
+        XlbAbi.AlgoRoundRobin => "RoundRobin",
+        _ => $"algo-{algo}",
+    };
+
+    private static string ProtocolName(byte proto) => proto switch { XlbAbi.ProtoTcp => "TCP", XlbAbi.ProtoUdp => "UDP", _ => proto.ToString(CultureInfo.InvariantCulture) };
+
+    private static string Endpoint(IPAddress a, int port) => new IPEndPoint(a, port).ToString();
+
+    /// <summary>Is the flow past its idle timeout (as the program judges it)? 0 s: no timeout.</summary>
+    public static bool Expired(XlbCfg cfg, XlbFlowKey key, XlbFlow flow, ulong nowNs)
+    {
+        var seconds = key.Proto == XlbAbi.ProtoUdp ? cfg.UdpTimeoutS
+            : flow.State == XlbAbi.FlowEstablished ? cfg.TcpEstablishedTimeoutS
+            : flow.State == XlbAbi.FlowClosing ? cfg.TcpClosingTimeoutS
+            : cfg.TcpNewTimeoutS;
+        return seconds != 0 && nowNs > flow.LastSeenNs && nowNs - flow.LastSeenNs > seconds * 1_000_000_000UL;
+    }
+
+    public static NodeStatusReport Build(DataPlaneContents maps, XlbNodeConfigSpec? spec, IReadOnlyCollection<string>? unhealthy, FlowFilter? flowFilter)
+    {
+        var cfg = maps.Config;
+        var live = maps.Flows.Where(f => !Expired(cfg, f.Key, f.Value, maps.NowNs)).ToList();
+        var listeners = spec?.Listeners.ToDictionary(l => (IPAddress.Parse(l.Vip), l.Port, l.Protocol == L4Protocol.TCP ? XlbAbi.ProtoTcp : XlbAbi.ProtoUdp)) ?? [];
+        var unhealthySet = unhealthy?.ToHashSet(StringComparer.Ordinal) ?? [];
+
+        var services = new List<ServiceStatus>();
+        var names = new Dictionary<uint, string>();
+        foreach (var (key, svc) in maps.Services.OrderBy(s => s.Key.Vip.ToAddress(s.Key.Family).ToString(), StringComparer.Ordinal).ThenBy(s => Net.FromBe(s.Key.PortBe)).ThenBy(s => s.Key.Proto))
+        {
+            var vip = key.Vip.ToAddress(key.Family);
+            var port = Net.FromBe(key.PortBe);
+            var listener = listeners.GetValueOrDefault((vip, port, key.Proto));
+            if (listener is not null)
+            {
+                names[svc.Id] = listener.Name;
+            }
+            var flows = live.Where(f => f.Value.SvcId == svc.Id).ToList();
+            var ring = maps.Rings.GetValueOrDefault(key) ?? [];
+            var backends = new List<BackendStatus>();
+            foreach (var slots in ring.GroupBy(i => i).OrderBy(g => g.Key))
+            {
+                if (!maps.Backends.TryGetValue(slots.Key, out var be))
+                {
+                    continue;
+                }
+                var address = be.Addr.ToAddress(be.Family);
+                var bePort = Net.FromBe(be.PortBe);
+                var configured = listener?.Backends.FirstOrDefault(b => IPAddress.Parse(b.Address).Equals(address) && b.Port == bePort);
+                backends.Add(new BackendStatus
+                {
+                    Address = address.ToString(),
+                    Port = bePort,
+                    State = (be.Flags & XlbAbi.BackendDraining) != 0 ? "draining" : "active",
+                    Weight = configured?.Weight,
+                    RingSlots = slots.Count(),
+                    Share = Math.Round(100.0 * slots.Count() / Math.Max(1, ring.Length), 2),
+                    ActiveFlows = flows.Count(f => f.Value.Backend.ToAddress(be.Family).Equals(address) && Net.FromBe(f.Value.BackendPortBe) == bePort),
+                });
+            }
+            // Backends the node config names that are not in the ring: draining ones with no
+            // slot left, and those this node's health checks took out.
+            foreach (var b in listener?.Backends ?? [])
+            {
+                if (backends.Any(x => IPAddress.Parse(x.Address).Equals(IPAddress.Parse(b.Address)) && x.Port == b.Port))
+                {
+                    continue;
+                }
+                var id = Endpoint(IPAddress.Parse(b.Address), b.Port);
+                backends.Add(new BackendStatus
+                {
+                    Address = IPAddress.Parse(b.Address).ToString(),
+                    Port = b.Port,
+                    State = unhealthySet.Contains(id) ? "unhealthy" : b.Draining ? "draining" : "absent",
+                    Weight = b.Weight,
+                    RingSlots = 0,
+                    Share = 0,
+                    ActiveFlows = flows.Count(f => f.Value.Backend.ToAddress(key.Family).Equals(IPAddress.Parse(b.Address)) && Net.FromBe(f.Value.BackendPortBe) == b.Port),
+                });
+            }
+            var counters = maps.ServiceCounters.GetValueOrDefault(svc.Id);
+            services.Add(new ServiceStatus
+            {
+                Name = listener?.Name,
+                Vip = vip.ToString(),
+                Port = port,
+                Protocol = ProtocolName(key.Proto),
+                Mode = ModeName(svc.Mode),
+                Algorithm = AlgorithmName(svc.Algo),
+                RingSize = svc.RingSize,
+                Packets = counters.Packets,
+                Bytes = counters.Bytes,
+                ReplyPackets = counters.ReplyPackets,
+                ReplyBytes = counters.ReplyBytes,
+                NewFlows = counters.NewFlows,
+                ActiveFlows = flows.Count,
+                Backends = backends,
+            });
+        }
+
+        List<FlowStatus>? flowList = null;
+        var omitted = 0;
+        if (flowFilter is not null)
+        {
+            var matching = live.Where(f => Matches(f.Key, f.Value, flowFilter)).OrderBy(f => f.Value.LastSeenNs).Reverse().ToList();
+            omitted = Math.Max(0, matching.Count - flowFilter.Limit);
+            flowList = [.. matching.Take(flowFilter.Limit).Select(f => Flow(f.Key, f.Value, maps.NowNs, names))];
+        }
+
+        return new NodeStatusReport
+        {
+            Generation = (int)(cfg.ActiveGen & 1),
+            ShuttingDown = (cfg.Flags & XlbAbi.CfgShutdown) != 0,
+            Node = spec?.NodeName,
+            Revision = spec?.Revision,
+            Vips = [.. maps.Vips.OrderBy(v => v.Key.Family).ThenBy(v => v.Key.Addr.ToAddress(v.Key.Family).ToString(), StringComparer.Ordinal)
+                .Select(v => new VipStatus(v.Key.Addr.ToAddress(v.Key.Family).ToString(), (v.Value & XlbAbi.VipActive) != 0 ? "active" : "standby"))],
+            Services = services,
+            Counters = maps.Reasons.Where(r => r.Value > 0).OrderBy(r => r.Key).ToDictionary(r => r.Key.SnakeName(), r => r.Value),
+            Flows = flowList,
+            FlowsOmitted = omitted,
+        };
+    }
+
+    private static bool Matches(XlbFlowKey k, XlbFlow f, FlowFilter filter)
+    {
+        var client = k.Saddr.ToAddress(k.Family);
+        var vip = k.Daddr.ToAddress(k.Family);
+        var backend = f.Backend.ToAddress(k.Family);
+        var (cport, vport, bport) = (Net.FromBe(k.SportBe), Net.FromBe(k.DportBe), Net.FromBe(f.BackendPortBe));
+        return filter switch
+        {
+            { Address: { } a, Port: { } p } => (client.Equals(a) && cport == p) || (vip.Equals(a) && vport == p) || (backend.Equals(a) && bport == p),
+            { Address: { } a } => client.Equals(a) || vip.Equals(a) || backend.Equals(a),
+            { Port: { } p } => cport == p || vport == p || bport == p,
+            _ => true,
+        };
+    }
+
+    private static FlowStatus Flow(XlbFlowKey k, XlbFlow f, ulong nowNs, Dictionary<uint, string> names) => new()
+    {
+        Protocol = ProtocolName(k.Proto),
+        Client = Endpoint(k.Saddr.ToAddress(k.Family), Net.FromBe(k.SportBe)),
+        Vip = Endpoint(k.Daddr.ToAddress(k.Family), Net.FromBe(k.DportBe)),
+        Backend = Endpoint(f.Backend.ToAddress(k.Family), Net.FromBe(f.BackendPortBe)),
+        NatPort = f.Mode == XlbAbi.ModeFullNat ? Net.FromBe(f.NatPortBe) : null,
+        State = k.Proto == XlbAbi.ProtoUdp ? "udp" : f.State switch { XlbAbi.FlowEstablished => "established", XlbAbi.FlowClosing => "closing", _ => "new" },
+        Mode = ModeName(f.Mode),
+        Service = names.GetValueOrDefault(f.SvcId),
+        IdleSeconds = Math.Round(nowNs > f.LastSeenNs ? (nowNs - f.LastSeenNs) / 1e9 : 0, 1),
+    };
+}

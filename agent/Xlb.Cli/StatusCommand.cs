@@ -1,0 +1,115 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Xlb.Agent.Core;
+using Xlb.Crds;
+using Xlb.Crds.Serialization;
+
+namespace Xlb.Cli;
+
+/// <summary>`xlb status`: the node's data plane as its pinned maps hold it, as a table, JSON or YAML.</summary>
+public static class StatusCommand
+{
+    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
+    {
+        WriteIndented = true,
+        DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull,
+    };
+
+    public static int Run(string pinRoot, FileInfo? nodeConfig, FileInfo? agentStatus, FlowFilter? flows, string output, TextWriter stdout, TextWriter stderr)
+    {
+        XlbNodeConfigSpec? spec = null;
+        IReadOnlyCollection<string>? unhealthy = null;
+        try
+        {
+            if (nodeConfig is not null)
+            {
+                spec = Manifests.Read(File.ReadAllText(nodeConfig.FullName), nodeConfig.FullName).NodeConfigs.Single().Spec;
+                var statusPath = agentStatus?.FullName ?? Path.ChangeExtension(nodeConfig.FullName, ".status.yaml");
+                if (File.Exists(statusPath))
+                {
+                    unhealthy = Yaml.ReadDocuments(File.ReadAllText(statusPath))[0]["unhealthyBackends"]?.AsArray().Select(n => n!.GetValue<string>()).ToList();
+                }
+            }
+            var report = NodeStatus.Build(Xlb.Agent.DataPlaneSnapshot.Read(pinRoot), spec, unhealthy, flows);
+            var node = JsonSerializer.SerializeToNode(report, Json)!;
+            switch (output)
+            {
+                case "json":
+                    stdout.WriteLine(node.ToJsonString(Json));
+                    break;
+                case "yaml":
+                    stdout.Write(Yaml.Write(node));
+                    break;
+                default:
+                    stdout.Write(Table(report));
+                    break;
+            }
+            return 0;
+        }
+        catch (Exception e) when (e is IOException or Xlb.Agent.Bpf.BpfException or FormatException or InvalidOperationException or UnauthorizedAccessException or JsonException)
+        {
+            stderr.WriteLine($"xlb status: {e.Message}");
+            return 1;
+        }
+    }
+
+    public static string Table(NodeStatusReport r)
+    {
+        var sb = new StringBuilder();
+        var head = new List<string>();
+        if (r.Node is not null)
+        {
+            head.Add($"node {r.Node}");
+        }
+        if (r.Revision is { } rev)
+        {
+            head.Add($"revision {rev}");
+        }
+        head.Add($"generation {r.Generation}");
+        if (r.ShuttingDown)
+        {
+            head.Add("SHUTTING DOWN: new TCP connections get RST");
+        }
+        sb.AppendLine(string.Join("  ", head));
+
+        sb.AppendLine().AppendLine("VIPS");
+        Columns(sb, "  ", ["ADDRESS", "ROLE"], r.Vips.Select(v => new[] { v.Address, v.Role }));
+
+        sb.AppendLine().AppendLine("SERVICES");
+        foreach (var s in r.Services)
+        {
+            Columns(sb, "  ", ["SERVICE", "LISTENS", "MODE", "ALGORITHM", "PACKETS", "BYTES", "REPLIES", "NEW FLOWS", "ACTIVE FLOWS"],
+                [[s.Name ?? "-", $"{Host(s.Vip)}:{s.Port}/{s.Protocol}", s.Mode, s.Algorithm, N(s.Packets), N(s.Bytes), N(s.ReplyPackets), N(s.NewFlows), N((ulong)s.ActiveFlows)]]);
+            Columns(sb, "      ", ["BACKEND", "STATE", "WEIGHT", "RING SLOTS", "SHARE", "ACTIVE FLOWS"],
+                s.Backends.Select(b => new[] { $"{Host(b.Address)}:{b.Port}", b.State, b.Weight?.ToString(CultureInfo.InvariantCulture) ?? "-", N((ulong)b.RingSlots), b.Share.ToString("0.0", CultureInfo.InvariantCulture) + "%", N((ulong)b.ActiveFlows) }));
+        }
+
+        sb.AppendLine().AppendLine("COUNTERS");
+        Columns(sb, "  ", ["REASON", "PACKETS"], r.Counters.Select(c => new[] { c.Key, N(c.Value) }));
+
+        if (r.Flows is { } flows)
+        {
+            sb.AppendLine().AppendLine(r.FlowsOmitted > 0 ? $"FLOWS ({flows.Count} most recent shown, {r.FlowsOmitted} more)" : $"FLOWS ({flows.Count})");
+            Columns(sb, "  ", ["PROTO", "CLIENT", "VIP", "BACKEND", "NAT PORT", "MODE", "STATE", "IDLE", "SERVICE"],
+                flows.Select(f => new[] { f.Protocol, f.Client, f.Vip, f.Backend, f.NatPort?.ToString(CultureInfo.InvariantCulture) ?? "-", f.Mode, f.State, f.IdleSeconds.ToString("0.0", CultureInfo.InvariantCulture) + "s", f.Service ?? "-" }));
+        }
+        return sb.ToString();
+    }
+
+    private static string Host(string address) => address.Contains(':', StringComparison.Ordinal) ? $"[{address}]" : address;
+
+    private static string N(ulong n) => n.ToString(CultureInfo.InvariantCulture);
+
+    private static void Columns(StringBuilder sb, string indent, string[] header, IEnumerable<string[]> rows)
+    {
+        var all = new List<string[]> { header };
+        all.AddRange(rows);
+        var widths = header.Select((_, i) => all.Max(r => r[i].Length)).ToArray();
+        foreach (var row in all)
+        {
+            sb.Append(indent).AppendLine(string.Join("  ", row.Select((c, i) => i == row.Length - 1 ? c : c.PadRight(widths[i]))).TrimEnd());
+        }
+    }
+}
