@@ -548,8 +548,13 @@ static __always_inline int to_backend(struct xdp_md *ctx, const struct xlb_cfg *
 		return encap(ctx, cfg, p, f, now);
 	if (f->mode == XLB_MODE_DSR_L2) {
 		nh = backend_nexthop(ctx, p, f->nh_slot, f->backend, now, &reason);
+		/*
+		 * The packet is unchanged (to the VIP): the kernel, which does not hold the VIP, cannot
+		 * forward it to the backend, so it is dropped, not passed. The agent keeps the
+		 * neighbour entries of L2 DSR backends resolved; a client's retransmission finds one.
+		 */
 		if (!nh)
-			return verdict(XDP_PASS, reason);
+			return verdict(XDP_DROP, XLB_STAT_DROP_DSR_UNRESOLVED);
 		/* Behind a gateway the backend's MAC is not ours to reach. */
 		if (!nh->onlink)
 			return verdict(XDP_DROP, XLB_STAT_DROP_DSR_NOT_ONLINK);

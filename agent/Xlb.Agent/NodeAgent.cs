@@ -306,6 +306,10 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             // VIPs this node has just taken (all active ones after a start): tell the link.
             _announcer?.Announce(Core.Announcements.Taken(_announced, effective), ct);
             _announced = effective;
+            if (result.Operations > 0 || fullResync)
+            {
+                ResolveNeighbours(Core.DsrNeighbours.Addresses(effective));
+            }
             State.Applied(config.Spec.Revision, result.Elapsed.TotalMilliseconds, result.Operations > 0);
             await ReportAsync(attachMode, Applied(config), ct);
         }
@@ -411,6 +415,32 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
 
     [LoggerMessage(Level = LogLevel.Error, Message = "revision {Revision} not applied: {Error}")]
     private partial void LogApplyFailed(long revision, string error);
+
+    /// <summary>
+    /// Has the kernel resolve (and keep fresh) the neighbour entries of L2 DSR backends, which
+    /// the XDP program reads but never causes: an empty datagram to each backend's discard port
+    /// makes the kernel ARP or solicit for it. Best effort: a failure shows as the program's
+    /// drop_dsr_unresolved counter.
+    /// </summary>
+    private void ResolveNeighbours(IReadOnlyList<System.Net.IPAddress> backends)
+    {
+        foreach (var address in backends)
+        {
+            try
+            {
+                using var socket = new System.Net.Sockets.Socket(address.AddressFamily, System.Net.Sockets.SocketType.Dgram, System.Net.Sockets.ProtocolType.Udp);
+                socket.Blocking = false;
+                socket.SendTo([], new System.Net.IPEndPoint(address, 9));
+            }
+            catch (System.Net.Sockets.SocketException e)
+            {
+                LogNeighbourFailed(address.ToString(), e.Message);
+            }
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "could not have the kernel resolve L2 DSR backend {Backend}: {Error}")]
+    private partial void LogNeighbourFailed(string backend, string error);
 
     /// <summary>The MAC address of every interface in this network namespace, by name.</summary>
     private static Dictionary<string, byte[]> InterfaceMacs() =>

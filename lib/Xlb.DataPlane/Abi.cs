@@ -12,7 +12,7 @@ namespace Xlb.DataPlane;
 /// <summary>Constants of xlb_abi.h.</summary>
 public static class XlbAbi
 {
-    public const int Version = 4;
+    public const int Version = 5;
     public const int MaxServices = 16384;
     public const int MaxBackends = 65536;
     public const int RingCapacity = 1 << 22;
@@ -302,5 +302,6 @@ public enum XlbStat
     DropUdp6NoChecksum,
     TxArpReply,
     TxNdAdvert,
+    DropDsrUnresolved,
     Count,
 }

@@ -14,7 +14,7 @@
 
 #include <linux/types.h>
 
-#define XLB_ABI_VERSION 4
+#define XLB_ABI_VERSION 5
 
 /* Capacities per configuration generation. Maps hold two generations. */
 #define XLB_MAX_SERVICES 16384
@@ -234,6 +234,7 @@ enum xlb_stat {
 	XLB_STAT_DROP_UDP6_NO_CHECKSUM, /* IPv6 UDP must carry a checksum (RFC 8200 8.1) */
 	XLB_STAT_TX_ARP_REPLY,          /* an ARP request for an active VIP, answered */
 	XLB_STAT_TX_ND_ADVERT,          /* a neighbour solicitation for an active VIP, answered */
+	XLB_STAT_DROP_DSR_UNRESOLVED,   /* L2 DSR: no neighbour entry (or no route) for the backend yet */
 	XLB_STAT__COUNT,
 };
 

@@ -61,6 +61,11 @@ public sealed class DataPlaneFixture : IDisposable
                 Name = "t/dsr-far/p", Vip = Vip, Port = DsrOffLinkPort, NatMode = NatMode.DSR, DsrEncapsulation = DsrEncapsulation.L2,
                 Backends = [new NodeBackend { Address = OffLinkBackend, Port = DsrOffLinkPort }],
             },
+            new Listener
+            {
+                Name = "t/dsr-unresolved/p", Vip = Vip, Port = DsrUnresolvedPort, NatMode = NatMode.DSR, DsrEncapsulation = DsrEncapsulation.L2,
+                Backends = [new NodeBackend { Address = UnresolvedBackend, Port = DsrUnresolvedPort }],
+            },
             // The same services on an IPv6 VIP with IPv6 backends.
             Two6("t6/web/http", 80),
             Two6("t6/dns/udp", 53) with { Protocol = L4Protocol.UDP },
@@ -85,6 +90,10 @@ public sealed class DataPlaneFixture : IDisposable
     public const int RoundRobinPort = 84;
     public const int SourceHashPort = 85;
     public const int DsrOffLinkPort = 86;
+    public const int DsrUnresolvedPort = 87;
+
+    /// <summary>A backend on backend 1's link that no host answers for: the kernel has no neighbour entry for it.</summary>
+    public const string UnresolvedBackend = "10.201.1.77";
 
     /// <summary>A backend the LB reaches through a gateway (backend 1), not on a shared link.</summary>
     public const string OffLinkBackend = "10.99.0.5";

@@ -91,6 +91,16 @@ public partial class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFix
     }
 
     [Fact]
+    public void Dsr_l2_to_a_backend_without_a_neighbour_entry_drops_rather_than_hand_the_kernel_a_vip_packet()
+    {
+        Privileged.Require();
+        var before = Stat(XlbStat.DropDsrUnresolved);
+        var result = fx.Run(Tcp(NextClientPort(), DsrUnresolvedPort).Build());
+        Assert.Equal(XdpDrop, (int)result.Verdict);
+        Assert.Equal(before + 1, Stat(XlbStat.DropDsrUnresolved));
+    }
+
+    [Fact]
     public void Dsr_ipip_wraps_the_packet_in_an_outer_header_to_the_backend()
     {
         Privileged.Require();

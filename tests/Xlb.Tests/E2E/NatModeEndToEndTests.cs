@@ -71,21 +71,29 @@ public sealed class NatModeEndToEndTests(ITestOutputHelper output)
                 Netns.Ip(topology.Backends[i - 1], "addr", "add", DsrVip + "/32", "dev", "lo");
                 dsrServers.Add(HttpBackend.Start(topology.Backends[i - 1], $"dsr-{i}", IPAddress.Parse(DsrVip), 8080));
             }
+            // No static neighbours on the LB: DNAT hands its first rewritten packet to the kernel,
+            // which resolves the backend; L2 DSR cannot (its packet is to the VIP), so the agent
+            // has the kernel resolve its backends.
+            for (var i = 1; i <= 2; i++)
+            {
+                Netns.Ip(topology.Lb, "neigh", "del", LbTopology.BackendAddress(i), "dev", LbTopology.BackendIfOnLb(i));
+            }
             using var stack = StandaloneStack.Start(topology, manifests, "lb-1", bed.Log);
             var config = await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
             Assert.Equal(2, config.Spec.Listeners.Count);
+
+            var client = IPAddress.Parse(LbTopology.ClientAddress);
+            // DSR first: nothing has made the kernel resolve the backends but the agent.
+            var dsr = await HttpProbe.RunAsync(topology.Client, new IPEndPoint(IPAddress.Parse(DsrVip), 8080), count: 60, parallel: 4, ct);
+            Assert.True(dsr.Failed == 0, $"DSR: {dsr.Failed} of 60 failed: {string.Join("; ", dsr.Errors)}");
+            Assert.Equal(["dsr-1", "dsr-2"], dsr.ByBackend.Keys.Order(StringComparer.Ordinal));
+            Assert.All(dsrServers, s => Assert.Equal([client], s.Peers));
 
             var dnat = await HttpProbe.RunAsync(topology.Client, new IPEndPoint(IPAddress.Parse(DnatVip), 80), count: 60, parallel: 4, ct);
             Assert.True(dnat.Failed == 0, $"DNAT: {dnat.Failed} of 60 failed: {string.Join("; ", dnat.Errors)}");
             Assert.Equal(["backend-1", "backend-2"], dnat.ByBackend.Keys.Order(StringComparer.Ordinal));
             // The client's own address reached the backends: no source translation.
-            var client = IPAddress.Parse(LbTopology.ClientAddress);
             Assert.All(new[] { 1, 2 }, i => Assert.Equal([client], bed.Backend(i)!.Peers));
-
-            var dsr = await HttpProbe.RunAsync(topology.Client, new IPEndPoint(IPAddress.Parse(DsrVip), 8080), count: 60, parallel: 4, ct);
-            Assert.True(dsr.Failed == 0, $"DSR: {dsr.Failed} of 60 failed: {string.Join("; ", dsr.Errors)}");
-            Assert.Equal(["dsr-1", "dsr-2"], dsr.ByBackend.Keys.Order(StringComparer.Ordinal));
-            Assert.All(dsrServers, s => Assert.Equal([client], s.Peers));
         }
         finally
         {
