@@ -184,6 +184,59 @@ public sealed record Packet
         return Checksum(pseudo);
     }
 
+    /// <summary>An Ethernet broadcast ARP request (RFC 826) from <paramref name="senderMac"/>/<paramref name="sender"/> for <paramref name="target"/>.</summary>
+    public static byte[] ArpRequest(ReadOnlySpan<byte> senderMac, IPAddress sender, IPAddress target)
+    {
+        var p = new byte[42];
+        p.AsSpan(0, 6).Fill(0xff);
+        senderMac.CopyTo(p.AsSpan(6));
+        (p[12], p[13]) = (0x08, 0x06);
+        byte[] head = [0, 1, 0x08, 0x00, 6, 4, 0, 1]; // Ethernet, IPv4, request
+        head.CopyTo(p, 14);
+        senderMac.CopyTo(p.AsSpan(22));
+        sender.GetAddressBytes().CopyTo(p, 28);
+        target.GetAddressBytes().CopyTo(p, 38);
+        return p;
+    }
+
+    /// <summary>
+    /// A neighbour solicitation (RFC 4861 4.3) for <paramref name="target"/>, to its
+    /// solicited-node group, with the sender's link-layer address option and a valid checksum.
+    /// </summary>
+    public static byte[] NeighbourSolicitation(ReadOnlySpan<byte> senderMac, IPAddress sender, IPAddress target, byte hopLimit = 255)
+    {
+        var t = target.GetAddressBytes();
+        var p = new byte[14 + 40 + 32];
+        byte[] group = [0x33, 0x33, 0xff, t[13], t[14], t[15]];
+        group.CopyTo(p, 0);
+        senderMac.CopyTo(p.AsSpan(6));
+        (p[12], p[13], p[14]) = (0x86, 0xdd, 0x60);
+        p[19] = 32;
+        (p[20], p[21]) = (58, hopLimit);
+        sender.GetAddressBytes().CopyTo(p, 22);
+        IPAddress.Parse("ff02::1:ff00:0").GetAddressBytes().CopyTo(p, 38);
+        t.AsSpan(13).CopyTo(p.AsSpan(38 + 13));
+        p[54] = 135;
+        t.CopyTo(p, 62);
+        (p[78], p[79]) = (1, 1); // source link-layer address option, 8 bytes
+        senderMac.CopyTo(p.AsSpan(80));
+        SetIcmp6Checksum(p);
+        return p;
+    }
+
+    /// <summary>Writes the ICMPv6 checksum of a frame whose ICMPv6 message follows the fixed IPv6 header.</summary>
+    public static void SetIcmp6Checksum(byte[] p)
+    {
+        var len = BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(18));
+        var pseudo = new byte[40 + len];
+        p.AsSpan(22, 32).CopyTo(pseudo);
+        BinaryPrimitives.WriteUInt32BigEndian(pseudo.AsSpan(32), len);
+        pseudo[39] = 58;
+        p.AsSpan(54, len).CopyTo(pseudo.AsSpan(40));
+        pseudo.AsSpan(40 + 2, 2).Clear();
+        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(56), Checksum(pseudo));
+    }
+
     public static ushort Checksum(ReadOnlySpan<byte> data)
     {
         uint sum = 0;

@@ -272,35 +272,8 @@ public class FuzzTests(ITestOutputHelper output)
             1 => target.ToString(),
             _ => v6 ? LbTopology.ClientAddress6 : LbTopology.ClientAddress,
         });
-        if (!v6)
-        {
-            var a = new byte[42];
-            Array.Fill(a, (byte)0xff, 0, 6);
-            mac.CopyTo(a, 6);
-            (a[12], a[13]) = (0x08, 0x06);
-            byte[] head = [0, 1, 0x08, 0x00, 6, 4, 0, 1];
-            head.CopyTo(a, 14);
-            mac.CopyTo(a, 22);
-            sender.GetAddressBytes().CopyTo(a, 28);
-            target.GetAddressBytes().CopyTo(a, 38);
-            return a;
-        }
-        var p = new byte[14 + 40 + 32];
-        byte[] group = [0x33, 0x33, 0xff, 0, 0, 0];
-        target.GetAddressBytes().AsSpan(13).CopyTo(group.AsSpan(3));
-        group.CopyTo(p, 0);
-        mac.CopyTo(p, 6);
-        (p[12], p[13], p[14]) = (0x86, 0xdd, 0x60);
-        p[19] = 32;
-        (p[20], p[21]) = (58, 255);
-        sender.GetAddressBytes().CopyTo(p, 22);
-        IPAddress.Parse("ff02::1:ff00:0").GetAddressBytes().CopyTo(p, 38);
-        target.GetAddressBytes().AsSpan(13).CopyTo(p.AsSpan(38 + 13));
-        p[54] = 135;
-        target.GetAddressBytes().CopyTo(p, 62);
-        (p[78], p[79]) = (1, 1);
-        mac.CopyTo(p, 80);
-        return p;
+        // With a valid checksum; mutation may spoil it (the program does not check it).
+        return v6 ? Packet.NeighbourSolicitation(mac, sender, target) : Packet.ArpRequest(mac, sender, target);
     }
 
     private static byte[] RandomBytes(Random rng, int max)

@@ -95,21 +95,6 @@ public class PacketTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
         Assert.Equal(packet, result.Packet);
     }
 
-    private static byte[] ArpRequest(byte[] senderMac, string senderIp, string targetIp)
-    {
-        var p = new byte[42];
-        Array.Fill(p, (byte)0xff, 0, 6);
-        senderMac.CopyTo(p, 6);
-        p[12] = 0x08;
-        p[13] = 0x06;
-        byte[] head = [0, 1, 0x08, 0x00, 6, 4, 0, 1]; // Ethernet, IPv4, request
-        head.CopyTo(p, 14);
-        senderMac.CopyTo(p, 22);
-        IPAddress.Parse(senderIp).GetAddressBytes().CopyTo(p, 28);
-        IPAddress.Parse(targetIp).GetAddressBytes().CopyTo(p, 38);
-        return p;
-    }
-
     [Fact]
     public void An_arp_request_for_an_active_vip_is_answered_with_the_interfaces_mac()
     {
@@ -119,7 +104,7 @@ public class PacketTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
         fx.Plane.SetInterfaceMac(1, own);
         byte[] client = [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee];
         var before = fx.Plane.Stats()[Xlb.DataPlane.XlbStat.TxArpReply];
-        var result = fx.Run(ArpRequest(client, LbTopology.ClientAddress, Vip));
+        var result = fx.Run(Packet.ArpRequest(client, Client, VipAddress));
         Assert.Equal(XdpRedirect, (int)result.Verdict);
         var r = result.Packet;
         Assert.Equal(client, r[..6]);
@@ -141,7 +126,7 @@ public class PacketTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
         Privileged.Require();
         fx.Plane.SetInterfaceMac(1, [0x02, 0x11, 0x22, 0x33, 0x44, 0x55]);
         var sender = what.Contains("gratuitous", StringComparison.Ordinal) ? Vip : LbTopology.ClientAddress;
-        var request = ArpRequest([0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee], sender, target);
+        var request = Packet.ArpRequest([0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee], IPAddress.Parse(sender), IPAddress.Parse(target));
         var result = fx.Run(request);
         Assert.True(XdpPass == (int)result.Verdict, $"{what}: expected XDP_PASS, got {result.Verdict}");
         Assert.Equal(request, result.Packet);

@@ -128,16 +128,11 @@ public sealed class XdpModel(IReadOnlyList<XdpModel.Service> services, FilterIma
         p.AsSpan(62, 16).CopyTo(a.AsSpan(22));
         p.AsSpan(22, 16).CopyTo(a.AsSpan(38));
         a[54] = 136;
-        a.AsSpan(56, 6).Clear();
+        a.AsSpan(58, 4).Clear();
         a[58] = 0x60;
         a[78] = 2;
         InterfaceMac.CopyTo(a, 80);
-        var pseudo = new byte[40 + 32];
-        a.AsSpan(22, 32).CopyTo(pseudo);
-        pseudo[35] = 32;
-        pseudo[39] = 58;
-        a.AsSpan(54, 32).CopyTo(pseudo.AsSpan(40));
-        BinaryPrimitives.WriteUInt16BigEndian(a.AsSpan(56), Packet.Checksum(pseudo));
+        Packet.SetIcmp6Checksum(a);
         return new(Redirect, [XlbStat.TxNdAdvert], Outcome.Answer) { Answer = a };
     }
 

@@ -15,19 +15,6 @@ public sealed class DualStackEndToEndTests(ITestOutputHelper output)
     private const string Vip4 = "10.250.0.30";
     private const int UdpTargetPort = 5353;
 
-    private const string Pool = """
-        apiVersion: xlb.io/v1alpha1
-        kind: LoadBalancerPool
-        metadata:
-          name: demo
-        spec:
-          blocks:
-            - 10.250.0.0/24
-            - fd00:250::/64
-          reserved:
-            - 10.250.0.1-10.250.0.9
-        """;
-
     private const string Mappings = """
         apiVersion: xlb.io/v1alpha1
         kind: PortMapping
@@ -80,7 +67,7 @@ public sealed class DualStackEndToEndTests(ITestOutputHelper output)
         var servers = new List<IAsyncDisposable>();
         try
         {
-            File.WriteAllText(Path.Combine(manifests, "10-pool.yaml"), Pool);
+            File.WriteAllText(Path.Combine(manifests, "10-pool.yaml"), Examples.DualStackPool);
             File.WriteAllText(Path.Combine(manifests, "30-web.yaml"), Mappings);
             var http6 = new List<HttpBackend>();
             var udp = new List<UdpEcho>();

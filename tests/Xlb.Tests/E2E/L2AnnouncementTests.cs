@@ -17,19 +17,6 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
     private const string Vip4 = "10.250.0.40";
     private const string Vip6 = "fd00:250::40";
 
-    private const string Pool = """
-        apiVersion: xlb.io/v1alpha1
-        kind: LoadBalancerPool
-        metadata:
-          name: demo
-        spec:
-          blocks:
-            - 10.250.0.0/24
-            - fd00:250::/64
-          reserved:
-            - 10.250.0.1-10.250.0.9
-        """;
-
     private static readonly string Mappings = $$"""
         apiVersion: xlb.io/v1alpha1
         kind: PortMapping
@@ -79,7 +66,7 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
         var topology = bed.Topology;
         var mac = DataPlaneFixtureMac(topology);
         var manifests = Examples.CopyToTemp("demo");
-        File.WriteAllText(Path.Combine(manifests, "10-pool.yaml"), Pool);
+        File.WriteAllText(Path.Combine(manifests, "10-pool.yaml"), Examples.DualStackPool);
         File.WriteAllText(Path.Combine(manifests, "30-web.yaml"), Mappings);
         using var capture = FrameCapture.Start(topology.Client);
         try
