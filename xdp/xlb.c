@@ -1017,6 +1017,19 @@ static __always_inline int handle4(struct xdp_md *ctx, struct ethhdr *eth, void 
 	return serve(ctx, cfg, gen, &p, &fk, to_vip, end);
 }
 
+/*
+ * The MAC to answer address resolution for vk with: the ingress interface's, when vk is a VIP
+ * this node holds (XLB_VIP_F_ACTIVE in the active generation); 0 when the kernel should answer.
+ */
+static __always_inline struct xlb_ifmac *resolver_mac(struct xdp_md *ctx, const struct xlb_vip_key *vk)
+{
+	__u32 ifindex = ctx->ingress_ifindex, *flags = bpf_map_lookup_elem(&xlb_vips, vk);
+
+	if (!flags || !(*flags & XLB_VIP_F_ACTIVE))
+		return 0;
+	return bpf_map_lookup_elem(&xlb_ifmacs, &ifindex);
+}
+
 /* An ICMPv6 neighbour solicitation or advertisement (RFC 4861 4.3, 4.4) with one link-layer option. */
 struct nd_msg1 {
 	__u8 type;
@@ -1047,8 +1060,8 @@ static __always_inline int answer_ns(struct xdp_md *ctx, __u32 gen, struct ethhd
 				     struct ipv6hdr *ip6, void *end)
 {
 	struct nd_msg1 *m = (void *)(ip6 + 1);
-	__u32 ifindex = ctx->ingress_ifindex, *flags, sum;
 	__be32 *src = ip6->saddr.in6_u.u6_addr32;
+	__u32 sum;
 	struct xlb_vip_key vk = {};
 	struct xlb_ifmac *own;
 
@@ -1059,10 +1072,7 @@ static __always_inline int answer_ns(struct xdp_md *ctx, __u32 gen, struct ethhd
 	addr_copy(vk.addr, m->target);
 	vk.family = XLB_FAMILY_V6;
 	vk.gen = gen;
-	flags = bpf_map_lookup_elem(&xlb_vips, &vk);
-	if (!flags || !(*flags & XLB_VIP_F_ACTIVE))
-		return -1;
-	own = bpf_map_lookup_elem(&xlb_ifmacs, &ifindex);
+	own = resolver_mac(ctx, &vk);
 	if (!own)
 		return -1;
 
@@ -1080,7 +1090,7 @@ static __always_inline int answer_ns(struct xdp_md *ctx, __u32 gen, struct ethhd
 	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, own->mac, ETH_ALEN);
 	count(XLB_STAT_TX_ND_ADVERT);
-	return bpf_redirect(ifindex, 0);
+	return bpf_redirect(ctx->ingress_ifindex, 0);
 }
 
 static __always_inline int handle6(struct xdp_md *ctx, struct ethhdr *eth, void *end)
@@ -1206,7 +1216,7 @@ struct arp4 {
 static __always_inline int answer_arp(struct xdp_md *ctx, struct ethhdr *eth, void *end)
 {
 	struct arp4 *a = (void *)(eth + 1);
-	__u32 ifindex = ctx->ingress_ifindex, gen, *flags;
+	__u32 gen;
 	const struct xlb_filter *filter;
 	struct xlb_vip_key vk = {};
 	struct xlb_ifmac *own;
@@ -1222,10 +1232,7 @@ static __always_inline int answer_arp(struct xdp_md *ctx, struct ethhdr *eth, vo
 	vk.family = XLB_FAMILY_V4;
 	vk.gen = gen;
 	__builtin_memcpy(&sender, a->spa, 4);
-	flags = bpf_map_lookup_elem(&xlb_vips, &vk);
-	if (!flags || !(*flags & XLB_VIP_F_ACTIVE) || vk.addr[0] == sender)
-		return verdict(XDP_PASS, XLB_STAT_PASS_NON_IP);
-	own = bpf_map_lookup_elem(&xlb_ifmacs, &ifindex);
+	own = vk.addr[0] == sender ? 0 : resolver_mac(ctx, &vk);
 	if (!own)
 		return verdict(XDP_PASS, XLB_STAT_PASS_NON_IP);
 
@@ -1239,7 +1246,7 @@ static __always_inline int answer_arp(struct xdp_md *ctx, struct ethhdr *eth, vo
 	__builtin_memcpy(eth->h_source, own->mac, ETH_ALEN);
 	/* Out of the interface it came in on, by redirect (see reset_syn). */
 	count(XLB_STAT_TX_ARP_REPLY);
-	return bpf_redirect(ifindex, 0);
+	return bpf_redirect(ctx->ingress_ifindex, 0);
 }
 
 SEC("xdp")
