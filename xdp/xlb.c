@@ -1111,10 +1111,21 @@ static __always_inline int handle6(struct xdp_md *ctx, struct ethhdr *eth, void 
 		return verdict(XDP_PASS, XLB_STAT_DROP_NO_CONFIG);
 
 	if (ip6->nexthdr == IPPROTO_ICMPV6) {
+		/*
+		 * Every ICMPv6 packet ends in this branch, with the verdict the TCP/UDP path below
+		 * would give it. Falling through, it would bring the packet ranges checked here into
+		 * that path, and the verifier would check the whole path once more for each.
+		 */
 		int answered = answer_ns(ctx, gen, eth, ip6, end);
 
 		if (answered >= 0)
 			return answered;
+		if (!filter_has(filter->vip, xlb_filter_fold6(ip6->daddr.in6_u.u6_addr32)) &&
+		    !filter_has(filter->rsrc, xlb_filter_fold6(ip6->saddr.in6_u.u6_addr32)))
+			return verdict(XDP_PASS, XLB_STAT_PASS_NOT_VIP);
+		if ((void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len) > end)
+			return verdict(XDP_PASS, XLB_STAT_PASS_TRUNCATED);
+		return verdict(XDP_PASS, XLB_STAT_PASS_NOT_TCP_UDP);
 	}
 	to_vip = filter_has(filter->vip, xlb_filter_fold6(ip6->daddr.in6_u.u6_addr32));
 	if (!to_vip && !filter_has(filter->rsrc, xlb_filter_fold6(ip6->saddr.in6_u.u6_addr32)))
