@@ -22,6 +22,19 @@ public sealed unsafe class BpfMap<TKey, TValue>
         _owner = owner;
     }
 
+    /// <summary>
+    /// Refuses a map whose key or value size differs from <typeparamref name="TKey"/> and
+    /// <typeparamref name="TValue"/>: an ABI drift between the C# side and the kernel's map.
+    /// </summary>
+    internal static void RequireLayout(string what, uint keySize, uint valueSize, string advice)
+    {
+        var (k, v) = (Unsafe.SizeOf<TKey>(), Unsafe.SizeOf<TValue>());
+        if (keySize != k || valueSize != v)
+        {
+            throw new BpfException($"ABI mismatch on {what}: key {keySize} B / value {valueSize} B, but {typeof(TKey).Name} is {k} B / {typeof(TValue).Name} is {v} B. {advice}");
+        }
+    }
+
     public int Fd { get; }
     public string Name { get; }
 
@@ -93,6 +106,20 @@ public sealed unsafe class BpfMap<TKey, TValue>
             throw new BpfException("bpf_map_get_next_key", -rc, $"map {Name}");
         }
         return keys;
+    }
+
+    /// <summary>The entries of a hash map whose keys pass <paramref name="where"/> (all when null), as of the walk.</summary>
+    public Dictionary<TKey, TValue> Entries(Func<TKey, bool>? where = null)
+    {
+        var entries = new Dictionary<TKey, TValue>();
+        foreach (var k in Keys())
+        {
+            if ((where is null || where(k)) && TryLookup(k, out var v))
+            {
+                entries[k] = v;
+            }
+        }
+        return entries;
     }
 
     /// <summary>Every CPU's value of a per-CPU map entry.</summary>

@@ -111,15 +111,8 @@ public sealed class BpfObject : SafeHandle
         {
             throw new BpfException("bpf_object__find_map_by_name", Errnos.ENOENT, $"no map '{name}' in the object");
         }
-        var keySize = Libbpf.bpf_map__key_size(map);
-        var valueSize = Libbpf.bpf_map__value_size(map);
-        var (k, v) = (Unsafe.SizeOf<TKey>(), Unsafe.SizeOf<TValue>());
-        if (keySize != k || valueSize != v)
-        {
-            var msg = new StringBuilder($"ABI mismatch on map '{name}': the object has key {keySize} B / value {valueSize} B, ");
-            msg.Append(CultureInfo.InvariantCulture, $"{typeof(TKey).Name} is {k} B / {typeof(TValue).Name} is {v} B. Rebuild the agent and the XDP object from one tree.");
-            throw new BpfException(msg.ToString());
-        }
+        BpfMap<TKey, TValue>.RequireLayout($"map '{name}' of the object", Libbpf.bpf_map__key_size(map), Libbpf.bpf_map__value_size(map),
+            "Rebuild the agent and the XDP object from one tree.");
         return new BpfMap<TKey, TValue>(Libbpf.bpf_map__fd(map), name, this);
     }
 }

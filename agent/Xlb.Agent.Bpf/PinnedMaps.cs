@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using Xlb.Agent.Bpf.Interop;
 
 namespace Xlb.Agent.Bpf;
@@ -32,11 +31,7 @@ public sealed unsafe class PinnedMaps(string pinRoot) : IDisposable
         {
             throw new BpfException("bpf_obj_get_info_by_fd", -rc, path);
         }
-        var (k, v) = (Unsafe.SizeOf<TKey>(), Unsafe.SizeOf<TValue>());
-        if (info.KeySize != k || info.ValueSize != v)
-        {
-            throw new BpfException($"ABI mismatch on pinned map {path}: key {info.KeySize} B / value {info.ValueSize} B, but {typeof(TKey).Name} is {k} B / {typeof(TValue).Name} is {v} B");
-        }
+        BpfMap<TKey, TValue>.RequireLayout($"pinned map {path}", info.KeySize, info.ValueSize, "The agent that pinned it is of another build.");
         return new BpfMap<TKey, TValue>(fd, name, this);
     }
 

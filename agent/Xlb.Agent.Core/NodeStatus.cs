@@ -166,46 +166,45 @@ public static class NodeStatus
                 names[svc.Id] = listener.Name;
             }
             var flows = live.Where(f => f.Value.SvcId == svc.Id).ToList();
+            var flowsTo = flows.GroupBy(f => new IPEndPoint(f.Value.Backend.ToAddress(key.Family), Net.FromBe(f.Value.BackendPortBe)))
+                .ToDictionary(g => g.Key, g => g.Count());
+            var configured = (listener?.Backends ?? []).GroupBy(b => new IPEndPoint(IPAddress.Parse(b.Address), b.Port)).ToDictionary(g => g.Key, g => g.First());
             var ring = maps.Rings.GetValueOrDefault(key) ?? [];
             var backends = new List<BackendStatus>();
+            var inRing = new HashSet<IPEndPoint>();
             foreach (var slots in ring.GroupBy(i => i).OrderBy(g => g.Key))
             {
                 if (!maps.Backends.TryGetValue(slots.Key, out var be))
                 {
                     continue;
                 }
-                var address = be.Addr.ToAddress(be.Family);
-                var bePort = Net.FromBe(be.PortBe);
-                var configured = listener?.Backends.FirstOrDefault(b => IPAddress.Parse(b.Address).Equals(address) && b.Port == bePort);
+                var ep = new IPEndPoint(be.Addr.ToAddress(be.Family), Net.FromBe(be.PortBe));
+                var count = slots.Count();
+                inRing.Add(ep);
                 backends.Add(new BackendStatus
                 {
-                    Address = address.ToString(),
-                    Port = bePort,
+                    Address = ep.Address.ToString(),
+                    Port = ep.Port,
                     State = (be.Flags & XlbAbi.BackendDraining) != 0 ? "draining" : "active",
-                    Weight = configured?.Weight,
-                    RingSlots = slots.Count(),
-                    Share = Math.Round(100.0 * slots.Count() / Math.Max(1, ring.Length), 2),
-                    ActiveFlows = flows.Count(f => f.Value.Backend.ToAddress(be.Family).Equals(address) && Net.FromBe(f.Value.BackendPortBe) == bePort),
+                    Weight = configured.GetValueOrDefault(ep)?.Weight,
+                    RingSlots = count,
+                    Share = Math.Round(100.0 * count / Math.Max(1, ring.Length), 2),
+                    ActiveFlows = flowsTo.GetValueOrDefault(ep),
                 });
             }
             // Backends the node config names that are not in the ring: draining ones with no
             // slot left, and those this node's health checks took out.
-            foreach (var b in listener?.Backends ?? [])
+            foreach (var (ep, b) in configured.Where(c => !inRing.Contains(c.Key)))
             {
-                if (backends.Any(x => IPAddress.Parse(x.Address).Equals(IPAddress.Parse(b.Address)) && x.Port == b.Port))
-                {
-                    continue;
-                }
-                var id = Endpoint(IPAddress.Parse(b.Address), b.Port);
                 backends.Add(new BackendStatus
                 {
-                    Address = IPAddress.Parse(b.Address).ToString(),
-                    Port = b.Port,
-                    State = unhealthySet.Contains(id) ? "unhealthy" : b.Draining ? "draining" : "absent",
+                    Address = ep.Address.ToString(),
+                    Port = ep.Port,
+                    State = unhealthySet.Contains(ep.ToString()) ? "unhealthy" : b.Draining ? "draining" : "absent",
                     Weight = b.Weight,
                     RingSlots = 0,
                     Share = 0,
-                    ActiveFlows = flows.Count(f => f.Value.Backend.ToAddress(key.Family).Equals(IPAddress.Parse(b.Address)) && Net.FromBe(f.Value.BackendPortBe) == b.Port),
+                    ActiveFlows = flowsTo.GetValueOrDefault(ep),
                 });
             }
             var counters = maps.ServiceCounters.GetValueOrDefault(svc.Id);

@@ -28,25 +28,13 @@ public static class DataPlaneSnapshot
         config.TryLookup(0, out var cfg);
         var gen = (byte)(cfg.ActiveGen & 1);
 
-        var vips = new Dictionary<XlbVipKey, uint>();
-        foreach (var k in vipMap.Keys().Where(k => k.Gen == gen))
-        {
-            if (vipMap.TryLookup(k, out var v))
-            {
-                vips[k] = v;
-            }
-        }
-        var services = new Dictionary<XlbSvcKey, XlbSvc>();
+        var vips = vipMap.Entries(k => k.Gen == gen);
+        var services = serviceMap.Entries(k => k.Gen == gen);
         var rings = new Dictionary<XlbSvcKey, uint[]>();
         var counters = new Dictionary<uint, XlbSvcStats>();
         var backends = new Dictionary<uint, XlbBackend>();
-        foreach (var k in serviceMap.Keys().Where(k => k.Gen == gen))
+        foreach (var (k, svc) in services)
         {
-            if (!serviceMap.TryLookup(k, out var svc))
-            {
-                continue;
-            }
-            services[k] = svc;
             var ring = ringMap.ReadArray((uint)(gen * XlbAbi.RingCapacity) + svc.RingOff, (int)svc.RingSize);
             rings[k] = ring;
             foreach (var index in ring.Distinct().Where(i => !backends.ContainsKey(i)))
@@ -56,29 +44,9 @@ public static class DataPlaneSnapshot
                     backends[index] = be;
                 }
             }
-            counters[svc.Id] = svcStatMap.PerCpuLookup(svc.Id).Aggregate(default(XlbSvcStats), (a, b) => new XlbSvcStats
-            {
-                Packets = a.Packets + b.Packets,
-                Bytes = a.Bytes + b.Bytes,
-                ReplyPackets = a.ReplyPackets + b.ReplyPackets,
-                ReplyBytes = a.ReplyBytes + b.ReplyBytes,
-                NewFlows = a.NewFlows + b.NewFlows,
-            });
+            counters[svc.Id] = svcStatMap.PerCpuLookup(svc.Id).Aggregate(default(XlbSvcStats), XlbSvcStats.Add);
         }
-        var reasons = new Dictionary<XlbStat, ulong>();
-        for (var i = 0; i < (int)XlbStat.Count; i++)
-        {
-            reasons[(XlbStat)i] = statMap.PerCpuLookup((uint)i).Aggregate(0UL, (a, b) => a + b);
-        }
-        var flowList = new List<KeyValuePair<XlbFlowKey, XlbFlow>>();
-        var flowMap = maps.Open<XlbFlowKey, XlbFlow>("xlb_flows");
-        foreach (var k in flowMap.Keys())
-        {
-            if (flowMap.TryLookup(k, out var f))
-            {
-                flowList.Add(new(k, f));
-            }
-        }
+        var flows = maps.Open<XlbFlowKey, XlbFlow>("xlb_flows").Entries();
         return new DataPlaneContents
         {
             Config = cfg,
@@ -87,8 +55,8 @@ public static class DataPlaneSnapshot
             Rings = rings,
             Backends = backends,
             ServiceCounters = counters,
-            Reasons = reasons,
-            Flows = flowList,
+            Reasons = XdpDataPlane.SumReasons(statMap),
+            Flows = [.. flows],
             // bpf_ktime_get_coarse_ns counts CLOCK_MONOTONIC, as Stopwatch does on Linux.
             NowNs = (ulong)(System.Diagnostics.Stopwatch.GetTimestamp() * (1e9 / System.Diagnostics.Stopwatch.Frequency)),
         };

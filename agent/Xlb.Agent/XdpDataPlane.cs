@@ -171,31 +171,13 @@ public sealed class XdpDataPlane : IDisposable
         return new ApplyResult(target, ops.Count, System.Diagnostics.Stopwatch.GetElapsedTime(started));
     }
 
-    private Dictionary<XlbSvcKey, XlbSvc> ReadServices(byte gen)
-    {
-        var services = new Dictionary<XlbSvcKey, XlbSvc>();
-        foreach (var k in _services.Keys().Where(k => k.Gen == gen))
-        {
-            if (_services.TryLookup(k, out var v))
-            {
-                services[k] = v;
-            }
-        }
-        return services;
-    }
+    private Dictionary<XlbSvcKey, XlbSvc> ReadServices(byte gen) => _services.Entries(k => k.Gen == gen);
 
     /// <summary>The live contents of one generation, as far as a new image of the given size reaches.</summary>
     /// <param name="services">The generation's services when already read.</param>
     public ObservedGeneration ReadGeneration(byte gen, int backendCount, int ringCount, IReadOnlyDictionary<XlbSvcKey, XlbSvc>? services = null)
     {
-        var vips = new Dictionary<XlbVipKey, uint>();
-        foreach (var k in _vips.Keys().Where(k => k.Gen == gen))
-        {
-            if (_vips.TryLookup(k, out var v))
-            {
-                vips[k] = v;
-            }
-        }
+        var vips = _vips.Entries(k => k.Gen == gen);
         services ??= ReadServices(gen);
         // Array ranges by batch: a few syscalls for what would otherwise be one per entry.
         var backends = _backends.ReadArray((uint)(gen * XlbAbi.MaxBackends) + 1, backendCount);
@@ -224,12 +206,15 @@ public sealed class XdpDataPlane : IDisposable
     }
 
     /// <summary>Packet counters per reason, summed over CPUs.</summary>
-    public IReadOnlyDictionary<XlbStat, ulong> Stats()
+    public IReadOnlyDictionary<XlbStat, ulong> Stats() => SumReasons(_stats);
+
+    /// <summary>The reason counters of an xlb_stats map, summed over CPUs.</summary>
+    internal static Dictionary<XlbStat, ulong> SumReasons(BpfMap<uint, ulong> stats)
     {
         var result = new Dictionary<XlbStat, ulong>();
         for (var i = 0; i < (int)XlbStat.Count; i++)
         {
-            result[(XlbStat)i] = _stats.PerCpuLookup((uint)i).Aggregate(0UL, (a, b) => a + b);
+            result[(XlbStat)i] = stats.PerCpuLookup((uint)i).Aggregate(0UL, (a, b) => a + b);
         }
         return result;
     }
@@ -252,14 +237,7 @@ public sealed class XdpDataPlane : IDisposable
         var result = new Dictionary<XlbSvcKey, XlbSvcStats>();
         foreach (var (k, svc) in ReadServices(ActiveGeneration))
         {
-            result[k] = _svcStats.PerCpuLookup(svc.Id).Aggregate(default(XlbSvcStats), (a, b) => new XlbSvcStats
-            {
-                Packets = a.Packets + b.Packets,
-                Bytes = a.Bytes + b.Bytes,
-                ReplyPackets = a.ReplyPackets + b.ReplyPackets,
-                ReplyBytes = a.ReplyBytes + b.ReplyBytes,
-                NewFlows = a.NewFlows + b.NewFlows,
-            });
+            result[k] = _svcStats.PerCpuLookup(svc.Id).Aggregate(default(XlbSvcStats), XlbSvcStats.Add);
         }
         return result;
     }

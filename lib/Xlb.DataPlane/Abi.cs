@@ -236,6 +236,16 @@ public record struct XlbSvcStats
     public ulong ReplyPackets;
     public ulong ReplyBytes;
     public ulong NewFlows;
+
+    /// <summary>Two CPUs' counters together.</summary>
+    public static XlbSvcStats Add(XlbSvcStats a, XlbSvcStats b) => new()
+    {
+        Packets = a.Packets + b.Packets,
+        Bytes = a.Bytes + b.Bytes,
+        ReplyPackets = a.ReplyPackets + b.ReplyPackets,
+        ReplyBytes = a.ReplyBytes + b.ReplyBytes,
+        NewFlows = a.NewFlows + b.NewFlows,
+    };
 }
 
 [StructLayout(LayoutKind.Sequential)]

@@ -224,17 +224,12 @@ public sealed record Packet
         return p;
     }
 
-    /// <summary>Writes the ICMPv6 checksum of a frame whose ICMPv6 message follows the fixed IPv6 header.</summary>
+    /// <summary>Writes the ICMPv6 checksum of a frame (over the pseudo-header, as for TCP and UDP).</summary>
     public static void SetIcmp6Checksum(byte[] p)
     {
-        var len = BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(18));
-        var pseudo = new byte[40 + len];
-        p.AsSpan(22, 32).CopyTo(pseudo);
-        BinaryPrimitives.WriteUInt32BigEndian(pseudo.AsSpan(32), len);
-        pseudo[39] = 58;
-        p.AsSpan(54, len).CopyTo(pseudo.AsSpan(40));
-        pseudo.AsSpan(40 + 2, 2).Clear();
-        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(56), Checksum(pseudo));
+        var at = Layout(p).L4 + 2;
+        p.AsSpan(at, 2).Clear();
+        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(at), L4Checksum(p));
     }
 
     public static ushort Checksum(ReadOnlySpan<byte> data)
