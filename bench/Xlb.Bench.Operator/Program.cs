@@ -96,8 +96,43 @@ var planClock = Stopwatch.StartNew();
 var reference = Planner.Plan(input);
 var planTime = planClock.Elapsed;
 Console.WriteLine($"reference: one pure plan: {planTime.TotalMilliseconds:F0} ms ({reference.NodeConfigs.Sum(c => c.Spec.Listeners.Count)} listeners, {reference.Problems.Count} problems)");
+
+// The same planner as the operator runs it: with its memo, chunked, each plan continuing from the
+// last; one EndpointSlice changed per plan (an endpoint out, then back). This is the floor under
+// the EndpointSlice → node config latency.
+var memo = new PlanMemo();
+var incremental = input with { Memo = memo, ChunkLimit = 256 * 1024, Now = DateTimeOffset.UtcNow };
+var previousPlan = Planner.Plan(incremental);
+var slicesNow = input.EndpointSlices.ToList();
+var pureTimes = new List<double>();
+var pureRng = new Random(11);
+long pureAllocated = 0;
+var gcBefore = (GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2), GC.GetTotalPauseDuration());
+var purePlans = int.TryParse(Environment.GetEnvironmentVariable("XLB_BENCH_PURE_PLANS"), out var n) ? n : 40;
+for (var i = 0; i < purePlans; i++)
+{
+    var pick = pureRng.Next(slicesNow.Count);
+    var slice = input.EndpointSlices[pick];
+    slicesNow[pick] = i % 2 == 0 ? slice with { Endpoints = [.. slice.Endpoints.Skip(1)] } : slice;
+    incremental = incremental with { EndpointSlices = [.. slicesNow], Previous = Assembled(previousPlan), PortMappings = WithStatuses(incremental.PortMappings, previousPlan) };
+    var allocatedBefore = GC.GetAllocatedBytesForCurrentThread();
+    var clock = Stopwatch.StartNew();
+    previousPlan = Planner.Plan(incremental);
+    pureTimes.Add(clock.Elapsed.TotalMilliseconds);
+    pureAllocated += GC.GetAllocatedBytesForCurrentThread() - allocatedBefore;
+    slicesNow[pick] = slice;
+}
+pureTimes.Sort();
+Console.WriteLine($"reference: one pure plan after one EndpointSlice change (memo, chunked): p50 {pureTimes[pureTimes.Count / 2]:F1} ms, max {pureTimes[^1]:F1} ms over {pureTimes.Count}, {pureAllocated / pureTimes.Count / (1 << 20)} MiB allocated per plan; GCs gen0/1/2 {GC.CollectionCount(0) - gcBefore.Item1}/{GC.CollectionCount(1) - gcBefore.Item2}/{GC.CollectionCount(2) - gcBefore.Item3}, pause {(GC.GetTotalPauseDuration() - gcBefore.Item4).TotalMilliseconds:F0} ms, heap {GC.GetTotalMemory(false) >> 20} MiB");
+if (Environment.GetEnvironmentVariable("XLB_BENCH_PURE_ONLY") == "1")
+{
+    return 0;
+}
 input = null;
 reference = null;
+incremental = null;
+previousPlan = null;
+memo = null;
 
 var kubeconfig = Path.Combine(Path.GetTempPath(), $"xlb-bench-{Environment.ProcessId}.kubeconfig");
 File.WriteAllText(kubeconfig, new JsonObject
@@ -280,6 +315,28 @@ finally
     Console.WriteLine($"operator log: {logPath}");
 }
 return 0;
+
+// The mappings as the operator sees them after writing their statuses: a new object where the status changed.
+static List<PortMapping> WithStatuses(IReadOnlyList<PortMapping> mappings, PlanResult plan) =>
+[
+    .. mappings.Select(pm => plan.MappingStatuses.TryGetValue(ObjectRef.Of(pm), out var status) && !ReferenceEquals(pm.Status, status)
+        && System.Text.Json.JsonSerializer.Serialize(pm.Status, KubeJson.Options) != System.Text.Json.JsonSerializer.Serialize(status, KubeJson.Options)
+        ? pm with { Status = status } : pm),
+];
+
+// The previous node configs as the operator passes them: chunked heads with their chunks' VIPs and listeners.
+static Dictionary<string, XlbNodeConfig> Assembled(PlanResult plan)
+{
+    var chunks = plan.Chunks.ToDictionary(c => c.Metadata.Name!, StringComparer.Ordinal);
+    return plan.NodeConfigs.ToDictionary(c => c.Metadata.Name!, c => c.Spec.Chunks.Count == 0 ? c : c with
+    {
+        Spec = c.Spec with
+        {
+            Vips = [.. c.Spec.Chunks.SelectMany(r => chunks[r.Name].Spec.Vips)],
+            Listeners = [.. c.Spec.Chunks.SelectMany(r => chunks[r.Name].Spec.Listeners)],
+        },
+    }, StringComparer.Ordinal);
+}
 
 static long PeakRssMiB(Process p)
 {

@@ -9,17 +9,17 @@ public sealed record ResolvedBackend(IPAddress Address, int Port, int Weight, bo
 /// <summary>EndpointSlices → backends. Pure.</summary>
 public static class Backends
 {
-    /// <summary>The slices of each Service, by "namespace/name".</summary>
-    public static Dictionary<string, List<EndpointSlice>> IndexSlices(IEnumerable<EndpointSlice> slices)
+    /// <summary>The slices of each Service, by namespace and name.</summary>
+    public static Dictionary<(string Namespace, string Name), List<EndpointSlice>> IndexSlices(IReadOnlyCollection<EndpointSlice> slices)
     {
-        var index = new Dictionary<string, List<EndpointSlice>>(StringComparer.Ordinal);
+        var index = new Dictionary<(string Namespace, string Name), List<EndpointSlice>>(slices.Count);
         foreach (var s in slices)
         {
             if (s.Metadata.Labels?.GetValueOrDefault(EndpointSlice.ServiceNameLabel) is not { } service)
             {
                 continue;
             }
-            var key = $"{s.Metadata.Namespace}/{service}";
+            var key = (s.Metadata.Namespace ?? "default", service);
             if (!index.TryGetValue(key, out var list))
             {
                 index[key] = list = [];

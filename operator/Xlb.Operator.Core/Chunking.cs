@@ -21,10 +21,10 @@ public static class Chunking
     /// each under the limit unless one item alone exceeds it. <paramref name="previousBuckets"/> is
     /// the bucket count of the node's last revision (0 when it was inline).
     /// </summary>
-    /// <param name="hash">Hashes one bucket's items (bucket count, bucket index, items); a caller may remember them.</param>
-    public static Result? Split(string node, IReadOnlyList<Item> vips, IReadOnlyList<Item> listeners, long limit, int previousBuckets, Func<int, int, IReadOnlyList<Item>, string>? hash = null)
+    /// <param name="chunk">Makes one bucket's chunk (bucket count, bucket index, items); a caller may remember them. By default <see cref="Chunk"/>.</param>
+    public static Result? Split(string node, IReadOnlyList<Item> vips, IReadOnlyList<Item> listeners, long limit, int previousBuckets, Func<int, int, IReadOnlyList<Item>, XlbNodeConfigChunk>? chunk = null)
     {
-        hash ??= (_, _, items) => NodeConfigContent.Hash(items.Select(i => i.Digest.Sha256));
+        chunk ??= (_, _, items) => Chunk(node, items);
         long total = 0;
         foreach (var item in vips.Concat(listeners))
         {
@@ -51,27 +51,33 @@ public static class Chunking
                     {
                         continue;
                     }
-                    var h = hash(buckets, index, bucket.Items);
-                    var name = ChunkName(node, h);
-                    refs.Add(new ChunkRef { Name = name, Hash = h });
-                    var bucketListeners = bucket.Items.Where(i => i.Listener is not null).Select(i => i.Listener!).ToList();
-                    chunks.Add(new XlbNodeConfigChunk
-                    {
-                        Metadata = new ObjectMeta { Name = name, Labels = new() { [XlbNodeConfigChunk.NodeLabel] = node } },
-                        Spec = new XlbNodeConfigChunkSpec
-                        {
-                            NodeName = node,
-                            Hash = h,
-                            ListenerCount = bucketListeners.Count,
-                            Vips = [.. bucket.Items.Where(i => i.Vip is not null).Select(i => i.Vip!)],
-                            Listeners = bucketListeners,
-                        },
-                    });
+                    var made = chunk(buckets, index, bucket.Items);
+                    refs.Add(new ChunkRef { Name = made.Metadata.Name!, Hash = made.Spec.Hash });
+                    chunks.Add(made);
                 }
                 return new Result(NodeConfigContent.HashOfChunks(refs.Select(r => r.Hash)), buckets, refs, chunks);
             }
             buckets *= 2;
         }
+    }
+
+    /// <summary>The chunk of one bucket's items: named by node and content hash.</summary>
+    public static XlbNodeConfigChunk Chunk(string node, IReadOnlyList<Item> items)
+    {
+        var hash = NodeConfigContent.Hash(items.Select(i => i.Digest.Sha256));
+        var listeners = items.Where(i => i.Listener is not null).Select(i => i.Listener!).ToList();
+        return new XlbNodeConfigChunk
+        {
+            Metadata = new ObjectMeta { Name = ChunkName(node, hash), Labels = new() { [XlbNodeConfigChunk.NodeLabel] = node } },
+            Spec = new XlbNodeConfigChunkSpec
+            {
+                NodeName = node,
+                Hash = hash,
+                ListenerCount = listeners.Count,
+                Vips = [.. items.Where(i => i.Vip is not null).Select(i => i.Vip!)],
+                Listeners = listeners,
+            },
+        };
     }
 
     /// <summary>A chunk's name: the node and the content hash (DNS-subdomain safe; node names are already).</summary>

@@ -27,10 +27,13 @@ public static class Conditions
         ObservedGeneration = generation,
     };
 
+    /// <summary>A condition's lastTransitionTime for a transition at <paramref name="now"/> (RFC 3339, whole seconds).</summary>
+    public static string Stamp(DateTimeOffset now) => now.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
+
     /// <summary>The desired conditions, with transition times carried over from <paramref name="existing"/> where the status did not change.</summary>
     public static List<Condition> Merge(IReadOnlyList<Condition>? existing, IEnumerable<Condition> desired, DateTimeOffset now)
     {
-        var stamp = now.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
+        var stamp = Stamp(now);
         var result = new List<Condition>();
         foreach (var c in desired)
         {

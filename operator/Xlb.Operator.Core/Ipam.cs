@@ -23,8 +23,8 @@ internal static class Ipam
 
     public static Result Allocate(List<ValidMapping> mappings, PlanInput input, List<Problem> problems)
     {
-        var assigned = new Dictionary<ValidMapping, IPAddress>();
-        var taken = new Dictionary<IPAddress, Holder>();
+        var assigned = new Dictionary<ValidMapping, IPAddress>(mappings.Count);
+        var taken = new Dictionary<IPAddress, Holder>(mappings.Count);
         var groups = new Dictionary<(string Shard, string Key), IPAddress>();
         var failed = new HashSet<ValidMapping>();
         var previous = PreviousVips(input);
@@ -156,13 +156,17 @@ internal static class Ipam
     /// <summary>The address each mapping held: its status first (the record), else the last node configs.</summary>
     private static Dictionary<string, IPAddress> PreviousVips(PlanInput input)
     {
-        var result = new Dictionary<string, IPAddress>(StringComparer.Ordinal);
+        var result = new Dictionary<string, IPAddress>(input.PortMappings.Count, StringComparer.Ordinal);
         foreach (var pm in input.PortMappings)
         {
             if (pm.Status?.Vips is [var first, ..] && IPAddress.TryParse(first, out var vip))
             {
                 result[KeyOf(pm)] = vip;
             }
+        }
+        if (result.Count == input.PortMappings.Count)
+        {
+            return result; // every mapping has its record; the node configs could only add mappings that are gone
         }
         foreach (var listener in input.Previous.Values.OrderBy(c => c.Metadata.Name, StringComparer.Ordinal).SelectMany(c => c.Spec.Listeners))
         {

@@ -26,34 +26,44 @@ public sealed class PlanMemo
         public required (string Reason, string Message)? Error { get; init; }
         public required Planner.ValidMapping? Valid { get; init; }
         public long Used { get; set; }
+        /// <summary>The status last computed for this entry, with what else it was computed from.</summary>
+        public (Planner.StatusKey Key, PortMappingStatus Status, DateTimeOffset? StampedAt)? Status { get; set; }
     }
 
     internal sealed class ListenerEntry
     {
         public required object Backends { get; init; }
         public required IPAddress Vip { get; init; }
-        public required Listener Listener { get; init; }
-        public required NodeConfigContent.ItemDigest Digest { get; init; }
+        /// <summary>The listener with its digest.</summary>
+        public required Chunking.Item Item { get; init; }
         public long Used { get; set; }
     }
 
-    internal sealed class DigestEntry
+    internal sealed class VipEntry
     {
-        public required NodeConfigContent.ItemDigest Digest { get; init; }
+        public required Chunking.Item Item { get; init; }
         public long Used { get; set; }
     }
 
-    internal sealed class BucketEntry
+    internal sealed class DigestsEntry
     {
         public required byte[][] Digests { get; init; }
         public required string Hash { get; init; }
         public long Used { get; set; }
     }
 
+    internal sealed class ChunkEntry
+    {
+        public required byte[][] Digests { get; init; }
+        public required XlbNodeConfigChunk Chunk { get; init; }
+        public long Used { get; set; }
+    }
+
     private readonly Dictionary<string, MappingEntry> _mappings = new(StringComparer.Ordinal);
     private readonly Dictionary<(string Mapping, string Port, string? Node), ListenerEntry> _listeners = [];
-    private readonly Dictionary<string, DigestEntry> _vips = new(StringComparer.Ordinal);
-    private readonly Dictionary<(string Node, int Buckets, int Index), BucketEntry> _buckets = [];
+    private readonly Dictionary<(string Address, VipRole Role, string Shard), VipEntry> _vips = [];
+    private readonly Dictionary<(string Node, int Buckets, int Index), ChunkEntry> _buckets = [];
+    private readonly Dictionary<(string Mapping, string Node), DigestsEntry> _mappingDigests = [];
 
     /// <summary>Entries reused in the last plan, and entries computed afresh (for metrics and tests).</summary>
     public (long Hits, long Misses) LastPlan { get; private set; }
@@ -72,6 +82,7 @@ public sealed class PlanMemo
         Sweep(_listeners, e => e.Used);
         Sweep(_vips, e => e.Used);
         Sweep(_buckets, e => e.Used);
+        Sweep(_mappingDigests, e => e.Used);
         LastPlan = (_hits, _misses);
     }
 
@@ -99,6 +110,32 @@ public sealed class PlanMemo
         return null;
     }
 
+    /// <summary>
+    /// The status computed last time for this mapping, when its entry was reused in this plan and
+    /// the rest of what the status is made of is equal. A status that stamped a condition
+    /// transition with the plan's time is reused only at that same time.
+    /// </summary>
+    internal PortMappingStatus? Status(string key, PortMapping pm, Planner.StatusKey statusKey, DateTimeOffset now)
+    {
+        if (_mappings.TryGetValue(key, out var e) && e.Used == _plan && ReferenceEquals(e.Object, pm)
+            && e.Status is { } known && known.Key == statusKey && (known.StampedAt is null || known.StampedAt == now))
+        {
+            _hits++;
+            return known.Status;
+        }
+        _misses++;
+        return null;
+    }
+
+    internal void RememberStatus(string key, PortMapping pm, Planner.StatusKey statusKey, PortMappingStatus status, DateTimeOffset now)
+    {
+        if (_mappings.TryGetValue(key, out var e) && e.Used == _plan && ReferenceEquals(e.Object, pm))
+        {
+            var stamp = Conditions.Stamp(now);
+            e.Status = (statusKey, status, status.Conditions.Any(c => c.LastTransitionTime == stamp) ? now : null);
+        }
+    }
+
     internal void Remember(string key, MappingEntry entry)
     {
         entry.Used = _plan;
@@ -123,28 +160,58 @@ public sealed class PlanMemo
         _listeners[key] = entry;
     }
 
-    internal NodeConfigContent.ItemDigest Vip(NodeVip vip)
+    /// <summary>A node config's VIP with its digest: the same item as last plan for the same address, role and shard.</summary>
+    internal Chunking.Item Vip(string address, VipRole role, string shard)
     {
-        var key = $"{vip.Address}|{vip.Role}|{vip.Shard}";
+        var key = (address, role, shard);
         if (!_vips.TryGetValue(key, out var e))
         {
-            _vips[key] = e = new DigestEntry { Digest = NodeConfigContent.Digest(vip) };
+            _vips[key] = e = new VipEntry { Item = Planner.VipItem(address, role, shard) };
         }
         e.Used = _plan;
-        return e.Digest;
+        return e.Item;
     }
 
-    internal string Bucket(string node, int buckets, int index, IReadOnlyList<Chunking.Item> items)
+    /// <summary>The chunk of one bucket: the same object as last plan while the bucket holds the same items.</summary>
+    internal XlbNodeConfigChunk Chunk(string node, int buckets, int index, IReadOnlyList<Chunking.Item> items)
     {
         var key = (node, buckets, index);
-        if (_buckets.TryGetValue(key, out var e) && e.Digests.Length == items.Count && items.Select((item, i) => ReferenceEquals(item.Digest.Sha256, e.Digests[i])).All(same => same))
+        if (_buckets.TryGetValue(key, out var e) && SameDigests(e.Digests, items))
+        {
+            e.Used = _plan;
+            return e.Chunk;
+        }
+        _buckets[key] = e = new ChunkEntry { Digests = [.. items.Select(i => i.Digest.Sha256)], Chunk = Chunking.Chunk(node, items), Used = _plan };
+        return e.Chunk;
+    }
+
+    /// <summary>One mapping's listener digest on one node (see <see cref="Planner.MappingDigest"/>), reused while its listeners are the same objects.</summary>
+    internal string MappingDigest(string mapping, string node, IReadOnlyList<Chunking.Item> items)
+    {
+        var key = (mapping, node);
+        if (_mappingDigests.TryGetValue(key, out var e) && SameDigests(e.Digests, items))
         {
             e.Used = _plan;
             return e.Hash;
         }
-        var digests = items.Select(i => i.Digest.Sha256).ToArray();
-        _buckets[key] = e = new BucketEntry { Digests = digests, Hash = NodeConfigContent.Hash(digests), Used = _plan };
+        _mappingDigests[key] = e = new DigestsEntry { Digests = [.. items.Select(i => i.Digest.Sha256)], Hash = Planner.MappingDigest(items), Used = _plan };
         return e.Hash;
+    }
+
+    private static bool SameDigests(byte[][] known, IReadOnlyList<Chunking.Item> items)
+    {
+        if (known.Length != items.Count)
+        {
+            return false;
+        }
+        for (var i = 0; i < known.Length; i++)
+        {
+            if (!ReferenceEquals(known[i], items[i].Digest.Sha256))
+            {
+                return false;
+            }
+        }
+        return true;
     }
 
     private static bool SameRefs(EndpointSlice[] a, List<EndpointSlice>? b)

@@ -56,7 +56,19 @@ public static partial class Planner
     {
         public string Name => Pool.Metadata.Name ?? "";
 
-        public bool Offers(IPAddress a) => Blocks.Any(b => b.Contains(a)) && !Reserved.Any(r => r.Contains(a));
+        public bool Offers(IPAddress a)
+        {
+            var inside = false;
+            foreach (var b in Blocks)
+            {
+                inside |= b.Contains(a);
+            }
+            foreach (var r in Reserved)
+            {
+                inside &= !r.Contains(a);
+            }
+            return inside;
+        }
     }
 
     internal sealed record ResolvedShard(VipShard Shard, ResolvedPool Pool, List<string> Selected, List<string> Ready)
@@ -69,9 +81,16 @@ public static partial class Planner
         Dictionary<ValidPort, List<ResolvedBackend>> Backends, int NotReady)
     {
         private List<(IPAddress Address, int Port, bool Draining)>? _distinct;
+        private string? _key;
 
-        public string Key => KeyOf(Object);
+        public string Key => _key ??= KeyOf(Object);
         public string? ShareKey => Object.Spec.ShareKey;
+
+        // Identity, not content: a plan keys allocations by the mapping it validated, and hashing
+        // the whole object graph (spec, backends, shard) for every lookup costs more than the plan.
+        public bool Equals(ValidMapping? other) => ReferenceEquals(this, other);
+
+        public override int GetHashCode() => System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(this);
 
         /// <summary>Every backend once, over all ports (computed once; copies made with `with` share it).</summary>
         public List<(IPAddress Address, int Port, bool Draining)> DistinctBackends =>
@@ -197,7 +216,11 @@ public static partial class Planner
     {
         var namespaces = input.Namespaces.ToDictionary(n => n.Metadata.Name ?? "", n => n.Metadata.Labels, StringComparer.Ordinal);
         var slices = Backends.IndexSlices(input.EndpointSlices);
-        var services = input.Services.ToDictionary(s => $"{s.Metadata.Namespace}/{s.Metadata.Name}", StringComparer.Ordinal);
+        var services = new Dictionary<(string Namespace, string Name), Service>(input.Services.Count);
+        foreach (var s in input.Services)
+        {
+            services[(s.Metadata.Namespace ?? "default", s.Metadata.Name ?? "")] = s;
+        }
         var result = new List<ValidMapping>();
         foreach (var pm in input.PortMappings.OrderBy(m => m.Metadata.Namespace, StringComparer.Ordinal).ThenBy(m => m.Metadata.Name, StringComparer.Ordinal))
         {
@@ -208,10 +231,10 @@ public static partial class Planner
                 // Everything a mapping's validation and backends depend on, by reference.
                 var key = KeyOf(pm);
                 var ns = pm.Metadata.Namespace ?? "default";
-                var backendKey = pm.Spec.Backend.ServiceRef is { } svc ? $"{ns}/{svc.Name}" : null;
+                var backendKey = pm.Spec.Backend.ServiceRef is { } svc ? (ns, svc.Name) : default;
                 var labels = namespaces.GetValueOrDefault(ns);
-                var service = backendKey is null ? null : services.GetValueOrDefault(backendKey);
-                var ownSlices = backendKey is null ? null : slices.GetValueOrDefault(backendKey);
+                var service = backendKey.ns is null ? null : services.GetValueOrDefault(backendKey);
+                var ownSlices = backendKey.ns is null ? null : slices.GetValueOrDefault(backendKey);
                 if (memo.Mapping(key, pm, shard.Shard, shard.Pool.Pool, labels, service, ownSlices) is { } hit)
                 {
                     error = hit.Error;
@@ -220,6 +243,7 @@ public static partial class Planner
                 else
                 {
                     error = ValidateMapping(pm, shards, namespaces, slices, services, out valid);
+                    _ = valid?.DistinctBackends; // computed once here, so every copy of the entry shares it
                     memo.Remember(key, new PlanMemo.MappingEntry
                     {
                         Object = pm, Shard = shard.Shard, Pool = shard.Pool.Pool, NamespaceLabels = labels, Service = service,
@@ -243,7 +267,7 @@ public static partial class Planner
 
     private static (string Reason, string Message)? ValidateMapping(
         PortMapping pm, Dictionary<string, ResolvedShard> shards, Dictionary<string, Dictionary<string, string>?> namespaces,
-        Dictionary<string, List<EndpointSlice>> slices, Dictionary<string, Service> services, out ValidMapping? valid)
+        Dictionary<(string Namespace, string Name), List<EndpointSlice>> slices, Dictionary<(string Namespace, string Name), Service> services, out ValidMapping? valid)
     {
         valid = null;
         var spec = pm.Spec;
@@ -301,7 +325,13 @@ public static partial class Planner
             {
                 return ("InvalidSpec", $"spec.ports[{i}].targetPort '{name}': a named port needs a serviceRef backend; static endpoints take a number");
             }
-            ports.Add(new ValidPort(p.Name ?? p.Port.ToString(CultureInfo.InvariantCulture), p.Port, p.Protocol, p.TargetPort));
+            // A port's name names its listener on the nodes (an unnamed port goes by its number), so two may not share one.
+            var portName = p.Name ?? p.Port.ToString(CultureInfo.InvariantCulture);
+            if (ports.Any(q => q.Name == portName))
+            {
+                return ("InvalidSpec", $"spec.ports[{i}]: the name '{portName}' is taken by another port (an unnamed port is named by its number); port names must be unique");
+            }
+            ports.Add(new ValidPort(portName, p.Port, p.Protocol, p.TargetPort));
         }
         var statics = new List<(IPAddress Address, int Weight, string? Node)>();
         for (var i = 0; i < spec.Backend.Endpoints.Count; i++)
@@ -327,7 +357,7 @@ public static partial class Planner
         {
             if (byService)
             {
-                var key = $"{ns}/{spec.Backend.ServiceRef!.Name}";
+                var key = (ns, spec.Backend.ServiceRef!.Name);
                 backends[port] = Backends.FromSlices(slices.GetValueOrDefault(key) ?? [], services.GetValueOrDefault(key), port.Port, port.Protocol, port.TargetPort, out var down);
                 notReady = Math.Max(notReady, down);
             }
@@ -441,31 +471,51 @@ public static partial class Planner
                 }
             }
         }
-        var byVip = mappings.Where(vips.Assigned.ContainsKey).GroupBy(m => vips.Assigned[m]).ToDictionary(g => g.Key, g => g.ToList());
+        var byVip = new Dictionary<IPAddress, List<ValidMapping>>();
+        foreach (var m in mappings)
+        {
+            if (vips.Assigned.TryGetValue(m, out var vip))
+            {
+                if (!byVip.TryGetValue(vip, out var list))
+                {
+                    byVip[vip] = list = [];
+                }
+                list.Add(m);
+            }
+        }
         var configs = new List<XlbNodeConfig>();
         var chunks = new List<XlbNodeConfigChunk>();
         var digests = new Dictionary<(string Mapping, string Node), string>();
         foreach (var (nodeName, roles) in byNode.OrderBy(n => n.Key, StringComparer.Ordinal))
         {
-            var nodeVips = roles
-                .Select(r => new NodeVip { Address = r.Vip.ToString(), Role = r.Placed.Placement.ActiveNode == nodeName ? VipRole.Active : VipRole.Standby, Shard = r.Placed.Shard })
-                .OrderBy(v => v.Address, StringComparer.Ordinal)
-                .ToList();
-            // Standby nodes get the listeners too, so a takeover is an announcement, not an apply.
-            var listenerItems = roles
-                .SelectMany(r => byVip.GetValueOrDefault(r.Vip) ?? [])
-                .SelectMany(m => m.Ports.Select(p => RenderListener(m, p, vips.Assigned[m], nodeName, memo)))
-                .OrderBy(i => i.Listener!.Name, StringComparer.Ordinal)
-                .ToList();
-            var listeners = listenerItems.Select(i => i.Listener!).ToList();
-            foreach (var group in listenerItems.GroupBy(i => i.BucketKey, StringComparer.Ordinal))
+            var vipItems = new List<Chunking.Item>(roles.Count);
+            foreach (var (vip, placed) in roles)
             {
-                digests[(group.Key, nodeName)] = NodeConfigContent.Hash(group.Select(i => i.Digest.Sha256))[..16];
+                var role = placed.Placement.ActiveNode == nodeName ? VipRole.Active : VipRole.Standby;
+                vipItems.Add(memo?.Vip(placed.Placement.Address, role, placed.Shard) ?? VipItem(placed.Placement.Address, role, placed.Shard));
             }
-            var vipItems = nodeVips.Select(v => new Chunking.Item(v.Address, v, null, memo?.Vip(v) ?? NodeConfigContent.Digest(v))).ToList();
+            vipItems.Sort((a, b) => string.CompareOrdinal(a.BucketKey, b.BucketKey));
+            var nodeVips = vipItems.ConvertAll(i => i.Vip!);
+            // Standby nodes get the listeners too, so a takeover is an announcement, not an apply.
+            var listenerItems = new List<Chunking.Item>();
+            foreach (var (vip, _) in roles)
+            {
+                foreach (var m in byVip.GetValueOrDefault(vip) ?? [])
+                {
+                    var own = new Chunking.Item[m.Ports.Count];
+                    for (var i = 0; i < own.Length; i++)
+                    {
+                        own[i] = RenderListener(m, m.Ports[i], vip, nodeName, memo);
+                    }
+                    digests[(m.Key, nodeName)] = memo?.MappingDigest(m.Key, nodeName, own) ?? MappingDigest(own);
+                    listenerItems.AddRange(own);
+                }
+            }
+            listenerItems.Sort((a, b) => string.CompareOrdinal(a.Listener!.Name, b.Listener!.Name));
+            var listeners = listenerItems.Select(i => i.Listener!).ToList();
             previous.TryGetValue(nodeName, out var before);
             var split = chunkLimit is { } limit
-                ? Chunking.Split(nodeName, vipItems, listenerItems, limit, before?.Spec.ChunkBuckets ?? 0, memo is null ? null : (buckets, index, items) => memo.Bucket(nodeName, buckets, index, items))
+                ? Chunking.Split(nodeName, vipItems, listenerItems, limit, before?.Spec.ChunkBuckets ?? 0, memo is null ? null : (buckets, index, items) => memo.Chunk(nodeName, buckets, index, items))
                 : null;
             var spec = new XlbNodeConfigSpec { NodeName = nodeName, VipCount = nodeVips.Count, ListenerCount = listeners.Count };
             string hash;
@@ -486,6 +536,16 @@ public static partial class Planner
         return (configs, chunks, digests);
     }
 
+    /// <summary>A VIP of a node config, as the item chunking and hashing work on.</summary>
+    internal static Chunking.Item VipItem(string address, VipRole role, string shard)
+    {
+        var vip = new NodeVip { Address = address, Role = role, Shard = shard };
+        return new Chunking.Item(address, vip, null, NodeConfigContent.Digest(vip));
+    }
+
+    /// <summary>A short digest of one mapping's listeners on one node: what its status compares to tell whether they changed.</summary>
+    internal static string MappingDigest(IReadOnlyList<Chunking.Item> items) => NodeConfigContent.Hash(items.Select(i => i.Digest.Sha256))[..16];
+
     /// <summary>A listener with its digest; the same objects as last plan when its mapping's resolution and VIP are unchanged.</summary>
     private static Chunking.Item RenderListener(ValidMapping m, ValidPort p, IPAddress vip, string node, PlanMemo? memo)
     {
@@ -493,12 +553,12 @@ public static partial class Planner
         var key = (m.Key, $"{p.Name}|{p.Port}|{p.Protocol}", m.Object.Spec.TrafficPolicy == TrafficPolicy.Local ? node : null);
         if (memo?.Listener(key, m.Backends, vip) is { } hit)
         {
-            return new Chunking.Item(m.Key, null, hit.Listener, hit.Digest);
+            return hit.Item;
         }
         var listener = Listener(m, p, vip, node);
-        var digest = NodeConfigContent.Digest(listener);
-        memo?.Remember(key, new PlanMemo.ListenerEntry { Backends = m.Backends, Vip = vip, Listener = listener, Digest = digest });
-        return new Chunking.Item(m.Key, null, listener, digest);
+        var item = new Chunking.Item(m.Key, null, listener, NodeConfigContent.Digest(listener));
+        memo?.Remember(key, new PlanMemo.ListenerEntry { Backends = m.Backends, Vip = vip, Item = item });
+        return item;
     }
 
     private static Listener Listener(ValidMapping m, ValidPort p, IPAddress vip, string node)

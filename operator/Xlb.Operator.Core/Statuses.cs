@@ -157,22 +157,22 @@ public static partial class Planner
                 continue;
             }
             placements.TryGetValue(vip, out var placed);
-            var nodes = new List<NodeProgress>();
-            foreach (var (node, role) in new[] { (placed?.Placement.ActiveNode, VipRole.Active), (placed?.Placement.StandbyNode, VipRole.Standby) })
+            var progress = (Progress(key, pm.Status, placed?.Placement.ActiveNode, VipRole.Active), Progress(key, pm.Status, placed?.Placement.StandbyNode, VipRole.Standby));
+            // Everything else the status is made of comes with the memo's mapping entry (same object, same resolution).
+            var statusKey = new StatusKey(vip, placed?.Placement.ActiveNode, placed?.Placement.StandbyNode, progress.Item1, progress.Item2,
+                placed?.Placement.ActiveNode is { } active ? input.Previous.GetValueOrDefault(active)?.Status?.UnhealthyBackends : null, tracked);
+            if (input.Memo?.Status(key, pm, statusKey, input.Now) is { } same)
             {
-                if (node is null || !configByNode.TryGetValue(node, out var config))
+                result[self] = same;
+                continue;
+            }
+            var nodes = new List<NodeProgress>();
+            foreach (var p in new[] { progress.Item1, progress.Item2 })
+            {
+                if (p.Node is not null)
                 {
-                    continue;
+                    nodes.Add(new NodeProgress { Node = p.Node, Role = p.Role, Revision = p.Revision, ContentDigest = p.Digest, Applied = p.Applied });
                 }
-                // The revision moves only when this mapping's listeners on the node change, so a change
-                // elsewhere in the node config does not touch this mapping's status.
-                var digest = digests.GetValueOrDefault((key, node));
-                var before = pm.Status?.Nodes.FirstOrDefault(n => n.Node == node);
-                var revision = before is not null && before.ContentDigest == digest && before.Revision <= config.Spec.Revision ? before.Revision : config.Spec.Revision;
-                var status = input.Previous.GetValueOrDefault(node)?.Status;
-                var applied = status is not null && status.AppliedRevision >= revision
-                    && (status.AppliedRevision > config.Spec.Revision || revision < config.Spec.Revision || status.AppliedHash == config.Spec.ContentHash);
-                nodes.Add(new NodeProgress { Node = node, Role = role, Revision = revision, ContentDigest = digest, Applied = applied });
             }
             var all = m.DistinctBackends;
             var terminating = all.Count(b => b.Draining);
@@ -197,7 +197,7 @@ public static partial class Planner
                 : m.Object.Spec.Backend.ServiceRef is { } svc && counts.Total == 0 ? $"Service {svc.Name} has no endpoints"
                 : $"no backend is ready and healthy ({counts.Ready} ready, {counts.Total} total)";
             var ready = programmed && backendsReady;
-            result[self] = new PortMappingStatus
+            var computed = result[self] = new PortMappingStatus
             {
                 ObservedGeneration = generation,
                 Vips = [vip.ToString()],
@@ -214,9 +214,45 @@ public static partial class Planner
                     Make(Stalled, false, "Accepted", "", generation),
                 ], input.Now),
             };
+            input.Memo?.RememberStatus(key, pm, statusKey, computed, input.Now);
         }
         return result;
+
+        // Where the mapping stands on one node. The revision moves only when this mapping's listeners
+        // on the node change, so a change elsewhere in the node config does not touch this mapping's status.
+        NodeProgressKey Progress(string key, PortMappingStatus? current, string? node, VipRole role)
+        {
+            if (node is null || !configByNode.TryGetValue(node, out var config))
+            {
+                return default;
+            }
+            var digest = digests.GetValueOrDefault((key, node));
+            NodeProgress? before = null;
+            foreach (var n in current?.Nodes ?? [])
+            {
+                if (n.Node == node)
+                {
+                    before = n;
+                    break;
+                }
+            }
+            var revision = before is not null && before.ContentDigest == digest && before.Revision <= config.Spec.Revision ? before.Revision : config.Spec.Revision;
+            var status = input.Previous.GetValueOrDefault(node)?.Status;
+            var applied = status is not null && status.AppliedRevision >= revision
+                && (status.AppliedRevision > config.Spec.Revision || revision < config.Spec.Revision || status.AppliedHash == config.Spec.ContentHash);
+            return new NodeProgressKey(node, role, revision, digest, applied);
+        }
     }
+
+    /// <summary>One node's line of a mapping's status, before it becomes a <see cref="NodeProgress"/>.</summary>
+    internal readonly record struct NodeProgressKey(string? Node, VipRole Role, long Revision, string? Digest, bool Applied);
+
+    /// <summary>
+    /// What a valid mapping's status is made of beyond its memo entry (the object, its validation and
+    /// backends): equal keys, equal statuses. Unhealthy backends are compared as the very list the
+    /// node's status carries.
+    /// </summary>
+    internal readonly record struct StatusKey(IPAddress Vip, string? Active, string? Standby, NodeProgressKey First, NodeProgressKey Second, List<string>? Unhealthy, bool Tracked);
 
     /// <summary>How agents name a backend in status.unhealthyBackends.</summary>
     private static string FormatEndpoint(IPAddress address, int port) => $"{address}:{port}";

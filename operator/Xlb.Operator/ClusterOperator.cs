@@ -55,7 +55,7 @@ public sealed partial class ClusterOperator
     private readonly Informer<PartialObject> _chunks;
     private readonly HashSet<string> _reported = new(StringComparer.Ordinal);
     private readonly PlanMemo _memo = new();
-    private readonly Dictionary<string, (string ResourceVersion, byte[] Json)> _statusJson = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (string ResourceVersion, byte[] Json, PortMappingStatus? Equal)> _statusJson = new(StringComparer.Ordinal);
 
     /// <summary>
     /// The VipShard statuses this operator wrote, by shard, with the resourceVersion the shard had
@@ -573,23 +573,28 @@ public sealed partial class ClusterOperator
 
     /// <summary>
     /// Whether a PortMapping already has this status. The JSON of the last status seen on each
-    /// object is kept with its resourceVersion, so an object unchanged since is not serialized again.
+    /// object is kept with its resourceVersion, so an object unchanged since is not serialized again;
+    /// and the planner's memo hands back the very status object it computed before, so one found
+    /// equal is not serialized again either.
     /// </summary>
     private bool SameStatus(PortMapping pm, PortMappingStatus status)
     {
         var key = Informer<PortMapping>.KeyOf(pm.Metadata);
         var rv = pm.Metadata.ResourceVersion ?? "";
-        byte[] live;
         lock (_statusJson)
         {
             if (!_statusJson.TryGetValue(key, out var seen) || seen.ResourceVersion != rv)
             {
-                seen = (rv, JsonSerializer.SerializeToUtf8Bytes(pm.Status, KubeJson.Options));
-                _statusJson[key] = seen;
+                seen = (rv, JsonSerializer.SerializeToUtf8Bytes(pm.Status, KubeJson.Options), null);
             }
-            live = seen.Json;
+            else if (ReferenceEquals(seen.Equal, status))
+            {
+                return true;
+            }
+            var same = seen.Json.AsSpan().SequenceEqual(JsonSerializer.SerializeToUtf8Bytes(status, KubeJson.Options));
+            _statusJson[key] = seen with { Equal = same ? status : null };
+            return same;
         }
-        return live.AsSpan().SequenceEqual(JsonSerializer.SerializeToUtf8Bytes(status, KubeJson.Options));
     }
 
     /// <summary>A server-side apply body with only what this manager owns: identity, labels, owners, and one top-level field.</summary>

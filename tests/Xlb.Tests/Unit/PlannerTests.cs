@@ -108,6 +108,19 @@ public class PlannerTests
     }
 
     [Fact]
+    public void Ports_that_would_name_one_listener_twice_are_refused()
+    {
+        PortMapping With(string name, params ServicePort[] ports) => Mapping(name) with { Spec = Mapping(name).Spec with { Ports = [.. ports] } };
+        var plan = Planner.Plan(Input(
+            With("named", new ServicePort { Name = "web", Port = 80 }, new ServicePort { Name = "web", Port = 81 }),
+            With("numbered", new ServicePort { Name = "81", Port = 80 }, new ServicePort { Port = 81 }),
+            With("fine", new ServicePort { Name = "web", Port = 80 }, new ServicePort { Port = 81 })));
+        Assert.Equal([("named", "InvalidSpec"), ("numbered", "InvalidSpec")], plan.Problems.Select(p => (p.Object.Name, p.Reason)).Order());
+        Assert.Contains("name 'web' is taken", plan.Problems.Single(p => p.Object.Name == "named").Message, StringComparison.Ordinal);
+        Assert.Equal(["ns/fine/81", "ns/fine/web"], plan.NodeConfigs.Single().Spec.Listeners.Select(l => l.Name));
+    }
+
+    [Fact]
     public void Vips_are_shared_only_by_mappings_with_one_share_key_in_a_pool_that_allows_it_and_never_on_one_port()
     {
         static PortMapping Keyed(string name, string vip, int port, string? key) =>
