@@ -146,7 +146,7 @@ public static partial class Planner
     }
 
     /// <summary>How long an agent may go without renewing its Lease before it is dead for this shard.</summary>
-    private static TimeSpan DetectionWindow(VipShard shard) => shard.Spec.Failover.Detection.Interval.Value * shard.Spec.Failover.Detection.Multiplier;
+    public static TimeSpan DetectionWindow(VipShard shard) => shard.Spec.Failover.Detection.Interval.Value * shard.Spec.Failover.Detection.Multiplier;
 
     /// <summary>Whether a node's agent is alive for a shard: renewed within the detection window, or liveness is not tracked.</summary>
     private static bool Alive(PlanInput input, string node, VipShard shard) =>

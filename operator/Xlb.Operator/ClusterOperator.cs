@@ -55,6 +55,7 @@ public sealed partial class ClusterOperator
     private readonly Informer<PartialObject> _chunks;
     private readonly HashSet<string> _reported = new(StringComparer.Ordinal);
     private readonly PlanMemo _memo = new();
+    private readonly OwnWrites _own;
     private readonly Dictionary<string, (string ResourceVersion, byte[] Json, PortMappingStatus? Equal)> _statusJson = new(StringComparer.Ordinal);
 
     /// <summary>
@@ -82,19 +83,21 @@ public sealed partial class ClusterOperator
         _options = options;
         _log = log;
         _time = time;
+        _own = new OwnWrites(() => _queue?.Add(PlanKey));
         _events = new EventRecorder(client, options.FieldManager, options.LeaderElection?.Identity ?? LeaderElectionOptions.DefaultIdentity(), time, log);
         var io = options.Informers;
-        _pools = Watch(new Informer<LoadBalancerPool>(client, KubeResource.LoadBalancerPools, null, io, log));
-        _shards = Watch(new Informer<VipShard>(client, KubeResource.VipShards, null, io, log));
-        _mappings = Watch(new Informer<PortMapping>(client, KubeResource.PortMappings, null, io, log));
-        _configs = Watch(new Informer<XlbNodeConfig>(client, KubeResource.XlbNodeConfigs, null, io, log));
-        _nodes = Watch(new Informer<Node>(client, KubeResource.Nodes, null, io, log));
-        _namespaces = Watch(new Informer<Namespace>(client, KubeResource.Namespaces, null, io, log));
-        _services = Watch(new Informer<Service>(client, KubeResource.Services, null, io, log));
-        _slices = Watch(new Informer<EndpointSlice>(client, KubeResource.EndpointSlices, null, io with { LabelSelector = EndpointSlice.ServiceNameLabel }, log));
-        _leases = Watch(new Informer<KubeObject>(client, KubeResource.Leases, options.AgentLeaseNamespace, io with { LabelSelector = AgentNodeLabel }, log));
+        _pools = Watch(KubeResource.LoadBalancerPools, new Informer<LoadBalancerPool>(client, KubeResource.LoadBalancerPools, null, io, log));
+        _shards = Watch(KubeResource.VipShards, new Informer<VipShard>(client, KubeResource.VipShards, null, io, log));
+        _mappings = Watch(KubeResource.PortMappings, new Informer<PortMapping>(client, KubeResource.PortMappings, null, io, log));
+        _configs = Watch(KubeResource.XlbNodeConfigs, new Informer<XlbNodeConfig>(client, KubeResource.XlbNodeConfigs, null, io, log));
+        _nodes = Watch(KubeResource.Nodes, new Informer<Node>(client, KubeResource.Nodes, null, io, log));
+        _namespaces = Watch(KubeResource.Namespaces, new Informer<Namespace>(client, KubeResource.Namespaces, null, io, log));
+        _services = Watch(KubeResource.Services, new Informer<Service>(client, KubeResource.Services, null, io, log));
+        _slices = Watch(KubeResource.EndpointSlices, new Informer<EndpointSlice>(client, KubeResource.EndpointSlices, null, io with { LabelSelector = EndpointSlice.ServiceNameLabel }, log));
+        _leases = Watch(KubeResource.Leases, new Informer<KubeObject>(client, KubeResource.Leases, options.AgentLeaseNamespace, io with { LabelSelector = AgentNodeLabel }, log),
+            e => RoutineRenewal(e, _shards.List(), _time.GetUtcNow()));
         // Chunks by name only: their content is ours and content-addressed, so existence is all there is to know.
-        _chunks = Watch(new Informer<PartialObject>(client, KubeResource.XlbNodeConfigChunks, null, io with { LabelSelector = XlbNodeConfigChunk.NodeLabel }, log));
+        _chunks = Watch(KubeResource.XlbNodeConfigChunks, new Informer<PartialObject>(client, KubeResource.XlbNodeConfigChunks, null, io with { LabelSelector = XlbNodeConfigChunk.NodeLabel }, log));
     }
 
     /// <summary>Plans run (each one a full reconcile).</summary>
@@ -124,6 +127,7 @@ public sealed partial class ClusterOperator
         PlanDurations.Write(sb, "xlb_operator_plan_duration_seconds", "Duration of the pure plan within a reconcile.");
         PromText.Gauge(sb, "xlb_operator_queue_depth", "Keys waiting in the work queue.", QueueDepth);
         PromText.Counter(sb, "xlb_operator_writes_total", "Writes to the API server: applies, creates, deletes, status updates.", Writes);
+        PromText.Counter(sb, "xlb_operator_write_echoes_total", "Watch events that were only the echo of this operator's own writes (no plan needed).", _own.Echoes);
         PromText.Gauge(sb, "xlb_operator_leader", "1 while this replica is the one that writes.", _leading ? 1 : 0);
         PromText.Gauge(sb, "xlb_operator_synced", "1 once every informer has listed.", Synced ? 1 : 0);
         var (hits, misses) = _memo.LastPlan;
@@ -138,9 +142,16 @@ public sealed partial class ClusterOperator
         return sb.ToString();
     }
 
-    private Informer<T> Watch<T>(Informer<T> informer) where T : class, IKubernetesObject
+    /// <summary>Every change of the informer's objects plans again, except echoes of our own writes and what <paramref name="ignore"/> says changes nothing.</summary>
+    private Informer<T> Watch<T>(KubeResource resource, Informer<T> informer, Func<InformerEvent<T>, bool>? ignore = null) where T : class, IKubernetesObject
     {
-        informer.AddHandler(_ => _queue?.Add(PlanKey));
+        informer.AddHandler(e =>
+        {
+            if (!_own.IsEcho(resource, e) && ignore?.Invoke(e) != true)
+            {
+                _queue?.Add(PlanKey);
+            }
+        });
         return informer;
     }
 
@@ -234,13 +245,13 @@ public sealed partial class ClusterOperator
             var live = _mappings.Get(Informer<PortMapping>.KeyOf(desired.Metadata));
             if (live is null || !Same(live.Spec, desired.Spec))
             {
-                await WriteAsync(() => _client.ApplyAsync<JsonObject>(KubeResource.PortMappings, ApplyBody(desired, "spec", desired.Spec), _options.FieldManager, force: true, ct: ct));
+                await WriteAsync(KubeResource.PortMappings, desired.Metadata, () => _client.ApplyAsync<JsonObject>(KubeResource.PortMappings, ApplyBody(desired, "spec", desired.Spec), _options.FieldManager, force: true, ct: ct));
             }
             mappings.Add(live is null ? desired : live with { Spec = desired.Spec });
         }
         foreach (var stale in cached.Where(m => ServiceMappings.IsOwned(m) && !ownedKeys.Contains(Informer<PortMapping>.KeyOf(m.Metadata))))
         {
-            await WriteAsync(() => _client.DeleteAsync(KubeResource.PortMappings, stale.Metadata.Namespace, stale.Metadata.Name!, stale.Metadata.Uid, ct: ct));
+            await WriteAsync(KubeResource.PortMappings, stale.Metadata, () => _client.DeleteAsync(KubeResource.PortMappings, stale.Metadata.Namespace, stale.Metadata.Name!, stale.Metadata.Uid, ct: ct));
         }
 
         var renewals = AgentRenewals();
@@ -273,7 +284,7 @@ public sealed partial class ClusterOperator
         {
             try
             {
-                await WriteAsync(() => _client.CreateAsync(KubeResource.XlbNodeConfigChunks, chunk, _options.FieldManager, ct));
+                await WriteAsync(KubeResource.XlbNodeConfigChunks, chunk.Metadata, () => _client.CreateAsync(KubeResource.XlbNodeConfigChunks, chunk, _options.FieldManager, ct));
             }
             catch (KubeApiException e) when (e.IsConflict)
             {
@@ -289,18 +300,18 @@ public sealed partial class ClusterOperator
             if (!previous.TryGetValue(config.Metadata.Name!, out var live) || live.Spec.ContentHash != config.Spec.ContentHash || live.Spec.Revision != config.Spec.Revision)
             {
                 var body = ApplyBody(config with { Metadata = config.Metadata with { Labels = new() { [ServiceMappings.ManagedByLabel] = ServiceMappings.ManagedBy } } }, "spec", config.Spec);
-                await WriteAsync(() => _client.ApplyAsync<JsonObject>(KubeResource.XlbNodeConfigs, body, _options.FieldManager, force: true, ct: ct));
+                await WriteAsync(KubeResource.XlbNodeConfigs, config.Metadata, () => _client.ApplyAsync<JsonObject>(KubeResource.XlbNodeConfigs, body, _options.FieldManager, force: true, ct: ct));
                 LogRendered(config.Spec.NodeName, config.Spec.Revision, config.Spec.ListenerCount, config.Spec.Chunks.Count);
             }
         }
         foreach (var gone in previous.Values.Where(c => plan.NodeConfigs.All(p => p.Metadata.Name != c.Metadata.Name) && c.Metadata.Labels?.GetValueOrDefault(ServiceMappings.ManagedByLabel) == ServiceMappings.ManagedBy))
         {
-            await WriteAsync(() => _client.DeleteAsync(KubeResource.XlbNodeConfigs, null, gone.Metadata.Name!, ct: ct));
+            await WriteAsync(KubeResource.XlbNodeConfigs, gone.Metadata, () => _client.DeleteAsync(KubeResource.XlbNodeConfigs, null, gone.Metadata.Name!, ct: ct));
         }
         // Chunks no head lists any more. An agent still assembling an older revision waits for the new head.
         var listed = plan.Chunks.Select(c => c.Metadata.Name!).ToHashSet(StringComparer.Ordinal);
         await InParallelAsync(_chunks.List().Where(c => !listed.Contains(c.Metadata.Name!)),
-            stale => WriteAsync(() => _client.DeleteAsync(KubeResource.XlbNodeConfigChunks, null, stale.Metadata.Name!, ct: ct)), ct);
+            stale => WriteAsync(KubeResource.XlbNodeConfigChunks, stale.Metadata, () => _client.DeleteAsync(KubeResource.XlbNodeConfigChunks, null, stale.Metadata.Name!, ct: ct)), ct);
 
         var configsMs = Stopwatch.GetElapsedTime(planning).TotalMilliseconds - planMs;
         await WriteStatusesAsync(plan, pools, shards, mappings, ct);
@@ -387,15 +398,35 @@ public sealed partial class ClusterOperator
         var result = new Dictionary<string, DateTimeOffset>(StringComparer.Ordinal);
         foreach (var lease in _leases.List())
         {
-            if (lease.Metadata.Labels?.GetValueOrDefault(AgentNodeLabel) is { } node
-                && lease.Fields.TryGetValue("spec", out var spec) && spec.ValueKind == JsonValueKind.Object
-                && spec.TryGetProperty("renewTime", out var renew) && renew.ValueKind == JsonValueKind.String
-                && DateTimeOffset.TryParse(renew.GetString(), CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var at))
+            if (lease.Metadata.Labels?.GetValueOrDefault(AgentNodeLabel) is { } node && RenewTime(lease) is { } at)
             {
                 result[node] = at;
             }
         }
         return result;
+    }
+
+    private static DateTimeOffset? RenewTime(KubeObject lease) =>
+        lease.Fields.TryGetValue("spec", out var spec) && spec.ValueKind == JsonValueKind.Object
+        && spec.TryGetProperty("renewTime", out var renew) && renew.ValueKind == JsonValueKind.String
+        && DateTimeOffset.TryParse(renew.GetString(), CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var at) ? at : null;
+
+    /// <summary>
+    /// A renewal of an agent Lease whose previous renewal was still fresh for every shard: the agent
+    /// was alive and stays alive, so nothing a plan reads changes. Agents renew every few seconds;
+    /// planning on each renewal would keep the operator busy for nothing. Expiry needs no event:
+    /// the plan schedules itself for the moment the earliest live agent could be judged dead.
+    /// </summary>
+    public static bool RoutineRenewal(InformerEvent<KubeObject> e, IEnumerable<VipShard> shards, DateTimeOffset now)
+    {
+        if (e.Type != WatchEvent<KubeObject>.Modified || e.Synthesized || e.Previous is not { } before
+            || before.Metadata.Labels?.GetValueOrDefault(AgentNodeLabel) != e.Object.Metadata.Labels?.GetValueOrDefault(AgentNodeLabel)
+            || RenewTime(before) is not { } was || RenewTime(e.Object) is not { } renewed || renewed < was)
+        {
+            return false;
+        }
+        var windows = shards.Select(Planner.DetectionWindow).ToList();
+        return windows.Count > 0 && now - was <= windows.Min();
     }
 
     private async Task WriteStatusesAsync(PlanResult plan, IReadOnlyList<LoadBalancerPool> pools, IReadOnlyList<VipShard> shards, List<PortMapping> mappings, CancellationToken ct)
@@ -404,19 +435,19 @@ public sealed partial class ClusterOperator
         {
             if (plan.PoolStatuses.TryGetValue(pool.Metadata.Name ?? "", out var status) && !Same(pool.Status, status))
             {
-                await WriteAsync(() => _client.ApplyAsync<JsonObject>(KubeResource.LoadBalancerPools, ApplyBody(pool, "status", status), _options.FieldManager, force: true, subresource: "status", ct: ct));
+                await WriteAsync(KubeResource.LoadBalancerPools, pool.Metadata, () => _client.ApplyAsync<JsonObject>(KubeResource.LoadBalancerPools, ApplyBody(pool, "status", status), _options.FieldManager, force: true, subresource: "status", ct: ct));
             }
         }
         foreach (var shard in shards)
         {
             if (plan.ShardStatuses.TryGetValue(shard.Metadata.Name ?? "", out var status) && !Same(shard.Status, status))
             {
-                await WriteAsync(() => _client.ApplyAsync<JsonObject>(KubeResource.VipShards, ApplyBody(shard, "status", status), _options.FieldManager, force: true, subresource: "status", ct: ct));
+                await WriteAsync(KubeResource.VipShards, shard.Metadata, () => _client.ApplyAsync<JsonObject>(KubeResource.VipShards, ApplyBody(shard, "status", status), _options.FieldManager, force: true, subresource: "status", ct: ct));
                 _shardWrites[shard.Metadata.Name ?? ""] = (shard.Metadata.ResourceVersion, status);
             }
         }
         var changed = mappings.Where(pm => pm.Metadata.Uid is not null && plan.MappingStatuses.TryGetValue(ObjectRef.Of(pm), out var status) && !SameStatus(pm, status));
-        await InParallelAsync(changed, pm => WriteAsync(() =>
+        await InParallelAsync(changed, pm => WriteAsync(KubeResource.PortMappings, pm.Metadata, () =>
             _client.ApplyAsync<JsonObject>(KubeResource.PortMappings, ApplyBody(pm, "status", plan.MappingStatuses[ObjectRef.Of(pm)]), _options.FieldManager, force: true, subresource: "status", ct: ct)), ct);
         lock (_statusJson)
         {
@@ -445,7 +476,7 @@ public sealed partial class ClusterOperator
                 continue;
             }
             var patch = new JsonObject { ["status"] = new JsonObject { ["loadBalancer"] = JsonSerializer.SerializeToNode(ingress, KubeJson.Options) } };
-            await WriteAsync(() => _client.MergePatchAsync<JsonObject>(KubeResource.Services, svc.Metadata.Namespace, svc.Metadata.Name!, patch, subresource: "status", ct: ct));
+            await WriteAsync(KubeResource.Services, svc.Metadata, () => _client.MergePatchAsync<JsonObject>(KubeResource.Services, svc.Metadata.Namespace, svc.Metadata.Name!, patch, subresource: "status", ct: ct));
         }
     }
 
@@ -561,11 +592,20 @@ public sealed partial class ClusterOperator
         return result;
     }
 
-    private async Task WriteAsync<T>(Func<Task<T>> write)
-    {
-        await write();
-        Interlocked.Increment(ref _writes);
-    }
+    /// <summary>One write to one object, counted, and known to <see cref="OwnWrites"/> so its echo does not plan again.</summary>
+    private Task WriteAsync<T>(KubeResource resource, ObjectMeta target, Func<Task<T>> write) =>
+        _own.WriteAsync(resource, Informer<PortMapping>.KeyOf(target), async () =>
+        {
+            var result = await write();
+            Interlocked.Increment(ref _writes);
+            return result switch
+            {
+                JsonObject o => o["metadata"]?["resourceVersion"]?.GetValue<string>() ?? "",
+                IKubernetesObject k => k.Metadata.ResourceVersion ?? "",
+                DeleteOutcome.Deleted => null,
+                _ => "", // nothing an event could be matched against: whatever comes plans
+            };
+        });
 
     /// <summary>Independent writes, a few at a time: the API server serves requests concurrently, one round trip each is the cost.</summary>
     private Task InParallelAsync<T>(IEnumerable<T> items, Func<T, Task> write, CancellationToken ct) =>

@@ -116,6 +116,7 @@ public sealed class ClusterOperatorTests : IAsyncLifetime
         Assert.InRange(Sample("xlb_operator_reconciles_total") - Sample("xlb_operator_reconcile_duration_seconds_count") - Sample("xlb_operator_reconcile_errors_total"), 0, 1);
         Assert.Equal(Sample("xlb_operator_reconcile_duration_seconds_count"), Sample("xlb_operator_reconcile_duration_seconds_bucket{le=\"+Inf\"}"));
         Assert.True(Sample("xlb_operator_writes_total") >= 3); // two node configs and a status at least
+        Assert.True(Sample("xlb_operator_write_echoes_total") >= 1); // they came back through the informers without a plan each
         Assert.Equal(1, Sample("xlb_operator_leader"));
         Assert.Equal(1, Sample("xlb_operator_objects{kind=\"PortMapping\"}"));
         Assert.Equal(2, Sample("xlb_operator_objects{kind=\"XlbNodeConfig\"}"));
