@@ -335,6 +335,20 @@ public sealed partial class ClusterOperator
         var result = new Dictionary<string, XlbNodeConfig>(StringComparer.Ordinal);
         // Keep what the heads list and what the last plan wrote (its heads may not be back through the informer yet).
         var referenced = (LastPlan?.Chunks ?? []).Select(c => c.Metadata.Name!).ToHashSet(StringComparer.Ordinal);
+        // Chunks not known yet (after a restart: all of them) are fetched a few at a time, not one after the other.
+        var unknown = _configs.List().SelectMany(h => h.Spec.Chunks).Select(c => c.Name).Where(n => !_chunkContent.ContainsKey(n)).Distinct().ToList();
+        var fetched = new System.Collections.Concurrent.ConcurrentDictionary<string, XlbNodeConfigChunkSpec>(StringComparer.Ordinal);
+        await Parallel.ForEachAsync(unknown, new ParallelOptions { MaxDegreeOfParallelism = _options.WriteConcurrency, CancellationToken = ct }, async (name, token) =>
+        {
+            if (await _client.GetAsync<XlbNodeConfigChunk>(KubeResource.XlbNodeConfigChunks, null, name, token) is { } chunk)
+            {
+                fetched[name] = chunk.Spec;
+            }
+        });
+        foreach (var (name, spec) in fetched)
+        {
+            RememberChunk(name, spec);
+        }
         foreach (var head in _configs.List())
         {
             var name = head.Metadata.Name ?? "";
@@ -355,13 +369,9 @@ public sealed partial class ClusterOperator
             {
                 if (!_chunkContent.TryGetValue(part.Name, out var content))
                 {
-                    if (await _client.GetAsync<XlbNodeConfigChunk>(KubeResource.XlbNodeConfigChunks, null, part.Name, ct) is not { } chunk)
-                    {
-                        LogChunkMissing(name, part.Name);
-                        vips = null;
-                        break;
-                    }
-                    content = RememberChunk(part.Name, chunk.Spec);
+                    LogChunkMissing(name, part.Name);
+                    vips = null;
+                    break;
                 }
                 vips.AddRange(content.Vips);
                 listeners.AddRange(content.Listeners);
