@@ -31,6 +31,11 @@ public sealed partial class ApiServer : IAsyncDisposable
 
     /// <summary>How often an idle watch that asked for bookmarks gets one (the real server: about a minute).</summary>
     public TimeSpan BookmarkInterval { get; set; } = TimeSpan.FromSeconds(1);
+    /// <summary>
+    /// Authorization of resource requests (discovery is open to every authenticated user, as in a
+    /// cluster): false answers 403 Forbidden with Kubernetes' message. Null: everything is allowed.
+    /// </summary>
+    public Func<AccessRequest, bool>? Authorizer { get; set; }
 
     private ApiServer(WebApplication app, TimeProvider time)
     {
@@ -116,6 +121,7 @@ public sealed partial class ApiServer : IAsyncDisposable
                 return;
             }
             var route = Route(path);
+            Authorize(ctx, route);
             if (Faults.Latency > TimeSpan.Zero)
             {
                 await Task.Delay(Faults.Latency, ctx.RequestAborted);

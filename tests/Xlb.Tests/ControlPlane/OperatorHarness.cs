@@ -14,6 +14,8 @@ namespace Xlb.Tests.ControlPlane;
 public sealed class OperatorHarness : IAsyncDisposable
 {
     public const string LeaseNs = "xlb-system";
+    /// <summary>The label LB nodes carry in the demo cluster and the install's DaemonSet selects.</summary>
+    public const string LbNodeLabel = "xlb.io/lb-node";
     private readonly CancellationTokenSource _stop = new();
     private readonly List<Task> _background = [];
     private readonly Dictionary<string, bool> _renewing = new(StringComparer.Ordinal);
