@@ -97,23 +97,7 @@ public sealed class ClusterInstallTests
         using var asOperator = Client("operator");
         using var asAgent = Client("agent");
 
-        foreach (var doc in Yaml.ReadDocuments(OperatorHarness.DemoCluster("1s", ["lb-1", "lb-2"]) + "---\n" + """
-            apiVersion: v1
-            kind: Service
-            metadata: {name: shop, namespace: demo}
-            spec:
-              type: LoadBalancer
-              loadBalancerClass: xlb.io/xlb
-              ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]
-            ---
-            apiVersion: discovery.k8s.io/v1
-            kind: EndpointSlice
-            metadata: {name: shop-1, namespace: demo, labels: {kubernetes.io/service-name: shop}}
-            addressType: IPv4
-            ports: [{name: http, port: 8080, protocol: TCP}]
-            endpoints:
-            - {addresses: [10.201.1.2], conditions: {ready: true}}
-            """))
+        foreach (var doc in Yaml.ReadDocuments(OperatorHarness.DemoCluster("1s", ["lb-1", "lb-2"]) + "---\n" + OperatorHarness.ShopService))
         {
             var obj = doc.AsObject();
             await admin.ApplyAsync<JsonObject>(OperatorHarness.Resource(obj), obj, "kubectl", ct: Ct);
@@ -137,7 +121,14 @@ public sealed class ClusterInstallTests
                 {
                     if (agent.Read().Config is { } config)
                     {
-                        await agent.ReportAsync(new XlbNodeConfigStatus { AppliedRevision = config.Spec.Revision, AppliedHash = config.Spec.ContentHash }, stop.Token);
+                        try
+                        {
+                            await agent.ReportAsync(new XlbNodeConfigStatus { AppliedRevision = config.Spec.Revision, AppliedHash = config.Spec.ContentHash }, stop.Token);
+                        }
+                        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+                        {
+                            return; // the test is over
+                        }
                     }
                 }
                 await Task.Delay(100, stop.Token).ContinueWith(_ => { }, TaskScheduler.Default);

@@ -250,15 +250,8 @@ public sealed class ClusterOperatorTests : IAsyncLifetime
     [Fact]
     public async Task A_service_of_type_load_balancer_gets_an_owned_port_mapping_and_its_ingress_ip()
     {
+        await _h.ApplyAsync(OperatorHarness.ShopService);
         await _h.ApplyAsync("""
-            apiVersion: v1
-            kind: Service
-            metadata: {name: shop, namespace: demo, uid: svc-uid-1}
-            spec:
-              type: LoadBalancer
-              loadBalancerClass: xlb.io/xlb
-              ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]
-            ---
             apiVersion: v1
             kind: Service
             metadata: {name: other-lb, namespace: demo}
@@ -266,14 +259,6 @@ public sealed class ClusterOperatorTests : IAsyncLifetime
               type: LoadBalancer
               loadBalancerClass: example.com/other
               ports: [{name: http, port: 80, protocol: TCP}]
-            ---
-            apiVersion: discovery.k8s.io/v1
-            kind: EndpointSlice
-            metadata: {name: shop-1, namespace: demo, labels: {kubernetes.io/service-name: shop}}
-            addressType: IPv4
-            ports: [{name: http, port: 8080, protocol: TCP}]
-            endpoints:
-            - {addresses: [10.201.1.2], conditions: {ready: true}}
             """);
         _h.StartAgents("lb-1", "lb-2");
         var (_, run, stop) = _h.StartOperator();

@@ -59,6 +59,25 @@ public sealed class OperatorHarness : IAsyncDisposable
             $"apiVersion: xlb.io/v1alpha1\nkind: VipShard\nmetadata: {{name: edge}}\nspec:\n  poolRef: demo\n  nodeSelector: {{matchLabels: {{xlb.io/lb-node: \"true\"}}}}\n  failover: {{detection: {{interval: {detectionInterval}, multiplier: 3}}}}\n",
         ]);
 
+    /// <summary>Service demo/shop of type LoadBalancer with XLB's class, and its one EndpointSlice (one ready endpoint, port 8080).</summary>
+    public const string ShopService = """
+        apiVersion: v1
+        kind: Service
+        metadata: {name: shop, namespace: demo}
+        spec:
+          type: LoadBalancer
+          loadBalancerClass: xlb.io/xlb
+          ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]
+        ---
+        apiVersion: discovery.k8s.io/v1
+        kind: EndpointSlice
+        metadata: {name: shop-1, namespace: demo, labels: {kubernetes.io/service-name: shop}}
+        addressType: IPv4
+        ports: [{name: http, port: 8080, protocol: TCP}]
+        endpoints:
+        - {addresses: [10.201.1.2], conditions: {ready: true}}
+        """;
+
     public static KubeResource Resource(JsonObject obj) => (obj["apiVersion"]!.GetValue<string>(), obj["kind"]!.GetValue<string>()) switch
     {
         (_, "Node") => KubeResource.Nodes,

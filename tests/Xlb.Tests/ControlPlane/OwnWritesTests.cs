@@ -9,32 +9,20 @@ using Xlb.Tests.Support;
 namespace Xlb.Tests.ControlPlane;
 
 /// <summary>The operator's own writes come back through its informers; only the changes of others start a plan.</summary>
-public sealed class OwnWritesTests : IAsyncLifetime
+public sealed class OwnWritesTests
 {
-    private ApiServer _server = null!;
-    private KubeClient _client = null!;
     private const string Ns = "default";
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
-
-    public async ValueTask InitializeAsync()
-    {
-        _server = await ApiServer.StartAsync();
-        _client = new KubeClient(new KubeConnection { Server = _server.Url });
-    }
-
-    public async ValueTask DisposeAsync()
-    {
-        _client.Dispose();
-        await _server.DisposeAsync();
-    }
 
     [Fact]
     public async Task Echoes_of_own_writes_are_recognised_and_every_other_change_is_passed_on()
     {
+        await using var server = await ApiServer.StartAsync();
+        using var client = new KubeClient(new KubeConnection { Server = server.Url });
         var foreignAfterWrite = 0;
         var own = new OwnWrites(() => Interlocked.Increment(ref foreignAfterWrite));
         var planned = new ConcurrentQueue<string>();
-        var informer = new Informer<KubeObject>(_client, KubeResource.Leases, Ns);
+        var informer = new Informer<KubeObject>(client, KubeResource.Leases, Ns);
         informer.AddHandler(e =>
         {
             if (!own.IsEcho(KubeResource.Leases, e))
@@ -47,7 +35,7 @@ public sealed class OwnWritesTests : IAsyncLifetime
         await informer.WaitForSyncAsync(Ct);
 
         async Task<string?> Apply(string name, string holder, string manager) =>
-            (await _client.ApplyAsync<JsonObject>(KubeResource.Leases, Leases.Of(Ns, name, holder), manager, force: true, ct: Ct))["metadata"]!["resourceVersion"]!.GetValue<string>();
+            (await client.ApplyAsync<JsonObject>(KubeResource.Leases, Leases.Of(Ns, name, holder), manager, force: true, ct: Ct))["metadata"]!["resourceVersion"]!.GetValue<string>();
 
         // Ours: a create, an update and a delete, each seen by the informer and each an echo.
         await own.WriteAsync(KubeResource.Leases, $"{Ns}/mine", () => Apply("mine", "a", "xlb-operator"));
@@ -55,7 +43,7 @@ public sealed class OwnWritesTests : IAsyncLifetime
         await Eventually.TrueAsync(() => informer.Get($"{Ns}/mine")?.Fields["spec"].GetProperty("holderIdentity").GetString() == "b", "the update reached the cache");
         await own.WriteAsync(KubeResource.Leases, $"{Ns}/mine", async () =>
         {
-            await _client.DeleteAsync(KubeResource.Leases, Ns, "mine", ct: Ct);
+            await client.DeleteAsync(KubeResource.Leases, Ns, "mine", ct: Ct);
             return null;
         });
         await Eventually.TrueAsync(() => informer.Get($"{Ns}/mine") is null, "the delete reached the cache");
