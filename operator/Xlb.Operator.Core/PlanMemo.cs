@@ -4,11 +4,12 @@ using Xlb.Crds;
 namespace Xlb.Operator.Core;
 
 /// <summary>
-/// What one plan may reuse from the last: per mapping its validation and resolved backends, per
-/// listener its rendering and digest, per chunk bucket its hash. An entry is reused only when the
-/// very objects it was computed from (same references: informer caches replace an object when it
-/// changes) are the inputs again, so a plan with a memo equals a plan without one; it is only
-/// faster when little changed. Entries a plan did not use are dropped at its end. One plan at a
+/// What one plan may reuse from the last: per mapping its validation, resolved backends and
+/// status; per listener its rendering and digest; per VIP its item; per mapping and node the
+/// digest of its listeners; per chunk bucket its chunk. An entry is reused only when the very
+/// objects it was computed from (same references: informer caches replace an object when it
+/// changes) are the inputs again, and a status only when everything else it is made of is equal,
+/// so a plan with a memo equals a plan without one; it is only faster when little changed. Entries a plan did not use are dropped at its end. One plan at a
 /// time: not thread-safe.
 /// </summary>
 public sealed class PlanMemo
