@@ -46,25 +46,19 @@ public sealed class PlanMemo
         public long Used { get; set; }
     }
 
-    internal sealed class DigestsEntry
+    /// <summary>Something made from a list of items, valid while the items are the same (by their digest arrays).</summary>
+    internal sealed class ItemsEntry<T>
     {
         public required byte[][] Digests { get; init; }
-        public required string Hash { get; init; }
-        public long Used { get; set; }
-    }
-
-    internal sealed class ChunkEntry
-    {
-        public required byte[][] Digests { get; init; }
-        public required XlbNodeConfigChunk Chunk { get; init; }
+        public required T Value { get; init; }
         public long Used { get; set; }
     }
 
     private readonly Dictionary<string, MappingEntry> _mappings = new(StringComparer.Ordinal);
     private readonly Dictionary<(string Mapping, string Port, string? Node), ListenerEntry> _listeners = [];
     private readonly Dictionary<(string Address, VipRole Role, string Shard), VipEntry> _vips = [];
-    private readonly Dictionary<(string Node, int Buckets, int Index), ChunkEntry> _buckets = [];
-    private readonly Dictionary<(string Mapping, string Node), DigestsEntry> _mappingDigests = [];
+    private readonly Dictionary<(string Node, int Buckets, int Index), ItemsEntry<XlbNodeConfigChunk>> _buckets = [];
+    private readonly Dictionary<(string Mapping, string Node), ItemsEntry<string>> _mappingDigests = [];
 
     /// <summary>Entries reused in the last plan, and entries computed afresh (for metrics and tests).</summary>
     public (long Hits, long Misses) LastPlan { get; private set; }
@@ -174,29 +168,21 @@ public sealed class PlanMemo
     }
 
     /// <summary>The chunk of one bucket: the same object as last plan while the bucket holds the same items.</summary>
-    internal XlbNodeConfigChunk Chunk(string node, int buckets, int index, IReadOnlyList<Chunking.Item> items)
-    {
-        var key = (node, buckets, index);
-        if (_buckets.TryGetValue(key, out var e) && SameDigests(e.Digests, items))
-        {
-            e.Used = _plan;
-            return e.Chunk;
-        }
-        _buckets[key] = e = new ChunkEntry { Digests = [.. items.Select(i => i.Digest.Sha256)], Chunk = Chunking.Chunk(node, items), Used = _plan };
-        return e.Chunk;
-    }
+    internal XlbNodeConfigChunk Chunk(string node, int buckets, int index, IReadOnlyList<Chunking.Item> items) =>
+        Reuse(_buckets, (node, buckets, index), items, () => Chunking.Chunk(node, items));
 
     /// <summary>One mapping's listener digest on one node (see <see cref="Planner.MappingDigest"/>), reused while its listeners are the same objects.</summary>
-    internal string MappingDigest(string mapping, string node, IReadOnlyList<Chunking.Item> items)
+    internal string MappingDigest(string mapping, string node, IReadOnlyList<Chunking.Item> items) =>
+        Reuse(_mappingDigests, (mapping, node), items, () => Planner.MappingDigest(items));
+
+    private T Reuse<TKey, T>(Dictionary<TKey, ItemsEntry<T>> entries, TKey key, IReadOnlyList<Chunking.Item> items, Func<T> make) where TKey : notnull
     {
-        var key = (mapping, node);
-        if (_mappingDigests.TryGetValue(key, out var e) && SameDigests(e.Digests, items))
+        if (!entries.TryGetValue(key, out var e) || !SameDigests(e.Digests, items))
         {
-            e.Used = _plan;
-            return e.Hash;
+            entries[key] = e = new ItemsEntry<T> { Digests = [.. items.Select(i => i.Digest.Sha256)], Value = make() };
         }
-        _mappingDigests[key] = e = new DigestsEntry { Digests = [.. items.Select(i => i.Digest.Sha256)], Hash = Planner.MappingDigest(items), Used = _plan };
-        return e.Hash;
+        e.Used = _plan;
+        return e.Value;
     }
 
     private static bool SameDigests(byte[][] known, IReadOnlyList<Chunking.Item> items)

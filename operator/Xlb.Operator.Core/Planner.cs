@@ -146,11 +146,22 @@ public static partial class Planner
     }
 
     /// <summary>How long an agent may go without renewing its Lease before it is dead for this shard.</summary>
-    public static TimeSpan DetectionWindow(VipShard shard) => shard.Spec.Failover.Detection.Interval.Value * shard.Spec.Failover.Detection.Multiplier;
+    private static TimeSpan DetectionWindow(VipShard shard) => shard.Spec.Failover.Detection.Interval.Value * shard.Spec.Failover.Detection.Multiplier;
 
     /// <summary>Whether a node's agent is alive for a shard: renewed within the detection window, or liveness is not tracked.</summary>
     private static bool Alive(PlanInput input, string node, VipShard shard) =>
         input.AgentRenewals is null || (input.AgentRenewals.TryGetValue(node, out var renewed) && input.Now - renewed <= DetectionWindow(shard));
+
+    /// <summary>
+    /// Whether an agent's renewal, after one at <paramref name="previous"/>, leaves every plan
+    /// input as it was: the previous renewal was still inside every shard's detection window, so
+    /// the agent was alive and stays alive. Its expiry needs no event (see <see cref="NextExpiry"/>).
+    /// </summary>
+    public static bool RenewalChangesNothing(DateTimeOffset previous, DateTimeOffset renewed, IEnumerable<VipShard> shards, DateTimeOffset now)
+    {
+        var windows = shards.Select(DetectionWindow).ToList();
+        return renewed >= previous && windows.Count > 0 && now - previous <= windows.Min();
+    }
 
     /// <summary>The earliest moment after Now at which a live agent could be judged dead (no event marks it).</summary>
     private static DateTimeOffset? NextExpiry(PlanInput input)

@@ -422,22 +422,15 @@ public sealed partial class ClusterOperator
         && DateTimeOffset.TryParse(renew.GetString(), CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var at) ? at : null;
 
     /// <summary>
-    /// A renewal of an agent Lease whose previous renewal was still fresh for every shard: the agent
-    /// was alive and stays alive, so nothing a plan reads changes. Agents renew every few seconds;
-    /// planning on each renewal would keep the operator busy for nothing. Expiry needs no event:
-    /// the plan schedules itself for the moment the earliest live agent could be judged dead.
+    /// A renewal of an agent Lease (same node label) that changes nothing a plan reads (see
+    /// <see cref="Planner.RenewalChangesNothing"/>). Agents renew every few seconds; planning on
+    /// each renewal would keep the operator busy for nothing.
     /// </summary>
-    public static bool RoutineRenewal(InformerEvent<KubeObject> e, IEnumerable<VipShard> shards, DateTimeOffset now)
-    {
-        if (e.Type != WatchEvent<KubeObject>.Modified || e.Synthesized || e.Previous is not { } before
-            || before.Metadata.Labels?.GetValueOrDefault(AgentNodeLabel) != e.Object.Metadata.Labels?.GetValueOrDefault(AgentNodeLabel)
-            || RenewTime(before) is not { } was || RenewTime(e.Object) is not { } renewed || renewed < was)
-        {
-            return false;
-        }
-        var windows = shards.Select(Planner.DetectionWindow).ToList();
-        return windows.Count > 0 && now - was <= windows.Min();
-    }
+    public static bool RoutineRenewal(InformerEvent<KubeObject> e, IEnumerable<VipShard> shards, DateTimeOffset now) =>
+        e.Type == WatchEvent<KubeObject>.Modified && !e.Synthesized && e.Previous is { } before
+        && before.Metadata.Labels?.GetValueOrDefault(AgentNodeLabel) == e.Object.Metadata.Labels?.GetValueOrDefault(AgentNodeLabel)
+        && RenewTime(before) is { } was && RenewTime(e.Object) is { } renewed
+        && Planner.RenewalChangesNothing(was, renewed, shards, now);
 
     private async Task WriteStatusesAsync(PlanResult plan, IReadOnlyList<LoadBalancerPool> pools, IReadOnlyList<VipShard> shards, List<PortMapping> mappings, CancellationToken ct)
     {
@@ -631,20 +624,25 @@ public sealed partial class ClusterOperator
     {
         var key = Informer<PortMapping>.KeyOf(pm.Metadata);
         var rv = pm.Metadata.ResourceVersion ?? "";
+        (string ResourceVersion, byte[] Json, PortMappingStatus? Equal) seen;
         lock (_statusJson)
         {
-            if (!_statusJson.TryGetValue(key, out var seen) || seen.ResourceVersion != rv)
-            {
-                seen = (rv, JsonSerializer.SerializeToUtf8Bytes(pm.Status, KubeJson.Options), null);
-            }
-            else if (ReferenceEquals(seen.Equal, status))
-            {
-                return true;
-            }
-            var same = seen.Json.AsSpan().SequenceEqual(JsonSerializer.SerializeToUtf8Bytes(status, KubeJson.Options));
-            _statusJson[key] = seen with { Equal = same ? status : null };
-            return same;
+            _statusJson.TryGetValue(key, out seen);
         }
+        if (seen.ResourceVersion != rv)
+        {
+            seen = (rv, JsonSerializer.SerializeToUtf8Bytes(pm.Status, KubeJson.Options), null);
+        }
+        else if (ReferenceEquals(seen.Equal, status))
+        {
+            return true;
+        }
+        var same = seen.Json.AsSpan().SequenceEqual(JsonSerializer.SerializeToUtf8Bytes(status, KubeJson.Options));
+        lock (_statusJson)
+        {
+            _statusJson[key] = seen with { Equal = same ? status : null };
+        }
+        return same;
     }
 
     /// <summary>A server-side apply body with only what this manager owns: identity, labels, owners, and one top-level field.</summary>
