@@ -100,6 +100,28 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xlb_rnat SEC(".maps");
 
+/*
+ * New flows wait here until their second packet: the client's ACK that completes a handshake,
+ * a second datagram. A flood of SYNs or of one-off datagrams churns only these tables, and
+ * xlb_flows and xlb_rnat keep the flows that have shown they are real.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, XLB_MAX_NEW_FLOWS);
+	__type(key, struct xlb_flow_key);
+	__type(value, struct xlb_flow);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xlb_flows_new SEC(".maps");
+
+/* The reverse translations of the flows in xlb_flows_new. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, XLB_MAX_NEW_FLOWS);
+	__type(key, struct xlb_flow_key);
+	__type(value, struct xlb_rnat);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xlb_rnat_new SEC(".maps");
+
 /* Global configuration, including the active generation. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -622,6 +644,55 @@ static __always_inline void rnat_of(const struct xlb_flow_key *fk, __u32 svc_id,
 	rv->svc_id = svc_id;
 }
 
+/* A flow, admitted or still new; 0 when neither table holds it. */
+static __always_inline struct xlb_flow *flow_find(const struct xlb_flow_key *k)
+{
+	struct xlb_flow *f = bpf_map_lookup_elem(&xlb_flows, k);
+
+	return f ? f : bpf_map_lookup_elem(&xlb_flows_new, k);
+}
+
+/* A reverse translation, of an admitted flow or of a new one. */
+static __always_inline struct xlb_rnat *rnat_find(const struct xlb_flow_key *rk)
+{
+	struct xlb_rnat *r = bpf_map_lookup_elem(&xlb_rnat, rk);
+
+	return r ? r : bpf_map_lookup_elem(&xlb_rnat_new, rk);
+}
+
+/* The reverse-NAT key of flow f of client flow fk: FullNAT backend -> VIP:nat port, DNAT backend -> client. */
+static __always_inline void rnat_key_of(struct xlb_flow_key *rk, const struct xlb_flow_key *fk,
+					const struct xlb_flow *f)
+{
+	if (f->mode == XLB_MODE_DNAT)
+		key_of(rk, fk->family, f->backend, fk->saddr, f->backend_port, fk->sport, fk->proto);
+	else
+		key_of(rk, fk->family, f->backend, fk->daddr, f->backend_port, f->nat_port, fk->proto);
+}
+
+/*
+ * A new flow's second packet admits it: the flow (and its reverse translation) moves from the
+ * new tables to xlb_flows and xlb_rnat, where new flows cannot evict it.
+ */
+static __always_inline void admit(const struct xlb_flow_key *fk, const struct xlb_flow *f)
+{
+	struct xlb_flow_key rk;
+	struct xlb_rnat *r;
+
+	bpf_map_update_elem(&xlb_flows, fk, f, BPF_ANY);
+	bpf_map_delete_elem(&xlb_flows_new, fk);
+	if (f->mode > XLB_MODE_DNAT)
+		return;
+	rnat_key_of(&rk, fk, f);
+	r = bpf_map_lookup_elem(&xlb_rnat_new, &rk);
+	if (r) {
+		struct xlb_rnat rv = *r;
+
+		bpf_map_update_elem(&xlb_rnat, &rk, &rv, BPF_ANY);
+		bpf_map_delete_elem(&xlb_rnat_new, &rk);
+	}
+}
+
 /* A backend's reply (its flow key rk): the source becomes VIP:port, the destination the client. */
 static __always_inline int reply(struct xdp_md *ctx, struct pkt *p, const struct xlb_flow_key *rk,
 				 const struct xlb_rnat *r)
@@ -637,7 +708,7 @@ static __always_inline int reply(struct xdp_md *ctx, struct pkt *p, const struct
 		struct xlb_flow *f;
 
 		flow_key_of(r, rk, &k);
-		f = bpf_map_lookup_elem(&xlb_flows, &k);
+		f = flow_find(&k);
 		if (f)
 			f->state = XLB_FLOW_CLOSING;
 	}
@@ -754,14 +825,15 @@ static __always_inline int rnat_stale(const struct xlb_cfg *cfg, const struct xl
 	struct xlb_flow *f;
 
 	flow_key_of(r, rk, &k);
-	f = bpf_map_lookup_elem(&xlb_flows, &k);
+	f = flow_find(&k);
 	return !f || flow_expired(cfg, f, rk->proto, now) || f->nat_port != rk->dport ||
 	       !addr_eq(f->backend, rk->saddr) || f->backend_port != rk->sport;
 }
 
 /*
  * Pick a FullNAT source port for this flow that no live flow to the same backend holds, and
- * record the reverse translation under it.
+ * record the reverse translation under it, among the new flows'. A stale translation of an
+ * admitted flow is removed, or it would shadow the new one.
  */
 static __always_inline int alloc_nat_port(const struct xlb_cfg *cfg, const struct xlb_flow_key *fk,
 					  const struct xlb_flow *nf, __u32 h, __u64 now, __be16 *out)
@@ -779,11 +851,17 @@ static __always_inline int alloc_nat_port(const struct xlb_cfg *cfg, const struc
 		struct xlb_rnat *held;
 
 		rk.dport = bpf_htons(port);
-		if (bpf_map_update_elem(&xlb_rnat, &rk, &rv, BPF_NOEXIST) == 0)
-			goto done;
 		held = bpf_map_lookup_elem(&xlb_rnat, &rk);
+		if (held) {
+			if (!rnat_stale(cfg, held, &rk, now))
+				continue;
+			bpf_map_delete_elem(&xlb_rnat, &rk);
+		}
+		if (bpf_map_update_elem(&xlb_rnat_new, &rk, &rv, BPF_NOEXIST) == 0)
+			goto done;
+		held = bpf_map_lookup_elem(&xlb_rnat_new, &rk);
 		if (held && rnat_stale(cfg, held, &rk, now) &&
-		    bpf_map_update_elem(&xlb_rnat, &rk, &rv, BPF_ANY) == 0)
+		    bpf_map_update_elem(&xlb_rnat_new, &rk, &rv, BPF_ANY) == 0)
 			goto done;
 	}
 	return -1;
@@ -848,13 +926,13 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 	struct xlb_flow *flow;
 	struct xlb_rnat *r;
 	struct xlb_svc *svc;
-	int syn;
+	int syn, admitted;
 	__u16 dport;
 	__u64 now;
 
 	if (!to_vip) {
 		/* From a DNAT backend: its reply to a client, or traffic of its own. */
-		r = bpf_map_lookup_elem(&xlb_rnat, fk);
+		r = rnat_find(fk);
 		if (r)
 			return reply(ctx, p, fk, r);
 		return verdict(XDP_PASS, XLB_STAT_PASS_NOT_VIP);
@@ -863,7 +941,7 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 	/* FullNAT replies come back to VIP:nat_port; only ports in the NAT range can be replies. */
 	dport = bpf_ntohs(fk->dport);
 	if (dport >= cfg->nat_port_min && dport <= cfg->nat_port_max) {
-		r = bpf_map_lookup_elem(&xlb_rnat, fk);
+		r = rnat_find(fk);
 		if (r)
 			return reply(ctx, p, fk, r);
 	}
@@ -871,6 +949,9 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 	now = bpf_ktime_get_coarse_ns();
 	syn = p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
 	flow = bpf_map_lookup_elem(&xlb_flows, fk);
+	admitted = flow != 0;
+	if (!admitted)
+		flow = bpf_map_lookup_elem(&xlb_flows_new, fk);
 	if (flow) {
 		/* A SYN on a closed connection's tuple is a new connection (the client reused the port). */
 		if (!flow_expired(cfg, flow, fk->proto, now) && !(syn && flow->state == XLB_FLOW_CLOSING)) {
@@ -881,17 +962,29 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 			flow->last_seen_ns = now;
 			count(XLB_STAT_FWD_ESTABLISHED);
 			svc_count(flow->svc_id, p->len, 0, 0);
-			return to_backend(ctx, cfg, p, fk, flow, now);
+			if (admitted || syn)
+				return to_backend(ctx, cfg, p, fk, flow, now);
+			{
+				/* Its second packet, and not a retransmitted SYN: the flow is real. */
+				struct xlb_flow f = *flow;
+
+				admit(fk, &f);
+				return to_backend(ctx, cfg, p, fk, &f, now);
+			}
 		}
 		count(XLB_STAT_FWD_EXPIRED_FLOW);
-		if (flow->mode == XLB_MODE_FULLNAT) {
-			/* Free the old flow's NAT port now rather than when the LRU gets to it. */
+		if (flow->mode <= XLB_MODE_DNAT) {
+			/* Free the old flow's translation (and NAT port) now rather than when the LRU gets to it. */
 			struct xlb_flow_key rk;
 
-			key_of(&rk, fk->family, flow->backend, fk->daddr, flow->backend_port, flow->nat_port,
-			       fk->proto);
-			bpf_map_delete_elem(&xlb_rnat, &rk);
+			rnat_key_of(&rk, fk, flow);
+			if (admitted)
+				bpf_map_delete_elem(&xlb_rnat, &rk);
+			else
+				bpf_map_delete_elem(&xlb_rnat_new, &rk);
 		}
+		if (admitted)
+			bpf_map_delete_elem(&xlb_flows, fk);
 	}
 
 	addr_copy(sk.vip, fk->daddr);
@@ -936,15 +1029,15 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 		if (svc->mode == XLB_MODE_FULLNAT &&
 		    alloc_nat_port(cfg, fk, &nf, flow_hash(fk), now, &nf.nat_port))
 			return verdict(XDP_DROP, XLB_STAT_DROP_NAT_PORTS_BUSY);
-		bpf_map_update_elem(&xlb_flows, fk, &nf, BPF_ANY);
+		bpf_map_update_elem(&xlb_flows_new, fk, &nf, BPF_ANY);
 		if (svc->mode == XLB_MODE_DNAT) {
 			/* Replies will come from backend:port to the client, with our VIP to restore. */
 			struct xlb_flow_key rk;
 			struct xlb_rnat rv = {};
 
-			key_of(&rk, fk->family, nf.backend, fk->saddr, nf.backend_port, fk->sport, fk->proto);
+			rnat_key_of(&rk, fk, &nf);
 			rnat_of(fk, nf.svc_id, &rv);
-			bpf_map_update_elem(&xlb_rnat, &rk, &rv, BPF_ANY);
+			bpf_map_update_elem(&xlb_rnat_new, &rk, &rv, BPF_ANY);
 		}
 		count(XLB_STAT_FWD_NEW_FLOW);
 		svc_count(nf.svc_id, p->len, 0, 1);

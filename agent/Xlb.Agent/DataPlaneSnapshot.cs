@@ -46,7 +46,12 @@ public static class DataPlaneSnapshot
             }
             counters[svc.Id] = svcStatMap.PerCpuLookup(svc.Id).Aggregate(default(XlbSvcStats), XlbSvcStats.Add);
         }
+        // The program looks in the admitted flows first; a new flow's entry under the same key is shadowed.
         var flows = maps.Open<XlbFlowKey, XlbFlow>("xlb_flows").Entries();
+        foreach (var (k, f) in maps.Open<XlbFlowKey, XlbFlow>("xlb_flows_new").Entries())
+        {
+            flows.TryAdd(k, f);
+        }
         return new DataPlaneContents
         {
             Config = cfg,

@@ -82,6 +82,8 @@ public sealed class XdpDataPlane : IDisposable
         obj.Map<uint, XlbNexthop>("xlb_nexthops");
         Flows = obj.Map<XlbFlowKey, XlbFlow>("xlb_flows");
         ReverseNat = obj.Map<XlbFlowKey, XlbRnat>("xlb_rnat");
+        NewFlows = obj.Map<XlbFlowKey, XlbFlow>("xlb_flows_new");
+        NewReverseNat = obj.Map<XlbFlowKey, XlbRnat>("xlb_rnat_new");
         ProgramFd = obj.ProgramFd(ProgramName);
         var t = options.Timeouts;
         _config.Update(0, ReadConfig() with
@@ -101,11 +103,24 @@ public sealed class XdpDataPlane : IDisposable
 
     /// <summary>True when the maps were already pinned and this instance took them over.</summary>
     public bool Adopted { get; }
+    /// <summary>Admitted flows: those that have shown a second packet (see <see cref="NewFlows"/>).</summary>
     public BpfMap<XlbFlowKey, XlbFlow> Flows { get; }
+
+    /// <summary>Flows seen once so far (a SYN, a first datagram): a flood of new flows churns only these.</summary>
+    public BpfMap<XlbFlowKey, XlbFlow> NewFlows { get; }
 
     /// <summary>The live service map, both generations (for inspection; applies go through <see cref="Apply"/>).</summary>
     public BpfMap<XlbSvcKey, XlbSvc> Services => _services;
     public BpfMap<XlbFlowKey, XlbRnat> ReverseNat { get; }
+
+    /// <summary>The reverse translations of <see cref="NewFlows"/>.</summary>
+    public BpfMap<XlbFlowKey, XlbRnat> NewReverseNat { get; }
+
+    /// <summary>A flow as the program finds it: admitted first, then new.</summary>
+    public bool TryFindFlow(XlbFlowKey key, out XlbFlow flow) => Flows.TryLookup(key, out flow) || NewFlows.TryLookup(key, out flow);
+
+    /// <summary>A reverse translation as the program finds it: an admitted flow's first, then a new flow's.</summary>
+    public bool TryFindReverseNat(XlbFlowKey key, out XlbRnat rnat) => ReverseNat.TryLookup(key, out rnat) || NewReverseNat.TryLookup(key, out rnat);
 
     /// <summary>Where the build puts the XDP object: beside the binaries, or XLB_XDP_OBJECT.</summary>
     public static string DefaultObjectPath =>
@@ -223,10 +238,13 @@ public sealed class XdpDataPlane : IDisposable
     /// <returns>How many flow entries were removed.</returns>
     public int ClearFlows()
     {
-        var removed = Flows.Keys().Count(k => Flows.Delete(k));
-        foreach (var k in ReverseNat.Keys())
+        var removed = Flows.Keys().Count(k => Flows.Delete(k)) + NewFlows.Keys().Count(k => NewFlows.Delete(k));
+        foreach (var map in new[] { ReverseNat, NewReverseNat })
         {
-            ReverseNat.Delete(k);
+            foreach (var k in map.Keys())
+            {
+                map.Delete(k);
+            }
         }
         return removed;
     }

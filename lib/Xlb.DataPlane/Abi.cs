@@ -12,11 +12,12 @@ namespace Xlb.DataPlane;
 /// <summary>Constants of xlb_abi.h.</summary>
 public static class XlbAbi
 {
-    public const int Version = 5;
+    public const int Version = 6;
     public const int MaxServices = 16384;
     public const int MaxBackends = 65536;
     public const int RingCapacity = 1 << 22;
     public const int MaxFlows = 262144;
+    public const int MaxNewFlows = 65536;
     public const int Generations = 2;
     public const byte FamilyV4 = 4;
     public const byte FamilyV6 = 6;

@@ -14,13 +14,19 @@
 
 #include <linux/types.h>
 
-#define XLB_ABI_VERSION 5
+#define XLB_ABI_VERSION 6
 
 /* Capacities per configuration generation. Maps hold two generations. */
 #define XLB_MAX_SERVICES 16384
 #define XLB_MAX_BACKENDS 65536
 #define XLB_RING_CAPACITY (1u << 22)
 #define XLB_MAX_FLOWS 262144
+/*
+ * Flows that have not yet shown a second packet (a SYN, a first datagram, a pickup) wait in
+ * tables of their own, so a flood of new flows churns those and never evicts the flows in
+ * xlb_flows: a flood cannot push established connections off their backends.
+ */
+#define XLB_MAX_NEW_FLOWS 65536
 
 #define XLB_GENERATIONS 2
 

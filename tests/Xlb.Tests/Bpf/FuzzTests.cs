@@ -177,7 +177,7 @@ public class FuzzTests(ITestOutputHelper output)
                         SportBe = Net.Be(hidden.ClientPort), DportBe = Net.Be(f.Port), Proto = f.Proto,
                         Family = v6 ? XlbAbi.FamilyV6 : XlbAbi.FamilyV4,
                     };
-                    why = plane.Flows.TryLookup(key, out var cf)
+                    why = plane.TryFindFlow(key, out var cf)
                         ? model.Learn(hidden, cf.Backend.ToAddress(key.Family).GetAddressBytes(), (ushort)Net.FromBe(cf.NatPortBe))
                         : "a new flow that passed is not in the flow table";
                 }

@@ -158,25 +158,25 @@ public partial class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFix
         var port = NextClientPort();
         var key = FlowKey(port, 80);
         fx.Run(Tcp(port, 80).Build());
-        Assert.True(fx.Plane.Flows.TryLookup(key, out var flow));
+        Assert.True(fx.Plane.TryFindFlow(key, out var flow));
         Assert.Equal(XlbAbi.FlowNew, flow.State);
         fx.Run(Tcp(port, 80, Packet.Ack).Build());
-        fx.Plane.Flows.TryLookup(key, out flow);
+        fx.Plane.TryFindFlow(key, out flow);
         Assert.Equal(XlbAbi.FlowEstablished, flow.State);
         // A retransmitted SYN of a live connection keeps it.
         var expired = Stat(XlbStat.FwdExpiredFlow);
         fx.Run(Tcp(port, 80).Build());
         Assert.Equal(expired, Stat(XlbStat.FwdExpiredFlow));
         fx.Run(Tcp(port, 80, Packet.Fin | Packet.Ack).Build());
-        fx.Plane.Flows.TryLookup(key, out flow);
+        fx.Plane.TryFindFlow(key, out flow);
         Assert.Equal(XlbAbi.FlowClosing, flow.State);
 
         // The client reuses the port: the SYN is a new connection.
         fx.Run(Tcp(port, 80).Build());
         Assert.Equal(expired + 1, Stat(XlbStat.FwdExpiredFlow));
-        fx.Plane.Flows.TryLookup(key, out var renewed);
+        fx.Plane.TryFindFlow(key, out var renewed);
         Assert.Equal(XlbAbi.FlowNew, renewed.State);
-        Assert.True(fx.Plane.ReverseNat.TryLookup(ReverseKey(renewed), out var r));
+        Assert.True(fx.Plane.TryFindReverseNat(ReverseKey(renewed), out var r));
         Assert.Equal(Net.Be(port), r.ClientPortBe);
     }
 
@@ -189,7 +189,7 @@ public partial class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFix
         var first = Packet.Parse(fx.Run(Tcp(port, 80).Build()).Packet);
         var rst = new Packet { Src = first.Dst, Dst = VipAddress, SrcPort = 8080, DstPort = first.SrcPort, TcpFlags = Packet.Rst | Packet.Ack };
         Assert.Equal(XdpRedirect, (int)fx.Run(rst.Build()).Verdict);
-        Assert.True(fx.Plane.Flows.TryLookup(key, out var flow));
+        Assert.True(fx.Plane.TryFindFlow(key, out var flow));
         Assert.Equal(XlbAbi.FlowClosing, flow.State);
         var expired = Stat(XlbStat.FwdExpiredFlow);
         fx.Run(Tcp(port, 80).Build());
@@ -230,7 +230,7 @@ public partial class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFix
         var key = FlowKey(port, 80);
         run(Tcp(port, 80));
         run(Tcp(port, 80, Packet.Ack));
-        Assert.True(plane.Flows.TryLookup(key, out var flow));
+        Assert.True(plane.TryFindFlow(key, out var flow));
         Assert.Equal(XlbAbi.FlowEstablished, flow.State);
         // Within the timeout the flow carries on.
         run(Tcp(port, 80, Packet.Ack));
@@ -239,7 +239,7 @@ public partial class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFix
         plane.Flows.Update(key, flow with { LastSeenNs = 0 });
         Assert.Equal(XdpRedirect, (int)run(Tcp(port, 80, Packet.Ack)).Verdict);
         Assert.Equal(1UL, plane.Stats()[XlbStat.FwdExpiredFlow]);
-        plane.Flows.TryLookup(key, out var renewed);
+        plane.TryFindFlow(key, out var renewed);
         Assert.NotEqual(0UL, renewed.LastSeenNs);
         // A packet in mid-connection without a live flow (another node had it) starts out established.
         Assert.Equal(XlbAbi.FlowEstablished, renewed.State);
@@ -263,15 +263,15 @@ public partial class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFix
 
         // The first connection closes and its closing timeout passes.
         run(Tcp(a, 80, Packet.Fin | Packet.Ack));
-        Assert.True(plane.Flows.TryLookup(FlowKey(a, 80), out var closing));
+        Assert.True(plane.TryFindFlow(FlowKey(a, 80), out var closing));
         Assert.Equal(XlbAbi.FlowClosing, closing.State);
         plane.Flows.Update(FlowKey(a, 80), closing with { LastSeenNs = 0 });
 
         var second = run(Tcp(b, 80));
         Assert.Equal(XdpRedirect, (int)second.Verdict);
         Assert.Equal(45000, Packet.Parse(second.Packet).SrcPort);
-        Assert.True(plane.Flows.TryLookup(FlowKey(b, 80), out var fb));
-        Assert.True(plane.ReverseNat.TryLookup(ReverseKey(fb), out var r));
+        Assert.True(plane.TryFindFlow(FlowKey(b, 80), out var fb));
+        Assert.True(plane.TryFindReverseNat(ReverseKey(fb), out var r));
         Assert.Equal(Net.Be(b), r.ClientPortBe);
     }
 

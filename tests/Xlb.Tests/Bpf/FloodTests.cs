@@ -1,0 +1,155 @@
+using System.Buffers.Binary;
+using System.Net;
+using Xlb.Agent;
+using Xlb.Agent.Bpf;
+using Xlb.Cli.Testbed;
+using Xlb.Crds;
+using Xlb.DataPlane;
+using Xlb.Tests.Support;
+using static Xlb.Tests.Bpf.DataPlaneFixture;
+
+namespace Xlb.Tests.Bpf;
+
+/// <summary>
+/// New flows wait in tables of their own until their second packet, so a flood of SYNs or of
+/// one-off datagrams cannot push established connections off their backends.
+/// </summary>
+public sealed class FloodTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
+{
+    private const int FullNatPort = 80, DnatPort = 81, UdpPort = 53;
+
+    /// <summary>A private data plane with a FullNAT and a DNAT TCP listener and a DNAT UDP listener toward both backends.</summary>
+    private (XdpDataPlane Plane, Func<byte[], TestRunResult> Run) OwnPlane()
+    {
+        var plane = XdpDataPlane.Load(XdpDataPlane.DefaultObjectPath);
+        List<NodeBackend> both = [.. new[] { 1, 2 }.Select(i => new NodeBackend { Address = LbTopology.BackendAddress(i), Port = 8080 })];
+        plane.Apply(new XlbNodeConfigSpec
+        {
+            NodeName = "lb-1",
+            Vips = [new NodeVip { Address = Vip, Role = VipRole.Active, Shard = "s" }],
+            Listeners =
+            [
+                new Listener { Name = "t/full/p", Vip = Vip, Port = FullNatPort, Backends = [.. both] },
+                new Listener { Name = "t/dnat/p", Vip = Vip, Port = DnatPort, NatMode = NatMode.DNAT, Backends = [.. both] },
+                new Listener { Name = "t/dns/p", Vip = Vip, Port = UdpPort, Protocol = L4Protocol.UDP, NatMode = NatMode.DNAT, Backends = [.. both] },
+            ],
+        });
+        var fd = plane.ProgramFd;
+        return (plane, p => Netns.Run(fx.Topology.Lb, () => TestRun.Xdp(fd, p)));
+    }
+
+    private static Packet From(IPAddress client, ushort port, int vipPort, byte flags = Packet.Syn, byte proto = 6) =>
+        new() { Src = client, Dst = VipAddress, SrcPort = port, DstPort = (ushort)vipPort, TcpFlags = flags, Protocol = proto };
+
+    private static XlbFlowKey Key(Packet p) => new()
+    {
+        Saddr = Addr16.From(p.Src), Daddr = Addr16.From(p.Dst), SportBe = Net.Be(p.SrcPort), DportBe = Net.Be(p.DstPort),
+        Proto = p.Protocol, Family = XlbAbi.FamilyV4,
+    };
+
+    [Fact]
+    public void A_new_flow_is_admitted_by_its_second_packet_with_its_reverse_translation()
+    {
+        Privileged.Require();
+        var (plane, run) = OwnPlane();
+        using var owned = plane;
+        var syn = From(Client, 41000, FullNatPort);
+        var forward = Packet.Parse(run(syn.Build()).Packet);
+        Assert.True(plane.NewFlows.TryLookup(Key(syn), out var fresh));
+        Assert.False(plane.Flows.TryLookup(Key(syn), out _));
+        var reverse = new XlbFlowKey
+        {
+            Saddr = fresh.Backend, Daddr = Addr16.From(VipAddress), SportBe = fresh.BackendPortBe, DportBe = fresh.NatPortBe,
+            Proto = XlbAbi.ProtoTcp, Family = XlbAbi.FamilyV4,
+        };
+        Assert.True(plane.NewReverseNat.TryLookup(reverse, out _));
+
+        // The backend's SYN-ACK is translated from the new flow's table.
+        var synAck = new Packet { Src = forward.Dst, Dst = VipAddress, SrcPort = 8080, DstPort = forward.SrcPort, TcpFlags = Packet.Syn | Packet.Ack };
+        var back = Packet.Parse(run(synAck.Build()).Packet);
+        Assert.Equal((VipAddress, (ushort)FullNatPort, Client, (ushort)41000), (back.Src, back.SrcPort, back.Dst, back.DstPort));
+
+        // A retransmitted SYN does not admit the flow; the client's ACK does.
+        run(syn.Build());
+        Assert.False(plane.Flows.TryLookup(Key(syn), out _));
+        Assert.Equal(XdpRedirect, (int)run((syn with { TcpFlags = Packet.Ack }).Build()).Verdict);
+        Assert.True(plane.Flows.TryLookup(Key(syn), out var admitted));
+        Assert.False(plane.NewFlows.TryLookup(Key(syn), out _));
+        Assert.Equal((fresh.Backend, fresh.NatPortBe, XlbAbi.FlowEstablished), (admitted.Backend, admitted.NatPortBe, admitted.State));
+        Assert.True(plane.ReverseNat.TryLookup(reverse, out _));
+        Assert.False(plane.NewReverseNat.TryLookup(reverse, out _));
+
+        // UDP: the second datagram admits.
+        var query = From(Client, 41001, UdpPort, proto: 17);
+        run(query.Build());
+        Assert.True(plane.NewFlows.TryLookup(Key(query), out _));
+        run(query.Build());
+        Assert.True(plane.Flows.TryLookup(Key(query), out _));
+        Assert.False(plane.NewFlows.TryLookup(Key(query), out _));
+    }
+
+    /// <summary>
+    /// Established FullNAT, DNAT and UDP flows, then twice as many new flows (SYNs and one-off
+    /// datagrams from spoofed sources) as the flow table holds: every established flow keeps its
+    /// entry, its backend and its NAT port, and its replies are still translated. With one table
+    /// for all flows the kernel's LRU spares entries that were looked up since their insert, but
+    /// not a reverse translation that no reply has used yet: the FullNAT replies fail.
+    /// </summary>
+    [Fact]
+    public void A_flood_of_new_flows_does_not_evict_established_ones()
+    {
+        Privileged.Require();
+        var (plane, run) = OwnPlane();
+        using var owned = plane;
+
+        var established = new List<(Packet Next, XlbFlow Flow)>();
+        for (ushort i = 0; i < 60; i++)
+        {
+            var vipPort = (i % 3) switch { 0 => FullNatPort, 1 => DnatPort, _ => UdpPort };
+            var first = From(Client, (ushort)(42000 + i), vipPort, proto: (byte)(vipPort == UdpPort ? 17 : 6));
+            var next = first with { TcpFlags = Packet.Ack };
+            run(first.Build());
+            run(next.Build());
+            Assert.True(plane.Flows.TryLookup(Key(first), out var flow));
+            established.Add((next, flow));
+        }
+
+        var syn = From(IPAddress.Parse("10.77.0.0"), 1, DnatPort).Build();
+        var datagram = From(IPAddress.Parse("10.78.0.0"), 1, UdpPort, proto: 17).Build();
+        var flood = 2 * XlbAbi.MaxFlows;
+        var statsBefore = plane.Stats();
+        Netns.Run(fx.Topology.Lb, () =>
+        {
+            for (var n = 0; n < flood; n++)
+            {
+                // A different spoofed source for every packet: bytes 28..29 of the source address and the source port.
+                var p = n % 4 == 0 ? datagram : syn;
+                BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(28), (ushort)(n >> 8));
+                BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(34), (ushort)(1024 + (n & 0xff)));
+                TestRun.Xdp(plane.ProgramFd, p);
+            }
+            return 0;
+        });
+        var stats = plane.Stats();
+        Assert.Equal((ulong)flood, stats[XlbStat.FwdNewFlow] - statsBefore[XlbStat.FwdNewFlow]);
+
+        var kept = established.Count(e => plane.Flows.TryLookup(Key(e.Next), out var now) && now.Backend.Equals(e.Flow.Backend) && now.NatPortBe == e.Flow.NatPortBe);
+        Assert.Equal(established.Count, kept);
+        var newFlows = stats[XlbStat.FwdNewFlow];
+        foreach (var (next, flow) in established)
+        {
+            var result = run(next.Build());
+            Assert.Equal(XdpRedirect, (int)result.Verdict);
+            var forward = Packet.Parse(result.Packet);
+            Assert.Equal(flow.Backend.ToAddress(XlbAbi.FamilyV4), forward.Dst);
+            if (next.DstPort == FullNatPort)
+            {
+                // The backend's reply still finds its translation.
+                var reply = new Packet { Src = forward.Dst, Dst = VipAddress, SrcPort = 8080, DstPort = forward.SrcPort, TcpFlags = Packet.Ack };
+                var back = Packet.Parse(run(reply.Build()).Packet);
+                Assert.Equal((Client, next.SrcPort), (back.Dst, back.DstPort));
+            }
+        }
+        Assert.Equal(newFlows, plane.Stats()[XlbStat.FwdNewFlow]);
+    }
+}
