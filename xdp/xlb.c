@@ -167,6 +167,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xlb_svc_stats SEC(".maps");
 
+/* Per-backend counters, by backend index (the same in both generations). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XLB_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct xlb_svc_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xlb_backend_stats SEC(".maps");
+
 /* MACs of the interfaces the program runs on, by ifindex: the source of ARP replies. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -202,10 +211,8 @@ static __always_inline int verdict(int action, __u32 reason)
 	return action;
 }
 
-static __always_inline void svc_count(__u32 id, __u64 bytes, int reply, int new_flow)
+static __always_inline void add_counts(struct xlb_svc_stats *s, __u64 bytes, int reply, int new_flow)
 {
-	struct xlb_svc_stats *s = bpf_map_lookup_elem(&xlb_svc_stats, &id);
-
 	if (!s)
 		return;
 	if (reply) {
@@ -216,6 +223,19 @@ static __always_inline void svc_count(__u32 id, __u64 bytes, int reply, int new_
 		s->bytes += bytes;
 	}
 	s->new_flows += new_flow;
+}
+
+/* One packet of service `id` and backend index `backend`, each direction counted apart. */
+static __always_inline void svc_count(__u32 id, __u32 backend, __u64 bytes, int reply, int new_flow)
+{
+	add_counts(bpf_map_lookup_elem(&xlb_svc_stats, &id), bytes, reply, new_flow);
+	add_counts(bpf_map_lookup_elem(&xlb_backend_stats, &backend), bytes, reply, new_flow);
+}
+
+/* The backend index of a flow (its next-hop slot without the generation). */
+static __always_inline __u32 flow_backend(const struct xlb_flow *f)
+{
+	return f->nh_slot & (XLB_MAX_BACKENDS - 1);
 }
 
 /* One's-complement checksum arithmetic (RFC 1624), on values in network byte order. */
@@ -635,13 +655,14 @@ static __always_inline void flow_key_of(const struct xlb_rnat *r, const struct x
 }
 
 /* The reverse translation of client flow fk: replies leave as VIP:port -> client:port. */
-static __always_inline void rnat_of(const struct xlb_flow_key *fk, __u32 svc_id, struct xlb_rnat *rv)
+static __always_inline void rnat_of(const struct xlb_flow_key *fk, const struct xlb_flow *f, struct xlb_rnat *rv)
 {
 	addr_copy(rv->vip, fk->daddr);
 	addr_copy(rv->client, fk->saddr);
 	rv->vip_port = fk->dport;
 	rv->client_port = fk->sport;
-	rv->svc_id = svc_id;
+	rv->svc_id = f->svc_id;
+	rv->backend = flow_backend(f);
 }
 
 /* A flow, admitted or still new; 0 when neither table holds it. */
@@ -701,7 +722,7 @@ static __always_inline int reply(struct xdp_md *ctx, struct pkt *p, const struct
 	__u32 reason;
 
 	count(XLB_STAT_FWD_REPLY);
-	svc_count(r->svc_id, p->len, 1, 0);
+	svc_count(r->svc_id, r->backend, p->len, 1, 0);
 	/* The server closes or refuses: the next SYN on this tuple starts afresh. */
 	if (p->tcp_flags & (TCP_FIN | TCP_RST)) {
 		struct xlb_flow_key k;
@@ -844,7 +865,7 @@ static __always_inline int alloc_nat_port(const struct xlb_cfg *cfg, const struc
 	int i;
 
 	key_of(&rk, fk->family, nf->backend, fk->daddr, nf->backend_port, 0, fk->proto);
-	rnat_of(fk, nf->svc_id, &rv);
+	rnat_of(fk, nf, &rv);
 
 	for (i = 0; i < NAT_PORT_TRIES; i++) {
 		__u16 port = cfg->nat_port_min + (__u16)((h + i * 7919u) % span);
@@ -961,7 +982,7 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 				flow->state = XLB_FLOW_ESTABLISHED;
 			flow->last_seen_ns = now;
 			count(XLB_STAT_FWD_ESTABLISHED);
-			svc_count(flow->svc_id, p->len, 0, 0);
+			svc_count(flow->svc_id, flow_backend(flow), p->len, 0, 0);
 			if (admitted || syn)
 				return to_backend(ctx, cfg, p, fk, flow, now);
 			{
@@ -1036,11 +1057,11 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 			struct xlb_rnat rv = {};
 
 			rnat_key_of(&rk, fk, &nf);
-			rnat_of(fk, nf.svc_id, &rv);
+			rnat_of(fk, &nf, &rv);
 			bpf_map_update_elem(&xlb_rnat_new, &rk, &rv, BPF_ANY);
 		}
 		count(XLB_STAT_FWD_NEW_FLOW);
-		svc_count(nf.svc_id, p->len, 0, 1);
+		svc_count(nf.svc_id, flow_backend(&nf), p->len, 0, 1);
 		return to_backend(ctx, cfg, p, fk, &nf, now);
 	}
 }

@@ -122,6 +122,27 @@ public sealed unsafe class BpfMap<TKey, TValue>
         return entries;
     }
 
+    /// <summary>Sets every CPU's value of a per-CPU map entry to zero.</summary>
+    public void PerCpuClear(in TKey key)
+    {
+        var cpus = Libbpf.libbpf_num_possible_cpus();
+        if (cpus < 0)
+        {
+            throw new BpfException("libbpf_num_possible_cpus", -cpus, "");
+        }
+        var buf = new byte[((Unsafe.SizeOf<TValue>() + 7) & ~7) * cpus];
+        var k = key;
+        fixed (byte* p = buf)
+        {
+            var rc = Libbpf.bpf_map_update_elem(Fd, &k, p, Any);
+            GC.KeepAlive(_owner);
+            if (rc < 0)
+            {
+                throw new BpfException("bpf_map_update_elem", -rc, $"per-CPU map {Name}, key {key}");
+            }
+        }
+    }
+
     /// <summary>Every CPU's value of a per-CPU map entry.</summary>
     public TValue[] PerCpuLookup(in TKey key)
     {

@@ -6,7 +6,8 @@ namespace Xlb.Agent.Core;
 
 /// <summary>
 /// What one configuration generation of the data-plane maps must hold for a node config.
-/// Backends are numbered from 1 (0 marks an empty ring slot); each service's ring (a Maglev
+/// Backends are numbered from 1 (0 marks an empty ring slot), and a backend keeps its number from
+/// one revision to the next (slots no backend holds are empty, <c>default</c>); each service's ring (a Maglev
 /// table, or a round-robin cycle) occupies [RingOff, RingOff + RingSize) of the generation's
 /// ring array. The filter marks the VIPs and the DNAT backends of this generation.
 /// </summary>
@@ -41,18 +42,49 @@ public sealed record MapImage(
     /// <summary>The service ids of this image by service (generation-free key), for the next build.</summary>
     public IReadOnlyDictionary<XlbSvcKey, uint> ServiceIds() => Services.ToDictionary(s => s.Key with { Gen = 0 }, s => s.Value.Id);
 
+    /// <summary>The index of every backend of this image, for the next build.</summary>
+    public IReadOnlyDictionary<XlbBackend, int> BackendIndexes() => IndexesOf(Backends);
+
+    /// <summary>The index of every backend in a generation's backend slots (slot 1 first); empty slots are skipped.</summary>
+    public static Dictionary<XlbBackend, int> IndexesOf(IReadOnlyList<XlbBackend> slots)
+    {
+        var result = new Dictionary<XlbBackend, int>();
+        for (var i = 0; i < slots.Count; i++)
+        {
+            if (slots[i].Family != 0)
+            {
+                result.TryAdd(slots[i], i + 1);
+            }
+        }
+        return result;
+    }
+
     /// <summary>Builds the image of <paramref name="spec"/> for generation <paramref name="generation"/>.</summary>
     /// <param name="ids">
     /// Service ids in use (keyed with generation 0): a service keeps its id across revisions, so
     /// its counters stay its own. New services get the lowest free ids.
     /// </param>
+    /// <param name="backendIndexes">
+    /// The backend indexes of the revision before: a backend keeps its index, so its counters
+    /// (by index) stay its own and a flow's index keeps naming its backend. A new backend takes
+    /// the lowest index that no backend of this revision or the one before holds.
+    /// </param>
     /// <exception cref="ConfigTooLargeException">The config needs more than the maps hold.</exception>
-    public static MapImage Build(XlbNodeConfigSpec spec, byte generation, IReadOnlyDictionary<XlbSvcKey, uint>? ids = null)
+    public static MapImage Build(XlbNodeConfigSpec spec, byte generation, IReadOnlyDictionary<XlbSvcKey, uint>? ids = null,
+        IReadOnlyDictionary<XlbBackend, int>? backendIndexes = null)
     {
         var vips = new Dictionary<XlbVipKey, uint>();
         var services = new Dictionary<XlbSvcKey, XlbSvc>();
-        var backends = new List<XlbBackend>();
-        var backendIndex = new Dictionary<XlbBackend, int>();
+        var backendIndex = AssignBackendIndexes(spec, backendIndexes);
+        var backends = new List<XlbBackend>(backendIndex.Count == 0 ? 0 : backendIndex.Values.Max());
+        foreach (var (be, idx) in backendIndex)
+        {
+            while (backends.Count < idx)
+            {
+                backends.Add(default);
+            }
+            backends[idx - 1] = be;
+        }
         var ring = new List<uint>();
         var filter = new FilterImage();
 
@@ -86,13 +118,7 @@ public sealed record MapImage(
             var indexes = new List<int>(members.Count);
             foreach (var (be, _) in members)
             {
-                if (!backendIndex.TryGetValue(be, out var idx))
-                {
-                    backends.Add(be);
-                    idx = backends.Count;
-                    backendIndex[be] = idx;
-                }
-                indexes.Add(idx);
+                indexes.Add(backendIndex[be]);
             }
             var mode = ModeOf(listener);
             var algo = AlgoOf(listener.Algorithm);
@@ -127,13 +153,64 @@ public sealed record MapImage(
         }
         if (backends.Count >= XlbAbi.MaxBackends)
         {
-            throw new ConfigTooLargeException($"{backends.Count} distinct backends; the data plane holds {XlbAbi.MaxBackends - 1}");
+            throw new ConfigTooLargeException($"{backendIndex.Count} distinct backends; the data plane holds {XlbAbi.MaxBackends - 1}");
         }
         if (ring.Count > XlbAbi.RingCapacity)
         {
             throw new ConfigTooLargeException($"Maglev rings need {ring.Count} slots; the data plane holds {XlbAbi.RingCapacity}");
         }
         return new MapImage(generation, vips, services, backends, ring, filter);
+    }
+
+    /// <summary>
+    /// Every distinct backend of the spec and its index: the one it had, or the lowest index that
+    /// neither a backend kept here nor one of the revision before holds (a removed backend's index
+    /// rests for one revision: its flows, still draining, count to it). Only when that runs out
+    /// are rested indexes used.
+    /// </summary>
+    private static Dictionary<XlbBackend, int> AssignBackendIndexes(XlbNodeConfigSpec spec, IReadOnlyDictionary<XlbBackend, int>? before)
+    {
+        var result = new Dictionary<XlbBackend, int>();
+        var fresh = new List<XlbBackend>();
+        var seen = new HashSet<XlbBackend>();
+        var held = new HashSet<int>();
+        foreach (var listener in spec.Listeners)
+        {
+            foreach (var b in listener.Backends)
+            {
+                var be = ToBackend(b);
+                if (!seen.Add(be))
+                {
+                    continue;
+                }
+                if (before?.GetValueOrDefault(be) is > 0 and < XlbAbi.MaxBackends and var idx && held.Add(idx))
+                {
+                    result[be] = idx;
+                }
+                else
+                {
+                    fresh.Add(be);
+                }
+            }
+        }
+        var resting = before?.Values.ToHashSet() ?? [];
+        var next = 1;
+        var pass = 0;
+        foreach (var be in fresh)
+        {
+            while (held.Contains(next) || (pass == 0 && resting.Contains(next)))
+            {
+                next++;
+                if (next >= XlbAbi.MaxBackends && pass == 0)
+                {
+                    // Out of unused indexes: take rested ones as well.
+                    (next, pass) = (1, 1);
+                }
+            }
+            held.Add(next);
+            result[be] = next;
+        }
+        return result;
     }
 
     private static XlbSvcKey KeyOf(Listener listener, byte generation)

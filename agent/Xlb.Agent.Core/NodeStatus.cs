@@ -17,6 +17,8 @@ public sealed record DataPlaneContents
     public required IReadOnlyDictionary<uint, XlbBackend> Backends { get; init; }
     /// <summary>Per-service counters (summed over CPUs), by service id.</summary>
     public required IReadOnlyDictionary<uint, XlbSvcStats> ServiceCounters { get; init; }
+    /// <summary>Per-backend counters (summed over CPUs), by backend index.</summary>
+    public IReadOnlyDictionary<uint, XlbSvcStats> BackendCounters { get; init; } = new Dictionary<uint, XlbSvcStats>();
     public required IReadOnlyDictionary<XlbStat, ulong> Reasons { get; init; }
     public required IReadOnlyList<KeyValuePair<XlbFlowKey, XlbFlow>> Flows { get; init; }
     /// <summary>The data plane's clock (CLOCK_MONOTONIC, ns) when the flows were read.</summary>
@@ -97,6 +99,10 @@ public sealed record BackendStatus
     /// <summary>Share of new flows, in percent of the ring.</summary>
     public required double Share { get; init; }
     public required int ActiveFlows { get; init; }
+    /// <summary>Packets this node sent to the backend, for all the services it serves; null when it is not in the ring.</summary>
+    public ulong? Packets { get; init; }
+    /// <summary>Flows this node bound to the backend, for all its services; null when it is not in the ring.</summary>
+    public ulong? NewFlows { get; init; }
 }
 
 public sealed record FlowStatus
@@ -180,6 +186,7 @@ public static class NodeStatus
                 }
                 var ep = new IPEndPoint(be.Addr.ToAddress(be.Family), Net.FromBe(be.PortBe));
                 var count = slots.Count();
+                var beCounters = maps.BackendCounters.GetValueOrDefault(slots.Key);
                 inRing.Add(ep);
                 backends.Add(new BackendStatus
                 {
@@ -190,6 +197,8 @@ public static class NodeStatus
                     RingSlots = count,
                     Share = Math.Round(100.0 * count / Math.Max(1, ring.Length), 2),
                     ActiveFlows = flowsTo.GetValueOrDefault(ep),
+                    Packets = beCounters.Packets,
+                    NewFlows = beCounters.NewFlows,
                 });
             }
             // Backends the node config names that are not in the ring: draining ones with no

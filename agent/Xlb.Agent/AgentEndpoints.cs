@@ -39,8 +39,22 @@ public static class AgentEndpoints
             PromText.Labelled(sb, "xlb_service_reply_packets_total", "counter", Svc + "backend replies translated by this node (FullNAT, DNAT).", "service", services.Select(s => (s.Name, (double)s.Stats.ReplyPackets)));
             PromText.Labelled(sb, "xlb_service_reply_bytes_total", "counter", Svc + "bytes of those replies.", "service", services.Select(s => (s.Name, (double)s.Stats.ReplyBytes)));
             PromText.Labelled(sb, "xlb_service_new_flows_total", "counter", Svc + "flows bound to a backend.", "service", services.Select(s => (s.Name, (double)s.Stats.NewFlows)));
+            var backends = dp.BackendStats().Select(b => (Name: BackendLabel(b.Key), Stats: b.Value)).OrderBy(b => b.Name, StringComparer.Ordinal).ToList();
+            const string Be = "Per backend (address:targetPort) of the applied revision, over all its services: ";
+            PromText.Labelled(sb, "xlb_backend_packets_total", "counter", Be + "packets sent to it.", "backend", backends.Select(b => (b.Name, (double)b.Stats.Packets)));
+            PromText.Labelled(sb, "xlb_backend_bytes_total", "counter", Be + "bytes sent to it (frames as received).", "backend", backends.Select(b => (b.Name, (double)b.Stats.Bytes)));
+            PromText.Labelled(sb, "xlb_backend_reply_packets_total", "counter", Be + "its replies translated by this node (FullNAT, DNAT).", "backend", backends.Select(b => (b.Name, (double)b.Stats.ReplyPackets)));
+            PromText.Labelled(sb, "xlb_backend_reply_bytes_total", "counter", Be + "bytes of those replies.", "backend", backends.Select(b => (b.Name, (double)b.Stats.ReplyBytes)));
+            PromText.Labelled(sb, "xlb_backend_new_flows_total", "counter", Be + "flows bound to it.", "backend", backends.Select(b => (b.Name, (double)b.Stats.NewFlows)));
         }
         return sb.ToString();
+    }
+
+    private static string BackendLabel(XlbBackend b)
+    {
+        var address = b.Addr.ToAddress(b.Family);
+        var host = b.Family == XlbAbi.FamilyV6 ? $"[{address}]" : address.ToString();
+        return $"{host}:{Net.FromBe(b.PortBe)}";
     }
 
     private static string ServiceLabel(XlbSvcKey k)

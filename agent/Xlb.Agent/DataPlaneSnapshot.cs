@@ -25,6 +25,7 @@ public static class DataPlaneSnapshot
         var ringMap = maps.Open<uint, uint>("xlb_rings");
         var statMap = maps.Open<uint, ulong>("xlb_stats");
         var svcStatMap = maps.Open<uint, XlbSvcStats>("xlb_svc_stats");
+        var backendStatMap = maps.Open<uint, XlbSvcStats>("xlb_backend_stats");
         config.TryLookup(0, out var cfg);
         var gen = (byte)(cfg.ActiveGen & 1);
 
@@ -60,6 +61,7 @@ public static class DataPlaneSnapshot
             Rings = rings,
             Backends = backends,
             ServiceCounters = counters,
+            BackendCounters = backends.Keys.ToDictionary(i => i, i => backendStatMap.PerCpuLookup(i).Aggregate(default(XlbSvcStats), XlbSvcStats.Add)),
             Reasons = XdpDataPlane.SumReasons(statMap),
             Flows = [.. flows],
             // bpf_ktime_get_coarse_ns counts CLOCK_MONOTONIC, as Stopwatch does on Linux.

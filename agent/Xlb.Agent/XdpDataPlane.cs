@@ -61,8 +61,12 @@ public sealed class XdpDataPlane : IDisposable
     private readonly BpfMap<uint, ulong> _stats;
     private readonly BpfMap<uint, XlbFilter> _filter;
     private readonly BpfMap<uint, XlbSvcStats> _svcStats;
+    private readonly BpfMap<uint, XlbSvcStats> _backendStats;
     private readonly BpfMap<uint, XlbIfmac> _ifmacs;
     private readonly DataPlaneOptions _options;
+
+    /// <summary>The active generation's backend indexes; read from the maps on first use (an adopted data plane has some).</summary>
+    private IReadOnlyDictionary<XlbBackend, int>? _backendIndexes;
 
     private XdpDataPlane(BpfObject obj, DataPlaneOptions options, bool adopted)
     {
@@ -78,6 +82,7 @@ public sealed class XdpDataPlane : IDisposable
         _stats = obj.Map<uint, ulong>("xlb_stats");
         _filter = obj.Map<uint, XlbFilter>("xlb_filter");
         _svcStats = obj.Map<uint, XlbSvcStats>("xlb_svc_stats");
+        _backendStats = obj.Map<uint, XlbSvcStats>("xlb_backend_stats");
         _ifmacs = obj.Map<uint, XlbIfmac>("xlb_ifmacs");
         obj.Map<uint, XlbNexthop>("xlb_nexthops");
         Flows = obj.Map<XlbFlowKey, XlbFlow>("xlb_flows");
@@ -173,7 +178,8 @@ public sealed class XdpDataPlane : IDisposable
         // The active generation's services are read once: their ids carry over, and they are
         // half of what decides whether anything changed.
         var activeServices = ReadServices(active);
-        var current = MapImage.Build(spec, active, activeServices.ToDictionary(s => s.Key with { Gen = 0 }, s => s.Value.Id));
+        var before = _backendIndexes ??= MapImage.IndexesOf(_backends.ReadArray((uint)(active * XlbAbi.MaxBackends) + 1, XlbAbi.MaxBackends - 1));
+        var current = MapImage.Build(spec, active, activeServices.ToDictionary(s => s.Key with { Gen = 0 }, s => s.Value.Id), before);
         if (MapDiff.Plan(current, ReadGeneration(active, current.Backends.Count, current.Ring.Count, activeServices), cfg) is [MapOp.Flip])
         {
             return new ApplyResult(active, 0, System.Diagnostics.Stopwatch.GetElapsedTime(started));
@@ -182,7 +188,18 @@ public sealed class XdpDataPlane : IDisposable
         var image = current.WithGeneration(target);
         var observed = ReadGeneration(target, image.Backends.Count, image.Ring.Count);
         var ops = MapDiff.Plan(image, observed, cfg);
+        var after = image.BackendIndexes();
+        // A backend new to its index starts its counters from zero (before the flip: nothing counts there yet).
+        _backendIndexes = null;
+        foreach (var (be, index) in after)
+        {
+            if (before.GetValueOrDefault(be) != index)
+            {
+                _backendStats.PerCpuClear((uint)index);
+            }
+        }
         Execute(ops);
+        _backendIndexes = after;
         return new ApplyResult(target, ops.Count, System.Diagnostics.Stopwatch.GetElapsedTime(started));
     }
 
@@ -258,6 +275,14 @@ public sealed class XdpDataPlane : IDisposable
             result[k] = _svcStats.PerCpuLookup(svc.Id).Aggregate(default(XlbSvcStats), XlbSvcStats.Add);
         }
         return result;
+    }
+
+    /// <summary>Counters of the active generation's backends, summed over CPUs.</summary>
+    public IReadOnlyDictionary<XlbBackend, XlbSvcStats> BackendStats()
+    {
+        var active = ActiveGeneration;
+        var indexes = _backendIndexes ?? MapImage.IndexesOf(_backends.ReadArray((uint)(active * XlbAbi.MaxBackends) + 1, XlbAbi.MaxBackends - 1));
+        return indexes.ToDictionary(b => b.Key, b => _backendStats.PerCpuLookup((uint)b.Value).Aggregate(default(XlbSvcStats), XlbSvcStats.Add));
     }
 
     public void Dispose() => _obj.Dispose();

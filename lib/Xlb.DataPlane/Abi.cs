@@ -191,6 +191,8 @@ public record struct XlbRnat
     public ushort VipPortBe;
     public ushort ClientPortBe;
     public uint SvcId;
+    /// <summary>The backend index, for xlb_backend_stats.</summary>
+    public uint Backend;
 }
 
 [StructLayout(LayoutKind.Sequential)]

@@ -84,7 +84,11 @@ struct xlb_svc {
 	__u8 algo;       /* XLB_ALGO_* */
 };
 
-/* backends: array indexed by gen * XLB_MAX_BACKENDS + backend index (index 0 unused). */
+/*
+ * backends: array indexed by gen * XLB_MAX_BACKENDS + backend index (index 0 unused). A backend
+ * keeps its index from one revision to the next, so a flow's index stays its backend's across a
+ * flip, and xlb_backend_stats (by index) counts for the same backend over time.
+ */
 #define XLB_BE_F_DRAINING 1
 
 struct xlb_backend {
@@ -139,6 +143,7 @@ struct xlb_rnat {
 	__be16 vip_port;
 	__be16 client_port;
 	__u32 svc_id;
+	__u32 backend; /* backend index (xlb_backend_stats) */
 };
 
 /*
@@ -183,7 +188,7 @@ static inline __u32 xlb_filter_fold6(const __u32 *addr)
 	return addr[0] ^ addr[1] ^ addr[2] ^ addr[3];
 }
 
-/* svc_stats: per-CPU counters, indexed by service id. */
+/* svc_stats: per-CPU counters, indexed by service id; backend_stats: the same, by backend index. */
 struct xlb_svc_stats {
 	__u64 packets;       /* client -> backend */
 	__u64 bytes;

@@ -293,6 +293,44 @@ public partial class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFix
         Assert.Equal((ulong)(2 * syn.Length), after.Bytes - before.Bytes);
     }
 
+    [Fact]
+    public void Backend_counters_count_each_backend_and_a_backend_new_to_an_index_starts_from_zero()
+    {
+        Privileged.Require();
+        var (plane, run) = OwnPlane();
+        using var owned = plane;
+        XlbSvcStats Of(int backend) => plane.BackendStats().SingleOrDefault(b => b.Key.Addr.ToAddress(b.Key.Family).ToString() == LbTopology.BackendAddress(backend)).Value;
+
+        var port = NextClientPort();
+        var syn = Tcp(port, 80);
+        var forward = Packet.Parse(run(syn).Packet);
+        run(Tcp(port, 80, Packet.Ack));
+        run(new Packet { Src = forward.Dst, Dst = VipAddress, SrcPort = 8080, DstPort = forward.SrcPort, TcpFlags = Packet.Ack });
+        var one = Of(1);
+        Assert.Equal((2UL, 1UL, 1UL), (one.Packets, one.NewFlows, one.ReplyPackets));
+        Assert.Equal((ulong)(2 * syn.Build().Length), one.Bytes);
+
+        // Backend 2 joins: backend 1 keeps its index and its counts, and the established flow
+        // still counts to it after the flip; backend 2, new to its index, starts from zero.
+        Listener Web(params int[] backends) => new()
+        {
+            Name = "t/one/p", Vip = Vip, Port = 80,
+            Backends = [.. backends.Select(i => new NodeBackend { Address = LbTopology.BackendAddress(i), Port = 8080 })],
+        };
+        var spec = new XlbNodeConfigSpec { NodeName = "lb-1", Vips = [new NodeVip { Address = Vip, Role = VipRole.Active, Shard = "s" }], Listeners = [Web(1, 2)] };
+        plane.Apply(spec);
+        Assert.Equal(one, Of(1));
+        Assert.Equal(default, Of(2));
+        run(Tcp(port, 80, Packet.Ack));
+        Assert.Equal(3UL, Of(1).Packets);
+
+        // Backend 1 leaves and comes back a revision later: its counts start again from zero.
+        plane.Apply(spec with { Listeners = [Web(2)] });
+        Assert.DoesNotContain(plane.BackendStats().Keys, b => b.Addr.ToAddress(b.Family).ToString() == LbTopology.BackendAddress(1));
+        plane.Apply(spec);
+        Assert.Equal(default, Of(1));
+    }
+
     private static XlbFlowKey ReverseKey(XlbFlow f) => new()
     {
         Saddr = f.Backend,

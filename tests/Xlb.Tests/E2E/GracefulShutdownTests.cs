@@ -32,6 +32,8 @@ public sealed class GracefulShutdownTests(ITestOutputHelper output)
             Assert.Contains("xlb_agent_applied_revision 1", metrics, StringComparison.Ordinal);
             Assert.Matches("xlb_packets_total\\{reason=\"fwd_new_flow\"\\} [1-9]", metrics);
             Assert.Matches($"xlb_service_new_flows_total\\{{service=\"{vip.Address}:{vip.Port}/TCP\"\\}} [1-9]", metrics);
+            var backendAddresses = string.Join("|", listener.Backends.Select(b => System.Text.RegularExpressions.Regex.Escape($"{b.Address}:{b.Port}")));
+            Assert.Matches($"xlb_backend_new_flows_total\\{{backend=\"({backendAddresses})\"\\}} [1-9]", metrics);
 
             var clock = Stopwatch.StartNew();
             Netns.Terminate(stack.Agent);

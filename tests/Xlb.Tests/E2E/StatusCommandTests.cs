@@ -54,6 +54,9 @@ public sealed class StatusCommandTests(ITestOutputHelper output)
             Assert.All(backends, b => Assert.Equal("active", b!["state"]!.GetValue<string>()));
             Assert.Equal(service["ringSize"]!.GetValue<int>(), backends.Sum(b => b!["ringSlots"]!.GetValue<int>()));
             Assert.Equal(probe.ByBackend.Count, backends.Count(b => b!["activeFlows"]!.GetValue<int>() > 0));
+            // Every connection's flow counted to its backend: the per-backend new flows add up to the service's.
+            Assert.Equal(30UL, (ulong)backends.Sum(b => (long)b!["newFlows"]!.GetValue<ulong>()));
+            Assert.Equal(probe.ByBackend.Count, backends.Count(b => b!["packets"]!.GetValue<ulong>() > 0));
 
             // The flow table: one entry per connection (closing, not yet timed out), all from the client.
             var flows = json["flows"]!.AsArray();

@@ -112,6 +112,29 @@ public class MapDiffTests
     }
 
     [Fact]
+    public void A_backend_keeps_its_index_across_revisions_and_a_removed_backends_index_rests_one_revision()
+    {
+        static int IndexOf(MapImage image, string address) =>
+            image.BackendIndexes().Single(b => b.Key.Addr.ToAddress(b.Key.Family).ToString() == address).Value;
+
+        var first = MapImage.Build(Spec("10.0.0.1", "10.0.0.2", "10.0.0.3"), 0);
+        Assert.Equal([1, 2, 3], new[] { "10.0.0.1", "10.0.0.2", "10.0.0.3" }.Select(a => IndexOf(first, a)));
+
+        // 10.0.0.1 leaves and 10.0.0.4 arrives: the others keep theirs, and the new one does not
+        // take index 1, which the flows of the backend that left still count to.
+        var second = MapImage.Build(Spec("10.0.0.4", "10.0.0.3", "10.0.0.2"), 1, null, first.BackendIndexes());
+        Assert.Equal([4, 3, 2], new[] { "10.0.0.4", "10.0.0.3", "10.0.0.2" }.Select(a => IndexOf(second, a)));
+        Assert.Equal(0, second.Backends[0].Family); // slot 1 is empty
+        // Every ring slot names one of this revision's backends.
+        Assert.All(second.Ring, i => Assert.Contains((int)i, new[] { 2, 3, 4 }));
+
+        // A revision later index 1 is free again.
+        var third = MapImage.Build(Spec("10.0.0.4", "10.0.0.3", "10.0.0.2", "10.0.0.5"), 0, null, second.BackendIndexes());
+        Assert.Equal(1, IndexOf(third, "10.0.0.5"));
+        Assert.Equal(4, IndexOf(third, "10.0.0.4"));
+    }
+
+    [Fact]
     public void Modes_and_algorithms_reach_the_service_entry_and_dnat_backends_the_filter()
     {
         var spec = Spec() with
