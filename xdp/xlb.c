@@ -176,6 +176,22 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xlb_backend_stats SEC(".maps");
 
+/* Sampled flow events (xlb_flow_event) for the agent's connection log. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, XLB_EVENTS_RING_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xlb_events SEC(".maps");
+
+/* Flow events sent and lost, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xlb_event_stats SEC(".maps");
+
 /* MACs of the interfaces the program runs on, by ifindex: the source of ARP replies. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -665,6 +681,36 @@ static __always_inline void rnat_of(const struct xlb_flow_key *fk, const struct 
 	rv->backend = flow_backend(f);
 }
 
+/*
+ * A flow event, when the configuration samples this flow (by its hash, so that a sampled flow
+ * reports both its start and its close). Off the established path: only a flow's first packet
+ * and the packet that closes it come here.
+ */
+static __always_inline void flow_event(const struct xlb_cfg *cfg, __u8 type, const struct xlb_flow_key *fk,
+				       const struct xlb_flow *f, __u8 by_backend, __u8 tcp_flags, __u64 now)
+{
+	struct xlb_flow_event ev = {};
+	__u32 sample = cfg->event_sample, key;
+	__u64 *c;
+
+	if (!sample || flow_hash(fk) % sample)
+		return;
+	ev.time_ns = now;
+	ev.flow = *fk;
+	addr_copy(ev.backend, f->backend);
+	ev.backend_port = f->backend_port;
+	ev.nat_port = f->nat_port;
+	ev.svc_id = f->svc_id;
+	ev.type = type;
+	ev.mode = f->mode;
+	ev.by_backend = by_backend;
+	ev.tcp_flags = tcp_flags;
+	key = bpf_ringbuf_output(&xlb_events, &ev, sizeof(ev), 0) ? XLB_EVENTS_LOST : XLB_EVENTS_SENT;
+	c = bpf_map_lookup_elem(&xlb_event_stats, &key);
+	if (c)
+		*c += 1;
+}
+
 /* A flow, admitted or still new; 0 when neither table holds it. */
 static __always_inline struct xlb_flow *flow_find(const struct xlb_flow_key *k)
 {
@@ -715,8 +761,8 @@ static __always_inline void admit(const struct xlb_flow_key *fk, const struct xl
 }
 
 /* A backend's reply (its flow key rk): the source becomes VIP:port, the destination the client. */
-static __always_inline int reply(struct xdp_md *ctx, struct pkt *p, const struct xlb_flow_key *rk,
-				 const struct xlb_rnat *r)
+static __always_inline int reply(struct xdp_md *ctx, const struct xlb_cfg *cfg, struct pkt *p,
+				 const struct xlb_flow_key *rk, const struct xlb_rnat *r)
 {
 	struct xlb_nexthop nh = {};
 	__u32 reason;
@@ -730,8 +776,10 @@ static __always_inline int reply(struct xdp_md *ctx, struct pkt *p, const struct
 
 		flow_key_of(r, rk, &k);
 		f = flow_find(&k);
-		if (f)
+		if (f && f->state != XLB_FLOW_CLOSING) {
 			f->state = XLB_FLOW_CLOSING;
+			flow_event(cfg, XLB_EVENT_CLOSED, &k, f, 1, p->tcp_flags, bpf_ktime_get_coarse_ns());
+		}
 	}
 	if (hops_spent(p))
 		return verdict(XDP_PASS, XLB_STAT_PASS_TTL_EXPIRED);
@@ -955,7 +1003,7 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 		/* From a DNAT backend: its reply to a client, or traffic of its own. */
 		r = rnat_find(fk);
 		if (r)
-			return reply(ctx, p, fk, r);
+			return reply(ctx, cfg, p, fk, r);
 		return verdict(XDP_PASS, XLB_STAT_PASS_NOT_VIP);
 	}
 
@@ -964,7 +1012,7 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 	if (dport >= cfg->nat_port_min && dport <= cfg->nat_port_max) {
 		r = rnat_find(fk);
 		if (r)
-			return reply(ctx, p, fk, r);
+			return reply(ctx, cfg, p, fk, r);
 	}
 
 	now = bpf_ktime_get_coarse_ns();
@@ -976,9 +1024,11 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 	if (flow) {
 		/* A SYN on a closed connection's tuple is a new connection (the client reused the port). */
 		if (!flow_expired(cfg, flow, fk->proto, now) && !(syn && flow->state == XLB_FLOW_CLOSING)) {
-			if (p->tcp_flags & (TCP_FIN | TCP_RST))
+			if (p->tcp_flags & (TCP_FIN | TCP_RST)) {
+				if (flow->state != XLB_FLOW_CLOSING)
+					flow_event(cfg, XLB_EVENT_CLOSED, fk, flow, 0, p->tcp_flags, now);
 				flow->state = XLB_FLOW_CLOSING;
-			else if (!syn && flow->state == XLB_FLOW_NEW && fk->proto == IPPROTO_TCP)
+			} else if (!syn && flow->state == XLB_FLOW_NEW && fk->proto == IPPROTO_TCP)
 				flow->state = XLB_FLOW_ESTABLISHED;
 			flow->last_seen_ns = now;
 			count(XLB_STAT_FWD_ESTABLISHED);
@@ -1051,6 +1101,7 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 		    alloc_nat_port(cfg, fk, &nf, flow_hash(fk), now, &nf.nat_port))
 			return verdict(XDP_DROP, XLB_STAT_DROP_NAT_PORTS_BUSY);
 		bpf_map_update_elem(&xlb_flows_new, fk, &nf, BPF_ANY);
+		flow_event(cfg, XLB_EVENT_NEW, fk, &nf, 0, p->tcp_flags, now);
 		if (svc->mode == XLB_MODE_DNAT) {
 			/* Replies will come from backend:port to the client, with our VIP to restore. */
 			struct xlb_flow_key rk;

@@ -35,6 +35,7 @@ public sealed class BpfException : Exception
 internal static class Errnos
 {
     public const int ENOENT = 2;
+    public const int EINTR = 4;
     public const int EEXIST = 17;
 
     private static readonly Dictionary<int, (string Name, string Text)> Known = new()

@@ -101,6 +101,17 @@ public sealed class BpfObject : SafeHandle
         return Libbpf.bpf_program__fd(prog);
     }
 
+    /// <summary>The fd of a map without keys and values to type (a ring buffer); owned by this object.</summary>
+    public int MapFd(string name)
+    {
+        var map = Libbpf.bpf_object__find_map_by_name(handle, name);
+        if (map == 0)
+        {
+            throw new BpfException("bpf_object__find_map_by_name", Errnos.ENOENT, $"no map '{name}' in the object");
+        }
+        return Libbpf.bpf_map__fd(map);
+    }
+
     /// <summary>A typed view of a map; the key and value sizes are checked against the object's BTF-defined map.</summary>
     public BpfMap<TKey, TValue> Map<TKey, TValue>(string name)
         where TKey : unmanaged

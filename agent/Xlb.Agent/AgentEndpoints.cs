@@ -46,6 +46,13 @@ public static class AgentEndpoints
             PromText.Labelled(sb, "xlb_backend_reply_packets_total", "counter", Be + "its replies translated by this node (FullNAT, DNAT).", "backend", backends.Select(b => (b.Name, (double)b.Stats.ReplyPackets)));
             PromText.Labelled(sb, "xlb_backend_reply_bytes_total", "counter", Be + "bytes of those replies.", "backend", backends.Select(b => (b.Name, (double)b.Stats.ReplyBytes)));
             PromText.Labelled(sb, "xlb_backend_new_flows_total", "counter", Be + "flows bound to it.", "backend", backends.Select(b => (b.Name, (double)b.Stats.NewFlows)));
+            var (_, lost) = dp.FlowEventCounts();
+            Counter(sb, "xlb_flow_events_lost_total", "Sampled flow events the program dropped because the ring buffer was full.", (long)lost);
+        }
+        if (state.FlowLog is { } flowLog)
+        {
+            var (opened, closed) = flowLog.Counts;
+            PromText.Labelled(sb, "xlb_flow_log_events_total", "counter", "Lines written to the connection log, by event.", "event", [("new", (double)opened), ("closed", (double)closed)]);
         }
         return sb.ToString();
     }

@@ -13,6 +13,9 @@ public sealed class AgentState
 
     public XdpDataPlane? DataPlane { get; set; }
 
+    /// <summary>The connection log, when one is written.</summary>
+    public FlowLog? FlowLog { get; set; }
+
     public (bool Ready, string Reason) Readiness
     {
         get

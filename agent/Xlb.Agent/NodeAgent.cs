@@ -48,6 +48,12 @@ public sealed record AgentOptions
     /// </summary>
     public int AnnounceCount { get; init; } = 3;
     public TimeSpan AnnounceInterval { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// The connection log: a file that sampled flow events are appended to as JSON lines, or "-"
+    /// for standard output; null: none. The sample is <see cref="DataPlaneOptions.FlowEventSample"/>.
+    /// </summary>
+    public string? FlowLogPath { get; init; }
 }
 
 /// <summary>
@@ -73,6 +79,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
     private DateTimeOffset _lastFullResync = DateTimeOffset.MinValue;
     private L2Announcer? _announcer;
     private XlbNodeConfigSpec? _announced;
+    private FlowLog? _flowLog;
 
     public AgentState State { get; } = new();
 
@@ -88,6 +95,9 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         // This agent serves: a drain left by a predecessor ends here.
         dp.SetShutdown(false);
         State.DataPlane = dp;
+        using var flowLog = options.FlowLogPath is { } flowLogPath ? FlowLog.Open(dp, flowLogPath, log) : null;
+        _flowLog = flowLog;
+        State.FlowLog = flowLog;
         await using var endpoints = options.HealthListen is { } listen ? await AgentEndpoints.StartAsync(listen, State, ct) : null;
         var attached = new List<(string If, XdpMode Mode)>();
         try
@@ -119,6 +129,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             });
             using var probing = CancellationTokenSource.CreateLinkedTokenSource(ct);
             var probes = _prober.RunAsync(probing.Token);
+            var logging = flowLog?.RunAsync(probing.Token) ?? Task.CompletedTask;
             // Level-triggered: every resync interval, and at once when a backend's health flips.
             do
             {
@@ -128,6 +139,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             while (await WakeAsync(ct));
             await probing.CancelAsync();
             await probes;
+            await logging;
             await _announcer.Completion;
             await DrainAsync(dp);
         }
@@ -306,6 +318,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             // VIPs this node has just taken (all active ones after a start): tell the link.
             _announcer?.Announce(Core.Announcements.Taken(_announced, effective), ct);
             _announced = effective;
+            _flowLog?.SetConfig(effective);
             if (result.Operations > 0 || fullResync)
             {
                 ResolveNeighbours(Core.DsrNeighbours.Addresses(effective));

@@ -27,6 +27,9 @@ public sealed record DataPlaneOptions
 
     /// <summary>Outer source address of IPv6-in-IPv6 DSR packets (this node's address). Null: the VIP.</summary>
     public System.Net.IPAddress? EncapSource6 { get; init; }
+
+    /// <summary>Flow events (the connection log): 0 none, N one flow in N, chosen by flow hash (1: every flow).</summary>
+    public uint FlowEventSample { get; init; }
 }
 
 /// <summary>
@@ -64,6 +67,8 @@ public sealed class XdpDataPlane : IDisposable
     private readonly BpfMap<uint, XlbSvcStats> _backendStats;
     private readonly BpfMap<uint, XlbIfmac> _ifmacs;
     private readonly DataPlaneOptions _options;
+    private readonly BpfMap<uint, ulong> _eventStats;
+    private readonly int _eventsFd;
 
     /// <summary>The active generation's backend indexes; read from the maps on first use (an adopted data plane has some).</summary>
     private IReadOnlyDictionary<XlbBackend, int>? _backendIndexes;
@@ -101,7 +106,10 @@ public sealed class XdpDataPlane : IDisposable
             TcpEstablishedTimeoutS = Seconds(t.TcpEstablished),
             TcpClosingTimeoutS = Seconds(t.TcpClosing),
             UdpTimeoutS = Seconds(t.Udp),
+            EventSample = options.FlowEventSample,
         });
+        _eventStats = obj.Map<uint, ulong>("xlb_event_stats");
+        _eventsFd = obj.MapFd("xlb_events");
     }
 
     public int ProgramFd { get; }
@@ -276,6 +284,24 @@ public sealed class XdpDataPlane : IDisposable
         }
         return result;
     }
+
+    /// <summary>
+    /// A consumer of the program's flow events (see <see cref="DataPlaneOptions.FlowEventSample"/>);
+    /// poll it from one thread. Events wait in the ring buffer while nobody polls, and are lost
+    /// (counted) once it is full.
+    /// </summary>
+    public BpfRingBuffer OpenFlowEvents(Action<XlbFlowEvent> onEvent) =>
+        new(_eventsFd, record =>
+        {
+            if (record.Length >= System.Runtime.CompilerServices.Unsafe.SizeOf<XlbFlowEvent>())
+            {
+                onEvent(System.Runtime.InteropServices.MemoryMarshal.Read<XlbFlowEvent>(record));
+            }
+        }, _obj);
+
+    /// <summary>Flow events the program sent, and those lost to a full ring buffer, summed over CPUs.</summary>
+    public (ulong Sent, ulong Lost) FlowEventCounts() =>
+        (_eventStats.PerCpuLookup(XlbAbi.EventsSent).Aggregate(0UL, (a, b) => a + b), _eventStats.PerCpuLookup(XlbAbi.EventsLost).Aggregate(0UL, (a, b) => a + b));
 
     /// <summary>Counters of the active generation's backends, summed over CPUs.</summary>
     public IReadOnlyDictionary<XlbBackend, XlbSvcStats> BackendStats()

@@ -85,9 +85,11 @@ var shutdownFileOption = new Option<FileInfo?>("--shutdown-file") { Description 
 var listenOption = new Option<string?>("--listen") { Description = "ADDRESS:PORT for /healthz, /readyz and /metrics (e.g. 0.0.0.0:9470)" };
 var encapSourceOption = new Option<string[]>("--encap-source") { Description = "Outer source address of DSR IPIP packets: this node's address toward the backends, once per family (default: the VIP)" };
 var announceOption = new Option<int>("--announce-count") { Description = "Gratuitous ARP / unsolicited neighbour advertisement rounds, one second apart, when this node takes a VIP (0: none)", DefaultValueFactory = _ => 3 };
+var flowLogOption = new Option<string?>("--flow-log") { Description = "Connection log: append a JSON line for each sampled flow that begins or closes to this file (\"-\": standard output)" };
+var flowSampleOption = new Option<uint>("--flow-sample") { Description = "With --flow-log: log one flow in N, chosen by a hash of the flow (1: every flow)", DefaultValueFactory = _ => 1 };
 var natPortsOption = new Option<string>("--nat-ports") { Description = "FullNAT source-port range toward backends, MIN-MAX", DefaultValueFactory = _ => "40000-59999" };
 
-var agentCommand = new Command("agent", "Run the node agent: apply this node's XlbNodeConfig (from the cluster, or --node-config FILE) to XDP") { nodeConfigOption, agentNodeOption, kubeconfigOption, leaseNamespaceOption, leaseRenewOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, encapSourceOption, bpffsOption, instanceOption, detachOption, shutdownTimeoutOption, shutdownFileOption, listenOption, announceOption };
+var agentCommand = new Command("agent", "Run the node agent: apply this node's XlbNodeConfig (from the cluster, or --node-config FILE) to XDP") { nodeConfigOption, agentNodeOption, kubeconfigOption, leaseNamespaceOption, leaseRenewOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, encapSourceOption, bpffsOption, instanceOption, detachOption, shutdownTimeoutOption, shutdownFileOption, listenOption, announceOption, flowLogOption, flowSampleOption };
 agentCommand.SetAction(async (parse, ct) =>
 {
     using var logs = Logs();
@@ -127,7 +129,9 @@ agentCommand.SetAction(async (parse, ct) =>
             EncapSource = encapSource,
             EncapSource6 = encapSource6,
             PinRoot = Xlb.Agent.Bpf.Bpffs.PinRoot(parse.GetValue(bpffsOption)!, parse.GetValue(instanceOption)!),
+            FlowEventSample = parse.GetValue(flowLogOption) is null ? 0 : Math.Max(1, parse.GetValue(flowSampleOption)),
         },
+        FlowLogPath = parse.GetValue(flowLogOption),
         DetachOnExit = parse.GetValue(detachOption),
         ShutdownTimeout = TimeSpan.FromSeconds(Math.Max(0, parse.GetValue(shutdownTimeoutOption))),
         ShutdownFile = parse.GetValue(shutdownFileOption)?.FullName,

@@ -40,6 +40,11 @@ public static class XlbAbi
     public const int FilterBits = 65536;
     public const int FilterWords = FilterBits / 64;
     public const int Ipv6ExtMax = 4;
+    public const byte EventNew = 1;
+    public const byte EventClosed = 2;
+    public const uint EventsSent = 0;
+    public const uint EventsLost = 1;
+    public const int EventsRingBytes = 256 * 1024;
 
     /// <summary>
     /// xlb_filter_slot: the filter bit of an IPv4 address, computed on the four address bytes
@@ -264,6 +269,25 @@ public record struct XlbCfg
     public uint TcpClosingTimeoutS;
     public uint UdpTimeoutS;
     public Addr16 EncapSrc6;
+    /// <summary>Flow events: 0 none; N the flows whose hash is a multiple of N (1: all).</summary>
+    public uint EventSample;
+}
+
+/// <summary>One record of the xlb_events ring buffer: a sampled flow began or closed.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public record struct XlbFlowEvent
+{
+    public ulong TimeNs;
+    public XlbFlowKey Flow;
+    public Addr16 Backend;
+    public ushort BackendPortBe;
+    public ushort NatPortBe;
+    public uint SvcId;
+    public byte Type;
+    public byte Mode;
+    public byte ByBackend;
+    public byte TcpFlags;
+    public uint Pad;
 }
 
 /// <summary>The names counters go by outside C#: metrics labels, `xlb status`.</summary>

@@ -212,7 +212,36 @@ struct xlb_cfg {
 	__u32 tcp_closing_timeout_s;
 	__u32 udp_timeout_s;
 	__be32 encap_src6[4]; /* outer source address of IPv6-in-IPv6 packets; zero: the VIP */
+	/*
+	 * Flow events (xlb_events): 0, none; N, those of the flows whose flow hash is a multiple of N
+	 * (1: every flow). A sampled flow reports both its start and its close.
+	 */
+	__u32 event_sample;
 };
+
+/* A sampled flow began (its first packet was bound to a backend) or closed (a FIN or RST, either way). */
+#define XLB_EVENT_NEW 1
+#define XLB_EVENT_CLOSED 2
+
+/* events: one record per event in the xlb_events ring buffer. */
+struct xlb_flow_event {
+	__u64 time_ns;         /* coarse monotonic clock, as flows' last_seen_ns */
+	struct xlb_flow_key flow; /* client -> VIP */
+	__be32 backend[4];
+	__be16 backend_port;
+	__be16 nat_port;       /* FullNAT: the source port toward the backend */
+	__u32 svc_id;
+	__u8 type;             /* XLB_EVENT_* */
+	__u8 mode;             /* XLB_MODE_* */
+	__u8 by_backend;       /* closed by the backend's FIN or RST (else the client's) */
+	__u8 tcp_flags;        /* of the packet that closed the flow */
+	__u32 pad;
+};
+
+/* event_stats: per-CPU counters of flow events: XLB_EVENTS_SENT, XLB_EVENTS_LOST (ring buffer full). */
+#define XLB_EVENTS_SENT 0
+#define XLB_EVENTS_LOST 1
+#define XLB_EVENTS_RING_BYTES (256 * 1024)
 
 /* IPv6 extension headers (hop-by-hop, routing, destination options) skipped before L4. */
 #define XLB_IPV6_EXT_MAX 4

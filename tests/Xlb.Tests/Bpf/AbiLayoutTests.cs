@@ -28,6 +28,7 @@ public partial class AbiLayoutTests
         (typeof(XlbFilter), "xlb_filter"),
         (typeof(XlbSvcStats), "xlb_svc_stats"),
         (typeof(XlbIfmac), "xlb_ifmac"),
+        (typeof(XlbFlowEvent), "xlb_flow_event"),
     ];
 
     /// <summary>C# field name → C member designator: PortBe → port, Pad1 → pad[1], SvcId → svc_id.</summary>
@@ -70,6 +71,8 @@ public partial class AbiLayoutTests
             ("XLB_FLOW_ESTABLISHED", XlbAbi.FlowEstablished), ("XLB_FLOW_CLOSING", XlbAbi.FlowClosing),
             ("XLB_FILTER_BITS", XlbAbi.FilterBits), ("XLB_FILTER_WORDS", XlbAbi.FilterWords),
             ("XLB_IPV6_EXT_MAX", XlbAbi.Ipv6ExtMax), ("XLB_VIP_F_ACTIVE", (int)XlbAbi.VipActive), ("XLB_MAX_IFACES", XlbAbi.MaxIfaces),
+            ("XLB_EVENT_NEW", XlbAbi.EventNew), ("XLB_EVENT_CLOSED", XlbAbi.EventClosed), ("XLB_EVENTS_SENT", (int)XlbAbi.EventsSent),
+            ("XLB_EVENTS_LOST", (int)XlbAbi.EventsLost), ("XLB_EVENTS_RING_BYTES", XlbAbi.EventsRingBytes),
         })
         {
             c.AppendLine($"_Static_assert({name} == {value}, \"{name}\");");

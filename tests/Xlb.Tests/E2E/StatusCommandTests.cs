@@ -8,7 +8,8 @@ namespace Xlb.Tests.E2E;
 /// <summary>
 /// `xlb status`, the real binary, against a running agent's pinned maps: which VIPs this node
 /// holds, the service with its backends and shares, counters that match the traffic sent, and
-/// the flow table filtered by address.
+/// the flow table filtered by address. The agent also writes the connection log: a line when
+/// each connection began and one when it closed.
 /// </summary>
 public sealed class StatusCommandTests(ITestOutputHelper output)
 {
@@ -26,9 +27,10 @@ public sealed class StatusCommandTests(ITestOutputHelper output)
         await using var bed = Testbed.Create("s", backends: 3);
         var topology = bed.Topology;
         var manifests = Examples.CopyToTemp("demo");
+        var flowLog = Path.Combine(manifests, "connections.jsonl");
         try
         {
-            using var stack = StandaloneStack.Start(topology, manifests, "lb-1", bed.Log);
+            using var stack = StandaloneStack.Start(topology, manifests, "lb-1", bed.Log, "--flow-log", flowLog);
             var config = await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
             var listener = Assert.Single(config.Spec.Listeners);
             var probe = await HttpProbe.RunAsync(topology.Client, new IPEndPoint(IPAddress.Parse(listener.Vip), listener.Port), count: 30, parallel: 3, ct);
@@ -66,6 +68,25 @@ public sealed class StatusCommandTests(ITestOutputHelper output)
             Assert.All(flows, f => Assert.InRange(f!["natPort"]!.GetValue<int>(), 40000, 59999));
             Assert.All(flows, f => Assert.Equal(listener.Name, f!["service"]!.GetValue<string>()));
             Assert.True(json["counters"]!["fwd_new_flow"]!.GetValue<ulong>() >= 30);
+
+            // The connection log: every connection began and closed, on the backend the flow table names.
+            string[] Lines() => File.Exists(flowLog) ? File.ReadAllLines(flowLog) : [];
+            await Eventually.TrueAsync(() => Lines().Length >= 60, "30 connections begun and closed in the connection log");
+            var logged = Lines().Select(l => JsonNode.Parse(l)!).ToList();
+            Assert.Equal(60, logged.Count);
+            var byClient = logged.GroupBy(l => l["client"]!.GetValue<string>()).ToList();
+            Assert.Equal(30, byClient.Count);
+            var backendOf = flows.ToDictionary(f => f!["client"]!.GetValue<string>(), f => f!["backend"]!.GetValue<string>());
+            foreach (var connection in byClient)
+            {
+                Assert.Equal(["new", "closed"], connection.Select(l => l["event"]!.GetValue<string>()));
+                Assert.All(connection, l => Assert.Equal(backendOf[connection.Key], l["backend"]!.GetValue<string>()));
+                Assert.All(connection, l => Assert.Equal((listener.Name, $"{listener.Vip}:{listener.Port}", "TCP", "FullNAT"),
+                    (l["service"]!.GetValue<string>(), l["vip"]!.GetValue<string>(), l["protocol"]!.GetValue<string>(), l["mode"]!.GetValue<string>())));
+                Assert.Contains(connection.Last()["closedBy"]!.GetValue<string>(), new[] { "client", "backend" });
+                var opened = DateTimeOffset.Parse(connection.First()["time"]!.GetValue<string>(), System.Globalization.CultureInfo.InvariantCulture);
+                Assert.InRange(opened, DateTimeOffset.UtcNow.AddMinutes(-2), DateTimeOffset.UtcNow.AddSeconds(1));
+            }
 
             // Filtered by a backend's address: only its flows, as many as it served.
             var one = LbTopology.BackendAddress(1);

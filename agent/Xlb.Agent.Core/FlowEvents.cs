@@ -1,0 +1,110 @@
+using System.Globalization;
+using System.Net;
+using System.Text.Json;
+using Xlb.Crds;
+using Xlb.DataPlane;
+
+namespace Xlb.Agent.Core;
+
+/// <summary>One line of the connection log: a sampled flow began or closed.</summary>
+public sealed record FlowLogEntry
+{
+    public required DateTimeOffset Time { get; init; }
+    /// <summary><c>new</c> or <c>closed</c>.</summary>
+    public required string Event { get; init; }
+    public required string Protocol { get; init; }
+    public required string Client { get; init; }
+    public required string Vip { get; init; }
+    public required string Backend { get; init; }
+    /// <summary>The source port toward the backend (FullNAT); null in the other modes.</summary>
+    public int? NatPort { get; init; }
+    public required string Mode { get; init; }
+    /// <summary>The listener's name, when the applied node config has one for the VIP:port.</summary>
+    public string? Service { get; init; }
+    /// <summary>For <c>closed</c>: <c>client</c> or <c>backend</c>, whichever sent the FIN or RST.</summary>
+    public string? ClosedBy { get; init; }
+    /// <summary>For <c>closed</c>: FIN or RST.</summary>
+    public string? Reason { get; init; }
+}
+
+/// <summary>Pure: the program's flow events → connection-log lines.</summary>
+public static class FlowEvents
+{
+    /// <summary>Listener names by VIP, port and protocol, to name an event's service.</summary>
+    public static Dictionary<(IPAddress Vip, int Port, byte Proto), string> ListenerNames(XlbNodeConfigSpec spec)
+    {
+        var names = new Dictionary<(IPAddress, int, byte), string>();
+        foreach (var l in spec.Listeners)
+        {
+            if (IPAddress.TryParse(l.Vip, out var vip))
+            {
+                names.TryAdd((vip, l.Port, l.Protocol == L4Protocol.TCP ? XlbAbi.ProtoTcp : XlbAbi.ProtoUdp), l.Name);
+            }
+        }
+        return names;
+    }
+
+    /// <summary>
+    /// The wall-clock time of an event stamped <paramref name="eventNs"/> on the program's
+    /// monotonic clock, given both clocks read together (<paramref name="nowNs"/>, <paramref name="now"/>).
+    /// </summary>
+    public static DateTimeOffset WallTime(ulong eventNs, ulong nowNs, DateTimeOffset now) =>
+        now - TimeSpan.FromTicks((long)((nowNs > eventNs ? nowNs - eventNs : 0) / 100));
+
+    public static FlowLogEntry Describe(XlbFlowEvent e, DateTimeOffset time, IReadOnlyDictionary<(IPAddress Vip, int Port, byte Proto), string> names)
+    {
+        var k = e.Flow;
+        var vip = k.Daddr.ToAddress(k.Family);
+        var vipPort = Net.FromBe(k.DportBe);
+        var closed = e.Type == XlbAbi.EventClosed;
+        return new FlowLogEntry
+        {
+            Time = time,
+            Event = closed ? "closed" : e.Type == XlbAbi.EventNew ? "new" : $"event-{e.Type}",
+            Protocol = k.Proto == XlbAbi.ProtoTcp ? "TCP" : k.Proto == XlbAbi.ProtoUdp ? "UDP" : k.Proto.ToString(CultureInfo.InvariantCulture),
+            Client = new IPEndPoint(k.Saddr.ToAddress(k.Family), Net.FromBe(k.SportBe)).ToString(),
+            Vip = new IPEndPoint(vip, vipPort).ToString(),
+            Backend = new IPEndPoint(e.Backend.ToAddress(k.Family), Net.FromBe(e.BackendPortBe)).ToString(),
+            NatPort = e.Mode == XlbAbi.ModeFullNat ? Net.FromBe(e.NatPortBe) : null,
+            Mode = NodeStatus.ModeName(e.Mode),
+            Service = names.GetValueOrDefault((vip, vipPort, k.Proto)),
+            ClosedBy = closed ? (e.ByBackend != 0 ? "backend" : "client") : null,
+            Reason = closed ? ((e.TcpFlags & 0x04) != 0 ? "RST" : "FIN") : null,
+        };
+    }
+
+    /// <summary>The entry as one line of JSON (no newline), fields in a fixed order, absent ones left out.</summary>
+    public static string ToJson(FlowLogEntry entry)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>(256);
+        using (var w = new Utf8JsonWriter(buffer))
+        {
+            w.WriteStartObject();
+            w.WriteString("time", entry.Time.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture));
+            w.WriteString("event", entry.Event);
+            w.WriteString("protocol", entry.Protocol);
+            w.WriteString("client", entry.Client);
+            w.WriteString("vip", entry.Vip);
+            w.WriteString("backend", entry.Backend);
+            if (entry.NatPort is { } nat)
+            {
+                w.WriteNumber("natPort", nat);
+            }
+            w.WriteString("mode", entry.Mode);
+            if (entry.Service is { } service)
+            {
+                w.WriteString("service", service);
+            }
+            if (entry.ClosedBy is { } by)
+            {
+                w.WriteString("closedBy", by);
+            }
+            if (entry.Reason is { } reason)
+            {
+                w.WriteString("reason", reason);
+            }
+            w.WriteEndObject();
+        }
+        return System.Text.Encoding.UTF8.GetString(buffer.WrittenSpan);
+    }
+}
