@@ -32,20 +32,10 @@ public static class AgentEndpoints
         if (state.DataPlane is { } dp)
         {
             PromText.Labelled(sb, "xlb_packets_total", "counter", "Packets seen by the XDP program, by verdict reason.", "reason", dp.Stats().Select(s => (s.Key.SnakeName(), (double)s.Value)));
-            var services = dp.ServiceStats().Select(s => (Name: ServiceLabel(s.Key), Stats: s.Value)).OrderBy(s => s.Name, StringComparer.Ordinal).ToList();
-            const string Svc = "Per service (VIP:port/protocol) of the applied revision: ";
-            PromText.Labelled(sb, "xlb_service_packets_total", "counter", Svc + "packets from clients.", "service", services.Select(s => (s.Name, (double)s.Stats.Packets)));
-            PromText.Labelled(sb, "xlb_service_bytes_total", "counter", Svc + "bytes from clients (frames).", "service", services.Select(s => (s.Name, (double)s.Stats.Bytes)));
-            PromText.Labelled(sb, "xlb_service_reply_packets_total", "counter", Svc + "backend replies translated by this node (FullNAT, DNAT).", "service", services.Select(s => (s.Name, (double)s.Stats.ReplyPackets)));
-            PromText.Labelled(sb, "xlb_service_reply_bytes_total", "counter", Svc + "bytes of those replies.", "service", services.Select(s => (s.Name, (double)s.Stats.ReplyBytes)));
-            PromText.Labelled(sb, "xlb_service_new_flows_total", "counter", Svc + "flows bound to a backend.", "service", services.Select(s => (s.Name, (double)s.Stats.NewFlows)));
-            var backends = dp.BackendStats().Select(b => (Name: BackendLabel(b.Key), Stats: b.Value)).OrderBy(b => b.Name, StringComparer.Ordinal).ToList();
-            const string Be = "Per backend (address:targetPort) of the applied revision, over all its services: ";
-            PromText.Labelled(sb, "xlb_backend_packets_total", "counter", Be + "packets sent to it.", "backend", backends.Select(b => (b.Name, (double)b.Stats.Packets)));
-            PromText.Labelled(sb, "xlb_backend_bytes_total", "counter", Be + "bytes sent to it (frames as received).", "backend", backends.Select(b => (b.Name, (double)b.Stats.Bytes)));
-            PromText.Labelled(sb, "xlb_backend_reply_packets_total", "counter", Be + "its replies translated by this node (FullNAT, DNAT).", "backend", backends.Select(b => (b.Name, (double)b.Stats.ReplyPackets)));
-            PromText.Labelled(sb, "xlb_backend_reply_bytes_total", "counter", Be + "bytes of those replies.", "backend", backends.Select(b => (b.Name, (double)b.Stats.ReplyBytes)));
-            PromText.Labelled(sb, "xlb_backend_new_flows_total", "counter", Be + "flows bound to it.", "backend", backends.Select(b => (b.Name, (double)b.Stats.NewFlows)));
+            Traffic(sb, "xlb_service", "service", "Per service (VIP:port/protocol) of the applied revision: ",
+                dp.ServiceStats().Select(s => (ServiceLabel(s.Key), s.Value)));
+            Traffic(sb, "xlb_backend", "backend", "Per backend (address:targetPort) of the applied revision, over all its services: ",
+                dp.BackendStats().Select(b => (BackendLabel(b.Key), b.Value)));
             var (_, lost) = dp.FlowEventCounts();
             Counter(sb, "xlb_flow_events_lost_total", "Sampled flow events the program dropped because the ring buffer was full.", (long)lost);
         }
@@ -55,6 +45,23 @@ public static class AgentEndpoints
             PromText.Labelled(sb, "xlb_flow_log_events_total", "counter", "Lines written to the connection log, by event.", "event", [("new", (double)opened), ("closed", (double)closed)]);
         }
         return sb.ToString();
+    }
+
+    /// <summary>The five traffic counters of services or backends, one series per label value, sorted.</summary>
+    private static void Traffic(StringBuilder sb, string prefix, string label, string help, IEnumerable<(string Name, XlbSvcStats Stats)> items)
+    {
+        var sorted = items.OrderBy(i => i.Name, StringComparer.Ordinal).ToList();
+        foreach (var (suffix, what, value) in new (string, string, Func<XlbSvcStats, ulong>)[]
+        {
+            ("packets_total", "packets from clients.", s => s.Packets),
+            ("bytes_total", "bytes from clients (frames).", s => s.Bytes),
+            ("reply_packets_total", "backend replies translated by this node (FullNAT, DNAT).", s => s.ReplyPackets),
+            ("reply_bytes_total", "bytes of those replies.", s => s.ReplyBytes),
+            ("new_flows_total", "flows bound to a backend.", s => s.NewFlows),
+        })
+        {
+            PromText.Labelled(sb, $"{prefix}_{suffix}", "counter", help + what, label, sorted.Select(i => (i.Name, (double)value(i.Stats))));
+        }
     }
 
     private static string BackendLabel(XlbBackend b)
