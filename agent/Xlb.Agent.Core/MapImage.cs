@@ -75,7 +75,13 @@ public sealed record MapImage(
     {
         var vips = new Dictionary<XlbVipKey, uint>();
         var services = new Dictionary<XlbSvcKey, XlbSvc>();
-        var backendIndex = AssignBackendIndexes(spec, backendIndexes);
+        // Each listener's backends in the ABI's form, converted once.
+        var converted = new Dictionary<Listener, XlbBackend[]>(ReferenceEqualityComparer.Instance);
+        foreach (var listener in spec.Listeners)
+        {
+            converted.TryAdd(listener, [.. listener.Backends.Select(ToBackend)]);
+        }
+        var backendIndex = AssignBackendIndexes(spec.Listeners.Select(l => converted[l]), backendIndexes);
         var backends = new List<XlbBackend>(backendIndex.Count == 0 ? 0 : backendIndex.Values.Max());
         foreach (var (be, idx) in backendIndex)
         {
@@ -112,8 +118,9 @@ public sealed record MapImage(
         {
             var vip = IPAddress.Parse(listener.Vip);
             filter.AddVip(vip);
+            var abi = converted[listener];
             var members = listener.Backends
-                .Select(b => (Backend: ToBackend(b), Weight: b.Draining ? 0 : b.Weight))
+                .Select((b, i) => (Backend: abi[i], Weight: b.Draining ? 0 : b.Weight))
                 .ToList();
             var indexes = new List<int>(members.Count);
             foreach (var (be, _) in members)
@@ -168,17 +175,16 @@ public sealed record MapImage(
     /// rests for one revision: its flows, still draining, count to it). Only when that runs out
     /// are rested indexes used.
     /// </summary>
-    private static Dictionary<XlbBackend, int> AssignBackendIndexes(XlbNodeConfigSpec spec, IReadOnlyDictionary<XlbBackend, int>? before)
+    private static Dictionary<XlbBackend, int> AssignBackendIndexes(IEnumerable<XlbBackend[]> listeners, IReadOnlyDictionary<XlbBackend, int>? before)
     {
         var result = new Dictionary<XlbBackend, int>();
         var fresh = new List<XlbBackend>();
         var seen = new HashSet<XlbBackend>();
         var held = new HashSet<int>();
-        foreach (var listener in spec.Listeners)
+        foreach (var listener in listeners)
         {
-            foreach (var b in listener.Backends)
+            foreach (var be in listener)
             {
-                var be = ToBackend(b);
                 if (!seen.Add(be))
                 {
                     continue;
