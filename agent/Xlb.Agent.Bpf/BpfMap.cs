@@ -122,6 +122,9 @@ public sealed unsafe class BpfMap<TKey, TValue>
         return entries;
     }
 
+    /// <summary>A per-CPU map entry's values, added up over the CPUs.</summary>
+    public TValue PerCpuSum(in TKey key, Func<TValue, TValue, TValue> add) => PerCpuLookup(key).Aggregate(default(TValue), add);
+
     /// <summary>Sets every CPU's value of a per-CPU map entry to zero.</summary>
     public void PerCpuClear(in TKey key)
     {

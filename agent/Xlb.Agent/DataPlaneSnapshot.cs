@@ -45,7 +45,7 @@ public static class DataPlaneSnapshot
                     backends[index] = be;
                 }
             }
-            counters[svc.Id] = svcStatMap.PerCpuLookup(svc.Id).Aggregate(default(XlbSvcStats), XlbSvcStats.Add);
+            counters[svc.Id] = svcStatMap.PerCpuSum(svc.Id, XlbSvcStats.Add);
         }
         // The program looks in the admitted flows first; a new flow's entry under the same key is shadowed.
         var flows = maps.Open<XlbFlowKey, XlbFlow>("xlb_flows").Entries();
@@ -61,7 +61,7 @@ public static class DataPlaneSnapshot
             Rings = rings,
             Backends = backends,
             ServiceCounters = counters,
-            BackendCounters = backends.Keys.ToDictionary(i => i, i => backendStatMap.PerCpuLookup(i).Aggregate(default(XlbSvcStats), XlbSvcStats.Add)),
+            BackendCounters = backends.Keys.ToDictionary(i => i, i => backendStatMap.PerCpuSum(i, XlbSvcStats.Add)),
             Reasons = XdpDataPlane.SumReasons(statMap),
             Flows = [.. flows],
             // bpf_ktime_get_coarse_ns counts CLOCK_MONOTONIC, as Stopwatch does on Linux.

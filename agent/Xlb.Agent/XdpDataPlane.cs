@@ -186,7 +186,7 @@ public sealed class XdpDataPlane : IDisposable
         // The active generation's services are read once: their ids carry over, and they are
         // half of what decides whether anything changed.
         var activeServices = ReadServices(active);
-        var before = _backendIndexes ??= MapImage.IndexesOf(_backends.ReadArray((uint)(active * XlbAbi.MaxBackends) + 1, XlbAbi.MaxBackends - 1));
+        var before = _backendIndexes ??= ReadBackendIndexes(active);
         var current = MapImage.Build(spec, active, activeServices.ToDictionary(s => s.Key with { Gen = 0 }, s => s.Value.Id), before);
         if (MapDiff.Plan(current, ReadGeneration(active, current.Backends.Count, current.Ring.Count, activeServices), cfg) is [MapOp.Flip])
         {
@@ -254,7 +254,7 @@ public sealed class XdpDataPlane : IDisposable
         var result = new Dictionary<XlbStat, ulong>();
         for (var i = 0; i < (int)XlbStat.Count; i++)
         {
-            result[(XlbStat)i] = stats.PerCpuLookup((uint)i).Aggregate(0UL, (a, b) => a + b);
+            result[(XlbStat)i] = stats.PerCpuSum((uint)i, Add);
         }
         return result;
     }
@@ -280,7 +280,7 @@ public sealed class XdpDataPlane : IDisposable
         var result = new Dictionary<XlbSvcKey, XlbSvcStats>();
         foreach (var (k, svc) in ReadServices(ActiveGeneration))
         {
-            result[k] = _svcStats.PerCpuLookup(svc.Id).Aggregate(default(XlbSvcStats), XlbSvcStats.Add);
+            result[k] = _svcStats.PerCpuSum(svc.Id, XlbSvcStats.Add);
         }
         return result;
     }
@@ -301,15 +301,20 @@ public sealed class XdpDataPlane : IDisposable
 
     /// <summary>Flow events the program sent, and those lost to a full ring buffer, summed over CPUs.</summary>
     public (ulong Sent, ulong Lost) FlowEventCounts() =>
-        (_eventStats.PerCpuLookup(XlbAbi.EventsSent).Aggregate(0UL, (a, b) => a + b), _eventStats.PerCpuLookup(XlbAbi.EventsLost).Aggregate(0UL, (a, b) => a + b));
+        (_eventStats.PerCpuSum(XlbAbi.EventsSent, Add), _eventStats.PerCpuSum(XlbAbi.EventsLost, Add));
 
     /// <summary>Counters of the active generation's backends, summed over CPUs.</summary>
     public IReadOnlyDictionary<XlbBackend, XlbSvcStats> BackendStats()
     {
-        var active = ActiveGeneration;
-        var indexes = _backendIndexes ?? MapImage.IndexesOf(_backends.ReadArray((uint)(active * XlbAbi.MaxBackends) + 1, XlbAbi.MaxBackends - 1));
-        return indexes.ToDictionary(b => b.Key, b => _backendStats.PerCpuLookup((uint)b.Value).Aggregate(default(XlbSvcStats), XlbSvcStats.Add));
+        var indexes = _backendIndexes ?? ReadBackendIndexes(ActiveGeneration);
+        return indexes.ToDictionary(b => b.Key, b => _backendStats.PerCpuSum((uint)b.Value, XlbSvcStats.Add));
     }
+
+    /// <summary>Which backend holds which index in a generation: all its backend slots, by batch.</summary>
+    private Dictionary<XlbBackend, int> ReadBackendIndexes(byte gen) =>
+        MapImage.IndexesOf(_backends.ReadArray((uint)(gen * XlbAbi.MaxBackends) + 1, XlbAbi.MaxBackends - 1));
+
+    private static ulong Add(ulong a, ulong b) => a + b;
 
     public void Dispose() => _obj.Dispose();
 }
