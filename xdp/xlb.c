@@ -64,7 +64,7 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xlb_vips SEC(".maps");
 
-/* Backends of both generations, indexed gen * XLB_MAX_BACKENDS + index. */
+/* Backends of both generations, indexed gen * backend_slots + index (sized by the agent). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, XLB_MAX_BACKENDS * XLB_GENERATIONS);
@@ -248,10 +248,22 @@ static __always_inline void svc_count(__u32 id, __u32 backend, __u64 bytes, int 
 	add_counts(bpf_map_lookup_elem(&xlb_backend_stats, &backend), bytes, reply, new_flow);
 }
 
-/* The backend index of a flow (its next-hop slot without the generation). */
-static __always_inline __u32 flow_backend(const struct xlb_flow *f)
+/* Backend slots per generation (a power of two), as the agent sized the maps. */
+static __always_inline __u32 backend_slots(const struct xlb_cfg *cfg)
 {
-	return f->nh_slot & (XLB_MAX_BACKENDS - 1);
+	return cfg->backend_slots ? cfg->backend_slots : XLB_MAX_BACKENDS;
+}
+
+/* Ring slots per generation, as the agent sized xlb_rings. */
+static __always_inline __u32 ring_slots(const struct xlb_cfg *cfg)
+{
+	return cfg->ring_slots ? cfg->ring_slots : XLB_RING_CAPACITY;
+}
+
+/* The backend index of a flow (its next-hop slot without the generation). */
+static __always_inline __u32 flow_backend(const struct xlb_cfg *cfg, const struct xlb_flow *f)
+{
+	return f->nh_slot & (backend_slots(cfg) - 1);
 }
 
 /* One's-complement checksum arithmetic (RFC 1624), on values in network byte order. */
@@ -671,14 +683,15 @@ static __always_inline void flow_key_of(const struct xlb_rnat *r, const struct x
 }
 
 /* The reverse translation of client flow fk: replies leave as VIP:port -> client:port. */
-static __always_inline void rnat_of(const struct xlb_flow_key *fk, const struct xlb_flow *f, struct xlb_rnat *rv)
+static __always_inline void rnat_of(const struct xlb_cfg *cfg, const struct xlb_flow_key *fk, const struct xlb_flow *f,
+				    struct xlb_rnat *rv)
 {
 	addr_copy(rv->vip, fk->daddr);
 	addr_copy(rv->client, fk->saddr);
 	rv->vip_port = fk->dport;
 	rv->client_port = fk->sport;
 	rv->svc_id = f->svc_id;
-	rv->backend = flow_backend(f);
+	rv->backend = flow_backend(cfg, f);
 }
 
 /*
@@ -913,7 +926,7 @@ static __always_inline int alloc_nat_port(const struct xlb_cfg *cfg, const struc
 	int i;
 
 	key_of(&rk, fk->family, nf->backend, fk->daddr, nf->backend_port, 0, fk->proto);
-	rnat_of(fk, nf, &rv);
+	rnat_of(cfg, fk, nf, &rv);
 
 	for (i = 0; i < NAT_PORT_TRIES; i++) {
 		__u16 port = cfg->nat_port_min + (__u16)((h + i * 7919u) % span);
@@ -1032,7 +1045,7 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 				flow->state = XLB_FLOW_ESTABLISHED;
 			flow->last_seen_ns = now;
 			count(XLB_STAT_FWD_ESTABLISHED);
-			svc_count(flow->svc_id, flow_backend(flow), p->len, 0, 0);
+			svc_count(flow->svc_id, flow_backend(cfg, flow), p->len, 0, 0);
 			if (admitted || syn)
 				return to_backend(ctx, cfg, p, fk, flow, now);
 			{
@@ -1078,11 +1091,11 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 
 		if (svc->ring_size == 0)
 			return verdict(XDP_DROP, XLB_STAT_DROP_NO_BACKEND);
-		slot = gen * XLB_RING_CAPACITY + svc->ring_off + pick(svc, fk);
+		slot = gen * ring_slots(cfg) + svc->ring_off + pick(svc, fk);
 		bidx = bpf_map_lookup_elem(&xlb_rings, &slot);
-		if (!bidx || *bidx == 0 || *bidx >= XLB_MAX_BACKENDS)
+		if (!bidx || *bidx == 0 || *bidx >= backend_slots(cfg))
 			return verdict(XDP_DROP, XLB_STAT_DROP_NO_BACKEND);
-		slot = gen * XLB_MAX_BACKENDS + *bidx;
+		slot = gen * backend_slots(cfg) + *bidx;
 		be = bpf_map_lookup_elem(&xlb_backends, &slot);
 		/* A backend of the other family cannot take this packet (the operator never plans one). */
 		if (!be || be->family != fk->family)
@@ -1108,11 +1121,11 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 			struct xlb_rnat rv = {};
 
 			rnat_key_of(&rk, fk, &nf);
-			rnat_of(fk, &nf, &rv);
+			rnat_of(cfg, fk, &nf, &rv);
 			bpf_map_update_elem(&xlb_rnat_new, &rk, &rv, BPF_ANY);
 		}
 		count(XLB_STAT_FWD_NEW_FLOW);
-		svc_count(nf.svc_id, flow_backend(&nf), p->len, 0, 1);
+		svc_count(nf.svc_id, flow_backend(cfg, &nf), p->len, 0, 1);
 		return to_backend(ctx, cfg, p, fk, &nf, now);
 	}
 }

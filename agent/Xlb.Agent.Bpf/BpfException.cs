@@ -37,6 +37,7 @@ internal static class Errnos
     public const int ENOENT = 2;
     public const int EINTR = 4;
     public const int EEXIST = 17;
+    public const int ENOSPC = 28;
 
     private static readonly Dictionary<int, (string Name, string Text)> Known = new()
     {

@@ -88,6 +88,125 @@ public sealed unsafe class BpfMap<TKey, TValue>
         return true;
     }
 
+    /// <summary>
+    /// Writes entries by BPF_MAP_UPDATE_BATCH: one syscall for many entries (not for per-CPU
+    /// maps). Each key and value is written as one update with <see cref="Any"/> (the kernel takes no
+    /// other flag for a batch); a failure names how many were written before it. Keys are written
+    /// as given: the ABI's key structs have explicit padding fields.
+    /// </summary>
+    public void UpdateBatch(ReadOnlySpan<TKey> keys, ReadOnlySpan<TValue> values)
+    {
+        if (keys.Length != values.Length)
+        {
+            throw new ArgumentException($"{keys.Length} keys but {values.Length} values", nameof(values));
+        }
+        var opts = new BpfMapBatchOpts { Sz = (ulong)sizeof(BpfMapBatchOpts) };
+        var done = 0;
+        while (done < keys.Length)
+        {
+            var n = (uint)(keys.Length - done);
+            int rc;
+            fixed (TKey* k = &keys[done])
+            fixed (TValue* v = &values[done])
+            {
+                rc = Libbpf.bpf_map_update_batch(Fd, k, v, &n, &opts);
+            }
+            GC.KeepAlive(_owner);
+            if (rc < 0)
+            {
+                throw new BpfException("bpf_map_update_batch", -rc, $"map {Name}: entry {done + n} of {keys.Length} ({keys[Math.Min(done + (int)n, keys.Length - 1)]})");
+            }
+            // The kernel may stop early (a signal); go on from where it stopped.
+            done += (int)n;
+            if (n == 0)
+            {
+                throw new BpfException("bpf_map_update_batch", Errnos.EINTR, $"map {Name}: no progress at entry {done} of {keys.Length}");
+            }
+        }
+    }
+
+    /// <summary>
+    /// Deletes keys of a hash map by BPF_MAP_DELETE_BATCH. Every key must be present: a missing one
+    /// stops the batch (ENOENT) with the keys before it deleted.
+    /// </summary>
+    public void DeleteBatch(ReadOnlySpan<TKey> keys)
+    {
+        var opts = new BpfMapBatchOpts { Sz = (ulong)sizeof(BpfMapBatchOpts) };
+        var done = 0;
+        while (done < keys.Length)
+        {
+            var n = (uint)(keys.Length - done);
+            int rc;
+            fixed (TKey* k = &keys[done])
+            {
+                rc = Libbpf.bpf_map_delete_batch(Fd, k, &n, &opts);
+            }
+            GC.KeepAlive(_owner);
+            if (rc < 0)
+            {
+                throw new BpfException("bpf_map_delete_batch", -rc, $"map {Name}: entry {done + n} of {keys.Length} ({keys[Math.Min(done + (int)n, keys.Length - 1)]})");
+            }
+            done += (int)n;
+            if (n == 0)
+            {
+                throw new BpfException("bpf_map_delete_batch", Errnos.EINTR, $"map {Name}: no progress at entry {done} of {keys.Length}");
+            }
+        }
+    }
+
+    /// <summary>
+    /// Every entry of a hash map whose key passes <paramref name="where"/> (all when null), read by
+    /// BPF_MAP_LOOKUP_BATCH: a bucket at a time rather than two syscalls per entry. Like any walk
+    /// of a live map, entries changing meanwhile may be missed or seen twice.
+    /// </summary>
+    public Dictionary<TKey, TValue> Entries(Func<TKey, bool>? where = null)
+    {
+        var entries = new Dictionary<TKey, TValue>();
+        var chunk = 1024;
+        var keys = new TKey[chunk];
+        var values = new TValue[chunk];
+        // The batch position is opaque to user space (a bucket number for hash maps); 8 bytes hold it.
+        ulong at = 0, next = 0;
+        var started = false;
+        var opts = new BpfMapBatchOpts { Sz = (ulong)sizeof(BpfMapBatchOpts) };
+        while (true)
+        {
+            var n = (uint)keys.Length;
+            int rc;
+            fixed (TKey* k = keys)
+            fixed (TValue* v = values)
+            {
+                rc = Libbpf.bpf_map_lookup_batch(Fd, started ? &at : null, &next, k, v, &n, &opts);
+            }
+            GC.KeepAlive(_owner);
+            if (rc == -Errnos.ENOSPC && n == 0)
+            {
+                // One bucket holds more entries than the buffers: grow them and read it again.
+                chunk *= 2;
+                keys = new TKey[chunk];
+                values = new TValue[chunk];
+                continue;
+            }
+            if (rc < 0 && rc != -Errnos.ENOENT)
+            {
+                throw new BpfException("bpf_map_lookup_batch", -rc, $"map {Name}");
+            }
+            for (var i = 0; i < n; i++)
+            {
+                if (where is null || where(keys[i]))
+                {
+                    entries[keys[i]] = values[i];
+                }
+            }
+            if (rc == -Errnos.ENOENT)
+            {
+                return entries;
+            }
+            at = next;
+            started = true;
+        }
+    }
+
     /// <summary>All keys of a hash map, as of the walk (entries changing meanwhile may be missed or repeated).</summary>
     public List<TKey> Keys()
     {
@@ -106,20 +225,6 @@ public sealed unsafe class BpfMap<TKey, TValue>
             throw new BpfException("bpf_map_get_next_key", -rc, $"map {Name}");
         }
         return keys;
-    }
-
-    /// <summary>The entries of a hash map whose keys pass <paramref name="where"/> (all when null), as of the walk.</summary>
-    public Dictionary<TKey, TValue> Entries(Func<TKey, bool>? where = null)
-    {
-        var entries = new Dictionary<TKey, TValue>();
-        foreach (var k in Keys())
-        {
-            if ((where is null || where(k)) && TryLookup(k, out var v))
-            {
-                entries[k] = v;
-            }
-        }
-        return entries;
     }
 
     /// <summary>A per-CPU map entry's values, added up over the CPUs.</summary>

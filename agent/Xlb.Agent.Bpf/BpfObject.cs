@@ -34,7 +34,14 @@ public sealed class BpfObject : SafeHandle
     public string VerifierLog { get; private set; } = "";
 
     /// <summary>As <see cref="Load(string, string?)"/>, asking the verifier for a log at <paramref name="logLevel"/>.</summary>
-    public static unsafe BpfObject Load(string path, string? pinRoot, uint logLevel)
+    public static BpfObject Load(string path, string? pinRoot, uint logLevel) => Load(path, pinRoot, logLevel, null);
+
+    /// <summary>
+    /// As <see cref="Load(string, string?, uint)"/>, with the capacity of some maps set before the
+    /// load (<paramref name="maxEntries"/>, by map name). A pinned map of another capacity cannot be
+    /// reused: the load then fails and names the map.
+    /// </summary>
+    public static unsafe BpfObject Load(string path, string? pinRoot, uint logLevel, IReadOnlyDictionary<string, uint>? maxEntries)
     {
         if (!File.Exists(path))
         {
@@ -66,6 +73,16 @@ public sealed class BpfObject : SafeHandle
                 for (var map = Libbpf.bpf_object__next_map(h, 0); map != 0; map = Libbpf.bpf_object__next_map(h, map))
                 {
                     _ = Libbpf.bpf_map__set_pin_path(map, null);
+                }
+            }
+            foreach (var (name, entries) in maxEntries ?? new Dictionary<string, uint>())
+            {
+                var map = Libbpf.bpf_object__find_map_by_name(h, name);
+                var set = map == 0 ? -Errnos.ENOENT : Libbpf.bpf_map__set_max_entries(map, entries);
+                if (set < 0)
+                {
+                    obj.Dispose();
+                    throw new BpfException("bpf_map__set_max_entries", -set, $"map '{name}' of {path}, {entries} entries");
                 }
             }
             var rc = Libbpf.bpf_object__load(h);

@@ -17,6 +17,16 @@ public sealed unsafe class PinnedMaps(string pinRoot) : IDisposable
         where TKey : unmanaged
         where TValue : unmanaged
     {
+        var (fd, info) = OpenInfo(name);
+        BpfMap<TKey, TValue>.RequireLayout($"pinned map {Path.Combine(PinRoot, name)}", info.KeySize, info.ValueSize, "The agent that pinned it is of another build.");
+        return new BpfMap<TKey, TValue>(fd, name, this);
+    }
+
+    /// <summary>How many entries a pinned map was created with.</summary>
+    public uint MaxEntries(string name) => OpenInfo(name).Info.MaxEntries;
+
+    private (int Fd, BpfMapInfo Info) OpenInfo(string name)
+    {
         var path = Path.Combine(PinRoot, name);
         var fd = Libbpf.bpf_obj_get(path);
         if (fd < 0)
@@ -31,8 +41,7 @@ public sealed unsafe class PinnedMaps(string pinRoot) : IDisposable
         {
             throw new BpfException("bpf_obj_get_info_by_fd", -rc, path);
         }
-        BpfMap<TKey, TValue>.RequireLayout($"pinned map {path}", info.KeySize, info.ValueSize, "The agent that pinned it is of another build.");
-        return new BpfMap<TKey, TValue>(fd, name, this);
+        return (fd, info);
     }
 
     public void Dispose()

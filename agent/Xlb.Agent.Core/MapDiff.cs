@@ -6,7 +6,8 @@ namespace Xlb.Agent.Core;
 public abstract record MapOp
 {
     public sealed record PutBackend(uint Key, XlbBackend Value) : MapOp;
-    public sealed record PutRingSlot(uint Key, uint BackendIndex) : MapOp;
+    /// <summary>Consecutive ring slots from <paramref name="Key"/> on: one write per slot.</summary>
+    public sealed record PutRing(uint Key, ReadOnlyMemory<uint> Slots) : MapOp;
     public sealed record PutService(XlbSvcKey Key, XlbSvc Value) : MapOp;
     public sealed record DeleteService(XlbSvcKey Key) : MapOp;
     public sealed record PutVip(XlbVipKey Key, uint Flags) : MapOp;
@@ -18,13 +19,13 @@ public abstract record MapOp
 
 /// <summary>What the maps of one generation hold now, as read by the shell.</summary>
 /// <param name="Backends">Backend slots 1..n of the generation (index 0 of the list is slot 1).</param>
-/// <param name="Ring">Ring slots 0..m of the generation.</param>
+/// <param name="Ring">Ring slots 0..m of the generation (not to be changed).</param>
 /// <param name="Filter">The generation's filter entry.</param>
 public sealed record ObservedGeneration(
     IReadOnlyDictionary<XlbVipKey, uint> Vips,
     IReadOnlyDictionary<XlbSvcKey, XlbSvc> Services,
     IReadOnlyList<XlbBackend> Backends,
-    IReadOnlyList<uint> Ring,
+    uint[] Ring,
     FilterImage Filter);
 
 /// <summary>
@@ -46,13 +47,7 @@ public static class MapDiff
                 ops.Add(new MapOp.PutBackend(desired.BackendKey(i + 1), desired.Backends[i]));
             }
         }
-        for (var i = 0; i < desired.Ring.Count; i++)
-        {
-            if (i >= observed.Ring.Count || observed.Ring[i] != desired.Ring[i])
-            {
-                ops.Add(new MapOp.PutRingSlot(desired.RingKey(i), desired.Ring[i]));
-            }
-        }
+        AddRingRuns(ops, desired, observed.Ring);
         foreach (var (key, value) in desired.Services)
         {
             if (!observed.Services.TryGetValue(key, out var have) || have != value)
@@ -81,5 +76,44 @@ public static class MapDiff
         }
         ops.Add(new MapOp.Flip(config with { ActiveGen = desired.Generation }));
         return ops;
+    }
+
+    /// <summary>How many map entries the operations write or delete (a ring run writes one per slot).</summary>
+    public static int Writes(IReadOnlyList<MapOp> ops) => ops.Sum(o => o is MapOp.PutRing r ? r.Slots.Length : 1);
+
+    /// <summary>
+    /// The ring slots that differ, as runs of consecutive slots. Equal stretches are skipped a
+    /// block at a time (vectorised compare), so an unchanged ring of millions of slots costs little.
+    /// </summary>
+    private static void AddRingRuns(List<MapOp> ops, MapImage desired, uint[] observed)
+    {
+        const int block = 256;
+        var want = desired.Ring.AsSpan();
+        var have = observed.AsSpan(0, Math.Min(observed.Length, want.Length));
+        var runStart = -1;
+        var i = 0;
+        while (i < want.Length)
+        {
+            if (runStart < 0 && i + block <= have.Length && want.Slice(i, block).SequenceEqual(have.Slice(i, block)))
+            {
+                i += block;
+                continue;
+            }
+            var differs = i >= have.Length || want[i] != have[i];
+            if (differs && runStart < 0)
+            {
+                runStart = i;
+            }
+            else if (!differs && runStart >= 0)
+            {
+                ops.Add(new MapOp.PutRing(desired.RingKey(runStart), desired.Ring.AsMemory(runStart, i - runStart)));
+                runStart = -1;
+            }
+            i++;
+        }
+        if (runStart >= 0)
+        {
+            ops.Add(new MapOp.PutRing(desired.RingKey(runStart), desired.Ring.AsMemory(runStart, want.Length - runStart)));
+        }
     }
 }

@@ -9,20 +9,25 @@ namespace Xlb.Agent.Core;
 /// Backends are numbered from 1 (0 marks an empty ring slot), and a backend keeps its number from
 /// one revision to the next (slots no backend holds are empty, <c>default</c>); each service's ring (a Maglev
 /// table, or a round-robin cycle) occupies [RingOff, RingOff + RingSize) of the generation's
-/// ring array. The filter marks the VIPs and the DNAT backends of this generation.
+/// ring array, and keeps that span from one revision to the next while its size stays. The
+/// filter marks the VIPs and the DNAT backends of this generation.
 /// </summary>
+/// <param name="Ring">Ring slots 0..n of the generation; not to be changed once built.</param>
 public sealed record MapImage(
     byte Generation,
     IReadOnlyDictionary<XlbVipKey, uint> Vips,
     IReadOnlyDictionary<XlbSvcKey, XlbSvc> Services,
     IReadOnlyList<XlbBackend> Backends,
-    IReadOnlyList<uint> Ring,
+    uint[] Ring,
     FilterImage Filter)
 {
-    /// <summary>The key of backend slot <paramref name="index"/> (1-based) in this generation.</summary>
-    public uint BackendKey(int index) => (uint)(Generation * XlbAbi.MaxBackends + index);
+    /// <summary>The sizes of the maps this image was built for.</summary>
+    public DataPlaneCapacity Capacity { get; init; } = DataPlaneCapacity.Default;
 
-    public uint RingKey(int slot) => (uint)(Generation * XlbAbi.RingCapacity + slot);
+    /// <summary>The key of backend slot <paramref name="index"/> (1-based) in this generation.</summary>
+    public uint BackendKey(int index) => (uint)(Generation * Capacity.BackendSlots + index);
+
+    public uint RingKey(int slot) => (uint)(Generation * Capacity.RingSlots + slot);
 
     /// <summary>
     /// The same content in another generation: only the keys of the hash maps carry the
@@ -39,8 +44,11 @@ public sealed record MapImage(
                 Services = Services.ToDictionary(s => s.Key with { Gen = generation }, s => s.Value),
             };
 
-    /// <summary>The service ids of this image by service (generation-free key), for the next build.</summary>
-    public IReadOnlyDictionary<XlbSvcKey, uint> ServiceIds() => Services.ToDictionary(s => s.Key with { Gen = 0 }, s => s.Value.Id);
+    /// <summary>This image's services by generation-free key (ids and ring spans), for the next build.</summary>
+    public IReadOnlyDictionary<XlbSvcKey, XlbSvc> ServiceBasis() => Services.ToDictionary(s => s.Key with { Gen = 0 }, s => s.Value);
+
+    /// <summary>What the maps of this generation hold once the image is written: the diff's view of them.</summary>
+    public ObservedGeneration AsObserved() => new(Vips, Services, Backends, Ring, Filter);
 
     /// <summary>The index of every backend of this image, for the next build.</summary>
     public IReadOnlyDictionary<XlbBackend, int> BackendIndexes() => IndexesOf(Backends);
@@ -60,38 +68,41 @@ public sealed record MapImage(
     }
 
     /// <summary>Builds the image of <paramref name="spec"/> for generation <paramref name="generation"/>.</summary>
-    /// <param name="ids">
-    /// Service ids in use (keyed with generation 0): a service keeps its id across revisions, so
-    /// its counters stay its own. New services get the lowest free ids.
+    /// <param name="previous">
+    /// The services of the revision before (keyed with generation 0). A service keeps its id, so
+    /// its counters stay its own (new services get the lowest free ids), and its ring span while
+    /// its ring keeps its size, so a change elsewhere rewrites none of its slots.
     /// </param>
     /// <param name="backendIndexes">
     /// The backend indexes of the revision before: a backend keeps its index, so its counters
     /// (by index) stay its own and a flow's index keeps naming its backend. A new backend takes
     /// the lowest index that no backend of this revision or the one before holds.
     /// </param>
+    /// <param name="capacity">The sizes of the maps; the defaults when null.</param>
+    /// <param name="memo">
+    /// Listeners compiled by earlier builds (backends in the ABI's form, ring tables), reused when
+    /// a listener's backends are unchanged; null: everything is compiled afresh.
+    /// </param>
     /// <exception cref="ConfigTooLargeException">The config needs more than the maps hold.</exception>
-    public static MapImage Build(XlbNodeConfigSpec spec, byte generation, IReadOnlyDictionary<XlbSvcKey, uint>? ids = null,
-        IReadOnlyDictionary<XlbBackend, int>? backendIndexes = null)
+    public static MapImage Build(XlbNodeConfigSpec spec, byte generation, IReadOnlyDictionary<XlbSvcKey, XlbSvc>? previous = null,
+        IReadOnlyDictionary<XlbBackend, int>? backendIndexes = null, DataPlaneCapacity? capacity = null, ListenerMemo? memo = null)
     {
+        capacity ??= DataPlaneCapacity.Default;
+        memo ??= new ListenerMemo();
         var vips = new Dictionary<XlbVipKey, uint>();
         var services = new Dictionary<XlbSvcKey, XlbSvc>();
-        // Each listener's backends in the ABI's form, converted once.
-        var converted = new Dictionary<Listener, XlbBackend[]>(ReferenceEqualityComparer.Instance);
+        var compiled = new Dictionary<Listener, CompiledListener>(ReferenceEqualityComparer.Instance);
         foreach (var listener in spec.Listeners)
         {
-            converted.TryAdd(listener, [.. listener.Backends.Select(ToBackend)]);
+            compiled.TryAdd(listener, memo.Compile(listener));
         }
-        var backendIndex = AssignBackendIndexes(spec.Listeners.Select(l => converted[l]), backendIndexes);
-        var backends = new List<XlbBackend>(backendIndex.Count == 0 ? 0 : backendIndex.Values.Max());
+        memo.Sweep();
+        var backendIndex = AssignBackendIndexes(spec.Listeners.Select(l => compiled[l].Backends), backendIndexes, capacity.BackendSlots);
+        var backends = new XlbBackend[backendIndex.Count == 0 ? 0 : backendIndex.Values.Max()];
         foreach (var (be, idx) in backendIndex)
         {
-            while (backends.Count < idx)
-            {
-                backends.Add(default);
-            }
             backends[idx - 1] = be;
         }
-        var ring = new List<uint>();
         var filter = new FilterImage();
 
         foreach (var vip in spec.Vips)
@@ -107,35 +118,24 @@ public sealed record MapImage(
         var assigned = new Dictionary<XlbSvcKey, uint>();
         foreach (var (_, key) in keys)
         {
-            if (ids?.GetValueOrDefault(key with { Gen = 0 }) is > 0 and <= XlbAbi.MaxServices and var id)
+            if (previous?.GetValueOrDefault(key with { Gen = 0 }).Id is > 0 and <= XlbAbi.MaxServices and var id)
             {
                 assigned[key] = id;
             }
         }
         var taken = assigned.Values.ToHashSet();
         var nextFree = 1u;
+        var spans = RingSpans.Assign([.. keys.Select(k => (k.Key with { Gen = 0 }, compiled[k.Listener].Table.Length))], previous, capacity.RingSlots);
+        var ring = new uint[spans.End];
         foreach (var (listener, key) in keys)
         {
             var vip = IPAddress.Parse(listener.Vip);
             filter.AddVip(vip);
-            var abi = converted[listener];
-            var members = listener.Backends
-                .Select((b, i) => (Backend: abi[i], Weight: b.Draining ? 0 : b.Weight))
-                .ToList();
-            var indexes = new List<int>(members.Count);
-            foreach (var (be, _) in members)
-            {
-                indexes.Add(backendIndex[be]);
-            }
-            var mode = ModeOf(listener);
-            var algo = AlgoOf(listener.Algorithm);
-            var table = algo == XlbAbi.AlgoRoundRobin
-                ? RoundRobin.Cycle([.. members.Select(m => listener.Algorithm == SchedulingAlgorithm.RoundRobin && m.Weight > 0 ? 1 : m.Weight)])
-                : Maglev.Build([.. members.Select(m => new MaglevBackend(BackendIdentity(m.Backend), m.Weight))], Maglev.DefaultSize);
-            if (mode == XlbAbi.ModeDnat)
+            var c = compiled[listener];
+            if (c.Mode == XlbAbi.ModeDnat)
             {
                 // Replies of DNAT backends come through this node with the client as destination.
-                foreach (var (be, _) in members)
+                foreach (var be in c.Backends)
                 {
                     filter.AddReplySource(be.Addr.ToAddress(be.Family));
                 }
@@ -149,24 +149,29 @@ public sealed record MapImage(
                 id = nextFree;
                 taken.Add(id);
             }
-            var svc = new XlbSvc { Id = id, RingOff = (uint)ring.Count, RingSize = (uint)table.Length, Mode = mode, Algo = algo };
-            ring.AddRange(table.Select(i => (uint)indexes[i]));
-            services[key] = svc;
+            var offset = spans.Offsets[key with { Gen = 0 }];
+            var indexes = new uint[c.Backends.Length];
+            for (var i = 0; i < indexes.Length; i++)
+            {
+                indexes[i] = (uint)backendIndex[c.Backends[i]];
+            }
+            var table = c.Table;
+            for (var slot = 0; slot < table.Length; slot++)
+            {
+                ring[offset + slot] = indexes[table[slot]];
+            }
+            services[key] = new XlbSvc { Id = id, RingOff = (uint)offset, RingSize = (uint)table.Length, Mode = c.Mode, Algo = c.Algo };
         }
 
         if (services.Count > XlbAbi.MaxServices)
         {
             throw new ConfigTooLargeException($"{services.Count} listeners; the data plane holds {XlbAbi.MaxServices}");
         }
-        if (backends.Count >= XlbAbi.MaxBackends)
+        if (backendIndex.Count > 0 && backendIndex.Values.Max() > capacity.MaxBackends)
         {
-            throw new ConfigTooLargeException($"{backendIndex.Count} distinct backends; the data plane holds {XlbAbi.MaxBackends - 1}");
+            throw new ConfigTooLargeException($"{backendIndex.Count} distinct backends; the data plane holds {capacity.MaxBackends} (agent option --max-backends)");
         }
-        if (ring.Count > XlbAbi.RingCapacity)
-        {
-            throw new ConfigTooLargeException($"Maglev rings need {ring.Count} slots; the data plane holds {XlbAbi.RingCapacity}");
-        }
-        return new MapImage(generation, vips, services, backends, ring, filter);
+        return new MapImage(generation, vips, services, backends, ring, filter) { Capacity = capacity };
     }
 
     /// <summary>
@@ -175,7 +180,7 @@ public sealed record MapImage(
     /// rests for one revision: its flows, still draining, count to it). Only when that runs out
     /// are rested indexes used.
     /// </summary>
-    private static Dictionary<XlbBackend, int> AssignBackendIndexes(IEnumerable<XlbBackend[]> listeners, IReadOnlyDictionary<XlbBackend, int>? before)
+    private static Dictionary<XlbBackend, int> AssignBackendIndexes(IEnumerable<XlbBackend[]> listeners, IReadOnlyDictionary<XlbBackend, int>? before, int slots)
     {
         var result = new Dictionary<XlbBackend, int>();
         var fresh = new List<XlbBackend>();
@@ -189,7 +194,7 @@ public sealed record MapImage(
                 {
                     continue;
                 }
-                if (before?.GetValueOrDefault(be) is > 0 and < XlbAbi.MaxBackends and var idx && held.Add(idx))
+                if (before?.GetValueOrDefault(be) is > 0 and var idx && idx < slots && held.Add(idx))
                 {
                     result[be] = idx;
                 }
@@ -207,7 +212,7 @@ public sealed record MapImage(
             while (held.Contains(next) || (pass == 0 && resting.Contains(next)))
             {
                 next++;
-                if (next >= XlbAbi.MaxBackends && pass == 0)
+                if (next >= slots && pass == 0)
                 {
                     // Out of unused indexes: take rested ones as well.
                     (next, pass) = (1, 1);
@@ -231,33 +236,6 @@ public sealed record MapImage(
             Gen = generation,
         };
     }
-
-    private static byte ModeOf(Listener listener) => listener.NatMode switch
-    {
-        NatMode.DNAT => XlbAbi.ModeDnat,
-        NatMode.DSR => listener.DsrEncapsulation == DsrEncapsulation.L2 ? XlbAbi.ModeDsrL2 : XlbAbi.ModeDsrIpip,
-        _ => XlbAbi.ModeFullNat,
-    };
-
-    /// <summary>
-    /// The data plane's algorithm. LeastConn is refused by the operator; a node config written by
-    /// hand that asks for it gets weighted round robin.
-    /// </summary>
-    private static byte AlgoOf(SchedulingAlgorithm algorithm) => algorithm switch
-    {
-        SchedulingAlgorithm.SourceHash => XlbAbi.AlgoSourceHash,
-        SchedulingAlgorithm.RoundRobin or SchedulingAlgorithm.WeightedRoundRobin or SchedulingAlgorithm.LeastConn => XlbAbi.AlgoRoundRobin,
-        _ => XlbAbi.AlgoMaglev,
-    };
-
-    private static XlbBackend ToBackend(NodeBackend b)
-    {
-        var address = IPAddress.Parse(b.Address);
-        return new XlbBackend { Addr = Addr16.From(address), PortBe = Net.Be(b.Port), Family = Net.Family(address) };
-    }
-
-    /// <summary>The Maglev identity of a backend: the same on every node, whatever its index here.</summary>
-    private static string BackendIdentity(XlbBackend b) => $"{b.Addr.ToAddress(b.Family)}:{Net.FromBe(b.PortBe)}";
 }
 
 public sealed class ConfigTooLargeException : Exception

@@ -28,6 +28,7 @@ public static class DataPlaneSnapshot
         var backendStatMap = maps.Open<uint, XlbSvcStats>("xlb_backend_stats");
         config.TryLookup(0, out var cfg);
         var gen = (byte)(cfg.ActiveGen & 1);
+        var capacity = DataPlaneCapacity.Of(cfg);
 
         var vips = vipMap.Entries(k => k.Gen == gen);
         var services = serviceMap.Entries(k => k.Gen == gen);
@@ -36,11 +37,11 @@ public static class DataPlaneSnapshot
         var backends = new Dictionary<uint, XlbBackend>();
         foreach (var (k, svc) in services)
         {
-            var ring = ringMap.ReadArray((uint)(gen * XlbAbi.RingCapacity) + svc.RingOff, (int)svc.RingSize);
+            var ring = ringMap.ReadArray((uint)(gen * capacity.RingSlots) + svc.RingOff, (int)svc.RingSize);
             rings[k] = ring;
             foreach (var index in ring.Distinct().Where(i => !backends.ContainsKey(i)))
             {
-                if (backendMap.TryLookup((uint)(gen * XlbAbi.MaxBackends) + index, out var be))
+                if (backendMap.TryLookup((uint)(gen * capacity.BackendSlots) + index, out var be))
                 {
                     backends[index] = be;
                 }

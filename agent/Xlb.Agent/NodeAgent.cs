@@ -308,7 +308,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
                 _unhealthy = health.Unhealthy;
                 State.Health(health.Unhealthy, health.FailedOpen);
             }
-            var result = dp.Apply(effective);
+            var result = dp.Apply(effective, verify: fullResync);
             if (result.Operations > 0)
             {
                 LogApplied(config.Spec.Revision, result.Generation, result.Operations, result.Elapsed.TotalMilliseconds);

@@ -30,6 +30,12 @@ public sealed record DataPlaneOptions
 
     /// <summary>Flow events (the connection log): 0 none, N one flow in N, chosen by flow hash (1: every flow).</summary>
     public uint FlowEventSample { get; init; }
+
+    /// <summary>
+    /// How many backends and ring slots a configuration generation holds; the maps are sized by it
+    /// at load. Pinned maps keep their size: adopting them takes the same capacity.
+    /// </summary>
+    public DataPlaneCapacity Capacity { get; init; } = DataPlaneCapacity.Default;
 }
 
 /// <summary>
@@ -70,6 +76,15 @@ public sealed class XdpDataPlane : IDisposable
     private readonly BpfMap<uint, ulong> _eventStats;
     private readonly int _eventsFd;
 
+    /// <summary>Listeners compiled by earlier applies: an unchanged listener's Maglev table is not built again.</summary>
+    private readonly ListenerMemo _memo = new();
+
+    /// <summary>
+    /// What each generation's maps hold, as this data plane last read or wrote them; null:
+    /// unknown (read before the next diff). See <see cref="Apply"/>'s verify.
+    /// </summary>
+    private readonly ObservedGeneration?[] _known = new ObservedGeneration?[XlbAbi.Generations];
+
     /// <summary>The active generation's backend indexes; read from the maps on first use (an adopted data plane has some).</summary>
     private IReadOnlyDictionary<XlbBackend, int>? _backendIndexes;
 
@@ -107,12 +122,17 @@ public sealed class XdpDataPlane : IDisposable
             TcpClosingTimeoutS = Seconds(t.TcpClosing),
             UdpTimeoutS = Seconds(t.Udp),
             EventSample = options.FlowEventSample,
+            BackendSlots = (uint)options.Capacity.BackendSlots,
+            RingSlots = (uint)options.Capacity.RingSlots,
         });
         _eventStats = obj.Map<uint, ulong>("xlb_event_stats");
         _eventsFd = obj.MapFd("xlb_events");
     }
 
     public int ProgramFd { get; }
+
+    /// <summary>The sizes of the configuration maps.</summary>
+    public DataPlaneCapacity Capacity => _options.Capacity;
 
     /// <summary>True when the maps were already pinned and this instance took them over.</summary>
     public bool Adopted { get; }
@@ -147,8 +167,35 @@ public sealed class XdpDataPlane : IDisposable
         {
             Directory.CreateDirectory(options.PinRoot);
             adopted = File.Exists(Path.Combine(options.PinRoot, "xlb_config"));
+            if (adopted)
+            {
+                RequirePinnedCapacity(options.PinRoot, options.Capacity);
+            }
         }
-        return new(BpfObject.Load(objectPath, options.PinRoot), options, adopted);
+        return new(BpfObject.Load(objectPath, options.PinRoot, 0, options.Capacity.MapSizes()), options, adopted);
+    }
+
+    /// <summary>
+    /// Pinned maps of another size cannot be adopted (libbpf refuses them with a bare EINVAL):
+    /// say which size they have and how to proceed.
+    /// </summary>
+    private static void RequirePinnedCapacity(string pinRoot, DataPlaneCapacity wanted)
+    {
+        using var maps = new PinnedMaps(pinRoot);
+        foreach (var (name, size) in wanted.MapSizes())
+        {
+            if (!File.Exists(Path.Combine(pinRoot, name)))
+            {
+                continue;
+            }
+            var pinned = maps.MaxEntries(name);
+            if (pinned != size)
+            {
+                throw new BpfException(
+                    $"the data plane pinned at {pinRoot} has {name} of {pinned} entries, this agent asks for {size}: start it with the capacity " +
+                    "the running data plane has (--max-backends, --ring-slots), or remove the pins to start afresh (every connection then loses its flow state)");
+            }
+        }
     }
 
     private static uint Seconds(TimeSpan t) => (uint)Math.Clamp(Math.Ceiling(t.TotalSeconds), 1, uint.MaxValue);
@@ -178,23 +225,36 @@ public sealed class XdpDataPlane : IDisposable
     /// When the active generation already holds exactly this content, nothing is written
     /// (<see cref="ApplyResult.Operations"/> is 0): a periodic resync is free when nothing drifted.
     /// </summary>
-    public ApplyResult Apply(XlbNodeConfigSpec spec)
+    /// <param name="verify">
+    /// True: read both generations from the maps and diff against what they hold (at start, and
+    /// on the periodic full resync, which corrects maps changed by hand). False: diff against what
+    /// this data plane last read or wrote there, which is what they hold unless someone else
+    /// writes them; a large config then costs its build and its changes, not a read of every slot.
+    /// </param>
+    public ApplyResult Apply(XlbNodeConfigSpec spec, bool verify = true)
     {
         var started = System.Diagnostics.Stopwatch.GetTimestamp();
         var cfg = ReadConfig();
         var active = (byte)(cfg.ActiveGen & 1);
-        // The active generation's services are read once: their ids carry over, and they are
-        // half of what decides whether anything changed.
-        var activeServices = ReadServices(active);
-        var before = _backendIndexes ??= ReadBackendIndexes(active);
-        var current = MapImage.Build(spec, active, activeServices.ToDictionary(s => s.Key with { Gen = 0 }, s => s.Value.Id), before);
-        if (MapDiff.Plan(current, ReadGeneration(active, current.Backends.Count, current.Ring.Count, activeServices), cfg) is [MapOp.Flip])
+        if (verify)
         {
+            Array.Clear(_known);
+        }
+        // The active generation's services are read once: their ids and ring spans carry over,
+        // and they are half of what decides whether anything changed.
+        var activeKnown = _known[active];
+        var activeServices = activeKnown?.Services ?? ReadServices(active);
+        var before = _backendIndexes ??= ReadBackendIndexes(active);
+        var current = MapImage.Build(spec, active, activeServices.ToDictionary(s => s.Key with { Gen = 0 }, s => s.Value), before, Capacity, _memo);
+        var activeView = activeKnown ?? ReadGeneration(active, current.Backends.Count, current.Ring.Length, activeServices);
+        if (MapDiff.Plan(current, activeView, cfg) is [MapOp.Flip])
+        {
+            _known[active] = current.AsObserved();
             return new ApplyResult(active, 0, System.Diagnostics.Stopwatch.GetElapsedTime(started));
         }
         var target = (byte)(1 - active);
         var image = current.WithGeneration(target);
-        var observed = ReadGeneration(target, image.Backends.Count, image.Ring.Count);
+        var observed = _known[target] ?? ReadGeneration(target, image.Backends.Count, image.Ring.Length);
         var ops = MapDiff.Plan(image, observed, cfg);
         var after = image.BackendIndexes();
         // A backend new to its index starts its counters from zero (before the flip: nothing counts there yet).
@@ -206,9 +266,12 @@ public sealed class XdpDataPlane : IDisposable
                 _backendStats.PerCpuClear((uint)index);
             }
         }
+        // Until the writes are done, the target generation holds something between the two.
+        _known[target] = null;
         Execute(ops);
+        _known[target] = image.AsObserved();
         _backendIndexes = after;
-        return new ApplyResult(target, ops.Count, System.Diagnostics.Stopwatch.GetElapsedTime(started));
+        return new ApplyResult(target, MapDiff.Writes(ops), System.Diagnostics.Stopwatch.GetElapsedTime(started));
     }
 
     private Dictionary<XlbSvcKey, XlbSvc> ReadServices(byte gen) => _services.Entries(k => k.Gen == gen);
@@ -220,29 +283,84 @@ public sealed class XdpDataPlane : IDisposable
         var vips = _vips.Entries(k => k.Gen == gen);
         services ??= ReadServices(gen);
         // Array ranges by batch: a few syscalls for what would otherwise be one per entry.
-        var backends = _backends.ReadArray((uint)(gen * XlbAbi.MaxBackends) + 1, backendCount);
-        var ring = _rings.ReadArray((uint)(gen * XlbAbi.RingCapacity), ringCount);
+        var backends = _backends.ReadArray((uint)(gen * Capacity.BackendSlots) + 1, backendCount);
+        var ring = _rings.ReadArray((uint)(gen * Capacity.RingSlots), ringCount);
         _filter.TryLookup(gen, out var filter);
         return new ObservedGeneration(vips, services, backends, ring, FilterImage.From(filter));
     }
 
+    /// <summary>
+    /// Writes the operations map by map, each map's entries in one batch (a few syscalls for
+    /// millions of ring slots), and the flip last. Within the inactive generation the order of
+    /// the writes does not matter: no packet reads it until the flip.
+    /// </summary>
     private void Execute(IReadOnlyList<MapOp> ops)
     {
+        var backends = new Batch<uint, XlbBackend>();
+        var services = new Batch<XlbSvcKey, XlbSvc>();
+        var vips = new Batch<XlbVipKey, uint>();
+        var goneServices = new List<XlbSvcKey>();
+        var goneVips = new List<XlbVipKey>();
+        var ringSlots = ops.OfType<MapOp.PutRing>().Sum(r => r.Slots.Length);
+        var ringKeys = new uint[ringSlots];
+        var ringValues = new uint[ringSlots];
+        var at = 0;
+        MapOp.PutFilter? filter = null;
+        MapOp.Flip? flip = null;
         foreach (var op in ops)
         {
             switch (op)
             {
-                case MapOp.PutBackend b: _backends.Update(b.Key, b.Value); break;
-                case MapOp.PutRingSlot r: _rings.Update(r.Key, r.BackendIndex); break;
-                case MapOp.PutService s: _services.Update(s.Key, s.Value); break;
-                case MapOp.DeleteService s: _services.Delete(s.Key); break;
-                case MapOp.PutVip v: _vips.Update(v.Key, v.Flags); break;
-                case MapOp.PutFilter f: _filter.Update(f.Generation, f.Filter.ToAbi()); break;
-                case MapOp.DeleteVip v: _vips.Delete(v.Key); break;
-                case MapOp.Flip f: _config.Update(0, f.Config); break;
+                case MapOp.PutBackend b: backends.Add(b.Key, b.Value); break;
+                case MapOp.PutRing r:
+                    r.Slots.Span.CopyTo(ringValues.AsSpan(at));
+                    for (var i = 0; i < r.Slots.Length; i++)
+                    {
+                        ringKeys[at + i] = r.Key + (uint)i;
+                    }
+                    at += r.Slots.Length;
+                    break;
+                case MapOp.PutService s: services.Add(s.Key, s.Value); break;
+                case MapOp.DeleteService s: goneServices.Add(s.Key); break;
+                case MapOp.PutVip v: vips.Add(v.Key, v.Flags); break;
+                case MapOp.DeleteVip v: goneVips.Add(v.Key); break;
+                case MapOp.PutFilter f: filter = f; break;
+                case MapOp.Flip f: flip = f; break;
                 default: throw new InvalidOperationException($"unknown map operation {op}");
             }
         }
+        backends.WriteTo(_backends);
+        _rings.UpdateBatch(ringKeys, ringValues);
+        services.WriteTo(_services);
+        _services.DeleteBatch(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(goneServices));
+        vips.WriteTo(_vips);
+        _vips.DeleteBatch(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(goneVips));
+        if (filter is not null)
+        {
+            _filter.Update(filter.Generation, filter.Filter.ToAbi());
+        }
+        if (flip is not null)
+        {
+            _config.Update(0, flip.Config);
+        }
+    }
+
+    /// <summary>Keys and values gathered for one batch write.</summary>
+    private sealed class Batch<TKey, TValue>
+        where TKey : unmanaged
+        where TValue : unmanaged
+    {
+        private readonly List<TKey> _keys = [];
+        private readonly List<TValue> _values = [];
+
+        public void Add(TKey key, TValue value)
+        {
+            _keys.Add(key);
+            _values.Add(value);
+        }
+
+        public void WriteTo(BpfMap<TKey, TValue> map) =>
+            map.UpdateBatch(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_keys), System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_values));
     }
 
     /// <summary>Packet counters per reason, summed over CPUs.</summary>
@@ -312,7 +430,7 @@ public sealed class XdpDataPlane : IDisposable
 
     /// <summary>Which backend holds which index in a generation: all its backend slots, by batch.</summary>
     private Dictionary<XlbBackend, int> ReadBackendIndexes(byte gen) =>
-        MapImage.IndexesOf(_backends.ReadArray((uint)(gen * XlbAbi.MaxBackends) + 1, XlbAbi.MaxBackends - 1));
+        MapImage.IndexesOf(_backends.ReadArray((uint)(gen * Capacity.BackendSlots) + 1, Capacity.MaxBackends));
 
     private static ulong Add(ulong a, ulong b) => a + b;
 

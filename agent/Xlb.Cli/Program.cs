@@ -6,6 +6,7 @@ using Xlb.Agent;
 using Xlb.Agent.Core;
 using Xlb.Cli;
 using Xlb.Crds.Serialization;
+using Xlb.DataPlane;
 using Xlb.Operator;
 
 var manifestsOption = new Option<DirectoryInfo>("--manifests") { Description = "Folder of XLB manifests (LoadBalancerPool, VipShard, PortMapping, Node)", Required = true };
@@ -87,9 +88,11 @@ var encapSourceOption = new Option<string[]>("--encap-source") { Description = "
 var announceOption = new Option<int>("--announce-count") { Description = "Gratuitous ARP / unsolicited neighbour advertisement rounds, one second apart, when this node takes a VIP (0: none)", DefaultValueFactory = _ => 3 };
 var flowLogOption = new Option<string?>("--flow-log") { Description = "Connection log: append a JSON line for each sampled flow that begins or closes to this file (\"-\": standard output)" };
 var flowSampleOption = new Option<uint>("--flow-sample") { Description = "With --flow-log: log one flow in N, chosen by a hash of the flow (1: every flow)", DefaultValueFactory = _ => 1 };
+var maxBackendsOption = new Option<int>("--max-backends") { Description = "Distinct backends one configuration holds; sizes the backend maps (rounded up to a power of two, less one)", DefaultValueFactory = _ => DataPlaneCapacity.Default.MaxBackends };
+var ringSlotsOption = new Option<int>("--ring-slots") { Description = "Maglev table slots one configuration holds, all services together (each service takes 1021)", DefaultValueFactory = _ => DataPlaneCapacity.Default.RingSlots };
 var natPortsOption = new Option<string>("--nat-ports") { Description = "FullNAT source-port range toward backends, MIN-MAX", DefaultValueFactory = _ => "40000-59999" };
 
-var agentCommand = new Command("agent", "Run the node agent: apply this node's XlbNodeConfig (from the cluster, or --node-config FILE) to XDP") { nodeConfigOption, agentNodeOption, kubeconfigOption, leaseNamespaceOption, leaseRenewOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, encapSourceOption, bpffsOption, instanceOption, detachOption, shutdownTimeoutOption, shutdownFileOption, listenOption, announceOption, flowLogOption, flowSampleOption };
+var agentCommand = new Command("agent", "Run the node agent: apply this node's XlbNodeConfig (from the cluster, or --node-config FILE) to XDP") { nodeConfigOption, agentNodeOption, kubeconfigOption, leaseNamespaceOption, leaseRenewOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, encapSourceOption, bpffsOption, instanceOption, detachOption, shutdownTimeoutOption, shutdownFileOption, listenOption, announceOption, flowLogOption, flowSampleOption, maxBackendsOption, ringSlotsOption };
 agentCommand.SetAction(async (parse, ct) =>
 {
     using var logs = Logs();
@@ -115,6 +118,12 @@ agentCommand.SetAction(async (parse, ct) =>
         }
         slot = address;
     }
+    var (maxBackends, ringSlots) = (parse.GetValue(maxBackendsOption), parse.GetValue(ringSlotsOption));
+    if (maxBackends is < 1 or >= DataPlaneCapacity.MaxSlots || ringSlots is < 1 or > DataPlaneCapacity.MaxSlots)
+    {
+        await Console.Error.WriteLineAsync($"--max-backends and --ring-slots must be between 1 and {DataPlaneCapacity.MaxSlots - 1}");
+        return 2;
+    }
     var options = new AgentOptions
     {
         NodeConfigPath = parse.GetValue(nodeConfigOption)?.FullName,
@@ -130,6 +139,7 @@ agentCommand.SetAction(async (parse, ct) =>
             EncapSource6 = encapSource6,
             PinRoot = Xlb.Agent.Bpf.Bpffs.PinRoot(parse.GetValue(bpffsOption)!, parse.GetValue(instanceOption)!),
             FlowEventSample = parse.GetValue(flowLogOption) is null ? 0 : Math.Max(1, parse.GetValue(flowSampleOption)),
+            Capacity = DataPlaneCapacity.For(maxBackends, ringSlots),
         },
         FlowLogPath = parse.GetValue(flowLogOption),
         DetachOnExit = parse.GetValue(detachOption),

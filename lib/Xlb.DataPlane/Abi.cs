@@ -12,7 +12,7 @@ namespace Xlb.DataPlane;
 /// <summary>Constants of xlb_abi.h.</summary>
 public static class XlbAbi
 {
-    public const int Version = 6;
+    public const int Version = 7;
     public const int MaxServices = 16384;
     public const int MaxBackends = 65536;
     public const int RingCapacity = 1 << 22;
@@ -271,6 +271,9 @@ public record struct XlbCfg
     public Addr16 EncapSrc6;
     /// <summary>Flow events: 0 none; N the flows whose hash is a multiple of N (1: all).</summary>
     public uint EventSample;
+    /// <summary>Slots per generation of xlb_backends (a power of two) and of xlb_rings; 0: the compiled defaults.</summary>
+    public uint BackendSlots;
+    public uint RingSlots;
 }
 
 /// <summary>One record of the xlb_events ring buffer: a sampled flow began or closed.</summary>

@@ -14,9 +14,14 @@
 
 #include <linux/types.h>
 
-#define XLB_ABI_VERSION 6
+#define XLB_ABI_VERSION 7
 
-/* Capacities per configuration generation. Maps hold two generations. */
+/*
+ * Capacities per configuration generation. Maps hold two generations. XLB_MAX_BACKENDS and
+ * XLB_RING_CAPACITY are the defaults: the agent may size xlb_backends, xlb_nexthops,
+ * xlb_backend_stats and xlb_rings otherwise before the load, and then writes the sizes it chose
+ * into xlb_cfg (backend_slots, ring_slots), which the program reads.
+ */
 #define XLB_MAX_SERVICES 16384
 #define XLB_MAX_BACKENDS 65536
 #define XLB_RING_CAPACITY (1u << 22)
@@ -217,6 +222,12 @@ struct xlb_cfg {
 	 * (1: every flow). A sampled flow reports both its start and its close.
 	 */
 	__u32 event_sample;
+	/*
+	 * Slots per generation of xlb_backends (a power of two; generation g's backend i is slot
+	 * g * backend_slots + i) and of xlb_rings. 0: the compiled defaults.
+	 */
+	__u32 backend_slots;
+	__u32 ring_slots;
 };
 
 /* A sampled flow began (its first packet was bound to a backend) or closed (a FIN or RST, either way). */

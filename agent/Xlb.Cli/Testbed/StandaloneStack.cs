@@ -37,7 +37,7 @@ public sealed class StandaloneStack : IDisposable
         _log = log;
     }
 
-    private static void EnsureTestBpffs()
+    public static void EnsureTestBpffs()
     {
         if (!Xlb.Agent.Bpf.Bpffs.IsMounted(TestBpffs))
         {
