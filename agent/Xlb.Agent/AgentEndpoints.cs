@@ -25,6 +25,7 @@ public static class AgentEndpoints
         Counter(sb, "xlb_agent_applies_total", "Applies that wrote to the maps.", applies);
         Counter(sb, "xlb_agent_apply_failures_total", "Node configs that could not be applied.", failures);
         Gauge(sb, "xlb_agent_last_apply_seconds", "Duration of the last apply that wrote to the maps.", lastMs / 1000);
+        state.ApplyDurations.Write(sb, "xlb_agent_apply_duration_seconds", "Duration of the applies that wrote to the maps: build, diff, batch writes and the flip.");
         Gauge(sb, "xlb_agent_draining", "1 while new connections are refused (shutdown window).", draining ? 1 : 0);
         var (unhealthy, failedOpen) = state.HealthSnapshot();
         PromText.Labelled(sb, "xlb_backend_unhealthy", "gauge", "1 for each backend this node's health checks took out of service.", "backend", unhealthy.Select(b => (b, 1.0)));

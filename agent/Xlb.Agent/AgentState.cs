@@ -13,6 +13,9 @@ public sealed class AgentState
 
     public XdpDataPlane? DataPlane { get; set; }
 
+    /// <summary>Durations of the applies that wrote to the maps (a no-op resync is not one).</summary>
+    public Xlb.Hosting.Histogram ApplyDurations { get; } = Xlb.Hosting.Histogram.Durations();
+
     /// <summary>The connection log, when one is written.</summary>
     public FlowLog? FlowLog { get; set; }
 
@@ -43,6 +46,10 @@ public sealed class AgentState
                 _applies++;
                 _lastApplyMs = ms;
             }
+        }
+        if (wrote)
+        {
+            ApplyDurations.Observe(ms / 1000);
         }
     }
 

@@ -172,7 +172,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         {
             return new KubeNodeConfigSource(client ?? throw new ArgumentException("cluster mode needs a Kubernetes client"), cluster, () => _wake.Release(), log, time);
         }
-        return new FileNodeConfigSource(options.NodeConfigPath ?? throw new ArgumentException("set NodeConfigPath (standalone) or Cluster"), options.StatusPath);
+        return new FileNodeConfigSource(options.NodeConfigPath ?? throw new ArgumentException("set NodeConfigPath (standalone) or Cluster"), options.StatusPath, () => _wake.Release());
     }
 
     private async Task<bool> WakeAsync(CancellationToken ct)

@@ -20,9 +20,34 @@ public interface INodeConfigSource : IAsyncDisposable
     Task ReportAsync(XlbNodeConfigStatus status, CancellationToken ct);
 }
 
-/// <summary>Standalone mode: the node config file the standalone operator writes, and a status file beside it.</summary>
-public sealed class FileNodeConfigSource(string path, string? statusPath) : INodeConfigSource
+/// <summary>
+/// Standalone mode: the node config file the standalone operator writes, and a status file beside
+/// it. A change of the file wakes the agent at once (<paramref name="changed"/>, by inotify); the
+/// agent's periodic pass is the fallback.
+/// </summary>
+public sealed class FileNodeConfigSource(string path, string? statusPath, Action? changed = null) : INodeConfigSource
 {
+    private readonly FileSystemWatcher? _watcher = Watch(path, changed);
+
+    private static FileSystemWatcher? Watch(string path, Action? changed)
+    {
+        var dir = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (changed is null || dir is null || !Directory.Exists(dir))
+        {
+            return null;
+        }
+        // The file is replaced by rename (atomic writes): watch the folder for its name.
+        var watcher = new FileSystemWatcher(dir, Path.GetFileName(path))
+        {
+            NotifyFilter = NotifyFilters.FileName | NotifyFilters.LastWrite | NotifyFilters.Size,
+        };
+        watcher.Changed += (_, _) => changed();
+        watcher.Created += (_, _) => changed();
+        watcher.Renamed += (_, _) => changed();
+        watcher.EnableRaisingEvents = true;
+        return watcher;
+    }
+
     public long Version
     {
         get
@@ -55,7 +80,11 @@ public sealed class FileNodeConfigSource(string path, string? statusPath) : INod
         return Task.CompletedTask;
     }
 
-    public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+    public ValueTask DisposeAsync()
+    {
+        _watcher?.Dispose();
+        return ValueTask.CompletedTask;
+    }
 }
 
 public sealed record ClusterAgentOptions

@@ -30,6 +30,10 @@ public sealed class GracefulShutdownTests(ITestOutputHelper output)
             var backend = await established.GetAsync(ct);
             var metrics = (await HttpProbe.StatusAsync(topology.Lb, Health, "/metrics", ct)).Body;
             Assert.Contains("xlb_agent_applied_revision 1", metrics, StringComparison.Ordinal);
+            // The first apply wrote to the maps: observed, and well inside the largest finite bucket.
+            var applies = System.Text.RegularExpressions.Regex.Match(metrics, "xlb_agent_apply_duration_seconds_count ([1-9][0-9]*)\n").Groups[1].Value;
+            Assert.NotEmpty(applies);
+            Assert.Contains($"xlb_agent_apply_duration_seconds_bucket{{le=\"30\"}} {applies}\n", metrics, StringComparison.Ordinal);
             Assert.Matches("xlb_packets_total\\{reason=\"fwd_new_flow\"\\} [1-9]", metrics);
             Assert.Matches($"xlb_service_new_flows_total\\{{service=\"{vip.Address}:{vip.Port}/TCP\"\\}} [1-9]", metrics);
             var backendAddresses = string.Join("|", listener.Backends.Select(b => System.Text.RegularExpressions.Regex.Escape($"{b.Address}:{b.Port}")));
