@@ -37,6 +37,11 @@ public static class AgentEndpoints
                 dp.ServiceStats().Select(s => (ServiceLabel(s.Key), s.Value)));
             Traffic(sb, "xlb_backend", "backend", "Per backend (address:targetPort) of the applied revision, over all its services: ",
                 dp.BackendStats().Select(b => (BackendLabel(b.Key), b.Value)));
+            var (flowsBySvc, flowsByBackend) = dp.ActiveFlows();
+            PromText.Labelled(sb, "xlb_service_active_flows", "gauge", "Flows in the flow table not past their idle timeout, per service.", "service",
+                flowsBySvc.Select(f => (ServiceLabel(f.Key), (double)f.Value)).OrderBy(f => f.Item1, StringComparer.Ordinal));
+            PromText.Labelled(sb, "xlb_backend_active_flows", "gauge", "Flows in the flow table not past their idle timeout, per backend.", "backend",
+                flowsByBackend.Select(f => (BackendLabel(f.Key), (double)f.Value)).OrderBy(f => f.Item1, StringComparer.Ordinal));
             var (_, lost) = dp.FlowEventCounts();
             Counter(sb, "xlb_flow_events_lost_total", "Sampled flow events the program dropped because the ring buffer was full.", (long)lost);
         }

@@ -428,6 +428,36 @@ public sealed class XdpDataPlane : IDisposable
         return indexes.ToDictionary(b => b.Key, b => _backendStats.PerCpuSum((uint)b.Value, XlbSvcStats.Add));
     }
 
+    /// <summary>
+    /// Flows not past their idle timeout, by service (of the active generation) and by backend:
+    /// both flow tables read by batch (a new flow's entry shadowed by an admitted one counts once).
+    /// </summary>
+    public (IReadOnlyDictionary<XlbSvcKey, int> ByService, IReadOnlyDictionary<XlbBackend, int> ByBackend) ActiveFlows()
+    {
+        var cfg = ReadConfig();
+        // bpf_ktime_get_coarse_ns counts CLOCK_MONOTONIC, as Stopwatch does on Linux.
+        var now = (ulong)(System.Diagnostics.Stopwatch.GetTimestamp() * (1e9 / System.Diagnostics.Stopwatch.Frequency));
+        var flows = Flows.Entries();
+        foreach (var (k, f) in NewFlows.Entries())
+        {
+            flows.TryAdd(k, f);
+        }
+        var bySvc = new Dictionary<uint, int>();
+        var byIndex = new Dictionary<int, int>();
+        var mask = Capacity.BackendSlots - 1;
+        foreach (var (k, f) in flows)
+        {
+            if (!NodeStatus.Expired(cfg, k, f, now))
+            {
+                bySvc[f.SvcId] = bySvc.GetValueOrDefault(f.SvcId) + 1;
+                byIndex[(int)f.NhSlot & mask] = byIndex.GetValueOrDefault((int)f.NhSlot & mask) + 1;
+            }
+        }
+        var services = ReadServices((byte)(cfg.ActiveGen & 1)).ToDictionary(s => s.Key, s => bySvc.GetValueOrDefault(s.Value.Id));
+        var indexes = _backendIndexes ?? ReadBackendIndexes((byte)(cfg.ActiveGen & 1));
+        return (services, indexes.ToDictionary(b => b.Key, b => byIndex.GetValueOrDefault(b.Value)));
+    }
+
     /// <summary>Which backend holds which index in a generation: all its backend slots, by batch.</summary>
     private Dictionary<XlbBackend, int> ReadBackendIndexes(byte gen) =>
         MapImage.IndexesOf(_backends.ReadArray((uint)(gen * Capacity.BackendSlots) + 1, Capacity.MaxBackends));

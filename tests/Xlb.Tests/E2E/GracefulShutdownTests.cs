@@ -38,6 +38,9 @@ public sealed class GracefulShutdownTests(ITestOutputHelper output)
             Assert.Matches($"xlb_service_new_flows_total\\{{service=\"{vip.Address}:{vip.Port}/TCP\"\\}} [1-9]", metrics);
             var backendAddresses = string.Join("|", listener.Backends.Select(b => System.Text.RegularExpressions.Regex.Escape($"{b.Address}:{b.Port}")));
             Assert.Matches($"xlb_backend_new_flows_total\\{{backend=\"({backendAddresses})\"\\}} [1-9]", metrics);
+            // The keep-alive connection is live in the flow table: counted for its service and its backend.
+            Assert.Matches($"xlb_service_active_flows\\{{service=\"{vip.Address}:{vip.Port}/TCP\"\\}} [1-9]", metrics);
+            Assert.Matches($"xlb_backend_active_flows\\{{backend=\"({backendAddresses})\"\\}} [1-9]", metrics);
 
             var clock = Stopwatch.StartNew();
             Netns.Terminate(stack.Agent);
