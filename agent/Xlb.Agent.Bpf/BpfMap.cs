@@ -100,28 +100,9 @@ public sealed unsafe class BpfMap<TKey, TValue>
         {
             throw new ArgumentException($"{keys.Length} keys but {values.Length} values", nameof(values));
         }
-        var opts = new BpfMapBatchOpts { Sz = (ulong)sizeof(BpfMapBatchOpts) };
-        var done = 0;
-        while (done < keys.Length)
+        fixed (TValue* v = values)
         {
-            var n = (uint)(keys.Length - done);
-            int rc;
-            fixed (TKey* k = &keys[done])
-            fixed (TValue* v = &values[done])
-            {
-                rc = Libbpf.bpf_map_update_batch(Fd, k, v, &n, &opts);
-            }
-            GC.KeepAlive(_owner);
-            if (rc < 0)
-            {
-                throw new BpfException("bpf_map_update_batch", -rc, $"map {Name}: entry {done + n} of {keys.Length} ({keys[Math.Min(done + (int)n, keys.Length - 1)]})");
-            }
-            // The kernel may stop early (a signal); go on from where it stopped.
-            done += (int)n;
-            if (n == 0)
-            {
-                throw new BpfException("bpf_map_update_batch", Errnos.EINTR, $"map {Name}: no progress at entry {done} of {keys.Length}");
-            }
+            Batched("bpf_map_update_batch", keys, v, (k, vs, n, o) => Libbpf.bpf_map_update_batch(Fd, k, vs, n, o));
         }
     }
 
@@ -129,27 +110,35 @@ public sealed unsafe class BpfMap<TKey, TValue>
     /// Deletes keys of a hash map by BPF_MAP_DELETE_BATCH. Every key must be present: a missing one
     /// stops the batch (ENOENT) with the keys before it deleted.
     /// </summary>
-    public void DeleteBatch(ReadOnlySpan<TKey> keys)
+    public void DeleteBatch(ReadOnlySpan<TKey> keys) =>
+        Batched("bpf_map_delete_batch", keys, null, (k, _, n, o) => Libbpf.bpf_map_delete_batch(Fd, k, n, o));
+
+    private delegate int BatchCall(TKey* keys, TValue* values, uint* count, BpfMapBatchOpts* opts);
+
+    /// <summary>
+    /// Runs a batch call over all keys (and values, when given): the kernel may stop early (a
+    /// signal), so it goes on from where the kernel stopped; a failure names the entry.
+    /// </summary>
+    private void Batched(string call, ReadOnlySpan<TKey> keys, TValue* values, BatchCall step)
     {
         var opts = new BpfMapBatchOpts { Sz = (ulong)sizeof(BpfMapBatchOpts) };
         var done = 0;
-        while (done < keys.Length)
+        fixed (TKey* first = keys)
         {
-            var n = (uint)(keys.Length - done);
-            int rc;
-            fixed (TKey* k = &keys[done])
+            while (done < keys.Length)
             {
-                rc = Libbpf.bpf_map_delete_batch(Fd, k, &n, &opts);
-            }
-            GC.KeepAlive(_owner);
-            if (rc < 0)
-            {
-                throw new BpfException("bpf_map_delete_batch", -rc, $"map {Name}: entry {done + n} of {keys.Length} ({keys[Math.Min(done + (int)n, keys.Length - 1)]})");
-            }
-            done += (int)n;
-            if (n == 0)
-            {
-                throw new BpfException("bpf_map_delete_batch", Errnos.EINTR, $"map {Name}: no progress at entry {done} of {keys.Length}");
+                var n = (uint)(keys.Length - done);
+                var rc = step(first + done, values == null ? null : values + done, &n, &opts);
+                GC.KeepAlive(_owner);
+                if (rc < 0)
+                {
+                    throw new BpfException(call, -rc, $"map {Name}: entry {done + n} of {keys.Length} ({keys[Math.Min(done + (int)n, keys.Length - 1)]})");
+                }
+                done += (int)n;
+                if (n == 0)
+                {
+                    throw new BpfException(call, Errnos.EINTR, $"map {Name}: no progress at entry {done} of {keys.Length}");
+                }
             }
         }
     }

@@ -32,28 +32,7 @@ public sealed class AgentRestartTests(ITestOutputHelper output)
             // A steady stream of new connections while the agent restarts: bounded in count and time.
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
             stop.CancelAfter(TimeSpan.FromSeconds(60));
-            var stream = Task.Run(async () =>
-            {
-                var (ok, failed, errors) = (0, 0, new List<string>());
-                for (var i = 0; i < 5000 && !stop.IsCancellationRequested; i++)
-                {
-                    try
-                    {
-                        await HttpProbe.GetAsync(topology.Client, vip, TimeSpan.FromSeconds(5), stop.Token);
-                        ok++;
-                    }
-                    catch (OperationCanceledException) when (stop.IsCancellationRequested)
-                    {
-                        break;
-                    }
-                    catch (Exception e) when (e is System.Net.Sockets.SocketException or OperationCanceledException or InvalidDataException)
-                    {
-                        failed++;
-                        errors.Add(e.Message);
-                    }
-                }
-                return (ok, failed, errors);
-            }, ct);
+            var stream = RequestStream.Start(topology.Client, vip, 5000, stop.Token);
 
             await Task.Delay(500, ct);
             var servedBefore = bed.Served;

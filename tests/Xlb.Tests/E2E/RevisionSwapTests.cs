@@ -51,28 +51,7 @@ public sealed class RevisionSwapTests(ITestOutputHelper output)
 
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
             stop.CancelAfter(TimeSpan.FromSeconds(60));
-            var stream = Task.Run(async () =>
-            {
-                var (ok, failed, errors) = (0, 0, new List<string>());
-                for (var i = 0; i < MaxRequests && !stop.IsCancellationRequested; i++)
-                {
-                    try
-                    {
-                        await HttpProbe.GetAsync(topology.Client, vip, TimeSpan.FromSeconds(5), stop.Token);
-                        ok++;
-                    }
-                    catch (OperationCanceledException) when (stop.IsCancellationRequested)
-                    {
-                        break;
-                    }
-                    catch (Exception e) when (e is System.Net.Sockets.SocketException or OperationCanceledException or InvalidDataException)
-                    {
-                        failed++;
-                        errors.Add(e.Message);
-                    }
-                }
-                return (ok, failed, errors);
-            }, ct);
+            var stream = RequestStream.Start(topology.Client, vip, MaxRequests, stop.Token);
 
             const int revisions = 40;
             var revision = first.Spec.Revision;
