@@ -114,7 +114,9 @@ public sealed record MapImage(
             filter.AddVip(address);
         }
 
-        var keys = spec.Listeners.OrderBy(l => l.Name, StringComparer.Ordinal).Select(l => (Listener: l, Key: KeyOf(l, generation))).ToList();
+        // Two listeners on one VIP, port and protocol (a hand-written config): the later one by name holds the service.
+        var keys = spec.Listeners.OrderBy(l => l.Name, StringComparer.Ordinal).Select(l => (Listener: l, Key: KeyOf(l, generation)))
+            .GroupBy(k => k.Key).Select(g => g.Last()).ToList();
         var assigned = new Dictionary<XlbSvcKey, uint>();
         foreach (var (_, key) in keys)
         {

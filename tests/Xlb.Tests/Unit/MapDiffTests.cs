@@ -256,4 +256,15 @@ public class MapDiffTests
         Assert.Equal(MapImage.Build(heavier, 0).Ring, weighted.Ring);
         Assert.NotEqual(first.Ring.AsSpan(0, Maglev.DefaultSize).ToArray(), weighted.Ring);
     }
+
+    [Fact]
+    public void Two_listeners_on_one_service_key_give_one_service_and_a_ring_that_fits()
+    {
+        // A hand-written config: the same VIP:port/TCP twice, with rings of different sizes.
+        var spec = Spec() with { Listeners = [L("ns/a/p", 80, "10.0.0.1"), L("ns/b/p", 80, "10.0.0.2") with { Algorithm = SchedulingAlgorithm.RoundRobin }] };
+        var image = MapImage.Build(spec, 0);
+        var svc = Assert.Single(image.Services).Value;
+        Assert.Equal(1u, svc.RingSize); // ns/b/p, the later by name
+        Assert.Equal(image.Ring.Length, (int)(svc.RingOff + svc.RingSize));
+    }
 }
