@@ -275,11 +275,52 @@ public sealed unsafe class BpfMap<TKey, TValue>
     /// </summary>
     public TValue[] ReadArray(uint first, int count)
     {
+        var values = new TValue[count];
+        fixed (TValue* v = values)
+        {
+            LookupRange(first, count, (byte*)v, sizeof(TValue));
+        }
+        return values;
+    }
+
+    /// <summary>
+    /// Entries <paramref name="first"/> to <paramref name="first"/> + count - 1 of a per-CPU array
+    /// map, each added up over the CPUs: one batch read instead of a syscall per entry.
+    /// </summary>
+    public TValue[] PerCpuSums(uint first, int count, Func<TValue, TValue, TValue> add)
+    {
+        var cpus = Libbpf.libbpf_num_possible_cpus();
+        if (cpus < 0)
+        {
+            throw new BpfException("libbpf_num_possible_cpus", -cpus, "");
+        }
+        // The kernel copies values rounded up to 8 bytes per CPU.
+        var stride = (sizeof(TValue) + 7) & ~7;
+        var buf = new byte[(long)count * stride * cpus];
+        var sums = new TValue[count];
+        fixed (byte* p = buf)
+        {
+            LookupRange(first, count, p, stride * cpus);
+            for (var i = 0; i < count; i++)
+            {
+                var sum = default(TValue);
+                for (var c = 0; c < cpus; c++)
+                {
+                    sum = add(sum, Unsafe.ReadUnaligned<TValue>(p + ((((long)i * cpus) + c) * stride)));
+                }
+                sums[i] = sum;
+            }
+        }
+        return sums;
+    }
+
+    /// <summary>Reads a range of an array map by BPF_MAP_LOOKUP_BATCH into <paramref name="values"/>, <paramref name="valueBytes"/> per entry.</summary>
+    private void LookupRange(uint first, int count, byte* values, int valueBytes)
+    {
         if (typeof(TKey) != typeof(uint))
         {
-            throw new InvalidOperationException($"ReadArray needs an array map (u32 keys); {Name} has {typeof(TKey).Name}");
+            throw new InvalidOperationException($"an array read needs an array map (u32 keys); {Name} has {typeof(TKey).Name}");
         }
-        var values = new TValue[count];
         var keys = new uint[Math.Min(count, 4096)];
         var done = 0;
         // The batch position is the last key returned; the next batch starts after it. So
@@ -292,9 +333,8 @@ public sealed unsafe class BpfMap<TKey, TValue>
             uint next = 0;
             int rc;
             fixed (uint* k = keys)
-            fixed (TValue* v = &values[done])
             {
-                rc = Libbpf.bpf_map_lookup_batch(Fd, first == 0 && done == 0 ? null : &at, &next, k, v, &n, &opts);
+                rc = Libbpf.bpf_map_lookup_batch(Fd, first == 0 && done == 0 ? null : &at, &next, k, values + ((long)done * valueBytes), &n, &opts);
             }
             GC.KeepAlive(_owner);
             if (rc < 0 && rc != -Errnos.ENOENT)
@@ -312,6 +352,5 @@ public sealed unsafe class BpfMap<TKey, TValue>
         {
             throw new BpfException("bpf_map_lookup_batch", Errnos.ENOENT, $"map {Name}: {done} of {count} entries from {first}");
         }
-        return values;
     }
 }

@@ -38,7 +38,7 @@ public static class FlowEvents
         {
             if (IPAddress.TryParse(l.Vip, out var vip))
             {
-                names.TryAdd((vip, l.Port, l.Protocol == L4Protocol.TCP ? XlbAbi.ProtoTcp : XlbAbi.ProtoUdp), l.Name);
+                names.TryAdd((vip, l.Port, MapImage.ProtoOf(l.Protocol)), l.Name);
             }
         }
         return names;
@@ -61,7 +61,7 @@ public static class FlowEvents
         {
             Time = time,
             Event = closed ? "closed" : e.Type == XlbAbi.EventNew ? "new" : $"event-{e.Type}",
-            Protocol = k.Proto == XlbAbi.ProtoTcp ? "TCP" : k.Proto == XlbAbi.ProtoUdp ? "UDP" : k.Proto.ToString(CultureInfo.InvariantCulture),
+            Protocol = NodeStatus.ProtocolName(k.Proto),
             Client = new IPEndPoint(k.Saddr.ToAddress(k.Family), Net.FromBe(k.SportBe)).ToString(),
             Vip = new IPEndPoint(vip, vipPort).ToString(),
             Backend = new IPEndPoint(e.Backend.ToAddress(k.Family), Net.FromBe(e.BackendPortBe)).ToString(),

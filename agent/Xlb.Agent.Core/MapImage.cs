@@ -226,6 +226,9 @@ public sealed record MapImage(
         return result;
     }
 
+    /// <summary>The IP protocol number of a listener's protocol, as the maps key it.</summary>
+    public static byte ProtoOf(L4Protocol protocol) => protocol == L4Protocol.TCP ? XlbAbi.ProtoTcp : XlbAbi.ProtoUdp;
+
     private static XlbSvcKey KeyOf(Listener listener, byte generation)
     {
         var vip = IPAddress.Parse(listener.Vip);
@@ -233,7 +236,7 @@ public sealed record MapImage(
         {
             Vip = Addr16.From(vip),
             PortBe = Net.Be(listener.Port),
-            Proto = listener.Protocol == L4Protocol.TCP ? XlbAbi.ProtoTcp : XlbAbi.ProtoUdp,
+            Proto = ProtoOf(listener.Protocol),
             Family = Net.Family(vip),
             Gen = generation,
         };

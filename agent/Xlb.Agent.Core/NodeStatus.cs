@@ -139,7 +139,7 @@ public static class NodeStatus
         _ => $"algo-{algo}",
     };
 
-    private static string ProtocolName(byte proto) => proto switch { XlbAbi.ProtoTcp => "TCP", XlbAbi.ProtoUdp => "UDP", _ => proto.ToString(CultureInfo.InvariantCulture) };
+    public static string ProtocolName(byte proto) => proto switch { XlbAbi.ProtoTcp => "TCP", XlbAbi.ProtoUdp => "UDP", _ => proto.ToString(CultureInfo.InvariantCulture) };
 
     private static string Endpoint(IPAddress a, int port) => new IPEndPoint(a, port).ToString();
 
@@ -153,11 +153,32 @@ public static class NodeStatus
         return seconds != 0 && nowNs > flow.LastSeenNs && nowNs - flow.LastSeenNs > seconds * 1_000_000_000UL;
     }
 
+    /// <summary>
+    /// Flows not past their idle timeout, counted by service id and by backend index (a flow's
+    /// next-hop slot without the generation: <paramref name="backendSlots"/> is a power of two).
+    /// </summary>
+    public static (Dictionary<uint, int> ByServiceId, Dictionary<int, int> ByBackendIndex) ActiveFlowCounts(
+        XlbCfg cfg, IEnumerable<KeyValuePair<XlbFlowKey, XlbFlow>> flows, ulong nowNs, int backendSlots)
+    {
+        var bySvc = new Dictionary<uint, int>();
+        var byIndex = new Dictionary<int, int>();
+        foreach (var (k, f) in flows)
+        {
+            if (!Expired(cfg, k, f, nowNs))
+            {
+                var index = (int)f.NhSlot & (backendSlots - 1);
+                bySvc[f.SvcId] = bySvc.GetValueOrDefault(f.SvcId) + 1;
+                byIndex[index] = byIndex.GetValueOrDefault(index) + 1;
+            }
+        }
+        return (bySvc, byIndex);
+    }
+
     public static NodeStatusReport Build(DataPlaneContents maps, XlbNodeConfigSpec? spec, IReadOnlyCollection<string>? unhealthy, FlowFilter? flowFilter)
     {
         var cfg = maps.Config;
         var live = maps.Flows.Where(f => !Expired(cfg, f.Key, f.Value, maps.NowNs)).ToList();
-        var listeners = spec?.Listeners.ToDictionary(l => (IPAddress.Parse(l.Vip), l.Port, l.Protocol == L4Protocol.TCP ? XlbAbi.ProtoTcp : XlbAbi.ProtoUdp)) ?? [];
+        var listeners = spec?.Listeners.ToDictionary(l => (IPAddress.Parse(l.Vip), l.Port, MapImage.ProtoOf(l.Protocol))) ?? [];
         var unhealthySet = unhealthy?.ToHashSet(StringComparer.Ordinal) ?? [];
 
         var services = new List<ServiceStatus>();

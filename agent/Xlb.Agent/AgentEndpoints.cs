@@ -81,6 +81,6 @@ public static class AgentEndpoints
     {
         var vip = k.Vip.ToAddress(k.Family);
         var host = k.Family == XlbAbi.FamilyV6 ? $"[{vip}]" : vip.ToString();
-        return $"{host}:{Net.FromBe(k.PortBe)}/{(k.Proto == XlbAbi.ProtoTcp ? "TCP" : "UDP")}";
+        return $"{host}:{Net.FromBe(k.PortBe)}/{Core.NodeStatus.ProtocolName(k.Proto)}";
     }
 }

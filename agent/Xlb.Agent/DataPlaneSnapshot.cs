@@ -48,12 +48,7 @@ public static class DataPlaneSnapshot
             }
             counters[svc.Id] = svcStatMap.PerCpuSum(svc.Id, XlbSvcStats.Add);
         }
-        // The program looks in the admitted flows first; a new flow's entry under the same key is shadowed.
-        var flows = maps.Open<XlbFlowKey, XlbFlow>("xlb_flows").Entries();
-        foreach (var (k, f) in maps.Open<XlbFlowKey, XlbFlow>("xlb_flows_new").Entries())
-        {
-            flows.TryAdd(k, f);
-        }
+        var flows = XdpDataPlane.FlowTable(maps.Open<XlbFlowKey, XlbFlow>("xlb_flows"), maps.Open<XlbFlowKey, XlbFlow>("xlb_flows_new"));
         return new DataPlaneContents
         {
             Config = cfg,
@@ -65,8 +60,7 @@ public static class DataPlaneSnapshot
             BackendCounters = backends.Keys.ToDictionary(i => i, i => backendStatMap.PerCpuSum(i, XlbSvcStats.Add)),
             Reasons = XdpDataPlane.SumReasons(statMap),
             Flows = [.. flows],
-            // bpf_ktime_get_coarse_ns counts CLOCK_MONOTONIC, as Stopwatch does on Linux.
-            NowNs = (ulong)(System.Diagnostics.Stopwatch.GetTimestamp() * (1e9 / System.Diagnostics.Stopwatch.Frequency)),
+            NowNs = XdpDataPlane.MonotonicNs(),
         };
     }
 }

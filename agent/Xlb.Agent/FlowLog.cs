@@ -58,8 +58,7 @@ public sealed partial class FlowLog : IDisposable
         {
             return 0;
         }
-        // bpf_ktime_get_coarse_ns counts CLOCK_MONOTONIC, as Stopwatch does on Linux.
-        var nowNs = (ulong)(Stopwatch.GetTimestamp() * (1e9 / Stopwatch.Frequency));
+        var nowNs = XdpDataPlane.MonotonicNs();
         var now = DateTimeOffset.UtcNow;
         var names = Volatile.Read(ref _names);
         var written = _batch.Count;

@@ -396,9 +396,12 @@ public sealed class XdpDataPlane : IDisposable
     public IReadOnlyDictionary<XlbSvcKey, XlbSvcStats> ServiceStats()
     {
         var result = new Dictionary<XlbSvcKey, XlbSvcStats>();
-        foreach (var (k, svc) in ReadServices(ActiveGeneration))
+        var services = ReadServices(ActiveGeneration);
+        // Ids are dense from 1: one batch read of 1..max rather than a syscall per service.
+        var sums = services.Count == 0 ? [] : _svcStats.PerCpuSums(1, (int)services.Values.Max(v => v.Id), XlbSvcStats.Add);
+        foreach (var (k, svc) in services)
         {
-            result[k] = _svcStats.PerCpuSum(svc.Id, XlbSvcStats.Add);
+            result[k] = sums[svc.Id - 1];
         }
         return result;
     }
@@ -425,7 +428,9 @@ public sealed class XdpDataPlane : IDisposable
     public IReadOnlyDictionary<XlbBackend, XlbSvcStats> BackendStats()
     {
         var indexes = _backendIndexes ?? ReadBackendIndexes(ActiveGeneration);
-        return indexes.ToDictionary(b => b.Key, b => _backendStats.PerCpuSum((uint)b.Value, XlbSvcStats.Add));
+        // Indexes are dense from 1: one batch read of 1..max rather than a syscall per backend.
+        var sums = indexes.Count == 0 ? [] : _backendStats.PerCpuSums(1, indexes.Values.Max(), XlbSvcStats.Add);
+        return indexes.ToDictionary(b => b.Key, b => sums[b.Value - 1]);
     }
 
     /// <summary>
@@ -435,28 +440,28 @@ public sealed class XdpDataPlane : IDisposable
     public (IReadOnlyDictionary<XlbSvcKey, int> ByService, IReadOnlyDictionary<XlbBackend, int> ByBackend) ActiveFlows()
     {
         var cfg = ReadConfig();
-        // bpf_ktime_get_coarse_ns counts CLOCK_MONOTONIC, as Stopwatch does on Linux.
-        var now = (ulong)(System.Diagnostics.Stopwatch.GetTimestamp() * (1e9 / System.Diagnostics.Stopwatch.Frequency));
-        var flows = Flows.Entries();
-        foreach (var (k, f) in NewFlows.Entries())
-        {
-            flows.TryAdd(k, f);
-        }
-        var bySvc = new Dictionary<uint, int>();
-        var byIndex = new Dictionary<int, int>();
-        var mask = Capacity.BackendSlots - 1;
-        foreach (var (k, f) in flows)
-        {
-            if (!NodeStatus.Expired(cfg, k, f, now))
-            {
-                bySvc[f.SvcId] = bySvc.GetValueOrDefault(f.SvcId) + 1;
-                byIndex[(int)f.NhSlot & mask] = byIndex.GetValueOrDefault((int)f.NhSlot & mask) + 1;
-            }
-        }
+        var (bySvc, byIndex) = NodeStatus.ActiveFlowCounts(cfg, FlowTable(Flows, NewFlows), MonotonicNs(), Capacity.BackendSlots);
         var services = ReadServices((byte)(cfg.ActiveGen & 1)).ToDictionary(s => s.Key, s => bySvc.GetValueOrDefault(s.Value.Id));
         var indexes = _backendIndexes ?? ReadBackendIndexes((byte)(cfg.ActiveGen & 1));
         return (services, indexes.ToDictionary(b => b.Key, b => byIndex.GetValueOrDefault(b.Value)));
     }
+
+    /// <summary>
+    /// Both flow tables as the program sees them: it looks in the admitted flows first, so a new
+    /// flow's entry under the same key is shadowed.
+    /// </summary>
+    internal static Dictionary<XlbFlowKey, XlbFlow> FlowTable(BpfMap<XlbFlowKey, XlbFlow> admitted, BpfMap<XlbFlowKey, XlbFlow> fresh)
+    {
+        var flows = admitted.Entries();
+        foreach (var (k, f) in fresh.Entries())
+        {
+            flows.TryAdd(k, f);
+        }
+        return flows;
+    }
+
+    /// <summary>The program's clock: bpf_ktime_get_coarse_ns counts CLOCK_MONOTONIC, as Stopwatch does on Linux.</summary>
+    internal static ulong MonotonicNs() => (ulong)(System.Diagnostics.Stopwatch.GetTimestamp() * (1e9 / System.Diagnostics.Stopwatch.Frequency));
 
     /// <summary>Which backend holds which index in a generation: all its backend slots, by batch.</summary>
     private Dictionary<XlbBackend, int> ReadBackendIndexes(byte gen) =>
