@@ -33,21 +33,22 @@ public static class DataPlaneSnapshot
         var vips = vipMap.Entries(k => k.Gen == gen);
         var services = serviceMap.Entries(k => k.Gen == gen);
         var rings = new Dictionary<XlbSvcKey, uint[]>();
-        var counters = new Dictionary<uint, XlbSvcStats>();
         var backends = new Dictionary<uint, XlbBackend>();
         foreach (var (k, svc) in services)
         {
             var ring = ringMap.ReadArray((uint)(gen * capacity.RingSlots) + svc.RingOff, (int)svc.RingSize);
             rings[k] = ring;
-            foreach (var index in ring.Distinct().Where(i => !backends.ContainsKey(i)))
+            foreach (var index in ring.Distinct().Where(i => i > 0 && !backends.ContainsKey(i)))
             {
                 if (backendMap.TryLookup((uint)(gen * capacity.BackendSlots) + index, out var be))
                 {
                     backends[index] = be;
                 }
             }
-            counters[svc.Id] = svcStatMap.PerCpuSum(svc.Id, XlbSvcStats.Add);
         }
+        // Service ids and backend indexes are dense from 1: one batch read each.
+        var svcSums = services.Count == 0 ? [] : svcStatMap.PerCpuSums(1, (int)services.Values.Max(s => s.Id), XlbSvcStats.Add);
+        var backendSums = backends.Count == 0 ? [] : backendStatMap.PerCpuSums(1, (int)backends.Keys.Max(), XlbSvcStats.Add);
         var flows = XdpDataPlane.FlowTable(maps.Open<XlbFlowKey, XlbFlow>("xlb_flows"), maps.Open<XlbFlowKey, XlbFlow>("xlb_flows_new"));
         return new DataPlaneContents
         {
@@ -56,8 +57,8 @@ public static class DataPlaneSnapshot
             Services = services,
             Rings = rings,
             Backends = backends,
-            ServiceCounters = counters,
-            BackendCounters = backends.Keys.ToDictionary(i => i, i => backendStatMap.PerCpuSum(i, XlbSvcStats.Add)),
+            ServiceCounters = services.Values.ToDictionary(s => s.Id, s => svcSums[s.Id - 1]),
+            BackendCounters = backends.Keys.ToDictionary(i => i, i => backendSums[i - 1]),
             Reasons = XdpDataPlane.SumReasons(statMap),
             Flows = [.. flows],
             NowNs = XdpDataPlane.MonotonicNs(),
