@@ -70,14 +70,14 @@ public static class AgentEndpoints
         }
     }
 
-    private static string BackendLabel(XlbBackend b)
+    internal static string BackendLabel(XlbBackend b)
     {
         var address = b.Addr.ToAddress(b.Family);
         var host = b.Family == XlbAbi.FamilyV6 ? $"[{address}]" : address.ToString();
         return $"{host}:{Net.FromBe(b.PortBe)}";
     }
 
-    private static string ServiceLabel(XlbSvcKey k)
+    internal static string ServiceLabel(XlbSvcKey k)
     {
         var vip = k.Vip.ToAddress(k.Family);
         var host = k.Family == XlbAbi.FamilyV6 ? $"[{vip}]" : vip.ToString();

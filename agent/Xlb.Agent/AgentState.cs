@@ -16,6 +16,9 @@ public sealed class AgentState
     /// <summary>Durations of the applies that wrote to the maps (a no-op resync is not one).</summary>
     public Xlb.Hosting.Histogram ApplyDurations { get; } = Xlb.Hosting.Histogram.Durations();
 
+    /// <summary>The OpenTelemetry twin of <see cref="ApplyDurations"/>, while metrics are exported over OTLP.</summary>
+    public System.Diagnostics.Metrics.Histogram<double>? ApplyHistogram { get; set; }
+
     /// <summary>The connection log, when one is written.</summary>
     public FlowLog? FlowLog { get; set; }
 
@@ -50,6 +53,7 @@ public sealed class AgentState
         if (wrote)
         {
             ApplyDurations.Observe(ms / 1000);
+            ApplyHistogram?.Record(ms / 1000);
         }
     }
 

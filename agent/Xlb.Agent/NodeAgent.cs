@@ -54,6 +54,9 @@ public sealed record AgentOptions
     /// for standard output; null: none. The sample is <see cref="DataPlaneOptions.FlowEventSample"/>.
     /// </summary>
     public string? FlowLogPath { get; init; }
+
+    /// <summary>Push metrics over OTLP as well as serving /metrics; null: no push.</summary>
+    public OtlpOptions? Otlp { get; init; }
 }
 
 /// <summary>
@@ -99,6 +102,11 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         _flowLog = flowLog;
         State.FlowLog = flowLog;
         await using var endpoints = options.HealthListen is { } listen ? await AgentEndpoints.StartAsync(listen, State, ct) : null;
+        using var telemetry = options.Otlp is null ? null : AgentTelemetry.Create(State);
+        // Disposed first (declared last): one more export on the way out.
+        using var otlp = options.Otlp is { } otlpOptions
+            ? OtlpExport.Start(otlpOptions, "xlb-agent", options.Cluster?.NodeName ?? Environment.MachineName, AgentTelemetry.MeterName)
+            : null;
         var attached = new List<(string If, XdpMode Mode)>();
         try
         {

@@ -90,9 +90,14 @@ var flowLogOption = new Option<string?>("--flow-log") { Description = "Connectio
 var flowSampleOption = new Option<uint>("--flow-sample") { Description = "With --flow-log: log one flow in N, chosen by a hash of the flow (1: every flow)", DefaultValueFactory = _ => 1 };
 var maxBackendsOption = new Option<int>("--max-backends") { Description = "Distinct backends one configuration holds; sizes the backend maps (rounded up to a power of two, less one)", DefaultValueFactory = _ => DataPlaneCapacity.Default.MaxBackends };
 var ringSlotsOption = new Option<int>("--ring-slots") { Description = "Maglev table slots one configuration holds, all services together (each service takes 1021)", DefaultValueFactory = _ => DataPlaneCapacity.Default.RingSlots };
+var otlpEndpointOption = new Option<string?>("--otlp-endpoint") { Description = "Push metrics over OTLP to this collector URL (default: $OTEL_EXPORTER_OTLP_ENDPOINT; none: no push)", DefaultValueFactory = _ => Environment.GetEnvironmentVariable("OTEL_EXPORTER_OTLP_ENDPOINT") };
+var otlpProtocolOption = new Option<string>("--otlp-protocol") { Description = "grpc or http/protobuf (default: $OTEL_EXPORTER_OTLP_PROTOCOL, else grpc)", DefaultValueFactory = _ => Environment.GetEnvironmentVariable("OTEL_EXPORTER_OTLP_PROTOCOL") ?? "grpc" };
+var otlpHeadersOption = new Option<string?>("--otlp-headers") { Description = "Headers for every export, KEY=VALUE,KEY=VALUE, values percent-encoded (default: $OTEL_EXPORTER_OTLP_HEADERS)", DefaultValueFactory = _ => Environment.GetEnvironmentVariable("OTEL_EXPORTER_OTLP_HEADERS") };
+var otlpHeadersFileOption = new Option<FileInfo?>("--otlp-headers-file") { Description = "A file of headers in the same form (or one per line), read again when it changes: mount a Secret here" };
+var otlpIntervalOption = new Option<double>("--otlp-interval") { Description = "Seconds between exports", DefaultValueFactory = _ => 60 };
 var natPortsOption = new Option<string>("--nat-ports") { Description = "FullNAT source-port range toward backends, MIN-MAX", DefaultValueFactory = _ => "40000-59999" };
 
-var agentCommand = new Command("agent", "Run the node agent: apply this node's XlbNodeConfig (from the cluster, or --node-config FILE) to XDP") { nodeConfigOption, agentNodeOption, kubeconfigOption, leaseNamespaceOption, leaseRenewOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, encapSourceOption, bpffsOption, instanceOption, detachOption, shutdownTimeoutOption, shutdownFileOption, listenOption, announceOption, flowLogOption, flowSampleOption, maxBackendsOption, ringSlotsOption };
+var agentCommand = new Command("agent", "Run the node agent: apply this node's XlbNodeConfig (from the cluster, or --node-config FILE) to XDP") { nodeConfigOption, agentNodeOption, kubeconfigOption, leaseNamespaceOption, leaseRenewOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, encapSourceOption, bpffsOption, instanceOption, detachOption, shutdownTimeoutOption, shutdownFileOption, listenOption, announceOption, flowLogOption, flowSampleOption, maxBackendsOption, ringSlotsOption, otlpEndpointOption, otlpProtocolOption, otlpHeadersOption, otlpHeadersFileOption, otlpIntervalOption };
 agentCommand.SetAction(async (parse, ct) =>
 {
     using var logs = Logs();
@@ -156,6 +161,50 @@ agentCommand.SetAction(async (parse, ct) =>
         }
         options = options with { HealthListen = endpoint };
     }
+    if (parse.GetValue(otlpEndpointOption) is { Length: > 0 } otlpEndpoint)
+    {
+        if (!Uri.TryCreate(otlpEndpoint, UriKind.Absolute, out var endpoint) || endpoint.Scheme is not ("http" or "https"))
+        {
+            await Console.Error.WriteLineAsync($"--otlp-endpoint {otlpEndpoint}: expected an http:// or https:// URL");
+            return 2;
+        }
+        Xlb.Hosting.OtlpProtocol protocol;
+        switch (parse.GetValue(otlpProtocolOption))
+        {
+            case "grpc": protocol = Xlb.Hosting.OtlpProtocol.Grpc; break;
+            case "http/protobuf": protocol = Xlb.Hosting.OtlpProtocol.HttpProtobuf; break;
+            case var other:
+                await Console.Error.WriteLineAsync($"--otlp-protocol {other}: expected grpc or http/protobuf");
+                return 2;
+        }
+        var interval = parse.GetValue(otlpIntervalOption);
+        if (interval is < 0.1 or > 86400)
+        {
+            await Console.Error.WriteLineAsync("--otlp-interval: expected between 0.1 and 86400 seconds");
+            return 2;
+        }
+        Dictionary<string, string> headers;
+        try
+        {
+            headers = Xlb.Hosting.OtlpHeaders.Parse(parse.GetValue(otlpHeadersOption) ?? "", "--otlp-headers");
+        }
+        catch (FormatException e)
+        {
+            await Console.Error.WriteLineAsync(e.Message);
+            return 2;
+        }
+        options = options with
+        {
+            Otlp = new Xlb.Hosting.OtlpOptions
+            {
+                Endpoint = endpoint,
+                Protocol = protocol,
+                Headers = headers,
+                HeadersFile = parse.GetValue(otlpHeadersFileOption)?.FullName,
+                ExportInterval = TimeSpan.FromSeconds(interval),
+            },
+        };
+    }
     Xlb.Kube.KubeClient? client = null;
     if (options.NodeConfigPath is null)
     {
@@ -191,7 +240,7 @@ agentCommand.SetAction(async (parse, ct) =>
         await new NodeAgent(options, log, TimeProvider.System, client).RunAsync(Terminate(ct));
         return 0;
     }
-    catch (Exception e) when (e is Xlb.Agent.Bpf.BpfException or FileNotFoundException)
+    catch (Exception e) when (e is Xlb.Agent.Bpf.BpfException or FileNotFoundException or FormatException)
     {
         // Start-up fails fast: without the program there is nothing to keep running.
         await Console.Error.WriteLineAsync($"xlb agent: cannot start: {e.Message}");

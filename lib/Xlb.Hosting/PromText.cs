@@ -40,6 +40,9 @@ public sealed class Histogram(params double[] bounds)
     /// <summary>Bounds from 1 ms to 30 s, for reconcile and apply durations.</summary>
     public static Histogram Durations() => new(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30);
 
+    /// <summary>The upper bounds of the finite buckets, ascending.</summary>
+    public IReadOnlyList<double> Bounds => _bounds;
+
     public void Observe(double seconds)
     {
         var i = Array.BinarySearch(_bounds, seconds);

@@ -21,7 +21,11 @@ public sealed class GracefulShutdownTests(ITestOutputHelper output)
         var log = bed.Log;
         try
         {
-            using var stack = StandaloneStack.Start(topology, Examples.Dir("demo"), "lb-1", log, "--shutdown-timeout", "4", "--listen", Health.ToString());
+            // Metrics are pushed over OTLP too, to a collector of the test's reached through the LB namespace's loopback.
+            await using var collector = await OtlpReceiver.StartAsync(grpc: false);
+            await using var relay = NetnsRelay.Start(topology.Lb, collector.Endpoint);
+            using var stack = StandaloneStack.Start(topology, Examples.Dir("demo"), "lb-1", log, "--shutdown-timeout", "4", "--listen", Health.ToString(),
+                "--otlp-endpoint", $"http://{relay.Endpoint}", "--otlp-protocol", "http/protobuf", "--otlp-interval", "0.5");
             var listener = (await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct)).Spec.Listeners.Single();
             var vip = new IPEndPoint(IPAddress.Parse(listener.Vip), listener.Port);
 
@@ -41,6 +45,16 @@ public sealed class GracefulShutdownTests(ITestOutputHelper output)
             // The keep-alive connection is live in the flow table: counted for its service and its backend.
             Assert.Matches($"xlb_service_active_flows\\{{service=\"{vip.Address}:{vip.Port}/TCP\"\\}} [1-9]", metrics);
             Assert.Matches($"xlb_backend_active_flows\\{{backend=\"({backendAddresses})\"\\}} [1-9]", metrics);
+
+            // The same figures over OTLP: the service's new flows and its live flow, attributed to it.
+            var service = $"{vip.Address}:{vip.Port}/TCP";
+            var export = await collector.WaitForAsync(r =>
+                r.Points.Any(p => p.Metric == "xlb.service.new_flows" && p.Attributes.GetValueOrDefault("service") == service && p.Value >= 1) &&
+                r.Points.Any(p => p.Metric == "xlb.service.active_flows" && p.Attributes.GetValueOrDefault("service") == service && p.Value >= 1), TimeSpan.FromSeconds(20), ct);
+            Assert.Contains(export.Points, p => p.Metric == "xlb.packets" && p.Attributes.GetValueOrDefault("reason") == "fwd_new_flow" && p.Value >= 1);
+            Assert.Contains(export.Points, p => p.Metric == "xlb.backend.new_flows" && listener.Backends.Any(b => p.Attributes.GetValueOrDefault("backend") == $"{b.Address}:{b.Port}"));
+            Assert.Contains(export.Points, p => p.Metric == "xlb.agent.applied_revision" && p.Value == 1);
+            Assert.Contains(export.Points, p => p.Metric == "xlb.agent.apply.duration" && p.Value >= 1);
 
             var clock = Stopwatch.StartNew();
             Netns.Terminate(stack.Agent);

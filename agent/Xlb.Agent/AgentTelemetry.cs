@@ -1,0 +1,121 @@
+using System.Diagnostics.Metrics;
+using Xlb.DataPlane;
+using Xlb.Hosting;
+
+namespace Xlb.Agent;
+
+/// <summary>
+/// The agent's metrics as OpenTelemetry instruments, for OTLP export: the same figures as
+/// /metrics, under OpenTelemetry names (a collector's Prometheus exporter turns
+/// <c>xlb.service.packets</c> back into <c>xlb_service_packets_total</c>). Observable instruments
+/// are read at each export; the maps are read once per export however many instruments ask.
+/// </summary>
+public sealed class AgentTelemetry : IDisposable
+{
+    public const string MeterName = "Xlb.Agent";
+
+    private readonly Meter _meter = new(MeterName);
+    private readonly AgentState _state;
+    private readonly Lock _gate = new();
+    private DataPlaneReading? _reading;
+
+    private AgentTelemetry(AgentState state)
+    {
+        _state = state;
+        state.ApplyHistogram = _meter.CreateHistogram("xlb.agent.apply.duration", "s",
+            "Duration of the applies that wrote to the maps: build, diff, batch writes and the flip.",
+            advice: OtlpExport.Buckets(state.ApplyDurations.Bounds));
+
+        _meter.CreateObservableGauge("xlb.agent.applied_revision", () => _state.Snapshot().Revision, null, "Revision of the node config in the data plane.");
+        _meter.CreateObservableCounter("xlb.agent.applies", () => _state.Snapshot().Applies, null, "Applies that wrote to the maps.");
+        _meter.CreateObservableCounter("xlb.agent.apply_failures", () => _state.Snapshot().Failures, null, "Node configs that could not be applied.");
+        _meter.CreateObservableGauge("xlb.agent.draining", () => _state.Snapshot().Draining ? 1 : 0, null, "1 while new connections are refused (shutdown window).");
+        _meter.CreateObservableGauge("xlb.backend.unhealthy", () => _state.HealthSnapshot().Unhealthy.Select(b => Tagged(1, "backend", b)), null,
+            "1 for each backend this node's health checks took out of service.");
+        _meter.CreateObservableGauge("xlb.listeners.failed_open", () => _state.HealthSnapshot().FailedOpen.Count, null,
+            "Listeners whose backends are all unhealthy and so all kept.");
+
+        _meter.CreateObservableCounter("xlb.packets", () => Read(r => r.Reasons.Select(s => Tagged((long)s.Value, "reason", s.Key.SnakeName()))), "{packet}",
+            "Packets seen by the XDP program, by verdict reason.");
+        Traffic("service", r => r.Services);
+        Traffic("backend", r => r.Backends);
+        _meter.CreateObservableUpDownCounter("xlb.service.active_flows", () => Read(r => r.FlowsByService.Select(f => Tagged(f.Value, "service", f.Key))), "{flow}",
+            "Flows in the flow table not past their idle timeout, per service.");
+        _meter.CreateObservableUpDownCounter("xlb.backend.active_flows", () => Read(r => r.FlowsByBackend.Select(f => Tagged(f.Value, "backend", f.Key))), "{flow}",
+            "Flows in the flow table not past their idle timeout, per backend.");
+        _meter.CreateObservableCounter("xlb.flow_events.lost", () => Read(r => new[] { new Measurement<long>((long)r.EventsLost) }), "{event}",
+            "Sampled flow events the program dropped because the ring buffer was full.");
+    }
+
+    /// <summary>Creates the instruments over <paramref name="state"/>; export them with <see cref="OtlpExport.Start"/> and <see cref="MeterName"/>.</summary>
+    public static AgentTelemetry Create(AgentState state) => new(state);
+
+    private void Traffic(string kind, Func<DataPlaneReading, IReadOnlyList<(string Name, XlbSvcStats Stats)>> items)
+    {
+        var what = kind == "service" ? "Per service (VIP:port/protocol) of the applied revision: " : "Per backend (address:targetPort) of the applied revision, over all its services: ";
+        foreach (var (name, unit, help, value) in new (string, string, string, Func<XlbSvcStats, ulong>)[]
+        {
+            ("packets", "{packet}", "packets from clients.", s => s.Packets),
+            ("bytes", "By", "bytes from clients (frames).", s => s.Bytes),
+            ("reply_packets", "{packet}", "backend replies translated by this node (FullNAT, DNAT).", s => s.ReplyPackets),
+            ("reply_bytes", "By", "bytes of those replies.", s => s.ReplyBytes),
+            ("new_flows", "{flow}", "flows bound to a backend.", s => s.NewFlows),
+        })
+        {
+            _meter.CreateObservableCounter($"xlb.{kind}.{name}", () => Read(r => items(r).Select(i => Tagged((long)value(i.Stats), kind, i.Name))), unit, what + help);
+        }
+    }
+
+    private static Measurement<long> Tagged(long value, string key, string tag) => new(value, new KeyValuePair<string, object?>(key, tag));
+
+    /// <summary>
+    /// Measurements from one reading of the maps. An export reads every observable instrument
+    /// within a few milliseconds: a reading younger than a second is shared by all of them.
+    /// </summary>
+    private IEnumerable<Measurement<long>> Read(Func<DataPlaneReading, IEnumerable<Measurement<long>>> select)
+    {
+        if (_state.DataPlane is not { } dp)
+        {
+            return [];
+        }
+        DataPlaneReading reading;
+        lock (_gate)
+        {
+            if (_reading is not { } r || Environment.TickCount64 - r.TakenMs > 1000)
+            {
+                _reading = DataPlaneReading.Take(dp);
+            }
+            reading = _reading;
+        }
+        return select(reading).ToList();
+    }
+
+    public void Dispose()
+    {
+        _state.ApplyHistogram = null;
+        _meter.Dispose();
+    }
+
+    private sealed record DataPlaneReading(
+        long TakenMs,
+        IReadOnlyList<KeyValuePair<XlbStat, ulong>> Reasons,
+        IReadOnlyList<(string Name, XlbSvcStats Stats)> Services,
+        IReadOnlyList<(string Name, XlbSvcStats Stats)> Backends,
+        IReadOnlyList<KeyValuePair<string, long>> FlowsByService,
+        IReadOnlyList<KeyValuePair<string, long>> FlowsByBackend,
+        ulong EventsLost)
+    {
+        public static DataPlaneReading Take(XdpDataPlane dp)
+        {
+            var (bySvc, byBackend) = dp.ActiveFlows();
+            return new DataPlaneReading(
+                Environment.TickCount64,
+                [.. dp.Stats()],
+                [.. dp.ServiceStats().Select(s => (AgentEndpoints.ServiceLabel(s.Key), s.Value))],
+                [.. dp.BackendStats().Select(b => (AgentEndpoints.BackendLabel(b.Key), b.Value))],
+                [.. bySvc.Select(f => KeyValuePair.Create(AgentEndpoints.ServiceLabel(f.Key), (long)f.Value))],
+                [.. byBackend.Select(f => KeyValuePair.Create(AgentEndpoints.BackendLabel(f.Key), (long)f.Value))],
+                dp.FlowEventCounts().Lost);
+        }
+    }
+}
