@@ -40,8 +40,15 @@ public static class MapDiff
     public static IReadOnlyList<MapOp> Plan(MapImage desired, ObservedGeneration observed, XlbCfg config)
     {
         var ops = new List<MapOp>();
+        // Slots built one from the other share their unchanged chunks: those need no look.
+        var (wantSlots, haveSlots) = (desired.Backends as Slots<XlbBackend>, observed.Backends as Slots<XlbBackend>);
         for (var i = 0; i < desired.Backends.Count; i++)
         {
+            if (wantSlots is not null && haveSlots is not null && i % Slots<XlbBackend>.ChunkSize == 0 && i + Slots<XlbBackend>.ChunkSize <= Math.Min(wantSlots.Count, haveSlots.Count) && wantSlots.SharesChunk(haveSlots, i))
+            {
+                i += Slots<XlbBackend>.ChunkSize - 1;
+                continue;
+            }
             if (i >= observed.Backends.Count || !observed.Backends[i].Equals(desired.Backends[i]))
             {
                 ops.Add(new MapOp.PutBackend(desired.BackendKey(i + 1), desired.Backends[i]));

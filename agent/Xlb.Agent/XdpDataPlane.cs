@@ -76,8 +76,11 @@ public sealed class XdpDataPlane : IDisposable
     private readonly BpfMap<uint, ulong> _eventStats;
     private readonly int _eventsFd;
 
-    /// <summary>Listeners compiled by earlier applies: an unchanged listener's Maglev table is not built again.</summary>
-    private readonly ListenerMemo _memo = new();
+    /// <summary>
+    /// Builds each revision's image on the last one (an unchanged listener is neither compiled
+    /// nor filled again), or from scratch over what the maps hold at a full resync.
+    /// </summary>
+    private readonly ImageBuilder _builder;
 
     /// <summary>
     /// What each generation's maps hold, as this data plane last read or wrote them; null:
@@ -85,14 +88,18 @@ public sealed class XdpDataPlane : IDisposable
     /// </summary>
     private readonly ObservedGeneration?[] _known = new ObservedGeneration?[XlbAbi.Generations];
 
-    /// <summary>The active generation's backend indexes; read from the maps on first use (an adopted data plane has some).</summary>
-    private IReadOnlyDictionary<XlbBackend, int>? _backendIndexes;
+    /// <summary>
+    /// The active generation's backend slots (slot 1 first; never changed once set, so readers on
+    /// other threads need no lock); read from the maps on first use (an adopted data plane has some).
+    /// </summary>
+    private IReadOnlyList<XlbBackend>? _backendSlots;
 
     private XdpDataPlane(BpfObject obj, DataPlaneOptions options, bool adopted)
     {
         _obj = obj;
         Adopted = adopted;
         _options = options;
+        _builder = new ImageBuilder(options.Capacity);
         // Each typed view checks its key and value sizes against the object's BTF: an ABI drift fails here.
         _vips = obj.Map<XlbVipKey, uint>("xlb_vips");
         _services = obj.Map<XlbSvcKey, XlbSvc>("xlb_services");
@@ -243,35 +250,54 @@ public sealed class XdpDataPlane : IDisposable
         // The active generation's services are read once: their ids and ring spans carry over,
         // and they are half of what decides whether anything changed.
         var activeKnown = _known[active];
-        var activeServices = activeKnown?.Services ?? ReadServices(active);
-        var before = _backendIndexes ??= ReadBackendIndexes(active);
-        var current = MapImage.Build(spec, active, activeServices.ToDictionary(s => s.Key with { Gen = 0 }, s => s.Value), before, Capacity, _memo);
-        var activeView = activeKnown ?? ReadGeneration(active, current.Backends.Count, current.Ring.Length, activeServices);
-        if (MapDiff.Plan(current, activeView, cfg) is [MapOp.Flip])
+        MapImage current;
+        if (activeKnown is not null && _builder.HasBasis)
         {
-            _known[active] = current.AsObserved();
-            return new ApplyResult(active, 0, System.Diagnostics.Stopwatch.GetElapsedTime(started));
+            // The builder's last image is what the active generation holds.
+            current = _builder.Next(spec, active);
         }
-        var target = (byte)(1 - active);
-        var image = current.WithGeneration(target);
-        var observed = _known[target] ?? ReadGeneration(target, image.Backends.Count, image.Ring.Length);
-        var ops = MapDiff.Plan(image, observed, cfg);
-        var after = image.BackendIndexes();
-        // A backend new to its index starts its counters from zero (before the flip: nothing counts there yet).
-        _backendIndexes = null;
-        foreach (var (be, index) in after)
+        else
         {
-            if (before.GetValueOrDefault(be) != index)
+            var activeServices = activeKnown?.Services ?? ReadServices(active);
+            var before = MapImage.IndexesOf(_backendSlots ??= ReadBackendSlots(active));
+            current = _builder.Build(spec, active, activeServices.ToDictionary(s => s.Key with { Gen = 0 }, s => s.Value), before);
+        }
+        try
+        {
+            var activeView = activeKnown ?? ReadGeneration(active, current.Backends.Count, current.Ring.Length);
+            if (MapDiff.Plan(current, activeView, cfg) is [MapOp.Flip])
+            {
+                _known[active] = current.AsObserved();
+                if (activeKnown is not null)
+                {
+                    _builder.Recycle(activeKnown.Ring);
+                }
+                return new ApplyResult(active, 0, System.Diagnostics.Stopwatch.GetElapsedTime(started));
+            }
+            var target = (byte)(1 - active);
+            var image = current.WithGeneration(target);
+            var observed = _known[target] ?? ReadGeneration(target, image.Backends.Count, image.Ring.Length);
+            var ops = MapDiff.Plan(image, observed, cfg);
+            // A backend new to its index starts its counters from zero (before the flip: nothing counts there yet).
+            foreach (var (_, index) in _builder.Renumbered)
             {
                 _backendStats.PerCpuClear((uint)index);
             }
+            // Until the writes are done, the target generation holds something between the two.
+            _known[target] = null;
+            Execute(ops);
+            _known[target] = image.AsObserved();
+            _builder.Recycle(observed.Ring);
+            _backendSlots = image.Backends;
+            return new ApplyResult(target, MapDiff.Writes(ops), System.Diagnostics.Stopwatch.GetElapsedTime(started));
         }
-        // Until the writes are done, the target generation holds something between the two.
-        _known[target] = null;
-        Execute(ops);
-        _known[target] = image.AsObserved();
-        _backendIndexes = after;
-        return new ApplyResult(target, MapDiff.Writes(ops), System.Diagnostics.Stopwatch.GetElapsedTime(started));
+        catch
+        {
+            // The active generation still holds the revision before: the builder's last image is not what it holds.
+            _builder.Forget();
+            _backendSlots = null;
+            throw;
+        }
     }
 
     private Dictionary<XlbSvcKey, XlbSvc> ReadServices(byte gen) => _services.Entries(k => k.Gen == gen);
@@ -427,10 +453,11 @@ public sealed class XdpDataPlane : IDisposable
     /// <summary>Counters of the active generation's backends, summed over CPUs.</summary>
     public IReadOnlyDictionary<XlbBackend, XlbSvcStats> BackendStats()
     {
-        var indexes = _backendIndexes ?? ReadBackendIndexes(ActiveGeneration);
-        // Indexes are dense from 1: one batch read of 1..max rather than a syscall per backend.
-        var sums = indexes.Count == 0 ? [] : _backendStats.PerCpuSums(1, indexes.Values.Max(), XlbSvcStats.Add);
-        return indexes.ToDictionary(b => b.Key, b => sums[b.Value - 1]);
+        var slots = _backendSlots ?? ReadBackendSlots(ActiveGeneration);
+        // Indexes are dense from 1: one batch read of 1..last rather than a syscall per backend.
+        var last = LastUsed(slots);
+        var sums = last == 0 ? [] : _backendStats.PerCpuSums(1, last, XlbSvcStats.Add);
+        return BySlot(slots, last, i => sums[i]);
     }
 
     /// <summary>
@@ -442,8 +469,8 @@ public sealed class XdpDataPlane : IDisposable
         var cfg = ReadConfig();
         var (bySvc, byIndex) = NodeStatus.ActiveFlowCounts(cfg, FlowTable(Flows, NewFlows), MonotonicNs(), Capacity.BackendSlots);
         var services = ReadServices((byte)(cfg.ActiveGen & 1)).ToDictionary(s => s.Key, s => bySvc.GetValueOrDefault(s.Value.Id));
-        var indexes = _backendIndexes ?? ReadBackendIndexes((byte)(cfg.ActiveGen & 1));
-        return (services, indexes.ToDictionary(b => b.Key, b => byIndex.GetValueOrDefault(b.Value)));
+        var slots = _backendSlots ?? ReadBackendSlots((byte)(cfg.ActiveGen & 1));
+        return (services, BySlot(slots, LastUsed(slots), i => byIndex.GetValueOrDefault(i + 1)));
     }
 
     /// <summary>
@@ -463,9 +490,33 @@ public sealed class XdpDataPlane : IDisposable
     /// <summary>The program's clock: bpf_ktime_get_coarse_ns counts CLOCK_MONOTONIC, as Stopwatch does on Linux.</summary>
     internal static ulong MonotonicNs() => (ulong)(System.Diagnostics.Stopwatch.GetTimestamp() * (1e9 / System.Diagnostics.Stopwatch.Frequency));
 
-    /// <summary>Which backend holds which index in a generation: all its backend slots, by batch.</summary>
-    private Dictionary<XlbBackend, int> ReadBackendIndexes(byte gen) =>
-        MapImage.IndexesOf(_backends.ReadArray((uint)(gen * Capacity.BackendSlots) + 1, Capacity.MaxBackends));
+    /// <summary>A generation's backend slots (slot 1 first), all of them, by batch.</summary>
+    private XlbBackend[] ReadBackendSlots(byte gen) => _backends.ReadArray((uint)(gen * Capacity.BackendSlots) + 1, Capacity.MaxBackends);
+
+    /// <summary>The number of the last slot a backend holds; 0 when none does.</summary>
+    private static int LastUsed(IReadOnlyList<XlbBackend> slots)
+    {
+        var last = slots.Count;
+        while (last > 0 && slots[last - 1].Family == 0)
+        {
+            last--;
+        }
+        return last;
+    }
+
+    /// <summary>A value per backend of the slots, from its slot's position (0-based); a backend in two slots (maps edited by hand) keeps its first.</summary>
+    private static Dictionary<XlbBackend, T> BySlot<T>(IReadOnlyList<XlbBackend> slots, int last, Func<int, T> value)
+    {
+        var result = new Dictionary<XlbBackend, T>(last);
+        for (var i = 0; i < last; i++)
+        {
+            if (slots[i].Family != 0)
+            {
+                result.TryAdd(slots[i], value(i));
+            }
+        }
+        return result;
+    }
 
     private static ulong Add(ulong a, ulong b) => a + b;
 
