@@ -71,20 +71,38 @@ public sealed class ImageBuilder(DataPlaneCapacity? capacity = null, ListenerMem
     /// </summary>
     public MapImage Build(XlbNodeConfigSpec spec, byte generation, IReadOnlyDictionary<XlbSvcKey, XlbSvc>? previous, IReadOnlyDictionary<XlbBackend, int>? backendIndexes)
     {
-        Forget();
-        var slots = _capacity.BackendSlots;
-        var before = new XlbBackend[backendIndexes is { Count: > 0 } ? Math.Min(slots - 1, backendIndexes.Values.Max()) : 0];
+        var slots = new XlbBackend[backendIndexes is { Count: > 0 } ? Math.Min(_capacity.MaxBackends, backendIndexes.Values.Max()) : 0];
         foreach (var (be, idx) in backendIndexes ?? new Dictionary<XlbBackend, int>())
         {
-            // Indexes out of range, or held twice (maps edited by hand), are not carried.
-            if (idx > 0 && idx < slots && before[idx - 1].Family == 0 && _index.TryAdd(be, idx))
+            // An index out of range, or held twice (maps edited by hand), is not carried.
+            if (idx > 0 && idx <= slots.Length && slots[idx - 1].Family == 0)
             {
-                before[idx - 1] = be;
+                slots[idx - 1] = be;
             }
         }
-        _refs = new int[before.Length + 1];
-        var basis = new MapImage(generation, new Dictionary<XlbVipKey, uint>(), previous ?? new Dictionary<XlbSvcKey, XlbSvc>(), before, [], new FilterImage()) { Capacity = _capacity };
-        return Step(spec, generation, basis, previousServices: previous, previousRing: null);
+        return BuildFromSlots(spec, generation, previous, slots);
+    }
+
+    /// <summary>The same, with the revision before's backends as its backend slots (slot 1 first), as the maps hold them.</summary>
+    public MapImage BuildFromSlots(XlbNodeConfigSpec spec, byte generation, IReadOnlyDictionary<XlbSvcKey, XlbSvc>? previous, IReadOnlyList<XlbBackend> backendSlots)
+    {
+        Forget();
+        var before = new XlbBackend[Math.Min(backendSlots.Count, _capacity.MaxBackends)];
+        for (var i = 0; i < before.Length; i++)
+        {
+            // A backend in two slots (maps edited by hand) keeps the first.
+            if (backendSlots[i].Family != 0 && _index.TryAdd(backendSlots[i], i + 1))
+            {
+                before[i] = backendSlots[i];
+            }
+        }
+        var used = before.Length;
+        while (used > 0 && before[used - 1].Family == 0)
+        {
+            used--;
+        }
+        _refs = new int[used + 1];
+        return Step(spec, generation, before[..used], previous, previousRing: null);
     }
 
     /// <summary>The image of <paramref name="spec"/>, built on the last one.</summary>
@@ -92,14 +110,15 @@ public sealed class ImageBuilder(DataPlaneCapacity? capacity = null, ListenerMem
     public MapImage Next(XlbNodeConfigSpec spec, byte generation)
     {
         var last = _last ?? throw new InvalidOperationException("no image to build on: Build first");
-        return Step(spec, generation, last, last.ServiceBasis(), last.Ring);
+        return Step(spec, generation, last.Backends, last.ServiceBasis(), last.Ring);
     }
 
-    private MapImage Step(XlbNodeConfigSpec spec, byte generation, MapImage basis, IReadOnlyDictionary<XlbSvcKey, XlbSvc>? previousServices, uint[]? previousRing)
+    /// <param name="previousRing">The last image's ring; null: a build from scratch (every ring is filled).</param>
+    private MapImage Step(XlbNodeConfigSpec spec, byte generation, IReadOnlyList<XlbBackend> before, IReadOnlyDictionary<XlbSvcKey, XlbSvc>? previousServices, uint[]? previousRing)
     {
         try
         {
-            var image = StepCore(spec, generation, basis.Backends, previousServices, previousRing);
+            var image = StepCore(spec, generation, before, previousServices, previousRing);
             _last = image;
             return image;
         }
@@ -138,6 +157,7 @@ public sealed class ImageBuilder(DataPlaneCapacity? capacity = null, ListenerMem
         }
         if (previousRing is null)
         {
+            // A build from scratch compiled (or looked up) every listener: the memo keeps just those.
             _memo.Sweep();
         }
         CompiledListener CompiledOf(string slot) => carried.TryGetValue(slot, out var e) ? e.Compiled : compiled[slot];

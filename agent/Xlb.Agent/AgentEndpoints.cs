@@ -33,9 +33,9 @@ public static class AgentEndpoints
         if (state.DataPlane is { } dp)
         {
             PromText.Labelled(sb, "xlb_packets_total", "counter", "Packets seen by the XDP program, by verdict reason.", "reason", dp.Stats().Select(s => (s.Key.SnakeName(), (double)s.Value)));
-            Traffic(sb, "xlb_service", "service", "Per service (VIP:port/protocol) of the applied revision: ",
+            Traffic(sb, "xlb_service", "service", ServiceHelp,
                 dp.ServiceStats().Select(s => (ServiceLabel(s.Key), s.Value)));
-            Traffic(sb, "xlb_backend", "backend", "Per backend (address:targetPort) of the applied revision, over all its services: ",
+            Traffic(sb, "xlb_backend", "backend", BackendHelp,
                 dp.BackendStats().Select(b => (BackendLabel(b.Key), b.Value)));
             var (flowsBySvc, flowsByBackend) = dp.ActiveFlows();
             PromText.Labelled(sb, "xlb_service_active_flows", "gauge", "Flows in the flow table not past their idle timeout, per service.", "service",
@@ -57,18 +57,27 @@ public static class AgentEndpoints
     private static void Traffic(StringBuilder sb, string prefix, string label, string help, IEnumerable<(string Name, XlbSvcStats Stats)> items)
     {
         var sorted = items.OrderBy(i => i.Name, StringComparer.Ordinal).ToList();
-        foreach (var (suffix, what, value) in new (string, string, Func<XlbSvcStats, ulong>)[]
+        foreach (var counter in TrafficCounters)
         {
-            ("packets_total", "packets from clients.", s => s.Packets),
-            ("bytes_total", "bytes from clients (frames).", s => s.Bytes),
-            ("reply_packets_total", "backend replies translated by this node (FullNAT, DNAT).", s => s.ReplyPackets),
-            ("reply_bytes_total", "bytes of those replies.", s => s.ReplyBytes),
-            ("new_flows_total", "flows bound to a backend.", s => s.NewFlows),
-        })
-        {
-            PromText.Labelled(sb, $"{prefix}_{suffix}", "counter", help + what, label, sorted.Select(i => (i.Name, (double)value(i.Stats))));
+            PromText.Labelled(sb, $"{prefix}_{counter.Name}_total", "counter", help + counter.Help, label, sorted.Select(i => (i.Name, (double)counter.Value(i.Stats))));
         }
     }
+
+    /// <summary>One traffic counter of a service or backend: its name (without the Prometheus _total), its unit for OpenTelemetry, its help.</summary>
+    internal sealed record TrafficCounter(string Name, string Unit, string Help, Func<XlbSvcStats, ulong> Value);
+
+    /// <summary>The counters of each service and each backend, for /metrics and for OTLP alike.</summary>
+    internal static readonly TrafficCounter[] TrafficCounters =
+    [
+        new("packets", "{packet}", "packets from clients.", s => s.Packets),
+        new("bytes", "By", "bytes from clients (frames).", s => s.Bytes),
+        new("reply_packets", "{packet}", "backend replies translated by this node (FullNAT, DNAT).", s => s.ReplyPackets),
+        new("reply_bytes", "By", "bytes of those replies.", s => s.ReplyBytes),
+        new("new_flows", "{flow}", "flows bound to a backend.", s => s.NewFlows),
+    ];
+
+    internal const string ServiceHelp = "Per service (VIP:port/protocol) of the applied revision: ";
+    internal const string BackendHelp = "Per backend (address:targetPort) of the applied revision, over all its services: ";
 
     internal static string BackendLabel(XlbBackend b)
     {

@@ -52,17 +52,10 @@ public sealed class AgentTelemetry : IDisposable
 
     private void Traffic(string kind, Func<DataPlaneReading, IReadOnlyList<(string Name, XlbSvcStats Stats)>> items)
     {
-        var what = kind == "service" ? "Per service (VIP:port/protocol) of the applied revision: " : "Per backend (address:targetPort) of the applied revision, over all its services: ";
-        foreach (var (name, unit, help, value) in new (string, string, string, Func<XlbSvcStats, ulong>)[]
+        var help = kind == "service" ? AgentEndpoints.ServiceHelp : AgentEndpoints.BackendHelp;
+        foreach (var counter in AgentEndpoints.TrafficCounters)
         {
-            ("packets", "{packet}", "packets from clients.", s => s.Packets),
-            ("bytes", "By", "bytes from clients (frames).", s => s.Bytes),
-            ("reply_packets", "{packet}", "backend replies translated by this node (FullNAT, DNAT).", s => s.ReplyPackets),
-            ("reply_bytes", "By", "bytes of those replies.", s => s.ReplyBytes),
-            ("new_flows", "{flow}", "flows bound to a backend.", s => s.NewFlows),
-        })
-        {
-            _meter.CreateObservableCounter($"xlb.{kind}.{name}", () => Read(r => items(r).Select(i => Tagged((long)value(i.Stats), kind, i.Name))), unit, what + help);
+            _meter.CreateObservableCounter($"xlb.{kind}.{counter.Name}", () => Read(r => items(r).Select(i => Tagged((long)counter.Value(i.Stats), kind, i.Name))), counter.Unit, help + counter.Help);
         }
     }
 

@@ -259,8 +259,7 @@ public sealed class XdpDataPlane : IDisposable
         else
         {
             var activeServices = activeKnown?.Services ?? ReadServices(active);
-            var before = MapImage.IndexesOf(_backendSlots ??= ReadBackendSlots(active));
-            current = _builder.Build(spec, active, activeServices.ToDictionary(s => s.Key with { Gen = 0 }, s => s.Value), before);
+            current = _builder.BuildFromSlots(spec, active, activeServices.ToDictionary(s => s.Key with { Gen = 0 }, s => s.Value), _backendSlots ??= ReadBackendSlots(active));
         }
         try
         {
