@@ -201,6 +201,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xlb_ifmacs SEC(".maps");
 
+/* VLAN devices by ifindex: the device below and the tag (see xlb_abi.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XLB_MAX_VLANS);
+	__type(key, __u32);
+	__type(value, struct xlb_vlan);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xlb_vlan_out SEC(".maps");
+
+/* VLAN devices by the device below and the tag: ifindex and MAC. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XLB_MAX_VLANS);
+	__type(key, struct xlb_vlan);
+	__type(value, struct xlb_vlan_dev);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xlb_vlan_in SEC(".maps");
+
 /*
  * Round-robin cursors, per CPU and service id. Each CPU walks the ring on its own: no
  * cross-CPU cache line is written per new flow, at the price that the spread is even per CPU
@@ -307,6 +325,20 @@ static __always_inline __u32 csum_words(const __u16 *w, int n, __u32 sum)
 	return sum;
 }
 
+/* The 4 bytes a VLAN tag adds after the MACs: its TCI, then the EtherType it carries. */
+struct vlan_tag {
+	__be16 tci;
+	__be16 proto;
+};
+
+#define VLAN_HLEN 4
+#define VLAN_VID_MASK 0x0fff
+
+static __always_inline int is_vlan(__be16 proto)
+{
+	return proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD);
+}
+
 /* Parsed view of a TCP/UDP packet over IPv4 or IPv6. */
 struct pkt {
 	struct ethhdr *eth;
@@ -314,7 +346,9 @@ struct pkt {
 	__u16 *l4_sum; /* TCP or UDP checksum field */
 	__be16 *sport;
 	__be16 *dport;
-	__u64 len;     /* frame length, for the byte counters */
+	__u32 len;     /* frame length, for the byte counters */
+	__be16 vlan_proto; /* the VLAN tag it came with (0: none) */
+	__be16 vlan_vid;
 	__u16 l3_len;  /* IP header(s) and payload: IPv4 tot_len, IPv6 40 + payload_len */
 	__u8 family;   /* XLB_FAMILY_* */
 	__u8 proto;    /* IPPROTO_TCP or IPPROTO_UDP */
@@ -458,11 +492,28 @@ static __always_inline __u32 fib_resolve(struct xdp_md *ctx, const struct pkt *p
 					 struct xlb_nexthop *nh)
 {
 	struct bpf_fib_lookup fib = {};
+	struct xlb_vlan_dev *in;
+	struct xlb_vlan *out;
 	long rc;
 
 	fib.l4_protocol = p->proto;
 	fib.tot_len = p->l3_len;
 	fib.ifindex = ctx->ingress_ifindex;
+	/* A tagged packet arrived on its VLAN device, when the node has one for the tag. */
+	if (p->vlan_proto) {
+		/*
+		 * The key goes in fib's destination words, written below: inlined into every caller,
+		 * 8 more bytes of stack here take the program over the 512-byte limit.
+		 */
+		struct xlb_vlan *tag = (void *)fib.ipv6_dst;
+
+		tag->lower_ifindex = ctx->ingress_ifindex;
+		tag->proto = p->vlan_proto;
+		tag->vid = p->vlan_vid;
+		in = bpf_map_lookup_elem(&xlb_vlan_in, tag);
+		if (in)
+			fib.ifindex = in->ifindex;
+	}
 	if (p->family == XLB_FAMILY_V4) {
 		const struct iphdr *ip = p->l3;
 
@@ -484,7 +535,6 @@ static __always_inline __u32 fib_resolve(struct xdp_md *ctx, const struct pkt *p
 		return XLB_STAT_PASS_FIB_NO_NEIGH;
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return XLB_STAT_PASS_FIB_FAILED;
-	addr_copy(nh->addr, dst);
 	nh->ifindex = fib.ifindex;
 	/* On success the FIB leaves the gateway in the destination when there is one. */
 	if (p->family == XLB_FAMILY_V4)
@@ -493,6 +543,14 @@ static __always_inline __u32 fib_resolve(struct xdp_md *ctx, const struct pkt *p
 		nh->onlink = addr_eq(fib.ipv6_dst, dst);
 	__builtin_memcpy(nh->dmac, fib.dmac, ETH_ALEN);
 	__builtin_memcpy(nh->smac, fib.smac, ETH_ALEN);
+	/* Out by a VLAN device: by the device below it, tagged (the tag is put on in emit). */
+	out = bpf_map_lookup_elem(&xlb_vlan_out, &fib.ifindex);
+	nh->vlan_proto = out ? out->proto : 0;
+	nh->vlan_tci = out ? out->vid : 0;
+	if (out)
+		nh->ifindex = out->lower_ifindex;
+	/* Last: in the cache, the address is what makes an entry count. */
+	addr_copy(nh->addr, dst);
 	return 0;
 }
 
@@ -505,7 +563,7 @@ static __always_inline struct xlb_nexthop *backend_nexthop(struct xdp_md *ctx, c
 							   __u32 slot, const __be32 *dst, __u64 now,
 							   __u32 *reason)
 {
-	struct xlb_nexthop fresh = {}, *nh = bpf_map_lookup_elem(&xlb_nexthops, &slot);
+	struct xlb_nexthop *nh = bpf_map_lookup_elem(&xlb_nexthops, &slot);
 
 	if (!nh) {
 		*reason = XLB_STAT_PASS_FIB_FAILED;
@@ -513,18 +571,39 @@ static __always_inline struct xlb_nexthop *backend_nexthop(struct xdp_md *ctx, c
 	}
 	if (addr_eq(nh->addr, dst) && nh->ifindex && now - nh->resolved_ns < XLB_NEXTHOP_TTL_NS)
 		return nh;
-	*reason = fib_resolve(ctx, p, dst, &fresh);
+	/* Written in place, as a copy would be, field by field once the FIB has answered. */
+	*reason = fib_resolve(ctx, p, dst, nh);
 	if (*reason)
 		return 0;
-	fresh.resolved_ns = now;
-	*nh = fresh;
+	nh->resolved_ns = now;
 	return nh;
 }
 
-static __always_inline int emit(struct xdp_md *ctx, struct ethhdr *eth, const struct xlb_nexthop *nh)
+/*
+ * Sends the frame to the next hop: its MACs, and the VLAN tag the next hop's device wants. A
+ * frame that came tagged (`tagged`) and leaves untagged loses its 4 bytes after the MACs; one
+ * that came untagged and leaves tagged gains them; the EtherType after them stays in place.
+ * The MACs are written afresh either way, so nothing else moves. Packet pointers are void
+ * after this.
+ */
+static __always_inline int emit(struct xdp_md *ctx, int tagged, const struct xlb_nexthop *nh)
 {
+	int tag = nh->vlan_proto != 0;
+	struct ethhdr *eth;
+	void *end;
+
+	if (tag != tagged && bpf_xdp_adjust_head(ctx, tagged ? VLAN_HLEN : -VLAN_HLEN))
+		return verdict(XDP_DROP, XLB_STAT_DROP_VLAN_FAILED);
+	eth = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if ((void *)(eth + 1) + VLAN_HLEN > end)
+		return verdict(XDP_DROP, XLB_STAT_DROP_VLAN_FAILED);
 	__builtin_memcpy(eth->h_dest, nh->dmac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, nh->smac, ETH_ALEN);
+	if (tag) {
+		eth->h_proto = nh->vlan_proto;
+		((struct vlan_tag *)(eth + 1))->tci = nh->vlan_tci;
+	}
 	if (nh->ifindex == ctx->ingress_ifindex)
 		return verdict(XDP_TX, XLB_STAT_TX);
 	count(XLB_STAT_REDIRECT);
@@ -567,7 +646,9 @@ static __always_inline int encap(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 	nh = backend_nexthop(ctx, p, f->nh_slot, f->backend, now, &reason);
 	if (!nh)
 		return verdict(XDP_PASS, reason);
-	if (inner_len > 0xffff - outer_len || bpf_xdp_adjust_head(ctx, -outer_len))
+	/* The outer header goes after the MACs; a tag the packet came with goes (emit puts one on if need be). */
+	if (inner_len > 0xffff - outer_len ||
+	    bpf_xdp_adjust_head(ctx, -outer_len + (p->vlan_proto ? VLAN_HLEN : 0)))
 		return verdict(XDP_DROP, XLB_STAT_DROP_ENCAP_FAILED);
 	/* Packet pointers are void after adjust_head: only ctx from here on. */
 	eth = (void *)(long)ctx->data;
@@ -604,7 +685,7 @@ static __always_inline int encap(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 		addr_copy(outer->saddr.in6_u.u6_addr32, src);
 		addr_copy(outer->daddr.in6_u.u6_addr32, f->backend);
 	}
-	return emit(ctx, eth, nh);
+	return emit(ctx, 0, nh);
 }
 
 /* A packet of flow f, on its way to f's backend in f's mode; fk is its flow key. */
@@ -628,7 +709,7 @@ static __always_inline int to_backend(struct xdp_md *ctx, const struct xlb_cfg *
 		/* Behind a gateway the backend's MAC is not ours to reach. */
 		if (!nh->onlink)
 			return verdict(XDP_DROP, XLB_STAT_DROP_DSR_NOT_ONLINK);
-		return emit(ctx, p->eth, nh);
+		return emit(ctx, p->vlan_proto != 0, nh);
 	}
 	if (hops_spent(p))
 		return verdict(XDP_PASS, XLB_STAT_PASS_TTL_EXPIRED);
@@ -641,7 +722,7 @@ static __always_inline int to_backend(struct xdp_md *ctx, const struct xlb_cfg *
 		/* The kernel forwards the rewritten packet and resolves the neighbour. */
 		return verdict(XDP_PASS, reason);
 	hop_decrement(p);
-	return emit(ctx, p->eth, nh);
+	return emit(ctx, p->vlan_proto != 0, nh);
 }
 
 static __always_inline int flow_expired(const struct xlb_cfg *cfg, const struct xlb_flow *f,
@@ -801,7 +882,7 @@ static __always_inline int reply(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 	if (reason)
 		return verdict(XDP_PASS, reason);
 	hop_decrement(p);
-	return emit(ctx, p->eth, &nh);
+	return emit(ctx, p->vlan_proto != 0, &nh);
 }
 
 /*
@@ -1143,9 +1224,9 @@ static __always_inline const struct xlb_cfg *config(__u32 *gen, const struct xlb
 	return *filter ? cfg : 0;
 }
 
-static __always_inline int handle4(struct xdp_md *ctx, struct ethhdr *eth, void *end)
+static __always_inline int handle4(struct xdp_md *ctx, struct ethhdr *eth, __be16 vlan_proto,
+				   __be16 vlan_vid, struct iphdr *ip, void *end)
 {
-	struct iphdr *ip = (void *)(eth + 1);
 	const struct xlb_filter *filter;
 	struct xlb_flow_key fk = {};
 	const struct xlb_cfg *cfg;
@@ -1177,8 +1258,10 @@ static __always_inline int handle4(struct xdp_md *ctx, struct ethhdr *eth, void 
 		return verdict(XDP_PASS, XLB_STAT_PASS_FRAGMENT);
 
 	p.eth = eth;
+	p.vlan_proto = vlan_proto;
+	p.vlan_vid = vlan_vid;
 	p.l3 = ip;
-	p.len = (__u64)(end - (void *)eth);
+	p.len = (__u32)(end - (void *)eth);
 	p.family = XLB_FAMILY_V4;
 	p.proto = ip->protocol;
 	p.l4_direct = ihl == sizeof(*ip);
@@ -1199,13 +1282,24 @@ static __always_inline int handle4(struct xdp_md *ctx, struct ethhdr *eth, void 
  * The MAC to answer address resolution for vk with: the ingress interface's, when vk is a VIP
  * this node holds (XLB_VIP_F_ACTIVE in the active generation); 0 when the kernel should answer.
  */
-static __always_inline struct xlb_ifmac *resolver_mac(struct xdp_md *ctx, const struct xlb_vip_key *vk)
+static __always_inline __u8 *resolver_mac(struct xdp_md *ctx, __be16 vlan_proto, __be16 vlan_vid,
+					  const struct xlb_vip_key *vk)
 {
 	__u32 ifindex = ctx->ingress_ifindex, *flags = bpf_map_lookup_elem(&xlb_vips, vk);
+	struct xlb_vlan_dev *dev;
+	struct xlb_ifmac *own;
 
 	if (!flags || !(*flags & XLB_VIP_F_ACTIVE))
 		return 0;
-	return bpf_map_lookup_elem(&xlb_ifmacs, &ifindex);
+	/* On a VLAN, the VLAN device's MAC; a tag the node has no device for is not ours to answer. */
+	if (vlan_proto) {
+		struct xlb_vlan tag = { ifindex, vlan_proto, vlan_vid };
+
+		dev = bpf_map_lookup_elem(&xlb_vlan_in, &tag);
+		return dev ? dev->mac : 0;
+	}
+	own = bpf_map_lookup_elem(&xlb_ifmacs, &ifindex);
+	return own ? own->mac : 0;
 }
 
 /* An ICMPv6 neighbour solicitation or advertisement (RFC 4861 4.3, 4.4) with one link-layer option. */
@@ -1235,13 +1329,13 @@ struct nd_msg1 {
  * address detection (unspecified source) and anything else goes on to the kernel: -1.
  */
 static __always_inline int answer_ns(struct xdp_md *ctx, __u32 gen, struct ethhdr *eth,
-				     struct ipv6hdr *ip6, void *end)
+				     __be16 vlan_proto, __be16 vlan_vid, struct ipv6hdr *ip6, void *end)
 {
 	struct nd_msg1 *m = (void *)(ip6 + 1);
 	__be32 *src = ip6->saddr.in6_u.u6_addr32;
 	__u32 sum;
 	struct xlb_vip_key vk = {};
-	struct xlb_ifmac *own;
+	__u8 *own;
 
 	if ((void *)(m + 1) > end || m->type != ND_SOLICIT || m->code != 0 || ip6->hop_limit != 255 ||
 	    ip6->payload_len != bpf_htons(sizeof(*m)) || m->opt_type != ND_OPT_SOURCE_LL ||
@@ -1250,7 +1344,7 @@ static __always_inline int answer_ns(struct xdp_md *ctx, __u32 gen, struct ethhd
 	addr_copy(vk.addr, m->target);
 	vk.family = XLB_FAMILY_V6;
 	vk.gen = gen;
-	own = resolver_mac(ctx, &vk);
+	own = resolver_mac(ctx, vlan_proto, vlan_vid, &vk);
 	if (!own)
 		return -1;
 
@@ -1259,21 +1353,21 @@ static __always_inline int answer_ns(struct xdp_md *ctx, __u32 gen, struct ethhd
 	m->type = ND_ADVERT;
 	m->flags = bpf_htonl(ND_F_SOLICITED | ND_F_OVERRIDE);
 	m->opt_type = ND_OPT_TARGET_LL;
-	__builtin_memcpy(m->opt_mac, own->mac, ETH_ALEN);
+	__builtin_memcpy(m->opt_mac, own, ETH_ALEN);
 	/* Pseudo-header (addresses, length, next header) and the message. */
 	m->check = 0;
 	sum = csum_words((__u16 *)&ip6->saddr, 16, 0);
 	sum += bpf_htons(sizeof(*m)) + bpf_htons(IPPROTO_ICMPV6);
 	m->check = ~csum_fold(csum_words((__u16 *)m, sizeof(*m) / 2, sum));
 	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, own->mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, own, ETH_ALEN);
 	count(XLB_STAT_TX_ND_ADVERT);
 	return bpf_redirect(ctx->ingress_ifindex, 0);
 }
 
-static __always_inline int handle6(struct xdp_md *ctx, struct ethhdr *eth, void *end)
+static __always_inline int handle6(struct xdp_md *ctx, struct ethhdr *eth, __be16 vlan_proto,
+				   __be16 vlan_vid, struct ipv6hdr *ip6, void *end)
 {
-	struct ipv6hdr *ip6 = (void *)(eth + 1);
 	const struct xlb_filter *filter;
 	struct xlb_flow_key fk = {};
 	const struct xlb_cfg *cfg;
@@ -1294,7 +1388,7 @@ static __always_inline int handle6(struct xdp_md *ctx, struct ethhdr *eth, void 
 		 * would give it. Falling through, it would bring the packet ranges checked here into
 		 * that path, and the verifier would check the whole path once more for each.
 		 */
-		int answered = answer_ns(ctx, gen, eth, ip6, end);
+		int answered = answer_ns(ctx, gen, eth, vlan_proto, vlan_vid, ip6, end);
 
 		if (answered >= 0)
 			return answered;
@@ -1360,8 +1454,10 @@ static __always_inline int handle6(struct xdp_md *ctx, struct ethhdr *eth, void 
 	}
 
 	p.eth = eth;
+	p.vlan_proto = vlan_proto;
+	p.vlan_vid = vlan_vid;
 	p.l3 = ip6;
-	p.len = (__u64)(end - (void *)eth);
+	p.len = (__u32)(end - (void *)eth);
 	p.family = XLB_FAMILY_V6;
 	/* A constant per branch, not the packet byte: one view for the verifier on every path. */
 	p.proto = next == IPPROTO_TCP ? IPPROTO_TCP : IPPROTO_UDP;
@@ -1402,13 +1498,13 @@ struct arp4 {
  * answered in place with the MAC of the interface it came in on; everything else ARP, and
  * gratuitous announcements of others, goes to the kernel.
  */
-static __always_inline int answer_arp(struct xdp_md *ctx, struct ethhdr *eth, void *end)
+static __always_inline int answer_arp(struct xdp_md *ctx, struct ethhdr *eth, __be16 vlan_proto,
+				      __be16 vlan_vid, struct arp4 *a, void *end)
 {
-	struct arp4 *a = (void *)(eth + 1);
 	__u32 gen;
 	const struct xlb_filter *filter;
 	struct xlb_vip_key vk = {};
-	struct xlb_ifmac *own;
+	__u8 *own;
 	__be32 sender;
 	__u8 spa[4];
 
@@ -1421,19 +1517,19 @@ static __always_inline int answer_arp(struct xdp_md *ctx, struct ethhdr *eth, vo
 	vk.family = XLB_FAMILY_V4;
 	vk.gen = gen;
 	__builtin_memcpy(&sender, a->spa, 4);
-	own = vk.addr[0] == sender ? 0 : resolver_mac(ctx, &vk);
+	own = vk.addr[0] == sender ? 0 : resolver_mac(ctx, vlan_proto, vlan_vid, &vk);
 	if (!own)
 		return verdict(XDP_PASS, XLB_STAT_PASS_NON_IP);
 
 	a->op = bpf_htons(ARP_REPLY);
 	__builtin_memcpy(spa, a->spa, 4);
 	__builtin_memcpy(a->tha, a->sha, ETH_ALEN);
-	__builtin_memcpy(a->sha, own->mac, ETH_ALEN);
+	__builtin_memcpy(a->sha, own, ETH_ALEN);
 	__builtin_memcpy(a->spa, a->tpa, 4);
 	__builtin_memcpy(a->tpa, spa, 4);
 	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, own->mac, ETH_ALEN);
-	/* Out of the interface it came in on, by redirect (see reset_syn). */
+	__builtin_memcpy(eth->h_source, own, ETH_ALEN);
+	/* Out of the interface it came in on, by redirect (see reset_syn); a tag stays as it came. */
 	count(XLB_STAT_TX_ARP_REPLY);
 	return bpf_redirect(ctx->ingress_ifindex, 0);
 }
@@ -1444,15 +1540,52 @@ int xlb_xdp(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
+	__be16 proto, vlan_proto = 0, vlan_vid = 0;
+	__u32 l2 = sizeof(*eth);
+	void *l3;
 
 	if ((void *)(eth + 1) > end)
 		return verdict(XDP_PASS, XLB_STAT_PASS_TRUNCATED);
-	if (eth->h_proto == bpf_htons(ETH_P_IP))
-		return handle4(ctx, eth, end);
-	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
-		return handle6(ctx, eth, end);
-	if (eth->h_proto == bpf_htons(ETH_P_ARP))
-		return answer_arp(ctx, eth, end);
+	proto = eth->h_proto;
+	if (is_vlan(proto)) {
+		struct vlan_tag *t = (void *)(eth + 1);
+
+		if ((void *)(t + 1) > end)
+			return verdict(XDP_PASS, XLB_STAT_PASS_TRUNCATED);
+		if (is_vlan(t->proto))
+			return verdict(XDP_PASS, XLB_STAT_PASS_VLAN_STACKED);
+		vlan_proto = proto;
+		vlan_vid = t->tci & bpf_htons(VLAN_VID_MASK);
+		proto = t->proto;
+		l2 += VLAN_HLEN;
+	}
+	{
+		/*
+		 * One view of the frame for the verifier, tagged or not: else it verifies everything
+		 * below twice. The L3 offset (14 or 18) and the tag (0 or the packet's) go through a
+		 * stack slot as one 64-bit word and come back as parts of it, which it does not
+		 * follow (it does follow a value stored and loaded whole, or a constant's low bytes).
+		 */
+		volatile __u64 blur;
+
+		blur = (__u64)l2 << 8 | (__u64)vlan_proto << 16 | (__u64)vlan_vid << 32;
+		l2 = ((volatile __u8 *)&blur)[1] & 0x1f;
+		vlan_proto = ((volatile __u16 *)&blur)[1];
+		vlan_vid = ((volatile __u16 *)&blur)[2];
+	}
+	l3 = data + l2;
+	/*
+	 * Opaque from here: the verifier gives each packet pointer with a variable offset an
+	 * identity of its own, and a bounds check holds only for that identity, so the compiler
+	 * must not compute data + l2 again further down.
+	 */
+	asm volatile("" : "+r"(l3));
+	if (proto == bpf_htons(ETH_P_IP))
+		return handle4(ctx, eth, vlan_proto, vlan_vid, l3, end);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return handle6(ctx, eth, vlan_proto, vlan_vid, l3, end);
+	if (proto == bpf_htons(ETH_P_ARP))
+		return answer_arp(ctx, eth, vlan_proto, vlan_vid, l3, end);
 	return verdict(XDP_PASS, XLB_STAT_PASS_NON_IP);
 }
 

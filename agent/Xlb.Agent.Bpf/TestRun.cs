@@ -18,9 +18,19 @@ public static unsafe class TestRun
     /// Runs <paramref name="repeat"/> times; <see cref="TestRunResult.DurationNs"/> is the kernel's
     /// mean per run. Each run sees the packet the previous one left (for timing, restore it first).
     /// </summary>
-    public static TestRunResult Xdp(int progFd, ReadOnlySpan<byte> packet, int repeat)
+    public static TestRunResult Xdp(int progFd, ReadOnlySpan<byte> packet, int repeat) => Xdp(progFd, packet, repeat, 0);
+
+    /// <summary>
+    /// As if the packet arrived on interface <paramref name="ingressIfindex"/> (of the calling
+    /// thread's namespace, queue 0); 0 for the kernel's default, the loopback device.
+    /// </summary>
+    public static TestRunResult Xdp(int progFd, ReadOnlySpan<byte> packet, int repeat, int ingressIfindex)
     {
         var output = new byte[packet.Length + 256];
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+        var ctx = stackalloc uint[6];
+        ctx[1] = (uint)packet.Length;
+        ctx[3] = (uint)ingressIfindex;
         fixed (byte* inp = packet)
         fixed (byte* outp = output)
         {
@@ -32,6 +42,8 @@ public static unsafe class TestRun
                 data_out = outp,
                 data_size_out = (uint)output.Length,
                 repeat = repeat,
+                ctx_in = ingressIfindex == 0 ? null : ctx,
+                ctx_size_in = ingressIfindex == 0 ? 0u : 6 * sizeof(uint),
             };
             var rc = Libbpf.bpf_prog_test_run_opts(progFd, &opts);
             if (rc < 0)

@@ -72,6 +72,8 @@ public sealed class XdpDataPlane : IDisposable
     private readonly BpfMap<uint, XlbSvcStats> _svcStats;
     private readonly BpfMap<uint, XlbSvcStats> _backendStats;
     private readonly BpfMap<uint, XlbIfmac> _ifmacs;
+    private readonly BpfMap<uint, XlbVlan> _vlanOut;
+    private readonly BpfMap<XlbVlan, XlbVlanDev> _vlanIn;
     private readonly DataPlaneOptions _options;
     private readonly BpfMap<uint, ulong> _eventStats;
     private readonly int _eventsFd;
@@ -111,6 +113,8 @@ public sealed class XdpDataPlane : IDisposable
         _svcStats = obj.Map<uint, XlbSvcStats>("xlb_svc_stats");
         _backendStats = obj.Map<uint, XlbSvcStats>("xlb_backend_stats");
         _ifmacs = obj.Map<uint, XlbIfmac>("xlb_ifmacs");
+        _vlanOut = obj.Map<uint, XlbVlan>("xlb_vlan_out");
+        _vlanIn = obj.Map<XlbVlan, XlbVlanDev>("xlb_vlan_in");
         obj.Map<uint, XlbNexthop>("xlb_nexthops");
         Flows = obj.Map<XlbFlowKey, XlbFlow>("xlb_flows");
         ReverseNat = obj.Map<XlbFlowKey, XlbRnat>("xlb_rnat");
@@ -220,6 +224,50 @@ public sealed class XdpDataPlane : IDisposable
     /// that arrive there are answered with it.
     /// </summary>
     public void SetInterfaceMac(int ifindex, ReadOnlySpan<byte> mac) => _ifmacs.Update((uint)ifindex, XlbIfmac.Of(mac));
+
+    /// <summary>
+    /// Tells the program the node's VLAN devices (all of them: the maps are made equal to
+    /// <paramref name="vlans"/>): a route over one is sent tagged out of the device below it, and
+    /// ARP and neighbour solicitations for active VIPs on one are answered with its MAC. Returns
+    /// how many entries changed.
+    /// </summary>
+    public int SetVlans(IReadOnlyList<VlanLink> vlans)
+    {
+        var outWanted = vlans.ToDictionary(v => (uint)v.Ifindex, v => XlbVlan.Of(v.LowerIfindex, v.Protocol, v.Vid));
+        var inWanted = new Dictionary<XlbVlan, VlanLink>();
+        foreach (var v in vlans)
+        {
+            inWanted[XlbVlan.Of(v.LowerIfindex, v.Protocol, v.Vid)] = v;
+        }
+        var changed = 0;
+        // Additions first, removals after: a packet never finds a device half gone.
+        foreach (var (ifindex, tag) in outWanted)
+        {
+            if (!_vlanOut.TryLookup(ifindex, out var live) || live != tag)
+            {
+                _vlanOut.Update(ifindex, tag);
+                changed++;
+            }
+        }
+        foreach (var (tag, v) in inWanted)
+        {
+            var dev = XlbVlanDev.Of(v.Ifindex, v.Mac);
+            if (!_vlanIn.TryLookup(tag, out var live) || !live.SameAs(dev))
+            {
+                _vlanIn.Update(tag, dev);
+                changed++;
+            }
+        }
+        foreach (var ifindex in _vlanOut.Keys().Where(k => !outWanted.ContainsKey(k)))
+        {
+            changed += _vlanOut.Delete(ifindex) ? 1 : 0;
+        }
+        foreach (var tag in _vlanIn.Keys().Where(k => !inWanted.ContainsKey(k)))
+        {
+            changed += _vlanIn.Delete(tag) ? 1 : 0;
+        }
+        return changed;
+    }
 
     public void SetShutdown(bool on)
     {

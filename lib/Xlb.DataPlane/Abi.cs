@@ -12,7 +12,7 @@ namespace Xlb.DataPlane;
 /// <summary>Constants of xlb_abi.h.</summary>
 public static class XlbAbi
 {
-    public const int Version = 7;
+    public const int Version = 8;
     public const int MaxServices = 16384;
     public const int MaxBackends = 65536;
     public const int RingCapacity = 1 << 22;
@@ -27,6 +27,10 @@ public static class XlbAbi
     public const uint CfgShutdown = 1;
     public const uint VipActive = 1;
     public const int MaxIfaces = 64;
+    public const int MaxVlans = 4096;
+    /// <summary>The two VLAN tag protocols (TPIDs) the program parses: 802.1Q and 802.1ad.</summary>
+    public const ushort Vlan8021Q = 0x8100;
+    public const ushort Vlan8021Ad = 0x88a8;
     public const byte ModeFullNat = 0;
     public const byte ModeDnat = 1;
     public const byte ModeDsrL2 = 2;
@@ -209,7 +213,9 @@ public unsafe struct XlbNexthop
     public fixed byte Dmac[6];
     public fixed byte Smac[6];
     public byte Onlink;
-    public fixed byte Pad[7];
+    public fixed byte Pad[3];
+    public ushort VlanProtoBe;
+    public ushort VlanTciBe;
 }
 
 /// <summary>One generation's filter: bits at <see cref="XlbAbi.FilterSlot"/> of VIPs and of DNAT backends.</summary>
@@ -232,6 +238,46 @@ public unsafe struct XlbIfmac
         var m = default(XlbIfmac);
         mac[..6].CopyTo(new Span<byte>(m.Mac, 6));
         return m;
+    }
+}
+
+/// <summary>A VLAN tag on a device: xlb_vlan_out's value (by the VLAN device's ifindex) and xlb_vlan_in's key.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public record struct XlbVlan
+{
+    public uint LowerIfindex;
+    public ushort ProtoBe;
+    public ushort VidBe;
+
+    public static XlbVlan Of(int lowerIfindex, ushort proto, ushort vid) => new()
+    {
+        LowerIfindex = (uint)lowerIfindex,
+        ProtoBe = Net.Be(proto),
+        VidBe = Net.Be((ushort)(vid & 0x0fff)),
+    };
+}
+
+/// <summary>A VLAN device, by its tag (xlb_vlan_in's value): its ifindex and MAC.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct XlbVlanDev
+{
+    public uint Ifindex;
+    public fixed byte Mac[6];
+    public fixed byte Pad[2];
+
+    public static XlbVlanDev Of(int ifindex, ReadOnlySpan<byte> mac)
+    {
+        var d = new XlbVlanDev { Ifindex = (uint)ifindex };
+        mac[..6].CopyTo(new Span<byte>(d.Mac, 6));
+        return d;
+    }
+
+    public readonly bool SameAs(XlbVlanDev other)
+    {
+        fixed (byte* a = Mac)
+        {
+            return Ifindex == other.Ifindex && new ReadOnlySpan<byte>(a, 6).SequenceEqual(new ReadOnlySpan<byte>(other.Mac, 6));
+        }
     }
 }
 
@@ -343,5 +389,7 @@ public enum XlbStat
     TxArpReply,
     TxNdAdvert,
     DropDsrUnresolved,
+    PassVlanStacked,
+    DropVlanFailed,
     Count,
 }

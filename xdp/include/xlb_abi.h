@@ -14,7 +14,7 @@
 
 #include <linux/types.h>
 
-#define XLB_ABI_VERSION 7
+#define XLB_ABI_VERSION 8
 
 /*
  * Capacities per configuration generation. Maps hold two generations. XLB_MAX_BACKENDS and
@@ -63,6 +63,30 @@ struct xlb_vip_key {
 #define XLB_MAX_IFACES 64
 
 struct xlb_ifmac {
+	__u8 mac[6];
+	__u8 pad[2];
+};
+
+/*
+ * VLANs: one 802.1Q or 802.1ad tag is parsed; a second (QinQ) goes to the kernel. The agent
+ * writes every VLAN device of the node into two hash maps:
+ * - vlan_out, by the VLAN device's ifindex (what bpf_fib_lookup answers for a route over it):
+ *   the device below it and the tag to put on. A packet cannot be redirected to a VLAN device,
+ *   so the program tags it and sends it out of the device below.
+ * - vlan_in, by {device below, tag}: the VLAN device a tagged packet arrived on, whose MAC
+ *   answers ARP and neighbour solicitations on that VLAN and whose ifindex the FIB is asked
+ *   from.
+ */
+#define XLB_MAX_VLANS 4096
+
+struct xlb_vlan {
+	__u32 lower_ifindex;
+	__be16 proto; /* ETH_P_8021Q or ETH_P_8021AD, network order */
+	__be16 vid;   /* the 12-bit VLAN id, network order (priority and DEI 0) */
+};
+
+struct xlb_vlan_dev {
+	__u32 ifindex;
 	__u8 mac[6];
 	__u8 pad[2];
 };
@@ -162,7 +186,9 @@ struct xlb_nexthop {
 	__u8 dmac[6];
 	__u8 smac[6];
 	__u8 onlink;       /* the address is a neighbour, not behind a gateway (L2 DSR needs it) */
-	__u8 pad[7];
+	__u8 pad[3];
+	__be16 vlan_proto; /* the route leaves by a VLAN device: the tag to put on (0: none), */
+	__be16 vlan_tci;   /* and ifindex is the device below it */
 };
 
 #define XLB_NEXTHOP_TTL_NS 1000000000ull
@@ -286,6 +312,8 @@ enum xlb_stat {
 	XLB_STAT_TX_ARP_REPLY,          /* an ARP request for an active VIP, answered */
 	XLB_STAT_TX_ND_ADVERT,          /* a neighbour solicitation for an active VIP, answered */
 	XLB_STAT_DROP_DSR_UNRESOLVED,   /* L2 DSR: no neighbour entry (or no route) for the backend yet */
+	XLB_STAT_PASS_VLAN_STACKED,     /* more than one VLAN tag (QinQ): the kernel's */
+	XLB_STAT_DROP_VLAN_FAILED,      /* a VLAN tag could not be put on or taken off (no headroom) */
 	XLB_STAT__COUNT,
 };
 

@@ -143,6 +143,27 @@ public sealed record Packet
         };
     }
 
+    /// <summary>The frame with a VLAN tag (TPID <paramref name="tpid"/>, VLAN id <paramref name="vid"/>) after its MACs.</summary>
+    public static byte[] Tagged(ReadOnlySpan<byte> frame, ushort tpid, ushort vid)
+    {
+        var p = new byte[frame.Length + 4];
+        frame[..12].CopyTo(p);
+        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(12), tpid);
+        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(14), vid);
+        frame[12..].CopyTo(p.AsSpan(16));
+        return p;
+    }
+
+    /// <summary>The TPID and VLAN id of a tagged frame (802.1Q or 802.1ad); null when it has no tag.</summary>
+    public static (ushort Tpid, ushort Vid)? TagOf(ReadOnlySpan<byte> frame)
+    {
+        var tpid = BinaryPrimitives.ReadUInt16BigEndian(frame[12..]);
+        return tpid is 0x8100 or 0x88a8 ? (tpid, (ushort)(BinaryPrimitives.ReadUInt16BigEndian(frame[14..]) & 0x0fff)) : null;
+    }
+
+    /// <summary>The frame without its (one) VLAN tag; the frame itself when it has none.</summary>
+    public static byte[] Untagged(byte[] frame) => TagOf(frame) is null ? frame : [.. frame.AsSpan(0, 12), .. frame.AsSpan(16)];
+
     /// <summary>True when the IPv4 header checksum (IPv6 has none) and the TCP/UDP checksum both verify.</summary>
     public static bool ChecksumsValid(byte[] p)
     {

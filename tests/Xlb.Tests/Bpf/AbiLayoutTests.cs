@@ -28,6 +28,8 @@ public partial class AbiLayoutTests
         (typeof(XlbFilter), "xlb_filter"),
         (typeof(XlbSvcStats), "xlb_svc_stats"),
         (typeof(XlbIfmac), "xlb_ifmac"),
+        (typeof(XlbVlan), "xlb_vlan"),
+        (typeof(XlbVlanDev), "xlb_vlan_dev"),
         (typeof(XlbFlowEvent), "xlb_flow_event"),
     ];
 
@@ -70,7 +72,7 @@ public partial class AbiLayoutTests
             ("XLB_ALGO_ROUND_ROBIN", XlbAbi.AlgoRoundRobin), ("XLB_FLOW_NEW", XlbAbi.FlowNew),
             ("XLB_FLOW_ESTABLISHED", XlbAbi.FlowEstablished), ("XLB_FLOW_CLOSING", XlbAbi.FlowClosing),
             ("XLB_FILTER_BITS", XlbAbi.FilterBits), ("XLB_FILTER_WORDS", XlbAbi.FilterWords),
-            ("XLB_IPV6_EXT_MAX", XlbAbi.Ipv6ExtMax), ("XLB_VIP_F_ACTIVE", (int)XlbAbi.VipActive), ("XLB_MAX_IFACES", XlbAbi.MaxIfaces),
+            ("XLB_IPV6_EXT_MAX", XlbAbi.Ipv6ExtMax), ("XLB_VIP_F_ACTIVE", (int)XlbAbi.VipActive), ("XLB_MAX_IFACES", XlbAbi.MaxIfaces), ("XLB_MAX_VLANS", XlbAbi.MaxVlans),
             ("XLB_EVENT_NEW", XlbAbi.EventNew), ("XLB_EVENT_CLOSED", XlbAbi.EventClosed), ("XLB_EVENTS_SENT", (int)XlbAbi.EventsSent),
             ("XLB_EVENTS_LOST", (int)XlbAbi.EventsLost), ("XLB_EVENTS_RING_BYTES", XlbAbi.EventsRingBytes),
         })
