@@ -17,12 +17,15 @@ public sealed partial class L2Announcer(ILogger log, TimeProvider time, IReadOnl
 {
     private Task _pending = Task.CompletedTask;
 
+    /// <summary>Where announcements go: the attached interfaces and the VLAN devices on them (the agent refreshes the list).</summary>
+    public IReadOnlyList<AnnounceInterface> Interfaces { get; set; } = interfaces;
+
     /// <summary>Every announcement started so far, finished (or cancelled).</summary>
     public Task Completion => _pending;
 
     public void Announce(IReadOnlyList<IPAddress> vips, CancellationToken ct)
     {
-        if (vips.Count == 0 || count <= 0 || interfaces.Count == 0)
+        if (vips.Count == 0 || count <= 0 || Interfaces.Count == 0)
         {
             return;
         }
@@ -33,6 +36,7 @@ public sealed partial class L2Announcer(ILogger log, TimeProvider time, IReadOnl
     private async Task RunAsync(IReadOnlyList<IPAddress> vips, CancellationToken ct)
     {
         await Task.Yield();
+        var interfaces = Interfaces;
         var frames = interfaces.Select(i => (Interface: i, Frames: vips.Select(v => Core.Announcements.Frame(i.Mac, v)).ToList())).ToList();
         LogAnnouncing(string.Join(", ", vips), interfaces.Count, count);
         try

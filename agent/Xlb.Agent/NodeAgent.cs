@@ -81,6 +81,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
     private INodeConfigSource _source = null!;
     private DateTimeOffset _lastFullResync = DateTimeOffset.MinValue;
     private L2Announcer? _announcer;
+    private List<AnnounceInterface> _attachedAnnounce = [];
     private XlbNodeConfigSpec? _announced;
     private FlowLog? _flowLog;
 
@@ -130,6 +131,8 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             }
             var attachMode = string.Join(",", attached.Select(a => $"{a.If}={a.Mode}"));
             _announcer = new L2Announcer(log, time, announceOn, options.AnnounceCount, options.AnnounceInterval);
+            _attachedAnnounce = announceOn;
+            RefreshVlans(dp);
             _prober = new HealthProber(log, time, () =>
             {
                 _healthChanged = true;
@@ -290,6 +293,8 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         if (fullResync)
         {
             _lastFullResync = now;
+            // VLAN devices come and go with the node's network configuration, not with ours.
+            RefreshVlans(dp);
         }
         _sourceVersion = version;
         var read = _source.Read();
@@ -464,6 +469,52 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
     private partial void LogNeighbourFailed(string backend, string error);
 
     /// <summary>The MAC address of every interface in this network namespace, by name.</summary>
+    /// <summary>
+    /// Tells the data plane the node's VLAN devices, from a netlink dump of its links: a route
+    /// over one is sent tagged out of the device below it, and ARP/ND on one is answered with its
+    /// MAC. VIPs are announced on the VLAN devices of attached interfaces as well. Best effort: a
+    /// failed dump leaves the maps as they were.
+    /// </summary>
+    private void RefreshVlans(XdpDataPlane dp)
+    {
+        try
+        {
+            var dump = new Core.LinkDump();
+            Rtnetlink.DumpLinks(dump.Feed);
+            var vlans = Core.LinkDump.Vlans(dump.Links, out var dropped);
+            if (dropped > 0)
+            {
+                LogVlansDropped(dropped, DataPlane.XlbAbi.MaxVlans);
+            }
+            if (dp.SetVlans(vlans) > 0)
+            {
+                LogVlans(vlans.Count, string.Join(", ", vlans));
+            }
+            var attached = _attachedAnnounce.Select(a => a.IfIndex).ToHashSet();
+            if (_announcer is { } announcer)
+            {
+                announcer.Interfaces =
+                [
+                    .. _attachedAnnounce,
+                    .. vlans.Where(v => attached.Contains(v.LowerIfindex)).Select(v => new AnnounceInterface(v.Name, v.Ifindex, v.Mac)),
+                ];
+            }
+        }
+        catch (Exception e) when (e is BpfException or InvalidOperationException or FormatException)
+        {
+            LogVlansFailed(e.Message);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "VLAN devices known to the data plane: {Count} ({Vlans})")]
+    private partial void LogVlans(int count, string vlans);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Dropped} VLAN devices beyond the data plane's {Max} are not known to it: routes over them are left to the kernel")]
+    private partial void LogVlansDropped(int dropped, int max);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "could not read the node's VLAN devices: {Error}")]
+    private partial void LogVlansFailed(string error);
+
     private static Dictionary<string, byte[]> InterfaceMacs() =>
         System.Net.NetworkInformation.NetworkInterface.GetAllNetworkInterfaces()
             .ToDictionary(n => n.Name, n => n.GetPhysicalAddress().GetAddressBytes(), StringComparer.Ordinal);

@@ -29,7 +29,7 @@ public sealed class VlanFixture : IDisposable
     public static readonly byte[] V100Mac = [0x02, 0x10, 0, 0, 0x64, 0x01], V200Mac = [0x02, 0x10, 0, 0, 0xc8, 0x01], V300Mac = [0x02, 0x10, 0, 0, 0x12, 0x01];
     public const int FullNat = 80, Ad = 81, Plain2 = 82, IpipQ = 83, IpipPlain = 84, DsrQ = 85, Disabled = 86;
 
-    private readonly Lazy<(LbTopology Topology, XdpDataPlane Plane, int Lower, List<LinkInfo> Links)> _state = new(Build);
+    private readonly Lazy<(LbTopology Topology, XdpDataPlane Plane, int Lower, List<LinkInfo> Links, IReadOnlyList<VlanLink> Vlans)> _state = new(Build);
 
     public LbTopology Topology => _state.Value.Topology;
     public XdpDataPlane Plane => _state.Value.Plane;
@@ -37,6 +37,8 @@ public sealed class VlanFixture : IDisposable
     public int Lower => _state.Value.Lower;
     /// <summary>The LB namespace's links, as the agent's netlink dump read them.</summary>
     public List<LinkInfo> Links => _state.Value.Links;
+    /// <summary>What the data plane was told: the three stand-ins as VLANs on backend 1's link.</summary>
+    public IReadOnlyList<VlanLink> Vlans => _state.Value.Vlans;
 
     private static Listener To(string name, int port, string backend) => new()
     {
@@ -62,7 +64,7 @@ public sealed class VlanFixture : IDisposable
 
     private static string Mac(byte[] m) => string.Join(":", m.Select(b => b.ToString("x2")));
 
-    private static (LbTopology, XdpDataPlane, int, List<LinkInfo>) Build()
+    private static (LbTopology, XdpDataPlane, int, List<LinkInfo>, IReadOnlyList<VlanLink>) Build()
     {
         var topology = LbTopology.Create(LbTopology.NewPrefix("v"), backends: 2);
         try
@@ -98,8 +100,9 @@ public sealed class VlanFixture : IDisposable
                 return (Xdp.IfIndex(lower), dump.Links);
             });
             var byName = links.ToDictionary(l => l.Name);
-            plane.SetVlans([.. vlans.Select(v => new VlanLink(byName[v.Dev].Ifindex, v.Dev, lowerIndex, v.Proto, v.Vid, byName[v.Dev].Mac))]);
-            return (topology, plane, lowerIndex, links);
+            List<VlanLink> told = [.. vlans.Select(v => new VlanLink(byName[v.Dev].Ifindex, v.Dev, lowerIndex, v.Proto, v.Vid, byName[v.Dev].Mac))];
+            plane.SetVlans(told);
+            return (topology, plane, lowerIndex, links, told);
         }
         catch
         {
@@ -309,6 +312,32 @@ public class VlanTests(VlanFixture fx) : IClassFixture<VlanFixture>
         var r3 = fx.Run(stray, fx.Lower);
         Assert.Equal(XdpPass, (int)r3.Verdict);
         Assert.Equal(stray, r3.Packet);
+    }
+
+    [Fact]
+    public void The_vlan_maps_follow_what_the_agent_tells_them_entry_by_entry()
+    {
+        Privileged.Require();
+        byte[] asker = [0x02, 0xaa, 0, 0, 0, 2];
+        var arp = Packet.Tagged(Packet.ArpRequest(asker, IPAddress.Parse("10.100.0.9"), VipAddress), XlbAbi.Vlan8021Q, 100);
+        Assert.Equal(0, fx.Plane.SetVlans(fx.Vlans));
+        try
+        {
+            // VLAN 100 gone: both its entries go, the others stay, and its ARP is no longer answered.
+            Assert.Equal(2, fx.Plane.SetVlans([.. fx.Vlans.Where(v => v.Vid != 100)]));
+            Assert.Equal(XdpPass, (int)fx.Run(arp, fx.Lower).Verdict);
+            // Back, with another MAC: one entry changes (its device, by tag); the route side is as it was.
+            var moved = fx.Vlans.Select(v => v.Vid == 100 ? v with { Mac = [0x02, 0x10, 0, 0, 0x64, 0x99] } : v).ToList();
+            Assert.Equal(2, fx.Plane.SetVlans(moved));
+            Assert.Equal(1, fx.Plane.SetVlans(fx.Vlans));
+        }
+        finally
+        {
+            fx.Plane.SetVlans(fx.Vlans);
+        }
+        var answered = fx.Run(arp, fx.Lower);
+        Assert.Equal(XdpRedirect, (int)answered.Verdict);
+        Assert.Equal(VlanFixture.V100Mac, answered.Packet[6..12]);
     }
 
     [Fact]
