@@ -84,8 +84,16 @@ public class FuzzTests(ITestOutputHelper output)
         // Test runs come in on lo (ifindex 1): ARP and neighbour solicitations for the VIPs are answered with this MAC.
         byte[] ifMac = [0x02, 0x00, 0x5e, 0x10, 0x00, 0x01];
         plane.SetInterfaceMac(1, ifMac);
+        // VLAN 7 (802.1Q) has a device on the ingress interface: its answers carry this MAC. The
+        // device is the ingress itself (lo), so the FIB answers as for untagged packets.
+        byte[] vlanMac = [0x02, 0x00, 0x5e, 0x10, 0x07, 0x01];
+        plane.SetVlans([new Xlb.Agent.Core.VlanLink(1, "lo.7", 1, XlbAbi.Vlan8021Q, 7, vlanMac)]);
         var model = new XdpModel(services, filter, NatMin, NatMax,
-            a => clients.Any(c => c.AsSpan().SequenceEqual(a)) ? clientMacs : null) { InterfaceMac = ifMac };
+            a => clients.Any(c => c.AsSpan().SequenceEqual(a)) ? clientMacs : null)
+        {
+            InterfaceMac = ifMac,
+            VlanMacs = new Dictionary<(ushort, ushort), byte[]> { [(XlbAbi.Vlan8021Q, 7)] = vlanMac },
+        };
 
         var rng = new Random(seed);
         var fd = plane.ProgramFd;
@@ -199,8 +207,28 @@ public class FuzzTests(ITestOutputHelper output)
         Assert.True(run >= packets, $"only {run} of {packets} packets ran within {deadline}");
     }
 
-    /// <summary>A packet: random bytes, a reply to a known flow, or a well-formed request; then perhaps mutated.</summary>
+    /// <summary>A packet: random bytes, a reply to a known flow, or a well-formed request; then perhaps mutated, and perhaps tagged.</summary>
     private static byte[] Generate(Random rng, XdpModel model)
+    {
+        var p = GenerateUntagged(rng, model);
+        if (rng.Next(100) >= 15)
+        {
+            return p;
+        }
+        // A VLAN tag: mostly VLAN 7 (known), with random priority bits; sometimes two (QinQ), sometimes cut short.
+        var tpid = rng.Next(5) == 0 ? XlbAbi.Vlan8021Ad : XlbAbi.Vlan8021Q;
+        var tci = (ushort)((rng.Next(2) == 0 ? 7 : rng.Next(4096)) | rng.Next(16) << 12);
+        p = Packet.Tagged(p, tpid, 0);
+        p[14] = (byte)(tci >> 8);
+        p[15] = (byte)tci;
+        if (rng.Next(10) == 0)
+        {
+            p = Packet.Tagged(p, rng.Next(2) == 0 ? XlbAbi.Vlan8021Ad : XlbAbi.Vlan8021Q, (ushort)rng.Next(4096));
+        }
+        return rng.Next(20) == 0 ? p[..rng.Next(14, 19)] : p;
+    }
+
+    private static byte[] GenerateUntagged(Random rng, XdpModel model)
     {
         var kind = rng.Next(100);
         byte[] p;

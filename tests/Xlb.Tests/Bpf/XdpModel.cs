@@ -23,6 +23,9 @@ public sealed class XdpModel(IReadOnlyList<XdpModel.Service> services, FilterIma
     /// <summary>The MAC of the interface the test run's packets come in on: ARP and neighbour solicitations for the VIPs are answered with it.</summary>
     public byte[]? InterfaceMac { get; init; }
 
+    /// <summary>The VLANs (TPID, id) the ingress interface has devices for, with their MACs: the answers on them carry these.</summary>
+    public IReadOnlyDictionary<(ushort Tpid, ushort Vid), byte[]> VlanMacs { get; init; } = new Dictionary<(ushort, ushort), byte[]>();
+
     public sealed class Flow
     {
         public required Service Service { get; init; }
@@ -46,6 +49,8 @@ public sealed class XdpModel(IReadOnlyList<XdpModel.Service> services, FilterIma
         public byte Proto { get; init; }
         /// <summary>For <see cref="Outcome.Answer"/>: the exact frame the program must send back.</summary>
         public byte[]? Answer { get; init; }
+        /// <summary>The VLAN tag the packet came with (4 bytes after the MACs); the rest of the expectation is about the frame without it.</summary>
+        public byte[]? Tag { get; init; }
     }
 
     private readonly Dictionary<string, Flow> _flows = [];
@@ -66,14 +71,37 @@ public sealed class XdpModel(IReadOnlyList<XdpModel.Service> services, FilterIma
 
     private static Expectation Unchanged(int verdict, params XlbStat[] reasons) => new(verdict, reasons, Outcome.Unchanged);
 
+    /// <summary>
+    /// One VLAN tag is read past: a frame with one is predicted as the frame without it (answered
+    /// with its VLAN's MAC, if the interface has a device for it); a second tag is the kernel's.
+    /// </summary>
     public Expectation Predict(byte[] p)
+    {
+        var ether = BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(12));
+        if (ether is XlbAbi.Vlan8021Q or XlbAbi.Vlan8021Ad)
+        {
+            if (p.Length < 18)
+            {
+                return Unchanged(Pass, XlbStat.PassTruncated);
+            }
+            if (BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(16)) is XlbAbi.Vlan8021Q or XlbAbi.Vlan8021Ad)
+            {
+                return Unchanged(Pass, XlbStat.PassVlanStacked);
+            }
+            var vid = (ushort)(BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(14)) & 0x0fff);
+            return PredictFrame([.. p.AsSpan(0, 12), .. p.AsSpan(16)], VlanMacs.GetValueOrDefault((ether, vid))) with { Tag = p[12..16] };
+        }
+        return PredictFrame(p, InterfaceMac);
+    }
+
+    private Expectation PredictFrame(byte[] p, byte[]? ownMac)
     {
         var ether = BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(12));
         return ether switch
         {
             0x0800 => Predict4(p),
-            0x86dd => Predict6(p),
-            0x0806 => PredictArp(p),
+            0x86dd => Predict6(p, ownMac),
+            0x0806 => PredictArp(p, ownMac),
             _ => Unchanged(Pass, XlbStat.PassNonIp),
         };
     }
@@ -91,19 +119,19 @@ public sealed class XdpModel(IReadOnlyList<XdpModel.Service> services, FilterIma
     }
 
     /// <summary>An Ethernet/IPv4 request for a VIP, not from the VIP itself, is answered in place (RFC 826).</summary>
-    private Expectation PredictArp(byte[] p)
+    private Expectation PredictArp(byte[] p, byte[]? ownMac)
     {
         byte[] request = [0, 1, 0x08, 0x00, 6, 4, 0, 1];
-        if (p.Length < 42 || !p.AsSpan(14, 8).SequenceEqual(request) || InterfaceMac is null ||
+        if (p.Length < 42 || !p.AsSpan(14, 8).SequenceEqual(request) || ownMac is null ||
             !ActiveVip(p.AsSpan(38, 4)) || p.AsSpan(28, 4).SequenceEqual(p.AsSpan(38, 4)))
         {
             return Unchanged(Pass, XlbStat.PassNonIp);
         }
         var a = (byte[])p.Clone();
         p.AsSpan(6, 6).CopyTo(a);
-        InterfaceMac.CopyTo(a, 6);
+        ownMac.CopyTo(a, 6);
         a[21] = 2;
-        InterfaceMac.CopyTo(a, 22);
+        ownMac.CopyTo(a, 22);
         p.AsSpan(38, 4).CopyTo(a.AsSpan(28));
         p.AsSpan(22, 6).CopyTo(a.AsSpan(32));
         p.AsSpan(28, 4).CopyTo(a.AsSpan(38));
@@ -114,24 +142,24 @@ public sealed class XdpModel(IReadOnlyList<XdpModel.Service> services, FilterIma
     /// A neighbour solicitation for a VIP in the one form every host sends (hop limit 255, a
     /// source address, one source link-layer option) gets a solicited advertisement; null: not answered.
     /// </summary>
-    private Expectation? PredictSolicitation(byte[] p)
+    private Expectation? PredictSolicitation(byte[] p, byte[]? ownMac)
     {
         if (p.Length < 14 + 40 + 32 || p[20] != 58 || p[21] != 255 || BinaryPrimitives.ReadUInt16BigEndian(p.AsSpan(18)) != 32 ||
             p[54] != 135 || p[55] != 0 || p[78] != 1 || p[79] != 1 || !p.AsSpan(22, 16).ContainsAnyExcept((byte)0) ||
-            InterfaceMac is null || !ActiveVip(p.AsSpan(62, 16)))
+            ownMac is null || !ActiveVip(p.AsSpan(62, 16)))
         {
             return null;
         }
         var a = (byte[])p.Clone();
         p.AsSpan(6, 6).CopyTo(a);
-        InterfaceMac.CopyTo(a, 6);
+        ownMac.CopyTo(a, 6);
         p.AsSpan(62, 16).CopyTo(a.AsSpan(22));
         p.AsSpan(22, 16).CopyTo(a.AsSpan(38));
         a[54] = 136;
         a.AsSpan(58, 4).Clear();
         a[58] = 0x60;
         a[78] = 2;
-        InterfaceMac.CopyTo(a, 80);
+        ownMac.CopyTo(a, 80);
         Packet.SetIcmp6Checksum(a);
         return new(Redirect, [XlbStat.TxNdAdvert], Outcome.Answer) { Answer = a };
     }
@@ -172,13 +200,13 @@ public sealed class XdpModel(IReadOnlyList<XdpModel.Service> services, FilterIma
         return Serve(p, src.ToArray(), dst.ToArray(), l4, proto, toVip, p[22], v6: false);
     }
 
-    private Expectation Predict6(byte[] p)
+    private Expectation Predict6(byte[] p, byte[]? ownMac)
     {
         if (p.Length < 54)
         {
             return Unchanged(Pass, XlbStat.PassTruncated);
         }
-        if (PredictSolicitation(p) is { } answered)
+        if (PredictSolicitation(p, ownMac) is { } answered)
         {
             return answered;
         }
@@ -337,6 +365,19 @@ public sealed class XdpModel(IReadOnlyList<XdpModel.Service> services, FilterIma
     /// <summary>Compares the program's answer with the expectation; null when they agree. Learns new flows.</summary>
     public string? Check(Expectation e, byte[] input, int verdict, byte[] output)
     {
+        if (e.Tag is { } tag && e.Outcome != Outcome.Unchanged)
+        {
+            // Every next hop here is untagged: a forwarded packet loses its tag; an answer, or a
+            // rewritten packet left to the kernel, keeps it.
+            var tagged = output.Length >= 16 && output.AsSpan(12, 4).SequenceEqual(tag);
+            var keeps = e.Outcome == Outcome.Answer || verdict != Redirect;
+            if (tagged != keeps)
+            {
+                return $"the VLAN tag was {(tagged ? "kept" : "not kept")} (verdict {verdict}, {e.Outcome})";
+            }
+            input = [.. input.AsSpan(0, 12), .. input.AsSpan(16)];
+            output = keeps ? [.. output.AsSpan(0, 12), .. output.AsSpan(16)] : output;
+        }
         if (e.Outcome == Outcome.Unchanged)
         {
             if (verdict != e.Verdict)
