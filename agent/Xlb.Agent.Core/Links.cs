@@ -156,3 +156,28 @@ public sealed class LinkDump
         return all.Count > XlbAbi.MaxVlans ? all[..XlbAbi.MaxVlans] : all;
     }
 }
+
+/// <summary>Pure: VLAN devices → the contents of the data plane's two VLAN maps.</summary>
+public static class VlanMaps
+{
+    /// <summary>xlb_vlan_out (by the VLAN device's ifindex) and xlb_vlan_in (by the tag on the device below).</summary>
+    public static (Dictionary<uint, XlbVlan> Out, Dictionary<XlbVlan, XlbVlanDev> In) Of(IReadOnlyList<VlanLink> vlans)
+    {
+        var out_ = new Dictionary<uint, XlbVlan>();
+        var in_ = new Dictionary<XlbVlan, XlbVlanDev>();
+        foreach (var v in vlans)
+        {
+            var tag = XlbVlan.Of(v.LowerIfindex, v.Protocol, v.Vid);
+            out_[(uint)v.Ifindex] = tag;
+            in_[tag] = XlbVlanDev.Of(v.Ifindex, v.Mac);
+        }
+        return (out_, in_);
+    }
+
+    /// <summary>The VLAN devices sitting on one of <paramref name="ifindexes"/> (announcements go out on them too).</summary>
+    public static IEnumerable<VlanLink> On(IReadOnlyList<VlanLink> vlans, IEnumerable<int> ifindexes)
+    {
+        var below = ifindexes.ToHashSet();
+        return vlans.Where(v => below.Contains(v.LowerIfindex));
+    }
+}

@@ -55,34 +55,31 @@ public static class MapDiff
             }
         }
         AddRingRuns(ops, desired, observed.Ring);
-        foreach (var (key, value) in desired.Services)
-        {
-            if (!observed.Services.TryGetValue(key, out var have) || have != value)
-            {
-                ops.Add(new MapOp.PutService(key, value));
-            }
-        }
-        foreach (var key in observed.Services.Keys.Where(k => !desired.Services.ContainsKey(k)))
-        {
-            ops.Add(new MapOp.DeleteService(key));
-        }
-        foreach (var (key, flags) in desired.Vips)
-        {
-            if (!observed.Vips.TryGetValue(key, out var have) || have != flags)
-            {
-                ops.Add(new MapOp.PutVip(key, flags));
-            }
-        }
-        foreach (var key in observed.Vips.Keys.Where(k => !desired.Vips.ContainsKey(k)))
-        {
-            ops.Add(new MapOp.DeleteVip(key));
-        }
+        var services = Entries(desired.Services, observed.Services);
+        ops.AddRange(services.Put.Select(e => new MapOp.PutService(e.Key, e.Value)));
+        ops.AddRange(services.Delete.Select(k => new MapOp.DeleteService(k)));
+        var vips = Entries(desired.Vips, observed.Vips);
+        ops.AddRange(vips.Put.Select(e => new MapOp.PutVip(e.Key, e.Value)));
+        ops.AddRange(vips.Delete.Select(k => new MapOp.DeleteVip(k)));
         if (!observed.Filter.Equals(desired.Filter))
         {
             ops.Add(new MapOp.PutFilter(desired.Generation, desired.Filter));
         }
         ops.Add(new MapOp.Flip(config with { ActiveGen = desired.Generation }));
         return ops;
+    }
+
+    /// <summary>
+    /// One hash map, desired against observed: the entries to write (new or changed), in the
+    /// desired order, and the keys to delete, in the observed order.
+    /// </summary>
+    public static (List<KeyValuePair<TKey, TValue>> Put, List<TKey> Delete) Entries<TKey, TValue>(
+        IReadOnlyDictionary<TKey, TValue> desired, IReadOnlyDictionary<TKey, TValue> observed)
+        where TKey : notnull
+    {
+        var put = desired.Where(e => !observed.TryGetValue(e.Key, out var have) || !EqualityComparer<TValue>.Default.Equals(have, e.Value)).ToList();
+        var delete = observed.Keys.Where(k => !desired.ContainsKey(k)).ToList();
+        return (put, delete);
     }
 
     /// <summary>How many map entries the operations write or delete (a ring run writes one per slot).</summary>

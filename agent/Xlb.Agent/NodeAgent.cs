@@ -490,13 +490,12 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             {
                 LogVlans(vlans.Count, string.Join(", ", vlans));
             }
-            var attached = _attachedAnnounce.Select(a => a.IfIndex).ToHashSet();
             if (_announcer is { } announcer)
             {
                 announcer.Interfaces =
                 [
                     .. _attachedAnnounce,
-                    .. vlans.Where(v => attached.Contains(v.LowerIfindex)).Select(v => new AnnounceInterface(v.Name, v.Ifindex, v.Mac)),
+                    .. Core.VlanMaps.On(vlans, _attachedAnnounce.Select(a => a.IfIndex)).Select(v => new AnnounceInterface(v.Name, v.Ifindex, v.Mac)),
                 ];
             }
         }

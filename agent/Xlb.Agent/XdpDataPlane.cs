@@ -233,40 +233,20 @@ public sealed class XdpDataPlane : IDisposable
     /// </summary>
     public int SetVlans(IReadOnlyList<VlanLink> vlans)
     {
-        var outWanted = vlans.ToDictionary(v => (uint)v.Ifindex, v => XlbVlan.Of(v.LowerIfindex, v.Protocol, v.Vid));
-        var inWanted = new Dictionary<XlbVlan, VlanLink>();
-        foreach (var v in vlans)
-        {
-            inWanted[XlbVlan.Of(v.LowerIfindex, v.Protocol, v.Vid)] = v;
-        }
-        var changed = 0;
+        var (outWanted, inWanted) = VlanMaps.Of(vlans);
+        var outDiff = MapDiff.Entries(outWanted, _vlanOut.Entries());
+        var inDiff = MapDiff.Entries(inWanted, _vlanIn.Entries());
         // Additions first, removals after: a packet never finds a device half gone.
-        foreach (var (ifindex, tag) in outWanted)
+        foreach (var (ifindex, tag) in outDiff.Put)
         {
-            if (!_vlanOut.TryLookup(ifindex, out var live) || live != tag)
-            {
-                _vlanOut.Update(ifindex, tag);
-                changed++;
-            }
+            _vlanOut.Update(ifindex, tag);
         }
-        foreach (var (tag, v) in inWanted)
+        foreach (var (tag, dev) in inDiff.Put)
         {
-            var dev = XlbVlanDev.Of(v.Ifindex, v.Mac);
-            if (!_vlanIn.TryLookup(tag, out var live) || !live.SameAs(dev))
-            {
-                _vlanIn.Update(tag, dev);
-                changed++;
-            }
+            _vlanIn.Update(tag, dev);
         }
-        foreach (var ifindex in _vlanOut.Keys().Where(k => !outWanted.ContainsKey(k)))
-        {
-            changed += _vlanOut.Delete(ifindex) ? 1 : 0;
-        }
-        foreach (var tag in _vlanIn.Keys().Where(k => !inWanted.ContainsKey(k)))
-        {
-            changed += _vlanIn.Delete(tag) ? 1 : 0;
-        }
-        return changed;
+        var deleted = outDiff.Delete.Count(k => _vlanOut.Delete(k)) + inDiff.Delete.Count(k => _vlanIn.Delete(k));
+        return outDiff.Put.Count + inDiff.Put.Count + deleted;
     }
 
     public void SetShutdown(bool on)

@@ -259,7 +259,7 @@ public record struct XlbVlan
 
 /// <summary>A VLAN device, by its tag (xlb_vlan_in's value): its ifindex and MAC.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public unsafe struct XlbVlanDev
+public unsafe struct XlbVlanDev : IEquatable<XlbVlanDev>
 {
     public uint Ifindex;
     public fixed byte Mac[6];
@@ -272,11 +272,21 @@ public unsafe struct XlbVlanDev
         return d;
     }
 
-    public readonly bool SameAs(XlbVlanDev other)
+    public readonly bool Equals(XlbVlanDev other)
     {
         fixed (byte* a = Mac)
         {
             return Ifindex == other.Ifindex && new ReadOnlySpan<byte>(a, 6).SequenceEqual(new ReadOnlySpan<byte>(other.Mac, 6));
+        }
+    }
+
+    public override readonly bool Equals(object? obj) => obj is XlbVlanDev other && Equals(other);
+
+    public override readonly int GetHashCode()
+    {
+        fixed (byte* a = Mac)
+        {
+            return HashCode.Combine(Ifindex, BitConverter.ToUInt32(new ReadOnlySpan<byte>(a, 4)));
         }
     }
 }
