@@ -515,7 +515,7 @@ public sealed class XdpDataPlane : IDisposable
     }
 
     /// <summary>The program's clock: bpf_ktime_get_coarse_ns counts CLOCK_MONOTONIC, as Stopwatch does on Linux.</summary>
-    internal static ulong MonotonicNs() => (ulong)(System.Diagnostics.Stopwatch.GetTimestamp() * (1e9 / System.Diagnostics.Stopwatch.Frequency));
+    public static ulong MonotonicNs() => (ulong)(System.Diagnostics.Stopwatch.GetTimestamp() * (1e9 / System.Diagnostics.Stopwatch.Frequency));
 
     /// <summary>A generation's backend slots (slot 1 first), all of them, by batch.</summary>
     private XlbBackend[] ReadBackendSlots(byte gen) => _backends.ReadArray((uint)(gen * Capacity.BackendSlots) + 1, Capacity.MaxBackends);

@@ -246,6 +246,31 @@ public partial class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFix
     }
 
     [Fact]
+    public void A_flows_last_seen_time_is_the_monotonic_clock_at_tick_resolution_and_moves_on()
+    {
+        Privileged.Require();
+        var (plane, run) = OwnPlane();
+        using var _ = plane;
+        var port = NextClientPort();
+        var key = FlowKey(port, 80);
+        // The program reads the coarse clock once per jiffy per CPU; a tick is at most 10 ms (HZ ≥ 100).
+        const ulong twoTicks = 20_000_000;
+        var before = XdpDataPlane.MonotonicNs();
+        run(Tcp(port, 80));
+        var after = XdpDataPlane.MonotonicNs();
+        Assert.True(plane.TryFindFlow(key, out var first));
+        Assert.InRange(first.LastSeenNs, before - twoTicks, after);
+
+        Thread.Sleep(60);
+        before = XdpDataPlane.MonotonicNs();
+        run(Tcp(port, 80, Packet.Ack));
+        after = XdpDataPlane.MonotonicNs();
+        Assert.True(plane.TryFindFlow(key, out var second));
+        Assert.InRange(second.LastSeenNs, before - twoTicks, after);
+        Assert.True(second.LastSeenNs - first.LastSeenNs >= 40_000_000, $"the flow's time moved {second.LastSeenNs - first.LastSeenNs} ns in 60 ms");
+    }
+
+    [Fact]
     public void A_nat_port_held_by_a_dead_flow_is_given_to_a_new_one()
     {
         Privileged.Require();
