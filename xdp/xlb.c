@@ -615,6 +615,85 @@ static __always_inline struct xlb_nexthop *backend_nexthop(struct xdp_md *ctx, c
 }
 
 /*
+ * Next hops toward clients, for replies: a per-CPU direct-mapped cache of FIB answers, so a
+ * reply does not ask the FIB (and the VLAN map) on every packet. An entry holds everything the
+ * FIB lookup was given apart from the length (addresses, ingress device and tag, TOS or flow
+ * label, protocol), so a hit is the answer the FIB would give; it is asked again after
+ * XLB_NEXTHOP_TTL_NS, for a packet longer than the one it answered (its MTU check), and when
+ * another client takes the slot. Per CPU: no other writer, so an entry is never half written
+ * while read.
+ */
+#define REPLY_NH_SLOTS 4096
+
+struct reply_nh {
+	__be32 dst[4];
+	__be32 src[4];
+	__u32 ingress;
+	__be16 vlan_proto;
+	__be16 vlan_vid;
+	__be32 tos_flow; /* IPv4 TOS, or the IPv6 traffic class and flow label */
+	__u8 proto;
+	__u8 family;
+	__u16 len;       /* the longest datagram the answer was given for */
+	struct xlb_nexthop nh;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, REPLY_NH_SLOTS);
+	__type(key, __u32);
+	__type(value, struct reply_nh);
+} xlb_reply_nh SEC(".maps");
+
+static __always_inline struct xlb_nexthop *reply_nexthop(struct xdp_md *ctx, const struct pkt *p,
+							 const __be32 *dst, __u64 now, __u32 *reason)
+{
+	__be32 src[4] = {}, tos_flow;
+	struct reply_nh *e;
+	__u32 slot;
+
+	if (p->family == XLB_FAMILY_V4) {
+		const struct iphdr *ip = p->l3;
+
+		src[0] = ip->saddr;
+		tos_flow = ip->tos;
+	} else {
+		const struct ipv6hdr *ip6 = p->l3;
+
+		addr_copy(src, ip6->saddr.in6_u.u6_addr32);
+		tos_flow = *(const __be32 *)ip6 & bpf_htonl(0x0fffffff);
+	}
+	slot = mix(mix(mix(mix(mix(0x5bd1e995u, dst[0]), dst[1]), dst[2]), dst[3]), src[0] ^ src[3]) &
+	       (REPLY_NH_SLOTS - 1);
+	e = bpf_map_lookup_elem(&xlb_reply_nh, &slot);
+	if (!e) {
+		*reason = XLB_STAT_PASS_FIB_FAILED;
+		return 0;
+	}
+	if (e->nh.ifindex && now - e->nh.resolved_ns < XLB_NEXTHOP_TTL_NS && addr_eq(e->dst, dst) &&
+	    addr_eq(e->src, src) && e->ingress == ctx->ingress_ifindex && e->vlan_proto == p->vlan_proto &&
+	    e->vlan_vid == p->vlan_vid && e->tos_flow == tos_flow && e->proto == p->proto &&
+	    e->family == p->family && p->l3_len <= e->len)
+		return &e->nh;
+	/* Not valid until the FIB has answered and the key is written. */
+	e->nh.ifindex = 0;
+	*reason = fib_resolve(ctx, p, dst, &e->nh);
+	if (*reason)
+		return 0;
+	addr_copy(e->dst, dst);
+	addr_copy(e->src, src);
+	e->ingress = ctx->ingress_ifindex;
+	e->vlan_proto = p->vlan_proto;
+	e->vlan_vid = p->vlan_vid;
+	e->tos_flow = tos_flow;
+	e->proto = p->proto;
+	e->family = p->family;
+	e->len = p->l3_len;
+	e->nh.resolved_ns = now;
+	return &e->nh;
+}
+
+/*
  * Sends the frame to the next hop: its MACs, and the VLAN tag the next hop's device wants. A
  * frame that came tagged (`tagged`) and leaves untagged loses its 4 bytes after the MACs; one
  * that came untagged and leaves tagged gains them; the EtherType after them stays in place.
@@ -893,8 +972,8 @@ static __always_inline void admit(const struct xlb_flow_key *fk, const struct xl
 static __always_inline int reply(struct xdp_md *ctx, const struct xlb_cfg *cfg, struct pkt *p,
 				 const struct xlb_flow_key *rk, const struct xlb_rnat *r)
 {
-	struct xlb_nexthop nh = {};
-	__u32 reason;
+	struct xlb_nexthop *nh;
+	__u32 reason = 0;
 
 	count(XLB_STAT_FWD_REPLY);
 	svc_count(r->svc_id, r->backend, p->len, 1, 0);
@@ -912,12 +991,12 @@ static __always_inline int reply(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 	}
 	if (hops_spent(p))
 		return verdict(XDP_PASS, XLB_STAT_PASS_TTL_EXPIRED);
-	reason = fib_resolve(ctx, p, r->client, &nh);
+	nh = reply_nexthop(ctx, p, r->client, coarse_now(), &reason);
 	rewrite(p, r->vip, r->vip_port, r->client, r->client_port);
-	if (reason)
+	if (!nh)
 		return verdict(XDP_PASS, reason);
 	hop_decrement(p);
-	return emit(ctx, p->vlan_proto != 0, &nh);
+	return emit(ctx, p->vlan_proto != 0, nh);
 }
 
 /*

@@ -57,6 +57,29 @@ public class PacketTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
     }
 
     [Fact]
+    public void A_reply_longer_than_the_client_links_mtu_goes_to_the_kernel_even_after_shorter_ones_were_forwarded()
+    {
+        Privileged.Require();
+        var port = NextClientPort();
+        var first = Packet.Parse(fx.Run(Syn(port).Build()).Packet);
+        Packet Reply(int payload) => new() { Src = first.Dst, Dst = VipAddress, SrcPort = 8080, DstPort = first.SrcPort, TcpFlags = Packet.Ack, Payload = new byte[payload] };
+
+        // Short replies are forwarded; the next hop toward the client is then cached.
+        Assert.Equal(XdpRedirect, (int)fx.Run(Reply(100).Build()).Verdict);
+        Assert.Equal(XdpRedirect, (int)fx.Run(Reply(100).Build()).Verdict);
+        // 1,640 bytes do not fit the client link's MTU (1,500): the FIB says so, and the kernel
+        // fragments or answers "fragmentation needed" (a cached answer for 140 bytes must not be used).
+        var failed = fx.Plane.Stats()[Xlb.DataPlane.XlbStat.PassFibFailed];
+        var big = fx.Run(Reply(1600).Build());
+        Assert.Equal(XdpPass, (int)big.Verdict);
+        Assert.Equal(failed + 1, fx.Plane.Stats()[Xlb.DataPlane.XlbStat.PassFibFailed]);
+        // A reply that fits is forwarded again, with the client's MAC.
+        var small = fx.Run(Reply(1400).Build());
+        Assert.Equal(XdpRedirect, (int)small.Verdict);
+        Assert.Equal(MacBytes(LbTopology.Mac(fx.Topology.Client, "eth0")), Packet.Parse(small.Packet).DstMac);
+    }
+
+    [Fact]
     public void New_connections_spread_over_all_backends()
     {
         Privileged.Require();

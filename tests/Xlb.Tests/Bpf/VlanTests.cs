@@ -238,6 +238,26 @@ public class VlanTests(VlanFixture fx) : IClassFixture<VlanFixture>
     }
 
     [Fact]
+    public void A_replys_next_hop_is_the_fibs_answer_for_the_device_and_tag_it_came_in_on()
+    {
+        Privileged.Require();
+        var syn = Syn(VlanFixture.FullNat);
+        var forward = Packet.Parse(Packet.Untagged(fx.Run(syn.Build()).Packet));
+        var reply = new Packet { Src = forward.Dst, Dst = forward.Src, SrcPort = forward.DstPort, DstPort = forward.SrcPort, TcpFlags = Packet.Ack }.Build();
+        // From VLAN 100, forwarded (and the next hop toward the client cached)...
+        Assert.Equal(XdpRedirect, (int)fx.Run(Packet.Tagged(reply, XlbAbi.Vlan8021Q, 100), fx.Lower).Verdict);
+        Assert.Equal(XdpRedirect, (int)fx.Run(Packet.Tagged(reply, XlbAbi.Vlan8021Q, 100), fx.Lower).Verdict);
+        // ...but the same reply from VLAN 300, whose device does not forward, goes to the kernel,
+        var failed = Stat(XlbStat.PassFibFailed);
+        Assert.Equal(XdpPass, (int)fx.Run(Packet.Tagged(reply, XlbAbi.Vlan8021Q, 300), fx.Lower).Verdict);
+        Assert.Equal(failed + 1, Stat(XlbStat.PassFibFailed));
+        // and untagged, from the device below, it is forwarded again.
+        var plain = fx.Run(reply, fx.Lower);
+        Assert.Equal(XdpRedirect, (int)plain.Verdict);
+        Assert.Equal(OwnMac(fx.Topology.Client, "eth0"), Packet.Parse(plain.Packet).DstMac);
+    }
+
+    [Fact]
     public void Dsr_keeps_the_ip_packet_whole_and_tags_only_the_frame()
     {
         Privileged.Require();
