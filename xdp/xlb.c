@@ -972,6 +972,7 @@ static __always_inline void admit(const struct xlb_flow_key *fk, const struct xl
 static __always_inline int reply(struct xdp_md *ctx, const struct xlb_cfg *cfg, struct pkt *p,
 				 const struct xlb_flow_key *rk, const struct xlb_rnat *r)
 {
+	__u64 now = coarse_now();
 	struct xlb_nexthop *nh;
 	__u32 reason = 0;
 
@@ -986,12 +987,12 @@ static __always_inline int reply(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 		f = flow_find(&k);
 		if (f && f->state != XLB_FLOW_CLOSING) {
 			f->state = XLB_FLOW_CLOSING;
-			flow_event(cfg, XLB_EVENT_CLOSED, &k, f, 1, p->tcp_flags, coarse_now());
+			flow_event(cfg, XLB_EVENT_CLOSED, &k, f, 1, p->tcp_flags, now);
 		}
 	}
 	if (hops_spent(p))
 		return verdict(XDP_PASS, XLB_STAT_PASS_TTL_EXPIRED);
-	nh = reply_nexthop(ctx, p, r->client, coarse_now(), &reason);
+	nh = reply_nexthop(ctx, p, r->client, now, &reason);
 	rewrite(p, r->vip, r->vip_port, r->client, r->client_port);
 	if (!nh)
 		return verdict(XDP_PASS, reason);
