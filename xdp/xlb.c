@@ -589,6 +589,12 @@ static __always_inline __u32 fib_resolve(struct xdp_md *ctx, const struct pkt *p
 	return 0;
 }
 
+/* A cached FIB answer that still holds for dst: resolved for it, and less than XLB_NEXTHOP_TTL_NS ago. */
+static __always_inline int nexthop_fresh(const struct xlb_nexthop *nh, const __be32 *dst, __u64 now)
+{
+	return nh->ifindex && addr_eq(nh->addr, dst) && now - nh->resolved_ns < XLB_NEXTHOP_TTL_NS;
+}
+
 /*
  * The next hop toward a backend, from the cache slot of the backend's index, resolved again
  * when the slot holds another address or is older than XLB_NEXTHOP_TTL_NS. Two CPUs may
@@ -604,7 +610,7 @@ static __always_inline struct xlb_nexthop *backend_nexthop(struct xdp_md *ctx, c
 		*reason = XLB_STAT_PASS_FIB_FAILED;
 		return 0;
 	}
-	if (addr_eq(nh->addr, dst) && nh->ifindex && now - nh->resolved_ns < XLB_NEXTHOP_TTL_NS)
+	if (nexthop_fresh(nh, dst, now))
 		return nh;
 	/* Written in place, as a copy would be, field by field once the FIB has answered. */
 	*reason = fib_resolve(ctx, p, dst, nh);
@@ -626,8 +632,7 @@ static __always_inline struct xlb_nexthop *backend_nexthop(struct xdp_md *ctx, c
 #define REPLY_NH_SLOTS 4096
 
 struct reply_nh {
-	__be32 dst[4];
-	__be32 src[4];
+	__be32 src[4];   /* the destination (the client) is nh.addr */
 	__u32 ingress;
 	__be16 vlan_proto;
 	__be16 vlan_vid;
@@ -670,8 +675,8 @@ static __always_inline struct xlb_nexthop *reply_nexthop(struct xdp_md *ctx, con
 		*reason = XLB_STAT_PASS_FIB_FAILED;
 		return 0;
 	}
-	if (e->nh.ifindex && now - e->nh.resolved_ns < XLB_NEXTHOP_TTL_NS && addr_eq(e->dst, dst) &&
-	    addr_eq(e->src, src) && e->ingress == ctx->ingress_ifindex && e->vlan_proto == p->vlan_proto &&
+	if (nexthop_fresh(&e->nh, dst, now) && addr_eq(e->src, src) &&
+	    e->ingress == ctx->ingress_ifindex && e->vlan_proto == p->vlan_proto &&
 	    e->vlan_vid == p->vlan_vid && e->tos_flow == tos_flow && e->proto == p->proto &&
 	    e->family == p->family && p->l3_len <= e->len)
 		return &e->nh;
@@ -680,7 +685,6 @@ static __always_inline struct xlb_nexthop *reply_nexthop(struct xdp_md *ctx, con
 	*reason = fib_resolve(ctx, p, dst, &e->nh);
 	if (*reason)
 		return 0;
-	addr_copy(e->dst, dst);
 	addr_copy(e->src, src);
 	e->ingress = ctx->ingress_ifindex;
 	e->vlan_proto = p->vlan_proto;

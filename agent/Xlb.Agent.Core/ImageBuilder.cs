@@ -96,11 +96,7 @@ public sealed class ImageBuilder(DataPlaneCapacity? capacity = null, ListenerMem
                 before[i] = backendSlots[i];
             }
         }
-        var used = before.Length;
-        while (used > 0 && before[used - 1].Family == 0)
-        {
-            used--;
-        }
+        var used = MapImage.LastUsedSlot(before);
         _refs = new int[used + 1];
         return Step(spec, generation, before[..used], previous, previousRing: null);
     }

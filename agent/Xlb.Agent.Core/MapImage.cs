@@ -45,7 +45,22 @@ public sealed record MapImage(
             };
 
     /// <summary>This image's services by generation-free key (ids and ring spans), for the next build.</summary>
-    public IReadOnlyDictionary<XlbSvcKey, XlbSvc> ServiceBasis() => Services.ToDictionary(s => s.Key with { Gen = 0 }, s => s.Value);
+    public IReadOnlyDictionary<XlbSvcKey, XlbSvc> ServiceBasis() => BasisOf(Services);
+
+    /// <summary>A generation's services by generation-free key (ids and ring spans): the basis the next build carries over.</summary>
+    public static Dictionary<XlbSvcKey, XlbSvc> BasisOf(IReadOnlyDictionary<XlbSvcKey, XlbSvc> services) =>
+        services.ToDictionary(s => s.Key with { Gen = 0 }, s => s.Value);
+
+    /// <summary>The number of the last backend slot in use (slot 1 first); 0 when none is.</summary>
+    public static int LastUsedSlot(IReadOnlyList<XlbBackend> slots)
+    {
+        var last = slots.Count;
+        while (last > 0 && slots[last - 1].Family == 0)
+        {
+            last--;
+        }
+        return last;
+    }
 
     /// <summary>What the maps of this generation hold once the image is written: the diff's view of them.</summary>
     public ObservedGeneration AsObserved() => new(Vips, Services, Backends, Ring, Filter);

@@ -468,7 +468,6 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
     [LoggerMessage(Level = LogLevel.Warning, Message = "could not have the kernel resolve L2 DSR backend {Backend}: {Error}")]
     private partial void LogNeighbourFailed(string backend, string error);
 
-    /// <summary>The MAC address of every interface in this network namespace, by name.</summary>
     /// <summary>
     /// Tells the data plane the node's VLAN devices, from a netlink dump of its links: a route
     /// over one is sent tagged out of the device below it, and ARP/ND on one is answered with its
@@ -514,6 +513,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
     [LoggerMessage(Level = LogLevel.Warning, Message = "could not read the node's VLAN devices: {Error}")]
     private partial void LogVlansFailed(string error);
 
+    /// <summary>The MAC address of every interface in this network namespace, by name.</summary>
     private static Dictionary<string, byte[]> InterfaceMacs() =>
         System.Net.NetworkInformation.NetworkInterface.GetAllNetworkInterfaces()
             .ToDictionary(n => n.Name, n => n.GetPhysicalAddress().GetAddressBytes(), StringComparer.Ordinal);

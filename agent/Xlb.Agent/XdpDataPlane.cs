@@ -287,7 +287,7 @@ public sealed class XdpDataPlane : IDisposable
         else
         {
             var activeServices = activeKnown?.Services ?? ReadServices(active);
-            current = _builder.BuildFromSlots(spec, active, activeServices.ToDictionary(s => s.Key with { Gen = 0 }, s => s.Value), _backendSlots ??= ReadBackendSlots(active));
+            current = _builder.BuildFromSlots(spec, active, MapImage.BasisOf(activeServices), _backendSlots ??= ReadBackendSlots(active));
         }
         try
         {
@@ -482,7 +482,7 @@ public sealed class XdpDataPlane : IDisposable
     {
         var slots = _backendSlots ?? ReadBackendSlots(ActiveGeneration);
         // Indexes are dense from 1: one batch read of 1..last rather than a syscall per backend.
-        var last = LastUsed(slots);
+        var last = MapImage.LastUsedSlot(slots);
         var sums = last == 0 ? [] : _backendStats.PerCpuSums(1, last, XlbSvcStats.Add);
         return BySlot(slots, last, i => sums[i]);
     }
@@ -497,7 +497,7 @@ public sealed class XdpDataPlane : IDisposable
         var (bySvc, byIndex) = NodeStatus.ActiveFlowCounts(cfg, FlowTable(Flows, NewFlows), MonotonicNs(), Capacity.BackendSlots);
         var services = ReadServices((byte)(cfg.ActiveGen & 1)).ToDictionary(s => s.Key, s => bySvc.GetValueOrDefault(s.Value.Id));
         var slots = _backendSlots ?? ReadBackendSlots((byte)(cfg.ActiveGen & 1));
-        return (services, BySlot(slots, LastUsed(slots), i => byIndex.GetValueOrDefault(i + 1)));
+        return (services, BySlot(slots, MapImage.LastUsedSlot(slots), i => byIndex.GetValueOrDefault(i + 1)));
     }
 
     /// <summary>
@@ -519,17 +519,6 @@ public sealed class XdpDataPlane : IDisposable
 
     /// <summary>A generation's backend slots (slot 1 first), all of them, by batch.</summary>
     private XlbBackend[] ReadBackendSlots(byte gen) => _backends.ReadArray((uint)(gen * Capacity.BackendSlots) + 1, Capacity.MaxBackends);
-
-    /// <summary>The number of the last slot a backend holds; 0 when none does.</summary>
-    private static int LastUsed(IReadOnlyList<XlbBackend> slots)
-    {
-        var last = slots.Count;
-        while (last > 0 && slots[last - 1].Family == 0)
-        {
-            last--;
-        }
-        return last;
-    }
 
     /// <summary>A value per backend of the slots, from its slot's position (0-based); a backend in two slots (maps edited by hand) keeps its first.</summary>
     private static Dictionary<XlbBackend, T> BySlot<T>(IReadOnlyList<XlbBackend> slots, int last, Func<int, T> value)
