@@ -176,7 +176,7 @@ public sealed partial class KubeNodeConfigSource : INodeConfigSource
         }
         try
         {
-            await _client.ApplyAsync<JsonObject>(KubeResource.XlbNodeConfigs, body, _options.FieldManager, force: true, subresource: "status", ct: ct);
+            await _client.ApplyAsync<PartialObject>(KubeResource.XlbNodeConfigs, body, _options.FieldManager, force: true, subresource: "status", ct: ct);
             _lastReported = text;
         }
         catch (Exception e) when (e is KubeApiException or HttpRequestException)
@@ -223,7 +223,7 @@ public sealed partial class KubeNodeConfigSource : INodeConfigSource
                     {
                         spec["acquireTime"] = MicroTime.Format(now);
                     }
-                    await _client.ApplyAsync<JsonObject>(KubeResource.Leases, new JsonObject
+                    await _client.ApplyAsync<PartialObject>(KubeResource.Leases, new JsonObject
                     {
                         ["apiVersion"] = "coordination.k8s.io/v1",
                         ["kind"] = "Lease",

@@ -1,3 +1,4 @@
+using System.Text.Json;
 using System.Text.Json.Serialization;
 
 namespace Xlb.Crds;
@@ -83,21 +84,112 @@ public sealed record EndpointSlice : IKubernetesObject
     public List<SlicePort> Ports { get; init; } = [];
 }
 
+/// <summary>
+/// One endpoint of a slice. A cluster's slices hold hundreds of thousands of these and an informer
+/// keeps them all, so they are kept small: the addresses in an exact-size array, the conditions
+/// one shared object per combination, node names one string per node.
+/// </summary>
 [JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Skip)]
 public sealed record SliceEndpoint
 {
-    public List<string> Addresses { get; init; } = [];
-    public EndpointConditions Conditions { get; init; } = new();
+    /// <summary>Fungible addresses of one endpoint: consumers may use the first only (the EndpointSlice API's rule).</summary>
+#pragma warning disable CA1819 // an exact-size array: a list's spare capacity, times every endpoint of a cluster, is memory for nothing
+    public string[] Addresses { get; init; } = [];
+#pragma warning restore CA1819
+    public EndpointConditions Conditions { get; init; } = EndpointConditions.Unset;
+    [JsonConverter(typeof(NodeNameConverter))]
     public string? NodeName { get; init; }
 }
 
 /// <summary>Unset ready and serving mean true; unset terminating means false (the EndpointSlice API's rule).</summary>
-[JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Skip)]
+[JsonConverter(typeof(EndpointConditionsConverter))]
 public sealed record EndpointConditions
 {
+    /// <summary>All three unset.</summary>
+    public static EndpointConditions Unset { get; } = new();
+
     public bool? Ready { get; init; }
     public bool? Serving { get; init; }
     public bool? Terminating { get; init; }
+
+    private static readonly EndpointConditions[] Shared = [.. Enumerable.Range(0, 27).Select(i => new EndpointConditions
+    {
+        Ready = Tri(i % 3), Serving = Tri(i / 3 % 3), Terminating = Tri(i / 9),
+    })];
+
+    private static bool? Tri(int v) => v == 0 ? null : v == 1;
+
+    private static int Index(bool? v) => v is null ? 0 : v.Value ? 1 : 2;
+
+    /// <summary>The one shared object for these values (there are 27 combinations).</summary>
+    public static EndpointConditions Of(bool? ready, bool? serving, bool? terminating) => Shared[Index(ready) + 3 * Index(serving) + 9 * Index(terminating)];
+}
+
+/// <summary>Reads conditions into the shared object for their values; writes the set ones.</summary>
+public sealed class EndpointConditionsConverter : JsonConverter<EndpointConditions>
+{
+    public override EndpointConditions Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+    {
+        if (reader.TokenType != JsonTokenType.StartObject)
+        {
+            throw new JsonException("endpoint conditions must be an object");
+        }
+        bool? ready = null, serving = null, terminating = null;
+        while (reader.Read() && reader.TokenType != JsonTokenType.EndObject)
+        {
+            var name = reader.ValueTextEquals("ready"u8) ? 1 : reader.ValueTextEquals("serving"u8) ? 2 : reader.ValueTextEquals("terminating"u8) ? 3 : 0;
+            reader.Read();
+            if (name == 0 || reader.TokenType == JsonTokenType.Null)
+            {
+                reader.Skip();
+                continue;
+            }
+            var value = reader.TokenType switch
+            {
+                JsonTokenType.True => true,
+                JsonTokenType.False => false,
+                _ => throw new JsonException("an endpoint condition must be true, false or null"),
+            };
+            _ = name == 1 ? ready = value : name == 2 ? serving = value : terminating = value;
+        }
+        return EndpointConditions.Of(ready, serving, terminating);
+    }
+
+    public override void Write(Utf8JsonWriter writer, EndpointConditions value, JsonSerializerOptions options)
+    {
+        writer.WriteStartObject();
+        foreach (var (name, v) in new[] { ("ready", value.Ready), ("serving", value.Serving), ("terminating", value.Terminating) })
+        {
+            if (v is { } set)
+            {
+                writer.WriteBoolean(name, set);
+            }
+        }
+        writer.WriteEndObject();
+    }
+}
+
+/// <summary>
+/// Node names, one string per distinct name: every endpoint of a cluster names one of its few
+/// nodes. The table is bounded, so a flood of distinct names only stops the sharing.
+/// </summary>
+public sealed class NodeNameConverter : JsonConverter<string>
+{
+    private const int Limit = 1 << 16;
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> Names = new(StringComparer.Ordinal);
+
+    public override bool HandleNull => false;
+
+    public override string? Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+    {
+        if (reader.GetString() is not { } name)
+        {
+            return null;
+        }
+        return Names.TryGetValue(name, out var shared) ? shared : Names.Count < Limit ? Names.GetOrAdd(name, name) : name;
+    }
+
+    public override void Write(Utf8JsonWriter writer, string value, JsonSerializerOptions options) => writer.WriteStringValue(value);
 }
 
 [JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Skip)]

@@ -5,9 +5,11 @@ using System.Net.Security;
 using System.Runtime.CompilerServices;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using Xlb.Crds;
 
 namespace Xlb.Kube;
 
@@ -130,8 +132,7 @@ public sealed partial class KubeClient : IDisposable
     {
         try
         {
-            var node = await SendAsync(HttpMethod.Get, r.Path(ns, name), null, idempotent: true, ct);
-            return KubeJson.Deserialize<T>(node!);
+            return Read<T>(await SendAsync(HttpMethod.Get, r.Path(ns, name), null, idempotent: true, ct));
         }
         catch (KubeApiException e) when (e.IsNotFound)
         {
@@ -147,9 +148,9 @@ public sealed partial class KubeClient : IDisposable
             ("fieldSelector", options.FieldSelector),
             ("limit", options.Limit > 0 ? options.Limit.ToString(CultureInfo.InvariantCulture) : null),
             ("continue", options.Continue));
-        var node = (await SendAsync(HttpMethod.Get, r.Path(ns) + query, null, idempotent: true, ct))!.AsObject();
-        var items = (node["items"] as JsonArray ?? []).Select(i => KubeJson.Deserialize<T>(i!)).ToList();
-        return new KubeList<T>(items, node["metadata"]?["resourceVersion"]?.GetValue<string>() ?? "", node["metadata"]?["continue"]?.GetValue<string>() is { Length: > 0 } c ? c : null);
+        // Straight from the response's bytes into the item type: a page of EndpointSlices is megabytes.
+        var page = Read<ListBody<T>>(await SendAsync(HttpMethod.Get, r.Path(ns) + query, null, idempotent: true, ct));
+        return new KubeList<T>(page.Items ?? [], page.Metadata?.ResourceVersion ?? "", page.Metadata?.Continue is { Length: > 0 } c ? c : null);
     }
 
     /// <summary>
@@ -183,13 +184,15 @@ public sealed partial class KubeClient : IDisposable
         }
     }
 
-    public async Task<T> CreateAsync<T>(KubeResource r, T obj, string? fieldManager = null, CancellationToken ct = default)
+    public Task<T> CreateAsync<T>(KubeResource r, T obj, string? fieldManager = null, CancellationToken ct = default) =>
+        CreateAsync<T, T>(r, obj, fieldManager, ct);
+
+    /// <summary>A create whose answer is read as <typeparamref name="TResult"/> (<see cref="PartialObject"/>: its metadata only).</summary>
+    public async Task<TResult> CreateAsync<T, TResult>(KubeResource r, T obj, string? fieldManager = null, CancellationToken ct = default)
     {
-        var body = KubeJson.ToNode(obj);
-        var meta = KubeJson.Metadata(body);
-        var node = await SendAsync(HttpMethod.Post, r.Path(r.Namespaced ? meta.Namespace ?? Connection.Namespace : null) + Query(("fieldManager", fieldManager)),
-            Json(body), idempotent: false, ct);
-        return KubeJson.Deserialize<T>(node!);
+        var (body, meta) = Body(obj);
+        return Read<TResult>(await SendAsync(HttpMethod.Post, r.Path(r.Namespaced ? meta.Namespace ?? Connection.Namespace : null) + Query(("fieldManager", fieldManager)),
+            body, JsonContentType, idempotent: false, ct));
     }
 
     /// <summary>PUT: fails with 409 Conflict when metadata.resourceVersion is stale.</summary>
@@ -202,11 +205,9 @@ public sealed partial class KubeClient : IDisposable
 
     private async Task<T> PutAsync<T>(KubeResource r, T obj, string? subresource, string? fieldManager, CancellationToken ct)
     {
-        var body = KubeJson.ToNode(obj);
-        var meta = KubeJson.Metadata(body);
+        var (body, meta) = Body(obj);
         var path = r.Path(r.Namespaced ? meta.Namespace ?? Connection.Namespace : null, meta.Name ?? throw new ArgumentException("metadata.name is required"), subresource);
-        var node = await SendAsync(HttpMethod.Put, path + Query(("fieldManager", fieldManager)), Json(body), idempotent: true, ct);
-        return KubeJson.Deserialize<T>(node!);
+        return Read<T>(await SendAsync(HttpMethod.Put, path + Query(("fieldManager", fieldManager)), body, JsonContentType, idempotent: true, ct));
     }
 
     /// <summary>
@@ -221,19 +222,15 @@ public sealed partial class KubeClient : IDisposable
         body["kind"] ??= r.Kind;
         var meta = KubeJson.Metadata(body);
         var path = r.Path(r.Namespaced ? meta.Namespace ?? Connection.Namespace : null, meta.Name ?? throw new ArgumentException("metadata.name is required"), subresource);
-        var content = new StringContent(body.ToJsonString(), Encoding.UTF8);
-        content.Headers.ContentType = new MediaTypeHeaderValue("application/apply-patch+yaml");
-        var node = await SendAsync(HttpMethod.Patch, path + Query(("fieldManager", fieldManager), ("force", force ? "true" : null)), content, idempotent: true, ct);
-        return KubeJson.Deserialize<T>(node!);
+        return Read<T>(await SendAsync(HttpMethod.Patch, path + Query(("fieldManager", fieldManager), ("force", force ? "true" : null)),
+            JsonSerializer.SerializeToUtf8Bytes(body, KubeJson.Options), "application/apply-patch+yaml", idempotent: true, ct));
     }
 
     /// <summary>JSON merge patch (RFC 7386): null deletes a field, objects merge, everything else replaces.</summary>
     public async Task<T> MergePatchAsync<T>(KubeResource r, string? ns, string name, JsonNode patch, string? subresource = null, string? fieldManager = null, CancellationToken ct = default)
     {
-        var content = new StringContent(patch.ToJsonString(), Encoding.UTF8);
-        content.Headers.ContentType = new MediaTypeHeaderValue("application/merge-patch+json");
-        var node = await SendAsync(HttpMethod.Patch, r.Path(ns, name, subresource) + Query(("fieldManager", fieldManager)), content, idempotent: true, ct);
-        return KubeJson.Deserialize<T>(node!);
+        return Read<T>(await SendAsync(HttpMethod.Patch, r.Path(ns, name, subresource) + Query(("fieldManager", fieldManager)),
+            JsonSerializer.SerializeToUtf8Bytes(patch, KubeJson.Options), "application/merge-patch+json", idempotent: true, ct));
     }
 
     /// <summary>Adds a finalizer (if absent). Returns the object as stored; null if it does not exist.</summary>
@@ -305,9 +302,9 @@ public sealed partial class KubeClient : IDisposable
         }
         try
         {
-            var node = await SendAsync(HttpMethod.Delete, r.Path(ns, name), Json(options), idempotent: true, ct);
-            return node?["kind"]?.GetValue<string>() == "Status" || node?["metadata"]?["deletionTimestamp"] is null
-                ? DeleteOutcome.Deleted : DeleteOutcome.Pending;
+            var body = await SendAsync(HttpMethod.Delete, r.Path(ns, name), JsonSerializer.SerializeToUtf8Bytes(options, KubeJson.Options), JsonContentType, idempotent: true, ct);
+            var left = body.Length == 0 ? null : Read<PartialObject>(body);
+            return left is null || left.Kind == "Status" || left.Metadata.DeletionTimestamp is null ? DeleteOutcome.Deleted : DeleteOutcome.Pending;
         }
         catch (KubeApiException e) when (e.IsNotFound)
         {
@@ -329,7 +326,7 @@ public sealed partial class KubeClient : IDisposable
             ("labelSelector", options.LabelSelector),
             ("fieldSelector", options.FieldSelector),
             ("timeoutSeconds", options.Timeout is { } t ? ((int)t.TotalSeconds).ToString(CultureInfo.InvariantCulture) : null));
-        using var response = await SendRawAsync(HttpMethod.Get, r.Path(ns) + query, null, idempotent: true, streaming: true, ct);
+        using var response = await SendRawAsync(HttpMethod.Get, r.Path(ns) + query, null, null, idempotent: true, streaming: true, ct);
         await using var stream = await response.Content.ReadAsStreamAsync(ct);
         using var reader = new StreamReader(stream, Encoding.UTF8);
         while (await reader.ReadLineAsync(ct) is { } line)
@@ -338,20 +335,56 @@ public sealed partial class KubeClient : IDisposable
             {
                 continue;
             }
-            var frame = JsonNode.Parse(line)!.AsObject();
-            var type = frame["type"]?.GetValue<string>() ?? "";
-            var obj = frame["object"] as JsonObject;
-            var rv = obj?["metadata"]?["resourceVersion"]?.GetValue<string>();
+            var frame = JsonSerializer.Deserialize<WatchFrame>(line, KubeJson.Options) ?? throw new JsonException("a watch frame was null");
+            var type = frame.Type ?? "";
+            var obj = frame.Object;
+            var rv = obj.ValueKind == JsonValueKind.Object && obj.TryGetProperty("metadata", out var meta) && meta.ValueKind == JsonValueKind.Object
+                && meta.TryGetProperty("resourceVersion", out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
             yield return type switch
             {
-                WatchEvent<T>.Error => new WatchEvent<T>(type, default, null, obj),
+                WatchEvent<T>.Error => new WatchEvent<T>(type, default, null, obj.ValueKind == JsonValueKind.Object ? JsonObject.Create(obj) : null),
                 WatchEvent<T>.Bookmark => new WatchEvent<T>(type, default, rv, null),
-                _ => new WatchEvent<T>(type, KubeJson.Deserialize<T>(obj!), rv, null),
+                _ => new WatchEvent<T>(type, obj.Deserialize<T>(KubeJson.Options) ?? throw new JsonException($"a {type} watch event without an object"), rv, null),
             };
         }
     }
 
-    private static StringContent Json(JsonNode body) => new(body.ToJsonString(), Encoding.UTF8, "application/json");
+    private const string JsonContentType = "application/json";
+
+    /// <summary>A list response: its items typed, its metadata as far as paging needs it.</summary>
+    private sealed record ListBody<T>
+    {
+        public ListMetadata? Metadata { get; init; }
+        public List<T>? Items { get; init; }
+    }
+
+    private sealed record ListMetadata
+    {
+        public string? ResourceVersion { get; init; }
+        public string? Continue { get; init; }
+    }
+
+    /// <summary>One line of a watch stream; the object stays raw until its type (an ERROR carries a Status) is known.</summary>
+    private sealed record WatchFrame
+    {
+        public string? Type { get; init; }
+        public JsonElement Object { get; init; }
+    }
+
+    private static T Read<T>(byte[] body) =>
+        body.Length == 0 ? throw new JsonException($"an empty response where a {typeof(T).Name} was expected")
+        : JsonSerializer.Deserialize<T>(body, KubeJson.Options) ?? throw new JsonException($"null where a {typeof(T).Name} was expected");
+
+    /// <summary>An object as request bytes, with its metadata (read from the object itself when it is typed, no detour through a JSON tree).</summary>
+    private static (byte[] Body, ObjectMeta Meta) Body<T>(T obj)
+    {
+        if (obj is IKubernetesObject typed)
+        {
+            return (JsonSerializer.SerializeToUtf8Bytes(obj, KubeJson.Options), typed.Metadata);
+        }
+        var node = KubeJson.ToNode(obj);
+        return (JsonSerializer.SerializeToUtf8Bytes(node, KubeJson.Options), KubeJson.Metadata(node));
+    }
 
     private static string Query(params (string Key, string? Value)[] pairs)
     {
@@ -359,18 +392,18 @@ public sealed partial class KubeClient : IDisposable
         return parts.Count == 0 ? "" : "?" + string.Join("&", parts);
     }
 
-    private async Task<JsonNode?> SendAsync(HttpMethod method, string path, HttpContent? content, bool idempotent, CancellationToken ct)
+    private Task<byte[]> SendAsync(HttpMethod method, string path, byte[]? body, bool idempotent, CancellationToken ct) =>
+        SendAsync(method, path, body, body is null ? null : JsonContentType, idempotent, ct);
+
+    private async Task<byte[]> SendAsync(HttpMethod method, string path, byte[]? body, string? contentType, bool idempotent, CancellationToken ct)
     {
-        using var response = await SendRawAsync(method, path, content, idempotent, streaming: false, ct);
-        var text = await response.Content.ReadAsStringAsync(ct);
-        return text.Length == 0 ? null : JsonNode.Parse(text);
+        using var response = await SendRawAsync(method, path, body, contentType, idempotent, streaming: false, ct);
+        return await response.Content.ReadAsByteArrayAsync(ct);
     }
 
     /// <summary>One request with retries; returns only successful responses, throws KubeApiException otherwise.</summary>
-    private async Task<HttpResponseMessage> SendRawAsync(HttpMethod method, string path, HttpContent? content, bool idempotent, bool streaming, CancellationToken ct)
+    private async Task<HttpResponseMessage> SendRawAsync(HttpMethod method, string path, byte[]? body, string? contentType, bool idempotent, bool streaming, CancellationToken ct)
     {
-        var body = content is null ? null : await content.ReadAsByteArrayAsync(ct);
-        var contentType = content?.Headers.ContentType;
         var operation = $"{method} {path}";
         var retry = _options.Retry;
         var tokenRefreshed = false;
@@ -380,7 +413,7 @@ public sealed partial class KubeClient : IDisposable
             if (body is not null)
             {
                 request.Content = new ByteArrayContent(body);
-                request.Content.Headers.ContentType = contentType;
+                request.Content.Headers.ContentType = new MediaTypeHeaderValue(contentType ?? JsonContentType);
             }
             request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("application/json"));
             if (Connection.Token?.Current() is { } token)

@@ -1,14 +1,33 @@
 using System.Net;
+using System.Net.Sockets;
 using Xlb.Crds;
 
 namespace Xlb.Operator.Core;
 
-/// <summary>One backend of one mapping port, resolved from a static endpoint or an EndpointSlice endpoint.</summary>
-public sealed record ResolvedBackend(IPAddress Address, int Port, int Weight, bool Draining, string? NodeName);
+/// <summary>
+/// One backend of one mapping port, resolved from a static endpoint or an EndpointSlice endpoint.
+/// Address is the canonical text of its IP: the input's own string when that is canonical already,
+/// so each of a cluster's endpoint addresses is one string in memory (slice, backend, listener).
+/// </summary>
+public sealed record ResolvedBackend(string Address, AddressFamily Family, int Port, int Weight, bool Draining, string? NodeName);
 
 /// <summary>EndpointSlices → backends. Pure.</summary>
 public static class Backends
 {
+    /// <summary>Whether text is an IP address, with its canonical form (the very same string when it is canonical) and family.</summary>
+    public static bool TryCanonical(string text, out string canonical, out AddressFamily family)
+    {
+        if (!IPAddress.TryParse(text, out var ip))
+        {
+            (canonical, family) = ("", AddressFamily.Unknown);
+            return false;
+        }
+        family = ip.AddressFamily;
+        Span<char> formatted = stackalloc char[64];
+        canonical = ip.TryFormat(formatted, out var written) && formatted[..written].SequenceEqual(text) ? text : ip.ToString();
+        return true;
+    }
+
     /// <summary>The slices of each Service, by namespace and name.</summary>
     public static Dictionary<(string Namespace, string Name), List<EndpointSlice>> IndexSlices(IReadOnlyCollection<EndpointSlice> slices)
     {
@@ -45,7 +64,7 @@ public static class Backends
         {
             portName = sp.Name ?? "";
         }
-        var byKey = new Dictionary<(IPAddress, int), ResolvedBackend>();
+        var byKey = new Dictionary<(string, int), ResolvedBackend>();
         foreach (var slice in slices.OrderBy(s => s.Metadata.Name, StringComparer.Ordinal))
         {
             if (slice.AddressType is not ("IPv4" or "IPv6"))
@@ -72,15 +91,15 @@ public static class Backends
             }
             foreach (var e in slice.Endpoints)
             {
-                if (e.Addresses.Count == 0 || !IPAddress.TryParse(e.Addresses[0], out var address))
+                if (e.Addresses.Length == 0 || !TryCanonical(e.Addresses[0], out var address, out var family))
                 {
                     continue;
                 }
                 var ready = e.Conditions.Ready ?? true;
                 var serving = e.Conditions.Serving ?? ready;
                 var terminating = e.Conditions.Terminating ?? false;
-                ResolvedBackend? backend = ready ? new(address, target, 1, false, e.NodeName)
-                    : serving && terminating ? new(address, target, 1, true, e.NodeName)
+                ResolvedBackend? backend = ready ? new(address, family, target, 1, false, e.NodeName)
+                    : serving && terminating ? new(address, family, target, 1, true, e.NodeName)
                     : null;
                 if (backend is null)
                 {

@@ -80,7 +80,7 @@ public static partial class Planner
         PortMapping Object, ResolvedShard Shard, IPAddress? RequestedVip, List<ValidPort> Ports,
         Dictionary<ValidPort, List<ResolvedBackend>> Backends, int NotReady)
     {
-        private List<(IPAddress Address, int Port, bool Draining)>? _distinct;
+        private List<(string Address, int Port, bool Draining)>? _distinct;
         private string? _key;
 
         public string Key => _key ??= KeyOf(Object);
@@ -93,7 +93,7 @@ public static partial class Planner
         public override int GetHashCode() => System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(this);
 
         /// <summary>Every backend once, over all ports (computed once; copies made with `with` share it).</summary>
-        public List<(IPAddress Address, int Port, bool Draining)> DistinctBackends =>
+        public List<(string Address, int Port, bool Draining)> DistinctBackends =>
             _distinct ??= [.. Backends.Values.SelectMany(b => b).Select(b => (b.Address, b.Port, b.Draining)).Distinct()];
     }
 
@@ -344,11 +344,11 @@ public static partial class Planner
             }
             ports.Add(new ValidPort(portName, p.Port, p.Protocol, p.TargetPort));
         }
-        var statics = new List<(IPAddress Address, int Weight, string? Node)>();
+        var statics = new List<(string Address, System.Net.Sockets.AddressFamily Family, int Weight, string? Node)>();
         for (var i = 0; i < spec.Backend.Endpoints.Count; i++)
         {
             var e = spec.Backend.Endpoints[i];
-            if (!IPAddress.TryParse(e.Address, out var address))
+            if (!Backends.TryCanonical(e.Address, out var address, out var family))
             {
                 return ("InvalidSpec", $"spec.backend.endpoints[{i}].address '{e.Address}' is not an IP address");
             }
@@ -356,7 +356,7 @@ public static partial class Planner
             {
                 return ("InvalidSpec", $"spec.backend.endpoints[{i}].weight {e.Weight} is outside 0-100");
             }
-            statics.Add((address, e.Weight, e.NodeName));
+            statics.Add((address, family, e.Weight, e.NodeName));
         }
         if (ValidateHealthCheck(spec.HealthCheck) is { } hcError)
         {
@@ -375,7 +375,7 @@ public static partial class Planner
             else
             {
                 var target = port.TargetPort?.Number ?? port.Port;
-                backends[port] = [.. statics.Select(s => new ResolvedBackend(s.Address, target, s.Weight, false, s.Node))];
+                backends[port] = [.. statics.Select(s => new ResolvedBackend(s.Address, s.Family, target, s.Weight, false, s.Node))];
             }
         }
         valid = new ValidMapping(pm, shard, requested, ports, backends, notReady);
@@ -589,8 +589,8 @@ public static partial class Planner
             DrainTimeout = spec.Drain.Timeout,
             ConnectionLog = spec.ConnectionLog.Enabled ? spec.ConnectionLog : null,
             Backends = [.. m.Backends[p]
-                .Where(b => b.Address.AddressFamily == vip.AddressFamily && (!local || b.NodeName == node))
-                .Select(b => new NodeBackend { Address = b.Address.ToString(), Port = b.Port, Weight = b.Weight, Draining = b.Draining })
+                .Where(b => b.Family == vip.AddressFamily && (!local || b.NodeName == node))
+                .Select(b => new NodeBackend { Address = b.Address, Port = b.Port, Weight = b.Weight, Draining = b.Draining })
                 .OrderBy(b => b.Address, StringComparer.Ordinal).ThenBy(b => b.Port)],
             HealthCheck = spec.HealthCheck,
         };

@@ -255,5 +255,5 @@ public static partial class Planner
     internal readonly record struct StatusKey(IPAddress Vip, string? Active, string? Standby, NodeProgressKey First, NodeProgressKey Second, List<string>? Unhealthy, bool Tracked);
 
     /// <summary>How agents name a backend in status.unhealthyBackends.</summary>
-    private static string FormatEndpoint(IPAddress address, int port) => $"{address}:{port}";
+    private static string FormatEndpoint(string address, int port) => $"{address}:{port}";
 }

@@ -52,7 +52,7 @@ public sealed partial class ClusterOperator
     private readonly Informer<Service> _services;
     private readonly Informer<EndpointSlice> _slices;
     private readonly Informer<KubeObject> _leases;
-    private readonly Informer<PartialObject> _chunks;
+    private readonly Informer<ChunkSummary> _chunks;
     private readonly HashSet<string> _reported = new(StringComparer.Ordinal);
     private readonly PlanMemo _memo = new();
     private readonly OwnWrites _own;
@@ -96,8 +96,9 @@ public sealed partial class ClusterOperator
         _slices = Watch(KubeResource.EndpointSlices, new Informer<EndpointSlice>(client, KubeResource.EndpointSlices, null, io with { LabelSelector = EndpointSlice.ServiceNameLabel }, log));
         _leases = Watch(KubeResource.Leases, new Informer<KubeObject>(client, KubeResource.Leases, options.AgentLeaseNamespace, io with { LabelSelector = AgentNodeLabel }, log),
             e => RoutineRenewal(e, _shards.List(), _time.GetUtcNow()));
-        // Chunks by name only: their content is ours and content-addressed, so existence is all there is to know.
-        _chunks = Watch(KubeResource.XlbNodeConfigChunks, new Informer<PartialObject>(client, KubeResource.XlbNodeConfigChunks, null, io with { LabelSelector = XlbNodeConfigChunk.NodeLabel }, log));
+        // Chunks without their backends: their content is ours and content-addressed, and the
+        // planner reads back only VIPs and listener names. So a restart lists them and fetches nothing.
+        _chunks = Watch(KubeResource.XlbNodeConfigChunks, new Informer<ChunkSummary>(client, KubeResource.XlbNodeConfigChunks, null, io with { LabelSelector = XlbNodeConfigChunk.NodeLabel }, log));
     }
 
     /// <summary>Plans run (each one a full reconcile).</summary>
@@ -245,7 +246,7 @@ public sealed partial class ClusterOperator
             var live = _mappings.Get(Informer<PortMapping>.KeyOf(desired.Metadata));
             if (live is null || !Same(live.Spec, desired.Spec))
             {
-                await WriteAsync(KubeResource.PortMappings, desired.Metadata, () => _client.ApplyAsync<JsonObject>(KubeResource.PortMappings, ApplyBody(desired, "spec", desired.Spec), _options.FieldManager, force: true, ct: ct));
+                await WriteAsync(KubeResource.PortMappings, desired.Metadata, () => _client.ApplyAsync<PartialObject>(KubeResource.PortMappings, ApplyBody(desired, "spec", desired.Spec), _options.FieldManager, force: true, ct: ct));
             }
             mappings.Add(live is null ? desired : live with { Spec = desired.Spec });
         }
@@ -284,7 +285,7 @@ public sealed partial class ClusterOperator
         {
             try
             {
-                await WriteAsync(KubeResource.XlbNodeConfigChunks, chunk.Metadata, () => _client.CreateAsync(KubeResource.XlbNodeConfigChunks, chunk, _options.FieldManager, ct));
+                await WriteAsync(KubeResource.XlbNodeConfigChunks, chunk.Metadata, () => _client.CreateAsync<XlbNodeConfigChunk, PartialObject>(KubeResource.XlbNodeConfigChunks, chunk, _options.FieldManager, ct));
             }
             catch (KubeApiException e) when (e.IsConflict)
             {
@@ -293,14 +294,14 @@ public sealed partial class ClusterOperator
         }, ct);
         foreach (var chunk in plan.Chunks)
         {
-            RememberChunk(chunk.Metadata.Name!, chunk.Spec);
+            RememberChunk(chunk.Metadata.Name!, chunk.Spec.Vips, chunk.Spec.Listeners.Select(l => (l.Name, l.Vip, l.Port, l.Protocol)));
         }
         foreach (var config in plan.NodeConfigs)
         {
             if (!previous.TryGetValue(config.Metadata.Name!, out var live) || live.Spec.ContentHash != config.Spec.ContentHash || live.Spec.Revision != config.Spec.Revision)
             {
                 var body = ApplyBody(config with { Metadata = config.Metadata with { Labels = new() { [ServiceMappings.ManagedByLabel] = ServiceMappings.ManagedBy } } }, "spec", config.Spec);
-                await WriteAsync(KubeResource.XlbNodeConfigs, config.Metadata, () => _client.ApplyAsync<JsonObject>(KubeResource.XlbNodeConfigs, body, _options.FieldManager, force: true, ct: ct));
+                await WriteAsync(KubeResource.XlbNodeConfigs, config.Metadata, () => _client.ApplyAsync<PartialObject>(KubeResource.XlbNodeConfigs, body, _options.FieldManager, force: true, ct: ct));
                 LogRendered(config.Spec.NodeName, config.Spec.Revision, config.Spec.ListenerCount, config.Spec.Chunks.Count);
             }
         }
@@ -327,7 +328,8 @@ public sealed partial class ClusterOperator
 
     /// <summary>
     /// The live node configs, chunked ones assembled as far as the planner reads them. Chunk
-    /// contents come from what this process wrote, else (after a restart) from the API server once.
+    /// contents come from what this process wrote, else from the chunk informer, else (a chunk the
+    /// informer has not seen yet) from the API server once.
     /// A head whose chunks are gone is passed as it is: its VIPs are then placed afresh.
     /// </summary>
     private async Task<Dictionary<string, XlbNodeConfig>> PreviousAsync(CancellationToken ct)
@@ -335,8 +337,19 @@ public sealed partial class ClusterOperator
         var result = new Dictionary<string, XlbNodeConfig>(StringComparer.Ordinal);
         // Keep what the heads list and what the last plan wrote (its heads may not be back through the informer yet).
         var referenced = (LastPlan?.Chunks ?? []).Select(c => c.Metadata.Name!).ToHashSet(StringComparer.Ordinal);
-        // Chunks not known yet (after a restart: all of them) are fetched a few at a time, not one after the other.
-        var unknown = _configs.List().SelectMany(h => h.Spec.Chunks).Select(c => c.Name).Where(n => !_chunkContent.ContainsKey(n)).Distinct().ToList();
+        // Chunks not known yet (after a restart: all of them) are read from the informer; any it has not seen are fetched a few at a time.
+        var unknown = new List<string>();
+        foreach (var name in _configs.List().SelectMany(h => h.Spec.Chunks).Select(c => c.Name).Where(n => !_chunkContent.ContainsKey(n)).Distinct())
+        {
+            if (_chunks.Get(name) is { } summary)
+            {
+                RememberChunk(name, summary.Spec.Vips, summary.Spec.Listeners.Select(l => (l.Name, l.Vip, l.Port, l.Protocol)));
+            }
+            else
+            {
+                unknown.Add(name);
+            }
+        }
         var fetched = new System.Collections.Concurrent.ConcurrentDictionary<string, XlbNodeConfigChunkSpec>(StringComparer.Ordinal);
         await Parallel.ForEachAsync(unknown, new ParallelOptions { MaxDegreeOfParallelism = _options.WriteConcurrency, CancellationToken = ct }, async (name, token) =>
         {
@@ -347,7 +360,7 @@ public sealed partial class ClusterOperator
         });
         foreach (var (name, spec) in fetched)
         {
-            RememberChunk(name, spec);
+            RememberChunk(name, spec.Vips, spec.Listeners.Select(l => (l.Name, l.Vip, l.Port, l.Protocol)));
         }
         foreach (var head in _configs.List())
         {
@@ -393,14 +406,13 @@ public sealed partial class ClusterOperator
         return result;
     }
 
-    private (List<NodeVip> Vips, List<Listener> Listeners) RememberChunk(string name, XlbNodeConfigChunkSpec spec)
+    private void RememberChunk(string name, List<NodeVip> vips, IEnumerable<(string Name, string Vip, int Port, L4Protocol Protocol)> listeners)
     {
-        if (!_chunkContent.TryGetValue(name, out var content))
+        if (!_chunkContent.ContainsKey(name))
         {
             // Listener name and VIP only: what the planner reads of a previous listener.
-            _chunkContent[name] = content = (spec.Vips, [.. spec.Listeners.Select(l => new Listener { Name = l.Name, Vip = l.Vip, Port = l.Port, Protocol = l.Protocol })]);
+            _chunkContent[name] = (vips, [.. listeners.Select(l => new Listener { Name = l.Name, Vip = l.Vip, Port = l.Port, Protocol = l.Protocol })]);
         }
-        return content;
     }
 
     private Dictionary<string, DateTimeOffset> AgentRenewals()
@@ -438,20 +450,20 @@ public sealed partial class ClusterOperator
         {
             if (plan.PoolStatuses.TryGetValue(pool.Metadata.Name ?? "", out var status) && !Same(pool.Status, status))
             {
-                await WriteAsync(KubeResource.LoadBalancerPools, pool.Metadata, () => _client.ApplyAsync<JsonObject>(KubeResource.LoadBalancerPools, ApplyBody(pool, "status", status), _options.FieldManager, force: true, subresource: "status", ct: ct));
+                await WriteAsync(KubeResource.LoadBalancerPools, pool.Metadata, () => _client.ApplyAsync<PartialObject>(KubeResource.LoadBalancerPools, ApplyBody(pool, "status", status), _options.FieldManager, force: true, subresource: "status", ct: ct));
             }
         }
         foreach (var shard in shards)
         {
             if (plan.ShardStatuses.TryGetValue(shard.Metadata.Name ?? "", out var status) && !Same(shard.Status, status))
             {
-                await WriteAsync(KubeResource.VipShards, shard.Metadata, () => _client.ApplyAsync<JsonObject>(KubeResource.VipShards, ApplyBody(shard, "status", status), _options.FieldManager, force: true, subresource: "status", ct: ct));
+                await WriteAsync(KubeResource.VipShards, shard.Metadata, () => _client.ApplyAsync<PartialObject>(KubeResource.VipShards, ApplyBody(shard, "status", status), _options.FieldManager, force: true, subresource: "status", ct: ct));
                 _shardWrites[shard.Metadata.Name ?? ""] = (shard.Metadata.ResourceVersion, status);
             }
         }
         var changed = mappings.Where(pm => pm.Metadata.Uid is not null && plan.MappingStatuses.TryGetValue(ObjectRef.Of(pm), out var status) && !SameStatus(pm, status));
         await InParallelAsync(changed, pm => WriteAsync(KubeResource.PortMappings, pm.Metadata, () =>
-            _client.ApplyAsync<JsonObject>(KubeResource.PortMappings, ApplyBody(pm, "status", plan.MappingStatuses[ObjectRef.Of(pm)]), _options.FieldManager, force: true, subresource: "status", ct: ct)), ct);
+            _client.ApplyAsync<PartialObject>(KubeResource.PortMappings, ApplyBody(pm, "status", plan.MappingStatuses[ObjectRef.Of(pm)]), _options.FieldManager, force: true, subresource: "status", ct: ct)), ct);
         lock (_statusJson)
         {
             if (_statusJson.Count > mappings.Count + 64)
@@ -479,7 +491,7 @@ public sealed partial class ClusterOperator
                 continue;
             }
             var patch = new JsonObject { ["status"] = new JsonObject { ["loadBalancer"] = JsonSerializer.SerializeToNode(ingress, KubeJson.Options) } };
-            await WriteAsync(KubeResource.Services, svc.Metadata, () => _client.MergePatchAsync<JsonObject>(KubeResource.Services, svc.Metadata.Namespace, svc.Metadata.Name!, patch, subresource: "status", ct: ct));
+            await WriteAsync(KubeResource.Services, svc.Metadata, () => _client.MergePatchAsync<PartialObject>(KubeResource.Services, svc.Metadata.Namespace, svc.Metadata.Name!, patch, subresource: "status", ct: ct));
         }
     }
 
@@ -687,4 +699,31 @@ public sealed partial class ClusterOperator
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "event {Reason} not recorded: {Error}")]
     private partial void LogEventFailed(string reason, string error);
+}
+
+/// <summary>
+/// A node config chunk as the operator caches it: its VIPs and its listeners' identity, without
+/// their backends (the bulk of a chunk), which the operator never reads back.
+/// </summary>
+internal sealed record ChunkSummary : IKubernetesObject
+{
+    public string ApiVersion { get; init; } = "";
+    public string Kind { get; init; } = "";
+    public ObjectMeta Metadata { get; init; } = new();
+    public ChunkSummarySpec Spec { get; init; } = new();
+}
+
+internal sealed record ChunkSummarySpec
+{
+    public List<NodeVip> Vips { get; init; } = [];
+    public List<ListenerIdentity> Listeners { get; init; } = [];
+}
+
+/// <summary>What the planner reads of a previous listener: which VIP and port a mapping's listener had.</summary>
+internal sealed record ListenerIdentity
+{
+    public string Name { get; init; } = "";
+    public string Vip { get; init; } = "";
+    public int Port { get; init; }
+    public L4Protocol Protocol { get; init; } = L4Protocol.TCP;
 }

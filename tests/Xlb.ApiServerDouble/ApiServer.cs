@@ -162,6 +162,17 @@ public sealed partial class ApiServer : IAsyncDisposable
         }
     }
 
+    private static async Task WriteAsync(HttpContext ctx, int code, byte[] body)
+    {
+        if (ctx.Response.HasStarted)
+        {
+            return;
+        }
+        ctx.Response.StatusCode = code;
+        ctx.Response.ContentType = "application/json";
+        await ctx.Response.Body.WriteAsync(body, ctx.RequestAborted);
+    }
+
     private static async Task WriteAsync(HttpContext ctx, int code, JsonNode body)
     {
         if (ctx.Response.HasStarted)
@@ -247,7 +258,7 @@ public sealed partial class ApiServer : IAsyncDisposable
         switch (method)
         {
             case "GET":
-                await WriteAsync(ctx, 200, Store.Get(t.Type, t.Namespace, t.Name) ?? throw ApiError.NotFound(t.Type, t.Name));
+                await WriteAsync(ctx, 200, Store.GetJson(t.Type, t.Namespace, t.Name) ?? throw ApiError.NotFound(t.Type, t.Name));
                 return;
             case "PUT":
                 await WriteAsync(ctx, 200, Replace(t, await ReadJsonAsync(ctx), Manager(ctx)));
@@ -537,7 +548,7 @@ public sealed partial class ApiServer : IAsyncDisposable
         });
     }
 
-    private JsonObject ListObjects(HttpContext ctx, Target t)
+    private byte[] ListObjects(HttpContext ctx, Target t)
     {
         var q = ctx.Request.Query;
         var limit = int.TryParse(q["limit"], NumberStyles.None, CultureInfo.InvariantCulture, out var l) ? l : 0;
@@ -550,19 +561,30 @@ public sealed partial class ApiServer : IAsyncDisposable
         }
         var result = Store.List(t.Type, t.Namespace, LabelSelector.Parse(q["labelSelector"]), FieldSelector.Parse(q["fieldSelector"], t.Type),
             limit, cont.Length > 0 ? cont : null, exact);
-        var meta = new JsonObject { ["resourceVersion"] = result.ResourceVersion.ToString(CultureInfo.InvariantCulture) };
-        if (result.Continue is not null)
+        // The items are the store's own bytes, written as they are.
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>(4096 + result.Items.Sum(i => i.Length + 1));
+        using (var json = new System.Text.Json.Utf8JsonWriter(buffer, new System.Text.Json.JsonWriterOptions { SkipValidation = true }))
         {
-            meta["continue"] = result.Continue;
-            meta["remainingItemCount"] = result.Remaining;
+            json.WriteStartObject();
+            json.WriteString("kind", t.Type.Kind + "List");
+            json.WriteString("apiVersion", t.Type.ApiVersion);
+            json.WriteStartObject("metadata");
+            json.WriteString("resourceVersion", result.ResourceVersion.ToString(CultureInfo.InvariantCulture));
+            if (result.Continue is not null)
+            {
+                json.WriteString("continue", result.Continue);
+                json.WriteNumber("remainingItemCount", result.Remaining ?? 0);
+            }
+            json.WriteEndObject();
+            json.WriteStartArray("items");
+            foreach (var item in result.Items)
+            {
+                json.WriteRawValue(item, skipInputValidation: true);
+            }
+            json.WriteEndArray();
+            json.WriteEndObject();
         }
-        return new JsonObject
-        {
-            ["kind"] = t.Type.Kind + "List",
-            ["apiVersion"] = t.Type.ApiVersion,
-            ["metadata"] = meta,
-            ["items"] = new JsonArray([.. result.Items]),
-        };
+        return buffer.WrittenSpan.ToArray();
     }
 
     private async Task WatchAsync(HttpContext ctx, Target t)

@@ -1,5 +1,7 @@
 using System.Globalization;
 using System.Net;
+using System.Runtime.CompilerServices;
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Threading.Channels;
 
@@ -23,6 +25,7 @@ public sealed class ObjectStore(TimeProvider time)
     private readonly Dictionary<ResourceType, SortedDictionary<string, JsonObject>> _objects = [];
     private readonly List<StoredEvent> _log = [];
     private readonly List<Watcher> _watchers = [];
+    private readonly ConditionalWeakTable<JsonObject, byte[]> _serialized = new();
     private long _rv;
     private long _compactedRv;
 
@@ -47,6 +50,21 @@ public sealed class ObjectStore(TimeProvider time)
         return bucket;
     }
 
+    /// <summary>
+    /// The JSON of a stored object, serialized once: a stored object is never changed in place
+    /// (every write stores a new copy), so lists and gets serve the same bytes until it changes.
+    /// </summary>
+    private byte[] Serialized(JsonObject stored) => _serialized.GetValue(stored, o => JsonSerializer.SerializeToUtf8Bytes(o));
+
+    /// <summary>One object as JSON, or null when it does not exist.</summary>
+    public byte[]? GetJson(ResourceType type, string? ns, string name)
+    {
+        lock (_gate)
+        {
+            return Bucket(type).TryGetValue(KeyOf(ns, name), out var obj) ? Serialized(obj) : null;
+        }
+    }
+
     public JsonObject? Get(ResourceType type, string? ns, string name)
     {
         lock (_gate)
@@ -65,7 +83,8 @@ public sealed class ObjectStore(TimeProvider time)
         }
     }
 
-    public sealed record ListResult(List<JsonObject> Items, long ResourceVersion, string? Continue, long? Remaining);
+    /// <summary>A page: its items as JSON, its snapshot, and where the next page starts.</summary>
+    public sealed record ListResult(List<byte[]> Items, long ResourceVersion, string? Continue, long? Remaining);
 
     /// <summary>
     /// A list, optionally one page of it (API Concepts, "Retrieving large results sets in chunks"):
@@ -91,7 +110,7 @@ public sealed class ObjectStore(TimeProvider time)
             var page = limit > 0 ? matching.Take(limit).ToList() : matching;
             var more = limit > 0 && matching.Count > limit;
             return new ListResult(
-                [.. page.Select(kv => kv.Value.DeepClone().AsObject())],
+                [.. page.Select(kv => Serialized(kv.Value))],
                 snapshotRv,
                 more ? ContinueToken.Encode(snapshotRv, page[^1].Key) : null,
                 more ? matching.Count - page.Count : null);

@@ -40,6 +40,59 @@ public sealed class ClientTests(DoubleTarget target) : IClassFixture<DoubleTarge
     }
 
     [Fact]
+    public async Task EndpointSlices_read_through_list_and_watch_keep_every_field_xlb_reads_and_share_conditions_and_node_names()
+    {
+        JsonObject Endpoint(string address, JsonObject conditions, string node) => new()
+        {
+            ["addresses"] = new JsonArray(address, address + "0"),
+            ["conditions"] = conditions,
+            ["nodeName"] = node,
+            ["zone"] = "z1",
+            ["targetRef"] = new JsonObject { ["kind"] = "Pod", ["name"] = "p-" + address },
+        };
+        JsonObject Slice(string name, params JsonObject[] endpoints) => new()
+        {
+            ["apiVersion"] = "discovery.k8s.io/v1",
+            ["kind"] = "EndpointSlice",
+            ["metadata"] = new JsonObject { ["name"] = name, ["namespace"] = _ns, ["labels"] = new JsonObject { ["kubernetes.io/service-name"] = "web" } },
+            ["addressType"] = "IPv4",
+            ["ports"] = new JsonArray(new JsonObject { ["name"] = "http", ["port"] = 8080, ["protocol"] = "TCP" }),
+            ["endpoints"] = new JsonArray(endpoints),
+        };
+        var list = await Client.ListAsync<Xlb.Crds.EndpointSlice>(KubeResource.EndpointSlices, _ns, ct: Ct);
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+        cts.CancelAfter(TimeSpan.FromSeconds(10));
+        var watched = Client.WatchAsync<Xlb.Crds.EndpointSlice>(KubeResource.EndpointSlices, _ns, new WatchOptions { ResourceVersion = list.ResourceVersion }, cts.Token).GetAsyncEnumerator(cts.Token);
+        await Client.CreateAsync(KubeResource.EndpointSlices, Slice("a",
+            Endpoint("10.0.0.1", new JsonObject { ["ready"] = true }, "node-1"),
+            Endpoint("10.0.0.2", new JsonObject { ["ready"] = false, ["serving"] = true, ["terminating"] = true }, "node-2")), ct: Ct);
+        await Client.CreateAsync(KubeResource.EndpointSlices, Slice("b",
+            Endpoint("10.0.0.3", new JsonObject { ["ready"] = true }, "node-1"),
+            Endpoint("10.0.0.4", new JsonObject(), "node-2")), ct: Ct);
+
+        var listed = (await Client.ListAsync<Xlb.Crds.EndpointSlice>(KubeResource.EndpointSlices, _ns, ct: Ct)).Items.OrderBy(s => s.Metadata.Name).ToList();
+        Assert.True(await watched.MoveNextAsync());
+        var fromWatch = watched.Current.Object!;
+        await watched.DisposeAsync();
+        Assert.Equal("a", fromWatch.Metadata.Name);
+        foreach (var a in new[] { listed[0], fromWatch })
+        {
+            Assert.Equal(["10.0.0.1", "10.0.0.10"], a.Endpoints[0].Addresses);
+            Assert.Equal((true, (bool?)null, (bool?)null), (a.Endpoints[0].Conditions.Ready!.Value, a.Endpoints[0].Conditions.Serving, a.Endpoints[0].Conditions.Terminating));
+            Assert.Equal(new Xlb.Crds.EndpointConditions { Ready = false, Serving = true, Terminating = true }, a.Endpoints[1].Conditions);
+            Assert.Equal(8080, a.Ports.Single().Port);
+        }
+        var b = listed[1];
+        Assert.Equal(Xlb.Crds.EndpointConditions.Unset, b.Endpoints[1].Conditions);
+        // One object per combination of conditions and one string per node name, across slices and reads.
+        Assert.Same(listed[0].Endpoints[0].Conditions, b.Endpoints[0].Conditions);
+        Assert.Same(fromWatch.Endpoints[0].Conditions, b.Endpoints[0].Conditions);
+        Assert.Same(listed[0].Endpoints[0].NodeName, b.Endpoints[0].NodeName);
+        Assert.Same(fromWatch.Endpoints[1].NodeName, b.Endpoints[1].NodeName);
+        Assert.Equal("node-2", b.Endpoints[1].NodeName);
+    }
+
+    [Fact]
     public async Task A_create_that_failed_with_500_is_not_retried()
     {
         target.Server.Faults.FailNext(1, HttpStatusCode.InternalServerError, pathContains: "/leases");

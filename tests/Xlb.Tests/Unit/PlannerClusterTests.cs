@@ -97,6 +97,28 @@ public class PlannerClusterTests
     }
 
     [Fact]
+    public void A_backend_address_is_rendered_canonical_and_a_canonical_one_is_the_slices_own_string()
+    {
+        var canonical = new string("10.1.0.7".AsSpan()); // a string of its own, not a literal another test shares
+        var slices = new[]
+        {
+            Slice("web-a", "web", "IPv4", [("http", 8080)], Ep(canonical)),
+            Slice("web-v6", "web", "IPv6", [("http", 8080)], Ep("2001:DB8:0:0::A")),
+        };
+        var v4 = Planner.Plan(Input(ByService("m", target: new IntOrString("http"))) with { EndpointSlices = slices });
+        var v6 = Planner.Plan(Input(ByService("m", target: new IntOrString("http"))) with
+        {
+            Pools = [Pool("2001:db8:ff::/120")],
+            EndpointSlices = slices,
+        });
+        var four = Assert.Single(ByNode(v4).Values.First(c => c.Spec.Listeners.Count > 0).Spec.Listeners.Single().Backends);
+        var six = Assert.Single(ByNode(v6).Values.First(c => c.Spec.Listeners.Count > 0).Spec.Listeners.Single().Backends);
+        Assert.Equal("2001:db8::a", six.Address);
+        Assert.Equal("10.1.0.7", four.Address);
+        Assert.Same(canonical, four.Address);
+    }
+
+    [Fact]
     public void Target_ports_resolve_by_number_by_slice_port_name_and_through_the_service_port()
     {
         var slices = new[] { Slice("a", "web", "IPv4", [("http", 8080), ("metrics", 9090)], Ep("10.1.0.1")) };
