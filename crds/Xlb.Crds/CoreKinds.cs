@@ -137,20 +137,31 @@ public sealed class EndpointConditionsConverter : JsonConverter<EndpointConditio
         bool? ready = null, serving = null, terminating = null;
         while (reader.Read() && reader.TokenType != JsonTokenType.EndObject)
         {
-            var name = reader.ValueTextEquals("ready"u8) ? 1 : reader.ValueTextEquals("serving"u8) ? 2 : reader.ValueTextEquals("terminating"u8) ? 3 : 0;
+            var name = reader.ValueTextEquals("ready"u8) ? "ready" : reader.ValueTextEquals("serving"u8) ? "serving" : reader.ValueTextEquals("terminating"u8) ? "terminating" : null;
             reader.Read();
-            if (name == 0 || reader.TokenType == JsonTokenType.Null)
+            if (name is null || reader.TokenType == JsonTokenType.Null)
             {
-                reader.Skip();
+                reader.Skip(); // another field, or an unset condition
                 continue;
             }
             var value = reader.TokenType switch
             {
                 JsonTokenType.True => true,
                 JsonTokenType.False => false,
-                _ => throw new JsonException("an endpoint condition must be true, false or null"),
+                _ => throw new JsonException($"endpoint condition {name} must be true, false or null"),
             };
-            _ = name == 1 ? ready = value : name == 2 ? serving = value : terminating = value;
+            switch (name)
+            {
+                case "ready":
+                    ready = value;
+                    break;
+                case "serving":
+                    serving = value;
+                    break;
+                default:
+                    terminating = value;
+                    break;
+            }
         }
         return EndpointConditions.Of(ready, serving, terminating);
     }

@@ -21,9 +21,6 @@ public static class KubeJson
         return o;
     }
 
-    public static T Deserialize<T>(JsonNode node) =>
-        node.Deserialize<T>(Options) ?? throw new JsonException($"null where a {typeof(T).Name} was expected");
-
     public static JsonObject ToNode<T>(T value) =>
         value as JsonObject ?? JsonSerializer.SerializeToNode(value, Options)?.AsObject() ?? throw new JsonException("an object serialized to null");
 

@@ -15,7 +15,7 @@ public sealed record ResolvedBackend(string Address, AddressFamily Family, int P
 public static class Backends
 {
     /// <summary>Whether text is an IP address, with its canonical form (the very same string when it is canonical) and family.</summary>
-    public static bool TryCanonical(string text, out string canonical, out AddressFamily family)
+    internal static bool TryCanonical(string text, out string canonical, out AddressFamily family)
     {
         if (!IPAddress.TryParse(text, out var ip))
         {

@@ -294,7 +294,7 @@ public sealed partial class ClusterOperator
         }, ct);
         foreach (var chunk in plan.Chunks)
         {
-            RememberChunk(chunk.Metadata.Name!, chunk.Spec.Vips, chunk.Spec.Listeners.Select(l => (l.Name, l.Vip, l.Port, l.Protocol)));
+            RememberChunk(chunk.Metadata.Name!, chunk.Spec.Vips, chunk.Spec.Listeners);
         }
         foreach (var config in plan.NodeConfigs)
         {
@@ -343,7 +343,7 @@ public sealed partial class ClusterOperator
         {
             if (_chunks.Get(name) is { } summary)
             {
-                RememberChunk(name, summary.Spec.Vips, summary.Spec.Listeners.Select(l => (l.Name, l.Vip, l.Port, l.Protocol)));
+                RememberChunk(name, summary.Spec.Vips, summary.Spec.Listeners.Select(l => l.ToListener()));
             }
             else
             {
@@ -360,7 +360,7 @@ public sealed partial class ClusterOperator
         });
         foreach (var (name, spec) in fetched)
         {
-            RememberChunk(name, spec.Vips, spec.Listeners.Select(l => (l.Name, l.Vip, l.Port, l.Protocol)));
+            RememberChunk(name, spec.Vips, spec.Listeners);
         }
         foreach (var head in _configs.List())
         {
@@ -406,7 +406,7 @@ public sealed partial class ClusterOperator
         return result;
     }
 
-    private void RememberChunk(string name, List<NodeVip> vips, IEnumerable<(string Name, string Vip, int Port, L4Protocol Protocol)> listeners)
+    private void RememberChunk(string name, List<NodeVip> vips, IEnumerable<Listener> listeners)
     {
         if (!_chunkContent.ContainsKey(name))
         {
@@ -731,4 +731,6 @@ internal sealed record ListenerIdentity
     public string Vip { get; init; } = "";
     public int Port { get; init; }
     public L4Protocol Protocol { get; init; } = L4Protocol.TCP;
+
+    public Listener ToListener() => new() { Name = Name, Vip = Vip, Port = Port, Protocol = Protocol };
 }
