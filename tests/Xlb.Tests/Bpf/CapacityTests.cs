@@ -22,9 +22,6 @@ public sealed class CapacityTests(DataPlaneFixture fx) : IClassFixture<DataPlane
         Backends = [.. backends.Select(i => new NodeBackend { Address = i <= 2 ? LbTopology.BackendAddress(i) : $"198.51.100.{i}", Port = 8080 })],
     };
 
-    private static XlbNodeConfigSpec Spec(params Listener[] listeners) =>
-        new() { NodeName = "lb-1", Vips = [new NodeVip { Address = Vip, Role = VipRole.Active, Shard = "s" }], Listeners = [.. listeners] };
-
     [Fact]
     public void A_data_plane_sized_by_the_agent_forwards_from_both_generations_and_refuses_what_does_not_fit()
     {
@@ -44,21 +41,21 @@ public sealed class CapacityTests(DataPlaneFixture fx) : IClassFixture<DataPlane
             return Packet.Parse(r.Packet).Dst.ToString();
         }
 
-        Assert.Equal(1, plane.Apply(Spec(Web(80, 1), Web(81, 2))).Generation);
+        Assert.Equal(1, plane.Apply(OneVip(Web(80, 1), Web(81, 2))).Generation);
         Assert.Equal(LbTopology.BackendAddress(1), BackendOf(41001, 80));
         Assert.Equal(LbTopology.BackendAddress(2), BackendOf(41002, 81));
         Assert.Equal((uint)capacity.BackendSlots, plane.ReadConfig().BackendSlots);
 
-        Assert.Equal(0, plane.Apply(Spec(Web(80, 2), Web(81, 1))).Generation);
+        Assert.Equal(0, plane.Apply(OneVip(Web(80, 2), Web(81, 1))).Generation);
         Assert.Equal(LbTopology.BackendAddress(2), BackendOf(41003, 80));
         Assert.Equal(LbTopology.BackendAddress(1), BackendOf(41004, 81));
         // Per-backend counters are indexed within the smaller array as well: two new flows each.
         Assert.All(plane.BackendStats().Values, s => Assert.Equal(2UL, s.NewFlows));
 
         // A fourth backend, or a third table, does not fit: refused, and the revision before stays.
-        var tooMany = Assert.Throws<ConfigTooLargeException>(() => plane.Apply(Spec(Web(80, 1, 2), Web(81, 3, 4))));
+        var tooMany = Assert.Throws<ConfigTooLargeException>(() => plane.Apply(OneVip(Web(80, 1, 2), Web(81, 3, 4))));
         Assert.Contains("--max-backends", tooMany.Message, StringComparison.Ordinal);
-        var tooLong = Assert.Throws<ConfigTooLargeException>(() => plane.Apply(Spec(Web(80, 1), Web(81, 2), Web(82, 3))));
+        var tooLong = Assert.Throws<ConfigTooLargeException>(() => plane.Apply(OneVip(Web(80, 1), Web(81, 2), Web(82, 3))));
         Assert.Contains("--ring-slots", tooLong.Message, StringComparison.Ordinal);
         Assert.Equal(0, plane.ActiveGeneration);
         Assert.Equal(LbTopology.BackendAddress(2), BackendOf(41005, 80));

@@ -121,6 +121,29 @@ public sealed class DataPlaneFixture : IDisposable
         }
     }
 
+    /// <summary>A node config with only the active IPv4 VIP, and these listeners.</summary>
+    public static XlbNodeConfigSpec OneVip(params Listener[] listeners) =>
+        new() { NodeName = "lb-1", Vips = [new NodeVip { Address = Vip, Role = VipRole.Active, Shard = "s" }], Listeners = [.. listeners] };
+
+    /// <summary>A FullNAT TCP listener on VIP:port toward the topology's backends by index, on their port 8080.</summary>
+    public static Listener ToBackends(string name, int port, params int[] backends) => new()
+    {
+        Name = name, Vip = Vip, Port = port,
+        Backends = [.. backends.Select(i => new NodeBackend { Address = LbTopology.BackendAddress(i), Port = 8080 })],
+    };
+
+    /// <summary>
+    /// A data plane with maps of its own (loaded with <paramref name="options"/>, given
+    /// <paramref name="spec"/>), and a runner for it inside the LB namespace. The caller disposes it.
+    /// </summary>
+    public (XdpDataPlane Plane, Func<byte[], TestRunResult> Run) PrivatePlane(DataPlaneOptions? options, XlbNodeConfigSpec spec)
+    {
+        var plane = XdpDataPlane.Load(XdpDataPlane.DefaultObjectPath, options);
+        plane.Apply(spec);
+        var fd = plane.ProgramFd;
+        return (plane, packet => Netns.Run(Topology.Lb, () => TestRun.Xdp(fd, packet)));
+    }
+
     /// <summary>Runs the program once on <paramref name="packet"/> inside the LB namespace.</summary>
     public TestRunResult Run(byte[] packet)
     {

@@ -19,24 +19,10 @@ public sealed class FloodTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFix
     private const int FullNatPort = 80, DnatPort = 81, UdpPort = 53;
 
     /// <summary>A private data plane with a FullNAT and a DNAT TCP listener and a DNAT UDP listener toward both backends.</summary>
-    private (XdpDataPlane Plane, Func<byte[], TestRunResult> Run) OwnPlane()
-    {
-        var plane = XdpDataPlane.Load(XdpDataPlane.DefaultObjectPath);
-        List<NodeBackend> both = [.. new[] { 1, 2 }.Select(i => new NodeBackend { Address = LbTopology.BackendAddress(i), Port = 8080 })];
-        plane.Apply(new XlbNodeConfigSpec
-        {
-            NodeName = "lb-1",
-            Vips = [new NodeVip { Address = Vip, Role = VipRole.Active, Shard = "s" }],
-            Listeners =
-            [
-                new Listener { Name = "t/full/p", Vip = Vip, Port = FullNatPort, Backends = [.. both] },
-                new Listener { Name = "t/dnat/p", Vip = Vip, Port = DnatPort, NatMode = NatMode.DNAT, Backends = [.. both] },
-                new Listener { Name = "t/dns/p", Vip = Vip, Port = UdpPort, Protocol = L4Protocol.UDP, NatMode = NatMode.DNAT, Backends = [.. both] },
-            ],
-        });
-        var fd = plane.ProgramFd;
-        return (plane, p => Netns.Run(fx.Topology.Lb, () => TestRun.Xdp(fd, p)));
-    }
+    private (XdpDataPlane Plane, Func<byte[], TestRunResult> Run) OwnPlane() => fx.PrivatePlane(null, OneVip(
+        ToBackends("t/full/p", FullNatPort, 1, 2),
+        ToBackends("t/dnat/p", DnatPort, 1, 2) with { NatMode = NatMode.DNAT },
+        ToBackends("t/dns/p", UdpPort, 1, 2) with { Protocol = L4Protocol.UDP, NatMode = NatMode.DNAT }));
 
     private static Packet From(IPAddress client, ushort port, int vipPort, byte flags = Packet.Syn, byte proto = 6) =>
         new() { Src = client, Dst = VipAddress, SrcPort = port, DstPort = (ushort)vipPort, TcpFlags = flags, Protocol = proto };

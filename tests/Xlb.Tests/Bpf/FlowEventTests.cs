@@ -15,15 +15,8 @@ public sealed class FlowEventTests(DataPlaneFixture fx) : IClassFixture<DataPlan
 {
     private (XdpDataPlane Plane, Func<Packet, TestRunResult> Run) OwnPlane(uint sample)
     {
-        var plane = XdpDataPlane.Load(XdpDataPlane.DefaultObjectPath, new DataPlaneOptions { FlowEventSample = sample });
-        plane.Apply(new XlbNodeConfigSpec
-        {
-            NodeName = "lb-1",
-            Vips = [new NodeVip { Address = Vip, Role = VipRole.Active, Shard = "s" }],
-            Listeners = [new Listener { Name = "t/one/p", Vip = Vip, Port = 80, Backends = [new NodeBackend { Address = LbTopology.BackendAddress(1), Port = 8080 }] }],
-        });
-        var fd = plane.ProgramFd;
-        return (plane, p => Netns.Run(fx.Topology.Lb, () => TestRun.Xdp(fd, p.Build())));
+        var (plane, run) = fx.PrivatePlane(new DataPlaneOptions { FlowEventSample = sample }, OneVip(ToBackends("t/one/p", 80, 1)));
+        return (plane, p => run(p.Build()));
     }
 
     private static Packet Tcp(ushort port, byte flags = Packet.Syn) =>

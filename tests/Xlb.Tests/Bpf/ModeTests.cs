@@ -204,20 +204,13 @@ public partial class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFix
     private (XdpDataPlane Plane, Func<Packet, TestRunResult> Run) OwnPlane(ushort natMin = 40000, ushort natMax = 59999)
     {
         var five = TimeSpan.FromSeconds(5);
-        var plane = XdpDataPlane.Load(XdpDataPlane.DefaultObjectPath, new DataPlaneOptions
+        var (plane, run) = fx.PrivatePlane(new DataPlaneOptions
         {
             NatPortMin = natMin,
             NatPortMax = natMax,
             Timeouts = new FlowTimeouts { TcpNew = five, TcpEstablished = five, TcpClosing = five, Udp = five },
-        });
-        plane.Apply(new XlbNodeConfigSpec
-        {
-            NodeName = "lb-1",
-            Vips = [new NodeVip { Address = Vip, Role = VipRole.Active, Shard = "s" }],
-            Listeners = [new Listener { Name = "t/one/p", Vip = Vip, Port = 80, Backends = [new NodeBackend { Address = LbTopology.BackendAddress(1), Port = 8080 }] }],
-        });
-        var fd = plane.ProgramFd;
-        return (plane, p => Netns.Run(fx.Topology.Lb, () => TestRun.Xdp(fd, p.Build())));
+        }, OneVip(ToBackends("t/one/p", 80, 1)));
+        return (plane, p => run(p.Build()));
     }
 
     [Fact]
@@ -337,12 +330,7 @@ public partial class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFix
 
         // Backend 2 joins: backend 1 keeps its index and its counts, and the established flow
         // still counts to it after the flip; backend 2, new to its index, starts from zero.
-        Listener Web(params int[] backends) => new()
-        {
-            Name = "t/one/p", Vip = Vip, Port = 80,
-            Backends = [.. backends.Select(i => new NodeBackend { Address = LbTopology.BackendAddress(i), Port = 8080 })],
-        };
-        var spec = new XlbNodeConfigSpec { NodeName = "lb-1", Vips = [new NodeVip { Address = Vip, Role = VipRole.Active, Shard = "s" }], Listeners = [Web(1, 2)] };
+        var spec = OneVip(ToBackends("t/one/p", 80, 1, 2));
         plane.Apply(spec);
         Assert.Equal(one, Of(1));
         Assert.Equal(default, Of(2));
@@ -350,7 +338,7 @@ public partial class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFix
         Assert.Equal(3UL, Of(1).Packets);
 
         // Backend 1 leaves and comes back a revision later: its counts start again from zero.
-        plane.Apply(spec with { Listeners = [Web(2)] });
+        plane.Apply(spec with { Listeners = [ToBackends("t/one/p", 80, 2)] });
         Assert.DoesNotContain(plane.BackendStats().Keys, b => b.Addr.ToAddress(b.Family).ToString() == LbTopology.BackendAddress(1));
         plane.Apply(spec);
         Assert.Equal(default, Of(1));
