@@ -109,6 +109,7 @@ var slicesNow = input.EndpointSlices.ToList();
 var pureTimes = new List<double>();
 var pureRng = new Random(11);
 long pureAllocated = 0;
+var pureContinued = 0;
 var gcBefore = (GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2), GC.GetTotalPauseDuration());
 var purePlans = int.TryParse(Environment.GetEnvironmentVariable("XLB_BENCH_PURE_PLANS"), out var n) ? n : 40;
 for (var i = 0; i < purePlans; i++)
@@ -121,11 +122,12 @@ for (var i = 0; i < purePlans; i++)
     var clock = Stopwatch.StartNew();
     previousPlan = Planner.Plan(incremental);
     pureTimes.Add(clock.Elapsed.TotalMilliseconds);
+    pureContinued += memo.LastContinued ? 1 : 0;
     pureAllocated += GC.GetAllocatedBytesForCurrentThread() - allocatedBefore;
     slicesNow[pick] = slice;
 }
 pureTimes.Sort();
-Console.WriteLine($"reference: one pure plan after one EndpointSlice change (memo, chunked): p50 {pureTimes[pureTimes.Count / 2]:F1} ms, max {pureTimes[^1]:F1} ms over {pureTimes.Count}, {pureAllocated / pureTimes.Count / (1 << 20)} MiB allocated per plan; GCs gen0/1/2 {GC.CollectionCount(0) - gcBefore.Item1}/{GC.CollectionCount(1) - gcBefore.Item2}/{GC.CollectionCount(2) - gcBefore.Item3}, pause {(GC.GetTotalPauseDuration() - gcBefore.Item4).TotalMilliseconds:F0} ms, heap {GC.GetTotalMemory(false) >> 20} MiB");
+Console.WriteLine($"reference: one pure plan after one EndpointSlice change (memo, chunked): p50 {pureTimes[pureTimes.Count / 2]:F1} ms, max {pureTimes[^1]:F1} ms over {pureTimes.Count} ({pureContinued} continued from the last plan), {pureAllocated / pureTimes.Count / (1 << 20)} MiB allocated per plan; GCs gen0/1/2 {GC.CollectionCount(0) - gcBefore.Item1}/{GC.CollectionCount(1) - gcBefore.Item2}/{GC.CollectionCount(2) - gcBefore.Item3}, pause {(GC.GetTotalPauseDuration() - gcBefore.Item4).TotalMilliseconds:F0} ms, heap {GC.GetTotalMemory(false) >> 20} MiB");
 if (Environment.GetEnvironmentVariable("XLB_BENCH_PURE_ONLY") == "1")
 {
     return 0;

@@ -12,7 +12,8 @@ namespace Xlb.Operator.Core;
 /// </summary>
 internal static class Ipam
 {
-    internal sealed record Result(Dictionary<ValidMapping, IPAddress> Assigned, Dictionary<string, IPAddress> Held);
+    /// <param name="FromConfigs">Whether a mapping's previous address came from the node configs rather than its status.</param>
+    internal sealed record Result(Dictionary<ValidMapping, IPAddress> Assigned, Dictionary<string, IPAddress> Held, bool FromConfigs);
 
     private sealed class Holder(string shard, string? shareKey)
     {
@@ -27,7 +28,7 @@ internal static class Ipam
         var taken = new Dictionary<IPAddress, Holder>(mappings.Count);
         var groups = new Dictionary<(string Shard, string Key), IPAddress>();
         var failed = new HashSet<ValidMapping>();
-        var previous = PreviousVips(input);
+        var (previous, fromConfigs) = PreviousVips(input);
 
         // Invalid mappings keep what they held: a typo in a spec must not give its VIP away.
         var valid = mappings.Select(m => m.Key).ToHashSet(StringComparer.Ordinal);
@@ -150,32 +151,38 @@ internal static class Ipam
                 c.Dispose();
             }
         }
-        return new Result(assigned, held);
+        return new Result(assigned, held, fromConfigs);
     }
 
-    /// <summary>The address each mapping held: its status first (the record), else the last node configs.</summary>
-    private static Dictionary<string, IPAddress> PreviousVips(PlanInput input)
+    /// <summary>The address each mapping held: its status first (the record), else the last node configs; and whether a mapping's came from those.</summary>
+    private static (Dictionary<string, IPAddress> Vips, bool FromConfigs) PreviousVips(PlanInput input)
     {
         var result = new Dictionary<string, IPAddress>(input.PortMappings.Count, StringComparer.Ordinal);
+        var unrecorded = new HashSet<string>(StringComparer.Ordinal);
         foreach (var pm in input.PortMappings)
         {
             if (pm.Status?.Vips is [var first, ..] && IPAddress.TryParse(first, out var vip))
             {
                 result[KeyOf(pm)] = vip;
             }
+            else
+            {
+                unrecorded.Add(KeyOf(pm));
+            }
         }
-        if (result.Count == input.PortMappings.Count)
+        if (unrecorded.Count == 0)
         {
-            return result; // every mapping has its record; the node configs could only add mappings that are gone
+            return (result, false); // every mapping has its record; the node configs could only add mappings that are gone
         }
+        var fromConfigs = false;
         foreach (var listener in input.Previous.Values.OrderBy(c => c.Metadata.Name, StringComparer.Ordinal).SelectMany(c => c.Spec.Listeners))
         {
             var cut = listener.Name.LastIndexOf('/');
-            if (cut > 0 && IPAddress.TryParse(listener.Vip, out var vip))
+            if (cut > 0 && IPAddress.TryParse(listener.Vip, out var vip) && result.TryAdd(listener.Name[..cut], vip))
             {
-                result.TryAdd(listener.Name[..cut], vip);
+                fromConfigs |= unrecorded.Contains(listener.Name[..cut]);
             }
         }
-        return result;
+        return (result, fromConfigs);
     }
 }

@@ -62,17 +62,39 @@ public sealed class PlanMemo
 
     /// <summary>Entries reused in the last plan, and entries computed afresh (for metrics and tests).</summary>
     public (long Hits, long Misses) LastPlan { get; private set; }
+
+    /// <summary>Whether the last plan continued from the one before (only what changed was planned again) rather than planning everything.</summary>
+    public bool LastContinued { get; private set; }
+
+    /// <summary>What the last plan leaves for the next to continue from; null when it must plan everything.</summary>
+    internal Planner.PlanState? State { get; set; }
+
     private long _hits;
     private long _misses;
+    private bool _continued;
 
     internal void Begin()
     {
         _plan++;
         _hits = _misses = 0;
+        _continued = false;
+    }
+
+    /// <summary>This plan continued from the last, reusing <paramref name="mappings"/> mappings whole. It saw only what changed, so nothing is swept.</summary>
+    internal void Continued(long mappings)
+    {
+        _continued = true;
+        _hits += mappings;
     }
 
     internal void End()
     {
+        LastContinued = _continued;
+        if (_continued)
+        {
+            LastPlan = (_hits, _misses);
+            return;
+        }
         Sweep(_mappings, e => e.Used);
         Sweep(_listeners, e => e.Used);
         Sweep(_vips, e => e.Used);

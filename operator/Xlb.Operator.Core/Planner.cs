@@ -27,29 +27,47 @@ public static partial class Planner
 
     private static PlanResult PlanOnce(PlanInput input)
     {
+        if (input.Memo is { State: { } last } memo && Continue(input, last, memo) is { } continued)
+        {
+            return continued;
+        }
         var problems = new List<Problem>();
         var pools = ResolvePools(input.Pools, problems);
         var shards = ResolveShards(input, pools, problems);
-        var mappings = ValidateMappings(input, shards, problems);
+        var index = InputIndex.Of(input);
+        var (mappings, slots) = ValidateMappings(input, shards, index, problems);
         var vips = Ipam.Allocate(mappings, input, problems);
         var placements = Place(vips, mappings, input.Previous);
-        var (configs, chunks, digests) = Render(shards, mappings, vips, placements, input.Previous, input.ChunkLimit, input.Memo);
+        var (nodes, digests) = Render(shards, mappings, vips, placements, input.Previous, input.ChunkLimit, input.Memo);
+        var configs = nodes.ConvertAll(n => n.Config);
         var byShard = placements
             .GroupBy(p => p.Value.Shard)
             .ToDictionary(g => g.Key, g => (IReadOnlyList<VipPlacement>)[.. g.Select(p => p.Value.Placement).OrderBy(p => p.Address, StringComparer.Ordinal)]);
         var problemOf = ByObject(problems);
-        return new PlanResult
+        var track = new StatusTrack();
+        track.Revise(configs);
+        var result = new PlanResult
         {
             NodeConfigs = configs,
-            Chunks = chunks,
+            Chunks = [.. nodes.SelectMany(n => n.Chunks)],
             Problems = problems,
             Vips = vips.Assigned.ToDictionary(v => ObjectRef.Of(v.Key.Object), v => v.Value),
             Placements = byShard,
             PoolStatuses = PoolStatuses(input, pools, vips, problemOf),
             ShardStatuses = ShardStatuses(input, shards, placements, problemOf),
-            MappingStatuses = MappingStatuses(input, mappings, vips, placements, configs, digests, problemOf),
+            MappingStatuses = MappingStatuses(input, mappings, new StatusContext(input, vips, placements, configs, digests, problemOf), track),
             NextExpiry = NextExpiry(input),
         };
+        if (input.Memo is { } kept)
+        {
+            kept.State = new PlanState
+            {
+                Input = input, Pools = pools, Shards = shards, Index = index, Problems = problems, Mappings = mappings, Slots = slots,
+                Vips = vips, Placements = placements, Nodes = nodes, Digests = digests, Result = result, Track = track,
+                Continuable = Continuable(input, index, slots, vips),
+            }.IndexServices();
+        }
+        return result;
     }
 
     internal sealed record ResolvedPool(LoadBalancerPool Pool, List<AddressBlock> Blocks, List<AddressBlock> Reserved)
@@ -223,62 +241,64 @@ public static partial class Planner
         return result;
     }
 
-    private static List<ValidMapping> ValidateMappings(PlanInput input, Dictionary<string, ResolvedShard> shards, List<Problem> problems)
+    /// <summary>The mappings that validate, in name order, and per mapping key where its outcome sits (kept only with a memo).</summary>
+    private static (List<ValidMapping> Valid, Dictionary<string, MappingSlot>? Slots) ValidateMappings(
+        PlanInput input, Dictionary<string, ResolvedShard> shards, InputIndex index, List<Problem> problems)
     {
-        var namespaces = input.Namespaces.ToDictionary(n => n.Metadata.Name ?? "", n => n.Metadata.Labels, StringComparer.Ordinal);
-        var slices = Backends.IndexSlices(input.EndpointSlices);
-        var services = new Dictionary<(string Namespace, string Name), Service>(input.Services.Count);
-        foreach (var s in input.Services)
-        {
-            services[(s.Metadata.Namespace ?? "default", s.Metadata.Name ?? "")] = s;
-        }
         var result = new List<ValidMapping>();
+        var slots = input.Memo is null ? null : new Dictionary<string, MappingSlot>(input.PortMappings.Count, StringComparer.Ordinal);
         foreach (var pm in input.PortMappings.OrderBy(m => m.Metadata.Namespace, StringComparer.Ordinal).ThenBy(m => m.Metadata.Name, StringComparer.Ordinal))
         {
-            (string Reason, string Message)? error;
-            ValidMapping? valid;
-            if (input.Memo is { } memo && shards.TryGetValue(pm.Spec.ShardRef, out var shard))
+            var (error, valid) = ValidateOne(pm, input.Memo, shards, index);
+            var slot = new MappingSlot { Object = pm, Valid = valid };
+            if (error is not null)
             {
-                // Everything a mapping's validation and backends depend on, by reference.
-                var key = KeyOf(pm);
-                var ns = pm.Metadata.Namespace ?? "default";
-                var backendKey = pm.Spec.Backend.ServiceRef is { } svc ? (ns, svc.Name) : default;
-                var labels = namespaces.GetValueOrDefault(ns);
-                var service = backendKey.ns is null ? null : services.GetValueOrDefault(backendKey);
-                var ownSlices = backendKey.ns is null ? null : slices.GetValueOrDefault(backendKey);
-                if (memo.Mapping(key, pm, shard.Shard, shard.Pool.Pool, labels, service, ownSlices) is { } hit)
-                {
-                    error = hit.Error;
-                    valid = hit.Valid is null ? null : hit.Valid with { Shard = shard };
-                }
-                else
-                {
-                    error = ValidateMapping(pm, shards, namespaces, slices, services, out valid);
-                    _ = valid?.DistinctBackends; // computed once here, so every copy of the entry shares it
-                    memo.Remember(key, new PlanMemo.MappingEntry
-                    {
-                        Object = pm, Shard = shard.Shard, Pool = shard.Pool.Pool, NamespaceLabels = labels, Service = service,
-                        Slices = ownSlices?.ToArray() ?? [], Error = error, Valid = valid,
-                    });
-                }
+                slot.Problem = problems.Count;
+                problems.Add(new Problem(ObjectRef.Of(pm), error.Value.Reason, error.Value.Message));
             }
             else
             {
-                error = ValidateMapping(pm, shards, namespaces, slices, services, out valid);
+                slot.Index = result.Count;
+                result.Add(valid!);
             }
-            if (error is not null)
-            {
-                problems.Add(new Problem(ObjectRef.Of(pm), error.Value.Reason, error.Value.Message));
-                continue;
-            }
-            result.Add(valid!);
+            slots?.TryAdd(KeyOf(pm), slot);
         }
-        return result;
+        return (result, slots);
     }
 
-    private static (string Reason, string Message)? ValidateMapping(
-        PortMapping pm, Dictionary<string, ResolvedShard> shards, Dictionary<string, Dictionary<string, string>?> namespaces,
-        Dictionary<(string Namespace, string Name), List<EndpointSlice>> slices, Dictionary<(string Namespace, string Name), Service> services, out ValidMapping? valid)
+    /// <summary>One mapping validated and its backends resolved, through the memo when there is one.</summary>
+    private static ((string Reason, string Message)? Error, ValidMapping? Valid) ValidateOne(
+        PortMapping pm, PlanMemo? memo, Dictionary<string, ResolvedShard> shards, InputIndex index)
+    {
+        (string Reason, string Message)? error;
+        ValidMapping? valid;
+        if (memo is null || !shards.TryGetValue(pm.Spec.ShardRef, out var shard))
+        {
+            error = ValidateMapping(pm, shards, index, out valid);
+            return (error, valid);
+        }
+        // Everything a mapping's validation and backends depend on, by reference.
+        var key = KeyOf(pm);
+        var ns = pm.Metadata.Namespace ?? "default";
+        var backendKey = pm.Spec.Backend.ServiceRef is { } svc ? (ns, svc.Name) : default;
+        var labels = index.Namespaces.GetValueOrDefault(ns);
+        var service = backendKey.ns is null ? null : index.Services.GetValueOrDefault(backendKey);
+        var ownSlices = backendKey.ns is null ? null : index.Slices.GetValueOrDefault(backendKey);
+        if (memo.Mapping(key, pm, shard.Shard, shard.Pool.Pool, labels, service, ownSlices) is { } hit)
+        {
+            return (hit.Error, hit.Valid is null ? null : hit.Valid with { Shard = shard });
+        }
+        error = ValidateMapping(pm, shards, index, out valid);
+        _ = valid?.DistinctBackends; // computed once here, so every copy of the entry shares it
+        memo.Remember(key, new PlanMemo.MappingEntry
+        {
+            Object = pm, Shard = shard.Shard, Pool = shard.Pool.Pool, NamespaceLabels = labels, Service = service,
+            Slices = ownSlices?.ToArray() ?? [], Error = error, Valid = valid,
+        });
+        return (error, valid);
+    }
+
+    private static (string Reason, string Message)? ValidateMapping(PortMapping pm, Dictionary<string, ResolvedShard> shards, InputIndex index, out ValidMapping? valid)
     {
         valid = null;
         var spec = pm.Spec;
@@ -287,7 +307,7 @@ public static partial class Planner
             return ("ShardNotFound", $"spec.shardRef names VipShard {spec.ShardRef}, which does not exist or is invalid");
         }
         var ns = pm.Metadata.Namespace ?? "default";
-        if (shard.Pool.Pool.Spec.Allocation.NamespaceSelector is { } selector && !selector.Matches(namespaces.GetValueOrDefault(ns)))
+        if (shard.Pool.Pool.Spec.Allocation.NamespaceSelector is { } selector && !selector.Matches(index.Namespaces.GetValueOrDefault(ns)))
         {
             return ("NamespaceNotAllowed", $"LoadBalancerPool {shard.Pool.Name} hands out addresses only to namespaces matching its spec.allocation.namespaceSelector; namespace {ns} does not match");
         }
@@ -369,7 +389,7 @@ public static partial class Planner
             if (byService)
             {
                 var key = (ns, spec.Backend.ServiceRef!.Name);
-                backends[port] = Backends.FromSlices(slices.GetValueOrDefault(key) ?? [], services.GetValueOrDefault(key), port.Port, port.Protocol, port.TargetPort, out var down);
+                backends[port] = Backends.FromSlices(index.Slices.GetValueOrDefault(key) ?? [], index.Services.GetValueOrDefault(key), port.Port, port.Protocol, port.TargetPort, out var down);
                 notReady = Math.Max(notReady, down);
             }
             else
@@ -461,9 +481,11 @@ public static partial class Planner
         return BitConverter.ToUInt64(digest);
     }
 
-    /// <summary>One config per LB node (every node some shard selects), also when it serves nothing.</summary>
-    /// <summary>The node configs, their chunks, and per (mapping, node) a digest of the mapping's listeners there.</summary>
-    private static (List<XlbNodeConfig> Configs, List<XlbNodeConfigChunk> Chunks, Dictionary<(string Mapping, string Node), string> Digests) Render(
+    /// <summary>
+    /// One config per LB node (every node some shard selects), also when it serves nothing, with
+    /// its chunks; and per (mapping, node) a digest of the mapping's listeners there.
+    /// </summary>
+    private static (List<NodeRender> Nodes, Dictionary<(string Mapping, string Node), string> Digests) Render(
         Dictionary<string, ResolvedShard> shards, List<ValidMapping> mappings, Ipam.Result vips,
         Dictionary<IPAddress, PlacedVip> placements, IReadOnlyDictionary<string, XlbNodeConfig> previous, long? chunkLimit, PlanMemo? memo)
     {
@@ -494,8 +516,7 @@ public static partial class Planner
                 list.Add(m);
             }
         }
-        var configs = new List<XlbNodeConfig>();
-        var chunks = new List<XlbNodeConfigChunk>();
+        var nodes = new List<NodeRender>();
         var digests = new Dictionary<(string Mapping, string Node), string>();
         foreach (var (nodeName, roles) in byNode.OrderBy(n => n.Key, StringComparer.Ordinal))
         {
@@ -506,7 +527,6 @@ public static partial class Planner
                 vipItems.Add(memo?.Vip(placed.Placement.Address, role, placed.Shard) ?? VipItem(placed.Placement.Address, role, placed.Shard));
             }
             vipItems.Sort((a, b) => string.CompareOrdinal(a.BucketKey, b.BucketKey));
-            var nodeVips = vipItems.ConvertAll(i => i.Vip!);
             // Standby nodes get the listeners too, so a takeover is an announcement, not an apply.
             var listenerItems = new List<Chunking.Item>();
             foreach (var (vip, _) in roles)
@@ -522,29 +542,52 @@ public static partial class Planner
                     listenerItems.AddRange(own);
                 }
             }
-            listenerItems.Sort((a, b) => string.CompareOrdinal(a.Listener!.Name, b.Listener!.Name));
-            var listeners = listenerItems.Select(i => i.Listener!).ToList();
-            previous.TryGetValue(nodeName, out var before);
+            listenerItems.Sort(ByListenerName);
+            nodes.Add(new NodeRender { Node = nodeName, VipItems = vipItems, ListenerItems = listenerItems });
+        }
+        foreach (var node in nodes)
+        {
+            node.Finish(previous, chunkLimit, memo);
+        }
+        return (nodes, digests);
+    }
+
+    private static int ByListenerName(Chunking.Item a, Chunking.Item b) => string.CompareOrdinal(a.Listener!.Name, b.Listener!.Name);
+
+    /// <summary>One node's content in order (VIPs by address, listeners by name), and the config and chunks made of it.</summary>
+    internal sealed class NodeRender
+    {
+        public required string Node { get; init; }
+        public required List<Chunking.Item> VipItems { get; init; }
+        public required List<Chunking.Item> ListenerItems { get; init; }
+        public XlbNodeConfig Config { get; private set; } = null!;
+        public List<XlbNodeConfigChunk> Chunks { get; private set; } = [];
+
+        /// <summary>The config (and chunks) of the items as they are now; the revision continues from the node's previous config.</summary>
+        public void Finish(IReadOnlyDictionary<string, XlbNodeConfig> previous, long? chunkLimit, PlanMemo? memo)
+        {
+            var node = Node;
+            previous.TryGetValue(node, out var before);
             var split = chunkLimit is { } limit
-                ? Chunking.Split(nodeName, vipItems, listenerItems, limit, before?.Spec.ChunkBuckets ?? 0, memo is null ? null : (buckets, index, items) => memo.Chunk(nodeName, buckets, index, items))
+                ? Chunking.Split(node, VipItems, ListenerItems, limit, before?.Spec.ChunkBuckets ?? 0, memo is null ? null : (buckets, index, items) => memo.Chunk(node, buckets, index, items))
                 : null;
-            var spec = new XlbNodeConfigSpec { NodeName = nodeName, VipCount = nodeVips.Count, ListenerCount = listeners.Count };
+            var spec = new XlbNodeConfigSpec { NodeName = node, VipCount = VipItems.Count, ListenerCount = ListenerItems.Count };
             string hash;
             if (split is null)
             {
-                hash = NodeConfigContent.Hash(vipItems.Concat(listenerItems).Select(i => i.Digest.Sha256));
-                spec = spec with { Vips = nodeVips, Listeners = listeners };
+                hash = NodeConfigContent.Hash(VipItems.Concat(ListenerItems).Select(i => i.Digest.Sha256));
+                spec = spec with { Vips = VipItems.ConvertAll(i => i.Vip!), Listeners = ListenerItems.ConvertAll(i => i.Listener!) };
+                Chunks = [];
             }
             else
             {
                 hash = split.ContentHash;
                 spec = spec with { Chunks = split.Refs, ChunkBuckets = split.Buckets };
-                chunks.AddRange(split.Chunks);
+                Chunks = split.Chunks;
             }
             var revision = before is null ? 1 : before.Spec.ContentHash == hash ? before.Spec.Revision : before.Spec.Revision + 1;
-            configs.Add(new XlbNodeConfig { Metadata = new ObjectMeta { Name = nodeName }, Spec = spec with { Revision = revision, ContentHash = hash } });
+            Config = new XlbNodeConfig { Metadata = new ObjectMeta { Name = node }, Spec = spec with { Revision = revision, ContentHash = hash } };
         }
-        return (configs, chunks, digests);
     }
 
     /// <summary>A VIP of a node config, as the item chunking and hashing work on.</summary>

@@ -110,40 +110,128 @@ public static partial class Planner
         return result;
     }
 
-    private static Dictionary<ObjectRef, PortMappingStatus> MappingStatuses(
-        PlanInput input, List<ValidMapping> mappings, Ipam.Result vips, Dictionary<IPAddress, PlacedVip> placements,
-        List<XlbNodeConfig> configs, Dictionary<(string Mapping, string Node), string> digests, Dictionary<ObjectRef, Problem> problems)
+    /// <summary>Every mapping's status, computed through <paramref name="context"/>; <paramref name="track"/> learns which to recompute next time.</summary>
+    private static Dictionary<ObjectRef, PortMappingStatus> MappingStatuses(PlanInput input, List<ValidMapping> mappings, StatusContext context, StatusTrack track)
     {
-        var result = new Dictionary<ObjectRef, PortMappingStatus>();
-        var byObject = new Dictionary<PortMapping, ValidMapping>(ReferenceEqualityComparer.Instance);
+        var result = new Dictionary<ObjectRef, PortMappingStatus>(input.PortMappings.Count);
+        var byObject = new Dictionary<PortMapping, ValidMapping>(mappings.Count, ReferenceEqualityComparer.Instance);
         foreach (var vm in mappings)
         {
             byObject[vm.Object] = vm;
         }
-        var configByNode = configs.ToDictionary(c => c.Spec.NodeName, StringComparer.Ordinal);
-        var tracked = input.AgentRenewals is not null;
-        // What each node's health checks took out, as a set; null when nothing is out there.
-        var unhealthyByNode = new Dictionary<string, HashSet<string>?>(StringComparer.Ordinal);
-        HashSet<string>? UnhealthyOn(string node)
+        foreach (var pm in input.PortMappings)
         {
-            if (!unhealthyByNode.TryGetValue(node, out var set))
+            var key = KeyOf(pm);
+            var computed = context.Status(pm, key, byObject.GetValueOrDefault(pm));
+            result[computed.Self] = computed.Status;
+            track.Learn(key, computed);
+        }
+        return result;
+    }
+
+    /// <summary>What one mapping's status computation yields beyond the status: what decides whether the next plan must redo it.</summary>
+    internal readonly record struct ComputedStatus(ObjectRef Self, PortMappingStatus Status, NodeProgressKey First, NodeProgressKey Second, bool Stamped);
+
+    /// <summary>
+    /// Which mapping statuses a continued plan (see <see cref="Continue"/>) must compute again
+    /// although their mapping did not change: those that stamped a condition transition with the
+    /// plan's time (a later time stamps differently), and per node those whose progress there is
+    /// at the node's revision (when the revision moves, "applied" is judged anew for them only:
+    /// a mapping behind the revision is applied when the agent's applied revision reaches it).
+    /// </summary>
+    internal sealed class StatusTrack
+    {
+        public HashSet<string> Stamped { get; } = new(StringComparer.Ordinal);
+        public Dictionary<string, HashSet<string>> AtRevision { get; } = new(StringComparer.Ordinal);
+        /// <summary>Per node, the config revision AtRevision refers to.</summary>
+        public Dictionary<string, long> Revisions { get; } = new(StringComparer.Ordinal);
+
+        public void Learn(string key, ComputedStatus computed)
+        {
+            if (computed.Stamped)
+            {
+                Stamped.Add(key);
+            }
+            else
+            {
+                Stamped.Remove(key);
+            }
+            foreach (var progress in (ReadOnlySpan<NodeProgressKey>)[computed.First, computed.Second])
+            {
+                if (progress.Node is { } node && Revisions.TryGetValue(node, out var revision) && progress.Revision == revision)
+                {
+                    AtRevision[node].Add(key);
+                }
+            }
+        }
+
+        public void Clear()
+        {
+            Stamped.Clear();
+            AtRevision.Clear();
+            Revisions.Clear();
+        }
+
+        /// <summary>Forget a mapping's progress before it is learned again.</summary>
+        public void Forget(string key)
+        {
+            foreach (var set in AtRevision.Values)
+            {
+                set.Remove(key);
+            }
+        }
+
+        /// <summary>Start tracking the nodes at these revisions; a node whose revision moved starts with no mapping at it.</summary>
+        public void Revise(IEnumerable<XlbNodeConfig> configs)
+        {
+            var seen = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var c in configs)
+            {
+                seen.Add(c.Spec.NodeName);
+                if (!Revisions.TryGetValue(c.Spec.NodeName, out var was) || was != c.Spec.Revision)
+                {
+                    Revisions[c.Spec.NodeName] = c.Spec.Revision;
+                    AtRevision[c.Spec.NodeName] = new HashSet<string>(StringComparer.Ordinal);
+                }
+            }
+            foreach (var gone in Revisions.Keys.Where(n => !seen.Contains(n)).ToList())
+            {
+                Revisions.Remove(gone);
+                AtRevision.Remove(gone);
+            }
+        }
+    }
+
+    /// <summary>Everything a mapping's status is made of besides the mapping itself.</summary>
+    internal sealed class StatusContext(
+        PlanInput input, Ipam.Result vips, Dictionary<IPAddress, PlacedVip> placements, IReadOnlyList<XlbNodeConfig> configs,
+        Dictionary<(string Mapping, string Node), string> digests, Dictionary<ObjectRef, Problem> problems)
+    {
+        private readonly Dictionary<string, XlbNodeConfig> _configByNode = configs.ToDictionary(c => c.Spec.NodeName, StringComparer.Ordinal);
+        private readonly bool _tracked = input.AgentRenewals is not null;
+        // What each node's health checks took out, as a set; null when nothing is out there.
+        private readonly Dictionary<string, HashSet<string>?> _unhealthyByNode = new(StringComparer.Ordinal);
+
+        private HashSet<string>? UnhealthyOn(string node)
+        {
+            if (!_unhealthyByNode.TryGetValue(node, out var set))
             {
                 var list = input.Previous.GetValueOrDefault(node)?.Status?.UnhealthyBackends;
-                unhealthyByNode[node] = set = list is { Count: > 0 } ? list.ToHashSet(StringComparer.Ordinal) : null;
+                _unhealthyByNode[node] = set = list is { Count: > 0 } ? list.ToHashSet(StringComparer.Ordinal) : null;
             }
             return set;
         }
-        foreach (var pm in input.PortMappings)
+
+        /// <summary>The status of mapping <paramref name="pm"/> (key <paramref name="key"/>), valid as <paramref name="m"/> or not valid (null).</summary>
+        public ComputedStatus Status(PortMapping pm, string key, ValidMapping? m)
         {
             var self = ObjectRef.Of(pm);
             var generation = pm.Metadata.Generation;
             var problem = problems.GetValueOrDefault(self);
-            var key = KeyOf(pm);
-            var m = byObject.GetValueOrDefault(pm);
             IPAddress? vip = m is not null && vips.Assigned.TryGetValue(m, out var a) ? a : vips.Held.GetValueOrDefault(key);
             if (m is null || vip is null)
             {
-                result[self] = new PortMappingStatus
+                var rejected = new PortMappingStatus
                 {
                     ObservedGeneration = generation,
                     Vips = vip is null ? [] : [vip.ToString()],
@@ -154,17 +242,16 @@ public static partial class Planner
                         .. Verdict(problem ?? new Problem(self, "NotAccepted", "not accepted"), generation, "", ""),
                     ], input.Now),
                 };
-                continue;
+                return new ComputedStatus(self, rejected, default, default, StampedNow(pm, rejected));
             }
             placements.TryGetValue(vip, out var placed);
             var progress = (Progress(key, pm.Status, placed?.Placement.ActiveNode, VipRole.Active), Progress(key, pm.Status, placed?.Placement.StandbyNode, VipRole.Standby));
             // Everything else the status is made of comes with the memo's mapping entry (same object, same resolution).
             var statusKey = new StatusKey(vip, placed?.Placement.ActiveNode, placed?.Placement.StandbyNode, progress.Item1, progress.Item2,
-                placed?.Placement.ActiveNode is { } active ? input.Previous.GetValueOrDefault(active)?.Status?.UnhealthyBackends : null, tracked);
+                placed?.Placement.ActiveNode is { } active ? input.Previous.GetValueOrDefault(active)?.Status?.UnhealthyBackends : null, _tracked);
             if (input.Memo?.Status(key, pm, statusKey, input.Now) is { } same)
             {
-                result[self] = same;
-                continue;
+                return new ComputedStatus(self, same, progress.Item1, progress.Item2, StampedNow(pm, same));
             }
             var nodes = new List<NodeProgress>();
             foreach (var p in new[] { progress.Item1, progress.Item2 })
@@ -189,7 +276,7 @@ public static partial class Planner
             };
             var (programmed, programmedReason, programmedMessage) =
                 placed is null ? (false, "NoReadyNodes", $"VipShard {m.Shard.Name} has no ready node to serve {vip}")
-                : !tracked ? (true, "Rendered", "node configs rendered; agent progress is not tracked in standalone mode")
+                : !_tracked ? (true, "Rendered", "node configs rendered; agent progress is not tracked in standalone mode")
                 : nodes.All(n => n.Applied) ? (true, "Applied", $"applied on {string.Join(", ", nodes.Select(n => $"{n.Node} ({n.Role}, revision {n.Revision})"))}")
                 : (false, "Pending", $"waiting for {string.Join(", ", nodes.Where(n => !n.Applied).Select(n => $"{n.Node} to apply revision {n.Revision}"))}");
             var backendsReady = healthy > 0;
@@ -197,7 +284,7 @@ public static partial class Planner
                 : m.Object.Spec.Backend.ServiceRef is { } svc && counts.Total == 0 ? $"Service {svc.Name} has no endpoints"
                 : $"no backend is ready and healthy ({counts.Ready} ready, {counts.Total} total)";
             var ready = programmed && backendsReady;
-            var computed = result[self] = new PortMappingStatus
+            var computed = new PortMappingStatus
             {
                 ObservedGeneration = generation,
                 Vips = [vip.ToString()],
@@ -215,14 +302,28 @@ public static partial class Planner
                 ], input.Now),
             };
             input.Memo?.RememberStatus(key, pm, statusKey, computed, input.Now);
+            return new ComputedStatus(self, computed, progress.Item1, progress.Item2, StampedNow(pm, computed));
         }
-        return result;
+
+        /// <summary>Whether a condition of the status carries this plan's time: one that transitioned from the object's own (see <see cref="Conditions.Merge"/>).</summary>
+        private static bool StampedNow(PortMapping pm, PortMappingStatus status)
+        {
+            foreach (var c in status.Conditions)
+            {
+                var before = pm.Status?.Conditions.FirstOrDefault(e => e.Type == c.Type);
+                if (before is null || before.Status != c.Status || before.LastTransitionTime is null)
+                {
+                    return true;
+                }
+            }
+            return false;
+        }
 
         // Where the mapping stands on one node. The revision moves only when this mapping's listeners
         // on the node change, so a change elsewhere in the node config does not touch this mapping's status.
-        NodeProgressKey Progress(string key, PortMappingStatus? current, string? node, VipRole role)
+        private NodeProgressKey Progress(string key, PortMappingStatus? current, string? node, VipRole role)
         {
-            if (node is null || !configByNode.TryGetValue(node, out var config))
+            if (node is null || !_configByNode.TryGetValue(node, out var config))
             {
                 return default;
             }

@@ -57,6 +57,9 @@ public class PlanMemoTests
         Mappings = plan.MappingStatuses.OrderBy(s => s.Key.Name, StringComparer.Ordinal).Select(s => s.Value),
         plan.ShardStatuses,
         plan.PoolStatuses,
+        Vips = plan.Vips.OrderBy(v => v.Key.ToString(), StringComparer.Ordinal).Select(v => $"{v.Key} {v.Value}"),
+        plan.Placements,
+        plan.NextExpiry,
     }, XlbJson.Options);
 
     [Fact]
@@ -121,6 +124,167 @@ public class PlanMemoTests
             {
                 Assert.Equal(was, now);
             }
+        }
+    }
+
+    /// <summary>
+    /// What the operator feeds the planner, changed at random: endpoints come, go and terminate;
+    /// statuses come back as written (all of them or a few); agents apply revisions and report
+    /// unhealthy backends; time passes; specs change with and without moving allocation; Services
+    /// and slices come and go; an agent dies; the informers' order changes; the previous configs lag.
+    /// Each plan through the memo (which continues from the last plan where it can) must equal a
+    /// plan made afresh, and most of them must have continued.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    [InlineData(4)]
+    public void Plans_that_continue_from_the_last_equal_plans_made_afresh_over_random_changes(int seed)
+    {
+        var random = new Random(seed);
+        const int n = 60;
+        var memo = new PlanMemo();
+        var now = T0;
+        var input = Input(n) with
+        {
+            // One mapping that never validates: its status comes and goes like the others'.
+            PortMappings = [.. Input(n).PortMappings, Mapping(n) with { Spec = Mapping(n).Spec with { ShardRef = "missing" } }],
+            AgentRenewals = new Dictionary<string, DateTimeOffset> { ["n1"] = T0, ["n2"] = T0 },
+        };
+        // The operator's first reconcile has written every status and config.
+        var first = Planner.Plan(input);
+        input = input with { PortMappings = [.. input.PortMappings.Select(m => m with { Status = first.MappingStatuses[ObjectRef.Of(m)] })], Previous = Assembled(first) };
+        var continued = 0;
+        var full = 0;
+        PlanResult? last = null;
+        var steps = new List<string>();
+        for (var step = 0; step < 60; step++)
+        {
+            var what = "nothing";
+            if (last is not null)
+            {
+                (what, input) = RandomChange(random, input, last, n);
+            }
+            now = now.AddMilliseconds(random.Next(0, 1500));
+            input = input with { Now = now, AgentRenewals = input.AgentRenewals is { } r && r["n2"] < now.AddSeconds(-30) ? r : new Dictionary<string, DateTimeOffset> { ["n1"] = now, ["n2"] = now } };
+            var remembered = Planner.Plan(input with { Memo = memo });
+            var afresh = Planner.Plan(input);
+            steps.Add($"{what}{(memo.LastContinued ? " (continued)" : "")}");
+            Assert.True(Canonical(afresh) == Canonical(remembered), $"seed {seed}, step {step}: the memo changed the plan; steps: {string.Join("; ", steps)}");
+            _ = memo.LastContinued ? continued++ : full++;
+            last = afresh;
+            // Most of the time the operator has written the configs and reads them back; sometimes not yet.
+            if (random.Next(8) != 0)
+            {
+                input = input with { Previous = Assembled(afresh, input.Previous) };
+            }
+        }
+        Assert.True(continued >= 25, $"seed {seed}: only {continued} of 60 plans continued ({full} full); steps: {string.Join("; ", steps)}");
+        Assert.True(full >= 3, $"seed {seed}: only {full} full plans: the changes that need one were not made");
+    }
+
+    /// <summary>The node configs of a plan as the operator reads them back: chunked ones assembled from their chunks.</summary>
+    private static Dictionary<string, XlbNodeConfig> Assembled(PlanResult plan, IReadOnlyDictionary<string, XlbNodeConfig>? statusesFrom = null) =>
+        plan.NodeConfigs.ToDictionary(c => c.Spec.NodeName, c =>
+        {
+            var parts = c.Spec.Chunks.Select(r => plan.Chunks.Single(k => k.Metadata.Name == r.Name).Spec).ToList();
+            var status = statusesFrom?.GetValueOrDefault(c.Spec.NodeName)?.Status;
+            return parts.Count == 0 ? c with { Status = status }
+                : c with { Spec = c.Spec with { Vips = [.. parts.SelectMany(p => p.Vips)], Listeners = [.. parts.SelectMany(p => p.Listeners)] }, Status = status };
+        });
+
+    [Fact]
+    public void A_plan_that_continues_after_a_failover_does_not_count_its_moves_again()
+    {
+        var memo = new PlanMemo();
+        var input = Input(30) with { AgentRenewals = new Dictionary<string, DateTimeOffset> { ["n1"] = T0, ["n2"] = T0 } };
+        PlanResult Step(PlanInput i)
+        {
+            var remembered = Planner.Plan(i with { Memo = memo });
+            var afresh = Planner.Plan(i);
+            Assert.Equal(Canonical(afresh), Canonical(remembered));
+            return afresh;
+        }
+        PlanInput Written(PlanInput i, PlanResult plan) => i with
+        {
+            PortMappings = [.. i.PortMappings.Select(m => m with { Status = plan.MappingStatuses[ObjectRef.Of(m)] })],
+            Shards = [.. i.Shards.Select(s => s with { Status = plan.ShardStatuses[s.Metadata.Name!] })],
+            Previous = Assembled(plan),
+        };
+        input = Written(input, Step(input));
+        input = Written(input, Step(input));
+        var failover = input with { Now = T0.AddSeconds(60), AgentRenewals = new Dictionary<string, DateTimeOffset> { ["n1"] = T0.AddSeconds(60), ["n2"] = T0 } };
+        var moved = Step(failover);
+        Assert.False(memo.LastContinued);
+        var transitions = moved.ShardStatuses["s"].Transitions;
+        Assert.True(transitions > 0, "no VIP moved off n2");
+        // The configs are written and read back; the shard (and its status) is as before when an endpoint changes.
+        var next = Step(failover with
+        {
+            Previous = Assembled(moved),
+            EndpointSlices = [.. failover.EndpointSlices.Select(s => s.Metadata.Name == "svc-3-1" ? Slice(3, 8, skip: 1) : s)],
+        });
+        Assert.True(memo.LastContinued, "the plan after the failover did not continue from it");
+        // Transitions add to what the shard's status says: the moves are in the status written for the failover, not again here.
+        Assert.Equal(failover.Shards[0].Status!.Transitions, next.ShardStatuses["s"].Transitions);
+    }
+
+    private static (string What, PlanInput Input) RandomChange(Random random, PlanInput input, PlanResult last, int n)
+    {
+        var i = random.Next(n);
+        var slice = $"svc-{i}-1";
+        PlanInput Slices(Func<EndpointSlice, EndpointSlice?> f) => input with { EndpointSlices = [.. input.EndpointSlices.Select(f).OfType<EndpointSlice>()] };
+        PlanInput Mappings(Func<PortMapping, PortMapping> f) => input with { PortMappings = [.. input.PortMappings.Select(f)] };
+        PortMapping Echo(PortMapping m) => last.MappingStatuses.TryGetValue(ObjectRef.Of(m), out var s) ? m with { Status = s } : m;
+        switch (random.Next(17))
+        {
+            case 0 or 1 or 2:
+                return ($"endpoint {i % 8} leaves slice {i}", Slices(s => s.Metadata.Name == slice ? Slice(i, 8, skip: i % 8) : s));
+            case 3:
+                return ($"an endpoint of slice {i} terminates", Slices(s => s.Metadata.Name == slice ? Slice(i, 8, terminating: true) : s));
+            case 4:
+                return ($"slice {i} is whole again", Slices(s => s.Metadata.Name == slice ? Slice(i, 8) : s));
+            case 5 or 6:
+                return ("every status comes back as written", Mappings(Echo));
+            case 7:
+                return ($"the status of mapping {i} comes back", Mappings(m => m.Metadata.Name == $"m{i:D3}" || m.Metadata.Name == $"m{n:D3}" ? Echo(m) : m));
+            case 8:
+                List<string> unhealthy = random.Next(2) == 0 ? [] : [$"10.{100 + i / 250}.{i % 250}.1:8080"];
+                // An agent may report the revision with another hash (it applied other content under that number).
+                var hash = random.Next(3) == 0 ? "0000" : null;
+                return ($"the agents apply what they were given{(hash is null ? "" : ", with another hash")}", input with
+                {
+                    Previous = input.Previous.ToDictionary(p => p.Key, p => p.Value with { Status = new XlbNodeConfigStatus { AppliedRevision = p.Value.Spec.Revision, AppliedHash = hash ?? p.Value.Spec.ContentHash, UnhealthyBackends = unhealthy } }),
+                });
+            case 9:
+                return ($"mapping {i} takes a numbered target port", Mappings(m => m.Metadata.Name == $"m{i:D3}" ? m with { Spec = m.Spec with { Ports = [new ServicePort { Name = "http", Port = 80, TargetPort = new IntOrString(8080) }] } } : m));
+            case 10:
+                return ($"mapping {i} asks for a fixed VIP", Mappings(m => m.Metadata.Name == $"m{i:D3}" ? m with { Spec = m.Spec with { Vip = $"10.250.0.{200 + i % 50}" } } : m));
+            case 11:
+                return ($"service {i} is replaced by an equal object", input with { Services = [.. input.Services.Select(s => s.Metadata.Name == $"svc-{i}" ? s with { Metadata = s.Metadata with { } } : s)] });
+            case 12:
+                var extra = $"svc-{i}-2";
+                return input.EndpointSlices.Any(s => s.Metadata.Name == extra)
+                    ? ($"slice {extra} goes", Slices(s => s.Metadata.Name == extra ? null : s))
+                    : ($"slice {extra} comes", input with
+                    {
+                        EndpointSlices = [.. input.EndpointSlices, Slice(i, 3) with
+                        {
+                            Metadata = Slice(i, 3).Metadata with { Name = extra },
+                            Endpoints = [.. Enumerable.Range(1, 3).Select(e => new SliceEndpoint { Addresses = [$"172.16.{i}.{e}"], Conditions = new EndpointConditions { Ready = true } })],
+                        }],
+                    });
+            case 13:
+                return ("the informers list in another order", input with { EndpointSlices = [.. input.EndpointSlices.Reverse()], PortMappings = [.. input.PortMappings.Reverse()] });
+            case 15:
+                return ($"someone writes another VIP into mapping {i}'s status", Mappings(m => m.Metadata.Name == $"m{i:D3}" && m.Status is { } st ? m with { Status = st with { Vips = [$"10.250.0.{150 + i}"] } } : m));
+            case 14:
+                return input.AgentRenewals!["n2"] < input.Now.AddSeconds(-30)
+                    ? ("n2's agent is back", input with { AgentRenewals = null })
+                    : ("n2's agent stops renewing", input with { AgentRenewals = new Dictionary<string, DateTimeOffset> { ["n1"] = input.Now, ["n2"] = input.Now.AddSeconds(-60) } });
+            default:
+                return ($"mapping {i} breaks or heals", Mappings(m => m.Metadata.Name == $"m{i:D3}" ? m with { Spec = m.Spec with { Ports = m.Spec.Ports.Count == 0 ? Mapping(i).Spec.Ports : [] } } : m));
         }
     }
 }
