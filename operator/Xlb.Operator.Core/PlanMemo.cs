@@ -1,5 +1,7 @@
 using System.Net;
+using System.Text.Json;
 using Xlb.Crds;
+using Xlb.Crds.Serialization;
 
 namespace Xlb.Operator.Core;
 
@@ -18,14 +20,17 @@ public sealed class PlanMemo
 
     internal sealed class MappingEntry
     {
-        public required PortMapping Object { get; init; }
-        public required VipShard Shard { get; init; }
-        public required LoadBalancerPool Pool { get; init; }
+        /// <summary>The object last validated; a later object with the same spec takes its place (see <see cref="Mapping"/>).</summary>
+        public required PortMapping Object { get; set; }
+        public required VipShard Shard { get; set; }
+        public required LoadBalancerPool Pool { get; set; }
         public required Dictionary<string, string>? NamespaceLabels { get; init; }
         public required Service? Service { get; init; }
         public required EndpointSlice[] Slices { get; init; }
         public required (string Reason, string Message)? Error { get; init; }
-        public required Planner.ValidMapping? Valid { get; init; }
+        public required Planner.ValidMapping? Valid { get; set; }
+        /// <summary>The spec's JSON, once a later object had to be compared with it.</summary>
+        public byte[]? Spec { get; set; }
         public long Used { get; set; }
         /// <summary>The status last computed for this entry, with what else it was computed from.</summary>
         public (Planner.StatusKey Key, PortMappingStatus Status, DateTimeOffset? StampedAt)? Status { get; set; }
@@ -114,17 +119,50 @@ public sealed class PlanMemo
         }
     }
 
+    /// <summary>
+    /// The entry of a mapping whose inputs are the very objects it was computed from. A new mapping
+    /// object with the same spec (its status or metadata changed: the operator's own status writes
+    /// come back so) still validates the same way: it takes the entry over, and only the status
+    /// computed for the old object is dropped.
+    /// </summary>
     internal MappingEntry? Mapping(string key, PortMapping pm, VipShard shard, LoadBalancerPool pool, Dictionary<string, string>? labels, Service? service, List<EndpointSlice>? slices)
     {
-        if (_mappings.TryGetValue(key, out var e) && ReferenceEquals(e.Object, pm) && ReferenceEquals(e.Shard, shard) && ReferenceEquals(e.Pool, pool)
-            && ReferenceEquals(e.NamespaceLabels, labels) && ReferenceEquals(e.Service, service) && SameRefs(e.Slices, slices))
+        if (_mappings.TryGetValue(key, out var e) && SameSpec(e.Shard, shard) && SameSpec(e.Pool, pool)
+            && ReferenceEquals(e.NamespaceLabels, labels) && ReferenceEquals(e.Service, service) && SameRefs(e.Slices, slices)
+            && (ReferenceEquals(e.Object, pm) || TakeOver(e, pm)))
         {
+            (e.Shard, e.Pool) = (shard, pool);
             e.Used = _plan;
             _hits++;
             return e;
         }
         _misses++;
         return null;
+    }
+
+    // A shard's or pool's spec as JSON, per object: their status changes with every allocation and placement, and validation reads only the spec.
+    private readonly System.Runtime.CompilerServices.ConditionalWeakTable<object, byte[]> _specs = [];
+
+    private bool SameSpec(VipShard a, VipShard b) =>
+        ReferenceEquals(a, b) || SpecOf(a, a.Spec).AsSpan().SequenceEqual(SpecOf(b, b.Spec));
+
+    private bool SameSpec(LoadBalancerPool a, LoadBalancerPool b) =>
+        ReferenceEquals(a, b) || SpecOf(a, a.Spec).AsSpan().SequenceEqual(SpecOf(b, b.Spec));
+
+    private byte[] SpecOf<T>(object owner, T spec) => _specs.GetValue(owner, _ => JsonSerializer.SerializeToUtf8Bytes(spec, XlbJson.Info<T>()));
+
+    private static bool TakeOver(MappingEntry e, PortMapping pm)
+    {
+        var spec = JsonSerializer.SerializeToUtf8Bytes(pm.Spec, XlbJson.Info<PortMappingSpec>());
+        e.Spec ??= JsonSerializer.SerializeToUtf8Bytes(e.Object.Spec, XlbJson.Info<PortMappingSpec>());
+        if (!spec.AsSpan().SequenceEqual(e.Spec))
+        {
+            return false;
+        }
+        e.Object = pm;
+        e.Valid = e.Valid is null ? null : e.Valid with { Object = pm };
+        e.Status = null;
+        return true;
     }
 
     /// <summary>

@@ -237,7 +237,7 @@ public class PlanMemoTests
         PlanInput Slices(Func<EndpointSlice, EndpointSlice?> f) => input with { EndpointSlices = [.. input.EndpointSlices.Select(f).OfType<EndpointSlice>()] };
         PlanInput Mappings(Func<PortMapping, PortMapping> f) => input with { PortMappings = [.. input.PortMappings.Select(f)] };
         PortMapping Echo(PortMapping m) => last.MappingStatuses.TryGetValue(ObjectRef.Of(m), out var s) ? m with { Status = s } : m;
-        switch (random.Next(17))
+        switch (random.Next(18))
         {
             case 0 or 1 or 2:
                 return ($"endpoint {i % 8} leaves slice {i}", Slices(s => s.Metadata.Name == slice ? Slice(i, 8, skip: i % 8) : s));
@@ -279,6 +279,14 @@ public class PlanMemoTests
                 return ("the informers list in another order", input with { EndpointSlices = [.. input.EndpointSlices.Reverse()], PortMappings = [.. input.PortMappings.Reverse()] });
             case 15:
                 return ($"someone writes another VIP into mapping {i}'s status", Mappings(m => m.Metadata.Name == $"m{i:D3}" && m.Status is { } st ? m with { Status = st with { Vips = [$"10.250.0.{150 + i}"] } } : m));
+            case 16:
+                return ($"someone else rewrites mapping {i}'s conditions and bumps its generation", Mappings(m => m.Metadata.Name == $"m{i:D3}" && m.Status is { } st
+                    ? m with
+                    {
+                        Metadata = m.Metadata with { Generation = (m.Metadata.Generation ?? 0) + 1 },
+                        Status = st with { Conditions = [.. st.Conditions.Select(c => c with { Status = "Unknown", LastTransitionTime = "2020-01-01T00:00:00Z" })] },
+                    }
+                    : m));
             case 14:
                 return input.AgentRenewals!["n2"] < input.Now.AddSeconds(-30)
                     ? ("n2's agent is back", input with { AgentRenewals = null })
