@@ -328,25 +328,98 @@ public sealed partial class KubeClient : IDisposable
             ("timeoutSeconds", options.Timeout is { } t ? ((int)t.TotalSeconds).ToString(CultureInfo.InvariantCulture) : null));
         using var response = await SendRawAsync(HttpMethod.Get, r.Path(ns) + query, null, null, idempotent: true, streaming: true, ct);
         await using var stream = await response.Content.ReadAsStreamAsync(ct);
-        using var reader = new StreamReader(stream, Encoding.UTF8);
-        while (await reader.ReadLineAsync(ct) is { } line)
+        // Each line is read as bytes and its object deserialized straight from them: no text, no JSON tree.
+        var lines = new LineReader(stream);
+        while (await lines.ReadLineAsync(ct) is { } line)
         {
-            if (line.Length == 0)
+            if (line.IsEmpty)
             {
                 continue;
             }
-            var frame = JsonSerializer.Deserialize<WatchFrame>(line, KubeJson.Options) ?? throw new JsonException("a watch frame was null");
-            var type = frame.Type ?? "";
-            var obj = frame.Object;
-            var rv = obj.ValueKind == JsonValueKind.Object && obj.TryGetProperty("metadata", out var meta) && meta.ValueKind == JsonValueKind.Object
-                && meta.TryGetProperty("resourceVersion", out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
-            yield return type switch
-            {
-                WatchEvent<T>.Error => new WatchEvent<T>(type, default, null, obj.ValueKind == JsonValueKind.Object ? JsonObject.Create(obj) : null),
-                WatchEvent<T>.Bookmark => new WatchEvent<T>(type, default, rv, null),
-                _ => new WatchEvent<T>(type, obj.Deserialize<T>(KubeJson.Options) ?? throw new JsonException($"a {type} watch event without an object"), rv, null),
-            };
+            var (type, obj) = WatchFrame(line.Span);
+            yield return Event<T>(type, line[obj]);
         }
+    }
+
+    private static WatchEvent<T> Event<T>(string type, ReadOnlyMemory<byte> obj)
+    {
+        switch (type)
+        {
+            case WatchEvent<T>.Error:
+                return new WatchEvent<T>(type, default, null, obj.IsEmpty ? null : JsonNode.Parse(obj.Span) as JsonObject);
+            case WatchEvent<T>.Bookmark:
+                return new WatchEvent<T>(type, default, obj.IsEmpty ? null : ResourceVersionOf(obj.Span), null);
+            default:
+                var value = obj.IsEmpty ? default : JsonSerializer.Deserialize<T>(obj.Span, KubeJson.Options);
+                if (value is null)
+                {
+                    throw new JsonException($"a {type} watch event without an object");
+                }
+                return new WatchEvent<T>(type, value, value is IKubernetesObject typed ? typed.Metadata.ResourceVersion : ResourceVersionOf(obj.Span), null);
+        }
+    }
+
+    /// <summary>
+    /// One line of a watch stream: its type, and where its object is (the object stays raw until
+    /// its type is known: an ERROR carries a Status). Properties may come in any order.
+    /// </summary>
+    private static (string Type, Range Object) WatchFrame(ReadOnlySpan<byte> line)
+    {
+        var reader = new Utf8JsonReader(line);
+        if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject)
+        {
+            throw new JsonException("a watch frame is not a JSON object");
+        }
+        string? type = null;
+        var obj = default(Range);
+        while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+        {
+            var isType = reader.ValueTextEquals("type"u8);
+            var isObject = reader.ValueTextEquals("object"u8);
+            reader.Read();
+            if (isType && reader.TokenType == JsonTokenType.String)
+            {
+                type = reader.GetString();
+            }
+            var start = (int)reader.TokenStartIndex;
+            reader.Skip();
+            if (isObject && reader.TokenType != JsonTokenType.Null)
+            {
+                obj = start..(int)reader.BytesConsumed;
+            }
+        }
+        return (type ?? "", obj);
+    }
+
+    /// <summary>metadata.resourceVersion of an object in JSON (null when it has none).</summary>
+    private static string? ResourceVersionOf(ReadOnlySpan<byte> obj)
+    {
+        var reader = new Utf8JsonReader(obj);
+        if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject)
+        {
+            return null;
+        }
+        while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+        {
+            var isMetadata = reader.ValueTextEquals("metadata"u8);
+            reader.Read();
+            if (isMetadata && reader.TokenType == JsonTokenType.StartObject)
+            {
+                while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+                {
+                    var isVersion = reader.ValueTextEquals("resourceVersion"u8);
+                    reader.Read();
+                    if (isVersion)
+                    {
+                        return reader.TokenType == JsonTokenType.String ? reader.GetString() : null;
+                    }
+                    reader.Skip();
+                }
+                return null;
+            }
+            reader.Skip();
+        }
+        return null;
     }
 
     private const string JsonContentType = "application/json";
@@ -364,12 +437,6 @@ public sealed partial class KubeClient : IDisposable
         public string? Continue { get; init; }
     }
 
-    /// <summary>One line of a watch stream; the object stays raw until its type (an ERROR carries a Status) is known.</summary>
-    private sealed record WatchFrame
-    {
-        public string? Type { get; init; }
-        public JsonElement Object { get; init; }
-    }
 
     private static T Read<T>(byte[] body) =>
         body.Length == 0 ? throw new JsonException($"an empty response where a {typeof(T).Name} was expected")
