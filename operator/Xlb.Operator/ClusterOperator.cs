@@ -296,6 +296,7 @@ public sealed partial class ClusterOperator
         {
             RememberChunk(chunk.Metadata.Name!, chunk.Spec.Vips, chunk.Spec.Listeners);
         }
+        var chunksMs = Stopwatch.GetElapsedTime(planning).TotalMilliseconds - planMs;
         foreach (var config in plan.NodeConfigs)
         {
             if (!previous.TryGetValue(config.Metadata.Name!, out var live) || live.Spec.ContentHash != config.Spec.ContentHash || live.Spec.Revision != config.Spec.Revision)
@@ -321,7 +322,7 @@ public sealed partial class ClusterOperator
         await ReportAsync(plan, pools, shards, mappings, owned.Problems, ct);
         ReconcileDurations.Observe(Stopwatch.GetElapsedTime(started).TotalSeconds);
         LogPlanned(plan.NodeConfigs.Count, mappings.Count, plan.Problems.Count, Stopwatch.GetElapsedTime(started).TotalMilliseconds,
-            Stopwatch.GetElapsedTime(started, planning).TotalMilliseconds, planMs, configsMs, statusMs, Writes - writesBefore, _memo.LastContinued ? "continued" : "full", _memo.LastPlan.Hits, _memo.LastPlan.Misses);
+            Stopwatch.GetElapsedTime(started, planning).TotalMilliseconds, planMs, configsMs, chunksMs, statusMs, Writes - writesBefore, _memo.LastContinued ? "continued" : "full", _memo.LastPlan.Hits, _memo.LastPlan.Misses);
         var untilExpiry = plan.NextExpiry is { } expiry ? expiry - now + TimeSpan.FromMilliseconds(20) : _options.Resync;
         return ReconcileResult.After(untilExpiry < _options.Resync ? untilExpiry : _options.Resync);
     }
@@ -696,8 +697,8 @@ public sealed partial class ClusterOperator
     [LoggerMessage(Level = LogLevel.Information, Message = "node {Node}: revision {Revision} with {Listeners} listeners in {Chunks} chunks (0: inline)")]
     private partial void LogRendered(string node, long revision, int listeners, int chunks);
 
-    [LoggerMessage(Level = LogLevel.Debug, Message = "planned {Configs} node configs from {Mappings} mappings, {Problems} problems, in {Ms:F1} ms (inputs {InputMs:F1}, plan {PlanMs:F1}, node configs {ConfigsMs:F1}, statuses {StatusMs:F1}; {Writes} writes; {Kind} plan, memo {Hits} reused, {Misses} computed)")]
-    private partial void LogPlanned(int configs, int mappings, int problems, double ms, double inputMs, double planMs, double configsMs, double statusMs, long writes, string kind, long hits, long misses);
+    [LoggerMessage(Level = LogLevel.Debug, Message = "planned {Configs} node configs from {Mappings} mappings, {Problems} problems, in {Ms:F1} ms (inputs {InputMs:F1}, plan {PlanMs:F1}, node configs {ConfigsMs:F1} (new chunks {ChunksMs:F1}), statuses {StatusMs:F1}; {Writes} writes; {Kind} plan, memo {Hits} reused, {Misses} computed)")]
+    private partial void LogPlanned(int configs, int mappings, int problems, double ms, double inputMs, double planMs, double configsMs, double chunksMs, double statusMs, long writes, string kind, long hits, long misses);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "node config {Node} lists chunk {Chunk}, which is gone: its VIPs are placed afresh")]
     private partial void LogChunkMissing(string node, string chunk);

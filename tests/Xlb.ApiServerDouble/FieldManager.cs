@@ -215,16 +215,24 @@ public static class FieldManager
             }
             else if (value is JsonArray items && current is JsonArray existing && type.ListMapKeys.TryGetValue(path, out var keys))
             {
+                // Elements by their key (the first of equal keys), so a long list merges in linear time.
+                var byKey = new Dictionary<string, JsonObject>(StringComparer.Ordinal);
+                foreach (var e in existing.OfType<JsonObject>())
+                {
+                    byKey.TryAdd(ElementKey(e, keys), e);
+                }
                 foreach (var item in items.OfType<JsonObject>())
                 {
-                    var match = existing.OfType<JsonObject>().FirstOrDefault(e => keys.All(k => JsonNode.DeepEquals(e[k], item[k])));
-                    if (match is null)
+                    var key = ElementKey(item, keys);
+                    if (byKey.TryGetValue(key, out var match))
                     {
-                        existing.Add(item.DeepClone());
+                        Merge(match, item, type, path);
                     }
                     else
                     {
-                        Merge(match, item, type, path);
+                        var added = item.DeepClone().AsObject();
+                        existing.Add(added);
+                        byKey.Add(key, added);
                     }
                 }
             }
