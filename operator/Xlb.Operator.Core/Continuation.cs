@@ -24,7 +24,8 @@ public static partial class Planner
     private static PlanResult? Continue(PlanInput input, PlanState last, PlanMemo memo)
     {
         var was = last.Input;
-        if (!last.Continuable || last.Slots is not { } slots || input.ChunkLimit != was.ChunkLimit || (input.AgentRenewals is null) != (was.AgentRenewals is null)
+        var slots = last.Slots;
+        if (!last.Continuable || input.ChunkLimit != was.ChunkLimit || (input.AgentRenewals is null) != (was.AgentRenewals is null)
             || !SameItems(input.Pools, was.Pools) || !SameItems(input.Shards, was.Shards) || !SameItems(input.Nodes, was.Nodes) || !SameItems(input.Namespaces, was.Namespaces)
             || !SameLiveness(input, last.Shards))
         {

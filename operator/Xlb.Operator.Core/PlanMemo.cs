@@ -8,11 +8,13 @@ namespace Xlb.Operator.Core;
 /// <summary>
 /// What one plan may reuse from the last: per mapping its validation, resolved backends and
 /// status; per listener its rendering and digest; per VIP its item; per mapping and node the
-/// digest of its listeners; per chunk bucket its chunk. An entry is reused only when the very
-/// objects it was computed from (same references: informer caches replace an object when it
-/// changes) are the inputs again, and a status only when everything else it is made of is equal,
-/// so a plan with a memo equals a plan without one; it is only faster when little changed. Entries a plan did not use are dropped at its end. One plan at a
-/// time: not thread-safe.
+/// digest of its listeners; per chunk bucket its chunk; and the last plan itself, for the next
+/// to continue from (see <c>Planner.Continue</c>). An entry is reused only when the very objects
+/// it was computed from (same references: informer caches replace an object when it changes)
+/// are the inputs again, or, for a mapping, its shard and its pool, objects with the same spec;
+/// and a status only when everything else it is made of is equal. So a plan with a memo equals a
+/// plan without one; it is only faster when little changed. Entries a full plan did not use are
+/// dropped at its end. One plan at a time: not thread-safe.
 /// </summary>
 public sealed class PlanMemo
 {

@@ -62,7 +62,7 @@ public static partial class Planner
         public required InputIndex Index { get; init; }
         public required List<Problem> Problems { get; set; }
         public required List<ValidMapping> Mappings { get; init; }
-        public required Dictionary<string, MappingSlot>? Slots { get; init; }
+        public required Dictionary<string, MappingSlot> Slots { get; init; }
         public required Ipam.Result Vips { get; init; }
         public required Dictionary<IPAddress, PlacedVip> Placements { get; set; }
         public required List<NodeRender> Nodes { get; init; }
@@ -76,7 +76,7 @@ public static partial class Planner
 
         public PlanState IndexServices()
         {
-            foreach (var (key, slot) in Slots ?? [])
+            foreach (var (key, slot) in Slots)
             {
                 if (ServiceOf(slot.Object) is { } service)
                 {
@@ -105,8 +105,8 @@ public static partial class Planner
     /// configs (only mappings without a recorded VIP do that); and no mapping that got a VIP lacks
     /// the record, since the node configs of this plan would give it one next time.
     /// </summary>
-    private static bool Continuable(PlanInput input, InputIndex index, Dictionary<string, MappingSlot>? slots, Ipam.Result vips) =>
-        slots is not null && slots.Count == input.PortMappings.Count
+    private static bool Continuable(PlanInput input, InputIndex index, Dictionary<string, MappingSlot> slots, Ipam.Result vips) =>
+        slots.Count == input.PortMappings.Count
         && index.SliceNames.Count == input.EndpointSlices.Count && index.Services.Count == input.Services.Count
         && !vips.FromConfigs
         && vips.Assigned.Keys.All(m => StatusVip(m.Object) is not null);

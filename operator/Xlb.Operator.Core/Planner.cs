@@ -241,12 +241,12 @@ public static partial class Planner
         return result;
     }
 
-    /// <summary>The mappings that validate, in name order, and per mapping key where its outcome sits (kept only with a memo).</summary>
-    private static (List<ValidMapping> Valid, Dictionary<string, MappingSlot>? Slots) ValidateMappings(
+    /// <summary>The mappings that validate, in name order, and per mapping key where its outcome sits.</summary>
+    private static (List<ValidMapping> Valid, Dictionary<string, MappingSlot> Slots) ValidateMappings(
         PlanInput input, Dictionary<string, ResolvedShard> shards, InputIndex index, List<Problem> problems)
     {
         var result = new List<ValidMapping>();
-        var slots = input.Memo is null ? null : new Dictionary<string, MappingSlot>(input.PortMappings.Count, StringComparer.Ordinal);
+        var slots = new Dictionary<string, MappingSlot>(input.PortMappings.Count, StringComparer.Ordinal);
         foreach (var pm in input.PortMappings.OrderBy(m => m.Metadata.Namespace, StringComparer.Ordinal).ThenBy(m => m.Metadata.Name, StringComparer.Ordinal))
         {
             var (error, valid) = ValidateOne(pm, input.Memo, shards, index);
@@ -261,7 +261,7 @@ public static partial class Planner
                 slot.Index = result.Count;
                 result.Add(valid!);
             }
-            slots?.TryAdd(KeyOf(pm), slot);
+            slots.TryAdd(KeyOf(pm), slot);
         }
         return (result, slots);
     }
@@ -277,13 +277,12 @@ public static partial class Planner
             error = ValidateMapping(pm, shards, index, out valid);
             return (error, valid);
         }
-        // Everything a mapping's validation and backends depend on, by reference.
+        // Everything a mapping's validation and backends depend on (see PlanMemo.Mapping for how each is compared).
         var key = KeyOf(pm);
-        var ns = pm.Metadata.Namespace ?? "default";
-        var backendKey = pm.Spec.Backend.ServiceRef is { } svc ? (ns, svc.Name) : default;
-        var labels = index.Namespaces.GetValueOrDefault(ns);
-        var service = backendKey.ns is null ? null : index.Services.GetValueOrDefault(backendKey);
-        var ownSlices = backendKey.ns is null ? null : index.Slices.GetValueOrDefault(backendKey);
+        var labels = index.Namespaces.GetValueOrDefault(pm.Metadata.Namespace ?? "default");
+        var owner = ServiceOf(pm);
+        var service = owner is { } o ? index.Services.GetValueOrDefault(o) : null;
+        var ownSlices = owner is { } p ? index.Slices.GetValueOrDefault(p) : null;
         if (memo.Mapping(key, pm, shard.Shard, shard.Pool.Pool, labels, service, ownSlices) is { } hit)
         {
             return (hit.Error, hit.Valid is null ? null : hit.Valid with { Shard = shard });
