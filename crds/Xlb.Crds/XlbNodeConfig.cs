@@ -44,9 +44,10 @@ public sealed record XlbNodeConfigSpec
     /// <summary>
     /// Set when the config is too large for one object: the VIPs and listeners then live in these
     /// XlbNodeConfigChunks (vips and listeners above are empty), and the agent applies the
-    /// revision only when it holds every chunk listed, each with the listed hash.
+    /// revision only when it holds every chunk listed, each with the listed hash. An atomic list:
+    /// the operator alone writes it, whole, so server-side apply tracks it as one field rather
+    /// than three per chunk.
     /// </summary>
-    [ListMap("name")]
     public List<ChunkRef> Chunks { get; init; } = [];
     /// <summary>With chunks: how many hash buckets the content is spread over (chunks are the non-empty ones). Kept steady so chunks do not reshuffle.</summary>
     public int ChunkBuckets { get; init; }
