@@ -124,7 +124,7 @@ public sealed partial class KubeNodeConfigSource : INodeConfigSource
     {
         (_client, _options, _changed, _log, _time) = (client, options, changed, log, time);
         _head = new Informer<XlbNodeConfig>(client, KubeResource.XlbNodeConfigs, null, new InformerOptions { FieldSelector = $"metadata.name={options.NodeName}" }, log);
-        _chunks = new Informer<XlbNodeConfigChunk>(client, KubeResource.XlbNodeConfigChunks, null, new InformerOptions { LabelSelector = $"{XlbNodeConfigChunk.NodeLabel}={options.NodeName}" }, log);
+        _chunks = new Informer<XlbNodeConfigChunk>(client, KubeResource.XlbNodeConfigChunks, null, new InformerOptions { LabelSelector = $"{XlbNodeConfigChunk.NodeLabel}={options.NodeName}", PageSize = XlbNodeConfigChunk.ListPageSize }, log);
         _head.AddHandler(_ => Bump());
         _chunks.AddHandler(_ => Bump());
         _informers = Task.WhenAll(RunQuietly(_head.RunAsync), RunQuietly(_chunks.RunAsync), RunQuietly(async ct =>

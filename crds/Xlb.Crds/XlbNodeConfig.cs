@@ -76,6 +76,12 @@ public sealed record XlbNodeConfigChunk : IKubernetesObject
     public const string KindName = "XlbNodeConfigChunk";
     /// <summary>Label naming the node a chunk belongs to (agents select their chunks by it).</summary>
     public const string NodeLabel = "xlb.io/node";
+
+    /// <summary>
+    /// Chunks per page when listing them: a chunk holds up to the operator's chunk limit (256 KiB
+    /// by default), so a page stays a few megabytes where the usual 500 objects could be 100 MB.
+    /// </summary>
+    public const int ListPageSize = 16;
     public string ApiVersion { get; init; } = XlbApi.ApiVersion;
     public string Kind { get; init; } = KindName;
     public required ObjectMeta Metadata { get; init; }

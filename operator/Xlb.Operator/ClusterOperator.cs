@@ -98,7 +98,9 @@ public sealed partial class ClusterOperator
             e => RoutineRenewal(e, _shards.List(), _time.GetUtcNow()));
         // Chunks without their backends: their content is ours and content-addressed, and the
         // planner reads back only VIPs and listener names. So a restart lists them and fetches nothing.
-        _chunks = Watch(KubeResource.XlbNodeConfigChunks, new Informer<ChunkSummary>(client, KubeResource.XlbNodeConfigChunks, null, io with { LabelSelector = XlbNodeConfigChunk.NodeLabel }, log));
+        // A chunk is up to the chunk limit, so pages are a few chunks, not hundreds of megabytes.
+        _chunks = Watch(KubeResource.XlbNodeConfigChunks, new Informer<ChunkSummary>(client, KubeResource.XlbNodeConfigChunks, null,
+            io with { LabelSelector = XlbNodeConfigChunk.NodeLabel, PageSize = XlbNodeConfigChunk.ListPageSize }, log));
     }
 
     /// <summary>Plans run (each one a full reconcile).</summary>
