@@ -45,6 +45,12 @@ public sealed record PlanInput
     public long? ChunkLimit { get; init; }
     /// <summary>Reuse from the previous plan of this process; the result is the same with or without it.</summary>
     public PlanMemo? Memo { get; init; }
+    /// <summary>
+    /// How many threads a plan may use to validate and render the many mappings the memo cannot
+    /// answer (a cold start): null for every processor, 1 for the calling thread only. The result
+    /// is the same either way.
+    /// </summary>
+    public int? MaxParallelism { get; init; }
 }
 
 public sealed record PlanResult

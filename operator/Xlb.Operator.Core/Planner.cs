@@ -38,7 +38,7 @@ public static partial class Planner
         var (mappings, slots) = ValidateMappings(input, shards, index, problems);
         var vips = Ipam.Allocate(mappings, input, problems);
         var placements = Place(vips, mappings, input.Previous);
-        var (nodes, digests) = Render(shards, mappings, vips, placements, input.Previous, input.ChunkLimit, input.Memo);
+        var (nodes, digests) = Render(shards, mappings, vips, placements, input.Previous, input.ChunkLimit, input.Memo, input.MaxParallelism);
         var configs = nodes.ConvertAll(n => n.Config);
         var byShard = placements
             .GroupBy(p => p.Value.Shard)
@@ -241,27 +241,69 @@ public static partial class Planner
         return result;
     }
 
-    /// <summary>The mappings that validate, in name order, and per mapping key where its outcome sits.</summary>
+    /// <summary>Below this many mappings to validate (or listeners to render) a plan does them on its own thread.</summary>
+    private const int ParallelFrom = 256;
+
+    /// <summary>How to spread <paramref name="count"/> pieces of work over threads; null: do them on this thread.</summary>
+    private static ParallelOptions? InParallel(int count, int? maxParallelism) =>
+        count >= ParallelFrom && maxParallelism is not 1 ? new ParallelOptions { MaxDegreeOfParallelism = maxParallelism ?? -1 } : null;
+
+    /// <summary>
+    /// The mappings that validate, in name order, and per mapping key where its outcome sits.
+    /// Those the memo cannot answer are validated in parallel (each on its own: the work is pure),
+    /// and the memo is read and written on this thread only.
+    /// </summary>
     private static (List<ValidMapping> Valid, Dictionary<string, MappingSlot> Slots) ValidateMappings(
         PlanInput input, Dictionary<string, ResolvedShard> shards, InputIndex index, List<Problem> problems)
     {
-        var result = new List<ValidMapping>();
-        var slots = new Dictionary<string, MappingSlot>(input.PortMappings.Count, StringComparer.Ordinal);
-        foreach (var pm in input.PortMappings.OrderBy(m => m.Metadata.Namespace, StringComparer.Ordinal).ThenBy(m => m.Metadata.Name, StringComparer.Ordinal))
+        var sorted = input.PortMappings.OrderBy(m => m.Metadata.Namespace, StringComparer.Ordinal).ThenBy(m => m.Metadata.Name, StringComparer.Ordinal).ToList();
+        var outcomes = new ((string Reason, string Message)? Error, ValidMapping? Valid)[sorted.Count];
+        var inputs = new MemoInputs?[sorted.Count];
+        var todo = new List<int>();
+        for (var i = 0; i < sorted.Count; i++)
         {
-            var (error, valid) = ValidateOne(pm, input.Memo, shards, index);
-            var slot = new MappingSlot { Object = pm, Valid = valid };
+            inputs[i] = input.Memo is null ? null : MemoInputs.Of(sorted[i], shards, index);
+            if (inputs[i] is { } known && Recall(sorted[i], input.Memo!, known) is { } hit)
+            {
+                outcomes[i] = hit;
+            }
+            else
+            {
+                todo.Add(i);
+            }
+        }
+        if (InParallel(todo.Count, input.MaxParallelism) is { } parallel)
+        {
+            Parallel.ForEach(todo, parallel, i => outcomes[i] = Validate(sorted[i], shards, index));
+        }
+        else
+        {
+            todo.ForEach(i => outcomes[i] = Validate(sorted[i], shards, index));
+        }
+        foreach (var i in todo)
+        {
+            if (inputs[i] is { } known)
+            {
+                Remember(input.Memo!, sorted[i], known, outcomes[i]);
+            }
+        }
+        var result = new List<ValidMapping>();
+        var slots = new Dictionary<string, MappingSlot>(sorted.Count, StringComparer.Ordinal);
+        for (var i = 0; i < sorted.Count; i++)
+        {
+            var (error, valid) = outcomes[i];
+            var slot = new MappingSlot { Object = sorted[i], Valid = valid };
             if (error is not null)
             {
                 slot.Problem = problems.Count;
-                problems.Add(new Problem(ObjectRef.Of(pm), error.Value.Reason, error.Value.Message));
+                problems.Add(new Problem(ObjectRef.Of(sorted[i]), error.Value.Reason, error.Value.Message));
             }
             else
             {
                 slot.Index = result.Count;
                 result.Add(valid!);
             }
-            slots.TryAdd(KeyOf(pm), slot);
+            slots.TryAdd(KeyOf(sorted[i]), slot);
         }
         return (result, slots);
     }
@@ -270,32 +312,54 @@ public static partial class Planner
     private static ((string Reason, string Message)? Error, ValidMapping? Valid) ValidateOne(
         PortMapping pm, PlanMemo? memo, Dictionary<string, ResolvedShard> shards, InputIndex index)
     {
-        (string Reason, string Message)? error;
-        ValidMapping? valid;
-        if (memo is null || !shards.TryGetValue(pm.Spec.ShardRef, out var shard))
+        if (memo is null || MemoInputs.Of(pm, shards, index) is not { } inputs)
         {
-            error = ValidateMapping(pm, shards, index, out valid);
-            return (error, valid);
+            return Validate(pm, shards, index);
         }
-        // Everything a mapping's validation and backends depend on (see PlanMemo.Mapping for how each is compared).
-        var key = KeyOf(pm);
-        var labels = index.Namespaces.GetValueOrDefault(pm.Metadata.Namespace ?? "default");
-        var owner = ServiceOf(pm);
-        var service = owner is { } o ? index.Services.GetValueOrDefault(o) : null;
-        var ownSlices = owner is { } p ? index.Slices.GetValueOrDefault(p) : null;
-        if (memo.Mapping(key, pm, shard.Shard, shard.Pool.Pool, labels, service, ownSlices) is { } hit)
+        if (Recall(pm, memo, inputs) is { } hit)
         {
-            return (hit.Error, hit.Valid is null ? null : hit.Valid with { Shard = shard });
+            return hit;
         }
-        error = ValidateMapping(pm, shards, index, out valid);
+        var outcome = Validate(pm, shards, index);
+        Remember(memo, pm, inputs, outcome);
+        return outcome;
+    }
+
+    /// <summary>Everything a mapping's validation and backends depend on besides the mapping (see PlanMemo.Mapping for how each is compared).</summary>
+    private readonly record struct MemoInputs(string Key, ResolvedShard Shard, Dictionary<string, string>? Labels, Service? Service, List<EndpointSlice>? Slices)
+    {
+        /// <summary>Null for a mapping whose shard is missing: it fails validation at once.</summary>
+        public static MemoInputs? Of(PortMapping pm, Dictionary<string, ResolvedShard> shards, InputIndex index)
+        {
+            if (!shards.TryGetValue(pm.Spec.ShardRef, out var shard))
+            {
+                return null;
+            }
+            var owner = ServiceOf(pm);
+            return new MemoInputs(
+                KeyOf(pm), shard, index.Namespaces.GetValueOrDefault(pm.Metadata.Namespace ?? "default"),
+                owner is { } o ? index.Services.GetValueOrDefault(o) : null, owner is { } p ? index.Slices.GetValueOrDefault(p) : null);
+        }
+    }
+
+    private static ((string Reason, string Message)? Error, ValidMapping? Valid)? Recall(PortMapping pm, PlanMemo memo, MemoInputs inputs) =>
+        memo.Mapping(inputs.Key, pm, inputs.Shard.Shard, inputs.Shard.Pool.Pool, inputs.Labels, inputs.Service, inputs.Slices) is { } hit
+            ? (hit.Error, hit.Valid is null ? null : hit.Valid with { Shard = inputs.Shard })
+            : null;
+
+    private static ((string Reason, string Message)? Error, ValidMapping? Valid) Validate(PortMapping pm, Dictionary<string, ResolvedShard> shards, InputIndex index)
+    {
+        var error = ValidateMapping(pm, shards, index, out var valid);
         _ = valid?.DistinctBackends; // computed once here, so every copy of the entry shares it
-        memo.Remember(key, new PlanMemo.MappingEntry
-        {
-            Object = pm, Shard = shard.Shard, Pool = shard.Pool.Pool, NamespaceLabels = labels, Service = service,
-            Slices = ownSlices?.ToArray() ?? [], Error = error, Valid = valid,
-        });
         return (error, valid);
     }
+
+    private static void Remember(PlanMemo memo, PortMapping pm, MemoInputs inputs, ((string Reason, string Message)? Error, ValidMapping? Valid) outcome) =>
+        memo.Remember(inputs.Key, new PlanMemo.MappingEntry
+        {
+            Object = pm, Shard = inputs.Shard.Shard, Pool = inputs.Shard.Pool.Pool, NamespaceLabels = inputs.Labels, Service = inputs.Service,
+            Slices = inputs.Slices?.ToArray() ?? [], Error = outcome.Error, Valid = outcome.Valid,
+        });
 
     private static (string Reason, string Message)? ValidateMapping(PortMapping pm, Dictionary<string, ResolvedShard> shards, InputIndex index, out ValidMapping? valid)
     {
@@ -486,7 +550,7 @@ public static partial class Planner
     /// </summary>
     private static (List<NodeRender> Nodes, Dictionary<(string Mapping, string Node), string> Digests) Render(
         Dictionary<string, ResolvedShard> shards, List<ValidMapping> mappings, Ipam.Result vips,
-        Dictionary<IPAddress, PlacedVip> placements, IReadOnlyDictionary<string, XlbNodeConfig> previous, long? chunkLimit, PlanMemo? memo)
+        Dictionary<IPAddress, PlacedVip> placements, IReadOnlyDictionary<string, XlbNodeConfig> previous, long? chunkLimit, PlanMemo? memo, int? maxParallelism)
     {
         var byNode = new Dictionary<string, List<(IPAddress Vip, PlacedVip Placed)>>(StringComparer.Ordinal);
         foreach (var node in shards.Values.SelectMany(s => s.Selected))
@@ -515,6 +579,7 @@ public static partial class Planner
                 list.Add(m);
             }
         }
+        var rendered = RenderAll(byNode, byVip, memo, maxParallelism);
         var nodes = new List<NodeRender>();
         var digests = new Dictionary<(string Mapping, string Node), string>();
         foreach (var (nodeName, roles) in byNode.OrderBy(n => n.Key, StringComparer.Ordinal))
@@ -535,7 +600,7 @@ public static partial class Planner
                     var own = new Chunking.Item[m.Ports.Count];
                     for (var i = 0; i < own.Length; i++)
                     {
-                        own[i] = RenderListener(m, m.Ports[i], vip, nodeName, memo);
+                        own[i] = rendered[ListenerKey(m, m.Ports[i], nodeName)];
                     }
                     digests[(m.Key, nodeName)] = memo?.MappingDigest(m.Key, nodeName, own) ?? MappingDigest(own);
                     listenerItems.AddRange(own);
@@ -599,19 +664,82 @@ public static partial class Planner
     /// <summary>A short digest of one mapping's listeners on one node: what its status compares to tell whether they changed.</summary>
     internal static string MappingDigest(IReadOnlyList<Chunking.Item> items) => NodeConfigContent.Hash(items.Select(i => i.Digest.Sha256))[..16];
 
+    /// <summary>How the memo names a listener: only trafficPolicy Local makes a listener differ between nodes.</summary>
+    private static (string Mapping, string Port, string? Node) ListenerKey(ValidMapping m, ValidPort p, string node) =>
+        (m.Key, $"{p.Name}|{p.Port}|{p.Protocol}", m.Object.Spec.TrafficPolicy == TrafficPolicy.Local ? node : null);
+
     /// <summary>A listener with its digest; the same objects as last plan when its mapping's resolution and VIP are unchanged.</summary>
     private static Chunking.Item RenderListener(ValidMapping m, ValidPort p, IPAddress vip, string node, PlanMemo? memo)
     {
-        // Only trafficPolicy Local makes a listener differ between nodes.
-        var key = (m.Key, $"{p.Name}|{p.Port}|{p.Protocol}", m.Object.Spec.TrafficPolicy == TrafficPolicy.Local ? node : null);
+        var key = ListenerKey(m, p, node);
         if (memo?.Listener(key, m.Backends, vip) is { } hit)
         {
             return hit.Item;
         }
-        var listener = Listener(m, p, vip, node);
-        var item = new Chunking.Item(m.Key, null, listener, NodeConfigContent.Digest(listener));
+        var item = Rendered(m, p, vip, node);
         memo?.Remember(key, new PlanMemo.ListenerEntry { Backends = m.Backends, Vip = vip, Item = item });
         return item;
+    }
+
+    private static Chunking.Item Rendered(ValidMapping m, ValidPort p, IPAddress vip, string node)
+    {
+        var listener = Listener(m, p, vip, node);
+        return new Chunking.Item(m.Key, null, listener, NodeConfigContent.Digest(listener));
+    }
+
+    /// <summary>
+    /// Every listener of every node, once each. Those the memo lacks are rendered (and their JSON
+    /// hashed) in parallel, each on its own; the memo is read and written on this thread only.
+    /// </summary>
+    private static Dictionary<(string Mapping, string Port, string? Node), Chunking.Item> RenderAll(
+        Dictionary<string, List<(IPAddress Vip, PlacedVip Placed)>> byNode, Dictionary<IPAddress, List<ValidMapping>> byVip, PlanMemo? memo, int? maxParallelism)
+    {
+        var items = new Dictionary<(string Mapping, string Port, string? Node), Chunking.Item>();
+        var todo = new List<((string Mapping, string Port, string? Node) Key, ValidMapping M, ValidPort P, IPAddress Vip, string Node)>();
+        foreach (var (node, roles) in byNode)
+        {
+            foreach (var (vip, _) in roles)
+            {
+                foreach (var m in byVip.GetValueOrDefault(vip) ?? [])
+                {
+                    foreach (var p in m.Ports)
+                    {
+                        var key = ListenerKey(m, p, node);
+                        if (items.ContainsKey(key))
+                        {
+                            continue;
+                        }
+                        if (memo?.Listener(key, m.Backends, vip) is { } hit)
+                        {
+                            items[key] = hit.Item;
+                        }
+                        else
+                        {
+                            items[key] = null!; // claimed; rendered below
+                            todo.Add((key, m, p, vip, node));
+                        }
+                    }
+                }
+            }
+        }
+        var made = new Chunking.Item[todo.Count];
+        if (InParallel(todo.Count, maxParallelism) is { } parallel)
+        {
+            Parallel.For(0, todo.Count, parallel, i => made[i] = Rendered(todo[i].M, todo[i].P, todo[i].Vip, todo[i].Node));
+        }
+        else
+        {
+            for (var i = 0; i < todo.Count; i++)
+            {
+                made[i] = Rendered(todo[i].M, todo[i].P, todo[i].Vip, todo[i].Node);
+            }
+        }
+        for (var i = 0; i < todo.Count; i++)
+        {
+            items[todo[i].Key] = made[i];
+            memo?.Remember(todo[i].Key, new PlanMemo.ListenerEntry { Backends = todo[i].M.Backends, Vip = todo[i].Vip, Item = made[i] });
+        }
+        return items;
     }
 
     private static Listener Listener(ValidMapping m, ValidPort p, IPAddress vip, string node)

@@ -184,6 +184,21 @@ public class PlanMemoTests
         Assert.True(full >= 3, $"seed {seed}: only {full} full plans: the changes that need one were not made");
     }
 
+    [Fact]
+    public void A_plan_that_validates_and_renders_on_many_threads_equals_one_made_on_one()
+    {
+        // Past the size from which a plan spreads the mappings the memo cannot answer over threads (two ports each: 1,200 listeners per node).
+        var input = Input(600) with { PortMappings = [.. Input(600).PortMappings.Select(m => m with { Spec = m.Spec with { Ports = [.. m.Spec.Ports, new ServicePort { Name = "alt", Port = 81, TargetPort = new IntOrString(8081) }] } })] };
+        var single = Planner.Plan(input with { MaxParallelism = 1 });
+        var memo = new PlanMemo();
+        var threaded = Planner.Plan(input with { Memo = memo });
+        Assert.Equal(Canonical(single), Canonical(threaded));
+        Assert.Equal(Canonical(single), Canonical(Planner.Plan(input)));
+        // And the memo holds what the threads made: the same input again computes nothing.
+        Planner.Plan(input with { Memo = memo, Previous = threaded.NodeConfigs.ToDictionary(c => c.Spec.NodeName) });
+        Assert.Equal(0, memo.LastPlan.Misses);
+    }
+
     /// <summary>The node configs of a plan as the operator reads them back: chunked ones assembled from their chunks.</summary>
     private static Dictionary<string, XlbNodeConfig> Assembled(PlanResult plan, IReadOnlyDictionary<string, XlbNodeConfig>? statusesFrom = null) =>
         plan.NodeConfigs.ToDictionary(c => c.Spec.NodeName, c =>
