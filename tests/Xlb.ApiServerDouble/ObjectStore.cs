@@ -222,11 +222,11 @@ public sealed class ObjectStore(TimeProvider time)
                         $"Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers [{string.Join(" ", added)}]");
                 }
             }
-            if (JsonNode.DeepEquals(WithoutTimes(next), WithoutTimes(before)))
+            if (SameButTimes(next, before))
             {
                 return before.DeepClone().AsObject();
             }
-            if (!JsonNode.DeepEquals(Spec(next), Spec(before)))
+            if (!SameExcept(next, before, f => f is "metadata" or "status"))
             {
                 meta["generation"] = Long(oldMeta["generation"]) + 1;
             }
@@ -316,28 +316,32 @@ public sealed class ObjectStore(TimeProvider time)
     private static List<string> Finalizers(JsonObject obj) =>
         obj["metadata"]?["finalizers"] is JsonArray list ? [.. list.Select(f => f?.GetValue<string>() ?? "")] : [];
 
-    /// <summary>What metadata.generation tracks: everything but metadata and status.</summary>
-    private static JsonObject Spec(JsonObject obj)
+    /// <summary>Whether two objects have the same fields with equal values, but for the top-level fields <paramref name="skip"/> names (no copies are made).</summary>
+    private static bool SameExcept(JsonObject a, JsonObject b, Func<string, bool> skip, Func<string, JsonNode?, JsonNode?, bool>? same = null)
     {
-        var copy = obj.DeepClone().AsObject();
-        copy.Remove("metadata");
-        copy.Remove("status");
-        return copy;
+        var count = 0;
+        foreach (var (name, value) in a)
+        {
+            if (skip(name))
+            {
+                continue;
+            }
+            count++;
+            if (!b.TryGetPropertyValue(name, out var other) || !(same?.Invoke(name, value, other) ?? JsonNode.DeepEquals(value, other)))
+            {
+                return false;
+            }
+        }
+        return count == b.Count(p => !skip(p.Key));
     }
 
     /// <summary>A write that changes nothing but managedFields timestamps is a no-op.</summary>
-    private static JsonObject WithoutTimes(JsonObject obj)
-    {
-        var copy = obj.DeepClone().AsObject();
-        if (copy["metadata"]?["managedFields"] is JsonArray entries)
-        {
-            foreach (var e in entries.OfType<JsonObject>())
-            {
-                e.Remove("time");
-            }
-        }
-        return copy;
-    }
+    private static bool SameButTimes(JsonObject a, JsonObject b) =>
+        SameExcept(a, b, _ => false, (name, x, y) => name != "metadata" ? JsonNode.DeepEquals(x, y)
+            : x is JsonObject ma && y is JsonObject mb ? SameExcept(ma, mb, _ => false, (field, p, q) => field != "managedFields" ? JsonNode.DeepEquals(p, q)
+                : p is JsonArray ea && q is JsonArray eb ? ea.Count == eb.Count && ea.Zip(eb).All(e => e.First is JsonObject oa && e.Second is JsonObject ob ? SameExcept(oa, ob, f => f == "time") : JsonNode.DeepEquals(e.First, e.Second))
+                : JsonNode.DeepEquals(p, q))
+            : JsonNode.DeepEquals(x, y));
 
     private void Publish(StoredEvent e)
     {

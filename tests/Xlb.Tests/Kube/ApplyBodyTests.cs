@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text;
 using System.Text.Json.Nodes;
+using Xlb.ApiServerDouble;
 using Xlb.Kube;
 
 namespace Xlb.Tests.Kube;
@@ -46,5 +47,34 @@ public sealed class ApplyBodyTests(DoubleTarget target) : IClassFixture<DoubleTa
         Assert.Equal(byJson!["spec"]!.ToJsonString(), byYaml!["spec"]!.ToJsonString());
         Assert.Equal(byJson["metadata"]!["labels"]!.ToJsonString(), byYaml["metadata"]!["labels"]!.ToJsonString());
         Assert.Equal("a", byFlow!["spec"]!["holderIdentity"]!.GetValue<string>());
+    }
+
+    private sealed class SetClock(DateTimeOffset start) : TimeProvider
+    {
+        public DateTimeOffset Now { get; set; } = start;
+        public override DateTimeOffset GetUtcNow() => Now;
+    }
+
+    [Fact]
+    public async Task An_apply_that_changes_only_its_managed_fields_time_is_a_no_op_and_a_spec_change_moves_the_generation()
+    {
+        var clock = new SetClock(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        await using var server = await ApiServer.StartAsync(time: clock);
+        using var client = new KubeClient(new KubeConnection { Server = server.Url });
+        await client.CreateAsync(KubeResource.Namespaces, new JsonObject { ["apiVersion"] = "v1", ["kind"] = "Namespace", ["metadata"] = new JsonObject { ["name"] = "t" } }, ct: Ct);
+        JsonObject Lease(int seconds) => new()
+        {
+            ["apiVersion"] = "coordination.k8s.io/v1",
+            ["kind"] = "Lease",
+            ["metadata"] = new JsonObject { ["name"] = "l", ["namespace"] = "t" },
+            ["spec"] = new JsonObject { ["holderIdentity"] = "a", ["leaseDurationSeconds"] = seconds },
+        };
+        var first = await client.ApplyAsync<JsonObject>(KubeResource.Leases, Lease(15), "m", ct: Ct);
+        clock.Now += TimeSpan.FromMinutes(1);
+        var again = await client.ApplyAsync<JsonObject>(KubeResource.Leases, Lease(15), "m", ct: Ct);
+        Assert.Equal(first["metadata"]!["resourceVersion"]!.GetValue<string>(), again["metadata"]!["resourceVersion"]!.GetValue<string>());
+        var changed = await client.ApplyAsync<JsonObject>(KubeResource.Leases, Lease(20), "m", ct: Ct);
+        Assert.NotEqual(first["metadata"]!["resourceVersion"]!.GetValue<string>(), changed["metadata"]!["resourceVersion"]!.GetValue<string>());
+        Assert.Equal(first["metadata"]!["generation"]!.GetValue<long>() + 1, changed["metadata"]!["generation"]!.GetValue<long>());
     }
 }
