@@ -12,8 +12,9 @@ namespace Xlb.Operator.Core;
 /// </summary>
 internal static class Ipam
 {
-    /// <param name="FromConfigs">Whether a mapping's previous address came from the node configs rather than its status.</param>
-    internal sealed record Result(Dictionary<ValidMapping, IPAddress> Assigned, Dictionary<string, IPAddress> Held, bool FromConfigs);
+    /// <param name="Unrecorded">The mappings whose status records no VIP.</param>
+    /// <param name="FromConfigs">Whether one of those took its previous address from the node configs.</param>
+    internal sealed record Result(Dictionary<ValidMapping, IPAddress> Assigned, Dictionary<string, IPAddress> Held, HashSet<string> Unrecorded, bool FromConfigs);
 
     private sealed class Holder(string shard, string? shareKey)
     {
@@ -28,7 +29,7 @@ internal static class Ipam
         var taken = new Dictionary<IPAddress, Holder>(mappings.Count);
         var groups = new Dictionary<(string Shard, string Key), IPAddress>();
         var failed = new HashSet<ValidMapping>();
-        var (previous, fromConfigs) = PreviousVips(input);
+        var (previous, unrecorded, fromConfigs) = PreviousVips(input);
 
         // Invalid mappings keep what they held: a typo in a spec must not give its VIP away.
         var valid = mappings.Select(m => m.Key).ToHashSet(StringComparer.Ordinal);
@@ -151,17 +152,17 @@ internal static class Ipam
                 c.Dispose();
             }
         }
-        return new Result(assigned, held, fromConfigs);
+        return new Result(assigned, held, unrecorded, fromConfigs);
     }
 
-    /// <summary>The address each mapping held: its status first (the record), else the last node configs; and whether a mapping's came from those.</summary>
-    private static (Dictionary<string, IPAddress> Vips, bool FromConfigs) PreviousVips(PlanInput input)
+    /// <summary>The address each mapping held: its status first (the record), else the last node configs; the mappings without a record; and whether one of those found its address in the configs.</summary>
+    private static (Dictionary<string, IPAddress> Vips, HashSet<string> Unrecorded, bool FromConfigs) PreviousVips(PlanInput input)
     {
         var result = new Dictionary<string, IPAddress>(input.PortMappings.Count, StringComparer.Ordinal);
         var unrecorded = new HashSet<string>(StringComparer.Ordinal);
         foreach (var pm in input.PortMappings)
         {
-            if (pm.Status?.Vips is [var first, ..] && IPAddress.TryParse(first, out var vip))
+            if (StatusVip(pm) is { } vip)
             {
                 result[KeyOf(pm)] = vip;
             }
@@ -172,7 +173,7 @@ internal static class Ipam
         }
         if (unrecorded.Count == 0)
         {
-            return (result, false); // every mapping has its record; the node configs could only add mappings that are gone
+            return (result, unrecorded, false); // every mapping has its record; the node configs could only add mappings that are gone
         }
         var fromConfigs = false;
         foreach (var listener in input.Previous.Values.OrderBy(c => c.Metadata.Name, StringComparer.Ordinal).SelectMany(c => c.Spec.Listeners))
@@ -183,6 +184,6 @@ internal static class Ipam
                 fromConfigs |= unrecorded.Contains(listener.Name[..cut]);
             }
         }
-        return (result, fromConfigs);
+        return (result, unrecorded, fromConfigs);
     }
 }

@@ -96,7 +96,7 @@ public static partial class Planner
         pm.Spec.Backend.ServiceRef is { } svc ? (pm.Metadata.Namespace ?? "default", svc.Name) : null;
 
     /// <summary>The address a mapping's status records as its VIP (what allocation keeps it to), if any.</summary>
-    private static IPAddress? StatusVip(PortMapping pm) =>
+    internal static IPAddress? StatusVip(PortMapping pm) =>
         pm.Status?.Vips is [var first, ..] && IPAddress.TryParse(first, out var vip) ? vip : null;
 
     /// <summary>
@@ -109,5 +109,5 @@ public static partial class Planner
         slots.Count == input.PortMappings.Count
         && index.SliceNames.Count == input.EndpointSlices.Count && index.Services.Count == input.Services.Count
         && !vips.FromConfigs
-        && vips.Assigned.Keys.All(m => StatusVip(m.Object) is not null);
+        && !vips.Assigned.Keys.Any(m => vips.Unrecorded.Contains(m.Key));
 }

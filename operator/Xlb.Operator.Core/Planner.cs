@@ -695,6 +695,7 @@ public static partial class Planner
         Dictionary<string, List<(IPAddress Vip, PlacedVip Placed)>> byNode, Dictionary<IPAddress, List<ValidMapping>> byVip, PlanMemo? memo, int? maxParallelism)
     {
         var items = new Dictionary<(string Mapping, string Port, string? Node), Chunking.Item>();
+        var seen = new HashSet<(string Mapping, string Port, string? Node)>();
         var todo = new List<((string Mapping, string Port, string? Node) Key, ValidMapping M, ValidPort P, IPAddress Vip, string Node)>();
         foreach (var (node, roles) in byNode)
         {
@@ -705,7 +706,7 @@ public static partial class Planner
                     foreach (var p in m.Ports)
                     {
                         var key = ListenerKey(m, p, node);
-                        if (items.ContainsKey(key))
+                        if (!seen.Add(key))
                         {
                             continue;
                         }
@@ -715,7 +716,6 @@ public static partial class Planner
                         }
                         else
                         {
-                            items[key] = null!; // claimed; rendered below
                             todo.Add((key, m, p, vip, node));
                         }
                     }

@@ -337,11 +337,30 @@ public sealed class ObjectStore(TimeProvider time)
 
     /// <summary>A write that changes nothing but managedFields timestamps is a no-op.</summary>
     private static bool SameButTimes(JsonObject a, JsonObject b) =>
-        SameExcept(a, b, _ => false, (name, x, y) => name != "metadata" ? JsonNode.DeepEquals(x, y)
-            : x is JsonObject ma && y is JsonObject mb ? SameExcept(ma, mb, _ => false, (field, p, q) => field != "managedFields" ? JsonNode.DeepEquals(p, q)
-                : p is JsonArray ea && q is JsonArray eb ? ea.Count == eb.Count && ea.Zip(eb).All(e => e.First is JsonObject oa && e.Second is JsonObject ob ? SameExcept(oa, ob, f => f == "time") : JsonNode.DeepEquals(e.First, e.Second))
-                : JsonNode.DeepEquals(p, q))
+        SameExcept(a, b, _ => false, (name, x, y) => name == "metadata" && x is JsonObject ma && y is JsonObject mb
+            ? SameExcept(ma, mb, _ => false, (field, p, q) => field == "managedFields" ? SameEntriesButTimes(p, q) : JsonNode.DeepEquals(p, q))
             : JsonNode.DeepEquals(x, y));
+
+    private static bool SameEntriesButTimes(JsonNode? a, JsonNode? b)
+    {
+        if (a is not JsonArray x || b is not JsonArray y)
+        {
+            return JsonNode.DeepEquals(a, b);
+        }
+        if (x.Count != y.Count)
+        {
+            return false;
+        }
+        for (var i = 0; i < x.Count; i++)
+        {
+            var same = x[i] is JsonObject p && y[i] is JsonObject q ? SameExcept(p, q, f => f == "time") : JsonNode.DeepEquals(x[i], y[i]);
+            if (!same)
+            {
+                return false;
+            }
+        }
+        return true;
+    }
 
     private void Publish(StoredEvent e)
     {
