@@ -98,6 +98,20 @@ var planClock = Stopwatch.StartNew();
 var reference = Planner.Plan(input);
 var planTime = planClock.Elapsed;
 Console.WriteLine($"reference: one pure plan: {planTime.TotalMilliseconds:F0} ms ({reference.NodeConfigs.Sum(c => c.Spec.Listeners.Count)} listeners, {reference.Problems.Count} problems)");
+// XLB_BENCH_COLD_PLANS=N plans cold N more times (the code is warm by then): for a profiler, or to
+// tell the plan's own cost from the first run's compilation.
+if (int.TryParse(Environment.GetEnvironmentVariable("XLB_BENCH_COLD_PLANS"), out var coldPlans) && coldPlans > 0)
+{
+    var coldTimes = new List<double>();
+    for (var i = 0; i < coldPlans; i++)
+    {
+        var clock = Stopwatch.StartNew();
+        Planner.Plan(input);
+        coldTimes.Add(clock.Elapsed.TotalMilliseconds);
+    }
+    coldTimes.Sort();
+    Console.WriteLine($"reference: the same pure plan again, warm: median {coldTimes[coldTimes.Count / 2]:F0} ms, min {coldTimes[0]:F0} ms over {coldPlans}");
+}
 
 // The same planner as the operator runs it: with its memo, chunked, each plan continuing from the
 // last; one EndpointSlice changed per plan (an endpoint out, then back). This is the floor under
@@ -301,26 +315,31 @@ try
     // reconcile is done and how many writes it needed (none, if nothing is lost on restart).
     op.Kill(entireProcessTree: true);
     await op.WaitForExitAsync(CancellationToken.None);
-    var port = FreePort();
-    benchCpu = Process.GetCurrentProcess().TotalProcessorTime;
-    var restartClock = Stopwatch.StartNew();
-    using var second = Process.Start(new ProcessStartInfo("dotnet", ["exec", xlb, "operator", "--kubeconfig", kubeconfig, "--leader-elect=false", "--listen", $"127.0.0.1:{port}"])
+    // XLB_BENCH_RESTARTS=N restarts N times (for a profiler, or the spread); the last one's log is kept.
+    var restarts = int.TryParse(Environment.GetEnvironmentVariable("XLB_BENCH_RESTARTS"), out var r) && r > 0 ? r : 1;
+    for (var restart = 0; restart < restarts; restart++)
     {
-        RedirectStandardOutput = true,
-        RedirectStandardError = true,
-        Environment = { ["XLB_LOG_LEVEL"] = "Debug" },
-    })!;
-    var secondOut = second.StandardOutput.ReadToEndAsync(ct);
-    var secondErr = second.StandardError.ReadToEndAsync(ct);
-    var page = await FirstReconcileAsync(second, port);
-    var restartTime = restartClock.Elapsed;
-    (opCpu, doubleCpu) = (second.TotalProcessorTime, Process.GetCurrentProcess().TotalProcessorTime - benchCpu);
-    Console.WriteLine(page is null ? "restart: the operator finished no reconcile" :
-        $"restart resync (start → first reconcile done over the converged state): {restartTime.TotalMilliseconds:F0} ms, {Sample(page, "xlb_operator_writes_total")} writes, " +
-        $"peak RSS {PeakRssMiB(second)} MiB; CPU: operator {opCpu.TotalSeconds:F1} s, API double (bench process) {doubleCpu.TotalSeconds:F1} s (targets 2000 ms, 300 MiB)");
-    second.Kill(entireProcessTree: true);
-    await second.WaitForExitAsync(CancellationToken.None);
-    await File.WriteAllTextAsync(Path.Combine(Path.GetTempPath(), "xlb-bench-operator-restart.log"), await secondOut + await secondErr, CancellationToken.None);
+        var port = FreePort();
+        benchCpu = Process.GetCurrentProcess().TotalProcessorTime;
+        var restartClock = Stopwatch.StartNew();
+        using var second = Process.Start(new ProcessStartInfo("dotnet", ["exec", xlb, "operator", "--kubeconfig", kubeconfig, "--leader-elect=false", "--listen", $"127.0.0.1:{port}"])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            Environment = { ["XLB_LOG_LEVEL"] = "Debug" },
+        })!;
+        var secondOut = second.StandardOutput.ReadToEndAsync(ct);
+        var secondErr = second.StandardError.ReadToEndAsync(ct);
+        var page = await FirstReconcileAsync(second, port);
+        var restartTime = restartClock.Elapsed;
+        (opCpu, doubleCpu) = (second.TotalProcessorTime, Process.GetCurrentProcess().TotalProcessorTime - benchCpu);
+        Console.WriteLine(page is null ? "restart: the operator finished no reconcile" :
+            $"restart resync (start → first reconcile done over the converged state): {restartTime.TotalMilliseconds:F0} ms, {Sample(page, "xlb_operator_writes_total")} writes, " +
+            $"peak RSS {PeakRssMiB(second)} MiB; CPU: operator {opCpu.TotalSeconds:F1} s, API double (bench process) {doubleCpu.TotalSeconds:F1} s (targets 2000 ms, 300 MiB)");
+        second.Kill(entireProcessTree: true);
+        await second.WaitForExitAsync(CancellationToken.None);
+        await File.WriteAllTextAsync(Path.Combine(Path.GetTempPath(), "xlb-bench-operator-restart.log"), await secondOut + await secondErr, CancellationToken.None);
+    }
 }
 finally
 {
