@@ -87,9 +87,10 @@ public sealed record EndpointSlice : IKubernetesObject
 /// <summary>
 /// One endpoint of a slice. A cluster's slices hold hundreds of thousands of these and an informer
 /// keeps them all, so they are kept small: the addresses in an exact-size array, the conditions
-/// one shared object per combination, node names one string per node.
+/// one shared object per combination, node names one string per node. They are read by their own
+/// converter, which goes through an endpoint in one pass (see <see cref="SliceEndpointConverter"/>).
 /// </summary>
-[JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Skip)]
+[JsonConverter(typeof(SliceEndpointConverter))]
 public sealed record SliceEndpoint
 {
     /// <summary>Fungible addresses of one endpoint: consumers may use the first only (the EndpointSlice API's rule).</summary>
@@ -97,8 +98,96 @@ public sealed record SliceEndpoint
     public string[] Addresses { get; init; } = [];
 #pragma warning restore CA1819
     public EndpointConditions Conditions { get; init; } = EndpointConditions.Unset;
-    [JsonConverter(typeof(NodeNameConverter))]
     public string? NodeName { get; init; }
+}
+
+/// <summary>
+/// Reads an endpoint in one pass over its fields, keeping what XLB reads (addresses, conditions,
+/// node name) and skipping the rest (zone, hints, targetRef, hostname). The serializer's own
+/// object reader keeps a frame per nested value; over a cluster's endpoints that bookkeeping cost
+/// more than the reading. An unset or null conditions object means every condition unset.
+/// </summary>
+public sealed class SliceEndpointConverter : JsonConverter<SliceEndpoint>
+{
+    private static readonly EndpointConditionsConverter Conditions = new();
+    private static readonly NodeNameConverter NodeNames = new();
+
+    public override SliceEndpoint Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+    {
+        if (reader.TokenType != JsonTokenType.StartObject)
+        {
+            throw new JsonException("an endpoint must be an object");
+        }
+        string[] addresses = [];
+        var conditions = EndpointConditions.Unset;
+        string? node = null;
+        while (reader.Read() && reader.TokenType != JsonTokenType.EndObject)
+        {
+            if (reader.ValueTextEquals("addresses"u8))
+            {
+                reader.Read();
+                addresses = ReadAddresses(ref reader);
+            }
+            else if (reader.ValueTextEquals("conditions"u8))
+            {
+                reader.Read();
+                conditions = reader.TokenType == JsonTokenType.Null ? EndpointConditions.Unset : Conditions.Read(ref reader, typeof(EndpointConditions), options);
+            }
+            else if (reader.ValueTextEquals("nodeName"u8))
+            {
+                reader.Read();
+                node = reader.TokenType == JsonTokenType.Null ? null : NodeNames.Read(ref reader, typeof(string), options);
+            }
+            else
+            {
+                reader.Read();
+                reader.Skip();
+            }
+        }
+        return new SliceEndpoint { Addresses = addresses, Conditions = conditions, NodeName = node };
+    }
+
+    private static string[] ReadAddresses(ref Utf8JsonReader reader)
+    {
+        if (reader.TokenType != JsonTokenType.StartArray)
+        {
+            throw new JsonException("endpoint addresses must be an array of strings");
+        }
+        // Almost every endpoint has one address: read it without a growing list.
+        string? first = null;
+        List<string>? more = null;
+        while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
+        {
+            var address = reader.TokenType == JsonTokenType.String ? reader.GetString()! : throw new JsonException("endpoint addresses must be an array of strings");
+            if (first is null)
+            {
+                first = address;
+            }
+            else
+            {
+                (more ??= [first]).Add(address);
+            }
+        }
+        return more is not null ? [.. more] : first is not null ? [first] : [];
+    }
+
+    public override void Write(Utf8JsonWriter writer, SliceEndpoint value, JsonSerializerOptions options)
+    {
+        writer.WriteStartObject();
+        writer.WriteStartArray("addresses"u8);
+        foreach (var address in value.Addresses)
+        {
+            writer.WriteStringValue(address);
+        }
+        writer.WriteEndArray();
+        writer.WritePropertyName("conditions"u8);
+        Conditions.Write(writer, value.Conditions, options);
+        if (value.NodeName is { } node)
+        {
+            writer.WriteString("nodeName"u8, node);
+        }
+        writer.WriteEndObject();
+    }
 }
 
 /// <summary>Unset ready and serving mean true; unset terminating means false (the EndpointSlice API's rule).</summary>

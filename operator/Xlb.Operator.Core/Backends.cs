@@ -14,9 +14,14 @@ public sealed record ResolvedBackend(string Address, AddressFamily Family, int P
 /// <summary>EndpointSlices → backends. Pure.</summary>
 public static class Backends
 {
-    /// <summary>Whether text is an IP address, with its canonical form (the very same string when it is canonical) and family.</summary>
+    /// <summary>Whether text is an IP address, with its canonical form (the very same string when it is canonical already) and family.</summary>
     internal static bool TryCanonical(string text, out string canonical, out AddressFamily family)
     {
+        if (IsCanonicalIPv4(text))
+        {
+            (canonical, family) = (text, AddressFamily.InterNetwork);
+            return true;
+        }
         if (!IPAddress.TryParse(text, out var ip))
         {
             (canonical, family) = ("", AddressFamily.Unknown);
@@ -26,6 +31,42 @@ public static class Backends
         Span<char> formatted = stackalloc char[64];
         canonical = ip.TryFormat(formatted, out var written) && formatted[..written].SequenceEqual(text) ? text : ip.ToString();
         return true;
+    }
+
+    /// <summary>
+    /// Four decimal octets of 0–255 without leading zeros, dot-separated: the form IPAddress writes,
+    /// and the form a cluster's endpoint addresses come in. Checked without parsing into an object.
+    /// </summary>
+    internal static bool IsCanonicalIPv4(ReadOnlySpan<char> text)
+    {
+        var octets = 0;
+        var i = 0;
+        while (i < text.Length)
+        {
+            var start = i;
+            var value = 0;
+            while (i < text.Length && char.IsAsciiDigit(text[i]) && i - start < 3)
+            {
+                value = value * 10 + (text[i] - '0');
+                i++;
+            }
+            var digits = i - start;
+            if (digits == 0 || value > 255 || digits > 1 && text[start] == '0')
+            {
+                return false;
+            }
+            octets++;
+            if (i == text.Length)
+            {
+                break;
+            }
+            if (text[i] != '.' || octets == 4)
+            {
+                return false;
+            }
+            i++;
+        }
+        return octets == 4; // a trailing dot ends the loop short of four
     }
 
     /// <summary>The slices of each Service, by namespace and name.</summary>
@@ -49,7 +90,7 @@ public static class Backends
     }
 
     /// <summary>
-    /// The backends of one mapping port from a Service's slices. Ready endpoints are active;
+    /// The backends of one mapping port from a Service's slices, sorted by address (ordinal) and port. Ready endpoints are active;
     /// serving and terminating ones are draining (no new flows, existing flows continue); the rest
     /// are out. The target port is a number, the name of a slice port, or (absent) the Service
     /// port with the same number, else the mapping port itself.
@@ -64,8 +105,8 @@ public static class Backends
         {
             portName = sp.Name ?? "";
         }
-        var byKey = new Dictionary<(string, int), ResolvedBackend>();
-        foreach (var slice in slices.OrderBy(s => s.Metadata.Name, StringComparer.Ordinal))
+        var found = new List<(ResolvedBackend Backend, int Seen)>(slices.Sum(s => s.Endpoints.Count));
+        foreach (var slice in slices.Count == 1 ? slices : (IEnumerable<EndpointSlice>)slices.OrderBy(s => s.Metadata.Name, StringComparer.Ordinal))
         {
             if (slice.AddressType is not ("IPv4" or "IPv6"))
             {
@@ -98,21 +139,38 @@ public static class Backends
                 var ready = e.Conditions.Ready ?? true;
                 var serving = e.Conditions.Serving ?? ready;
                 var terminating = e.Conditions.Terminating ?? false;
-                ResolvedBackend? backend = ready ? new(address, family, target, 1, false, e.NodeName)
-                    : serving && terminating ? new(address, family, target, 1, true, e.NodeName)
-                    : null;
-                if (backend is null)
+                if (ready || serving && terminating)
+                {
+                    found.Add((new(address, family, target, 1, !ready, e.NodeName), found.Count));
+                }
+                else
                 {
                     notReady++;
-                    continue;
-                }
-                // One endpoint can sit in two slices while it moves; the active entry wins.
-                if (!byKey.TryGetValue((address, target), out var seen) || seen.Draining && !backend.Draining)
-                {
-                    byKey[(address, target)] = backend;
                 }
             }
         }
-        return [.. byKey.Values];
+        // Sorted by address and port (as listeners list them), one backend per pair: one endpoint
+        // can sit in two slices while it moves, and then the first active entry wins, else the first.
+        found.Sort(static (a, b) =>
+        {
+            var c = string.CompareOrdinal(a.Backend.Address, b.Backend.Address);
+            return c != 0 ? c : a.Backend.Port != b.Backend.Port ? a.Backend.Port.CompareTo(b.Backend.Port) : a.Seen.CompareTo(b.Seen);
+        });
+        var result = new List<ResolvedBackend>(found.Count);
+        for (var i = 0; i < found.Count;)
+        {
+            var pick = found[i].Backend;
+            var j = i + 1;
+            for (; j < found.Count && found[j].Backend.Address == pick.Address && found[j].Backend.Port == pick.Port; j++)
+            {
+                if (pick.Draining && !found[j].Backend.Draining)
+                {
+                    pick = found[j].Backend;
+                }
+            }
+            result.Add(pick);
+            i = j;
+        }
+        return result;
     }
 }

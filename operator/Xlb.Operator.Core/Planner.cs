@@ -98,7 +98,7 @@ public static partial class Planner
         PortMapping Object, ResolvedShard Shard, IPAddress? RequestedVip, List<ValidPort> Ports,
         Dictionary<ValidPort, List<ResolvedBackend>> Backends, int NotReady)
     {
-        private List<(string Address, int Port, bool Draining)>? _distinct;
+        private IReadOnlyList<ResolvedBackend>? _distinct;
         private string? _key;
 
         public string Key => _key ??= KeyOf(Object);
@@ -110,9 +110,14 @@ public static partial class Planner
 
         public override int GetHashCode() => System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(this);
 
-        /// <summary>Every backend once, over all ports (computed once; copies made with `with` share it).</summary>
-        public List<(string Address, int Port, bool Draining)> DistinctBackends =>
-            _distinct ??= [.. Backends.Values.SelectMany(b => b).Select(b => (b.Address, b.Port, b.Draining)).Distinct()];
+        /// <summary>
+        /// Every backend once (address, port and draining), over all ports: with one port backed by a
+        /// Service, its own list, which has each address and port once (see <see cref="Backends.FromSlices"/>).
+        /// Computed once; copies made with `with` share it.
+        /// </summary>
+        public IReadOnlyList<ResolvedBackend> DistinctBackends =>
+            _distinct ??= Backends.Count == 1 && Object.Spec.Backend.ServiceRef is not null ? Backends.Values.First()
+                : [.. Backends.Values.SelectMany(b => b).DistinctBy(b => (b.Address, b.Port, b.Draining))];
     }
 
     /// <summary>"namespace/name" of a mapping: how listeners, allocations and statuses name it.</summary>
@@ -742,6 +747,32 @@ public static partial class Planner
         return items;
     }
 
+    /// <summary>
+    /// A listener's backends: those of the VIP's family (and, for trafficPolicy Local, on the node),
+    /// by address (ordinal) and port. Backends from slices come sorted; others are sorted here.
+    /// </summary>
+    private static List<NodeBackend> NodeBackends(List<ResolvedBackend> backends, System.Net.Sockets.AddressFamily family, string? onlyNode)
+    {
+        var result = new List<NodeBackend>(backends.Count);
+        var sorted = true;
+        NodeBackend? last = null;
+        foreach (var b in backends)
+        {
+            if (b.Family != family || onlyNode is not null && b.NodeName != onlyNode)
+            {
+                continue;
+            }
+            var backend = new NodeBackend { Address = b.Address, Port = b.Port, Weight = b.Weight, Draining = b.Draining };
+            if (last is not null && string.CompareOrdinal(last.Address, backend.Address) is var c && (c > 0 || c == 0 && last.Port > backend.Port))
+            {
+                sorted = false;
+            }
+            result.Add(backend);
+            last = backend;
+        }
+        return sorted ? result : [.. result.OrderBy(b => b.Address, StringComparer.Ordinal).ThenBy(b => b.Port)];
+    }
+
     private static Listener Listener(ValidMapping m, ValidPort p, IPAddress vip, string node)
     {
         var spec = m.Object.Spec;
@@ -758,10 +789,7 @@ public static partial class Planner
             Affinity = spec.Affinity.Mode == AffinityMode.None ? null : spec.Affinity,
             DrainTimeout = spec.Drain.Timeout,
             ConnectionLog = spec.ConnectionLog.Enabled ? spec.ConnectionLog : null,
-            Backends = [.. m.Backends[p]
-                .Where(b => b.Family == vip.AddressFamily && (!local || b.NodeName == node))
-                .Select(b => new NodeBackend { Address = b.Address, Port = b.Port, Weight = b.Weight, Draining = b.Draining })
-                .OrderBy(b => b.Address, StringComparer.Ordinal).ThenBy(b => b.Port)],
+            Backends = NodeBackends(m.Backends[p], vip.AddressFamily, local ? node : null),
             HealthCheck = spec.HealthCheck,
         };
     }
