@@ -103,6 +103,7 @@ public sealed partial class Informer<T> where T : class, IKubernetesObject
 
     private async Task RelistAsync(CancellationToken ct)
     {
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
         var list = await _client.ListAllAsync<T>(_resource, _namespace,
             new ListOptions { LabelSelector = _options.LabelSelector, FieldSelector = _options.FieldSelector, Limit = _options.PageSize }, ct);
         Lists++;
@@ -121,6 +122,7 @@ public sealed partial class Informer<T> where T : class, IKubernetesObject
             }
         }
         ResourceVersion = list.ResourceVersion;
+        LogListed(_log, _resource.Plural, list.Items.Count, System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds);
         _synced.TrySetResult();
     }
 
@@ -211,6 +213,9 @@ public sealed partial class Informer<T> where T : class, IKubernetesObject
             handler(e);
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "informer for {Resource}: listed {Count} objects in {Ms:F0} ms")]
+    private static partial void LogListed(ILogger log, string resource, int count, double ms);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "informer for {Resource}: {Why}; retrying in {DelayMs:0} ms")]
     private static partial void LogFailed(ILogger logger, string resource, string why, double delayMs);

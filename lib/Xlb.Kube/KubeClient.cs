@@ -148,9 +148,35 @@ public sealed partial class KubeClient : IDisposable
             ("fieldSelector", options.FieldSelector),
             ("limit", options.Limit > 0 ? options.Limit.ToString(CultureInfo.InvariantCulture) : null),
             ("continue", options.Continue));
-        // Straight from the response's bytes into the item type: a page of EndpointSlices is megabytes.
-        var page = Read<ListBody<T>>(await SendAsync(HttpMethod.Get, r.Path(ns) + query, null, idempotent: true, ct));
-        return new KubeList<T>(page.Items ?? [], page.Metadata?.ResourceVersion ?? "", page.Metadata?.Continue is { Length: > 0 } c ? c : null);
+        // Streamed from the socket into the item type: a page of EndpointSlices is megabytes, and a
+        // buffer of a page for every page of every list is garbage the size of the cluster.
+        var path = r.Path(ns) + query;
+        for (var attempt = 1; ; attempt++)
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            timeout.CancelAfter(_options.RequestTimeout);
+            try
+            {
+                using var response = await SendRawAsync(HttpMethod.Get, path, null, null, idempotent: true, streaming: true, timeout.Token);
+                await using var stream = await response.Content.ReadAsStreamAsync(timeout.Token);
+                var page = await JsonSerializer.DeserializeAsync<ListBody<T>>(stream, KubeJson.Options, timeout.Token)
+                    ?? throw new JsonException("null where a list was expected");
+                return new KubeList<T>(page.Items ?? [], page.Metadata?.ResourceVersion ?? "", page.Metadata?.Continue is { Length: > 0 } c ? c : null);
+            }
+            catch (Exception e) when (!ct.IsCancellationRequested && e is HttpRequestException or IOException or OperationCanceledException)
+            {
+                // The answer broke off, or did not arrive in time, after its headers (failures before them were retried already).
+                var what = e is OperationCanceledException ? $"no complete response within {_options.RequestTimeout.TotalSeconds:0.#} s" : e.Message;
+                if (attempt >= _options.Retry.MaxAttempts)
+                {
+                    throw new KubeApiException(e is OperationCanceledException ? HttpStatusCode.GatewayTimeout : HttpStatusCode.ServiceUnavailable,
+                        e is OperationCanceledException ? "Timeout" : "Unreachable", what, $"GET {path}");
+                }
+                var wait = Backoff(attempt, null);
+                LogRetry(_log, $"GET {path}", what, attempt, wait.TotalMilliseconds);
+                await Task.Delay(wait, ct);
+            }
+        }
     }
 
     /// <summary>

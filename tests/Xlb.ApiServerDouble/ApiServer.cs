@@ -127,7 +127,18 @@ public sealed partial class ApiServer : IAsyncDisposable
                 await Task.Delay(Faults.Latency, ctx.RequestAborted);
             }
             Faults.BeforeRequest?.Invoke(path + ctx.Request.QueryString);
-            if (Faults.Take(path) is { } fault)
+            var fault = Faults.Take(path);
+            if (fault is { Broken: true })
+            {
+                ctx.Response.StatusCode = 200;
+                ctx.Response.ContentType = "application/json";
+                await ctx.Response.Body.WriteAsync("{\"kind\":\"List\",\"apiVersion\":\"v1\",\"items\":[{\"metadata\":"u8.ToArray(), ctx.RequestAborted);
+                await ctx.Response.Body.FlushAsync(ctx.RequestAborted);
+                await Task.Delay(50, ctx.RequestAborted); // the client has the headers: the break is in the body
+                ctx.Abort();
+                return;
+            }
+            if (fault is not null)
             {
                 if (fault.RetryAfter is { } after)
                 {

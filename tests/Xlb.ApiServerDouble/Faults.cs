@@ -8,7 +8,8 @@ public sealed class Faults
     private readonly Lock _gate = new();
     private readonly Queue<Fault> _pending = new();
 
-    public sealed record Fault(HttpStatusCode Code, TimeSpan? RetryAfter, string? PathContains);
+    /// <summary>A failure: an error status, or (Broken) a 200 whose body breaks off with the connection.</summary>
+    public sealed record Fault(HttpStatusCode Code, TimeSpan? RetryAfter, string? PathContains, bool Broken = false);
 
     /// <summary>Added before every resource request is served.</summary>
     public TimeSpan Latency { get; set; }
@@ -27,6 +28,18 @@ public sealed class Faults
             for (var i = 0; i < count; i++)
             {
                 _pending.Enqueue(new Fault(code, retryAfter, pathContains));
+            }
+        }
+    }
+
+    /// <summary>The next <paramref name="count"/> resource requests (whose path contains <paramref name="pathContains"/>, if given) get a 200 whose body breaks off: the connection is dropped after the headers and the first bytes.</summary>
+    public void BreakNext(int count, string? pathContains = null)
+    {
+        lock (_gate)
+        {
+            for (var i = 0; i < count; i++)
+            {
+                _pending.Enqueue(new Fault(HttpStatusCode.OK, null, pathContains, Broken: true));
             }
         }
     }

@@ -93,6 +93,29 @@ public sealed class ClientTests(DoubleTarget target) : IClassFixture<DoubleTarge
     }
 
     [Fact]
+    public async Task A_list_whose_answer_breaks_off_is_asked_again_and_a_list_that_never_completes_times_out()
+    {
+        await Client.CreateAsync(KubeResource.Leases, Lease("l1"), ct: Ct);
+        await Client.CreateAsync(KubeResource.Leases, Lease("l2"), ct: Ct);
+        target.Server.Faults.BreakNext(2, pathContains: "/leases");
+        var list = await Client.ListAsync<JsonObject>(KubeResource.Leases, _ns, ct: Ct);
+        Assert.Equal(["l1", "l2"], list.Items.Select(i => i["metadata"]!["name"]!.GetValue<string>()).Order());
+        Assert.Equal(2, target.Server.Faults.Served);
+
+        using var impatient = new KubeClient(Client.Connection, new KubeClientOptions
+        {
+            RequestTimeout = TimeSpan.FromMilliseconds(200),
+            Retry = new RetryPolicy { MaxAttempts = 2, BaseDelay = TimeSpan.FromMilliseconds(10) },
+        });
+        target.Server.Faults.BreakNext(2, pathContains: "/leases");
+        var broken = await Assert.ThrowsAsync<KubeApiException>(() => impatient.ListAsync<JsonObject>(KubeResource.Leases, _ns, ct: Ct));
+        Assert.Equal("Unreachable", broken.Reason);
+        target.Server.Faults.Latency = TimeSpan.FromSeconds(3);
+        var slow = await Assert.ThrowsAsync<KubeApiException>(() => impatient.ListAsync<JsonObject>(KubeResource.Leases, _ns, ct: Ct));
+        Assert.Equal("Timeout", slow.Reason);
+    }
+
+    [Fact]
     public async Task A_create_that_failed_with_500_is_not_retried()
     {
         target.Server.Faults.FailNext(1, HttpStatusCode.InternalServerError, pathContains: "/leases");
