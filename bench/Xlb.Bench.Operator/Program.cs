@@ -103,14 +103,16 @@ Console.WriteLine($"reference: one pure plan: {planTime.TotalMilliseconds:F0} ms
 if (int.TryParse(Environment.GetEnvironmentVariable("XLB_BENCH_COLD_PLANS"), out var coldPlans) && coldPlans > 0)
 {
     var coldTimes = new List<double>();
+    var allocatedBefore = GC.GetTotalAllocatedBytes(precise: true);
     for (var i = 0; i < coldPlans; i++)
     {
         var clock = Stopwatch.StartNew();
         Planner.Plan(input);
         coldTimes.Add(clock.Elapsed.TotalMilliseconds);
     }
+    var allocated = (GC.GetTotalAllocatedBytes(precise: true) - allocatedBefore) / coldPlans;
     coldTimes.Sort();
-    Console.WriteLine($"reference: the same pure plan again, warm: median {coldTimes[coldTimes.Count / 2]:F0} ms, min {coldTimes[0]:F0} ms over {coldPlans}");
+    Console.WriteLine($"reference: the same pure plan again, warm: median {coldTimes[coldTimes.Count / 2]:F0} ms, min {coldTimes[0]:F0} ms over {coldPlans}, {allocated >> 20} MiB allocated per plan");
 }
 
 // The same planner as the operator runs it: with its memo, chunked, each plan continuing from the

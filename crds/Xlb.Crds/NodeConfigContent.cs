@@ -1,5 +1,7 @@
+using System.Buffers;
 using System.Security.Cryptography;
 using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
 using Xlb.Crds.Serialization;
 
 namespace Xlb.Crds;
@@ -13,11 +15,36 @@ public static class NodeConfigContent
     /// <summary>One VIP or listener: the SHA-256 of its canonical bytes (its JSON under XLB's contract) and their length.</summary>
     public readonly record struct ItemDigest(byte[] Sha256, int Size);
 
-    public static ItemDigest Digest(NodeVip vip) => Digest(JsonSerializer.SerializeToUtf8Bytes(vip, XlbJson.Info<NodeVip>()));
+    public static ItemDigest Digest(NodeVip vip) => Digest(vip, XlbJson.Info<NodeVip>());
 
-    public static ItemDigest Digest(Listener listener) => Digest(JsonSerializer.SerializeToUtf8Bytes(listener, XlbJson.Info<Listener>()));
+    public static ItemDigest Digest(Listener listener) => Digest(listener, XlbJson.Info<Listener>());
 
-    private static ItemDigest Digest(byte[] bytes) => new(SHA256.HashData(bytes), bytes.Length);
+    /// <summary>A writer and its buffer per thread: the bytes are only hashed and measured, never kept.</summary>
+    [ThreadStatic]
+    private static (ArrayBufferWriter<byte> Buffer, Utf8JsonWriter Writer)? _scratch;
+
+    /// <summary>The digest of the bytes JsonSerializer.SerializeToUtf8Bytes would give, written into a buffer this thread reuses.</summary>
+    private static ItemDigest Digest<T>(T item, JsonTypeInfo<T> info)
+    {
+        var (buffer, writer) = _scratch ??= Scratch(info.Options);
+        buffer.ResetWrittenCount();
+        writer.Reset(buffer);
+        JsonSerializer.Serialize(writer, item, info);
+        writer.Flush();
+        var digest = new ItemDigest(SHA256.HashData(buffer.WrittenSpan), buffer.WrittenCount);
+        if (buffer.Capacity > 1 << 20)
+        {
+            _scratch = null; // one huge item does not pin its buffer to the thread
+        }
+        return digest;
+    }
+
+    private static (ArrayBufferWriter<byte>, Utf8JsonWriter) Scratch(JsonSerializerOptions options)
+    {
+        var buffer = new ArrayBufferWriter<byte>(16 * 1024);
+        // The writer options the serializer takes from XLB's contract when it writes bytes itself.
+        return (buffer, new Utf8JsonWriter(buffer, new JsonWriterOptions { Encoder = options.Encoder, Indented = options.WriteIndented, MaxDepth = options.MaxDepth }));
+    }
 
     /// <summary>The hash of some content: SHA-256 over its items' digests, in order; lower-case hex.</summary>
     public static string Hash(IEnumerable<byte[]> digests)

@@ -132,7 +132,7 @@ public sealed partial class KubeClient : IDisposable
     {
         try
         {
-            return Read<T>(await SendAsync(HttpMethod.Get, r.Path(ns, name), null, idempotent: true, ct));
+            return await SendReadAsync<T>(HttpMethod.Get, r.Path(ns, name), null, null, idempotent: true, ct);
         }
         catch (KubeApiException e) when (e.IsNotFound)
         {
@@ -148,35 +148,9 @@ public sealed partial class KubeClient : IDisposable
             ("fieldSelector", options.FieldSelector),
             ("limit", options.Limit > 0 ? options.Limit.ToString(CultureInfo.InvariantCulture) : null),
             ("continue", options.Continue));
-        // Streamed from the socket into the item type: a page of EndpointSlices is megabytes, and a
-        // buffer of a page for every page of every list is garbage the size of the cluster.
-        var path = r.Path(ns) + query;
-        for (var attempt = 1; ; attempt++)
-        {
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
-            timeout.CancelAfter(_options.RequestTimeout);
-            try
-            {
-                using var response = await SendRawAsync(HttpMethod.Get, path, null, null, idempotent: true, streaming: true, timeout.Token);
-                await using var stream = await response.Content.ReadAsStreamAsync(timeout.Token);
-                var page = await JsonSerializer.DeserializeAsync<ListBody<T>>(stream, KubeJson.Options, timeout.Token)
-                    ?? throw new JsonException("null where a list was expected");
-                return new KubeList<T>(page.Items ?? [], page.Metadata?.ResourceVersion ?? "", page.Metadata?.Continue is { Length: > 0 } c ? c : null);
-            }
-            catch (Exception e) when (!ct.IsCancellationRequested && e is HttpRequestException or IOException or OperationCanceledException)
-            {
-                // The answer broke off, or did not arrive in time, after its headers (failures before them were retried already).
-                var what = e is OperationCanceledException ? $"no complete response within {_options.RequestTimeout.TotalSeconds:0.#} s" : e.Message;
-                if (attempt >= _options.Retry.MaxAttempts)
-                {
-                    throw new KubeApiException(e is OperationCanceledException ? HttpStatusCode.GatewayTimeout : HttpStatusCode.ServiceUnavailable,
-                        e is OperationCanceledException ? "Timeout" : "Unreachable", what, $"GET {path}");
-                }
-                var wait = Backoff(attempt, null);
-                LogRetry(_log, $"GET {path}", what, attempt, wait.TotalMilliseconds);
-                await Task.Delay(wait, ct);
-            }
-        }
+        // Streamed from the socket into the item type: a page of EndpointSlices is megabytes.
+        var page = await SendReadAsync<ListBody<T>>(HttpMethod.Get, r.Path(ns) + query, null, null, idempotent: true, ct);
+        return new KubeList<T>(page.Items ?? [], page.Metadata?.ResourceVersion ?? "", page.Metadata?.Continue is { Length: > 0 } c ? c : null);
     }
 
     /// <summary>
@@ -217,8 +191,11 @@ public sealed partial class KubeClient : IDisposable
     public async Task<TResult> CreateAsync<T, TResult>(KubeResource r, T obj, string? fieldManager = null, CancellationToken ct = default)
     {
         var (body, meta) = Body(obj);
-        return Read<TResult>(await SendAsync(HttpMethod.Post, r.Path(r.Namespaced ? meta.Namespace ?? Connection.Namespace : null) + Query(("fieldManager", fieldManager)),
-            body, JsonContentType, idempotent: false, ct));
+        using (body)
+        {
+            return await SendReadAsync<TResult>(HttpMethod.Post, r.Path(r.Namespaced ? meta.Namespace ?? Connection.Namespace : null) + Query(("fieldManager", fieldManager)),
+                body.Written, JsonContentType, idempotent: false, ct);
+        }
     }
 
     /// <summary>PUT: fails with 409 Conflict when metadata.resourceVersion is stale.</summary>
@@ -232,8 +209,11 @@ public sealed partial class KubeClient : IDisposable
     private async Task<T> PutAsync<T>(KubeResource r, T obj, string? subresource, string? fieldManager, CancellationToken ct)
     {
         var (body, meta) = Body(obj);
-        var path = r.Path(r.Namespaced ? meta.Namespace ?? Connection.Namespace : null, meta.Name ?? throw new ArgumentException("metadata.name is required"), subresource);
-        return Read<T>(await SendAsync(HttpMethod.Put, path + Query(("fieldManager", fieldManager)), body, JsonContentType, idempotent: true, ct));
+        using (body)
+        {
+            var path = r.Path(r.Namespaced ? meta.Namespace ?? Connection.Namespace : null, meta.Name ?? throw new ArgumentException("metadata.name is required"), subresource);
+            return await SendReadAsync<T>(HttpMethod.Put, path + Query(("fieldManager", fieldManager)), body.Written, JsonContentType, idempotent: true, ct);
+        }
     }
 
     /// <summary>
@@ -248,15 +228,16 @@ public sealed partial class KubeClient : IDisposable
         body["kind"] ??= r.Kind;
         var meta = KubeJson.Metadata(body);
         var path = r.Path(r.Namespaced ? meta.Namespace ?? Connection.Namespace : null, meta.Name ?? throw new ArgumentException("metadata.name is required"), subresource);
-        return Read<T>(await SendAsync(HttpMethod.Patch, path + Query(("fieldManager", fieldManager), ("force", force ? "true" : null)),
-            JsonSerializer.SerializeToUtf8Bytes(body, KubeJson.Options), "application/apply-patch+yaml", idempotent: true, ct));
+        using var bytes = PooledBuffer.Json(body, KubeJson.Options);
+        return await SendReadAsync<T>(HttpMethod.Patch, path + Query(("fieldManager", fieldManager), ("force", force ? "true" : null)),
+            bytes.Written, "application/apply-patch+yaml", idempotent: true, ct);
     }
 
     /// <summary>JSON merge patch (RFC 7386): null deletes a field, objects merge, everything else replaces.</summary>
     public async Task<T> MergePatchAsync<T>(KubeResource r, string? ns, string name, JsonNode patch, string? subresource = null, string? fieldManager = null, CancellationToken ct = default)
     {
-        return Read<T>(await SendAsync(HttpMethod.Patch, r.Path(ns, name, subresource) + Query(("fieldManager", fieldManager)),
-            JsonSerializer.SerializeToUtf8Bytes(patch, KubeJson.Options), "application/merge-patch+json", idempotent: true, ct));
+        return await SendReadAsync<T>(HttpMethod.Patch, r.Path(ns, name, subresource) + Query(("fieldManager", fieldManager)),
+            JsonSerializer.SerializeToUtf8Bytes(patch, KubeJson.Options), "application/merge-patch+json", idempotent: true, ct);
     }
 
     /// <summary>Adds a finalizer (if absent). Returns the object as stored; null if it does not exist.</summary>
@@ -468,15 +449,15 @@ public sealed partial class KubeClient : IDisposable
         body.Length == 0 ? throw new JsonException($"an empty response where a {typeof(T).Name} was expected")
         : JsonSerializer.Deserialize<T>(body, KubeJson.Options) ?? throw new JsonException($"null where a {typeof(T).Name} was expected");
 
-    /// <summary>An object as request bytes, with its metadata (read from the object itself when it is typed, no detour through a JSON tree).</summary>
-    private static (byte[] Body, ObjectMeta Meta) Body<T>(T obj)
+    /// <summary>An object as request bytes in a pooled buffer, with its metadata (read from the object itself when it is typed, no detour through a JSON tree).</summary>
+    private static (PooledBuffer Body, ObjectMeta Meta) Body<T>(T obj)
     {
         if (obj is IKubernetesObject typed)
         {
-            return (JsonSerializer.SerializeToUtf8Bytes(obj, KubeJson.Options), typed.Metadata);
+            return (PooledBuffer.Json(obj, KubeJson.Options), typed.Metadata);
         }
         var node = KubeJson.ToNode(obj);
-        return (JsonSerializer.SerializeToUtf8Bytes(node, KubeJson.Options), KubeJson.Metadata(node));
+        return (PooledBuffer.Json(node, KubeJson.Options), KubeJson.Metadata(node));
     }
 
     private static string Query(params (string Key, string? Value)[] pairs)
@@ -485,17 +466,49 @@ public sealed partial class KubeClient : IDisposable
         return parts.Count == 0 ? "" : "?" + string.Join("&", parts);
     }
 
-    private Task<byte[]> SendAsync(HttpMethod method, string path, byte[]? body, bool idempotent, CancellationToken ct) =>
-        SendAsync(method, path, body, body is null ? null : JsonContentType, idempotent, ct);
-
     private async Task<byte[]> SendAsync(HttpMethod method, string path, byte[]? body, string? contentType, bool idempotent, CancellationToken ct)
     {
         using var response = await SendRawAsync(method, path, body, contentType, idempotent, streaming: false, ct);
         return await response.Content.ReadAsByteArrayAsync(ct);
     }
 
+    /// <summary>
+    /// A request whose answer is deserialized as it arrives, never held whole: a list page is
+    /// megabytes, and a create's answer echoes its body. The request timeout covers the answer
+    /// too; an answer that breaks off or times out after its headers is asked again when the
+    /// request is idempotent.
+    /// </summary>
+    private async Task<T> SendReadAsync<T>(HttpMethod method, string path, ReadOnlyMemory<byte>? body, string? contentType, bool idempotent, CancellationToken ct)
+    {
+        var operation = $"{method} {path}";
+        for (var attempt = 1; ; attempt++)
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            timeout.CancelAfter(_options.RequestTimeout);
+            try
+            {
+                using var response = await SendRawAsync(method, path, body, contentType, idempotent, streaming: true, timeout.Token);
+                await using var stream = await response.Content.ReadAsStreamAsync(timeout.Token);
+                return await JsonSerializer.DeserializeAsync<T>(stream, KubeJson.Options, timeout.Token)
+                    ?? throw new JsonException($"null where a {typeof(T).Name} was expected");
+            }
+            catch (Exception e) when (!ct.IsCancellationRequested && e is HttpRequestException or IOException or OperationCanceledException)
+            {
+                var what = e is OperationCanceledException ? $"no complete response within {_options.RequestTimeout.TotalSeconds:0.#} s" : e.Message;
+                if (!idempotent || attempt >= _options.Retry.MaxAttempts)
+                {
+                    throw new KubeApiException(e is OperationCanceledException ? HttpStatusCode.GatewayTimeout : HttpStatusCode.ServiceUnavailable,
+                        e is OperationCanceledException ? "Timeout" : "Unreachable", what, operation);
+                }
+                var wait = Backoff(attempt, null);
+                LogRetry(_log, operation, what, attempt, wait.TotalMilliseconds);
+                await Task.Delay(wait, ct);
+            }
+        }
+    }
+
     /// <summary>One request with retries; returns only successful responses, throws KubeApiException otherwise.</summary>
-    private async Task<HttpResponseMessage> SendRawAsync(HttpMethod method, string path, byte[]? body, string? contentType, bool idempotent, bool streaming, CancellationToken ct)
+    private async Task<HttpResponseMessage> SendRawAsync(HttpMethod method, string path, ReadOnlyMemory<byte>? body, string? contentType, bool idempotent, bool streaming, CancellationToken ct)
     {
         var operation = $"{method} {path}";
         var retry = _options.Retry;
@@ -503,9 +516,9 @@ public sealed partial class KubeClient : IDisposable
         for (var attempt = 1; ; attempt++)
         {
             using var request = new HttpRequestMessage(method, path);
-            if (body is not null)
+            if (body is { } bytes)
             {
-                request.Content = new ByteArrayContent(body);
+                request.Content = new ReadOnlyMemoryContent(bytes);
                 request.Content.Headers.ContentType = new MediaTypeHeaderValue(contentType ?? JsonContentType);
             }
             request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("application/json"));

@@ -120,4 +120,33 @@ public class ChunkingTests
 
     private static string Canonical(XlbNodeConfigSpec spec) =>
         System.Text.Json.JsonSerializer.Serialize(spec with { Revision = 0, ContentHash = "", Chunks = [] }, Xlb.Crds.Serialization.XlbJson.Info<XlbNodeConfigSpec>());
+
+    [Fact]
+    public void An_item_digest_is_the_hash_and_length_of_its_serialized_bytes_on_every_thread_and_after_a_huge_item()
+    {
+        static Listener Make(int i, int backends) => new()
+        {
+            Name = $"ns/m{i}/p\u00e9-\u2603-<{i}>&'\"",
+            Vip = $"10.0.{i % 250}.{i % 7}",
+            Port = 1 + i % 65535,
+            Protocol = i % 2 == 0 ? L4Protocol.TCP : L4Protocol.UDP,
+            NatMode = (NatMode)(i % 3),
+            DsrEncapsulation = i % 5 == 0 ? DsrEncapsulation.IPIP : null,
+            Affinity = i % 4 == 0 ? new AffinitySpec { Mode = AffinityMode.ClientIP } : null,
+            HealthCheck = i % 3 == 0 ? new HealthCheckSpec() : null,
+            Backends = [.. Enumerable.Range(0, backends).Select(b => new NodeBackend { Address = $"10.{i % 200}.{b / 250}.{b % 250}", Port = 8000 + b, Weight = 1 + b % 3, Draining = b % 9 == 0 })],
+        };
+        static void Check(Listener l)
+        {
+            var bytes = System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(l, Xlb.Crds.Serialization.XlbJson.Info<Listener>());
+            var digest = NodeConfigContent.Digest(l);
+            Assert.Equal(System.Security.Cryptography.SHA256.HashData(bytes), digest.Sha256);
+            Assert.Equal(bytes.Length, digest.Size);
+        }
+        // A huge item first (its buffer is not kept), then small and large ones, on several threads at once.
+        Check(Make(0, 40_000));
+        Parallel.For(0, 400, new ParallelOptions { MaxDegreeOfParallelism = 4 }, i => Check(Make(i, i % 50 == 0 ? 2_000 : i % 20)));
+        var vip = new NodeVip { Address = "2001:db8::1", Role = VipRole.Standby, Shard = "s\u00fc" };
+        Assert.Equal(System.Security.Cryptography.SHA256.HashData(System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(vip, Xlb.Crds.Serialization.XlbJson.Info<NodeVip>())), NodeConfigContent.Digest(vip).Sha256);
+    }
 }
