@@ -216,6 +216,28 @@ async Task<string?> FirstReconcileAsync(Process p, int port)
     }
     return null;
 }
+// The collector's own account of an operator's memory, sampled from its /metrics while it runs:
+// the largest heap after a collection (live objects and fragmentation) and the most it committed.
+async Task<(double Heap, double Committed)> HeapWatchAsync(Process p, int port, CancellationToken stop)
+{
+    using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}") };
+    var (heap, committed) = (0.0, 0.0);
+    while (!stop.IsCancellationRequested && !p.HasExited)
+    {
+        try
+        {
+            var page = await http.GetStringAsync("/metrics", stop);
+            heap = Math.Max(heap, Sample(page, "dotnet_gc_heap_size_bytes"));
+            committed = Math.Max(committed, Sample(page, "dotnet_gc_committed_bytes"));
+        }
+        catch (Exception e) when (e is HttpRequestException or OperationCanceledException or InvalidOperationException)
+        {
+            // Not listening yet, or stopping.
+        }
+        await Task.Delay(100, CancellationToken.None);
+    }
+    return (heap / (1 << 20), committed / (1 << 20));
+}
 var firstPort = FreePort();
 var benchCpu = Process.GetCurrentProcess().TotalProcessorTime;
 var resync = Stopwatch.StartNew();
@@ -226,6 +248,8 @@ using var op = Process.Start(new ProcessStartInfo("dotnet", ["exec", xlb, "opera
     Environment = { ["XLB_LOG_LEVEL"] = "Debug" },
 })!;
 var opOut = op.StandardOutput.ReadToEndAsync(ct);
+using var heapWatchStop = new CancellationTokenSource();
+var heapWatch = HeapWatchAsync(op, firstPort, heapWatchStop.Token);
 var opErr = op.StandardError.ReadToEndAsync(ct);
 try
 {
@@ -311,7 +335,9 @@ try
     latencies.Sort();
     double P(double q) => latencies[Math.Min(latencies.Count - 1, (int)(q * latencies.Count))];
     Console.WriteLine($"EndpointSlice → node config over {latencies.Count} changes: p50 {P(0.5):F0} ms, p99 {P(0.99):F0} ms, max {latencies[^1]:F0} ms (target p99 250 ms); p99 = {P(0.99) / planTime.TotalMilliseconds:F1} × one pure plan");
-    Console.WriteLine($"operator peak RSS: {PeakRssMiB(op)} MiB (target 300 MiB)");
+    await heapWatchStop.CancelAsync();
+    var (peakHeap, peakCommitted) = await heapWatch;
+    Console.WriteLine($"operator peak RSS: {PeakRssMiB(op)} MiB (target 300 MiB); GC heap at most {peakHeap:F0} MiB after a collection, {peakCommitted:F0} MiB committed");
 
     // Restart: a second operator over the converged state. Its /metrics says when its first
     // reconcile is done and how many writes it needed (none, if nothing is lost on restart).
@@ -331,13 +357,17 @@ try
             Environment = { ["XLB_LOG_LEVEL"] = "Debug" },
         })!;
         var secondOut = second.StandardOutput.ReadToEndAsync(ct);
+        using var secondWatchStop = new CancellationTokenSource();
+        var secondWatch = HeapWatchAsync(second, port, secondWatchStop.Token);
         var secondErr = second.StandardError.ReadToEndAsync(ct);
         var page = await FirstReconcileAsync(second, port);
         var restartTime = restartClock.Elapsed;
         (opCpu, doubleCpu) = (second.TotalProcessorTime, Process.GetCurrentProcess().TotalProcessorTime - benchCpu);
+        await secondWatchStop.CancelAsync();
+        var (restartHeap, restartCommitted) = await secondWatch;
         Console.WriteLine(page is null ? "restart: the operator finished no reconcile" :
             $"restart resync (start → first reconcile done over the converged state): {restartTime.TotalMilliseconds:F0} ms, {Sample(page, "xlb_operator_writes_total")} writes, " +
-            $"peak RSS {PeakRssMiB(second)} MiB; CPU: operator {opCpu.TotalSeconds:F1} s, API double (bench process) {doubleCpu.TotalSeconds:F1} s (targets 2000 ms, 300 MiB)");
+            $"peak RSS {PeakRssMiB(second)} MiB (GC heap at most {restartHeap:F0} MiB, {restartCommitted:F0} MiB committed); CPU: operator {opCpu.TotalSeconds:F1} s, API double (bench process) {doubleCpu.TotalSeconds:F1} s (targets 2000 ms, 300 MiB)");
         second.Kill(entireProcessTree: true);
         await second.WaitForExitAsync(CancellationToken.None);
         await File.WriteAllTextAsync(Path.Combine(Path.GetTempPath(), "xlb-bench-operator-restart.log"), await secondOut + await secondErr, CancellationToken.None);

@@ -6,7 +6,7 @@ using Microsoft.Extensions.Logging;
 
 namespace Xlb.Hosting;
 
-/// <summary>The probe and metrics endpoints every XLB process serves: /healthz, /readyz and /metrics (Prometheus text).</summary>
+/// <summary>The probe and metrics endpoints every XLB process serves: /healthz, /readyz and /metrics (Prometheus text, with the process's own series).</summary>
 public static class HttpEndpoints
 {
     /// <param name="readiness">Ready or not, and a line that says why (the body of /readyz).</param>
@@ -23,7 +23,7 @@ public static class HttpEndpoints
             var (ready, reason) = readiness();
             return Results.Text(reason + "\n", statusCode: ready ? 200 : 503);
         });
-        app.MapGet("/metrics", () => Results.Text(metrics(), PromText.ContentType));
+        app.MapGet("/metrics", () => Results.Text(metrics() + PromText.Process(), PromText.ContentType));
         await app.StartAsync(ct);
         return app;
     }

@@ -24,6 +24,28 @@ public static class PromText
         }
     }
 
+    /// <summary>
+    /// The process's own series, as Prometheus client libraries name them (process_*), and the
+    /// .NET collector's (dotnet_gc_*): what tells a memory limit's headroom from the heap's.
+    /// </summary>
+    public static string Process()
+    {
+        var sb = new StringBuilder();
+        using var self = System.Diagnostics.Process.GetCurrentProcess();
+        Gauge(sb, "process_resident_memory_bytes", "Resident memory size in bytes.", self.WorkingSet64);
+        sb.Append(CultureInfo.InvariantCulture, $"# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {self.TotalProcessorTime.TotalSeconds}\n");
+        Gauge(sb, "process_start_time_seconds", "Start time of the process since the Unix epoch in seconds.", new DateTimeOffset(self.StartTime.ToUniversalTime()).ToUnixTimeMilliseconds() / 1000.0);
+        var gc = GC.GetGCMemoryInfo();
+        Gauge(sb, "dotnet_gc_heap_size_bytes", "Managed heap size at the last collection: live objects and fragmentation.", gc.HeapSizeBytes);
+        Gauge(sb, "dotnet_gc_fragmented_bytes", "Free space inside the managed heap at the last collection.", gc.FragmentedBytes);
+        Gauge(sb, "dotnet_gc_committed_bytes", "Memory the collector has committed.", gc.TotalCommittedBytes);
+        Counter(sb, "dotnet_gc_allocated_bytes_total", "Bytes allocated on the managed heap.", GC.GetTotalAllocatedBytes());
+        Labelled(sb, "dotnet_gc_collections_total", "counter", "Collections, by generation.", "generation",
+            [.. Enumerable.Range(0, GC.MaxGeneration + 1).Select(g => (g.ToString(CultureInfo.InvariantCulture), (double)GC.CollectionCount(g)))]);
+        sb.Append(CultureInfo.InvariantCulture, $"# HELP dotnet_gc_pause_seconds_total Time the collector paused the process.\n# TYPE dotnet_gc_pause_seconds_total counter\ndotnet_gc_pause_seconds_total {GC.GetTotalPauseDuration().TotalSeconds}\n");
+        return sb.ToString();
+    }
+
     /// <summary>Label values escape backslash, double quote and newline.</summary>
     public static string Escape(string value) => value.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal);
 }

@@ -121,6 +121,14 @@ public sealed class ClusterOperatorTests : IAsyncLifetime
         Assert.Equal(1, Sample("xlb_operator_objects{kind=\"PortMapping\"}"));
         Assert.Equal(2, Sample("xlb_operator_objects{kind=\"XlbNodeConfig\"}"));
         Assert.Equal(0, Sample("xlb_operator_problems"));
+        // The process's own series: memory, CPU and the collector's heap (as of its last collection).
+        GC.Collect();
+        text = await http.GetStringAsync("/metrics", Ct);
+        Assert.True(Sample("process_resident_memory_bytes") > 10 << 20);
+        Assert.True(Sample("process_cpu_seconds_total") > 0);
+        Assert.InRange(Sample("dotnet_gc_heap_size_bytes"), 1, Sample("dotnet_gc_committed_bytes"));
+        Assert.True(Sample("dotnet_gc_collections_total{generation=\"0\"}") >= Sample("dotnet_gc_collections_total{generation=\"2\"}"));
+        Assert.InRange(Sample("process_start_time_seconds"), DateTimeOffset.UtcNow.ToUnixTimeSeconds() - 3600, DateTimeOffset.UtcNow.ToUnixTimeSeconds() + 1);
         await stop.CancelAsync();
         await run;
     }
