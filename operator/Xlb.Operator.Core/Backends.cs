@@ -5,11 +5,19 @@ using Xlb.Crds;
 namespace Xlb.Operator.Core;
 
 /// <summary>
-/// One backend of one mapping port, resolved from a static endpoint or an EndpointSlice endpoint.
-/// Address is the canonical text of its IP: the input's own string when that is canonical already,
-/// so each of a cluster's endpoint addresses is one string in memory (slice, backend, listener).
+/// The backends of one mapping port, resolved from static endpoints or EndpointSlices, as node
+/// configs list them. Each address is the canonical text of its IP: the input's own string when
+/// that is canonical already, so each of a cluster's endpoint addresses is one string in memory
+/// (slice, backend, listener). A listener takes this very list when it can (all of the VIP's
+/// family, no trafficPolicy Local), so nothing may change it once resolved.
 /// </summary>
-public sealed record ResolvedBackend(string Address, AddressFamily Family, int Port, int Weight, bool Draining, string? NodeName);
+/// <param name="List">The backends.</param>
+/// <param name="Nodes">Each backend's node, in the order of <paramref name="List"/>; only kept for trafficPolicy Local, which needs it.</param>
+public sealed record PortBackends(List<NodeBackend> List, List<string?>? Nodes)
+{
+    /// <summary>Whether a canonical address is IPv6 (IPv4 text has no colon).</summary>
+    public static bool IsIPv6(string canonical) => canonical.Contains(':', StringComparison.Ordinal);
+}
 
 /// <summary>EndpointSlices → backends. Pure.</summary>
 public static class Backends
@@ -95,8 +103,8 @@ public static class Backends
     /// are out. The target port is a number, the name of a slice port, or (absent) the Service
     /// port with the same number, else the mapping port itself.
     /// </summary>
-    public static List<ResolvedBackend> FromSlices(
-        IReadOnlyList<EndpointSlice> slices, Service? service, int port, L4Protocol protocol, IntOrString? targetPort, out int notReady)
+    public static PortBackends FromSlices(
+        IReadOnlyList<EndpointSlice> slices, Service? service, int port, L4Protocol protocol, IntOrString? targetPort, bool withNodes, out int notReady)
     {
         notReady = 0;
         var proto = protocol.ToString();
@@ -105,7 +113,7 @@ public static class Backends
         {
             portName = sp.Name ?? "";
         }
-        var found = new List<(ResolvedBackend Backend, int Seen)>(slices.Sum(s => s.Endpoints.Count));
+        var found = new List<(NodeBackend Backend, string? Node, int Seen)>(slices.Sum(s => s.Endpoints.Count));
         foreach (var slice in slices.Count == 1 ? slices : (IEnumerable<EndpointSlice>)slices.OrderBy(s => s.Metadata.Name, StringComparer.Ordinal))
         {
             if (slice.AddressType is not ("IPv4" or "IPv6"))
@@ -132,7 +140,7 @@ public static class Backends
             }
             foreach (var e in slice.Endpoints)
             {
-                if (e.Addresses.Length == 0 || !TryCanonical(e.Addresses[0], out var address, out var family))
+                if (e.Addresses.Length == 0 || !TryCanonical(e.Addresses[0], out var address, out _))
                 {
                     continue;
                 }
@@ -141,7 +149,7 @@ public static class Backends
                 var terminating = e.Conditions.Terminating ?? false;
                 if (ready || serving && terminating)
                 {
-                    found.Add((new(address, family, target, 1, !ready, e.NodeName), found.Count));
+                    found.Add((new NodeBackend { Address = address, Port = target, Draining = !ready }, e.NodeName, found.Count));
                 }
                 else
                 {
@@ -156,21 +164,23 @@ public static class Backends
             var c = string.CompareOrdinal(a.Backend.Address, b.Backend.Address);
             return c != 0 ? c : a.Backend.Port != b.Backend.Port ? a.Backend.Port.CompareTo(b.Backend.Port) : a.Seen.CompareTo(b.Seen);
         });
-        var result = new List<ResolvedBackend>(found.Count);
+        var result = new List<NodeBackend>(found.Count);
+        var nodes = withNodes ? new List<string?>(found.Count) : null;
         for (var i = 0; i < found.Count;)
         {
-            var pick = found[i].Backend;
+            var pick = found[i];
             var j = i + 1;
-            for (; j < found.Count && found[j].Backend.Address == pick.Address && found[j].Backend.Port == pick.Port; j++)
+            for (; j < found.Count && found[j].Backend.Address == pick.Backend.Address && found[j].Backend.Port == pick.Backend.Port; j++)
             {
-                if (pick.Draining && !found[j].Backend.Draining)
+                if (pick.Backend.Draining && !found[j].Backend.Draining)
                 {
-                    pick = found[j].Backend;
+                    pick = found[j];
                 }
             }
-            result.Add(pick);
+            result.Add(pick.Backend);
+            nodes?.Add(pick.Node);
             i = j;
         }
-        return result;
+        return new PortBackends(result, nodes);
     }
 }

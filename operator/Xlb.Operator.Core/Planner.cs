@@ -96,9 +96,9 @@ public static partial class Planner
 
     internal sealed record ValidMapping(
         PortMapping Object, ResolvedShard Shard, IPAddress? RequestedVip, List<ValidPort> Ports,
-        Dictionary<ValidPort, List<ResolvedBackend>> Backends, int NotReady)
+        Dictionary<ValidPort, PortBackends> Backends, int NotReady)
     {
-        private IReadOnlyList<ResolvedBackend>? _distinct;
+        private IReadOnlyList<NodeBackend>? _distinct;
         private string? _key;
 
         public string Key => _key ??= KeyOf(Object);
@@ -115,9 +115,9 @@ public static partial class Planner
         /// Service, its own list, which has each address and port once (see <see cref="Backends.FromSlices"/>).
         /// Computed once; copies made with `with` share it.
         /// </summary>
-        public IReadOnlyList<ResolvedBackend> DistinctBackends =>
-            _distinct ??= Backends.Count == 1 && Object.Spec.Backend.ServiceRef is not null ? Backends.Values.First()
-                : [.. Backends.Values.SelectMany(b => b).DistinctBy(b => (b.Address, b.Port, b.Draining))];
+        public IReadOnlyList<NodeBackend> DistinctBackends =>
+            _distinct ??= Backends.Count == 1 && Object.Spec.Backend.ServiceRef is not null ? Backends.Values.First().List
+                : [.. Backends.Values.SelectMany(b => b.List).DistinctBy(b => (b.Address, b.Port, b.Draining))];
     }
 
     /// <summary>"namespace/name" of a mapping: how listeners, allocations and statuses name it.</summary>
@@ -450,20 +450,21 @@ public static partial class Planner
         {
             return ("InvalidSpec", hcError);
         }
-        var backends = new Dictionary<ValidPort, List<ResolvedBackend>>();
+        var backends = new Dictionary<ValidPort, PortBackends>();
+        var local = spec.TrafficPolicy == TrafficPolicy.Local;
         var notReady = 0;
         foreach (var port in ports)
         {
             if (byService)
             {
                 var key = (ns, spec.Backend.ServiceRef!.Name);
-                backends[port] = Backends.FromSlices(index.Slices.GetValueOrDefault(key) ?? [], index.Services.GetValueOrDefault(key), port.Port, port.Protocol, port.TargetPort, out var down);
+                backends[port] = Backends.FromSlices(index.Slices.GetValueOrDefault(key) ?? [], index.Services.GetValueOrDefault(key), port.Port, port.Protocol, port.TargetPort, local, out var down);
                 notReady = Math.Max(notReady, down);
             }
             else
             {
                 var target = port.TargetPort?.Number ?? port.Port;
-                backends[port] = [.. statics.Select(s => new ResolvedBackend(s.Address, s.Family, target, s.Weight, false, s.Node))];
+                backends[port] = new PortBackends([.. statics.Select(s => new NodeBackend { Address = s.Address, Port = target, Weight = s.Weight })], local ? [.. statics.Select(s => s.Node)] : null);
             }
         }
         valid = new ValidMapping(pm, shard, requested, ports, backends, notReady);
@@ -749,27 +750,32 @@ public static partial class Planner
 
     /// <summary>
     /// A listener's backends: those of the VIP's family (and, for trafficPolicy Local, on the node),
-    /// by address (ordinal) and port. Backends from slices come sorted; others are sorted here.
+    /// by address (ordinal) and port. When that is the whole list, sorted (as backends from slices
+    /// come), it is the mapping's own list, not a copy.
     /// </summary>
-    private static List<NodeBackend> NodeBackends(List<ResolvedBackend> backends, System.Net.Sockets.AddressFamily family, string? onlyNode)
+    private static List<NodeBackend> NodeBackends(PortBackends backends, System.Net.Sockets.AddressFamily family, string? onlyNode)
     {
-        var result = new List<NodeBackend>(backends.Count);
+        var v6 = family == System.Net.Sockets.AddressFamily.InterNetworkV6;
+        var all = backends.List;
+        List<NodeBackend>? picked = null; // made only once a backend is left out
         var sorted = true;
         NodeBackend? last = null;
-        foreach (var b in backends)
+        for (var i = 0; i < all.Count; i++)
         {
-            if (b.Family != family || onlyNode is not null && b.NodeName != onlyNode)
+            var b = all[i];
+            if (PortBackends.IsIPv6(b.Address) != v6 || onlyNode is not null && backends.Nodes![i] != onlyNode)
             {
+                picked ??= all[..i];
                 continue;
             }
-            var backend = new NodeBackend { Address = b.Address, Port = b.Port, Weight = b.Weight, Draining = b.Draining };
-            if (last is not null && string.CompareOrdinal(last.Address, backend.Address) is var c && (c > 0 || c == 0 && last.Port > backend.Port))
+            if (last is not null && string.CompareOrdinal(last.Address, b.Address) is var c && (c > 0 || c == 0 && last.Port > b.Port))
             {
                 sorted = false;
             }
-            result.Add(backend);
-            last = backend;
+            picked?.Add(b);
+            last = b;
         }
+        var result = picked ?? all;
         return sorted ? result : [.. result.OrderBy(b => b.Address, StringComparer.Ordinal).ThenBy(b => b.Port)];
     }
 

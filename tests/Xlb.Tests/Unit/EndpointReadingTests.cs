@@ -71,11 +71,15 @@ public class EndpointReadingTests
             Slice("b", Ep("10.0.0.9", node: "n2"), Ep("10.0.0.9", node: "n3"), Ep("10.0.0.10", node: "n4"), Ep("10.0.0.7", ready: false, node: "n6")),
             Slice("a", Ep("10.0.0.9", ready: false, node: "n1"), Ep("10.0.0.10", node: "n5"), Ep("10.0.0.7", ready: false, node: "n7"), Ep("10.0.0.8", ready: false)),
         };
-        var backends = Backends.FromSlices(slices, null, 80, L4Protocol.TCP, new IntOrString("http"), out var notReady);
+        var backends = Backends.FromSlices(slices, null, 80, L4Protocol.TCP, new IntOrString("http"), withNodes: true, out var notReady);
         Assert.Equal(0, notReady);
         Assert.Equal(
             ["10.0.0.10 active n5", "10.0.0.7 draining n7", "10.0.0.8 draining ", "10.0.0.9 active n2"],
-            backends.Select(b => $"{b.Address} {(b.Draining ? "draining" : "active")} {b.NodeName}"));
+            backends.List.Select((b, i) => $"{b.Address} {(b.Draining ? "draining" : "active")} {backends.Nodes![i]}"));
+        // Nodes are kept only when asked for (trafficPolicy Local); the backends are the same.
+        var plain = Backends.FromSlices(slices, null, 80, L4Protocol.TCP, new IntOrString("http"), withNodes: false, out _);
+        Assert.Null(plain.Nodes);
+        Assert.Equal(backends.List, plain.List);
     }
 
     [Fact]
@@ -92,7 +96,7 @@ public class EndpointReadingTests
         foreach (var text in texts)
         {
             var own = new string(text.AsSpan());
-            var got = Backends.FromSlices([Slice("s", Ep(own))], null, 80, L4Protocol.TCP, 8080, out _);
+            var got = Backends.FromSlices([Slice("s", Ep(own))], null, 80, L4Protocol.TCP, 8080, withNodes: false, out _).List;
             if (!IPAddress.TryParse(text, out var ip))
             {
                 Assert.Empty(got);
@@ -100,7 +104,7 @@ public class EndpointReadingTests
             }
             var backend = Assert.Single(got);
             Assert.Equal(ip.ToString(), backend.Address);
-            Assert.Equal(ip.AddressFamily, backend.Family);
+            Assert.Equal(ip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6, PortBackends.IsIPv6(backend.Address));
             Assert.Equal(text == ip.ToString(), ReferenceEquals(own, backend.Address));
         }
     }

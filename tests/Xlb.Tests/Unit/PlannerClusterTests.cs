@@ -119,6 +119,15 @@ public class PlannerClusterTests
     }
 
     [Fact]
+    public void Static_endpoints_given_in_any_order_are_listed_by_address_and_those_of_the_other_family_are_left_out()
+    {
+        var plan = Planner.Plan(Input(Static("m", "10.1.0.9", "2001:db8::5", "10.1.0.10", "10.1.0.2")));
+        Assert.Empty(plan.Problems);
+        var listener = ByNode(plan).Values.First(c => c.Spec.Listeners.Count > 0).Spec.Listeners.Single();
+        Assert.Equal(["10.1.0.10", "10.1.0.2", "10.1.0.9"], listener.Backends.Select(b => b.Address));
+    }
+
+    [Fact]
     public void Target_ports_resolve_by_number_by_slice_port_name_and_through_the_service_port()
     {
         var slices = new[] { Slice("a", "web", "IPv4", [("http", 8080), ("metrics", 9090)], Ep("10.1.0.1")) };
