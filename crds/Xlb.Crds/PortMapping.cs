@@ -239,6 +239,24 @@ public sealed record PortMappingStatus
     /// <summary>Accepted, Programmed, BackendsReady, Ready, Reconciling, Stalled.</summary>
     [ListMap("type")]
     public List<Condition> Conditions { get; init; } = [];
+
+    private static readonly List<string> NoStrings = [];
+    private static readonly List<NodeProgress> NoNodes = [];
+    private static readonly List<Condition> NoConditions = [];
+
+    /// <summary>
+    /// Whether two statuses say the same, list by list and element by element (the elements are
+    /// records of values). Every other member is compared by the record's own equality, so a member
+    /// added later counts too; a list added later compares by reference, which can only make two
+    /// equal statuses look different (one write too many), never the reverse.
+    /// </summary>
+    public bool SameAs(PortMappingStatus? other) =>
+        other is not null &&
+        Vips.SequenceEqual(other.Vips) && ActiveNodes.SequenceEqual(other.ActiveNodes) &&
+        Nodes.SequenceEqual(other.Nodes) && Conditions.SequenceEqual(other.Conditions) &&
+        Bare() == other.Bare();
+
+    private PortMappingStatus Bare() => this with { Vips = NoStrings, ActiveNodes = NoStrings, Nodes = NoNodes, Conditions = NoConditions };
 }
 
 /// <summary>Backends of a mapping, by state.</summary>

@@ -56,7 +56,6 @@ public sealed partial class ClusterOperator
     private readonly HashSet<string> _reported = new(StringComparer.Ordinal);
     private readonly PlanMemo _memo = new();
     private readonly OwnWrites _own;
-    private readonly Dictionary<string, (string ResourceVersion, byte[] Json, PortMappingStatus? Equal)> _statusJson = new(StringComparer.Ordinal);
 
     /// <summary>
     /// The VipShard statuses this operator wrote, by shard, with the resourceVersion the shard had
@@ -464,20 +463,9 @@ public sealed partial class ClusterOperator
                 _shardWrites[shard.Metadata.Name ?? ""] = (shard.Metadata.ResourceVersion, status);
             }
         }
-        var changed = mappings.Where(pm => pm.Metadata.Uid is not null && plan.MappingStatuses.TryGetValue(ObjectRef.Of(pm), out var status) && !SameStatus(pm, status));
+        var changed = mappings.Where(pm => pm.Metadata.Uid is not null && plan.MappingStatuses.TryGetValue(ObjectRef.Of(pm), out var status) && !status.SameAs(pm.Status));
         await InParallelAsync(changed, pm => WriteAsync(KubeResource.PortMappings, pm.Metadata, () =>
             _client.ApplyAsync<PartialObject>(KubeResource.PortMappings, ApplyBody(pm, "status", plan.MappingStatuses[ObjectRef.Of(pm)]), _options.FieldManager, force: true, subresource: "status", ct: ct)), ct);
-        lock (_statusJson)
-        {
-            if (_statusJson.Count > mappings.Count + 64)
-            {
-                var live = mappings.Select(m => Informer<PortMapping>.KeyOf(m.Metadata)).ToHashSet(StringComparer.Ordinal);
-                foreach (var gone in _statusJson.Keys.Where(k => !live.Contains(k)).ToList())
-                {
-                    _statusJson.Remove(gone);
-                }
-            }
-        }
     }
 
     private async Task WriteServiceStatusesAsync(IReadOnlyList<Service> services, PlanResult plan, HashSet<string> owned, CancellationToken ct)
@@ -628,37 +616,6 @@ public sealed partial class ClusterOperator
     /// <summary>Independent writes, a few at a time: the API server serves requests concurrently, one round trip each is the cost.</summary>
     private Task InParallelAsync<T>(IEnumerable<T> items, Func<T, Task> write, CancellationToken ct) =>
         Parallel.ForEachAsync(items, new ParallelOptions { MaxDegreeOfParallelism = _options.WriteConcurrency, CancellationToken = ct }, async (item, _) => await write(item));
-
-    /// <summary>
-    /// Whether a PortMapping already has this status. The JSON of the last status seen on each
-    /// object is kept with its resourceVersion, so an object unchanged since is not serialized again;
-    /// and the planner's memo hands back the very status object it computed before, so one found
-    /// equal is not serialized again either.
-    /// </summary>
-    private bool SameStatus(PortMapping pm, PortMappingStatus status)
-    {
-        var key = Informer<PortMapping>.KeyOf(pm.Metadata);
-        var rv = pm.Metadata.ResourceVersion ?? "";
-        (string ResourceVersion, byte[] Json, PortMappingStatus? Equal) seen;
-        lock (_statusJson)
-        {
-            _statusJson.TryGetValue(key, out seen);
-        }
-        if (seen.ResourceVersion != rv)
-        {
-            seen = (rv, JsonSerializer.SerializeToUtf8Bytes(pm.Status, KubeJson.Options), null);
-        }
-        else if (ReferenceEquals(seen.Equal, status))
-        {
-            return true;
-        }
-        var same = seen.Json.AsSpan().SequenceEqual(JsonSerializer.SerializeToUtf8Bytes(status, KubeJson.Options));
-        lock (_statusJson)
-        {
-            _statusJson[key] = seen with { Equal = same ? status : null };
-        }
-        return same;
-    }
 
     /// <summary>A server-side apply body with only what this manager owns: identity, labels, owners, and one top-level field.</summary>
     private static JsonObject ApplyBody(IKubernetesObject o, string field, object value)

@@ -122,4 +122,37 @@ public class SerializationTests
         Assert.Contains("not valid YAML", Manifests.Read("a: [", "x.yaml").Errors.Single().Message, StringComparison.Ordinal);
         Assert.Contains("not one XLB reads", Manifests.Read("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}", "x.yaml").Errors.Single().Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void Two_mapping_statuses_are_the_same_exactly_when_their_json_is()
+    {
+        var rng = new Random(17);
+        T Pick<T>(params T[] values) => values[rng.Next(values.Length)];
+        List<T> Some<T>(Func<T> make) => [.. Enumerable.Range(0, rng.Next(3)).Select(_ => make())];
+        PortMappingStatus Make() => new()
+        {
+            ObservedGeneration = Pick<long?>(null, 1, 2),
+            Vips = Some(() => Pick("192.0.2.1", "192.0.2.2")),
+            ActiveNodes = Some(() => Pick("n1", "n2")),
+            Backends = Pick<BackendCounts?>(null, new BackendCounts { Total = 2, Ready = 1, Summary = "1/2" }, new BackendCounts { Total = 2, Ready = 2, Summary = "2/2" }),
+            Nodes = Some(() => new NodeProgress { Node = Pick("n1", "n2"), Role = Pick(VipRole.Active, VipRole.Standby), Revision = Pick(1, 2), ContentDigest = Pick<string?>(null, "ab"), Applied = Pick(true, false) }),
+            Conditions = Some(() => new Condition
+            {
+                Type = Pick("Ready", "Programmed"), Status = Pick("True", "False"), Reason = Pick("Ready", "Pending"), Message = Pick("", "m"),
+                ObservedGeneration = Pick<long?>(null, 1), LastTransitionTime = Pick<string?>(null, "2026-01-01T00:00:00Z"),
+            }),
+        };
+        var (same, different) = (0, 0);
+        for (var i = 0; i < 20_000; i++)
+        {
+            var a = Make();
+            var b = rng.Next(4) == 0 ? a with { } : Make();
+            var json = System.Text.Json.JsonSerializer.Serialize(a, XlbJson.Options) == System.Text.Json.JsonSerializer.Serialize(b, XlbJson.Options);
+            Assert.Equal(json, a.SameAs(b));
+            Assert.Equal(json, b.SameAs(a));
+            (same, different) = json ? (same + 1, different) : (same, different + 1);
+        }
+        Assert.True(same > 4000 && different > 4000, $"{same} same, {different} different");
+        Assert.False(new PortMappingStatus().SameAs(null));
+    }
 }
