@@ -86,18 +86,26 @@ public sealed record EndpointSlice : IKubernetesObject
 
 /// <summary>
 /// One endpoint of a slice. A cluster's slices hold hundreds of thousands of these and an informer
-/// keeps them all, so they are kept small: the addresses in an exact-size array, the conditions
-/// one shared object per combination, node names one string per node. They are read by their own
+/// keeps them all, so they are kept small: a value in its slice's list (no object of its own), the
+/// addresses in an exact-size array, the conditions one shared object per combination, node names
+/// one string per node. They are read by their own
 /// converter, which goes through an endpoint in one pass (see <see cref="SliceEndpointConverter"/>).
 /// </summary>
 [JsonConverter(typeof(SliceEndpointConverter))]
-public sealed record SliceEndpoint
+public readonly record struct SliceEndpoint
 {
+    private readonly string[]? _addresses;
+    private readonly EndpointConditions? _conditions;
+
+    public SliceEndpoint()
+    {
+    }
+
     /// <summary>Fungible addresses of one endpoint: consumers may use the first only (the EndpointSlice API's rule).</summary>
 #pragma warning disable CA1819 // an exact-size array: a list's spare capacity, times every endpoint of a cluster, is memory for nothing
-    public string[] Addresses { get; init; } = [];
+    public string[] Addresses { get => _addresses ?? []; init => _addresses = value; }
 #pragma warning restore CA1819
-    public EndpointConditions Conditions { get; init; } = EndpointConditions.Unset;
+    public EndpointConditions Conditions { get => _conditions ?? EndpointConditions.Unset; init => _conditions = value; }
     public string? NodeName { get; init; }
 }
 

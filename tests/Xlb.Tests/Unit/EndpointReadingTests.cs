@@ -56,6 +56,10 @@ public class EndpointReadingTests
         var again = JsonSerializer.Deserialize<List<SliceEndpoint>>(json, KubeJson.Options)!;
         Assert.Equal(endpoints.Select(e => (string.Join(",", e.Addresses), e.Conditions, e.NodeName)), again.Select(e => (string.Join(",", e.Addresses), e.Conditions, e.NodeName)));
 
+        // An endpoint is a value: a default one reads as no address and unset conditions.
+        Assert.Empty(default(SliceEndpoint).Addresses);
+        Assert.Same(EndpointConditions.Unset, default(SliceEndpoint).Conditions);
+
         foreach (var bad in new[] { """[{"addresses": "10.0.0.1"}]""", """[{"addresses": [1]}]""", """[{"addresses": [null]}]""", "[[]]" })
         {
             Assert.Throws<JsonException>(() => JsonSerializer.Deserialize<List<SliceEndpoint>>(bad, KubeJson.Options));
