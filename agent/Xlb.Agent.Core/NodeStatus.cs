@@ -214,7 +214,7 @@ public static class NodeStatus
                     Address = ep.Address.ToString(),
                     Port = ep.Port,
                     State = (be.Flags & XlbAbi.BackendDraining) != 0 ? "draining" : "active",
-                    Weight = configured.GetValueOrDefault(ep)?.Weight,
+                    Weight = configured.TryGetValue(ep, out var named) ? named.Weight : null,
                     RingSlots = count,
                     Share = Math.Round(100.0 * count / Math.Max(1, ring.Length), 2),
                     ActiveFlows = flowsTo.GetValueOrDefault(ep),

@@ -150,9 +150,13 @@ public sealed record Listener
     public HealthCheckSpec? HealthCheck { get; init; }
 }
 
-/// <summary>One backend of a listener.</summary>
-public sealed record NodeBackend
+/// <summary>One backend of a listener: a value in its listener's list (a node config holds hundreds of thousands).</summary>
+public readonly record struct NodeBackend
 {
+    public NodeBackend()
+    {
+    }
+
     /// <summary>The backend's address.</summary>
     public required string Address { get; init; }
     /// <summary>The backend's port (the mapping's targetPort, resolved).</summary>

@@ -768,7 +768,7 @@ public static partial class Planner
                 picked ??= all[..i];
                 continue;
             }
-            if (last is not null && string.CompareOrdinal(last.Address, b.Address) is var c && (c > 0 || c == 0 && last.Port > b.Port))
+            if (last is { } l && string.CompareOrdinal(l.Address, b.Address) is var c && (c > 0 || c == 0 && l.Port > b.Port))
             {
                 sorted = false;
             }

@@ -167,7 +167,7 @@ public sealed class CrdGenerator
             schema["type"] = "array";
             schema["items"] = Schema(type.GetGenericArguments()[0], null, inStatus, depth + 1);
         }
-        else if (type.IsClass && type.Namespace == typeof(XlbApi).Namespace)
+        else if ((type.IsClass || type.IsValueType) && type.Namespace == typeof(XlbApi).Namespace)
         {
             ObjectSchema(type, schema, inStatus, depth);
         }
