@@ -466,7 +466,7 @@ public sealed partial class KubeClient : IDisposable
         return parts.Count == 0 ? "" : "?" + string.Join("&", parts);
     }
 
-    private async Task<byte[]> SendAsync(HttpMethod method, string path, byte[]? body, string? contentType, bool idempotent, CancellationToken ct)
+    private async Task<byte[]> SendAsync(HttpMethod method, string path, ReadOnlyMemory<byte>? body, string? contentType, bool idempotent, CancellationToken ct)
     {
         using var response = await SendRawAsync(method, path, body, contentType, idempotent, streaming: false, ct);
         return await response.Content.ReadAsByteArrayAsync(ct);
