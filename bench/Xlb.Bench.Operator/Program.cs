@@ -238,19 +238,23 @@ async Task<(double Heap, double Committed)> HeapWatchAsync(Process p, int port, 
     }
     return (heap / (1 << 20), committed / (1 << 20));
 }
-var firstPort = FreePort();
+// `xlb operator` against the double, serving /metrics on the port, logging every reconcile; its
+// output is collected and its heap watched until Stop.
+Operator StartOperator(int port)
+{
+    var p = Process.Start(new ProcessStartInfo("dotnet", ["exec", xlb, "operator", "--kubeconfig", kubeconfig, "--leader-elect=false", "--listen", $"127.0.0.1:{port}"])
+    {
+        RedirectStandardOutput = true,
+        RedirectStandardError = true,
+        Environment = { ["XLB_LOG_LEVEL"] = "Debug" },
+    })!;
+    var watchStop = new CancellationTokenSource();
+    return new Operator(p, port, p.StandardOutput.ReadToEndAsync(ct), p.StandardError.ReadToEndAsync(ct), watchStop, HeapWatchAsync(p, port, watchStop.Token));
+}
 var benchCpu = Process.GetCurrentProcess().TotalProcessorTime;
 var resync = Stopwatch.StartNew();
-using var op = Process.Start(new ProcessStartInfo("dotnet", ["exec", xlb, "operator", "--kubeconfig", kubeconfig, "--leader-elect=false", "--listen", $"127.0.0.1:{firstPort}"])
-{
-    RedirectStandardOutput = true,
-    RedirectStandardError = true,
-    Environment = { ["XLB_LOG_LEVEL"] = "Debug" },
-})!;
-var opOut = op.StandardOutput.ReadToEndAsync(ct);
-using var heapWatchStop = new CancellationTokenSource();
-var heapWatch = HeapWatchAsync(op, firstPort, heapWatchStop.Token);
-var opErr = op.StandardError.ReadToEndAsync(ct);
+var first = StartOperator(FreePort());
+var (op, firstPort) = (first.Process, first.Port);
 try
 {
     async Task<bool> ConvergedAsync()
@@ -269,7 +273,7 @@ try
     var (opCpu, doubleCpu) = (op.TotalProcessorTime, Process.GetCurrentProcess().TotalProcessorTime - benchCpu);
     if (firstPage is null)
     {
-        throw new InvalidOperationException($"the operator finished no reconcile (exited: {op.HasExited}):\n{(op.HasExited ? await opOut + await opErr : "")}");
+        throw new InvalidOperationException($"the operator finished no reconcile (exited: {op.HasExited}):\n{(op.HasExited ? await first.LogAsync() : "")}");
     }
     if (!await ConvergedAsync())
     {
@@ -335,8 +339,7 @@ try
     latencies.Sort();
     double P(double q) => latencies[Math.Min(latencies.Count - 1, (int)(q * latencies.Count))];
     Console.WriteLine($"EndpointSlice → node config over {latencies.Count} changes: p50 {P(0.5):F0} ms, p99 {P(0.99):F0} ms, max {latencies[^1]:F0} ms (target p99 250 ms); p99 = {P(0.99) / planTime.TotalMilliseconds:F1} × one pure plan");
-    await heapWatchStop.CancelAsync();
-    var (peakHeap, peakCommitted) = await heapWatch;
+    var (peakHeap, peakCommitted) = await first.HeapAsync();
     Console.WriteLine($"operator peak RSS: {PeakRssMiB(op)} MiB (target 300 MiB); GC heap at most {peakHeap:F0} MiB after a collection, {peakCommitted:F0} MiB committed");
 
     // Restart: a second operator over the converged state. Its /metrics says when its first
@@ -347,30 +350,20 @@ try
     var restarts = int.TryParse(Environment.GetEnvironmentVariable("XLB_BENCH_RESTARTS"), out var r) && r > 0 ? r : 1;
     for (var restart = 0; restart < restarts; restart++)
     {
-        var port = FreePort();
         benchCpu = Process.GetCurrentProcess().TotalProcessorTime;
         var restartClock = Stopwatch.StartNew();
-        using var second = Process.Start(new ProcessStartInfo("dotnet", ["exec", xlb, "operator", "--kubeconfig", kubeconfig, "--leader-elect=false", "--listen", $"127.0.0.1:{port}"])
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            Environment = { ["XLB_LOG_LEVEL"] = "Debug" },
-        })!;
-        var secondOut = second.StandardOutput.ReadToEndAsync(ct);
-        using var secondWatchStop = new CancellationTokenSource();
-        var secondWatch = HeapWatchAsync(second, port, secondWatchStop.Token);
-        var secondErr = second.StandardError.ReadToEndAsync(ct);
-        var page = await FirstReconcileAsync(second, port);
+        var again = StartOperator(FreePort());
+        using var second = again.Process;
+        var page = await FirstReconcileAsync(second, again.Port);
         var restartTime = restartClock.Elapsed;
         (opCpu, doubleCpu) = (second.TotalProcessorTime, Process.GetCurrentProcess().TotalProcessorTime - benchCpu);
-        await secondWatchStop.CancelAsync();
-        var (restartHeap, restartCommitted) = await secondWatch;
+        var (restartHeap, restartCommitted) = await again.HeapAsync();
         Console.WriteLine(page is null ? "restart: the operator finished no reconcile" :
             $"restart resync (start → first reconcile done over the converged state): {restartTime.TotalMilliseconds:F0} ms, {Sample(page, "xlb_operator_writes_total")} writes, " +
             $"peak RSS {PeakRssMiB(second)} MiB (GC heap at most {restartHeap:F0} MiB, {restartCommitted:F0} MiB committed); CPU: operator {opCpu.TotalSeconds:F1} s, API double (bench process) {doubleCpu.TotalSeconds:F1} s (targets 2000 ms, 300 MiB)");
         second.Kill(entireProcessTree: true);
         await second.WaitForExitAsync(CancellationToken.None);
-        await File.WriteAllTextAsync(Path.Combine(Path.GetTempPath(), "xlb-bench-operator-restart.log"), await secondOut + await secondErr, CancellationToken.None);
+        await File.WriteAllTextAsync(Path.Combine(Path.GetTempPath(), "xlb-bench-operator-restart.log"), await again.LogAsync(), CancellationToken.None);
     }
 }
 finally
@@ -382,7 +375,7 @@ finally
     File.Delete(kubeconfig);
     // The operator's own account of each reconcile (plan time, writes), for reading beside the figures.
     var logPath = Path.Combine(Path.GetTempPath(), "xlb-bench-operator.log");
-    await File.WriteAllTextAsync(logPath, await opOut + await opErr, CancellationToken.None);
+    await File.WriteAllTextAsync(logPath, await first.LogAsync(), CancellationToken.None);
     Console.WriteLine($"operator log: {logPath}");
 }
 return 0;
@@ -413,4 +406,17 @@ static long PeakRssMiB(Process p)
 {
     var hwm = File.ReadAllLines($"/proc/{p.Id}/status").First(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
     return long.Parse(hwm.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1024;
+}
+
+/// <summary>A running operator: its process, its /metrics port, its output, and the watch on its heap.</summary>
+internal sealed record Operator(Process Process, int Port, Task<string> Out, Task<string> Err, CancellationTokenSource WatchStop, Task<(double Heap, double Committed)> Watch)
+{
+    /// <summary>The largest GC heap and commit seen, once the watch is stopped.</summary>
+    public async Task<(double Heap, double Committed)> HeapAsync()
+    {
+        await WatchStop.CancelAsync();
+        return await Watch;
+    }
+
+    public async Task<string> LogAsync() => await Out + await Err;
 }

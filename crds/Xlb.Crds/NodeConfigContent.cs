@@ -42,8 +42,7 @@ public static class NodeConfigContent
     private static (ArrayBufferWriter<byte>, Utf8JsonWriter) Scratch(JsonSerializerOptions options)
     {
         var buffer = new ArrayBufferWriter<byte>(16 * 1024);
-        // The writer options the serializer takes from XLB's contract when it writes bytes itself.
-        return (buffer, new Utf8JsonWriter(buffer, new JsonWriterOptions { Encoder = options.Encoder, Indented = options.WriteIndented, MaxDepth = options.MaxDepth }));
+        return (buffer, new Utf8JsonWriter(buffer, XlbJson.WriterOptions(options)));
     }
 
     /// <summary>The hash of some content: SHA-256 over its items' digests, in order; lower-case hex.</summary>

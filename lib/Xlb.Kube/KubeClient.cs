@@ -494,14 +494,13 @@ public sealed partial class KubeClient : IDisposable
             }
             catch (Exception e) when (!ct.IsCancellationRequested && e is HttpRequestException or IOException or OperationCanceledException)
             {
-                var what = e is OperationCanceledException ? $"no complete response within {_options.RequestTimeout.TotalSeconds:0.#} s" : e.Message;
+                var failure = TransportFailure(e, operation, "no complete response");
                 if (!idempotent || attempt >= _options.Retry.MaxAttempts)
                 {
-                    throw new KubeApiException(e is OperationCanceledException ? HttpStatusCode.GatewayTimeout : HttpStatusCode.ServiceUnavailable,
-                        e is OperationCanceledException ? "Timeout" : "Unreachable", what, operation);
+                    throw failure;
                 }
                 var wait = Backoff(attempt, null);
-                LogRetry(_log, operation, what, attempt, wait.TotalMilliseconds);
+                LogRetry(_log, operation, failure.ServerMessage, attempt, wait.TotalMilliseconds);
                 await Task.Delay(wait, ct);
             }
         }
@@ -538,14 +537,13 @@ public sealed partial class KubeClient : IDisposable
             }
             catch (Exception e) when (!ct.IsCancellationRequested && e is HttpRequestException or OperationCanceledException)
             {
-                var what = e is OperationCanceledException ? $"no response within {_options.RequestTimeout.TotalSeconds:0.#} s" : e.Message;
+                var failure = TransportFailure(e, operation, "no response");
                 if (!idempotent || attempt >= retry.MaxAttempts)
                 {
-                    throw new KubeApiException(e is OperationCanceledException ? HttpStatusCode.GatewayTimeout : HttpStatusCode.ServiceUnavailable,
-                        e is OperationCanceledException ? "Timeout" : "Unreachable", what, operation);
+                    throw failure;
                 }
                 var wait = Backoff(attempt, null);
-                LogRetry(_log, operation, what, attempt, wait.TotalMilliseconds);
+                LogRetry(_log, operation, failure.ServerMessage, attempt, wait.TotalMilliseconds);
                 await Task.Delay(wait, ct);
                 continue;
             }
@@ -585,6 +583,12 @@ public sealed partial class KubeClient : IDisposable
             }
         }
     }
+
+    /// <summary>A request that got no (complete) answer: a timeout is 504 Timeout, anything else 503 Unreachable.</summary>
+    private KubeApiException TransportFailure(Exception e, string operation, string timedOut) =>
+        e is OperationCanceledException
+            ? new KubeApiException(HttpStatusCode.GatewayTimeout, "Timeout", $"{timedOut} within {_options.RequestTimeout.TotalSeconds:0.#} s", operation)
+            : new KubeApiException(HttpStatusCode.ServiceUnavailable, "Unreachable", e.Message, operation);
 
     /// <summary>Retry-After when the server gave one (capped), otherwise exponential backoff, jittered over its upper half.</summary>
     private TimeSpan Backoff(int attempt, RetryConditionHeaderValue? retryAfter)

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Text.Json;
+using Xlb.Crds.Serialization;
 
 namespace Xlb.Kube;
 
@@ -21,7 +22,7 @@ public sealed class PooledBuffer : IBufferWriter<byte>, IDisposable
     public static PooledBuffer Json<T>(T value, JsonSerializerOptions options)
     {
         var buffer = new PooledBuffer();
-        using var writer = new Utf8JsonWriter(buffer, new JsonWriterOptions { Encoder = options.Encoder, Indented = options.WriteIndented, MaxDepth = options.MaxDepth });
+        using var writer = new Utf8JsonWriter(buffer, XlbJson.WriterOptions(options));
         JsonSerializer.Serialize(writer, value, options);
         return buffer;
     }

@@ -29,4 +29,8 @@ public static class XlbJson
     }
 
     public static JsonTypeInfo<T> Info<T>() => (JsonTypeInfo<T>)Options.GetTypeInfo(typeof(T));
+
+    /// <summary>The writer options the serializer itself takes from <paramref name="options"/> when it writes bytes: a writer made with them writes the same bytes.</summary>
+    public static JsonWriterOptions WriterOptions(JsonSerializerOptions options) =>
+        new() { Encoder = options.Encoder, Indented = options.WriteIndented, MaxDepth = options.MaxDepth };
 }
