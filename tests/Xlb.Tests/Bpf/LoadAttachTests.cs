@@ -1,0 +1,92 @@
+using Xlb.Agent.Bpf;
+using Xlb.Cli.Testbed;
+using Xlb.Tests.Support;
+
+namespace Xlb.Tests.Bpf;
+
+/// <summary>Loading a program the verifier refuses, and attaching where the driver has no native XDP.</summary>
+public sealed class LoadAttachTests
+{
+    /// <summary>Compiles a small XDP program of the test's own into an object file.</summary>
+    private static string Compile(string dir, string name, string body)
+    {
+        var clang = new[] { "/usr/bin/clang", "/usr/bin/clang-14" }.FirstOrDefault(File.Exists);
+        if (clang is null)
+        {
+            Toolchain.Missing("clang is not installed");
+        }
+        var source = Path.Combine(dir, name + ".c");
+        File.WriteAllText(source, $$"""
+            #include <linux/bpf.h>
+            #include <bpf/bpf_helpers.h>
+
+            SEC("xdp")
+            int {{name}}(struct xdp_md *ctx)
+            {
+            {{body}}
+            }
+
+            char LICENSE[] SEC("license") = "GPL";
+            """);
+        var obj = Path.Combine(dir, name + ".o");
+        Netns.Sh(clang!, "-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c", source, "-o", obj);
+        return obj;
+    }
+
+    [Fact]
+    public void A_program_the_verifier_refuses_fails_to_load_with_the_verifier_log_in_the_error()
+    {
+        Privileged.Require();
+        var dir = Directory.CreateTempSubdirectory("xlb-load-").FullName;
+        try
+        {
+            // A packet byte read with no bounds check: the verifier refuses it.
+            var obj = Compile(dir, "unchecked", """
+                    unsigned char *data = (void *)(long)ctx->data;
+                    return data[100] == 7 ? XDP_DROP : XDP_PASS;
+                """);
+            var e = Assert.Throws<BpfException>(() => BpfObject.Load(obj));
+            Assert.Contains("verifier log", e.Message, StringComparison.Ordinal);
+            Assert.Contains("invalid access to packet", e.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void Where_the_driver_has_no_native_xdp_the_attach_fails_or_falls_back_to_generic_and_says_which()
+    {
+        Privileged.Require();
+        var dir = Directory.CreateTempSubdirectory("xlb-attach-").FullName;
+        var ns = $"xlbgen{Environment.ProcessId % 100000}";
+        try
+        {
+            using var program = BpfObject.Load(Compile(dir, "pass", "    return XDP_PASS;"));
+            var fd = program.ProgramFd("pass");
+            Netns.Delete(ns);
+            Netns.Add(ns);
+            // The loopback driver has no native XDP; the namespace's own lo is the test's alone.
+            Netns.Ip(ns, "link", "set", "lo", "up");
+            var refused = Assert.IsType<BpfException>(Assert.Throws<InvalidOperationException>(() => Netns.Run(ns, () => Xdp.Attach("lo", fd, allowGeneric: false))).InnerException);
+            Assert.Contains("EOPNOTSUPP", refused.Message, StringComparison.Ordinal);
+            Assert.Contains("native mode on lo", refused.Message, StringComparison.Ordinal);
+            Assert.DoesNotContain("xdp", Netns.Ip(ns, "link", "show", "lo"), StringComparison.Ordinal);
+
+            Assert.Equal(XdpMode.Generic, Netns.Run(ns, () => Xdp.Attach("lo", fd, allowGeneric: true)));
+            Assert.Contains("xdpgeneric", Netns.Ip(ns, "link", "show", "lo"), StringComparison.Ordinal);
+            Netns.Run(ns, () =>
+            {
+                Xdp.Detach("lo", XdpMode.Generic);
+                return 0;
+            });
+            Assert.DoesNotContain("xdp", Netns.Ip(ns, "link", "show", "lo"), StringComparison.Ordinal);
+        }
+        finally
+        {
+            Netns.Delete(ns);
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+}
