@@ -7,8 +7,8 @@ namespace Xlb.Tests.Bpf;
 /// <summary>Loading a program the verifier refuses, and attaching where the driver has no native XDP.</summary>
 public sealed class LoadAttachTests
 {
-    /// <summary>Compiles a small XDP program of the test's own into an object file.</summary>
-    private static string Compile(string dir, string name, string body)
+    /// <summary>Compiles a small XDP program of the test's own (with <paramref name="globals"/> before it) into an object file.</summary>
+    private static string Compile(string dir, string name, string body, string globals = "")
     {
         var clang = new[] { "/usr/bin/clang", "/usr/bin/clang-14" }.FirstOrDefault(File.Exists);
         if (clang is null)
@@ -19,6 +19,8 @@ public sealed class LoadAttachTests
         File.WriteAllText(source, $$"""
             #include <linux/bpf.h>
             #include <bpf/bpf_helpers.h>
+
+            {{globals}}
 
             SEC("xdp")
             int {{name}}(struct xdp_md *ctx)
@@ -48,6 +50,35 @@ public sealed class LoadAttachTests
             var e = Assert.Throws<BpfException>(() => BpfObject.Load(obj));
             Assert.Contains("verifier log", e.Message, StringComparison.Ordinal);
             Assert.Contains("invalid access to packet", e.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void A_map_whose_key_or_value_size_is_not_its_csharp_structs_is_refused_with_both_sizes_and_the_struct_named()
+    {
+        Privileged.Require();
+        var dir = Directory.CreateTempSubdirectory("xlb-abi-map-").FullName;
+        try
+        {
+            // The flow table of another build: its value is 8 bytes longer than XlbFlow.
+            var obj = Compile(dir, "drift", "    return XDP_PASS;", $$"""
+                struct key { unsigned char b[{{System.Runtime.CompilerServices.Unsafe.SizeOf<Xlb.DataPlane.XlbFlowKey>()}}]; };
+                struct value { unsigned char b[{{System.Runtime.CompilerServices.Unsafe.SizeOf<Xlb.DataPlane.XlbFlow>() + 8}}]; };
+                struct {
+                    __uint(type, BPF_MAP_TYPE_HASH);
+                    __uint(max_entries, 16);
+                    __type(key, struct key);
+                    __type(value, struct value);
+                } xlb_flows SEC(".maps");
+                """);
+            using var loaded = BpfObject.Load(obj);
+            var e = Assert.Throws<BpfException>(() => loaded.Map<Xlb.DataPlane.XlbFlowKey, Xlb.DataPlane.XlbFlow>("xlb_flows"));
+            var (k, v) = (System.Runtime.CompilerServices.Unsafe.SizeOf<Xlb.DataPlane.XlbFlowKey>(), System.Runtime.CompilerServices.Unsafe.SizeOf<Xlb.DataPlane.XlbFlow>());
+            Assert.Contains($"ABI mismatch on map 'xlb_flows' of the object: key {k} B / value {v + 8} B, but XlbFlowKey is {k} B / XlbFlow is {v} B", e.Message, StringComparison.Ordinal);
         }
         finally
         {
