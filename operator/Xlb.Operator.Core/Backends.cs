@@ -83,11 +83,10 @@ public static class Backends
         var index = new Dictionary<(string Namespace, string Name), List<EndpointSlice>>(slices.Count);
         foreach (var s in slices)
         {
-            if (s.Metadata.Labels?.GetValueOrDefault(EndpointSlice.ServiceNameLabel) is not { } service)
+            if (Planner.InputIndex.OwnerOf(s) is not { } key)
             {
                 continue;
             }
-            var key = (s.Metadata.Namespace ?? "default", service);
             if (!index.TryGetValue(key, out var list))
             {
                 index[key] = list = [];
