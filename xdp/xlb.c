@@ -266,6 +266,42 @@ static __always_inline __u64 coarse_now(void)
 	return c->ns;
 }
 
+/* This CPU's tracked new flows of stateless-capable services, in the second begun at start_ns. */
+struct flow_cap {
+	__u64 start_ns;
+	__u32 count;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct flow_cap);
+} xlb_flow_cap SEC(".maps");
+
+/*
+ * Has this CPU entered cfg->new_flow_cap new flows of stateless-capable services into the flow
+ * tables this second? When it has not and take is set, the caller's flow is counted. A fixed
+ * window per CPU: no atomics, and a burst at a second's start is what the cap allows anyway.
+ */
+static __always_inline int cap_spent(const struct xlb_cfg *cfg, __u64 now, int take)
+{
+	__u32 zero = 0;
+	struct flow_cap *c = bpf_map_lookup_elem(&xlb_flow_cap, &zero);
+
+	if (!c)
+		return 0;
+	if (now - c->start_ns >= NS_PER_S) {
+		c->start_ns = now;
+		c->count = 0;
+	}
+	if (c->count >= cfg->new_flow_cap)
+		return 1;
+	c->count += take;
+	return 0;
+}
+
 static __always_inline void count(__u32 reason)
 {
 	__u64 *c = bpf_map_lookup_elem(&xlb_stats, &reason);
@@ -1152,6 +1188,22 @@ done:
 	return 0;
 }
 
+/*
+ * Can a new flow of this service be forwarded without state? DSR leaves the packet's addresses
+ * alone, so nothing has to be translated back, and Maglev and source hash choose the same backend
+ * for every packet of a flow while the backend set stays as it is. Round robin does not; NAT modes
+ * need the reverse translation for the replies. Such a flow loses what the flow table gives it:
+ * its backend when the set changes (a draining backend keeps no untracked flow), and its events.
+ * Past the new-flow cap (a SYN flood, mostly) this is the trade: a flow-table insert costs about
+ * ten times the rest of a new flow's path here, so a CPU forwards a flood of new flows at nearly
+ * the established rate instead of spending itself on inserts. Later packets of such a flow find
+ * no entry and start it again, tracked once the cap allows.
+ */
+static __always_inline int stateless(const struct xlb_svc *svc)
+{
+	return svc->mode >= XLB_MODE_DSR_L2 && svc->algo != XLB_ALGO_ROUND_ROBIN;
+}
+
 /* The ring slot a new flow takes, by the service's algorithm. */
 static __always_inline __u32 pick(const struct xlb_svc *svc, const struct xlb_flow_key *fk)
 {
@@ -1228,8 +1280,21 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 			return reply(ctx, cfg, p, fk, r);
 	}
 
+	addr_copy(sk.vip, fk->daddr);
+	sk.port = fk->dport;
+	sk.proto = fk->proto;
+	sk.family = fk->family;
+	sk.gen = gen;
 	now = coarse_now();
 	syn = p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
+	/* Past the new-flow cap a SYN of a stateless-capable service skips the flow tables (see stateless). */
+	if (syn && cfg->new_flow_cap && cap_spent(cfg, now, 0)) {
+		svc = bpf_map_lookup_elem(&xlb_services, &sk);
+		if (!svc)
+			return verdict(XDP_PASS, XLB_STAT_PASS_NOT_VIP);
+		if (stateless(svc))
+			goto fresh;
+	}
 	flow = bpf_map_lookup_elem(&xlb_flows, fk);
 	admitted = flow != 0;
 	if (!admitted)
@@ -1271,15 +1336,11 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 			bpf_map_delete_elem(&xlb_flows, fk);
 	}
 
-	addr_copy(sk.vip, fk->daddr);
-	sk.port = fk->dport;
-	sk.proto = fk->proto;
-	sk.family = fk->family;
-	sk.gen = gen;
 	svc = bpf_map_lookup_elem(&xlb_services, &sk);
 	if (!svc)
 		return verdict(XDP_PASS, XLB_STAT_PASS_NOT_VIP);
 
+fresh:
 	/* Shutting down: new TCP connections are refused at once, existing flows carry on. */
 	if ((cfg->flags & XLB_CFG_F_SHUTDOWN) && syn)
 		return reset_syn(ctx, p, end);
@@ -1310,6 +1371,11 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 		nf.mode = svc->mode;
 		/* A flow first seen mid-connection (another node had it) is established already. */
 		nf.state = fk->proto == IPPROTO_TCP && !syn ? XLB_FLOW_ESTABLISHED : XLB_FLOW_NEW;
+		if (cfg->new_flow_cap && stateless(svc) && cap_spent(cfg, now, 1)) {
+			count(XLB_STAT_FWD_UNTRACKED);
+			svc_count(nf.svc_id, flow_backend(cfg, &nf), p->len, 0, 1);
+			return to_backend(ctx, cfg, p, fk, &nf, now);
+		}
 		if (svc->mode == XLB_MODE_FULLNAT &&
 		    alloc_nat_port(cfg, fk, &nf, flow_hash(fk), now, &nf.nat_port))
 			return verdict(XDP_DROP, XLB_STAT_DROP_NAT_PORTS_BUSY);

@@ -32,6 +32,17 @@ public sealed record DataPlaneOptions
     public uint FlowEventSample { get; init; }
 
     /// <summary>
+    /// SYN-flood relief: how many new flows of DSR services (Maglev or source hash) one CPU enters
+    /// into the flow tables per second. Past it, until the second is over, further such flows are
+    /// forwarded by the consistent hash alone, without state: an insert costs about ten times the
+    /// rest of a new flow's path. NAT modes and round robin always keep state. 0: no cap.
+    /// </summary>
+    public uint NewFlowCap { get; init; } = DefaultNewFlowCap;
+
+    /// <summary>The default <see cref="NewFlowCap"/>: far above what one CPU sees of real new connections.</summary>
+    public const uint DefaultNewFlowCap = 100_000;
+
+    /// <summary>
     /// How many backends and ring slots a configuration generation holds; the maps are sized by it
     /// at load. Pinned maps keep their size: adopting them takes the same capacity.
     /// </summary>
@@ -133,6 +144,7 @@ public sealed class XdpDataPlane : IDisposable
             TcpClosingTimeoutS = Seconds(t.TcpClosing),
             UdpTimeoutS = Seconds(t.Udp),
             EventSample = options.FlowEventSample,
+            NewFlowCap = options.NewFlowCap,
             BackendSlots = (uint)options.Capacity.BackendSlots,
             RingSlots = (uint)options.Capacity.RingSlots,
         });

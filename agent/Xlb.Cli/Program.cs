@@ -88,6 +88,7 @@ var encapSourceOption = new Option<string[]>("--encap-source") { Description = "
 var announceOption = new Option<int>("--announce-count") { Description = "Gratuitous ARP / unsolicited neighbour advertisement rounds, one second apart, when this node takes a VIP (0: none)", DefaultValueFactory = _ => 3 };
 var flowLogOption = new Option<string?>("--flow-log") { Description = "Connection log: append a JSON line for each sampled flow that begins or closes to this file (\"-\": standard output)" };
 var flowSampleOption = new Option<uint>("--flow-sample") { Description = "With --flow-log: log one flow in N, chosen by a hash of the flow (1: every flow)", DefaultValueFactory = _ => 1 };
+var newFlowCapOption = new Option<uint>("--new-flow-cap") { Description = "SYN-flood relief: new flows of DSR services (Maglev or source hash) one CPU tracks per second; past it they are forwarded by the consistent hash alone, without state (0: track every flow)", DefaultValueFactory = _ => DataPlaneOptions.DefaultNewFlowCap };
 var maxBackendsOption = new Option<int>("--max-backends") { Description = "Distinct backends one configuration holds; sizes the backend maps (rounded up to a power of two, less one)", DefaultValueFactory = _ => DataPlaneCapacity.Default.MaxBackends };
 var ringSlotsOption = new Option<int>("--ring-slots") { Description = "Maglev table slots one configuration holds, all services together (each service takes 1021)", DefaultValueFactory = _ => DataPlaneCapacity.Default.RingSlots };
 var otlpEndpointOption = new Option<string?>("--otlp-endpoint") { Description = "Push metrics over OTLP to this collector URL (default: $OTEL_EXPORTER_OTLP_ENDPOINT; none: no push)", DefaultValueFactory = _ => Environment.GetEnvironmentVariable("OTEL_EXPORTER_OTLP_ENDPOINT") };
@@ -97,7 +98,7 @@ var otlpHeadersFileOption = new Option<FileInfo?>("--otlp-headers-file") { Descr
 var otlpIntervalOption = new Option<double>("--otlp-interval") { Description = "Seconds between exports", DefaultValueFactory = _ => 60 };
 var natPortsOption = new Option<string>("--nat-ports") { Description = "FullNAT source-port range toward backends, MIN-MAX", DefaultValueFactory = _ => "40000-59999" };
 
-var agentCommand = new Command("agent", "Run the node agent: apply this node's XlbNodeConfig (from the cluster, or --node-config FILE) to XDP") { nodeConfigOption, agentNodeOption, kubeconfigOption, leaseNamespaceOption, leaseRenewOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, encapSourceOption, bpffsOption, instanceOption, detachOption, shutdownTimeoutOption, shutdownFileOption, listenOption, announceOption, flowLogOption, flowSampleOption, maxBackendsOption, ringSlotsOption, otlpEndpointOption, otlpProtocolOption, otlpHeadersOption, otlpHeadersFileOption, otlpIntervalOption };
+var agentCommand = new Command("agent", "Run the node agent: apply this node's XlbNodeConfig (from the cluster, or --node-config FILE) to XDP") { nodeConfigOption, agentNodeOption, kubeconfigOption, leaseNamespaceOption, leaseRenewOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, encapSourceOption, bpffsOption, instanceOption, detachOption, shutdownTimeoutOption, shutdownFileOption, listenOption, announceOption, flowLogOption, flowSampleOption, newFlowCapOption, maxBackendsOption, ringSlotsOption, otlpEndpointOption, otlpProtocolOption, otlpHeadersOption, otlpHeadersFileOption, otlpIntervalOption };
 agentCommand.SetAction(async (parse, ct) =>
 {
     using var logs = Logs();
@@ -144,6 +145,7 @@ agentCommand.SetAction(async (parse, ct) =>
             EncapSource6 = encapSource6,
             PinRoot = Xlb.Agent.Bpf.Bpffs.PinRoot(parse.GetValue(bpffsOption)!, parse.GetValue(instanceOption)!),
             FlowEventSample = parse.GetValue(flowLogOption) is null ? 0 : Math.Max(1, parse.GetValue(flowSampleOption)),
+            NewFlowCap = parse.GetValue(newFlowCapOption),
             Capacity = DataPlaneCapacity.For(maxBackends, ringSlots),
         },
         FlowLogPath = parse.GetValue(flowLogOption),

@@ -20,8 +20,11 @@ if (!Netns.IsRoot)
 
 var dir = Path.Combine(AppContext.BaseDirectory, "xdp");
 using var topology = LbTopology.Create(LbTopology.NewPrefix("bench"), backends: 3);
-using var plane = XdpDataPlane.Load(Path.Combine(dir, "xlb.o"));
-plane.Apply(new XlbNodeConfigSpec
+// Every flow tracked here; `capped` is the same configuration with a new-flow cap of one per
+// CPU per second, so its DSR flows are forwarded without state (see stateless() in xdp/xlb.c).
+using var plane = XdpDataPlane.Load(Path.Combine(dir, "xlb.o"), new DataPlaneOptions { NewFlowCap = 0 });
+using var capped = XdpDataPlane.Load(Path.Combine(dir, "xlb.o"), new DataPlaneOptions { NewFlowCap = 1 });
+var spec = new XlbNodeConfigSpec
 {
     NodeName = "bench",
     Vips = [new NodeVip { Address = "10.250.0.10", Role = VipRole.Active, Shard = "s" }, new NodeVip { Address = "fd00:250::10", Role = VipRole.Active, Shard = "s" }],
@@ -37,8 +40,15 @@ plane.Apply(new XlbNodeConfigSpec
             Name = "bench/web6/http", Vip = "fd00:250::10", Port = 80,
             Backends = [.. Enumerable.Range(1, 3).Select(i => new NodeBackend { Address = LbTopology.BackendAddress6(i), Port = 8080 })],
         },
+        new Listener
+        {
+            Name = "bench/dsr/ipip", Vip = "10.250.0.10", Port = 83, NatMode = NatMode.DSR, DsrEncapsulation = DsrEncapsulation.IPIP,
+            Backends = [.. Enumerable.Range(1, 3).Select(i => new NodeBackend { Address = LbTopology.BackendAddress(i), Port = 83 })],
+        },
     ],
-});
+};
+plane.Apply(spec);
+capped.Apply(spec);
 using var harness = BpfObject.Load(Path.Combine(dir, "harness.o"));
 var restore = harness.ProgramFd("bench_restore");
 var pass = harness.ProgramFd("bench_pass");
@@ -55,6 +65,7 @@ static byte[] Tcp(string src, string dst, ushort sport, byte flags, ushort dport
 var syn = Tcp(LbTopology.ClientAddress, "10.250.0.10", 40000, Packet.Syn);
 var ack = Tcp(LbTopology.ClientAddress, "10.250.0.10", 40001, Packet.Ack);
 var nonVip = Tcp(LbTopology.ClientAddress, "10.201.1.2", 40002, Packet.Ack);
+var synDsr = Tcp(LbTopology.ClientAddress, "10.250.0.10", 40000, Packet.Syn, 83);
 var syn6 = Tcp(LbTopology.ClientAddress6, "fd00:250::10", 40000, Packet.Syn);
 var ack6 = Tcp(LbTopology.ClientAddress6, "fd00:250::10", 40001, Packet.Ack);
 var nonVip6 = Tcp(LbTopology.ClientAddress6, LbTopology.BackendAddress6(1), 40002, Packet.Ack);
@@ -87,7 +98,7 @@ var backendLink = Netns.Run(topology.Lb, () => Xdp.IfIndex(LbTopology.BackendIfO
 // ports), which 700,000 SYNs into one VIP would otherwise measure.
 var synRepeat = Math.Min(repeat, 20_000);
 
-double Measure(int prog, byte[] packet, bool wrapped, bool newFlows, int ingress = 0)
+double Measure(int prog, byte[] packet, bool wrapped, bool newFlows, int ingress = 0, XdpDataPlane? owner = null)
 {
     if (wrapped)
     {
@@ -100,7 +111,7 @@ double Measure(int prog, byte[] packet, bool wrapped, bool newFlows, int ingress
     {
         if (newFlows)
         {
-            plane.ClearFlows();
+            (owner ?? plane).ClearFlows();
         }
         samples.Add(Netns.Run(topology.Lb, () => TestRun.Xdp(fd, packet, newFlows ? synRepeat : repeat, ingress)).DurationNs);
     }
@@ -114,8 +125,8 @@ var wrapper = Measure(pass, nonVip, wrapped: true, newFlows: false) - passFloor;
 // XLB_BENCH_ONLY=<row name part> times only the matching rows (for a profiler); the rest print 0.
 var only = Environment.GetEnvironmentVariable("XLB_BENCH_ONLY");
 var current = "";
-double Program(byte[] p, bool fresh, int ingress = 0) =>
-    only is null || current.Contains(only, StringComparison.OrdinalIgnoreCase) ? Measure(plane.ProgramFd, p, wrapped: true, newFlows: fresh, ingress) - wrapper : 0;
+double Program(byte[] p, bool fresh, int ingress = 0, XdpDataPlane? of = null) =>
+    only is null || current.Contains(only, StringComparison.OrdinalIgnoreCase) ? Measure((of ?? plane).ProgramFd, p, wrapped: true, newFlows: fresh, ingress, of) - wrapper : double.NaN;
 current = "non-VIP";
 var nonVipNs = Program(nonVip, false);
 current = "established";
@@ -128,6 +139,10 @@ current = "reply one-armed";
 var replyOneArmedNs = Program(reply, false, clientLink);
 current = "SYN";
 var synNs = Program(syn, true);
+current = "SYN DSR";
+var synDsrNs = Program(synDsr, true);
+current = "SYN DSR past the cap";
+var synDsrCappedNs = Program(synDsr, true, of: capped);
 current = "IPv6 non-VIP";
 var nonVip6Ns = Program(nonVip6, false);
 current = "IPv6 established";
@@ -146,6 +161,8 @@ Row("non-VIP traffic (XDP_PASS)", nonVipNs, 35);
 Row("established flow (redirect)", establishedNs, 80);
 Row("established, one-armed (TX)", oneArmedNs, 80);
 Row("new flow, SYN (redirect)", synNs, 110);
+Row("new flow, SYN, DSR IPIP", synDsrNs, 110);
+Row("DSR IPIP SYN, past the cap", synDsrCappedNs, 110);
 Row("FullNAT reply (redirect)", replyNs, 0);
 Row("FullNAT reply, one-armed (TX)", replyOneArmedNs, 0);
 Row("IPv6 non-VIP (XDP_PASS)", nonVip6Ns, 35);
@@ -156,8 +173,10 @@ Console.WriteLine($"  verified instructions: {(verified.Success ? verified.Group
 return 0;
 
 void Row(string name, double ns, double bar) =>
-    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-        $"  {name,-30} {ns,7:F1} ns   {ns / passFloor,5:F2}x PASS  {ns / swapFloor,5:F2}x MAC-swap{(bar > 0 ? $"   bar {bar} ns: {(ns <= bar ? "met" : "NOT met")}" : "")}"));
+    Console.WriteLine(double.IsNaN(ns)
+        ? $"  {name,-30}     not measured (XLB_BENCH_ONLY)"
+        : string.Create(CultureInfo.InvariantCulture,
+            $"  {name,-30} {ns,7:F1} ns   {ns / passFloor,5:F2}x PASS  {ns / swapFloor,5:F2}x MAC-swap{(bar > 0 ? $"   bar {bar} ns: {(ns <= bar ? "met" : "NOT met")}" : "")}"));
 
 /// <summary>Mirror of struct bench_pkt in bench/xdp/harness.c.</summary>
 [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]

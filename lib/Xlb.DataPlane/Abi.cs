@@ -330,6 +330,11 @@ public record struct XlbCfg
     /// <summary>Slots per generation of xlb_backends (a power of two) and of xlb_rings; 0: the compiled defaults.</summary>
     public uint BackendSlots;
     public uint RingSlots;
+    /// <summary>
+    /// New flows of DSR services (Maglev or source hash) one CPU enters into the flow tables per
+    /// second; past it they are forwarded by the consistent hash alone. 0: every flow is tracked.
+    /// </summary>
+    public uint NewFlowCap;
 }
 
 /// <summary>One record of the xlb_events ring buffer: a sampled flow began or closed.</summary>
@@ -401,5 +406,6 @@ public enum XlbStat
     DropDsrUnresolved,
     PassVlanStacked,
     DropVlanFailed,
+    FwdUntracked,
     Count,
 }

@@ -254,6 +254,12 @@ struct xlb_cfg {
 	 */
 	__u32 backend_slots;
 	__u32 ring_slots;
+	/*
+	 * New flows of stateless-capable services (DSR, by Maglev or source hash) that one CPU enters
+	 * into the flow tables per second; past it, until the second is over, further such flows are
+	 * forwarded by the consistent hash alone (XLB_STAT_FWD_UNTRACKED). 0: every flow is tracked.
+	 */
+	__u32 new_flow_cap;
 };
 
 /* A sampled flow began (its first packet was bound to a backend) or closed (a FIN or RST, either way). */
@@ -314,6 +320,7 @@ enum xlb_stat {
 	XLB_STAT_DROP_DSR_UNRESOLVED,   /* L2 DSR: no neighbour entry (or no route) for the backend yet */
 	XLB_STAT_PASS_VLAN_STACKED,     /* more than one VLAN tag (QinQ): the kernel's */
 	XLB_STAT_DROP_VLAN_FAILED,      /* a VLAN tag could not be put on or taken off (no headroom) */
+	XLB_STAT_FWD_UNTRACKED,         /* a new DSR flow past the CPU's new-flow cap, forwarded without state */
 	XLB_STAT__COUNT,
 };
 

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Net;
+using System.Runtime.InteropServices;
 using Xlb.Agent;
 using Xlb.Agent.Bpf;
 using Xlb.Cli.Testbed;
@@ -14,7 +15,7 @@ namespace Xlb.Tests.Bpf;
 /// New flows wait in tables of their own until their second packet, so a flood of SYNs or of
 /// one-off datagrams cannot push established connections off their backends.
 /// </summary>
-public sealed class FloodTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
+public sealed partial class FloodTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
 {
     private const int FullNatPort = 80, DnatPort = 81, UdpPort = 53;
 
@@ -138,4 +139,60 @@ public sealed class FloodTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFix
         }
         Assert.Equal(newFlows, plane.Stats()[XlbStat.FwdNewFlow]);
     }
+
+    /// <summary>
+    /// Past the new-flow cap a CPU forwards new flows of DSR services by the consistent hash alone:
+    /// to the very backend a plane without a cap chooses, with no flow-table entry. NAT and round
+    /// robin flows are still tracked, and established flows carry on.
+    /// </summary>
+    [Fact]
+    public void Past_the_new_flow_cap_dsr_flows_are_forwarded_by_the_hash_without_state()
+    {
+        Privileged.Require();
+        const int Cap = 2, DsrPort = 83, RoundRobinDsrPort = 84;
+        var spec = OneVip(
+            ToBackends("t/full/p", FullNatPort, 1, 2),
+            ToBackends("t/dsr/p", DsrPort, 1, 2) with { NatMode = NatMode.DSR, DsrEncapsulation = DsrEncapsulation.IPIP },
+            ToBackends("t/rr/p", RoundRobinDsrPort, 1, 2) with { NatMode = NatMode.DSR, DsrEncapsulation = DsrEncapsulation.IPIP, Algorithm = SchedulingAlgorithm.RoundRobin });
+        var (plane, _) = fx.PrivatePlane(new DataPlaneOptions { NewFlowCap = Cap }, spec);
+        using var owned = plane;
+        var (reference, _) = fx.PrivatePlane(new DataPlaneOptions { NewFlowCap = 0 }, spec);
+        using var ownedReference = reference;
+
+        var dsr = Enumerable.Range(0, 24).Select(i => From(Client, (ushort)(42000 + i), DsrPort)).ToList();
+        var (outputs, expected, others) = Netns.Run(fx.Topology.Lb, () =>
+        {
+            // The cap is counted per CPU: stay on one.
+            var mask = 1UL;
+            Assert.Equal(0, SchedSetAffinity(0, sizeof(ulong), ref mask));
+            var got = dsr.Select(p => TestRun.Xdp(plane.ProgramFd, p.Build())).ToList();
+            var want = dsr.Select(p => TestRun.Xdp(reference.ProgramFd, p.Build())).ToList();
+            // Over the cap still: a FullNAT SYN, a round-robin DSR SYN, and an untracked flow's ACK.
+            var more = new[] { From(Client, 42100, FullNatPort), From(Client, 42101, RoundRobinDsrPort), dsr[^1] with { TcpFlags = Packet.Ack } }
+                .Select(p => TestRun.Xdp(plane.ProgramFd, p.Build())).ToList();
+            return (got, want, more);
+        });
+
+        // The first Cap flows are tracked, the rest are not, and each goes where the hash sends it.
+        Assert.All(dsr.Take(Cap), p => Assert.True(plane.NewFlows.TryLookup(Key(p), out _)));
+        Assert.All(dsr.Skip(Cap), p => Assert.False(plane.NewFlows.TryLookup(Key(p), out _) || plane.Flows.TryLookup(Key(p), out _)));
+        for (var i = 0; i < dsr.Count; i++)
+        {
+            Assert.Equal(expected[i].Verdict, outputs[i].Verdict);
+            Assert.Equal(expected[i].Packet, outputs[i].Packet);
+        }
+        Assert.Equal(2, outputs.Select(o => new IPAddress(o.Packet.AsSpan(14 + 16, 4))).Distinct().Count());
+        var stats = plane.Stats();
+        Assert.Equal((ulong)(dsr.Count - Cap + 1), stats[XlbStat.FwdUntracked]);
+        Assert.Equal(0UL, reference.Stats()[XlbStat.FwdUntracked]);
+
+        Assert.All(others, o => Assert.Equal(XdpRedirect, (int)o.Verdict));
+        Assert.True(plane.NewFlows.TryLookup(Key(From(Client, 42100, FullNatPort)), out _));
+        Assert.True(plane.NewFlows.TryLookup(Key(From(Client, 42101, RoundRobinDsrPort)), out _));
+        Assert.False(plane.NewFlows.TryLookup(Key(dsr[^1]), out _));
+        Assert.Equal((ulong)(Cap + 2), stats[XlbStat.FwdNewFlow]);
+    }
+
+    [LibraryImport("libc", EntryPoint = "sched_setaffinity")]
+    private static partial int SchedSetAffinity(int pid, nint size, ref ulong mask);
 }
