@@ -842,6 +842,29 @@ static __always_inline int encap(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 	return emit(ctx, 0, nh);
 }
 
+/* A packet of DSR flow f, on its way to f's backend: encapsulated (IPIP) or to its MAC (L2). */
+static __always_inline int to_dsr(struct xdp_md *ctx, const struct xlb_cfg *cfg, struct pkt *p,
+				  const struct xlb_flow *f, __u64 now)
+{
+	struct xlb_nexthop *nh;
+	__u32 reason = 0;
+
+	if (f->mode == XLB_MODE_DSR_IPIP)
+		return encap(ctx, cfg, p, f, now);
+	nh = backend_nexthop(ctx, p, f->nh_slot, f->backend, now, &reason);
+	/*
+	 * The packet is unchanged (to the VIP): the kernel, which does not hold the VIP, cannot
+	 * forward it to the backend, so it is dropped, not passed. The agent keeps the neighbour
+	 * entries of L2 DSR backends resolved; a client's retransmission finds one.
+	 */
+	if (!nh)
+		return verdict(XDP_DROP, XLB_STAT_DROP_DSR_UNRESOLVED);
+	/* Behind a gateway the backend's MAC is not ours to reach. */
+	if (!nh->onlink)
+		return verdict(XDP_DROP, XLB_STAT_DROP_DSR_NOT_ONLINK);
+	return emit(ctx, p->vlan_proto != 0, nh);
+}
+
 /* A packet of flow f, on its way to f's backend in f's mode; fk is its flow key. */
 static __always_inline int to_backend(struct xdp_md *ctx, const struct xlb_cfg *cfg, struct pkt *p,
 				      const struct xlb_flow_key *fk, const struct xlb_flow *f, __u64 now)
@@ -849,22 +872,8 @@ static __always_inline int to_backend(struct xdp_md *ctx, const struct xlb_cfg *
 	struct xlb_nexthop *nh;
 	__u32 reason = 0;
 
-	if (f->mode == XLB_MODE_DSR_IPIP)
-		return encap(ctx, cfg, p, f, now);
-	if (f->mode == XLB_MODE_DSR_L2) {
-		nh = backend_nexthop(ctx, p, f->nh_slot, f->backend, now, &reason);
-		/*
-		 * The packet is unchanged (to the VIP): the kernel, which does not hold the VIP, cannot
-		 * forward it to the backend, so it is dropped, not passed. The agent keeps the
-		 * neighbour entries of L2 DSR backends resolved; a client's retransmission finds one.
-		 */
-		if (!nh)
-			return verdict(XDP_DROP, XLB_STAT_DROP_DSR_UNRESOLVED);
-		/* Behind a gateway the backend's MAC is not ours to reach. */
-		if (!nh->onlink)
-			return verdict(XDP_DROP, XLB_STAT_DROP_DSR_NOT_ONLINK);
-		return emit(ctx, p->vlan_proto != 0, nh);
-	}
+	if (f->mode >= XLB_MODE_DSR_L2)
+		return to_dsr(ctx, cfg, p, f, now);
 	if (hops_spent(p))
 		return verdict(XDP_PASS, XLB_STAT_PASS_TTL_EXPIRED);
 	nh = backend_nexthop(ctx, p, f->nh_slot, f->backend, now, &reason);
@@ -1221,6 +1230,56 @@ static __always_inline __u32 pick(const struct xlb_svc *svc, const struct xlb_fl
 	return flow_hash(fk) % svc->ring_size;
 }
 
+/* The backend a new flow of svc takes (its ring slot by the service's algorithm), into nf; 0, or the reason to drop. */
+static __always_inline __u32 choose(const struct xlb_cfg *cfg, __u32 gen, const struct xlb_svc *svc,
+				    const struct xlb_flow_key *fk, int syn, __u64 now, struct xlb_flow *nf)
+{
+	__u32 slot, *bidx;
+	struct xlb_backend *be;
+
+	if (svc->ring_size == 0)
+		return XLB_STAT_DROP_NO_BACKEND;
+	slot = gen * ring_slots(cfg) + svc->ring_off + pick(svc, fk);
+	bidx = bpf_map_lookup_elem(&xlb_rings, &slot);
+	if (!bidx || *bidx == 0 || *bidx >= backend_slots(cfg))
+		return XLB_STAT_DROP_NO_BACKEND;
+	slot = gen * backend_slots(cfg) + *bidx;
+	be = bpf_map_lookup_elem(&xlb_backends, &slot);
+	/* A backend of the other family cannot take this packet (the operator never plans one). */
+	if (!be || be->family != fk->family)
+		return XLB_STAT_DROP_NO_BACKEND;
+
+	addr_copy(nf->backend, be->addr);
+	/* DSR cannot change the port: the backend answers the client from VIP:port itself. */
+	nf->backend_port = svc->mode >= XLB_MODE_DSR_L2 ? fk->dport : be->port;
+	nf->svc_id = svc->id;
+	nf->last_seen_ns = now;
+	nf->nh_slot = slot;
+	nf->mode = svc->mode;
+	/* A flow first seen mid-connection (another node had it) is established already. */
+	nf->state = fk->proto == IPPROTO_TCP && !syn ? XLB_FLOW_ESTABLISHED : XLB_FLOW_NEW;
+	return 0;
+}
+
+/* A new flow enters the new flows' table, and is counted (and sampled for an event). */
+static __always_inline void record(const struct xlb_cfg *cfg, const struct pkt *p, const struct xlb_flow_key *fk,
+				   const struct xlb_flow *nf, __u64 now)
+{
+	bpf_map_update_elem(&xlb_flows_new, fk, nf, BPF_ANY);
+	flow_event(cfg, XLB_EVENT_NEW, fk, nf, 0, p->tcp_flags, now);
+	count(XLB_STAT_FWD_NEW_FLOW);
+	svc_count(nf->svc_id, flow_backend(cfg, nf), p->len, 0, 1);
+}
+
+/* A new flow of a stateless-capable service past the new-flow cap: forwarded, not recorded (see stateless). */
+static __always_inline int untracked(struct xdp_md *ctx, const struct xlb_cfg *cfg, struct pkt *p,
+				     const struct xlb_flow *nf, __u64 now)
+{
+	count(XLB_STAT_FWD_UNTRACKED);
+	svc_count(nf->svc_id, flow_backend(cfg, nf), p->len, 0, 1);
+	return to_dsr(ctx, cfg, p, nf, now);
+}
+
 /*
  * The L4 header at l4: ports, checksum and flags into p; 0, or the verdict's reason. The header
  * must lie within the frame (end) and within the IP datagram (l3_end, before any padding).
@@ -1292,8 +1351,17 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 		svc = bpf_map_lookup_elem(&xlb_services, &sk);
 		if (!svc)
 			return verdict(XDP_PASS, XLB_STAT_PASS_NOT_VIP);
-		if (stateless(svc))
-			goto fresh;
+		if (stateless(svc)) {
+			struct xlb_flow nf = {};
+			__u32 reason;
+
+			if (cfg->flags & XLB_CFG_F_SHUTDOWN)
+				return reset_syn(ctx, p, end);
+			reason = choose(cfg, gen, svc, fk, 1, now, &nf);
+			if (reason)
+				return verdict(XDP_DROP, reason);
+			return untracked(ctx, cfg, p, &nf, now);
+		}
 	}
 	flow = bpf_map_lookup_elem(&xlb_flows, fk);
 	admitted = flow != 0;
@@ -1340,47 +1408,29 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 	if (!svc)
 		return verdict(XDP_PASS, XLB_STAT_PASS_NOT_VIP);
 
-fresh:
 	/* Shutting down: new TCP connections are refused at once, existing flows carry on. */
 	if ((cfg->flags & XLB_CFG_F_SHUTDOWN) && syn)
 		return reset_syn(ctx, p, end);
 
 	{
-		__u32 slot, *bidx;
-		struct xlb_backend *be;
 		struct xlb_flow nf = {};
+		__u32 reason = choose(cfg, gen, svc, fk, syn, now, &nf);
 
-		if (svc->ring_size == 0)
-			return verdict(XDP_DROP, XLB_STAT_DROP_NO_BACKEND);
-		slot = gen * ring_slots(cfg) + svc->ring_off + pick(svc, fk);
-		bidx = bpf_map_lookup_elem(&xlb_rings, &slot);
-		if (!bidx || *bidx == 0 || *bidx >= backend_slots(cfg))
-			return verdict(XDP_DROP, XLB_STAT_DROP_NO_BACKEND);
-		slot = gen * backend_slots(cfg) + *bidx;
-		be = bpf_map_lookup_elem(&xlb_backends, &slot);
-		/* A backend of the other family cannot take this packet (the operator never plans one). */
-		if (!be || be->family != fk->family)
-			return verdict(XDP_DROP, XLB_STAT_DROP_NO_BACKEND);
-
-		addr_copy(nf.backend, be->addr);
-		/* DSR cannot change the port: the backend answers the client from VIP:port itself. */
-		nf.backend_port = svc->mode >= XLB_MODE_DSR_L2 ? fk->dport : be->port;
-		nf.svc_id = svc->id;
-		nf.last_seen_ns = now;
-		nf.nh_slot = slot;
-		nf.mode = svc->mode;
-		/* A flow first seen mid-connection (another node had it) is established already. */
-		nf.state = fk->proto == IPPROTO_TCP && !syn ? XLB_FLOW_ESTABLISHED : XLB_FLOW_NEW;
-		if (cfg->new_flow_cap && stateless(svc) && cap_spent(cfg, now, 1)) {
-			count(XLB_STAT_FWD_UNTRACKED);
-			svc_count(nf.svc_id, flow_backend(cfg, &nf), p->len, 0, 1);
-			return to_backend(ctx, cfg, p, fk, &nf, now);
+		if (reason)
+			return verdict(XDP_DROP, reason);
+		/*
+		 * DSR apart: the cap's branches, merged into the NAT path, would have the verifier walk
+		 * the NAT port search once for each of them.
+		 */
+		if (svc->mode >= XLB_MODE_DSR_L2) {
+			if (cfg->new_flow_cap && stateless(svc) && cap_spent(cfg, now, 1))
+				return untracked(ctx, cfg, p, &nf, now);
+			record(cfg, p, fk, &nf, now);
+			return to_dsr(ctx, cfg, p, &nf, now);
 		}
 		if (svc->mode == XLB_MODE_FULLNAT &&
 		    alloc_nat_port(cfg, fk, &nf, flow_hash(fk), now, &nf.nat_port))
 			return verdict(XDP_DROP, XLB_STAT_DROP_NAT_PORTS_BUSY);
-		bpf_map_update_elem(&xlb_flows_new, fk, &nf, BPF_ANY);
-		flow_event(cfg, XLB_EVENT_NEW, fk, &nf, 0, p->tcp_flags, now);
 		if (svc->mode == XLB_MODE_DNAT) {
 			/* Replies will come from backend:port to the client, with our VIP to restore. */
 			struct xlb_flow_key rk;
@@ -1390,8 +1440,7 @@ fresh:
 			rnat_of(cfg, fk, &nf, &rv);
 			bpf_map_update_elem(&xlb_rnat_new, &rk, &rv, BPF_ANY);
 		}
-		count(XLB_STAT_FWD_NEW_FLOW);
-		svc_count(nf.svc_id, flow_backend(cfg, &nf), p->len, 0, 1);
+		record(cfg, p, fk, &nf, now);
 		return to_backend(ctx, cfg, p, fk, &nf, now);
 	}
 }
