@@ -184,7 +184,8 @@ var renewer = Task.Run(async () =>
     }
 }, CancellationToken.None);
 await Task.Delay(100, ct);
-var xlb = Path.Combine(AppContext.BaseDirectory, "xlb.dll");
+// XLB_BENCH_XLB: another build of xlb.dll to run as the operator (a published one, for an A/B).
+var xlb = Environment.GetEnvironmentVariable("XLB_BENCH_XLB") ?? Path.Combine(AppContext.BaseDirectory, "xlb.dll");
 static int FreePort()
 {
     using var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
@@ -242,12 +243,19 @@ async Task<(double Heap, double Committed)> HeapWatchAsync(Process p, int port, 
 // output is collected and its heap watched until Stop.
 Operator StartOperator(int port)
 {
-    var p = Process.Start(new ProcessStartInfo("dotnet", ["exec", xlb, "operator", "--kubeconfig", kubeconfig, "--leader-elect=false", "--listen", $"127.0.0.1:{port}"])
+    var start = new ProcessStartInfo("dotnet", ["exec", xlb, "operator", "--kubeconfig", kubeconfig, "--leader-elect=false", "--listen", $"127.0.0.1:{port}"])
     {
         RedirectStandardOutput = true,
         RedirectStandardError = true,
         Environment = { ["XLB_LOG_LEVEL"] = "Debug" },
-    })!;
+    };
+    // XLB_BENCH_OPERATOR_ENV=K=V,K=V: environment for the operator alone (runtime knobs, for an A/B).
+    foreach (var pair in (Environment.GetEnvironmentVariable("XLB_BENCH_OPERATOR_ENV") ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries))
+    {
+        var eq = pair.IndexOf('=', StringComparison.Ordinal);
+        start.Environment[pair[..eq]] = pair[(eq + 1)..];
+    }
+    var p = Process.Start(start)!;
     var watchStop = new CancellationTokenSource();
     return new Operator(p, port, p.StandardOutput.ReadToEndAsync(ct), p.StandardError.ReadToEndAsync(ct), watchStop, HeapWatchAsync(p, port, watchStop.Token));
 }
