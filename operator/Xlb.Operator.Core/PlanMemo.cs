@@ -145,10 +145,10 @@ public sealed class PlanMemo
     // A shard's or pool's spec as JSON, per object: their status changes with every allocation and placement, and validation reads only the spec.
     private readonly System.Runtime.CompilerServices.ConditionalWeakTable<object, byte[]> _specs = [];
 
-    private bool SameSpec(VipShard a, VipShard b) =>
+    internal bool SameSpec(VipShard a, VipShard b) =>
         ReferenceEquals(a, b) || SpecOf(a, a.Spec).AsSpan().SequenceEqual(SpecOf(b, b.Spec));
 
-    private bool SameSpec(LoadBalancerPool a, LoadBalancerPool b) =>
+    internal bool SameSpec(LoadBalancerPool a, LoadBalancerPool b) =>
         ReferenceEquals(a, b) || SpecOf(a, a.Spec).AsSpan().SequenceEqual(SpecOf(b, b.Spec));
 
     private byte[] SpecOf<T>(object owner, T spec) => _specs.GetValue(owner, _ => JsonSerializer.SerializeToUtf8Bytes(spec, XlbJson.Info<T>()));
@@ -163,7 +163,10 @@ public sealed class PlanMemo
         }
         e.Object = pm;
         e.Valid = e.Valid is null ? null : e.Valid with { Object = pm };
-        e.Status = null;
+        // The operator's own status write, come back: the object now carries the very status
+        // computed for the old one, transition times included, and computing it again from this
+        // object gives it again, at any time. Any other status is computed afresh.
+        e.Status = e.Status is { } known && pm.Status is { } carried && known.Status.SameAs(carried) ? (known.Key, known.Status, null) : null;
         return true;
     }
 
