@@ -26,7 +26,7 @@ public static partial class Planner
         var was = last.Input;
         var slots = last.Slots;
         if (!last.Continuable || input.ChunkLimit != was.ChunkLimit || (input.AgentRenewals is null) != (was.AgentRenewals is null)
-            || !SameItems(input.Pools, was.Pools) || !SameItems(input.Shards, was.Shards) || !SameItems(input.Nodes, was.Nodes) || !SameItems(input.Namespaces, was.Namespaces)
+            || !SameButStatus(input.Pools, was.Pools, p => p.Metadata, memo.SameSpec) || !SameButStatus(input.Shards, was.Shards, s => s.Metadata, memo.SameSpec) || !SameItems(input.Nodes, was.Nodes) || !SameItems(input.Namespaces, was.Namespaces)
             || !SameLiveness(input, last.Shards))
         {
             return null;
@@ -175,6 +175,32 @@ public static partial class Planner
         };
         memo.State = last;
         return last.Result;
+    }
+
+    /// <summary>
+    /// The same pools or shards as the last plan's, but for their status and their metadata besides
+    /// the generation: what the operator's own status writes change. A plan reads their status only
+    /// to make their own statuses, which are computed from these objects in any case.
+    /// </summary>
+    private static bool SameButStatus<T>(IReadOnlyList<T> a, IReadOnlyList<T> b, Func<T, ObjectMeta> meta, Func<T, T, bool> sameSpec) where T : class
+    {
+        if (a.Count != b.Count)
+        {
+            return false;
+        }
+        for (var i = 0; i < a.Count; i++)
+        {
+            if (ReferenceEquals(a[i], b[i]))
+            {
+                continue;
+            }
+            var (x, y) = (meta(a[i]), meta(b[i]));
+            if (x.Name != y.Name || x.Namespace != y.Namespace || x.Uid != y.Uid || x.Generation != y.Generation || !sameSpec(a[i], b[i]))
+            {
+                return false;
+            }
+        }
+        return true;
     }
 
     private static bool SameItems<T>(IReadOnlyList<T> a, IReadOnlyList<T> b) where T : class

@@ -252,7 +252,7 @@ public class PlanMemoTests
         PlanInput Slices(Func<EndpointSlice, EndpointSlice?> f) => input with { EndpointSlices = [.. input.EndpointSlices.Select(f).OfType<EndpointSlice>()] };
         PlanInput Mappings(Func<PortMapping, PortMapping> f) => input with { PortMappings = [.. input.PortMappings.Select(f)] };
         PortMapping Echo(PortMapping m) => last.MappingStatuses.TryGetValue(ObjectRef.Of(m), out var s) ? m with { Status = s } : m;
-        switch (random.Next(18))
+        switch (random.Next(21))
         {
             case 0 or 1 or 2:
                 return ($"endpoint {i % 8} leaves slice {i}", Slices(s => s.Metadata.Name == slice ? Slice(i, 8, skip: i % 8) : s));
@@ -302,6 +302,27 @@ public class PlanMemoTests
                         Status = st with { Conditions = [.. st.Conditions.Select(c => c with { Status = "Unknown", LastTransitionTime = "2020-01-01T00:00:00Z" })] },
                     }
                     : m));
+            case 17:
+                return ("the pools' and shards' statuses come back as written", input with
+                {
+                    Pools = [.. input.Pools.Select(p => last.PoolStatuses.TryGetValue(p.Metadata.Name!, out var st) ? p with { Status = st } : p)],
+                    Shards = [.. input.Shards.Select(x => last.ShardStatuses.TryGetValue(x.Metadata.Name!, out var st) ? x with { Status = st } : x)],
+                });
+            case 18:
+                return ("someone else rewrites the shards' and pools' statuses", input with
+                {
+                    Pools = [.. input.Pools.Select(p => p with { Status = new LoadBalancerPoolStatus { Allocated = 7, Conditions = [new Condition { Type = "Ready", Status = "Unknown", Reason = "Other", LastTransitionTime = "2020-01-01T00:00:00Z" }] } })],
+                    Shards = [.. input.Shards.Select(x => x with { Status = new VipShardStatus { Transitions = 40 + i, Conditions = [new Condition { Type = "Ready", Status = "Unknown", Reason = "Other", LastTransitionTime = "2020-01-01T00:00:00Z" }] } })],
+                });
+            case 19:
+                return ("the pool's reserved addresses change (a new generation)", input with
+                {
+                    Pools = [.. input.Pools.Select(p => p with
+                    {
+                        Metadata = p.Metadata with { Generation = (p.Metadata.Generation ?? 1) + 1 },
+                        Spec = p.Spec with { Reserved = p.Spec.Reserved.Count == 0 ? ["10.250.0.254"] : [] },
+                    })],
+                });
             case 14:
                 return input.AgentRenewals!["n2"] < input.Now.AddSeconds(-30)
                     ? ("n2's agent is back", input with { AgentRenewals = null })
