@@ -221,6 +221,7 @@ async Task<string?> FirstReconcileAsync(Process p, int port)
 // the largest heap after a collection (live objects and fragmentation) and the most it committed.
 async Task<(double Heap, double Committed)> HeapWatchAsync(Process p, int port, CancellationToken stop)
 {
+    var traceMemory = Environment.GetEnvironmentVariable("XLB_BENCH_MEMORY_TRACE") == "1";
     using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}") };
     var (heap, committed) = (0.0, 0.0);
     while (!stop.IsCancellationRequested && !p.HasExited)
@@ -230,6 +231,12 @@ async Task<(double Heap, double Committed)> HeapWatchAsync(Process p, int port, 
             var page = await http.GetStringAsync("/metrics", stop);
             heap = Math.Max(heap, Sample(page, "dotnet_gc_heap_size_bytes"));
             committed = Math.Max(committed, Sample(page, "dotnet_gc_committed_bytes"));
+            if (traceMemory)
+            {
+                // XLB_BENCH_MEMORY_TRACE=1: every sample, on the clock the operator's log uses.
+                var rss = File.ReadLines($"/proc/{p.Id}/status").FirstOrDefault(l => l.StartsWith("VmRSS:", StringComparison.Ordinal)) ?? "";
+                Console.Error.WriteLine($"{DateTime.Now:HH:mm:ss.fff} pid {p.Id} {rss.Replace("\t", " ", StringComparison.Ordinal)} heap {Sample(page, "dotnet_gc_heap_size_bytes") / (1 << 20):F0} MiB committed {Sample(page, "dotnet_gc_committed_bytes") / (1 << 20):F0} MiB");
+            }
         }
         catch (Exception e) when (e is HttpRequestException or OperationCanceledException or InvalidOperationException)
         {
