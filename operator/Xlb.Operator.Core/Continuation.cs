@@ -56,6 +56,15 @@ public static partial class Planner
         {
             return null;
         }
+        // Mappings that got a VIP without recording it: each must now record the very VIP it got.
+        foreach (var key in last.Unrecorded)
+        {
+            if (!objects.TryGetValue(key, out var now) || slots[key].Valid is not { } got
+                || !last.Vips.Assigned.TryGetValue(got, out var vip) || !vip.Equals(StatusVip(now)))
+            {
+                return null;
+            }
+        }
         dirty.UnionWith(objects.Keys);
         var changes = new List<(MappingSlot Slot, PortMapping Object, (string Reason, string Message)? Error, ValidMapping? Valid)>(dirty.Count);
         foreach (var key in dirty)
@@ -63,7 +72,7 @@ public static partial class Planner
             var slot = slots[key];
             var pm = objects.GetValueOrDefault(key) ?? slot.Object;
             var (error, valid) = ValidateOne(pm, memo, last.Shards, last.Index);
-            if (!Equals(StatusVip(pm), StatusVip(slot.Object)) || ServiceOf(pm) != ServiceOf(slot.Object) || !SameAllocation(slot.Valid, valid))
+            if ((!Equals(StatusVip(pm), StatusVip(slot.Object)) && !last.Unrecorded.Contains(key)) || ServiceOf(pm) != ServiceOf(slot.Object) || !SameAllocation(slot.Valid, valid))
             {
                 return null;
             }
@@ -162,6 +171,7 @@ public static partial class Planner
             }
         }
         memo.Continued(slots.Count - dirty.Count);
+        last.Unrecorded = [];
         last.Input = input;
         last.Result = last.Result with
         {

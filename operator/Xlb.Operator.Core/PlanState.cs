@@ -71,6 +71,11 @@ public static partial class Planner
         public required StatusTrack Track { get; init; }
         /// <summary>Whether a later plan may continue from this one at all (see <see cref="Continuable"/>).</summary>
         public required bool Continuable { get; init; }
+        /// <summary>
+        /// Mappings that got a VIP their status does not record yet (a first plan's, all of them): a
+        /// later plan continues only once each of them records the very VIP it got (see <see cref="Continue"/>).
+        /// </summary>
+        public required HashSet<string> Unrecorded { get; set; }
         /// <summary>The mappings that take their backends from each Service.</summary>
         public Dictionary<(string Namespace, string Name), List<string>> MappingsByService { get; } = [];
 
@@ -101,13 +106,16 @@ public static partial class Planner
 
     /// <summary>
     /// Whether a plan's allocation can be carried over to a later plan whose mappings record the same
-    /// VIPs in their status: every object has its own name; allocation read no VIP from the node
-    /// configs (only mappings without a recorded VIP do that); and no mapping that got a VIP lacks
-    /// the record, since the node configs of this plan would give it one next time.
+    /// VIPs in their status: every object has its own name, and allocation read no VIP from the node
+    /// configs (only mappings without a recorded VIP do that). Mappings that got a VIP without
+    /// recording it (see <see cref="Unrecorded"/>) must record it before a plan continues.
     /// </summary>
     private static bool Continuable(PlanInput input, InputIndex index, Dictionary<string, MappingSlot> slots, Ipam.Result vips) =>
         slots.Count == input.PortMappings.Count
         && index.SliceNames.Count == input.EndpointSlices.Count && index.Services.Count == input.Services.Count
-        && !vips.FromConfigs
-        && !vips.Assigned.Keys.Any(m => vips.Unrecorded.Contains(m.Key));
+        && !vips.FromConfigs;
+
+    /// <summary>The mappings that got a VIP their status does not record.</summary>
+    private static HashSet<string> Unrecorded(Ipam.Result vips) =>
+        vips.Unrecorded.Count == 0 ? [] : vips.Assigned.Keys.Select(m => m.Key).Where(vips.Unrecorded.Contains).ToHashSet(StringComparer.Ordinal);
 }

@@ -65,6 +65,7 @@ public static partial class Planner
                 Input = input, Pools = pools, Shards = shards, Index = index, Problems = problems, Mappings = mappings, Slots = slots,
                 Vips = vips, Placements = placements, Nodes = nodes, Digests = digests, Result = result, Track = track,
                 Continuable = Continuable(input, index, slots, vips),
+                Unrecorded = Unrecorded(vips),
             }.IndexServices();
         }
         return result;
