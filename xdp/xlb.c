@@ -1230,6 +1230,19 @@ static __always_inline __u32 pick(const struct xlb_svc *svc, const struct xlb_fl
 	return flow_hash(fk) % svc->ring_size;
 }
 
+/* The service of generation gen at the flow's destination (VIP, port, protocol); 0: none. */
+static __always_inline struct xlb_svc *service_of(const struct xlb_flow_key *fk, __u32 gen)
+{
+	struct xlb_svc_key sk = {};
+
+	addr_copy(sk.vip, fk->daddr);
+	sk.port = fk->dport;
+	sk.proto = fk->proto;
+	sk.family = fk->family;
+	sk.gen = gen;
+	return bpf_map_lookup_elem(&xlb_services, &sk);
+}
+
 /* The backend a new flow of svc takes (its ring slot by the service's algorithm), into nf; 0, or the reason to drop. */
 static __always_inline __u32 choose(const struct xlb_cfg *cfg, __u32 gen, const struct xlb_svc *svc,
 				    const struct xlb_flow_key *fk, int syn, __u64 now, struct xlb_flow *nf)
@@ -1315,7 +1328,6 @@ static __always_inline __u32 parse_l4(struct pkt *p, void *l4, void *end, void *
 static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, __u32 gen,
 				 struct pkt *p, struct xlb_flow_key *fk, int to_vip, void *end)
 {
-	struct xlb_svc_key sk = {};
 	struct xlb_flow *flow;
 	struct xlb_rnat *r;
 	struct xlb_svc *svc;
@@ -1339,16 +1351,11 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 			return reply(ctx, cfg, p, fk, r);
 	}
 
-	addr_copy(sk.vip, fk->daddr);
-	sk.port = fk->dport;
-	sk.proto = fk->proto;
-	sk.family = fk->family;
-	sk.gen = gen;
 	now = coarse_now();
 	syn = p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
 	/* Past the new-flow cap a SYN of a stateless-capable service skips the flow tables (see stateless). */
 	if (syn && cfg->new_flow_cap && cap_spent(cfg, now, 0)) {
-		svc = bpf_map_lookup_elem(&xlb_services, &sk);
+		svc = service_of(fk, gen);
 		if (!svc)
 			return verdict(XDP_PASS, XLB_STAT_PASS_NOT_VIP);
 		if (stateless(svc)) {
@@ -1404,7 +1411,7 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 			bpf_map_delete_elem(&xlb_flows, fk);
 	}
 
-	svc = bpf_map_lookup_elem(&xlb_services, &sk);
+	svc = service_of(fk, gen);
 	if (!svc)
 		return verdict(XDP_PASS, XLB_STAT_PASS_NOT_VIP);
 
