@@ -361,7 +361,7 @@ try
     // reconcile is done and how many writes it needed (none, if nothing is lost on restart).
     op.Kill(entireProcessTree: true);
     await op.WaitForExitAsync(CancellationToken.None);
-    // XLB_BENCH_RESTARTS=N restarts N times (for a profiler, or the spread); the last one's log is kept.
+    // XLB_BENCH_RESTARTS=N restarts N times (for a profiler, or the spread), each with its log.
     var restarts = int.TryParse(Environment.GetEnvironmentVariable("XLB_BENCH_RESTARTS"), out var r) && r > 0 ? r : 1;
     for (var restart = 0; restart < restarts; restart++)
     {
@@ -378,7 +378,7 @@ try
             $"peak RSS {PeakRssMiB(second)} MiB (GC heap at most {restartHeap:F0} MiB, {restartCommitted:F0} MiB committed); CPU: operator {opCpu.TotalSeconds:F1} s, API double (bench process) {doubleCpu.TotalSeconds:F1} s (targets 2000 ms, 300 MiB)");
         second.Kill(entireProcessTree: true);
         await second.WaitForExitAsync(CancellationToken.None);
-        await File.WriteAllTextAsync(Path.Combine(Path.GetTempPath(), "xlb-bench-operator-restart.log"), await again.LogAsync(), CancellationToken.None);
+        await File.WriteAllTextAsync(Path.Combine(Path.GetTempPath(), $"xlb-bench-operator-restart{(restarts > 1 ? $"-{restart + 1}" : "")}.log"), await again.LogAsync(), CancellationToken.None);
     }
 }
 finally

@@ -604,6 +604,7 @@ public sealed partial class ClusterOperator
         {
             var result = await write();
             Interlocked.Increment(ref _writes);
+            LogWrote(resource.Plural, Informer<PortMapping>.KeyOf(target));
             return result switch
             {
                 JsonObject o => o["metadata"]?["resourceVersion"]?.GetValue<string>() ?? "",
@@ -658,6 +659,9 @@ public sealed partial class ClusterOperator
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "planned {Configs} node configs from {Mappings} mappings, {Problems} problems, in {Ms:F1} ms (inputs {InputMs:F1}, plan {PlanMs:F1}, node configs {ConfigsMs:F1} (new chunks {ChunksMs:F1}), statuses {StatusMs:F1}; {Writes} writes; {Kind} plan, memo {Hits} reused, {Misses} computed)")]
     private partial void LogPlanned(int configs, int mappings, int problems, double ms, double inputMs, double planMs, double configsMs, double chunksMs, double statusMs, long writes, string kind, long hits, long misses);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "wrote {Resource} {Key}")]
+    private partial void LogWrote(string resource, string key);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "node config {Node} lists chunk {Chunk}, which is gone: its VIPs are placed afresh")]
     private partial void LogChunkMissing(string node, string chunk);
