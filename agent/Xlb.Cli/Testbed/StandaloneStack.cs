@@ -46,6 +46,13 @@ public sealed class StandaloneStack : IDisposable
         }
     }
 
+    /// <summary>`xlb status` over this stack's data plane (its pinned maps), with <paramref name="args"/>: its output.</summary>
+    public string Status(params string[] args)
+    {
+        var self = Self();
+        return Netns.Sh(self[0], [.. self[1..], "status", "--bpffs", TestBpffs, "--instance", Instance, .. args]);
+    }
+
     /// <summary>Extra arguments for every agent this stack starts.</summary>
     public IReadOnlyList<string> AgentArgs { get; private set; } = [];
 

@@ -1,4 +1,5 @@
 using System.Net;
+using System.Text.Json.Nodes;
 using Xlb.Cli.Testbed;
 using Xlb.Tests.Support;
 
@@ -53,8 +54,14 @@ public sealed class NatModeEndToEndTests(ITestOutputHelper output)
               - address: 10.201.2.2
         """;
 
-    [Fact]
-    public async Task Dnat_backends_see_the_client_and_dsr_backends_answer_from_the_vip()
+    /// <summary>
+    /// With a new-flow cap of one per CPU per second, almost every DSR connection is served by the
+    /// Maglev hash alone, without a flow-table entry, and still completes; DNAT keeps state as ever.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Dnat_backends_see_the_client_and_dsr_backends_answer_from_the_vip(bool capped)
     {
         Privileged.Require();
         var ct = TestContext.Current.CancellationToken;
@@ -78,7 +85,7 @@ public sealed class NatModeEndToEndTests(ITestOutputHelper output)
             {
                 Netns.Ip(topology.Lb, "neigh", "del", LbTopology.BackendAddress(i), "dev", LbTopology.BackendIfOnLb(i));
             }
-            using var stack = StandaloneStack.Start(topology, manifests, "lb-1", bed.Log);
+            using var stack = StandaloneStack.Start(topology, manifests, "lb-1", bed.Log, capped ? ["--new-flow-cap", "1"] : []);
             var config = await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
             Assert.Equal(2, config.Spec.Listeners.Count);
 
@@ -94,6 +101,13 @@ public sealed class NatModeEndToEndTests(ITestOutputHelper output)
             Assert.Equal(["backend-1", "backend-2"], dnat.ByBackend.Keys.Order(StringComparer.Ordinal));
             // The client's own address reached the backends: no source translation.
             Assert.All(new[] { 1, 2 }, i => Assert.Equal([client], bed.Backend(i)!.Peers));
+
+            // Every DSR connection's client packets (SYN, ACK, request, FIN...), bar those of the
+            // few flows the cap let in, went without a flow; the DNAT ones were all tracked.
+            var counters = JsonNode.Parse(stack.Status("--node-config", stack.NodeConfigPath, "-o", "json"))!["counters"]!;
+            var untracked = counters["fwd_untracked"]?.GetValue<ulong>() ?? 0;
+            Assert.True(capped ? untracked >= 60 * 3 : untracked == 0, $"{untracked} packets forwarded without a flow");
+            Assert.True(counters["fwd_new_flow"]!.GetValue<ulong>() >= 60, "fewer tracked new flows than DNAT connections");
         }
         finally
         {

@@ -13,12 +13,6 @@ namespace Xlb.Tests.E2E;
 /// </summary>
 public sealed class StatusCommandTests(ITestOutputHelper output)
 {
-    private static string Status(StandaloneStack stack, params string[] args)
-    {
-        var self = StandaloneStack.Self();
-        return Netns.Sh(self[0], [.. self[1..], "status", "--bpffs", StandaloneStack.TestBpffs, "--instance", stack.Instance, .. args]);
-    }
-
     [Fact]
     public async Task Status_shows_vips_services_backends_counters_and_flows_of_the_running_data_plane()
     {
@@ -36,7 +30,7 @@ public sealed class StatusCommandTests(ITestOutputHelper output)
             var probe = await HttpProbe.RunAsync(topology.Client, new IPEndPoint(IPAddress.Parse(listener.Vip), listener.Port), count: 30, parallel: 3, ct);
             Assert.Equal(0, probe.Failed);
 
-            var json = JsonNode.Parse(Status(stack, "--node-config", stack.NodeConfigPath, "--flows", "-o", "json"))!;
+            var json = JsonNode.Parse(stack.Status("--node-config", stack.NodeConfigPath, "--flows", "-o", "json"))!;
             output.WriteLine(json.ToJsonString());
             Assert.Equal("lb-1", json["node"]!.GetValue<string>());
             Assert.Equal(config.Spec.Revision, json["revision"]!.GetValue<long>());
@@ -90,12 +84,12 @@ public sealed class StatusCommandTests(ITestOutputHelper output)
 
             // Filtered by a backend's address: only its flows, as many as it served.
             var one = LbTopology.BackendAddress(1);
-            var filtered = JsonNode.Parse(Status(stack, "--flow", one, "-o", "json"))!["flows"]!.AsArray();
+            var filtered = JsonNode.Parse(stack.Status("--flow", one, "-o", "json"))!["flows"]!.AsArray();
             Assert.Equal(probe.ByBackend.GetValueOrDefault("backend-1"), filtered.Count);
             Assert.All(filtered, f => Assert.StartsWith(one + ":", f!["backend"]!.GetValue<string>(), StringComparison.Ordinal));
 
             // The table: what a person reads.
-            var table = Status(stack, "--node-config", stack.NodeConfigPath);
+            var table = stack.Status("--node-config", stack.NodeConfigPath);
             output.WriteLine(table);
             Assert.Contains("VIPS", table, StringComparison.Ordinal);
             Assert.Matches($@"{Regex(listener.Vip)}\s+active", table);
