@@ -375,7 +375,8 @@ try
         var (restartHeap, restartCommitted) = await again.HeapAsync();
         Console.WriteLine(page is null ? "restart: the operator finished no reconcile" :
             $"restart resync (start → first reconcile done over the converged state): {restartTime.TotalMilliseconds:F0} ms, {Sample(page, "xlb_operator_writes_total")} writes, " +
-            $"peak RSS {PeakRssMiB(second)} MiB (GC heap at most {restartHeap:F0} MiB, {restartCommitted:F0} MiB committed); CPU: operator {opCpu.TotalSeconds:F1} s, API double (bench process) {doubleCpu.TotalSeconds:F1} s (targets 2000 ms, 300 MiB)");
+            $"peak RSS {PeakRssMiB(second)} MiB (GC heap at most {restartHeap:F0} MiB, {restartCommitted:F0} MiB committed); CPU: operator {opCpu.TotalSeconds:F1} s, API double (bench process) {doubleCpu.TotalSeconds:F1} s (targets 2000 ms, 300 MiB); " +
+            $"operator allocated {Sample(page, "dotnet_gc_allocated_bytes_total") / (1 << 20):F0} MiB, collections gen0/1/2 {Sample(page, "dotnet_gc_collections_total{generation=\"0\"}")}/{Sample(page, "dotnet_gc_collections_total{generation=\"1\"}")}/{Sample(page, "dotnet_gc_collections_total{generation=\"2\"}")}, paused {Sample(page, "dotnet_gc_pause_seconds_total"):F2} s");
         second.Kill(entireProcessTree: true);
         await second.WaitForExitAsync(CancellationToken.None);
         await File.WriteAllTextAsync(Path.Combine(Path.GetTempPath(), $"xlb-bench-operator-restart{(restarts > 1 ? $"-{restart + 1}" : "")}.log"), await again.LogAsync(), CancellationToken.None);
