@@ -145,21 +145,32 @@ public sealed partial class FloodTests(DataPlaneFixture fx) : IClassFixture<Data
     /// to the very backend a plane without a cap chooses, with no flow-table entry. NAT and round
     /// robin flows are still tracked, and established flows carry on.
     /// </summary>
-    [Fact]
-    public void Past_the_new_flow_cap_dsr_flows_are_forwarded_by_the_hash_without_state()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Past_the_new_flow_cap_dsr_flows_are_forwarded_by_the_hash_without_state(bool v6)
     {
         Privileged.Require();
         const int Cap = 2, DsrPort = 83, RoundRobinDsrPort = 84;
+        var (vip, client) = v6 ? (VipAddress6, Client6) : (VipAddress, Client);
+        Listener Listening(string name, int port) => new()
+        {
+            Name = name, Vip = vip.ToString(), Port = port,
+            Backends = [.. new[] { 1, 2 }.Select(i => new NodeBackend { Address = v6 ? LbTopology.BackendAddress6(i) : LbTopology.BackendAddress(i), Port = 8080 })],
+        };
         var spec = OneVip(
-            ToBackends("t/full/p", FullNatPort, 1, 2),
-            ToBackends("t/dsr/p", DsrPort, 1, 2) with { NatMode = NatMode.DSR, DsrEncapsulation = DsrEncapsulation.IPIP },
-            ToBackends("t/rr/p", RoundRobinDsrPort, 1, 2) with { NatMode = NatMode.DSR, DsrEncapsulation = DsrEncapsulation.IPIP, Algorithm = SchedulingAlgorithm.RoundRobin });
+            Listening("t/full/p", FullNatPort),
+            Listening("t/dsr/p", DsrPort) with { NatMode = NatMode.DSR, DsrEncapsulation = DsrEncapsulation.IPIP },
+            Listening("t/rr/p", RoundRobinDsrPort) with { NatMode = NatMode.DSR, DsrEncapsulation = DsrEncapsulation.IPIP, Algorithm = SchedulingAlgorithm.RoundRobin });
+        spec = spec with { Vips = [new NodeVip { Address = vip.ToString(), Role = VipRole.Active, Shard = "s" }] };
         var (plane, _) = fx.PrivatePlane(new DataPlaneOptions { NewFlowCap = Cap }, spec);
         using var owned = plane;
         var (reference, _) = fx.PrivatePlane(new DataPlaneOptions { NewFlowCap = 0 }, spec);
         using var ownedReference = reference;
+        Packet To(ushort port, int vipPort, byte flags = Packet.Syn) => From(client, port, vipPort, flags) with { Dst = vip };
+        XlbFlowKey KeyOf(Packet p) => Key(p) with { Family = v6 ? XlbAbi.FamilyV6 : XlbAbi.FamilyV4 };
 
-        var dsr = Enumerable.Range(0, 24).Select(i => From(Client, (ushort)(42000 + i), DsrPort)).ToList();
+        var dsr = Enumerable.Range(0, 24).Select(i => To((ushort)(42000 + i), DsrPort)).ToList();
         var (outputs, expected, others) = Netns.Run(fx.Topology.Lb, () =>
         {
             // The cap is counted per CPU: stay on one.
@@ -168,28 +179,29 @@ public sealed partial class FloodTests(DataPlaneFixture fx) : IClassFixture<Data
             var got = dsr.Select(p => TestRun.Xdp(plane.ProgramFd, p.Build())).ToList();
             var want = dsr.Select(p => TestRun.Xdp(reference.ProgramFd, p.Build())).ToList();
             // Over the cap still: a FullNAT SYN, a round-robin DSR SYN, and an untracked flow's ACK.
-            var more = new[] { From(Client, 42100, FullNatPort), From(Client, 42101, RoundRobinDsrPort), dsr[^1] with { TcpFlags = Packet.Ack } }
+            var more = new[] { To(42100, FullNatPort), To(42101, RoundRobinDsrPort), dsr[^1] with { TcpFlags = Packet.Ack } }
                 .Select(p => TestRun.Xdp(plane.ProgramFd, p.Build())).ToList();
             return (got, want, more);
         });
 
         // The first Cap flows are tracked, the rest are not, and each goes where the hash sends it.
-        Assert.All(dsr.Take(Cap), p => Assert.True(plane.NewFlows.TryLookup(Key(p), out _)));
-        Assert.All(dsr.Skip(Cap), p => Assert.False(plane.NewFlows.TryLookup(Key(p), out _) || plane.Flows.TryLookup(Key(p), out _)));
+        Assert.All(dsr.Take(Cap), p => Assert.True(plane.NewFlows.TryLookup(KeyOf(p), out _)));
+        Assert.All(dsr.Skip(Cap), p => Assert.False(plane.NewFlows.TryLookup(KeyOf(p), out _) || plane.Flows.TryLookup(KeyOf(p), out _)));
         for (var i = 0; i < dsr.Count; i++)
         {
             Assert.Equal(expected[i].Verdict, outputs[i].Verdict);
             Assert.Equal(expected[i].Packet, outputs[i].Packet);
         }
-        Assert.Equal(2, outputs.Select(o => new IPAddress(o.Packet.AsSpan(14 + 16, 4))).Distinct().Count());
+        // The outer header's destination: the backend.
+        Assert.Equal(2, outputs.Select(o => new IPAddress(v6 ? o.Packet.AsSpan(14 + 24, 16) : o.Packet.AsSpan(14 + 16, 4))).Distinct().Count());
         var stats = plane.Stats();
         Assert.Equal((ulong)(dsr.Count - Cap + 1), stats[XlbStat.FwdUntracked]);
         Assert.Equal(0UL, reference.Stats()[XlbStat.FwdUntracked]);
 
         Assert.All(others, o => Assert.Equal(XdpRedirect, (int)o.Verdict));
-        Assert.True(plane.NewFlows.TryLookup(Key(From(Client, 42100, FullNatPort)), out _));
-        Assert.True(plane.NewFlows.TryLookup(Key(From(Client, 42101, RoundRobinDsrPort)), out _));
-        Assert.False(plane.NewFlows.TryLookup(Key(dsr[^1]), out _));
+        Assert.True(plane.NewFlows.TryLookup(KeyOf(To(42100, FullNatPort)), out _));
+        Assert.True(plane.NewFlows.TryLookup(KeyOf(To(42101, RoundRobinDsrPort)), out _));
+        Assert.False(plane.NewFlows.TryLookup(KeyOf(dsr[^1]), out _));
         Assert.Equal((ulong)(Cap + 2), stats[XlbStat.FwdNewFlow]);
     }
 
