@@ -560,7 +560,7 @@ static __always_inline void hop_decrement(struct pkt *p)
 
 /* Asks the FIB how to reach dst; 0 and *nh filled, or the pass reason. */
 static __always_inline __u32 fib_resolve(struct xdp_md *ctx, const struct pkt *p, const __be32 *dst,
-					 struct xlb_nexthop *nh)
+					 __u16 tot_len, struct xlb_nexthop *nh)
 {
 	struct bpf_fib_lookup fib = {};
 	struct xlb_vlan_dev *in;
@@ -568,7 +568,8 @@ static __always_inline __u32 fib_resolve(struct xdp_md *ctx, const struct pkt *p
 	long rc;
 
 	fib.l4_protocol = p->proto;
-	fib.tot_len = p->l3_len;
+	/* 0: no MTU check by the FIB; the MTU comes back (mtu_result) and the caller checks. */
+	fib.tot_len = tot_len;
 	fib.ifindex = ctx->ingress_ifindex;
 	/* A tagged packet arrived on its VLAN device, when the node has one for the tag. */
 	if (p->vlan_proto) {
@@ -607,6 +608,7 @@ static __always_inline __u32 fib_resolve(struct xdp_md *ctx, const struct pkt *p
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return XLB_STAT_PASS_FIB_FAILED;
 	nh->ifindex = fib.ifindex;
+	nh->mtu = fib.mtu_result;
 	/* On success the FIB leaves the gateway in the destination when there is one. */
 	if (p->family == XLB_FAMILY_V4)
 		nh->onlink = fib.ipv4_dst == dst[0];
@@ -649,7 +651,7 @@ static __always_inline struct xlb_nexthop *backend_nexthop(struct xdp_md *ctx, c
 	if (nexthop_fresh(nh, dst, now))
 		return nh;
 	/* Written in place, as a copy would be, field by field once the FIB has answered. */
-	*reason = fib_resolve(ctx, p, dst, nh);
+	*reason = fib_resolve(ctx, p, dst, 0, nh);
 	if (*reason)
 		return 0;
 	nh->resolved_ns = now;
@@ -718,7 +720,7 @@ static __always_inline struct xlb_nexthop *reply_nexthop(struct xdp_md *ctx, con
 		return &e->nh;
 	/* Not valid until the FIB has answered and the key is written. */
 	e->nh.ifindex = 0;
-	*reason = fib_resolve(ctx, p, dst, &e->nh);
+	*reason = fib_resolve(ctx, p, dst, p->l3_len, &e->nh);
 	if (*reason)
 		return 0;
 	addr_copy(e->src, src);
@@ -768,6 +770,123 @@ static __always_inline int emit(struct xdp_md *ctx, int tagged, const struct xlb
  * DSR over IPIP: the packet as it came, inside an outer IP header of its own family to the
  * backend, which decapsulates it and answers the client from the VIP itself.
  */
+/* Bytes of the packet, from its IP header, that an ICMP "too big" quotes (a multiple of 4). */
+#define XLB_ICMP_QUOTE 512
+
+/* Is the packet, with overhead bytes of encapsulation, longer than the way to nh takes? */
+static __always_inline int too_long(const struct pkt *p, __u32 overhead, const struct xlb_nexthop *nh)
+{
+	return nh->mtu && p->l3_len + overhead > nh->mtu;
+}
+
+/* May the packet be fragmented on its way (IPv4 without DF)? */
+static __always_inline int fragmentable(const struct pkt *p)
+{
+	return p->family == XLB_FAMILY_V4 && !(((const struct iphdr *)p->l3)->frag_off & bpf_htons(IP_DF));
+}
+
+/*
+ * The packet is too big for the way to its backend and must not be fragmented: it becomes an
+ * ICMP "fragmentation needed" (IPv4) or "packet too big" (IPv6) to its client, from the VIP, with
+ * the MTU the client must keep to, quoting the packet's first XLB_ICMP_QUOTE bytes from its IP
+ * header, and goes back out the way it came. Path MTU discovery then works through the balancer:
+ * without it a full-size packet would be dropped at the link (IPIP adds 20 or 40 bytes to it).
+ */
+static __always_inline int too_big(struct xdp_md *ctx, const struct pkt *p, __u32 mtu)
+{
+	int v4 = p->family == XLB_FAMILY_V4;
+	int tagged = p->vlan_proto != 0;
+	__u32 l2 = tagged ? sizeof(struct ethhdr) + VLAN_HLEN : sizeof(struct ethhdr);
+	__u32 add = (v4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr)) + 8;
+	__u8 *old, *icmp;
+	void *data, *end;
+	__u32 sum;
+	__s64 quoted;
+
+	if (p->l3_len < XLB_ICMP_QUOTE)
+		return verdict(XDP_DROP, XLB_STAT_DROP_TOO_BIG);
+	/*
+	 * Room for the new IP and ICMP headers before the packet's own IP header, which stays where
+	 * it is to be quoted; the old Ethernet header (and tag) stays just before it, to be read.
+	 */
+	if (bpf_xdp_adjust_head(ctx, -(int)add))
+		return verdict(XDP_DROP, XLB_STAT_DROP_TOO_BIG);
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (bpf_xdp_adjust_tail(ctx, (int)(l2 + add + XLB_ICMP_QUOTE) - (int)(end - data)))
+		return verdict(XDP_DROP, XLB_STAT_DROP_TOO_BIG);
+	/* Packet pointers are void after the adjustments: only ctx from here on. */
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (data + l2 + add + XLB_ICMP_QUOTE > end)
+		return verdict(XDP_DROP, XLB_STAT_DROP_TOO_BIG);
+	old = data + add;
+	/* Back to where it came from: the MACs swapped, the tag kept. */
+	__builtin_memcpy(data, old + ETH_ALEN, ETH_ALEN);
+	__builtin_memcpy(data + ETH_ALEN, old, ETH_ALEN);
+	if (tagged) {
+		struct vlan_tag *tag = data + sizeof(struct ethhdr);
+
+		((struct ethhdr *)data)->h_proto = p->vlan_proto;
+		tag->tci = ((struct vlan_tag *)(old + sizeof(struct ethhdr)))->tci;
+		tag->proto = bpf_htons(v4 ? ETH_P_IP : ETH_P_IPV6);
+	} else {
+		((struct ethhdr *)data)->h_proto = bpf_htons(v4 ? ETH_P_IP : ETH_P_IPV6);
+	}
+	if (v4) {
+		struct iphdr *ip = data + l2;
+		const struct iphdr *was = data + l2 + add;
+
+		icmp = (__u8 *)(ip + 1);
+		ip->version = 4;
+		ip->ihl = 5;
+		ip->tos = 0;
+		ip->tot_len = bpf_htons(sizeof(*ip) + 8 + XLB_ICMP_QUOTE);
+		ip->id = 0;
+		ip->frag_off = 0;
+		ip->ttl = 64;
+		ip->protocol = IPPROTO_ICMP;
+		ip->saddr = was->daddr;
+		ip->daddr = was->saddr;
+		ip->check = 0;
+		ip->check = ~csum_fold(csum_words((__u16 *)ip, sizeof(*ip) / 2, 0));
+		/* Destination unreachable, fragmentation needed; the next hop's MTU in the last 16 bits. */
+		icmp[0] = 3;
+		icmp[1] = 4;
+		*(__be32 *)(icmp + 4) = bpf_htonl(mtu & 0xffff);
+		sum = 0;
+	} else {
+		struct ipv6hdr *ip6 = data + l2;
+		const struct ipv6hdr *was = data + l2 + add;
+
+		icmp = (__u8 *)(ip6 + 1);
+		*(__be32 *)ip6 = bpf_htonl(0x60000000);
+		ip6->payload_len = bpf_htons(8 + XLB_ICMP_QUOTE);
+		ip6->nexthdr = IPPROTO_ICMPV6;
+		ip6->hop_limit = 64;
+		addr_copy(ip6->saddr.in6_u.u6_addr32, was->daddr.in6_u.u6_addr32);
+		addr_copy(ip6->daddr.in6_u.u6_addr32, was->saddr.in6_u.u6_addr32);
+		/* Packet too big, with the MTU; the checksum covers the pseudo-header. */
+		icmp[0] = 2;
+		icmp[1] = 0;
+		*(__be32 *)(icmp + 4) = bpf_htonl(mtu);
+		sum = csum_words((__u16 *)&ip6->saddr, 16, 0) + bpf_htons(8 + XLB_ICMP_QUOTE) + bpf_htons(IPPROTO_ICMPV6);
+	}
+	*(__u16 *)(icmp + 2) = 0;
+	quoted = bpf_csum_diff(0, 0, (__be32 *)(icmp + 8), XLB_ICMP_QUOTE, 0);
+	sum = csum_add(csum_words((__u16 *)icmp, 4, sum), (__u32)quoted);
+	*(__u16 *)(icmp + 2) = ~csum_fold(sum);
+	return verdict(XDP_TX, XLB_STAT_TX_ICMP_TOO_BIG);
+}
+
+/* A packet too long for the way to its backend: "too big" to its client, or, if it may be fragmented, nothing the balancer can send (drop). */
+static __always_inline int refuse_long(struct xdp_md *ctx, const struct pkt *p, __u32 mtu)
+{
+	if (fragmentable(p))
+		return verdict(XDP_DROP, XLB_STAT_DROP_TOO_BIG);
+	return too_big(ctx, p, mtu);
+}
+
 static __always_inline int encap(struct xdp_md *ctx, const struct xlb_cfg *cfg, struct pkt *p,
 				 const struct xlb_flow *f, __u64 now)
 {
@@ -800,6 +919,8 @@ static __always_inline int encap(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 	nh = backend_nexthop(ctx, p, f->nh_slot, f->backend, now, &reason);
 	if (!nh)
 		return verdict(XDP_PASS, reason);
+	if (too_long(p, outer_len, nh))
+		return refuse_long(ctx, p, nh->mtu - outer_len);
 	/* The outer header goes after the MACs; a tag the packet came with goes (emit puts one on if need be). */
 	if (inner_len > 0xffff - outer_len ||
 	    bpf_xdp_adjust_head(ctx, -outer_len + (p->vlan_proto ? VLAN_HLEN : 0)))
@@ -862,6 +983,8 @@ static __always_inline int to_dsr(struct xdp_md *ctx, const struct xlb_cfg *cfg,
 	/* Behind a gateway the backend's MAC is not ours to reach. */
 	if (!nh->onlink)
 		return verdict(XDP_DROP, XLB_STAT_DROP_DSR_NOT_ONLINK);
+	if (too_long(p, 0, nh))
+		return refuse_long(ctx, p, nh->mtu);
 	return emit(ctx, p->vlan_proto != 0, nh);
 }
 
@@ -877,6 +1000,9 @@ static __always_inline int to_backend(struct xdp_md *ctx, const struct xlb_cfg *
 	if (hops_spent(p))
 		return verdict(XDP_PASS, XLB_STAT_PASS_TTL_EXPIRED);
 	nh = backend_nexthop(ctx, p, f->nh_slot, f->backend, now, &reason);
+	/* Too big, and not to be fragmented: the client hears so, of its own packet (before translation). */
+	if (nh && too_long(p, 0, nh) && !fragmentable(p))
+		return too_big(ctx, p, nh->mtu);
 	if (f->mode == XLB_MODE_DNAT)
 		rewrite(p, fk->saddr, fk->sport, f->backend, f->backend_port);
 	else
@@ -884,6 +1010,9 @@ static __always_inline int to_backend(struct xdp_md *ctx, const struct xlb_cfg *
 	if (!nh)
 		/* The kernel forwards the rewritten packet and resolves the neighbour. */
 		return verdict(XDP_PASS, reason);
+	/* Too big, and may be fragmented: the kernel forwards the translated packet in fragments. */
+	if (too_long(p, 0, nh))
+		return verdict(XDP_PASS, XLB_STAT_PASS_TOO_BIG);
 	hop_decrement(p);
 	return emit(ctx, p->vlan_proto != 0, nh);
 }

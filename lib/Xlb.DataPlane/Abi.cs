@@ -213,7 +213,9 @@ public unsafe struct XlbNexthop
     public fixed byte Dmac[6];
     public fixed byte Smac[6];
     public byte Onlink;
-    public fixed byte Pad[3];
+    public byte Pad;
+    /// <summary>The MTU of the way there, as the FIB says (0: not known).</summary>
+    public ushort Mtu;
     public ushort VlanProtoBe;
     public ushort VlanTciBe;
 }
@@ -407,5 +409,8 @@ public enum XlbStat
     PassVlanStacked,
     DropVlanFailed,
     FwdUntracked,
+    TxIcmpTooBig,
+    PassTooBig,
+    DropTooBig,
     Count,
 }

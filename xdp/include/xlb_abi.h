@@ -186,7 +186,8 @@ struct xlb_nexthop {
 	__u8 dmac[6];
 	__u8 smac[6];
 	__u8 onlink;       /* the address is a neighbour, not behind a gateway (L2 DSR needs it) */
-	__u8 pad[3];
+	__u8 pad;
+	__u16 mtu;         /* of the way there, as the FIB says (0: not known) */
 	__be16 vlan_proto; /* the route leaves by a VLAN device: the tag to put on (0: none), */
 	__be16 vlan_tci;   /* and ifindex is the device below it */
 };
@@ -321,6 +322,9 @@ enum xlb_stat {
 	XLB_STAT_PASS_VLAN_STACKED,     /* more than one VLAN tag (QinQ): the kernel's */
 	XLB_STAT_DROP_VLAN_FAILED,      /* a VLAN tag could not be put on or taken off (no headroom) */
 	XLB_STAT_FWD_UNTRACKED,         /* a new DSR flow past the CPU's new-flow cap, forwarded without state */
+	XLB_STAT_TX_ICMP_TOO_BIG,       /* too big for the way to its backend (IPIP adds a header): ICMP "too big" to its client */
+	XLB_STAT_PASS_TOO_BIG,          /* IPv4 without DF, too big toward a NAT backend: translated, the kernel fragments it */
+	XLB_STAT_DROP_TOO_BIG,          /* IPv4 without DF, too big for DSR (nothing fragments it), or too short to quote */
 	XLB_STAT__COUNT,
 };
 

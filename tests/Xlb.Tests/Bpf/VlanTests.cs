@@ -292,6 +292,24 @@ public class VlanTests(VlanFixture fx) : IClassFixture<VlanFixture>
     }
 
     [Fact]
+    public void A_tagged_packet_too_big_for_ipip_is_answered_on_its_vlan()
+    {
+        Privileged.Require();
+        // 1,500 bytes of IP from VLAN 100, for IPIP to a backend on a 1,500-byte link: 20 too many.
+        var big = Packet.Tagged((Syn(VlanFixture.IpipPlain) with { Payload = new byte[1460] }).Build(), XlbAbi.Vlan8021Q, 100);
+        var r = fx.Run(big, fx.Lower);
+        Assert.Equal(XdpTx, (int)r.Verdict);
+        Assert.Equal((XlbAbi.Vlan8021Q, (ushort)100), Packet.TagOf(r.Packet));
+        Assert.Equal(big[6..12], r.Packet[..6]);
+        Assert.Equal(big[..6], r.Packet[6..12]);
+        var icmp = Packet.Untagged(r.Packet).AsSpan(14 + 20);
+        Assert.Equal(0, Packet.Checksum(Packet.Untagged(r.Packet).AsSpan(14, 20)));
+        Assert.Equal((3, 4, 1480), (icmp[0], icmp[1], BinaryPrimitives.ReadUInt16BigEndian(icmp[6..])));
+        Assert.Equal(0, Packet.Checksum(icmp));
+        Assert.Equal(big.AsSpan(18, 512).ToArray(), icmp[8..].ToArray());
+    }
+
+    [Fact]
     public void The_fib_is_asked_from_the_vlan_device_the_packet_came_in_on()
     {
         Privileged.Require();
