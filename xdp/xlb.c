@@ -789,7 +789,7 @@ static __always_inline int fragmentable(const struct pkt *p)
  * The packet is too big for the way to its backend and must not be fragmented: it becomes an
  * ICMP "fragmentation needed" (IPv4) or "packet too big" (IPv6) to its client, from the VIP, with
  * the MTU the client must keep to, quoting the packet's first XLB_ICMP_QUOTE bytes from its IP
- * header, and goes back out the way it came. Path MTU discovery then works through the balancer:
+ * header, and goes back out of the interface it came in on. Path MTU discovery then works through the balancer:
  * without it a full-size packet would be dropped at the link (IPIP adds 20 or 40 bytes to it).
  */
 static __always_inline int too_big(struct xdp_md *ctx, const struct pkt *p, __u32 mtu)
@@ -876,7 +876,9 @@ static __always_inline int too_big(struct xdp_md *ctx, const struct pkt *p, __u3
 	quoted = bpf_csum_diff(0, 0, (__be32 *)(icmp + 8), XLB_ICMP_QUOTE, 0);
 	sum = csum_add(csum_words((__u16 *)icmp, 4, sum), (__u32)quoted);
 	*(__u16 *)(icmp + 2) = ~csum_fold(sum);
-	return verdict(XDP_TX, XLB_STAT_TX_ICMP_TOO_BIG);
+	/* Out of the interface it came in on, by redirect (see reset_syn). */
+	count(XLB_STAT_TX_ICMP_TOO_BIG);
+	return bpf_redirect(ctx->ingress_ifindex, 0);
 }
 
 /* A packet too long for the way to its backend: "too big" to its client, or, if it may be fragmented, nothing the balancer can send (drop). */

@@ -298,7 +298,7 @@ public class VlanTests(VlanFixture fx) : IClassFixture<VlanFixture>
         // 1,500 bytes of IP from VLAN 100, for IPIP to a backend on a 1,500-byte link: 20 too many.
         var big = Packet.Tagged((Syn(VlanFixture.IpipPlain) with { Payload = new byte[1460] }).Build(), XlbAbi.Vlan8021Q, 100);
         var r = fx.Run(big, fx.Lower);
-        Assert.Equal(XdpTx, (int)r.Verdict);
+        Assert.Equal(XdpRedirect, (int)r.Verdict);
         Assert.Equal((XlbAbi.Vlan8021Q, (ushort)100), Packet.TagOf(r.Packet));
         Assert.Equal(big[6..12], r.Packet[..6]);
         Assert.Equal(big[..6], r.Packet[6..12]);
