@@ -661,9 +661,9 @@ static __always_inline struct xlb_nexthop *backend_nexthop(struct xdp_md *ctx, c
 /*
  * Next hops toward clients, for replies: a per-CPU direct-mapped cache of FIB answers, so a
  * reply does not ask the FIB (and the VLAN map) on every packet. An entry holds everything the
- * FIB lookup was given apart from the length (addresses, ingress device and tag, TOS or flow
- * label, protocol), so a hit is the answer the FIB would give; it is asked again after
- * XLB_NEXTHOP_TTL_NS, for a packet longer than the one it answered (its MTU check), and when
+ * FIB lookup was given (addresses, ingress device and tag, TOS or flow label, protocol), so a
+ * hit is the answer the FIB would give, the MTU included (the FIB is asked without a length, and
+ * the reply's is checked against the MTU); it is asked again after XLB_NEXTHOP_TTL_NS and when
  * another client takes the slot. Per CPU: no other writer, so an entry is never half written
  * while read.
  */
@@ -677,7 +677,7 @@ struct reply_nh {
 	__be32 tos_flow; /* IPv4 TOS, or the IPv6 traffic class and flow label */
 	__u8 proto;
 	__u8 family;
-	__u16 len;       /* the longest datagram the answer was given for */
+	__u16 pad;
 	struct xlb_nexthop nh;
 };
 
@@ -716,11 +716,11 @@ static __always_inline struct xlb_nexthop *reply_nexthop(struct xdp_md *ctx, con
 	if (nexthop_fresh(&e->nh, dst, now) && addr_eq(e->src, src) &&
 	    e->ingress == ctx->ingress_ifindex && e->vlan_proto == p->vlan_proto &&
 	    e->vlan_vid == p->vlan_vid && e->tos_flow == tos_flow && e->proto == p->proto &&
-	    e->family == p->family && p->l3_len <= e->len)
+	    e->family == p->family)
 		return &e->nh;
 	/* Not valid until the FIB has answered and the key is written. */
 	e->nh.ifindex = 0;
-	*reason = fib_resolve(ctx, p, dst, p->l3_len, &e->nh);
+	*reason = fib_resolve(ctx, p, dst, 0, &e->nh);
 	if (*reason)
 		return 0;
 	addr_copy(e->src, src);
@@ -730,7 +730,6 @@ static __always_inline struct xlb_nexthop *reply_nexthop(struct xdp_md *ctx, con
 	e->tos_flow = tos_flow;
 	e->proto = p->proto;
 	e->family = p->family;
-	e->len = p->l3_len;
 	e->nh.resolved_ns = now;
 	return &e->nh;
 }
@@ -786,9 +785,9 @@ static __always_inline int fragmentable(const struct pkt *p)
 }
 
 /*
- * The packet is too big for the way to its backend and must not be fragmented: it becomes an
- * ICMP "fragmentation needed" (IPv4) or "packet too big" (IPv6) to its client, from the VIP, with
- * the MTU the client must keep to, quoting the packet's first XLB_ICMP_QUOTE bytes from its IP
+ * The packet is too big for the way on (to its backend; for a reply, to the client) and must not
+ * be fragmented: it becomes an ICMP "fragmentation needed" (IPv4) or "packet too big" (IPv6) to
+ * its sender, from the address it was sent to (the VIP), with the MTU the sender must keep to, quoting the packet's first XLB_ICMP_QUOTE bytes from its IP
  * header, and goes back out of the interface it came in on. Path MTU discovery then works through the balancer:
  * without it a full-size packet would be dropped at the link (IPIP adds 20 or 40 bytes to it).
  */
@@ -1173,9 +1172,15 @@ static __always_inline int reply(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 	if (hops_spent(p))
 		return verdict(XDP_PASS, XLB_STAT_PASS_TTL_EXPIRED);
 	nh = reply_nexthop(ctx, p, r->client, now, &reason);
+	/* Too big for the client's side, not to be fragmented: the backend hears so, of its own packet. */
+	if (nh && too_long(p, 0, nh) && !fragmentable(p))
+		return too_big(ctx, p, nh->mtu);
 	rewrite(p, r->vip, r->vip_port, r->client, r->client_port);
 	if (!nh)
 		return verdict(XDP_PASS, reason);
+	/* May be fragmented: the kernel forwards the translated reply in fragments. */
+	if (too_long(p, 0, nh))
+		return verdict(XDP_PASS, XLB_STAT_PASS_TOO_BIG);
 	hop_decrement(p);
 	return emit(ctx, p->vlan_proto != 0, nh);
 }

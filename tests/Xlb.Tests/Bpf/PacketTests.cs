@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Net;
 using Xlb.Cli.Testbed;
 using Xlb.Tests.Support;
@@ -57,7 +58,7 @@ public class PacketTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
     }
 
     [Fact]
-    public void A_reply_longer_than_the_client_links_mtu_goes_to_the_kernel_even_after_shorter_ones_were_forwarded()
+    public void A_reply_longer_than_the_client_links_mtu_is_answered_too_big_to_its_backend_even_after_shorter_ones_were_forwarded()
     {
         Privileged.Require();
         var port = NextClientPort();
@@ -67,12 +68,24 @@ public class PacketTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
         // Short replies are forwarded; the next hop toward the client is then cached.
         Assert.Equal(XdpRedirect, (int)fx.Run(Reply(100).Build()).Verdict);
         Assert.Equal(XdpRedirect, (int)fx.Run(Reply(100).Build()).Verdict);
-        // 1,640 bytes do not fit the client link's MTU (1,500): the FIB says so, and the kernel
-        // fragments or answers "fragmentation needed" (a cached answer for 140 bytes must not be used).
-        var failed = fx.Plane.Stats()[Xlb.DataPlane.XlbStat.PassFibFailed];
-        var big = fx.Run(Reply(1600).Build());
-        Assert.Equal(XdpPass, (int)big.Verdict);
-        Assert.Equal(failed + 1, fx.Plane.Stats()[Xlb.DataPlane.XlbStat.PassFibFailed]);
+        // 1,640 bytes (DF set) do not fit the client link's MTU (1,500), cached answer or not: the
+        // backend hears "fragmentation needed", from the VIP, of its own packet as it sent it.
+        var tooBig = fx.Plane.Stats()[Xlb.DataPlane.XlbStat.TxIcmpTooBig];
+        var input = Reply(1600).Build();
+        var big = fx.Run(input);
+        Assert.Equal(XdpRedirect, (int)big.Verdict);
+        Assert.Equal(tooBig + 1, fx.Plane.Stats()[Xlb.DataPlane.XlbStat.TxIcmpTooBig]);
+        Assert.Equal((VipAddress, first.Dst), (new IPAddress(big.Packet.AsSpan(14 + 12, 4)), new IPAddress(big.Packet.AsSpan(14 + 16, 4))));
+        Assert.Equal((3, 4, 1500), (big.Packet[34], big.Packet[35], BinaryPrimitives.ReadUInt16BigEndian(big.Packet.AsSpan(34 + 6))));
+        Assert.Equal(input.AsSpan(14, 512).ToArray(), big.Packet.AsSpan(34 + 8).ToArray());
+        // Without DF it is translated and left to the kernel, which forwards it in fragments.
+        var loose = Reply(1600).Build();
+        loose.AsSpan(14 + 6, 2).Clear();
+        loose.AsSpan(14 + 10, 2).Clear();
+        BinaryPrimitives.WriteUInt16BigEndian(loose.AsSpan(14 + 10), Packet.Checksum(loose.AsSpan(14, 20)));
+        var passed = fx.Run(loose);
+        Assert.Equal(XdpPass, (int)passed.Verdict);
+        Assert.Equal(Client, Packet.Parse(passed.Packet).Dst);
         // A reply that fits is forwarded again, with the client's MAC.
         var small = fx.Run(Reply(1400).Build());
         Assert.Equal(XdpRedirect, (int)small.Verdict);
