@@ -787,9 +787,11 @@ static __always_inline int fragmentable(const struct pkt *p)
 /*
  * The packet is too big for the way on (to its backend; for a reply, to the client) and must not
  * be fragmented: it becomes an ICMP "fragmentation needed" (IPv4) or "packet too big" (IPv6) to
- * its sender, from the address it was sent to (the VIP), with the MTU the sender must keep to, quoting the packet's first XLB_ICMP_QUOTE bytes from its IP
- * header, and goes back out of the interface it came in on. Path MTU discovery then works through the balancer:
- * without it a full-size packet would be dropped at the link (IPIP adds 20 or 40 bytes to it).
+ * its sender, from the address it was sent to, with the MTU the sender must keep to, quoting the
+ * packet's first XLB_ICMP_QUOTE bytes from its IP header (as it was sent, before translation),
+ * and goes back out of the interface it came in on. Path MTU discovery then works through the
+ * balancer: without it a full-size packet would be dropped at the link (IPIP adds 20 or 40 bytes).
+ * Not rate-limited: an answer is smaller than the packet it answers.
  */
 static __always_inline int too_big(struct xdp_md *ctx, const struct pkt *p, __u32 mtu)
 {
