@@ -8,12 +8,12 @@ namespace Xlb.Tests.E2E;
 
 /// <summary>
 /// Path MTU discovery through the balancer, with the client's own kernel: a full-size datagram to
-/// an IPIP DSR service (IPIP adds 20 bytes to a 1,500-byte link) comes back as ICMP
-/// "fragmentation needed", and the client's socket learns the path's MTU from it.
+/// an IPIP DSR service (IPIP adds 20 or 40 bytes on a 1,500-byte link) comes back as ICMP
+/// "fragmentation needed" or "packet too big", and the client's socket learns the path's MTU.
 /// </summary>
 public sealed class PathMtuEndToEndTests(ITestOutputHelper output)
 {
-    private const string Vip = "10.250.0.22";
+    private const string Vip = "10.250.0.22", Vip6 = "fd00:250::22";
     private const int Port = 9000;
 
     private const string Mapping = """
@@ -36,13 +36,33 @@ public sealed class PathMtuEndToEndTests(ITestOutputHelper output)
             endpoints:
               - address: 10.201.1.2
               - address: 10.201.2.2
+        ---
+        apiVersion: xlb.io/v1alpha1
+        kind: PortMapping
+        metadata:
+          name: bulk6
+          namespace: demo
+        spec:
+          shardRef: edge
+          vip: fd00:250::22
+          ports:
+            - name: bulk
+              port: 9000
+              protocol: UDP
+          nat:
+            mode: DSR
+            dsrEncapsulation: IPIP
+          backend:
+            endpoints:
+              - address: fd00:201:1::2
+              - address: fd00:201:2::2
         """;
 
-    // IPPROTO_IP's IP_MTU (linux/in.h): the path MTU a connected socket knows.
-    private const int IpMtu = 14;
+    // IP_MTU (linux/in.h) and IPV6_MTU (linux/in6.h): the path MTU a connected socket knows.
+    private const int IpMtu = 14, Ipv6Mtu = 24;
 
     [Fact]
-    public async Task A_full_size_datagram_to_an_ipip_service_teaches_the_client_the_path_mtu()
+    public async Task A_full_size_datagram_to_an_ipip_service_teaches_the_client_the_path_mtu_in_both_families()
     {
         Privileged.Require();
         var ct = TestContext.Current.CancellationToken;
@@ -51,41 +71,50 @@ public sealed class PathMtuEndToEndTests(ITestOutputHelper output)
         var manifests = Examples.CopyToTemp("demo");
         try
         {
+            File.WriteAllText(Path.Combine(manifests, "10-pool.yaml"), Examples.DualStackPool);
             File.WriteAllText(Path.Combine(manifests, "30-web.yaml"), Mapping);
             using var stack = StandaloneStack.Start(topology, manifests, "lb-1", bed.Log);
             await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
 
-            var (first, learned) = await Netns.Run(topology.Client, async () =>
+            // A full-size datagram: 1,500 bytes of IP, the link's MTU, too many once encapsulated
+            // (IPIP adds 20 bytes to IPv4, 40 to IPv6).
+            foreach (var (vip, learn) in new[] { (Vip, 1480), (Vip6, 1460) })
             {
-                using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp) { DontFragment = true };
-                socket.Connect(new IPEndPoint(IPAddress.Parse(Vip), Port));
-                int Mtu()
+                var v6 = vip.Contains(':', StringComparison.Ordinal);
+                var (first, learned) = await Netns.Run(topology.Client, async () =>
                 {
-                    var value = new byte[4];
-                    socket.GetRawSocketOption((int)SocketOptionLevel.IP, IpMtu, value);
-                    return BitConverter.ToInt32(value);
-                }
-                var before = Mtu();
-                // 1,472 bytes of payload: 1,500 of IP, the link's MTU, 20 too many once encapsulated.
-                socket.Send(new byte[1472]);
-                // The ICMP answer comes back at once; a few tries, 50 ms apart, in case it is slow.
-                for (var i = 0; i < 40 && Mtu() == before; i++)
-                {
-                    await Task.Delay(50, ct);
-                }
-                return (before, Mtu());
-            });
-            output.WriteLine($"path MTU before {first}, after {learned}");
-            // The client's kernel holds it for the route, for every socket to the VIP.
-            var route = Netns.Exec(topology.Client, "ip", "route", "get", Vip);
-            output.WriteLine(route);
-            Assert.Contains("mtu 1480", route, StringComparison.Ordinal);
-            Assert.Equal(1500, first);
-            Assert.Equal(1480, learned);
+                    using var socket = new Socket(v6 ? AddressFamily.InterNetworkV6 : AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+                    if (!v6)
+                    {
+                        socket.DontFragment = true;
+                    }
+                    socket.Connect(new IPEndPoint(IPAddress.Parse(vip), Port));
+                    int Mtu()
+                    {
+                        var value = new byte[4];
+                        socket.GetRawSocketOption(v6 ? (int)SocketOptionLevel.IPv6 : (int)SocketOptionLevel.IP, v6 ? Ipv6Mtu : IpMtu, value);
+                        return BitConverter.ToInt32(value);
+                    }
+                    var before = Mtu();
+                    socket.Send(new byte[1500 - (v6 ? 40 : 20) - 8]);
+                    // The ICMP answer comes back at once; a few looks, 50 ms apart, in case it is slow.
+                    for (var i = 0; i < 40 && Mtu() == before; i++)
+                    {
+                        await Task.Delay(50, ct);
+                    }
+                    return (before, Mtu());
+                });
+                output.WriteLine($"{vip}: path MTU before {first}, after {learned}");
+                Assert.Equal((1500, learn), (first, learned));
+                // The client's kernel holds it for the route, for every socket to the VIP.
+                var route = Netns.Exec(topology.Client, "ip", v6 ? "-6" : "-4", "route", "get", vip);
+                output.WriteLine(route);
+                Assert.Contains($"mtu {learn}", route, StringComparison.Ordinal);
+            }
 
-            // The balancer's side of it: one packet answered so.
+            // The balancer's side of it: one packet answered so per family.
             var counters = JsonNode.Parse(stack.Status("--node-config", stack.NodeConfigPath, "-o", "json"))!["counters"]!;
-            Assert.Equal(1UL, counters["tx_icmp_too_big"]?.GetValue<ulong>());
+            Assert.Equal(2UL, counters["tx_icmp_too_big"]?.GetValue<ulong>());
         }
         finally
         {
