@@ -16,46 +16,27 @@ public sealed class PathMtuEndToEndTests(ITestOutputHelper output)
     private const string Vip = "10.250.0.22", Vip6 = "fd00:250::22";
     private const int Port = 9000;
 
-    private const string Mapping = """
+    /// <summary>A UDP IPIP DSR PortMapping on port 9000 of <paramref name="vip"/>, to the testbed's two backends.</summary>
+    private static string Mapping(string name, string vip, Func<int, string> backend) => $"""
         apiVersion: xlb.io/v1alpha1
         kind: PortMapping
         metadata:
-          name: bulk
+          name: {name}
           namespace: demo
         spec:
           shardRef: edge
-          vip: 10.250.0.22
+          vip: {vip}
           ports:
             - name: bulk
-              port: 9000
+              port: {Port}
               protocol: UDP
           nat:
             mode: DSR
             dsrEncapsulation: IPIP
           backend:
             endpoints:
-              - address: 10.201.1.2
-              - address: 10.201.2.2
-        ---
-        apiVersion: xlb.io/v1alpha1
-        kind: PortMapping
-        metadata:
-          name: bulk6
-          namespace: demo
-        spec:
-          shardRef: edge
-          vip: fd00:250::22
-          ports:
-            - name: bulk
-              port: 9000
-              protocol: UDP
-          nat:
-            mode: DSR
-            dsrEncapsulation: IPIP
-          backend:
-            endpoints:
-              - address: fd00:201:1::2
-              - address: fd00:201:2::2
+              - address: {backend(1)}
+              - address: {backend(2)}
         """;
 
     // IP_MTU (linux/in.h) and IPV6_MTU (linux/in6.h): the path MTU a connected socket knows.
@@ -72,7 +53,8 @@ public sealed class PathMtuEndToEndTests(ITestOutputHelper output)
         try
         {
             File.WriteAllText(Path.Combine(manifests, "10-pool.yaml"), Examples.DualStackPool);
-            File.WriteAllText(Path.Combine(manifests, "30-web.yaml"), Mapping);
+            File.WriteAllText(Path.Combine(manifests, "30-web.yaml"),
+                Mapping("bulk", Vip, LbTopology.BackendAddress) + "\n---\n" + Mapping("bulk6", Vip6, LbTopology.BackendAddress6));
             using var stack = StandaloneStack.Start(topology, manifests, "lb-1", bed.Log);
             await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
 
