@@ -1535,6 +1535,9 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 			}
 		}
 		count(XLB_STAT_FWD_EXPIRED_FLOW);
+		/* It ended idle: its close, unless a FIN or RST already reported it (no flags: idle). */
+		if (flow->state != XLB_FLOW_CLOSING)
+			flow_event(cfg, XLB_EVENT_CLOSED, fk, flow, 0, 0, now);
 		if (flow->mode <= XLB_MODE_DNAT) {
 			/* Free the old flow's translation (and NAT port) now rather than when the LRU gets to it. */
 			struct xlb_flow_key rk;

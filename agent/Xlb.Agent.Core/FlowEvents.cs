@@ -21,9 +21,9 @@ public sealed record FlowLogEntry
     public required string Mode { get; init; }
     /// <summary>The listener's name, when the applied node config has one for the VIP:port.</summary>
     public string? Service { get; init; }
-    /// <summary>For <c>closed</c>: <c>client</c> or <c>backend</c>, whichever sent the FIN or RST.</summary>
+    /// <summary>For <c>closed</c> by a FIN or RST: <c>client</c> or <c>backend</c>, whichever sent it.</summary>
     public string? ClosedBy { get; init; }
-    /// <summary>For <c>closed</c>: FIN or RST.</summary>
+    /// <summary>For <c>closed</c>: FIN, RST, or <c>idle</c> (found past its idle timeout by a later packet of its tuple).</summary>
     public string? Reason { get; init; }
 }
 
@@ -57,6 +57,7 @@ public static class FlowEvents
         var vip = k.Daddr.ToAddress(k.Family);
         var vipPort = Net.FromBe(k.DportBe);
         var closed = e.Type == XlbAbi.EventClosed;
+        var idle = closed && (e.TcpFlags & 0x05) == 0; // neither FIN nor RST
         return new FlowLogEntry
         {
             Time = time,
@@ -68,8 +69,8 @@ public static class FlowEvents
             NatPort = e.Mode == XlbAbi.ModeFullNat ? Net.FromBe(e.NatPortBe) : null,
             Mode = NodeStatus.ModeName(e.Mode),
             Service = names.GetValueOrDefault((vip, vipPort, k.Proto)),
-            ClosedBy = closed ? (e.ByBackend != 0 ? "backend" : "client") : null,
-            Reason = closed ? ((e.TcpFlags & 0x04) != 0 ? "RST" : "FIN") : null,
+            ClosedBy = closed && !idle ? (e.ByBackend != 0 ? "backend" : "client") : null,
+            Reason = !closed ? null : idle ? "idle" : (e.TcpFlags & 0x04) != 0 ? "RST" : "FIN",
         };
     }
 

@@ -263,7 +263,10 @@ struct xlb_cfg {
 	__u32 new_flow_cap;
 };
 
-/* A sampled flow began (its first packet was bound to a backend) or closed (a FIN or RST, either way). */
+/*
+ * A sampled flow began (its first packet was bound to a backend) or closed: a FIN or RST, either
+ * way, or (no TCP flags) it was found idle past its timeout by a later packet of its tuple.
+ */
 #define XLB_EVENT_NEW 1
 #define XLB_EVENT_CLOSED 2
 

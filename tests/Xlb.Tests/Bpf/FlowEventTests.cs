@@ -61,6 +61,37 @@ public sealed class FlowEventTests(DataPlaneFixture fx) : IClassFixture<DataPlan
     }
 
     [Fact]
+    public void A_flow_found_idle_past_its_timeout_reports_its_close_once_and_the_new_flow_its_start()
+    {
+        Privileged.Require();
+        var (plane, run) = OwnPlane(sample: 1);
+        using var owned = plane;
+        run(Tcp(43100));
+        run(Tcp(43100, Packet.Ack));
+        var key = new XlbFlowKey
+        {
+            Saddr = Addr16.From(Client), Daddr = Addr16.From(VipAddress), SportBe = Net.Be(43100), DportBe = Net.Be(80),
+            Proto = XlbAbi.ProtoTcp, Family = XlbAbi.FamilyV4,
+        };
+        Assert.True(plane.Flows.TryLookup(key, out var flow));
+        // Last seen at boot: past every timeout. Its next packet finds it idle and starts afresh.
+        plane.Flows.Update(key, flow with { LastSeenNs = 0 });
+        run(Tcp(43100, Packet.Ack));
+        // A flow a FIN closed is not reported again when a new SYN takes its tuple.
+        run(Tcp(43101));
+        run(Tcp(43101, Packet.Fin | Packet.Ack));
+        run(Tcp(43101));
+
+        var events = Drain(plane);
+        Assert.Equal(
+            [(XlbAbi.EventNew, 43100, Packet.Syn), (XlbAbi.EventClosed, 43100, 0), (XlbAbi.EventNew, 43100, Packet.Ack),
+             (XlbAbi.EventNew, 43101, Packet.Syn), (XlbAbi.EventClosed, 43101, Packet.Fin | Packet.Ack), (XlbAbi.EventNew, 43101, Packet.Syn)],
+            events.Select(e => (e.Type, (int)Net.FromBe(e.Flow.SportBe), (int)e.TcpFlags)));
+        // The idle close names the backend the flow had.
+        Assert.Equal(events[0].Backend, events[1].Backend);
+    }
+
+    [Fact]
     public void Sampling_picks_flows_by_hash_and_zero_sends_none()
     {
         Privileged.Require();

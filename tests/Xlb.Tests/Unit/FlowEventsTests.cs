@@ -48,6 +48,10 @@ public class FlowEventsTests
         var fin = FlowEvents.Describe(Event(XlbAbi.EventClosed, XlbAbi.ModeDsrL2, flags: 0x11), DateTimeOffset.UnixEpoch, new Dictionary<(IPAddress, int, byte), string>());
         Assert.Equal(("client", "FIN"), (fin.ClosedBy, fin.Reason));
         Assert.DoesNotContain("natPort", FlowEvents.ToJson(fin), StringComparison.Ordinal);
+        // No FIN or RST: the flow ended idle; no side closed it.
+        var idle = FlowEvents.Describe(Event(XlbAbi.EventClosed, XlbAbi.ModeFullNat), DateTimeOffset.UnixEpoch, new Dictionary<(IPAddress, int, byte), string>());
+        Assert.Equal(((string?)null, "idle"), (idle.ClosedBy, idle.Reason));
+        Assert.DoesNotContain("closedBy", FlowEvents.ToJson(idle), StringComparison.Ordinal);
     }
 
     [Fact]
