@@ -599,12 +599,14 @@ public sealed partial class ClusterOperator
     }
 
     /// <summary>One write to one object, counted, and known to <see cref="OwnWrites"/> so its echo does not plan again.</summary>
-    private Task WriteAsync<T>(KubeResource resource, ObjectMeta target, Func<Task<T>> write) =>
-        _own.WriteAsync(resource, Informer<PortMapping>.KeyOf(target), async () =>
+    private Task WriteAsync<T>(KubeResource resource, ObjectMeta target, Func<Task<T>> write)
+    {
+        var key = Informer<PortMapping>.KeyOf(target);
+        return _own.WriteAsync(resource, key, async () =>
         {
             var result = await write();
             Interlocked.Increment(ref _writes);
-            LogWrote(resource.Plural, Informer<PortMapping>.KeyOf(target));
+            LogWrote(resource.Plural, key);
             return result switch
             {
                 JsonObject o => o["metadata"]?["resourceVersion"]?.GetValue<string>() ?? "",
@@ -613,6 +615,7 @@ public sealed partial class ClusterOperator
                 _ => "", // nothing an event could be matched against: whatever comes plans
             };
         });
+    }
 
     /// <summary>Independent writes, a few at a time: the API server serves requests concurrently, one round trip each is the cost.</summary>
     private Task InParallelAsync<T>(IEnumerable<T> items, Func<T, Task> write, CancellationToken ct) =>

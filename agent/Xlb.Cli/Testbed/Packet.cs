@@ -19,6 +19,8 @@ public sealed record Packet
     public ushort DstPort { get; init; }
     public byte TcpFlags { get; init; } = Syn;
     public byte Ttl { get; init; } = 64;
+    /// <summary>IPv4: the DF bit (set, as TCP sends with path MTU discovery).</summary>
+    public bool DontFragment { get; init; } = true;
     public byte[] Payload { get; init; } = [];
     /// <summary>IPv4 UDP may be sent without a checksum (0).</summary>
     public bool UdpNoChecksum { get; init; }
@@ -70,7 +72,7 @@ public sealed record Packet
             ip[0] = 0x45;
             BinaryPrimitives.WriteUInt16BigEndian(ip[2..], (ushort)(20 + l4Len));
             BinaryPrimitives.WriteUInt16BigEndian(ip[4..], 0x1234);
-            BinaryPrimitives.WriteUInt16BigEndian(ip[6..], 0x4000);
+            BinaryPrimitives.WriteUInt16BigEndian(ip[6..], DontFragment ? (ushort)0x4000 : (ushort)0);
             ip[8] = Ttl;
             ip[9] = Protocol;
             Src.GetAddressBytes().CopyTo(ip[12..]);

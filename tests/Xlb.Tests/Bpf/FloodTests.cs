@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using System.Net;
-using System.Runtime.InteropServices;
 using Xlb.Agent;
 using Xlb.Agent.Bpf;
 using Xlb.Cli.Testbed;
@@ -15,7 +14,7 @@ namespace Xlb.Tests.Bpf;
 /// New flows wait in tables of their own until their second packet, so a flood of SYNs or of
 /// one-off datagrams cannot push established connections off their backends.
 /// </summary>
-public sealed partial class FloodTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
+public sealed class FloodTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
 {
     private const int FullNatPort = 80, DnatPort = 81, UdpPort = 53;
 
@@ -174,8 +173,7 @@ public sealed partial class FloodTests(DataPlaneFixture fx) : IClassFixture<Data
         var (outputs, expected, others) = Netns.Run(fx.Topology.Lb, () =>
         {
             // The cap is counted per CPU: stay on one.
-            var mask = 1UL;
-            Assert.Equal(0, SchedSetAffinity(0, sizeof(ulong), ref mask));
+            OneCpu.Pin();
             var got = dsr.Select(p => TestRun.Xdp(plane.ProgramFd, p.Build())).ToList();
             var want = dsr.Select(p => TestRun.Xdp(reference.ProgramFd, p.Build())).ToList();
             // Over the cap still: a FullNAT SYN, a round-robin DSR SYN, and an untracked flow's ACK.
@@ -204,7 +202,4 @@ public sealed partial class FloodTests(DataPlaneFixture fx) : IClassFixture<Data
         Assert.False(plane.NewFlows.TryLookup(KeyOf(dsr[^1]), out _));
         Assert.Equal((ulong)(Cap + 2), stats[XlbStat.FwdNewFlow]);
     }
-
-    [LibraryImport("libc", EntryPoint = "sched_setaffinity")]
-    private static partial int SchedSetAffinity(int pid, nint size, ref ulong mask);
 }

@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using System.Net;
-using System.Runtime.InteropServices;
 using Xlb.Agent;
 using Xlb.Agent.Bpf;
 using Xlb.Cli.Testbed;
@@ -15,7 +14,7 @@ namespace Xlb.Tests.Bpf;
 /// NAT modes, scheduling algorithms, flow states and per-service counters, packet by packet through
 /// BPF_PROG_TEST_RUN with maps written by the agent's apply path.
 /// </summary>
-public partial class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
+public class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
 {
     private static int s_port = 30000;
 
@@ -128,8 +127,7 @@ public partial class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFix
         var backends = Netns.Run(fx.Topology.Lb, () =>
         {
             // The cursor is per CPU: stay on one for the sequence.
-            var mask = 1UL;
-            Assert.Equal(0, SchedSetAffinity(0, sizeof(ulong), ref mask));
+            OneCpu.Pin();
             return Enumerable.Range(0, 6)
                 .Select(_ => LbTopology.BackendIndexOf(Packet.Parse(TestRun.Xdp(fd, Tcp(NextClientPort(), RoundRobinPort).Build()).Packet).Dst))
                 .ToList();
@@ -353,7 +351,4 @@ public partial class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFix
         Proto = XlbAbi.ProtoTcp,
         Family = XlbAbi.FamilyV4,
     };
-
-    [LibraryImport("libc", EntryPoint = "sched_setaffinity")]
-    private static partial int SchedSetAffinity(int pid, nint size, ref ulong mask);
 }

@@ -22,21 +22,12 @@ public sealed class PathMtuTests(DataPlaneFixture fx) : IClassFixture<DataPlaneF
     private static ushort NextClientPort() => (ushort)Interlocked.Increment(ref s_port);
 
     /// <summary>A TCP packet of <paramref name="l3Length"/> bytes from its IP header on, to VIP:port.</summary>
-    private static byte[] Big(bool v6, int port, int l3Length, bool dontFragment = true)
+    private static byte[] Big(bool v6, int port, int l3Length, bool dontFragment = true) => new Packet
     {
-        var frame = new Packet
-        {
-            Src = v6 ? Client6 : Client, Dst = v6 ? VipAddress6 : VipAddress, SrcPort = NextClientPort(), DstPort = (ushort)port,
-            TcpFlags = Packet.Ack, Payload = [.. Enumerable.Range(0, l3Length - (v6 ? 40 : 20) - 20).Select(i => (byte)i)],
-        }.Build();
-        if (!v6 && !dontFragment)
-        {
-            frame.AsSpan(14 + 6, 2).Clear();
-            frame.AsSpan(14 + 10, 2).Clear();
-            BinaryPrimitives.WriteUInt16BigEndian(frame.AsSpan(14 + 10), Packet.Checksum(frame.AsSpan(14, 20)));
-        }
-        return frame;
-    }
+        Src = v6 ? Client6 : Client, Dst = v6 ? VipAddress6 : VipAddress, SrcPort = NextClientPort(), DstPort = (ushort)port,
+        TcpFlags = Packet.Ack, Payload = [.. Enumerable.Range(0, l3Length - (v6 ? 40 : 20) - 20).Select(i => (byte)i)],
+        DontFragment = dontFragment,
+    }.Build();
 
     private ulong Stat(XlbStat s) => fx.Plane.Stats()[s];
 
