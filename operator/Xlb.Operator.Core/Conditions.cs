@@ -37,9 +37,22 @@ public static class Conditions
         var result = new List<Condition>();
         foreach (var c in desired)
         {
-            var before = existing?.FirstOrDefault(e => e.Type == c.Type);
+            var before = Find(existing, c.Type);
             result.Add(c with { LastTransitionTime = before is not null && before.Status == c.Status && before.LastTransitionTime is not null ? before.LastTransitionTime : stamp });
         }
         return result;
+    }
+
+    /// <summary>The condition of this type, if any.</summary>
+    public static Condition? Find(IReadOnlyList<Condition>? conditions, string type)
+    {
+        for (var i = 0; i < (conditions?.Count ?? 0); i++)
+        {
+            if (conditions![i].Type == type)
+            {
+                return conditions[i];
+            }
+        }
+        return null;
     }
 }

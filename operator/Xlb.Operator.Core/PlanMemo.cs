@@ -165,8 +165,9 @@ public sealed class PlanMemo
         e.Valid = e.Valid is null ? null : e.Valid with { Object = pm };
         // The operator's own status write, come back: the object now carries the very status
         // computed for the old one, transition times included, and computing it again from this
-        // object gives it again, at any time. Any other status is computed afresh.
-        e.Status = e.Status is { } known && pm.Status is { } carried && known.Status.SameAs(carried) ? (known.Key, known.Status, null) : null;
+        // object gives it again, at any time. Any other status is computed afresh. The object's
+        // instance is kept, and the one computed before is let go (one copy of each status, not two).
+        e.Status = e.Status is { } known && pm.Status is { } carried && known.Status.SameAs(carried) ? (known.Key, carried, null) : null;
         return true;
     }
 
