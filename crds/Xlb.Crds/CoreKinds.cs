@@ -79,6 +79,7 @@ public sealed record EndpointSlice : IKubernetesObject
     public string Kind { get; init; } = KindName;
     public required ObjectMeta Metadata { get; init; }
     /// <summary>IPv4, IPv6 or FQDN.</summary>
+    [JsonConverter(typeof(SharedStringConverter))]
     public string AddressType { get; init; } = "IPv4";
     public List<SliceEndpoint> Endpoints { get; init; } = [];
     public List<SlicePort> Ports { get; init; } = [];
@@ -86,26 +87,46 @@ public sealed record EndpointSlice : IKubernetesObject
 
 /// <summary>
 /// One endpoint of a slice. A cluster's slices hold hundreds of thousands of these and an informer
-/// keeps them all, so they are kept small: a value in its slice's list (no object of its own), the
-/// addresses in an exact-size array, the conditions one shared object per combination, node names
-/// one string per node. They are read by their own
+/// keeps them all, so they are kept small: a value in its slice's list (no object of its own), its
+/// one address as a string (an exact-size array only when it has several), the conditions one
+/// shared object per combination, node names one string per node. They are read by their own
 /// converter, which goes through an endpoint in one pass (see <see cref="SliceEndpointConverter"/>).
 /// </summary>
 [JsonConverter(typeof(SliceEndpointConverter))]
 public readonly record struct SliceEndpoint
 {
-    private readonly string[]? _addresses;
+    // One address: the string itself; several: all of them in a string[]; none: null. Almost every
+    // endpoint has one address, and an array around it would cost 32 bytes per endpoint.
+    private readonly object? _addresses;
     private readonly EndpointConditions? _conditions;
 
     public SliceEndpoint()
     {
     }
 
-    /// <summary>Fungible addresses of one endpoint: consumers may use the first only (the EndpointSlice API's rule).</summary>
+    private SliceEndpoint(object? addresses, EndpointConditions conditions, string? node)
+    {
+        _addresses = addresses;
+        Conditions = conditions;
+        NodeName = node;
+    }
+
+    /// <summary>Fungible addresses of one endpoint: consumers may use the first only (the EndpointSlice API's rule). A new array each time for one address; read <see cref="FirstAddress"/> instead.</summary>
 #pragma warning disable CA1819 // an exact-size array: a list's spare capacity, times every endpoint of a cluster, is memory for nothing
-    public string[] Addresses { get => _addresses ?? []; init => _addresses = value; }
+    public string[] Addresses
+    {
+        get => _addresses switch { string one => [one], string[] all => all, _ => [] };
+        init => _addresses = value.Length switch { 0 => null, 1 => value[0], _ => value };
+    }
 #pragma warning restore CA1819
-    public EndpointConditions Conditions { get => _conditions ?? EndpointConditions.Unset; init => _conditions = value; }
+
+    /// <summary>The address consumers use (the first), or null when there is none.</summary>
+    public string? FirstAddress => _addresses switch { string one => one, string[] all => all[0], _ => null };
+
+    /// <summary>An endpoint as the converter reads it: <paramref name="addresses"/> is null, one string, or an array of two or more.</summary>
+    internal static SliceEndpoint Read(object? addresses, EndpointConditions conditions, string? node) => new(addresses, conditions, node);
+    // Unset is kept as null, so an endpoint read from JSON equals one built with the same values.
+    public EndpointConditions Conditions { get => _conditions ?? EndpointConditions.Unset; init => _conditions = value == EndpointConditions.Unset ? null : value; }
     public string? NodeName { get; init; }
 }
 
@@ -118,7 +139,7 @@ public readonly record struct SliceEndpoint
 public sealed class SliceEndpointConverter : JsonConverter<SliceEndpoint>
 {
     private static readonly EndpointConditionsConverter Conditions = new();
-    private static readonly NodeNameConverter NodeNames = new();
+    private static readonly SharedStringConverter NodeNames = new();
 
     public override SliceEndpoint Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
     {
@@ -126,7 +147,7 @@ public sealed class SliceEndpointConverter : JsonConverter<SliceEndpoint>
         {
             throw new JsonException("an endpoint must be an object");
         }
-        string[] addresses = [];
+        object? addresses = null;
         var conditions = EndpointConditions.Unset;
         string? node = null;
         while (reader.Read() && reader.TokenType != JsonTokenType.EndObject)
@@ -152,10 +173,10 @@ public sealed class SliceEndpointConverter : JsonConverter<SliceEndpoint>
                 reader.Skip();
             }
         }
-        return new SliceEndpoint { Addresses = addresses, Conditions = conditions, NodeName = node };
+        return SliceEndpoint.Read(addresses, conditions, node);
     }
 
-    private static string[] ReadAddresses(ref Utf8JsonReader reader)
+    private static object? ReadAddresses(ref Utf8JsonReader reader)
     {
         if (reader.TokenType != JsonTokenType.StartArray)
         {
@@ -176,7 +197,7 @@ public sealed class SliceEndpointConverter : JsonConverter<SliceEndpoint>
                 (more ??= [first]).Add(address);
             }
         }
-        return more is not null ? [.. more] : first is not null ? [first] : [];
+        return more is not null ? more.ToArray() : first;
     }
 
     public override void Write(Utf8JsonWriter writer, SliceEndpoint value, JsonSerializerOptions options)
@@ -278,23 +299,42 @@ public sealed class EndpointConditionsConverter : JsonConverter<EndpointConditio
 }
 
 /// <summary>
-/// Node names, one string per distinct name: every endpoint of a cluster names one of its few
-/// nodes. The table is bounded, so a flood of distinct names only stops the sharing.
+/// Strings that take few distinct values over a whole cluster (node names, namespaces, condition
+/// types, statuses, reasons and times), one string per distinct value: an informer keeps one per
+/// object or endpoint, hundreds of thousands of copies of a few hundred values. The table is
+/// bounded, so a flood of distinct values only stops the sharing.
 /// </summary>
-public sealed class NodeNameConverter : JsonConverter<string>
+public sealed class SharedStringConverter : JsonConverter<string>
 {
     private const int Limit = 1 << 16;
-    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> Names = new(StringComparer.Ordinal);
+    private const int Stack = 256;
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> Table = new(StringComparer.Ordinal);
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, string>.AlternateLookup<ReadOnlySpan<char>> Lookup =
+        Table.GetAlternateLookup<ReadOnlySpan<char>>();
 
     public override bool HandleNull => false;
 
     public override string? Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
     {
-        if (reader.GetString() is not { } name)
+        if (reader.TokenType != JsonTokenType.String)
         {
-            return null;
+            throw new JsonException($"expected a string, not {reader.TokenType}");
         }
-        return Names.TryGetValue(name, out var shared) ? shared : Names.Count < Limit ? Names.GetOrAdd(name, name) : name;
+        // A value met before is found without making a string of it: decoded onto the stack and
+        // looked up by its characters. The bytes are at least as many as the characters they decode to.
+        var bytes = reader.HasValueSequence ? reader.ValueSequence.Length : reader.ValueSpan.Length;
+        if (bytes > Stack)
+        {
+            return reader.GetString();
+        }
+        Span<char> chars = stackalloc char[Stack];
+        var text = chars[..reader.CopyString(chars)];
+        if (Lookup.TryGetValue(text, out var shared))
+        {
+            return shared;
+        }
+        var value = new string(text);
+        return Table.Count < Limit ? Table.GetOrAdd(value, value) : value;
     }
 
     public override void Write(Utf8JsonWriter writer, string value, JsonSerializerOptions options) => writer.WriteStringValue(value);
@@ -303,7 +343,9 @@ public sealed class NodeNameConverter : JsonConverter<string>
 [JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Skip)]
 public sealed record SlicePort
 {
+    [JsonConverter(typeof(SharedStringConverter))]
     public string? Name { get; init; }
     public int? Port { get; init; }
+    [JsonConverter(typeof(SharedStringConverter))]
     public string Protocol { get; init; } = "TCP";
 }

@@ -17,10 +17,12 @@ public static class XlbApi
 public sealed record ObjectMeta
 {
     public string? Name { get; init; }
+    [JsonConverter(typeof(SharedStringConverter))]
     public string? Namespace { get; init; }
     public string? Uid { get; init; }
     public string? ResourceVersion { get; init; }
     public long? Generation { get; init; }
+    [JsonConverter(typeof(SharedStringConverter))]
     public string? CreationTimestamp { get; init; }
     public string? DeletionTimestamp { get; init; }
     public Dictionary<string, string>? Labels { get; init; }
@@ -46,18 +48,22 @@ public sealed record Condition
 {
     /// <summary>The aspect this condition reports: Ready, Stalled, Reconciling, Programmed, and so on.</summary>
     [Schema.Length(1, 316)]
+    [JsonConverter(typeof(SharedStringConverter))]
     public required string Type { get; init; }
     /// <summary>"True", "False" or "Unknown".</summary>
     [Schema.Pattern("^(True|False|Unknown)$")]
+    [JsonConverter(typeof(SharedStringConverter))]
     public required string Status { get; init; }
     /// <summary>The metadata.generation this condition was computed from.</summary>
     public long? ObservedGeneration { get; init; }
     /// <summary>When the status last changed.</summary>
     [Schema.Format("date-time")]
+    [JsonConverter(typeof(SharedStringConverter))]
     public string? LastTransitionTime { get; init; }
     /// <summary>Why, in one CamelCase word that programs can match on.</summary>
     [Schema.Pattern("^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")]
     [Schema.Length(1, 1024)]
+    [JsonConverter(typeof(SharedStringConverter))]
     public required string Reason { get; init; }
     /// <summary>Why, for people.</summary>
     [Schema.Length(0, 32768)]

@@ -112,7 +112,10 @@ public static class Backends
         {
             portName = sp.Name ?? "";
         }
-        var found = new List<(NodeBackend Backend, string? Node, int Seen)>(slices.Sum(s => s.Endpoints.Count));
+        var capacity = slices.Sum(s => s.Endpoints.Count);
+        // Without nodes (no trafficPolicy Local) the backends alone are sorted and become the list.
+        var lean = withNodes ? null : new List<NodeBackend>(capacity);
+        var found = withNodes ? new List<(NodeBackend Backend, string? Node, int Seen)>(capacity) : null;
         foreach (var slice in slices.Count == 1 ? slices : (IEnumerable<EndpointSlice>)slices.OrderBy(s => s.Metadata.Name, StringComparer.Ordinal))
         {
             if (slice.AddressType is not ("IPv4" or "IPv6"))
@@ -139,7 +142,7 @@ public static class Backends
             }
             foreach (var e in slice.Endpoints)
             {
-                if (e.Addresses.Length == 0 || !TryCanonical(e.Addresses[0], out var address, out _))
+                if (e.FirstAddress is not { } first || !TryCanonical(first, out var address, out _))
                 {
                     continue;
                 }
@@ -148,7 +151,9 @@ public static class Backends
                 var terminating = e.Conditions.Terminating ?? false;
                 if (ready || serving && terminating)
                 {
-                    found.Add((new NodeBackend { Address = address, Port = target, Draining = !ready }, e.NodeName, found.Count));
+                    var backend = new NodeBackend { Address = address, Port = target, Draining = !ready };
+                    lean?.Add(backend);
+                    found?.Add((backend, e.NodeName, found.Count));
                 }
                 else
                 {
@@ -158,7 +163,11 @@ public static class Backends
         }
         // Sorted by address and port (as listeners list them), one backend per pair: one endpoint
         // can sit in two slices while it moves, and then the first active entry wins, else the first.
-        found.Sort(static (a, b) =>
+        if (lean is not null)
+        {
+            return new PortBackends(SortedOnce(lean), null);
+        }
+        found!.Sort(static (a, b) =>
         {
             var c = string.CompareOrdinal(a.Backend.Address, b.Backend.Address);
             return c != 0 ? c : a.Backend.Port != b.Backend.Port ? a.Backend.Port.CompareTo(b.Backend.Port) : a.Seen.CompareTo(b.Seen);
@@ -181,5 +190,30 @@ public static class Backends
             i = j;
         }
         return new PortBackends(result, nodes);
+    }
+
+    /// <summary>
+    /// Backends sorted by address and port, one per pair, in place; of a pair's entries an active
+    /// one is kept, else a draining one. Entries of one pair and one state are the same value, so
+    /// which of them is kept (the first seen, by the rule above) makes no difference.
+    /// </summary>
+    private static List<NodeBackend> SortedOnce(List<NodeBackend> backends)
+    {
+        backends.Sort(static (a, b) =>
+        {
+            var c = string.CompareOrdinal(a.Address, b.Address);
+            return c != 0 ? c : a.Port != b.Port ? a.Port.CompareTo(b.Port) : a.Draining.CompareTo(b.Draining);
+        });
+        var kept = 0;
+        for (var i = 0; i < backends.Count; i++)
+        {
+            if (kept > 0 && backends[kept - 1].Address == backends[i].Address && backends[kept - 1].Port == backends[i].Port)
+            {
+                continue;
+            }
+            backends[kept++] = backends[i];
+        }
+        backends.RemoveRange(kept, backends.Count - kept);
+        return backends;
     }
 }

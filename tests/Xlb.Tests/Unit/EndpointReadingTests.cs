@@ -41,6 +41,9 @@ public class EndpointReadingTests
         Assert.Same(EndpointConditions.Of(false, true, true), endpoints[0].Conditions);
         Assert.Equal("n1", endpoints[0].NodeName);
         Assert.Equal(["10.0.0.3"], endpoints[1].Addresses);
+        Assert.Equal(("10.0.0.1", "10.0.0.3", null), (endpoints[0].FirstAddress, endpoints[1].FirstAddress, endpoints[2].FirstAddress));
+        // One address is kept as that string, equal by value like any other endpoint field.
+        Assert.Equal(new SliceEndpoint { Addresses = ["10.0.0.3"] }, endpoints[1]);
         Assert.Same(EndpointConditions.Unset, endpoints[1].Conditions);
         Assert.Null(endpoints[1].NodeName);
         Assert.Empty(endpoints[2].Addresses);
@@ -84,6 +87,30 @@ public class EndpointReadingTests
         var plain = Backends.FromSlices(slices, null, 80, L4Protocol.TCP, new IntOrString("http"), withNodes: false, out _);
         Assert.Null(plain.Nodes);
         Assert.Equal(backends.List, plain.List);
+    }
+
+    [Fact]
+    public void Without_nodes_the_backends_are_those_resolved_with_nodes_for_random_slices_with_repeated_endpoints()
+    {
+        var rng = new Random(17);
+        for (var round = 0; round < 500; round++)
+        {
+            // Few distinct addresses over several slices: repeats across and within slices, in every state.
+            var slices = Enumerable.Range(0, rng.Next(1, 4)).Select(s => Slice($"s{rng.Next(5)}",
+                [.. Enumerable.Range(0, rng.Next(0, 12)).Select(_ => new SliceEndpoint
+                {
+                    Addresses = rng.Next(12) == 0 ? [] : [$"10.0.{rng.Next(2)}.{rng.Next(6)}"],
+                    Conditions = EndpointConditions.Of(Tri(rng), Tri(rng), Tri(rng)),
+                    NodeName = $"n{rng.Next(3)}",
+                })])).ToArray();
+            var withNodes = Backends.FromSlices(slices, null, 80, L4Protocol.TCP, new IntOrString("http"), withNodes: true, out var notReadyWith);
+            var plain = Backends.FromSlices(slices, null, 80, L4Protocol.TCP, new IntOrString("http"), withNodes: false, out var notReadyPlain);
+            Assert.Equal(withNodes.List, plain.List);
+            Assert.Equal(notReadyWith, notReadyPlain);
+            Assert.Equal(plain.List.Count, plain.List.DistinctBy(b => (b.Address, b.Port)).Count());
+        }
+
+        static bool? Tri(Random rng) => rng.Next(3) switch { 0 => null, 1 => true, _ => false };
     }
 
     [Fact]

@@ -1,0 +1,59 @@
+using System.Text.Json;
+using Xlb.Crds;
+using Xlb.Kube;
+
+namespace Xlb.Tests.Unit;
+
+/// <summary>Strings with few distinct values over a cluster are read as one shared string per value.</summary>
+public class SharedStringTests
+{
+    private static List<Condition> Read(string json) => JsonSerializer.Deserialize<List<Condition>>(json, KubeJson.Options)!;
+
+    [Fact]
+    public void Conditions_read_apart_share_their_type_status_reason_and_time_and_keep_their_own_message()
+    {
+        const string one = """[{"type": "Ready", "status": "True", "reason": "Ready", "message": "10.0.0.1 served by lb-1", "lastTransitionTime": "2026-11-22T10:00:00Z"}]""";
+        var a = Read(one)[0];
+        var b = Read(one)[0];
+        Assert.Equal(a, b);
+        Assert.Same(a.Type, b.Type);
+        Assert.Same(a.Status, b.Status);
+        Assert.Same(a.Reason, b.Reason);
+        Assert.Same(a.LastTransitionTime, b.LastTransitionTime);
+        Assert.NotSame(a.Message, b.Message);
+    }
+
+    [Fact]
+    public void Escaped_long_and_null_values_read_as_written()
+    {
+        var reason = "R" + new string('x', 600);
+        var json = JsonSerializer.Serialize(new[]
+        {
+            new Condition { Type = "Caf\u00e9\"\\/\n", Status = "\u65e5\u672c", Reason = reason, LastTransitionTime = null },
+            new Condition { Type = "Caf\u00e9\"\\/\n", Status = "\u65e5\u672c", Reason = reason },
+        }, KubeJson.Options);
+        var read = Read(json);
+        Assert.Equal("Caf\u00e9\"\\/\n", read[0].Type);
+        Assert.Equal("\u65e5\u672c", read[0].Status);
+        Assert.Equal(reason, read[0].Reason);
+        Assert.Null(read[0].LastTransitionTime);
+        Assert.Same(read[0].Type, read[1].Type);
+        // Spelled with escapes, the same value is the same string.
+        Assert.Same(read[0].Status, Read("""[{"type": "t", "status": "\u65e5\u672c", "reason": "r"}]""")[0].Status);
+    }
+
+    [Fact]
+    public void A_value_that_is_not_a_string_is_refused()
+    {
+        Assert.Throws<JsonException>(() => Read("""[{"type": 1, "status": "True", "reason": "r"}]"""));
+        Assert.Throws<JsonException>(() => Read("""[{"type": "t", "status": ["True"], "reason": "r"}]"""));
+    }
+
+    [Fact]
+    public void Namespaces_of_objects_read_apart_are_one_string()
+    {
+        var a = JsonSerializer.Deserialize<ObjectMeta>("""{"name": "a", "namespace": "team-a"}""", KubeJson.Options)!;
+        var b = JsonSerializer.Deserialize<ObjectMeta>("""{"name": "b", "namespace": "team-a"}""", KubeJson.Options)!;
+        Assert.Same(a.Namespace, b.Namespace);
+    }
+}
