@@ -10,8 +10,10 @@ public sealed record ObjectReference(string ApiVersion, string Kind, string? Nam
 /// <summary>
 /// Writes events.k8s.io/v1 Events. The same event (same object, type, reason, action and note)
 /// within the de-duplication window is not created again: the first one's series count and
-/// lastObservedTime are patched instead, as client-go's events library does. Failures are
-/// logged, never thrown: an event must not fail a reconcile.
+/// lastObservedTime are patched instead, as client-go's events library does. The events it
+/// remembers for that are bounded: those past the window are forgotten, and past
+/// <see cref="Remembered"/> the oldest go first. Failures are logged, never thrown: an event
+/// must not fail a reconcile.
 /// </summary>
 public sealed partial class EventRecorder(KubeClient client, string controller, string instance, TimeProvider? time = null, ILogger? logger = null)
 {
@@ -22,6 +24,21 @@ public sealed partial class EventRecorder(KubeClient client, string controller, 
 
     /// <summary>How long a repeated event is folded into the first one (client-go: 6 minutes).</summary>
     public TimeSpan Window { get; init; } = TimeSpan.FromMinutes(6);
+
+    /// <summary>How many distinct events are remembered for folding (client-go's correlator keeps 4,096).</summary>
+    public int Remembered { get; init; } = 4096;
+
+    /// <summary>How many distinct events are remembered now.</summary>
+    public int Count
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _seen.Count;
+            }
+        }
+    }
 
     public const string Normal = "Normal";
     public const string Warning = "Warning";
@@ -78,12 +95,36 @@ public sealed partial class EventRecorder(KubeClient client, string controller, 
             }, ct: ct);
             lock (_gate)
             {
+                if (_seen.Count >= Remembered && !_seen.ContainsKey(key))
+                {
+                    Forget(now);
+                }
                 _seen[key] = (ns, name, 1, now);
             }
         }
         catch (KubeApiException e)
         {
             LogFailed(_log, reason, regarding.Kind, regarding.Name, e.Message);
+        }
+    }
+
+    /// <summary>Makes room: every event past the window goes, and if that is not a quarter of the bound, the oldest until it is.</summary>
+    private void Forget(DateTimeOffset now)
+    {
+        foreach (var (key, seen) in _seen)
+        {
+            if (now - seen.First >= Window)
+            {
+                _seen.Remove(key);
+            }
+        }
+        var keep = Remembered - Math.Max(1, Remembered / 4);
+        if (_seen.Count > keep)
+        {
+            foreach (var key in _seen.OrderBy(e => e.Value.First).Take(_seen.Count - keep).Select(e => e.Key).ToList())
+            {
+                _seen.Remove(key);
+            }
         }
     }
 

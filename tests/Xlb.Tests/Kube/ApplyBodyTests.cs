@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json.Nodes;
 using Xlb.ApiServerDouble;
 using Xlb.Kube;
+using Xlb.Tests.Support;
 
 namespace Xlb.Tests.Kube;
 
@@ -47,12 +48,6 @@ public sealed class ApplyBodyTests(DoubleTarget target) : IClassFixture<DoubleTa
         Assert.Equal(byJson!["spec"]!.ToJsonString(), byYaml!["spec"]!.ToJsonString());
         Assert.Equal(byJson["metadata"]!["labels"]!.ToJsonString(), byYaml["metadata"]!["labels"]!.ToJsonString());
         Assert.Equal("a", byFlow!["spec"]!["holderIdentity"]!.GetValue<string>());
-    }
-
-    private sealed class SetClock(DateTimeOffset start) : TimeProvider
-    {
-        public DateTimeOffset Now { get; set; } = start;
-        public override DateTimeOffset GetUtcNow() => Now;
     }
 
     [Fact]

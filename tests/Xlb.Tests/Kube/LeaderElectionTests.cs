@@ -126,4 +126,39 @@ public sealed class LeaderElectionTests : IAsyncLifetime
         Assert.Equal("xlb.io/operator", allocated["reportingController"]!.GetValue<string>());
         Assert.Null(events.Single(e => e["reason"]!.GetValue<string>() == "PortConflict")["series"]);
     }
+
+    [Fact]
+    public async Task The_recorder_remembers_a_bounded_number_of_events_and_forgets_the_oldest_first()
+    {
+        var recorder = new EventRecorder(_client, "xlb.io/operator", "operator-0") { Remembered = 8 };
+        var pm = new ObjectReference("xlb.io/v1alpha1", "PortMapping", "default", "web", "uid-1");
+        Task Allocated(int i) => recorder.RecordAsync(pm, EventRecorder.Normal, "VipAllocated", "Allocate", $"allocated 10.250.0.{i}", Ct);
+        for (var i = 0; i < 20; i++)
+        {
+            await Allocated(i);
+            Assert.InRange(recorder.Count, 1, 8);
+        }
+        // The latest is still folded; the first, long forgotten, is a new Event.
+        await Allocated(19);
+        await Allocated(0);
+        var events = (await _client.ListAsync<JsonObject>(KubeResource.Events, "default", ct: Ct)).Items;
+        Assert.Equal(21, events.Count);
+        Assert.Equal(2, events.Single(e => e["note"]!.GetValue<string>() == "allocated 10.250.0.19")["series"]!["count"]!.GetValue<int>());
+        Assert.Equal(2, events.Count(e => e["note"]!.GetValue<string>() == "allocated 10.250.0.0"));
+    }
+
+    [Fact]
+    public async Task Events_past_the_window_are_forgotten_when_room_is_made()
+    {
+        var time = new SetClock(new DateTimeOffset(2026, 11, 22, 10, 0, 0, TimeSpan.Zero));
+        var recorder = new EventRecorder(_client, "xlb.io/operator", "operator-0", time) { Remembered = 4 };
+        var pm = new ObjectReference("xlb.io/v1alpha1", "PortMapping", "default", "web", "uid-1");
+        for (var i = 0; i < 4; i++)
+        {
+            await recorder.RecordAsync(pm, EventRecorder.Normal, "VipAllocated", "Allocate", $"allocated 10.250.0.{i}", Ct);
+        }
+        time.Advance(recorder.Window);
+        await recorder.RecordAsync(pm, EventRecorder.Normal, "VipAllocated", "Allocate", "allocated 10.250.0.9", Ct);
+        Assert.Equal(1, recorder.Count);
+    }
 }
