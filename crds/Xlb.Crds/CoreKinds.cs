@@ -81,6 +81,7 @@ public sealed record EndpointSlice : IKubernetesObject
     /// <summary>IPv4, IPv6 or FQDN.</summary>
     [JsonConverter(typeof(SharedStringConverter))]
     public string AddressType { get; init; } = "IPv4";
+    [JsonConverter(typeof(SliceEndpointsConverter))]
     public List<SliceEndpoint> Endpoints { get; init; } = [];
     public List<SlicePort> Ports { get; init; } = [];
 }
@@ -139,7 +140,6 @@ public readonly record struct SliceEndpoint
 public sealed class SliceEndpointConverter : JsonConverter<SliceEndpoint>
 {
     private static readonly EndpointConditionsConverter Conditions = new();
-    private static readonly SharedStringConverter NodeNames = new();
 
     public override SliceEndpoint Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
     {
@@ -165,7 +165,7 @@ public sealed class SliceEndpointConverter : JsonConverter<SliceEndpoint>
             else if (reader.ValueTextEquals("nodeName"u8))
             {
                 reader.Read();
-                node = reader.TokenType == JsonTokenType.Null ? null : NodeNames.Read(ref reader, typeof(string), options);
+                node = reader.TokenType == JsonTokenType.Null ? null : SharedStringConverter.Share(ref reader);
             }
             else
             {
@@ -216,6 +216,58 @@ public sealed class SliceEndpointConverter : JsonConverter<SliceEndpoint>
             writer.WriteString("nodeName"u8, node);
         }
         writer.WriteEndObject();
+    }
+}
+
+/// <summary>
+/// A slice's endpoints, read into a list of exactly their number: a list grown while reading
+/// keeps up to half its size spare, over every slice an informer holds. Null (the API server's
+/// form of no endpoints) reads as none.
+/// </summary>
+public sealed class SliceEndpointsConverter : JsonConverter<List<SliceEndpoint>>
+{
+    private static readonly SliceEndpointConverter One = new();
+
+    [ThreadStatic]
+    private static List<SliceEndpoint>? _scratch;
+
+    public override bool HandleNull => true;
+
+    public override List<SliceEndpoint> Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+    {
+        if (reader.TokenType == JsonTokenType.Null)
+        {
+            return [];
+        }
+        if (reader.TokenType != JsonTokenType.StartArray)
+        {
+            throw new JsonException("endpoints must be an array");
+        }
+        var scratch = _scratch ?? [];
+        _scratch = null; // a converter that reads a nested slice meanwhile gets its own
+        scratch.Clear();
+        while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
+        {
+            scratch.Add(One.Read(ref reader, typeof(SliceEndpoint), options));
+        }
+        var result = new List<SliceEndpoint>(scratch.Count);
+        result.AddRange(scratch);
+        if (scratch.Capacity <= 1 << 14)
+        {
+            scratch.Clear();
+            _scratch = scratch;
+        }
+        return result;
+    }
+
+    public override void Write(Utf8JsonWriter writer, List<SliceEndpoint> value, JsonSerializerOptions options)
+    {
+        writer.WriteStartArray();
+        foreach (var e in value)
+        {
+            One.Write(writer, e, options);
+        }
+        writer.WriteEndArray();
     }
 }
 
@@ -314,7 +366,10 @@ public sealed class SharedStringConverter : JsonConverter<string>
 
     public override bool HandleNull => false;
 
-    public override string? Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+    public override string? Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) => Share(ref reader);
+
+    /// <summary>The string token under the reader, as the one shared string for its value.</summary>
+    public static string Share(ref Utf8JsonReader reader)
     {
         if (reader.TokenType != JsonTokenType.String)
         {
@@ -325,7 +380,7 @@ public sealed class SharedStringConverter : JsonConverter<string>
         var bytes = reader.HasValueSequence ? reader.ValueSequence.Length : reader.ValueSpan.Length;
         if (bytes > Stack)
         {
-            return reader.GetString();
+            return reader.GetString()!;
         }
         Span<char> chars = stackalloc char[Stack];
         var text = chars[..reader.CopyString(chars)];

@@ -26,9 +26,9 @@ public sealed class IntOrStringConverter : JsonConverter<IntOrString>
         reader.TokenType switch
         {
             JsonTokenType.Number => new IntOrString(reader.GetInt32()),
-            JsonTokenType.String => int.TryParse(reader.GetString(), NumberStyles.None, CultureInfo.InvariantCulture, out var n)
+            JsonTokenType.String => SharedStringConverter.Share(ref reader) is var text && int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var n)
                 ? new IntOrString(n)
-                : new IntOrString(reader.GetString()!),
+                : new IntOrString(text),
             _ => throw new JsonException("expected a port number or a port name"),
         };
 

@@ -1,3 +1,4 @@
+using System.Text.Json.Serialization;
 using Xlb.Crds.Schema;
 
 namespace Xlb.Crds;
@@ -26,6 +27,7 @@ public sealed record PortMappingSpec
     /// <summary>The VipShard whose nodes serve this mapping.</summary>
     [Immutable("shardRef cannot change: the VIP belongs to the shard's pool. Delete the PortMapping and create it again with the new shardRef.")]
     [Length(1, 253)]
+    [JsonConverter(typeof(SharedStringConverter))]
     public required string ShardRef { get; init; }
     /// <summary>"Auto" draws an address from the shard's pool; an address asks for that address (it must be in the pool).</summary>
     [Validation("self == 'Auto' || isIP(self)", "vip must be Auto or an IP address")]
@@ -97,6 +99,7 @@ public sealed record ServicePort
     /// <summary>A name for metrics and status; also how a Service's named port is matched.</summary>
     [Pattern("^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
     [Length(1, 15)]
+    [JsonConverter(typeof(SharedStringConverter))]
     public string? Name { get; init; }
     /// <summary>The port clients connect to on the VIP.</summary>
     [Range(1, 65535)]
@@ -278,6 +281,7 @@ public sealed record BackendCounts
 public sealed record NodeProgress
 {
     /// <summary>The LB node.</summary>
+    [JsonConverter(typeof(SharedStringConverter))]
     public required string Node { get; init; }
     /// <summary>Active or Standby.</summary>
     public VipRole Role { get; init; }

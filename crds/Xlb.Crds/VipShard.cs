@@ -1,3 +1,4 @@
+using System.Text.Json.Serialization;
 using Xlb.Crds.Schema;
 
 namespace Xlb.Crds;
@@ -143,7 +144,9 @@ public sealed record VipPlacement
     /// <summary>The VIP.</summary>
     public required string Address { get; init; }
     /// <summary>The node that answers for the VIP.</summary>
+    [JsonConverter(typeof(SharedStringConverter))]
     public required string ActiveNode { get; init; }
     /// <summary>The node that takes over when the active node dies.</summary>
+    [JsonConverter(typeof(SharedStringConverter))]
     public string? StandbyNode { get; init; }
 }

@@ -1,3 +1,4 @@
+using System.Text.Json.Serialization;
 using Xlb.Crds.Schema;
 
 namespace Xlb.Crds;
@@ -118,6 +119,7 @@ public sealed record NodeVip
     /// <summary>Active: this node answers for it. Standby: ready to take over.</summary>
     public required VipRole Role { get; init; }
     /// <summary>The VipShard it belongs to.</summary>
+    [JsonConverter(typeof(SharedStringConverter))]
     public required string Shard { get; init; }
 }
 

@@ -22,10 +22,28 @@ public static class XlbJson
             DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
             UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
             RespectNullableAnnotations = true,
-            TypeInfoResolver = new DefaultJsonTypeInfoResolver(),
+            TypeInfoResolver = new DefaultJsonTypeInfoResolver { Modifiers = { ShareEnvelope } },
         };
         o.MakeReadOnly();
         return o;
+    }
+
+    private static readonly SharedStringConverter Shared = new();
+
+    /// <summary>Every object's apiVersion and kind are read as one shared string per value (an informer holds thousands of objects of one kind).</summary>
+    public static void ShareEnvelope(JsonTypeInfo info)
+    {
+        if (info.Kind != JsonTypeInfoKind.Object)
+        {
+            return;
+        }
+        foreach (var p in info.Properties)
+        {
+            if (p.PropertyType == typeof(string) && p.Name is "apiVersion" or "kind" && p.CustomConverter is null)
+            {
+                p.CustomConverter = Shared;
+            }
+        }
     }
 
     public static JsonTypeInfo<T> Info<T>() => (JsonTypeInfo<T>)Options.GetTypeInfo(typeof(T));

@@ -90,6 +90,18 @@ public sealed class ClientTests(DoubleTarget target) : IClassFixture<DoubleTarge
         Assert.Same(listed[0].Endpoints[0].NodeName, b.Endpoints[0].NodeName);
         Assert.Same(fromWatch.Endpoints[1].NodeName, b.Endpoints[1].NodeName);
         Assert.Equal("node-2", b.Endpoints[1].NodeName);
+        // Each slice's endpoints are a list of exactly their number.
+        Assert.All(listed.Append(fromWatch), s => Assert.Equal(s.Endpoints.Count, s.Endpoints.Capacity));
+
+        // A Service with no endpoints: the API server writes its slice's lists as null.
+        var empty = Slice("c");
+        empty["endpoints"] = null;
+        empty["ports"] = null;
+        await Client.CreateAsync(KubeResource.EndpointSlices, empty, ct: Ct);
+        var c = (await Client.GetAsync<Xlb.Crds.EndpointSlice>(KubeResource.EndpointSlices, _ns, "c", Ct))!;
+        Assert.Empty(c.Endpoints);
+        Assert.Empty(c.Ports);
+        Assert.Equal(3, (await Client.ListAsync<Xlb.Crds.EndpointSlice>(KubeResource.EndpointSlices, _ns, ct: Ct)).Items.Count);
     }
 
     [Fact]
