@@ -352,9 +352,10 @@ public sealed class EndpointConditionsConverter : JsonConverter<EndpointConditio
 
 /// <summary>
 /// Strings that take few distinct values over a whole cluster (node names, namespaces, condition
-/// types, statuses, reasons and times), one string per distinct value: an informer keeps one per
-/// object or endpoint, hundreds of thousands of copies of a few hundred values. The table is
-/// bounded, so a flood of distinct values only stops the sharing.
+/// types, statuses, reasons, times and most messages), one string per distinct value: an informer
+/// keeps one per object or endpoint, hundreds of thousands of copies of a few hundred values. The
+/// table is bounded: when it is full it starts afresh, so distinct values (a message that names its
+/// object) cost at most the table and never stop the sharing of the common ones.
 /// </summary>
 public sealed class SharedStringConverter : JsonConverter<string>
 {
@@ -389,7 +390,11 @@ public sealed class SharedStringConverter : JsonConverter<string>
             return shared;
         }
         var value = new string(text);
-        return Table.Count < Limit ? Table.GetOrAdd(value, value) : value;
+        if (Table.Count >= Limit)
+        {
+            Table.Clear();
+        }
+        return Table.GetOrAdd(value, value);
     }
 
     public override void Write(Utf8JsonWriter writer, string value, JsonSerializerOptions options) => writer.WriteStringValue(value);

@@ -67,6 +67,7 @@ public sealed record Condition
     public required string Reason { get; init; }
     /// <summary>Why, for people.</summary>
     [Schema.Length(0, 32768)]
+    [JsonConverter(typeof(SharedStringConverter))]
     public string Message { get; init; } = "";
 }
 

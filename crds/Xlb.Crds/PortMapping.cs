@@ -274,6 +274,7 @@ public sealed record BackendCounts
     /// <summary>Terminating endpoints still serving their flows.</summary>
     public int Terminating { get; init; }
     /// <summary>"ready/total", for kubectl get.</summary>
+    [JsonConverter(typeof(SharedStringConverter))]
     public string Summary { get; init; } = "";
 }
 
