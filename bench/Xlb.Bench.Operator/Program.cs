@@ -185,7 +185,7 @@ var renewer = Task.Run(async () =>
 }, CancellationToken.None);
 await Task.Delay(100, ct);
 // XLB_BENCH_XLB: another build of xlb.dll to run as the operator (a published one, for an A/B).
-var xlb = Environment.GetEnvironmentVariable("XLB_BENCH_XLB") ?? Path.Combine(AppContext.BaseDirectory, "xlb.dll");
+var xlb = Environment.GetEnvironmentVariable("XLB_BENCH_XLB") is { Length: > 0 } other ? other : Path.Combine(AppContext.BaseDirectory, "xlb.dll");
 static int FreePort()
 {
     using var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
