@@ -355,7 +355,7 @@ try
     double P(double q) => latencies[Math.Min(latencies.Count - 1, (int)(q * latencies.Count))];
     Console.WriteLine($"EndpointSlice → node config over {latencies.Count} changes: p50 {P(0.5):F0} ms, p99 {P(0.99):F0} ms, max {latencies[^1]:F0} ms (target p99 250 ms); p99 = {P(0.99) / planTime.TotalMilliseconds:F1} × one pure plan");
     var (peakHeap, peakCommitted) = await first.HeapAsync();
-    Console.WriteLine($"operator peak RSS: {PeakRssMiB(op)} MiB (target 300 MiB); GC heap at most {peakHeap:F0} MiB after a collection, {peakCommitted:F0} MiB committed");
+    Console.WriteLine($"operator peak RSS: {PeakRssMiB(op)} MiB (target 300 MB = 286 MiB); GC heap at most {peakHeap:F0} MiB after a collection, {peakCommitted:F0} MiB committed");
 
     // Restart: a second operator over the converged state. Its /metrics says when its first
     // reconcile is done and how many writes it needed (none, if nothing is lost on restart).
@@ -375,7 +375,7 @@ try
         var (restartHeap, restartCommitted) = await again.HeapAsync();
         Console.WriteLine(page is null ? "restart: the operator finished no reconcile" :
             $"restart resync (start → first reconcile done over the converged state): {restartTime.TotalMilliseconds:F0} ms, {Sample(page, "xlb_operator_writes_total")} writes, " +
-            $"peak RSS {PeakRssMiB(second)} MiB (GC heap at most {restartHeap:F0} MiB, {restartCommitted:F0} MiB committed); CPU: operator {opCpu.TotalSeconds:F1} s, API double (bench process) {doubleCpu.TotalSeconds:F1} s (targets 2000 ms, 300 MiB); " +
+            $"peak RSS {PeakRssMiB(second)} MiB (GC heap at most {restartHeap:F0} MiB, {restartCommitted:F0} MiB committed); CPU: operator {opCpu.TotalSeconds:F1} s, API double (bench process) {doubleCpu.TotalSeconds:F1} s (targets 2000 ms, 300 MB = 286 MiB); " +
             $"operator allocated {Sample(page, "dotnet_gc_allocated_bytes_total") / (1 << 20):F0} MiB, collections gen0/1/2 {Sample(page, "dotnet_gc_collections_total{generation=\"0\"}")}/{Sample(page, "dotnet_gc_collections_total{generation=\"1\"}")}/{Sample(page, "dotnet_gc_collections_total{generation=\"2\"}")}, paused {Sample(page, "dotnet_gc_pause_seconds_total"):F2} s");
         second.Kill(entireProcessTree: true);
         await second.WaitForExitAsync(CancellationToken.None);
