@@ -148,7 +148,11 @@ public sealed unsafe class BpfMap<TKey, TValue>
     /// BPF_MAP_LOOKUP_BATCH: a bucket at a time rather than two syscalls per entry. Like any walk
     /// of a live map, entries changing meanwhile may be missed or seen twice.
     /// </summary>
-    public Dictionary<TKey, TValue> Entries(Func<TKey, bool>? where = null)
+    public Dictionary<TKey, TValue> Entries(Func<TKey, bool>? where = null) =>
+        where is null ? Entries((Func<TKey, TValue, bool>?)null) : Entries((k, _) => where(k));
+
+    /// <summary>The same, choosing entries by key and value: only those chosen are kept in memory.</summary>
+    public Dictionary<TKey, TValue> Entries(Func<TKey, TValue, bool>? where)
     {
         var entries = new Dictionary<TKey, TValue>();
         var chunk = 1024;
@@ -182,7 +186,7 @@ public sealed unsafe class BpfMap<TKey, TValue>
             }
             for (var i = 0; i < n; i++)
             {
-                if (where is null || where(keys[i]))
+                if (where is null || where(keys[i], values[i]))
                 {
                     entries[keys[i]] = values[i];
                 }

@@ -76,6 +76,9 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
     private readonly SemaphoreSlim _wake = new(0);
     private HealthProber? _prober;
     private volatile bool _healthChanged;
+    private readonly Core.DrainTracker _drains = new();
+    /// <summary>When the next backend's drain timeout ends (a pass is due then even if nothing else changed).</summary>
+    private DateTimeOffset? _drainExpiry;
     private long _sourceVersion = -1;
     private List<Condition> _reported = [];
     private INodeConfigSource _source = null!;
@@ -285,7 +288,8 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         var version = _source.Version;
         var now = time.GetUtcNow();
         var fullResync = now - _lastFullResync >= options.FullResyncInterval;
-        if (!fullResync && !_healthChanged && version == _sourceVersion)
+        var drainOver = _drainExpiry is { } expiry && expiry <= now;
+        if (!fullResync && !_healthChanged && !drainOver && version == _sourceVersion)
         {
             return;
         }
@@ -312,11 +316,14 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         }
         try
         {
-            var effective = config.Spec;
+            // Backends whose drain timeout is over leave their listeners, and then their flows end.
+            var drain = _drains.Apply(config.Spec, now);
+            _drainExpiry = drain.NextExpiry;
+            var effective = drain.Effective;
             if (_prober is not null)
             {
                 _prober.Update(Core.HealthTracker.Plans(config.Spec));
-                var health = Core.HealthFilter.Apply(config.Spec, _prober.IsHealthy);
+                var health = Core.HealthFilter.Apply(effective, _prober.IsHealthy);
                 effective = health.Effective;
                 _unhealthy = health.Unhealthy;
                 State.Health(health.Unhealthy, health.FailedOpen);
@@ -325,6 +332,11 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             if (result.Operations > 0)
             {
                 LogApplied(config.Spec.Revision, result.Generation, result.Operations, result.Elapsed.TotalMilliseconds);
+            }
+            if (drain.Drained.Count > 0)
+            {
+                var ended = dp.EndFlows(drain.Drained);
+                LogDrainOver(drain.Drained.Count, string.Join(", ", drain.Drained.Select(d => $"{d.Backend}:{d.BackendPort} on {d.Listener}")), ended);
             }
             _appliedRevision = config.Spec.Revision;
             _appliedHash = config.Spec.ContentHash;
@@ -408,6 +420,9 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             Conditions = conditions,
         }, ct);
     }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "drain timeout over for {Count} backends ({Backends}): they left their listeners, {Flows} flows ended")]
+    private partial void LogDrainOver(int count, string backends, int flows);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "XDP attached to {Interface} in {Mode} mode")]
     private partial void LogAttached(string @interface, XdpMode mode);

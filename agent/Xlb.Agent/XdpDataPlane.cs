@@ -178,6 +178,34 @@ public sealed class XdpDataPlane : IDisposable
     /// <summary>A reverse translation as the program finds it: an admitted flow's first, then a new flow's.</summary>
     public bool TryFindReverseNat(XlbFlowKey key, out XlbRnat rnat) => ReverseNat.TryLookup(key, out rnat) || NewReverseNat.TryLookup(key, out rnat);
 
+    /// <summary>
+    /// Ends the flows of backends whose drain is over, on their listeners: their entries leave both
+    /// flow tables, so the next packet of such a flow is a new flow (to a backend the listener still
+    /// has). Their reverse translations are left to go stale (the program sees their flow gone).
+    /// One walk of each table; returns how many flows ended.
+    /// </summary>
+    public int EndFlows(IReadOnlyCollection<DrainedBackend> drained)
+    {
+        if (drained.Count == 0)
+        {
+            return 0;
+        }
+        var ends = drained
+            .Select(d => (Vip: Addr16.From(d.Vip), Port: Net.Be(d.Port), Proto: MapImage.ProtoOf(d.Protocol),
+                Backend: Addr16.From(d.Backend), BackendPort: Net.Be(d.BackendPort)))
+            .ToHashSet();
+        bool Ends(XlbFlowKey k, XlbFlow f) => ends.Contains((k.Daddr, k.DportBe, k.Proto, f.Backend, f.BackendPortBe));
+        var ended = 0;
+        foreach (var table in new[] { Flows, NewFlows })
+        {
+            foreach (var key in table.Entries(Ends).Keys)
+            {
+                ended += table.Delete(key) ? 1 : 0;
+            }
+        }
+        return ended;
+    }
+
     /// <summary>Where the build puts the XDP object: beside the binaries, or XLB_XDP_OBJECT.</summary>
     public static string DefaultObjectPath =>
         Environment.GetEnvironmentVariable("XLB_XDP_OBJECT") is { Length: > 0 } p ? p : Path.Combine(AppContext.BaseDirectory, "xdp", "xlb.o");
