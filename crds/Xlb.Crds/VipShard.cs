@@ -142,6 +142,7 @@ public sealed record VipShardStatus
 public sealed record VipPlacement
 {
     /// <summary>The VIP.</summary>
+    [JsonConverter(typeof(SharedStringConverter))]
     public required string Address { get; init; }
     /// <summary>The node that answers for the VIP.</summary>
     [JsonConverter(typeof(SharedStringConverter))]

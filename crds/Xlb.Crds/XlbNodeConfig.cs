@@ -115,6 +115,7 @@ public enum VipRole
 public sealed record NodeVip
 {
     /// <summary>The address.</summary>
+    [JsonConverter(typeof(SharedStringConverter))]
     public required string Address { get; init; }
     /// <summary>Active: this node answers for it. Standby: ready to take over.</summary>
     public required VipRole Role { get; init; }
@@ -129,6 +130,7 @@ public sealed record Listener
     /// <summary>namespace/mapping/port, for status and metrics.</summary>
     public required string Name { get; init; }
     /// <summary>The VIP.</summary>
+    [JsonConverter(typeof(SharedStringConverter))]
     public required string Vip { get; init; }
     /// <summary>The port on the VIP.</summary>
     public required int Port { get; init; }

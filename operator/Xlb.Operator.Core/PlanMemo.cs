@@ -31,8 +31,8 @@ public sealed class PlanMemo
         public required EndpointSlice[] Slices { get; init; }
         public required (string Reason, string Message)? Error { get; init; }
         public required Planner.ValidMapping? Valid { get; set; }
-        /// <summary>The spec's JSON, once a later object had to be compared with it.</summary>
-        public byte[]? Spec { get; set; }
+        /// <summary>A hash of the spec's JSON (the first 128 bits of its SHA-256), once a later object had to be compared with it.</summary>
+        public UInt128? SpecHash { get; set; }
         public long Used { get; set; }
         /// <summary>The status last computed for this entry, with what else it was computed from.</summary>
         public (Planner.StatusKey Key, PortMappingStatus Status, DateTimeOffset? StampedAt)? Status { get; set; }
@@ -73,17 +73,24 @@ public sealed class PlanMemo
     /// <summary>Whether the last plan continued from the one before (only what changed was planned again) rather than planning everything.</summary>
     public bool LastContinued { get; private set; }
 
+    /// <summary>
+    /// Mapping objects the last plan took over: new objects of an unchanged spec (the operator's own
+    /// status writes come back so), each replacing the one the memo held.
+    /// </summary>
+    public long LastTakeOvers { get; private set; }
+
     /// <summary>What the last plan leaves for the next to continue from; null when it must plan everything.</summary>
     internal Planner.PlanState? State { get; set; }
 
     private long _hits;
     private long _misses;
+    private long _takeOvers;
     private bool _continued;
 
     internal void Begin()
     {
         _plan++;
-        _hits = _misses = 0;
+        _hits = _misses = _takeOvers = 0;
         _continued = false;
     }
 
@@ -97,6 +104,7 @@ public sealed class PlanMemo
     internal void End()
     {
         LastContinued = _continued;
+        LastTakeOvers = _takeOvers;
         if (_continued)
         {
             LastPlan = (_hits, _misses);
@@ -153,15 +161,38 @@ public sealed class PlanMemo
 
     private byte[] SpecOf<T>(object owner, T spec) => _specs.GetValue(owner, _ => JsonSerializer.SerializeToUtf8Bytes(spec, XlbJson.Info<T>()));
 
-    private static bool TakeOver(MappingEntry e, PortMapping pm)
+    /// <summary>A writer and its buffer per thread: a spec's bytes are only hashed, never kept.</summary>
+    [ThreadStatic]
+    private static (System.Buffers.ArrayBufferWriter<byte> Buffer, Utf8JsonWriter Writer)? _scratch;
+
+    /// <summary>The first 128 bits of the SHA-256 of a spec's JSON: what a spec is compared by, kept in 16 bytes per mapping rather than its JSON.</summary>
+    private static UInt128 SpecHash(PortMappingSpec spec)
     {
-        var spec = JsonSerializer.SerializeToUtf8Bytes(pm.Spec, XlbJson.Info<PortMappingSpec>());
-        e.Spec ??= JsonSerializer.SerializeToUtf8Bytes(e.Object.Spec, XlbJson.Info<PortMappingSpec>());
-        if (!spec.AsSpan().SequenceEqual(e.Spec))
+        var (buffer, writer) = _scratch ??= Scratch();
+        buffer.ResetWrittenCount();
+        writer.Reset(buffer);
+        JsonSerializer.Serialize(writer, spec, XlbJson.Info<PortMappingSpec>());
+        writer.Flush();
+        Span<byte> hash = stackalloc byte[32];
+        System.Security.Cryptography.SHA256.HashData(buffer.WrittenSpan, hash);
+        return System.Buffers.Binary.BinaryPrimitives.ReadUInt128LittleEndian(hash);
+    }
+
+    private static (System.Buffers.ArrayBufferWriter<byte>, Utf8JsonWriter) Scratch()
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>(4096);
+        return (buffer, new Utf8JsonWriter(buffer, XlbJson.WriterOptions(XlbJson.Options)));
+    }
+
+    private bool TakeOver(MappingEntry e, PortMapping pm)
+    {
+        e.SpecHash ??= SpecHash(e.Object.Spec);
+        if (!ReferenceEquals(pm.Spec, e.Object.Spec) && SpecHash(pm.Spec) != e.SpecHash)
         {
             return false;
         }
         e.Object = pm;
+        _takeOvers++;
         e.Valid = e.Valid is null ? null : e.Valid with { Object = pm };
         // The operator's own status write, come back: the object now carries the very status
         // computed for the old one, transition times included, and computing it again from this

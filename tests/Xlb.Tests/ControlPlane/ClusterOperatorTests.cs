@@ -232,6 +232,29 @@ public sealed class ClusterOperatorTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task The_heap_is_compacted_once_the_status_writes_of_many_mappings_come_back_and_not_on_small_changes()
+    {
+        foreach (var i in Enumerable.Range(0, 12))
+        {
+            await _h.ApplyAsync(Mapping($"m{i}"));
+        }
+        _h.StartAgents("lb-1", "lb-2");
+        var options = new Xlb.Operator.ClusterOperatorOptions { AgentLeaseNamespace = OperatorHarness.LeaseNs, CompactAfterTakeOvers = 10 };
+        var (op, run, stop) = _h.StartOperator(options);
+        await Eventually.TrueAsync(() => Enumerable.Range(0, 12).All(i => Condition(MappingAsync($"m{i}").Result.Status?.Conditions, "Ready") == "True"), "all twelve Ready", 20);
+        await Eventually.TrueAsync(() => op.Compactions >= 1, "a compaction after the statuses came back", 10);
+        var compactions = op.Compactions;
+        var plans = op.Plans;
+        // One mapping's spec changes: a plan, no compaction.
+        await _h.ApplyAsync(Mapping("m3", port: 443));
+        await Eventually.TrueAsync(() => op.Plans > plans && BothConfigs(c => c.Spec.Listeners.Any(l => l.Port == 443)), "the change planned", 20);
+        Assert.Equal(compactions, op.Compactions);
+        Assert.Contains($"xlb_operator_compactions_total {compactions}", op.Metrics(), StringComparison.Ordinal);
+        await stop.CancelAsync();
+        await run;
+    }
+
+    [Fact]
     public async Task One_broken_mapping_among_a_hundred_is_stalled_with_its_reason_and_the_99_others_are_programmed()
     {
         foreach (var i in Enumerable.Range(0, 100))
