@@ -1,3 +1,4 @@
+using System.Text.Json;
 using System.Text.Json.Serialization;
 using Xlb.Crds.Schema;
 
@@ -149,6 +150,7 @@ public sealed record Listener
     /// <summary>Connection log sampling; absent: off.</summary>
     public ConnectionLogSpec? ConnectionLog { get; init; }
     /// <summary>The backends, in a stable order.</summary>
+    [JsonConverter(typeof(NodeBackendsConverter))]
     public List<NodeBackend> Backends { get; init; } = [];
     /// <summary>Active checks; without a port, each backend is checked on its own port. Absent: no checks.</summary>
     public HealthCheckSpec? HealthCheck { get; init; }
@@ -169,6 +171,102 @@ public readonly record struct NodeBackend
     public int Weight { get; init; } = 1;
     /// <summary>A draining backend takes no new flows; its existing flows continue.</summary>
     public bool Draining { get; init; }
+}
+
+/// <summary>
+/// A listener's backends, read and written by hand into the very JSON the serializer's contract
+/// gives <see cref="NodeBackend"/> (address, port, weight, draining, in that order; weight 1 and
+/// draining false when absent; the options' rule for unknown fields). A node config holds
+/// hundreds of thousands of backends and every one is written to hash its listener: the
+/// serializer boxes each value to reach its properties and keeps a frame per value.
+/// </summary>
+public sealed class NodeBackendsConverter : JsonConverter<List<NodeBackend>>
+{
+    public override List<NodeBackend> Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+    {
+        if (reader.TokenType != JsonTokenType.StartArray)
+        {
+            throw new JsonException("backends must be an array");
+        }
+        var list = new List<NodeBackend>();
+        while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
+        {
+            list.Add(ReadOne(ref reader, options));
+        }
+        return list;
+    }
+
+    private static NodeBackend ReadOne(ref Utf8JsonReader reader, JsonSerializerOptions options)
+    {
+        if (reader.TokenType != JsonTokenType.StartObject)
+        {
+            throw new JsonException("a backend must be an object");
+        }
+        string? address = null;
+        int? port = null;
+        var weight = 1;
+        var draining = false;
+        while (reader.Read() && reader.TokenType != JsonTokenType.EndObject)
+        {
+            if (reader.ValueTextEquals("address"u8))
+            {
+                reader.Read();
+                address = reader.TokenType == JsonTokenType.String ? reader.GetString() : throw new JsonException("a backend's address must be a string");
+            }
+            else if (reader.ValueTextEquals("port"u8))
+            {
+                reader.Read();
+                port = Int(ref reader, "port");
+            }
+            else if (reader.ValueTextEquals("weight"u8))
+            {
+                reader.Read();
+                weight = Int(ref reader, "weight");
+            }
+            else if (reader.ValueTextEquals("draining"u8))
+            {
+                reader.Read();
+                draining = reader.TokenType switch
+                {
+                    JsonTokenType.True => true,
+                    JsonTokenType.False => false,
+                    _ => throw new JsonException("a backend's draining must be true or false"),
+                };
+            }
+            else if (options.UnmappedMemberHandling == JsonUnmappedMemberHandling.Disallow)
+            {
+                throw new JsonException($"a backend has no field '{reader.GetString()}'");
+            }
+            else
+            {
+                reader.Read();
+                reader.Skip();
+            }
+        }
+        if (address is null || port is null)
+        {
+            throw new JsonException("a backend needs an address and a port");
+        }
+        return new NodeBackend { Address = address, Port = port.Value, Weight = weight, Draining = draining };
+    }
+
+    private static int Int(ref Utf8JsonReader reader, string field) =>
+        reader.TokenType == JsonTokenType.Number && reader.TryGetInt32(out var n) ? n : throw new JsonException($"a backend's {field} must be a whole number");
+
+    public override void Write(Utf8JsonWriter writer, List<NodeBackend> value, JsonSerializerOptions options)
+    {
+        writer.WriteStartArray();
+        foreach (var b in value)
+        {
+            writer.WriteStartObject();
+            writer.WriteString("address"u8, b.Address);
+            writer.WriteNumber("port"u8, b.Port);
+            writer.WriteNumber("weight"u8, b.Weight);
+            writer.WriteBoolean("draining"u8, b.Draining);
+            writer.WriteEndObject();
+        }
+        writer.WriteEndArray();
+    }
 }
 
 /// <summary>What the node's agent reports.</summary>
