@@ -266,8 +266,15 @@ static __always_inline __u64 coarse_now(void)
 	return c->ns;
 }
 
-/* This CPU's tracked new flows of stateless-capable services, in the second begun at start_ns. */
-struct flow_cap {
+/*
+ * Per CPU and per limited kind of work (XLB_RATE_*): how much of it was done in the second begun
+ * at start_ns. A fixed window per CPU: no atomics, and a burst at a second's start is what the
+ * limit allows anyway.
+ */
+#define XLB_RATE_NEW_FLOWS 0 /* new flows of stateless-capable services entered into the flow tables */
+#define XLB_RATE_ICMP 1      /* ICMP "too big" answers sent */
+
+struct rate_window {
 	__u64 start_ns;
 	__u32 count;
 	__u32 pad;
@@ -275,31 +282,32 @@ struct flow_cap {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
-	__type(value, struct flow_cap);
-} xlb_flow_cap SEC(".maps");
+	__type(value, struct rate_window);
+} xlb_rates SEC(".maps");
 
-/*
- * Has this CPU entered cfg->new_flow_cap new flows of stateless-capable services into the flow
- * tables this second? When it has not and take is set, the caller's flow is counted. A fixed
- * window per CPU: no atomics, and a burst at a second's start is what the cap allows anyway.
- */
+/* Has this CPU done limit of this kind of work this second? When it has not and take is set, the caller's is counted. */
+static __always_inline int rate_spent(__u32 kind, __u32 limit, __u64 now, int take)
+{
+	struct rate_window *w = bpf_map_lookup_elem(&xlb_rates, &kind);
+
+	if (!w)
+		return 0;
+	if (now - w->start_ns >= NS_PER_S) {
+		w->start_ns = now;
+		w->count = 0;
+	}
+	if (w->count >= limit)
+		return 1;
+	w->count += take;
+	return 0;
+}
+
+/* Has this CPU entered cfg->new_flow_cap new flows of stateless-capable services into the flow tables this second? */
 static __always_inline int cap_spent(const struct xlb_cfg *cfg, __u64 now, int take)
 {
-	__u32 zero = 0;
-	struct flow_cap *c = bpf_map_lookup_elem(&xlb_flow_cap, &zero);
-
-	if (!c)
-		return 0;
-	if (now - c->start_ns >= NS_PER_S) {
-		c->start_ns = now;
-		c->count = 0;
-	}
-	if (c->count >= cfg->new_flow_cap)
-		return 1;
-	c->count += take;
-	return 0;
+	return rate_spent(XLB_RATE_NEW_FLOWS, cfg->new_flow_cap, now, take);
 }
 
 static __always_inline void count(__u32 reason)
@@ -791,9 +799,11 @@ static __always_inline int fragmentable(const struct pkt *p)
  * packet's first XLB_ICMP_QUOTE bytes from its IP header (as it was sent, before translation),
  * and goes back out of the interface it came in on. Path MTU discovery then works through the
  * balancer: without it a full-size packet would be dropped at the link (IPIP adds 20 or 40 bytes).
- * Not rate-limited: an answer is smaller than the packet it answers.
+ * An answer is smaller than the packet it answers, but its sender may be forged: each CPU sends
+ * at most cfg->icmp_rate answers a second (as the kernel limits its own ICMP), and drops the
+ * packets past that.
  */
-static __always_inline int too_big(struct xdp_md *ctx, const struct pkt *p, __u32 mtu)
+static __always_inline int too_big(struct xdp_md *ctx, const struct xlb_cfg *cfg, const struct pkt *p, __u32 mtu, __u64 now)
 {
 	int v4 = p->family == XLB_FAMILY_V4;
 	int tagged = p->vlan_proto != 0;
@@ -806,6 +816,8 @@ static __always_inline int too_big(struct xdp_md *ctx, const struct pkt *p, __u3
 
 	if (p->l3_len < XLB_ICMP_QUOTE)
 		return verdict(XDP_DROP, XLB_STAT_DROP_TOO_BIG);
+	if (cfg->icmp_rate && rate_spent(XLB_RATE_ICMP, cfg->icmp_rate, now, 1))
+		return verdict(XDP_DROP, XLB_STAT_DROP_ICMP_LIMITED);
 	/*
 	 * Room for the new IP and ICMP headers before the packet's own IP header, which stays where
 	 * it is to be quoted; the old Ethernet header (and tag) stays just before it, to be read.
@@ -883,11 +895,11 @@ static __always_inline int too_big(struct xdp_md *ctx, const struct pkt *p, __u3
 }
 
 /* A packet too long for the way to its backend: "too big" to its client, or, if it may be fragmented, nothing the balancer can send (drop). */
-static __always_inline int refuse_long(struct xdp_md *ctx, const struct pkt *p, __u32 mtu)
+static __always_inline int refuse_long(struct xdp_md *ctx, const struct xlb_cfg *cfg, const struct pkt *p, __u32 mtu, __u64 now)
 {
 	if (fragmentable(p))
 		return verdict(XDP_DROP, XLB_STAT_DROP_TOO_BIG);
-	return too_big(ctx, p, mtu);
+	return too_big(ctx, cfg, p, mtu, now);
 }
 
 static __always_inline int encap(struct xdp_md *ctx, const struct xlb_cfg *cfg, struct pkt *p,
@@ -923,7 +935,7 @@ static __always_inline int encap(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 	if (!nh)
 		return verdict(XDP_PASS, reason);
 	if (too_long(p, outer_len, nh))
-		return refuse_long(ctx, p, nh->mtu - outer_len);
+		return refuse_long(ctx, cfg, p, nh->mtu - outer_len, now);
 	/* The outer header goes after the MACs; a tag the packet came with goes (emit puts one on if need be). */
 	if (inner_len > 0xffff - outer_len ||
 	    bpf_xdp_adjust_head(ctx, -outer_len + (p->vlan_proto ? VLAN_HLEN : 0)))
@@ -987,7 +999,7 @@ static __always_inline int to_dsr(struct xdp_md *ctx, const struct xlb_cfg *cfg,
 	if (!nh->onlink)
 		return verdict(XDP_DROP, XLB_STAT_DROP_DSR_NOT_ONLINK);
 	if (too_long(p, 0, nh))
-		return refuse_long(ctx, p, nh->mtu);
+		return refuse_long(ctx, cfg, p, nh->mtu, now);
 	return emit(ctx, p->vlan_proto != 0, nh);
 }
 
@@ -1005,7 +1017,7 @@ static __always_inline int to_backend(struct xdp_md *ctx, const struct xlb_cfg *
 	nh = backend_nexthop(ctx, p, f->nh_slot, f->backend, now, &reason);
 	/* Too big, and not to be fragmented: the client hears so, of its own packet (before translation). */
 	if (nh && too_long(p, 0, nh) && !fragmentable(p))
-		return too_big(ctx, p, nh->mtu);
+		return too_big(ctx, cfg, p, nh->mtu, now);
 	if (f->mode == XLB_MODE_DNAT)
 		rewrite(p, fk->saddr, fk->sport, f->backend, f->backend_port);
 	else
@@ -1176,7 +1188,7 @@ static __always_inline int reply(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 	nh = reply_nexthop(ctx, p, r->client, now, &reason);
 	/* Too big for the client's side, not to be fragmented: the backend hears so, of its own packet. */
 	if (nh && too_long(p, 0, nh) && !fragmentable(p))
-		return too_big(ctx, p, nh->mtu);
+		return too_big(ctx, cfg, p, nh->mtu, now);
 	rewrite(p, r->vip, r->vip_port, r->client, r->client_port);
 	if (!nh)
 		return verdict(XDP_PASS, reason);

@@ -51,6 +51,8 @@ public sealed record NodeStatusReport
 {
     public required int Generation { get; init; }
     public required bool ShuttingDown { get; init; }
+    /// <summary>The data plane's per-CPU limits as its config map holds them (0: none).</summary>
+    public DataPlaneLimits Limits { get; init; } = new(0, 0);
     public string? Node { get; init; }
     public long? Revision { get; init; }
     public required IReadOnlyList<VipStatus> Vips { get; init; }
@@ -62,6 +64,9 @@ public sealed record NodeStatusReport
     /// <summary>Live flows matching the filter that the limit left out.</summary>
     public int FlowsOmitted { get; init; }
 }
+
+/// <summary>New DSR flows entered into the flow tables, and ICMP "too big" answers sent, per CPU per second (0: no limit).</summary>
+public sealed record DataPlaneLimits(uint NewFlowCap, uint IcmpRate);
 
 /// <summary>A VIP in the node's maps: active (this node answers ARP/ND for it) or standby.</summary>
 public sealed record VipStatus(string Address, string Role);
@@ -270,6 +275,7 @@ public static class NodeStatus
         {
             Generation = (int)(cfg.ActiveGen & 1),
             ShuttingDown = (cfg.Flags & XlbAbi.CfgShutdown) != 0,
+            Limits = new DataPlaneLimits(cfg.NewFlowCap, cfg.IcmpRate),
             Node = spec?.NodeName,
             Revision = spec?.Revision,
             Vips = [.. maps.Vips.OrderBy(v => v.Key.Family).ThenBy(v => v.Key.Addr.ToAddress(v.Key.Family).ToString(), StringComparer.Ordinal)

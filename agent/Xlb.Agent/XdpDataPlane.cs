@@ -43,6 +43,16 @@ public sealed record DataPlaneOptions
     public const uint DefaultNewFlowCap = 100_000;
 
     /// <summary>
+    /// ICMP "too big" answers (path MTU discovery) one CPU sends per second; past it, until the
+    /// second is over, the packets they would answer are dropped (a forged sender cannot turn the
+    /// balancer into a source of ICMP at its packet rate). 0: no limit.
+    /// </summary>
+    public uint IcmpRate { get; init; } = DefaultIcmpRate;
+
+    /// <summary>The default <see cref="IcmpRate"/>: the kernel's own default for all its ICMP (net.ipv4.icmp_msgs_per_sec).</summary>
+    public const uint DefaultIcmpRate = 1000;
+
+    /// <summary>
     /// How many backends and ring slots a configuration generation holds; the maps are sized by it
     /// at load. Pinned maps keep their size: adopting them takes the same capacity.
     /// </summary>
@@ -145,6 +155,7 @@ public sealed class XdpDataPlane : IDisposable
             UdpTimeoutS = Seconds(t.Udp),
             EventSample = options.FlowEventSample,
             NewFlowCap = options.NewFlowCap,
+            IcmpRate = options.IcmpRate,
             BackendSlots = (uint)options.Capacity.BackendSlots,
             RingSlots = (uint)options.Capacity.RingSlots,
         });

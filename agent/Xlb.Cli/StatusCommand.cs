@@ -55,6 +55,8 @@ public static class StatusCommand
         }
     }
 
+    private static string Limit(uint perSecond) => perSecond == 0 ? "unlimited" : perSecond.ToString("N0", CultureInfo.InvariantCulture);
+
     public static string Table(NodeStatusReport r)
     {
         var sb = new StringBuilder();
@@ -73,6 +75,7 @@ public static class StatusCommand
             head.Add("SHUTTING DOWN: new TCP connections get RST");
         }
         sb.AppendLine(string.Join("  ", head));
+        sb.AppendLine($"limits per CPU per second: new DSR flows tracked {Limit(r.Limits.NewFlowCap)}, ICMP too-big answers {Limit(r.Limits.IcmpRate)}");
 
         sb.AppendLine().AppendLine("VIPS");
         Columns(sb, "  ", ["ADDRESS", "ROLE"], r.Vips.Select(v => new[] { v.Address, v.Role }));

@@ -337,6 +337,8 @@ public record struct XlbCfg
     /// second; past it they are forwarded by the consistent hash alone. 0: every flow is tracked.
     /// </summary>
     public uint NewFlowCap;
+    /// <summary>ICMP "too big" answers one CPU sends per second; past it the packets they would answer are dropped. 0: no limit.</summary>
+    public uint IcmpRate;
 }
 
 /// <summary>One record of the xlb_events ring buffer: a sampled flow began or closed.</summary>
@@ -412,5 +414,6 @@ public enum XlbStat
     TxIcmpTooBig,
     PassTooBig,
     DropTooBig,
+    DropIcmpLimited,
     Count,
 }

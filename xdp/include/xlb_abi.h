@@ -261,6 +261,11 @@ struct xlb_cfg {
 	 * forwarded by the consistent hash alone (XLB_STAT_FWD_UNTRACKED). 0: every flow is tracked.
 	 */
 	__u32 new_flow_cap;
+	/*
+	 * ICMP "too big" answers one CPU sends per second; past it, until the second is over, the
+	 * packets they would answer are dropped (XLB_STAT_DROP_ICMP_LIMITED). 0: no limit.
+	 */
+	__u32 icmp_rate;
 };
 
 /*
@@ -328,6 +333,7 @@ enum xlb_stat {
 	XLB_STAT_TX_ICMP_TOO_BIG,       /* too big for the way to its backend (IPIP adds a header): ICMP "too big" to its client */
 	XLB_STAT_PASS_TOO_BIG,          /* IPv4 without DF, too big toward a NAT backend: translated, the kernel fragments it */
 	XLB_STAT_DROP_TOO_BIG,          /* IPv4 without DF, too big for DSR (nothing fragments it), or too short to quote */
+	XLB_STAT_DROP_ICMP_LIMITED,     /* too big, but this CPU has sent its ICMP answers for this second (cfg icmp_rate) */
 	XLB_STAT__COUNT,
 };
 

@@ -58,8 +58,9 @@ public class FuzzTests(ITestOutputHelper output)
         {
             NatPortMin = NatMin,
             NatPortMax = NatMax,
-            // Every flow tracked: the cap depends on the clock, which the model does not follow.
+            // Every flow tracked and every too-big packet answered: the limits depend on the clock, which the model does not follow.
             NewFlowCap = 0,
+            IcmpRate = 0,
             // Idle timeouts far beyond the run: the model's flows never expire.
             Timeouts = new FlowTimeouts { TcpNew = TimeSpan.FromHours(1), TcpEstablished = TimeSpan.FromHours(1), TcpClosing = TimeSpan.FromHours(1), Udp = TimeSpan.FromHours(1) },
         });

@@ -88,6 +88,53 @@ public sealed class PathMtuTests(DataPlaneFixture fx) : IClassFixture<DataPlaneF
         Assert.Equal(14 + LinkMtu, fits.Packet.Length);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Each_cpu_sends_at_most_its_icmp_rate_of_too_big_answers_a_second_and_drops_the_packets_past_it(bool v6)
+    {
+        Privileged.Require();
+        const uint Rate = 3;
+        var (plane, _) = fx.PrivatePlane(new Xlb.Agent.DataPlaneOptions { IcmpRate = Rate }, Spec(1, 2));
+        using var owned = plane;
+        var burst = Enumerable.Range(0, 8).Select(_ => Big(v6, DsrIpipPort, LinkMtu)).ToList();
+        // A burst is judged only when it ran well inside one second (the limit's window); a
+        // stalled machine runs it again, a few times at most.
+        for (var attempt = 0; ; attempt++)
+        {
+            var before = (Sent: plane.Stats()[XlbStat.TxIcmpTooBig], Limited: plane.Stats()[XlbStat.DropIcmpLimited]);
+            var (results, took) = Netns.Run(fx.Topology.Lb, () =>
+            {
+                // The limit is counted per CPU: stay on one.
+                OneCpu.Pin();
+                // Past any window an earlier attempt opened.
+                Thread.Sleep(1100);
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                var got = burst.Select(p => TestRun.Xdp(plane.ProgramFd, p)).ToList();
+                return (got, clock.Elapsed);
+            });
+            if (took > TimeSpan.FromMilliseconds(500) && attempt < 3)
+            {
+                continue;
+            }
+            Assert.True(took < TimeSpan.FromMilliseconds(500), $"every burst of 8 packets took {took.TotalMilliseconds:F0} ms");
+            for (var i = 0; i < burst.Count; i++)
+            {
+                if (i < Rate)
+                {
+                    AssertTooBig(burst[i], results[i], v6, LinkMtu - (v6 ? 40 : 20));
+                }
+                else
+                {
+                    Assert.Equal(XdpDrop, (int)results[i].Verdict);
+                }
+            }
+            var stats = plane.Stats();
+            Assert.Equal((before.Sent + Rate, before.Limited + (ulong)burst.Count - Rate), (stats[XlbStat.TxIcmpTooBig], stats[XlbStat.DropIcmpLimited]));
+            break;
+        }
+    }
+
     [Fact]
     public void Ipv4_without_df_too_big_for_dsr_is_dropped_and_for_nat_is_left_to_the_kernel_to_fragment()
     {

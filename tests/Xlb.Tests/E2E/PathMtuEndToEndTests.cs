@@ -55,7 +55,7 @@ public sealed class PathMtuEndToEndTests(ITestOutputHelper output)
             File.WriteAllText(Path.Combine(manifests, "10-pool.yaml"), Examples.DualStackPool);
             File.WriteAllText(Path.Combine(manifests, "30-web.yaml"),
                 Mapping("bulk", Vip, LbTopology.BackendAddress) + "\n---\n" + Mapping("bulk6", Vip6, LbTopology.BackendAddress6));
-            using var stack = StandaloneStack.Start(topology, manifests, "lb-1", bed.Log);
+            using var stack = StandaloneStack.Start(topology, manifests, "lb-1", bed.Log, ["--icmp-rate", "50"]);
             await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
 
             // A full-size datagram: 1,500 bytes of IP, the link's MTU, too many once encapsulated
@@ -95,8 +95,11 @@ public sealed class PathMtuEndToEndTests(ITestOutputHelper output)
             }
 
             // The balancer's side of it: one packet answered so per family.
-            var counters = JsonNode.Parse(stack.Status("--node-config", stack.NodeConfigPath, "-o", "json"))!["counters"]!;
-            Assert.Equal(2UL, counters["tx_icmp_too_big"]?.GetValue<ulong>());
+            var status = JsonNode.Parse(stack.Status("--node-config", stack.NodeConfigPath, "-o", "json"))!;
+            Assert.Equal(2UL, status["counters"]!["tx_icmp_too_big"]?.GetValue<ulong>());
+            // The agent's --icmp-rate is the data plane's limit.
+            Assert.Equal(50U, status["limits"]!["icmpRate"]!.GetValue<uint>());
+            Assert.Contains("ICMP too-big answers 50", stack.Status("--node-config", stack.NodeConfigPath), StringComparison.Ordinal);
         }
         finally
         {
