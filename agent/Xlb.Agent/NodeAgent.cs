@@ -336,7 +336,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             if (drain.Drained.Count > 0)
             {
                 var ended = dp.EndFlows(drain.Drained);
-                LogDrainOver(drain.Drained.Count, string.Join(", ", drain.Drained.Select(d => $"{d.Backend}:{d.BackendPort} on {d.Listener}")), ended);
+                LogDrainOver(drain.Drained.Count, string.Join(", ", drain.Drained.Select(d => $"{new System.Net.IPEndPoint(d.Backend, d.BackendPort)} on {d.Listener}")), ended);
             }
             _appliedRevision = config.Spec.Revision;
             _appliedHash = config.Spec.ContentHash;
