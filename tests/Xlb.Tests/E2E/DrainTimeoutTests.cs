@@ -1,8 +1,5 @@
-using System.Net;
 using Xlb.Cli.Testbed;
 using Xlb.Crds;
-using Xlb.Crds.Serialization;
-using Xlb.Hosting;
 using Xlb.Tests.Support;
 
 namespace Xlb.Tests.E2E;
@@ -15,17 +12,11 @@ public sealed class DrainTimeoutTests(ITestOutputHelper output)
     {
         Privileged.Require();
         var ct = TestContext.Current.CancellationToken;
-        await using var bed = Testbed.Create("dt", backends: 3);
-        var topology = bed.Topology;
-        var log = bed.Log;
+        await using var hand = await HandWrittenConfig.StartAsync("dt", ct);
+        var (topology, stack, log) = (hand.Bed.Topology, hand.Stack, hand.Bed.Log);
+        var (first, listener, vip) = (hand.First, hand.Listener, hand.Vip);
         try
         {
-            using var stack = StandaloneStack.Start(topology, Examples.Dir("demo"), "lb-1", log);
-            var first = await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
-            // From here on the test writes the node config: the operator must not write it back.
-            Netns.Stop(stack.Operator, TimeSpan.FromSeconds(10));
-            var listener = first.Spec.Listeners.Single();
-            var vip = new IPEndPoint(IPAddress.Parse(listener.Vip), listener.Port);
 
             // Long-lived connections until two backends hold some; the first one's backend will drain.
             var connections = new List<(KeepAliveClient Client, string Backend)>();
@@ -48,7 +39,7 @@ public sealed class DrainTimeoutTests(ITestOutputHelper output)
                     Backends = [.. listener.Backends.Select(b => b.Address == address ? b with { Draining = true } : b)],
                 }],
             };
-            AtomicFile.Write(stack.NodeConfigPath, Manifests.ToYaml(first with { Spec = spec }));
+            hand.Write(spec);
             await stack.WaitAppliedAsync(spec.Revision, TimeSpan.FromSeconds(30), ct);
             var drainStarted = DateTime.UtcNow;
 

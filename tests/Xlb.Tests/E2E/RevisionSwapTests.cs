@@ -1,8 +1,5 @@
-using System.Net;
 using Xlb.Cli.Testbed;
 using Xlb.Crds;
-using Xlb.Crds.Serialization;
-using Xlb.Hosting;
 using Xlb.Tests.Support;
 
 namespace Xlb.Tests.E2E;
@@ -18,17 +15,11 @@ public sealed class RevisionSwapTests(ITestOutputHelper output)
     {
         Privileged.Require();
         var ct = TestContext.Current.CancellationToken;
-        await using var bed = Testbed.Create("w", backends: 3);
-        var topology = bed.Topology;
-        var log = bed.Log;
+        await using var hand = await HandWrittenConfig.StartAsync("w", ct);
+        var (topology, stack, log) = (hand.Bed.Topology, hand.Stack, hand.Bed.Log);
+        var (first, listener, vip) = (hand.First, hand.Listener, hand.Vip);
         try
         {
-            using var stack = StandaloneStack.Start(topology, Examples.Dir("demo"), "lb-1", log);
-            var first = await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
-            // From here on the test writes the node config: the operator must not write it back.
-            Netns.Stop(stack.Operator, TimeSpan.FromSeconds(10));
-            var listener = first.Spec.Listeners.Single();
-            var vip = new IPEndPoint(IPAddress.Parse(listener.Vip), listener.Port);
 
             // Long-lived connections, each pinned to a backend by the flow table.
             var longLived = new List<(KeepAliveClient Client, string Backend)>();
@@ -59,7 +50,7 @@ public sealed class RevisionSwapTests(ITestOutputHelper output)
             {
                 revision++;
                 var spec = first.Spec with { Revision = revision, ContentHash = $"swap-{revision}", Listeners = [.. Variant(n)] };
-                AtomicFile.Write(stack.NodeConfigPath, Manifests.ToYaml(first with { Spec = spec }));
+                hand.Write(spec);
                 await Task.Delay(100, ct);
             }
             await stack.WaitAppliedAsync(revision, TimeSpan.FromSeconds(30), ct);
