@@ -126,6 +126,7 @@ public readonly record struct SliceEndpoint
 
     /// <summary>An endpoint as the converter reads it: <paramref name="addresses"/> is null, one string, or an array of two or more.</summary>
     internal static SliceEndpoint Read(object? addresses, EndpointConditions conditions, string? node) => new(addresses, conditions, node);
+
     // Unset is kept as null, so an endpoint read from JSON equals one built with the same values.
     public EndpointConditions Conditions { get => _conditions ?? EndpointConditions.Unset; init => _conditions = value == EndpointConditions.Unset ? null : value; }
     public string? NodeName { get; init; }

@@ -23,20 +23,32 @@ public static class NodeConfigContent
     [ThreadStatic]
     private static (ArrayBufferWriter<byte> Buffer, Utf8JsonWriter Writer)? _scratch;
 
-    /// <summary>The digest of the bytes JsonSerializer.SerializeToUtf8Bytes would give, written into a buffer this thread reuses.</summary>
+    /// <summary>The digest of the bytes JsonSerializer.SerializeToUtf8Bytes would give.</summary>
     private static ItemDigest Digest<T>(T item, JsonTypeInfo<T> info)
+    {
+        var sha256 = new byte[SHA256.HashSizeInBytes];
+        var size = JsonSha256(item, info, sha256);
+        return new ItemDigest(sha256, size);
+    }
+
+    /// <summary>
+    /// The SHA-256 of the bytes JsonSerializer.SerializeToUtf8Bytes would give, into
+    /// <paramref name="sha256"/>, and their length: written into a buffer this thread reuses, never kept.
+    /// </summary>
+    public static int JsonSha256<T>(T item, JsonTypeInfo<T> info, Span<byte> sha256)
     {
         var (buffer, writer) = _scratch ??= Scratch(info.Options);
         buffer.ResetWrittenCount();
         writer.Reset(buffer);
         JsonSerializer.Serialize(writer, item, info);
         writer.Flush();
-        var digest = new ItemDigest(SHA256.HashData(buffer.WrittenSpan), buffer.WrittenCount);
+        SHA256.HashData(buffer.WrittenSpan, sha256);
+        var size = buffer.WrittenCount;
         if (buffer.Capacity > 1 << 20)
         {
             _scratch = null; // one huge item does not pin its buffer to the thread
         }
-        return digest;
+        return size;
     }
 
     private static (ArrayBufferWriter<byte>, Utf8JsonWriter) Scratch(JsonSerializerOptions options)

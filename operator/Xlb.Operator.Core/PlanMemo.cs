@@ -161,27 +161,12 @@ public sealed class PlanMemo
 
     private byte[] SpecOf<T>(object owner, T spec) => _specs.GetValue(owner, _ => JsonSerializer.SerializeToUtf8Bytes(spec, XlbJson.Info<T>()));
 
-    /// <summary>A writer and its buffer per thread: a spec's bytes are only hashed, never kept.</summary>
-    [ThreadStatic]
-    private static (System.Buffers.ArrayBufferWriter<byte> Buffer, Utf8JsonWriter Writer)? _scratch;
-
     /// <summary>The first 128 bits of the SHA-256 of a spec's JSON: what a spec is compared by, kept in 16 bytes per mapping rather than its JSON.</summary>
     private static UInt128 SpecHash(PortMappingSpec spec)
     {
-        var (buffer, writer) = _scratch ??= Scratch();
-        buffer.ResetWrittenCount();
-        writer.Reset(buffer);
-        JsonSerializer.Serialize(writer, spec, XlbJson.Info<PortMappingSpec>());
-        writer.Flush();
         Span<byte> hash = stackalloc byte[32];
-        System.Security.Cryptography.SHA256.HashData(buffer.WrittenSpan, hash);
+        NodeConfigContent.JsonSha256(spec, XlbJson.Info<PortMappingSpec>(), hash);
         return System.Buffers.Binary.BinaryPrimitives.ReadUInt128LittleEndian(hash);
-    }
-
-    private static (System.Buffers.ArrayBufferWriter<byte>, Utf8JsonWriter) Scratch()
-    {
-        var buffer = new System.Buffers.ArrayBufferWriter<byte>(4096);
-        return (buffer, new Utf8JsonWriter(buffer, XlbJson.WriterOptions(XlbJson.Options)));
     }
 
     private bool TakeOver(MappingEntry e, PortMapping pm)
