@@ -370,10 +370,10 @@ public sealed class SharedStringConverter : JsonConverter<string>
 
     public override string? Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) => Share(ref reader);
 
-    /// <summary>The string token under the reader, as the one shared string for its value.</summary>
+    /// <summary>The string (or property name) under the reader, as the one shared string for its value.</summary>
     public static string Share(ref Utf8JsonReader reader)
     {
-        if (reader.TokenType != JsonTokenType.String)
+        if (reader.TokenType is not (JsonTokenType.String or JsonTokenType.PropertyName))
         {
             throw new JsonException($"expected a string, not {reader.TokenType}");
         }
@@ -399,6 +399,40 @@ public sealed class SharedStringConverter : JsonConverter<string>
     }
 
     public override void Write(Utf8JsonWriter writer, string value, JsonSerializerOptions options) => writer.WriteStringValue(value);
+}
+
+/// <summary>
+/// Labels and annotations: keys and values through <see cref="SharedStringConverter"/> (every
+/// EndpointSlice carries the same label keys, and most of the same values: managed-by, the
+/// Service's own labels). A long value (an annotation holding a whole manifest) is not shared.
+/// </summary>
+public sealed class SharedStringMapConverter : JsonConverter<Dictionary<string, string>>
+{
+    public override Dictionary<string, string> Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+    {
+        if (reader.TokenType != JsonTokenType.StartObject)
+        {
+            throw new JsonException("labels and annotations must be an object of strings");
+        }
+        var map = new Dictionary<string, string>();
+        while (reader.Read() && reader.TokenType != JsonTokenType.EndObject)
+        {
+            var key = SharedStringConverter.Share(ref reader);
+            reader.Read();
+            map[key] = reader.TokenType == JsonTokenType.String ? SharedStringConverter.Share(ref reader) : throw new JsonException($"the value of '{key}' must be a string");
+        }
+        return map;
+    }
+
+    public override void Write(Utf8JsonWriter writer, Dictionary<string, string> value, JsonSerializerOptions options)
+    {
+        writer.WriteStartObject();
+        foreach (var (key, text) in value)
+        {
+            writer.WriteString(key, text);
+        }
+        writer.WriteEndObject();
+    }
 }
 
 [JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Skip)]

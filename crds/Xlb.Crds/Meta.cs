@@ -25,7 +25,9 @@ public sealed record ObjectMeta
     [JsonConverter(typeof(SharedStringConverter))]
     public string? CreationTimestamp { get; init; }
     public string? DeletionTimestamp { get; init; }
+    [JsonConverter(typeof(SharedStringMapConverter))]
     public Dictionary<string, string>? Labels { get; init; }
+    [JsonConverter(typeof(SharedStringMapConverter))]
     public Dictionary<string, string>? Annotations { get; init; }
     public List<string>? Finalizers { get; init; }
     public List<OwnerReference>? OwnerReferences { get; init; }

@@ -67,4 +67,32 @@ public class SharedStringTests
         var b = JsonSerializer.Deserialize<ObjectMeta>("""{"name": "b", "namespace": "team-a"}""", KubeJson.Options)!;
         Assert.Same(a.Namespace, b.Namespace);
     }
+
+    [Fact]
+    public void Labels_and_annotations_are_read_and_written_as_the_contract_reads_and_writes_a_map_and_their_strings_are_shared()
+    {
+        var rng = new Random(29);
+        string[] texts = ["app", "kubernetes.io/service-name", "endpointslice.kubernetes.io/managed-by", "endpointslice-controller.k8s.io", "", "a\"b\\c\u00e9\n", new string('x', 300)];
+        for (var round = 0; round < 200; round++)
+        {
+            var map = Enumerable.Range(0, rng.Next(0, 5)).Select(_ => (Key: texts[rng.Next(texts.Length)] + rng.Next(3), Value: texts[rng.Next(texts.Length)]))
+                .DistinctBy(kv => kv.Key).ToDictionary(kv => kv.Key, kv => kv.Value);
+            var meta = new ObjectMeta { Name = "n", Labels = map, Annotations = map };
+            var json = JsonSerializer.Serialize(meta, KubeJson.Options);
+            var contract = JsonSerializer.Serialize(map, KubeJson.Options);
+            Assert.Contains($"\"labels\":{contract}", json, StringComparison.Ordinal);
+            var read = JsonSerializer.Deserialize<ObjectMeta>(json, KubeJson.Options)!;
+            Assert.Equal(map, read.Labels);
+            Assert.Equal(map, read.Annotations);
+        }
+        var a = JsonSerializer.Deserialize<ObjectMeta>("""{"labels": {"kubernetes.io/service-name": "web", "tier": "edge"}}""", KubeJson.Options)!;
+        var b = JsonSerializer.Deserialize<ObjectMeta>("""{"labels": {"kubernetes.io/service-name": "web", "tier": "edge"}}""", KubeJson.Options)!;
+        Assert.Same(a.Labels!.Keys.First(), b.Labels!.Keys.First());
+        Assert.Same(a.Labels["tier"], b.Labels["tier"]);
+        foreach (var bad in new[] { """{"labels": ["a"]}""", """{"labels": {"a": 1}}""", """{"labels": {"a": {"b": "c"}}}""" })
+        {
+            Assert.Throws<JsonException>(() => JsonSerializer.Deserialize<ObjectMeta>(bad, KubeJson.Options));
+        }
+        Assert.Null(JsonSerializer.Deserialize<ObjectMeta>("""{"labels": null}""", KubeJson.Options)!.Labels);
+    }
 }
