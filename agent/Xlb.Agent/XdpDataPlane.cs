@@ -193,7 +193,9 @@ public sealed class XdpDataPlane : IDisposable
     /// Ends the flows of backends whose drain is over, on their listeners: their entries leave both
     /// flow tables, so the next packet of such a flow is a new flow (to a backend the listener still
     /// has). Their reverse translations are left to go stale (the program sees their flow gone).
-    /// One walk of each table; returns how many flows ended.
+    /// One walk of each table; returns how many flows ended. Entries are deleted by key: a flow of
+    /// such a tuple that its next packet began afresh during the walk (it had idled out) ends too,
+    /// and its next packet starts it again.
     /// </summary>
     public int EndFlows(IReadOnlyCollection<DrainedBackend> drained)
     {
