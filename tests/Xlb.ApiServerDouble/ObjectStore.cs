@@ -102,18 +102,33 @@ public sealed class ObjectStore(TimeProvider time)
                     ? ApiError.Expired($"too old resource version: {snapshotRv} ({_compactedRv})")
                     : ApiError.Expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.");
             }
-            var matching = Snapshot(type, snapshotRv)
-                .Where(kv => ns is null || kv.Key.StartsWith(ns + "/", StringComparison.Ordinal))
-                .Where(kv => after is null || string.CompareOrdinal(kv.Key, after) > 0)
-                .Where(kv => labels.Matches(kv.Value) && fields.Matches(kv.Value))
-                .ToList();
-            var page = limit > 0 ? matching.Take(limit).ToList() : matching;
-            var more = limit > 0 && matching.Count > limit;
+            // A page starts after the last key served (the dictionary is sorted by key) and ends at
+            // the limit; the objects past it are only counted (remainingItemCount), not collected.
+            var page = new List<KeyValuePair<string, JsonObject>>();
+            var remaining = 0L;
+            foreach (var kv in Snapshot(type, snapshotRv))
+            {
+                if ((after is not null && string.CompareOrdinal(kv.Key, after) <= 0)
+                    || (ns is not null && !kv.Key.StartsWith(ns + "/", StringComparison.Ordinal))
+                    || !labels.Matches(kv.Value) || !fields.Matches(kv.Value))
+                {
+                    continue;
+                }
+                if (limit > 0 && page.Count == limit)
+                {
+                    remaining++;
+                }
+                else
+                {
+                    page.Add(kv);
+                }
+            }
+            var more = remaining > 0;
             return new ListResult(
                 [.. page.Select(kv => Serialized(kv.Value))],
                 snapshotRv,
                 more ? ContinueToken.Encode(snapshotRv, page[^1].Key) : null,
-                more ? matching.Count - page.Count : null);
+                more ? remaining : null);
         }
     }
 
@@ -121,9 +136,9 @@ public sealed class ObjectStore(TimeProvider time)
     private SortedDictionary<string, JsonObject> Snapshot(ResourceType type, long rv)
     {
         var current = Bucket(type);
-        if (rv >= _rv)
+        if (rv >= _rv || !_log.Any(e => e.ResourceVersion > rv && e.Type == type))
         {
-            return current;
+            return current; // nothing of this type changed since rv (other kinds may have)
         }
         var state = new SortedDictionary<string, JsonObject>(current, StringComparer.Ordinal);
         for (var i = _log.Count - 1; i >= 0 && _log[i].ResourceVersion > rv; i--)
