@@ -12,11 +12,7 @@ namespace Xlb.Crds;
 /// </summary>
 public sealed class SharedStringConverter : JsonConverter<string>
 {
-    private const int Limit = 1 << 16;
     private const int Stack = 256;
-    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> Table = new(StringComparer.Ordinal);
-    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, string>.AlternateLookup<ReadOnlySpan<char>> Lookup =
-        Table.GetAlternateLookup<ReadOnlySpan<char>>();
 
     public override bool HandleNull => false;
 
@@ -37,20 +33,89 @@ public sealed class SharedStringConverter : JsonConverter<string>
             return reader.GetString()!;
         }
         Span<char> chars = stackalloc char[Stack];
-        var text = chars[..reader.CopyString(chars)];
-        if (Lookup.TryGetValue(text, out var shared))
-        {
-            return shared;
-        }
-        var value = new string(text);
-        if (Table.Count >= Limit)
-        {
-            Table.Clear();
-        }
-        return Table.GetOrAdd(value, value);
+        return SharedStrings.Of(chars[..reader.CopyString(chars)]);
     }
 
     public override void Write(Utf8JsonWriter writer, string value, JsonSerializerOptions options) => writer.WriteStringValue(value);
+}
+
+/// <summary>
+/// The table behind <see cref="SharedStringConverter"/>: open addressing over a power-of-two
+/// array, at most half full. Lookups take no lock (a slot is written once, with a whole
+/// reference, and a reader that misses a value being added adds it under the lock, where it
+/// finds it). Adding takes one lock. When the table holds <see cref="Limit"/> values, the next
+/// value starts a fresh table; readers still probing the old one finish there.
+/// </summary>
+public static class SharedStrings
+{
+    /// <summary>The most values the table holds before it starts afresh.</summary>
+    public const int Limit = 1 << 16;
+
+    private sealed class Table
+    {
+        public readonly string?[] Slots = new string?[Limit * 2];
+        public int Count;
+    }
+
+    private static readonly Lock Gate = new();
+    private static volatile Table _table = new();
+
+    /// <summary>The one shared string with these characters.</summary>
+    public static string Of(ReadOnlySpan<char> text)
+    {
+        var hash = string.GetHashCode(text);
+        if (Find(_table, text, hash) is { } found)
+        {
+            return found;
+        }
+        lock (Gate)
+        {
+            var table = _table;
+            if (Find(table, text, hash) is { } raced)
+            {
+                return raced;
+            }
+            if (table.Count >= Limit)
+            {
+                _table = table = new Table();
+                Generation++;
+            }
+            var value = new string(text);
+            var mask = table.Slots.Length - 1;
+            var i = hash & mask;
+            while (table.Slots[i] is not null)
+            {
+                i = (i + 1) & mask;
+            }
+            table.Count++;
+            Volatile.Write(ref table.Slots[i], value);
+            return value;
+        }
+    }
+
+    /// <summary>Values held now.</summary>
+    public static int Count => _table.Count;
+
+    /// <summary>How many times the table has started afresh.</summary>
+    public static int Generation { get; private set; }
+
+    private static string? Find(Table table, ReadOnlySpan<char> text, int hash)
+    {
+        var slots = table.Slots;
+        var mask = slots.Length - 1;
+        for (var i = hash & mask; ; i = (i + 1) & mask)
+        {
+            var slot = Volatile.Read(ref slots[i]);
+            if (slot is null)
+            {
+                return null;
+            }
+            if (slot.AsSpan().SequenceEqual(text))
+            {
+                return slot;
+            }
+        }
+    }
 }
 
 /// <summary>
