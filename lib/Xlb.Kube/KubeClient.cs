@@ -33,7 +33,11 @@ public sealed record WatchOptions
     public TimeSpan? Timeout { get; init; }
 }
 
-public sealed record KubeList<T>(List<T> Items, string ResourceVersion, string? Continue);
+/// <summary>
+/// A list (or one page of it). <paramref name="RemainingItemCount"/> is the server's count of the
+/// items past this page: an estimate, absent on the last page and whenever selectors were used.
+/// </summary>
+public sealed record KubeList<T>(List<T> Items, string ResourceVersion, string? Continue, long? RemainingItemCount = null);
 
 /// <summary>One watch event. Object is null for BOOKMARK and ERROR; Status is set for ERROR.</summary>
 public sealed record WatchEvent<T>(string Type, T? Object, string? ResourceVersion, JsonObject? Status)
@@ -150,7 +154,7 @@ public sealed partial class KubeClient : IDisposable
             ("continue", options.Continue));
         // Streamed from the socket into the item type: a page of EndpointSlices is megabytes.
         var page = await SendReadAsync<ListBody<T>>(HttpMethod.Get, r.Path(ns) + query, null, null, idempotent: true, ct);
-        return new KubeList<T>(page.Items ?? [], page.Metadata?.ResourceVersion ?? "", page.Metadata?.Continue is { Length: > 0 } c ? c : null);
+        return new KubeList<T>(page.Items ?? [], page.Metadata?.ResourceVersion ?? "", page.Metadata?.Continue is { Length: > 0 } c ? c : null, page.Metadata?.RemainingItemCount);
     }
 
     /// <summary>
@@ -442,6 +446,7 @@ public sealed partial class KubeClient : IDisposable
     {
         public string? ResourceVersion { get; init; }
         public string? Continue { get; init; }
+        public long? RemainingItemCount { get; init; }
     }
 
 

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Globalization;
 using System.Net;
 using System.Text.Json.Nodes;
@@ -255,7 +256,7 @@ public sealed partial class ApiServer : IAsyncDisposable
                     await WatchAsync(ctx, t);
                     return;
                 case "GET":
-                    await WriteAsync(ctx, 200, ListObjects(ctx, t));
+                    await WriteListAsync(ctx, ListObjects(ctx, t));
                     return;
                 case "POST" when t.Namespace is not null || !t.Type.Namespaced:
                     var body = await ReadJsonAsync(ctx);
@@ -579,7 +580,33 @@ public sealed partial class ApiServer : IAsyncDisposable
         });
     }
 
-    private byte[] ListObjects(HttpContext ctx, Target t)
+    /// <summary>A list response: its opening (kind, metadata, "items":[) and its items' stored JSON.</summary>
+    private sealed record ListResponse(byte[] Head, List<byte[]> Items);
+
+    /// <summary>Writes a list as it goes: a page of EndpointSlices is megabytes, and is not copied into one buffer.</summary>
+    private static async Task WriteListAsync(HttpContext ctx, ListResponse list)
+    {
+        ctx.Response.StatusCode = 200;
+        ctx.Response.ContentType = "application/json";
+        var writer = ctx.Response.BodyWriter;
+        writer.Write(list.Head);
+        for (var i = 0; i < list.Items.Count; i++)
+        {
+            if (i > 0)
+            {
+                writer.Write(","u8);
+            }
+            writer.Write(list.Items[i]);
+            if (writer.UnflushedBytes >= 1 << 16)
+            {
+                await writer.FlushAsync(ctx.RequestAborted);
+            }
+        }
+        writer.Write("]}"u8);
+        await writer.FlushAsync(ctx.RequestAborted);
+    }
+
+    private ListResponse ListObjects(HttpContext ctx, Target t)
     {
         var q = ctx.Request.Query;
         var limit = int.TryParse(q["limit"], NumberStyles.None, CultureInfo.InvariantCulture, out var l) ? l : 0;
@@ -592,8 +619,8 @@ public sealed partial class ApiServer : IAsyncDisposable
         }
         var result = Store.List(t.Type, t.Namespace, LabelSelector.Parse(q["labelSelector"]), FieldSelector.Parse(q["fieldSelector"], t.Type),
             limit, cont.Length > 0 ? cont : null, exact);
-        // The items are the store's own bytes, written as they are.
-        var buffer = new System.Buffers.ArrayBufferWriter<byte>(4096 + result.Items.Sum(i => i.Length + 1));
+        // The items are the store's own bytes, written as they are after this opening.
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>(256);
         using (var json = new System.Text.Json.Utf8JsonWriter(buffer, new System.Text.Json.JsonWriterOptions { SkipValidation = true }))
         {
             json.WriteStartObject();
@@ -604,18 +631,16 @@ public sealed partial class ApiServer : IAsyncDisposable
             if (result.Continue is not null)
             {
                 json.WriteString("continue", result.Continue);
-                json.WriteNumber("remainingItemCount", result.Remaining ?? 0);
+                if (result.Remaining is { } remaining)
+                {
+                    json.WriteNumber("remainingItemCount", remaining);
+                }
             }
             json.WriteEndObject();
             json.WriteStartArray("items");
-            foreach (var item in result.Items)
-            {
-                json.WriteRawValue(item, skipInputValidation: true);
-            }
-            json.WriteEndArray();
-            json.WriteEndObject();
+            json.Flush();
         }
-        return buffer.WrittenSpan.ToArray();
+        return new ListResponse(buffer.WrittenSpan.ToArray(), result.Items);
     }
 
     private async Task WatchAsync(HttpContext ctx, Target t)

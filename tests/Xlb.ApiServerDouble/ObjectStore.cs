@@ -103,32 +103,42 @@ public sealed class ObjectStore(TimeProvider time)
                     : ApiError.Expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.");
             }
             // A page starts after the last key served (the dictionary is sorted by key) and ends at
-            // the limit; the objects past it are only counted (remainingItemCount), not collected.
+            // the limit. Past it, without selectors, the objects are counted (remainingItemCount);
+            // with selectors the count is unknown and left out (ListMeta), so the page ends at the
+            // first further match.
+            var selective = !labels.IsEmpty || !fields.IsEmpty;
             var page = new List<KeyValuePair<string, JsonObject>>();
             var remaining = 0L;
+            var prefix = ns is null ? null : ns + "/";
             foreach (var kv in Snapshot(type, snapshotRv))
             {
                 if ((after is not null && string.CompareOrdinal(kv.Key, after) <= 0)
-                    || (ns is not null && !kv.Key.StartsWith(ns + "/", StringComparison.Ordinal))
-                    || !labels.Matches(kv.Value) || !fields.Matches(kv.Value))
+                    || (prefix is not null && !kv.Key.StartsWith(prefix, StringComparison.Ordinal)))
+                {
+                    continue;
+                }
+                if (limit > 0 && page.Count == limit && !selective)
+                {
+                    remaining++;
+                    continue;
+                }
+                if (!labels.Matches(kv.Value) || !fields.Matches(kv.Value))
                 {
                     continue;
                 }
                 if (limit > 0 && page.Count == limit)
                 {
-                    remaining++;
+                    remaining = 1;
+                    break;
                 }
-                else
-                {
-                    page.Add(kv);
-                }
+                page.Add(kv);
             }
             var more = remaining > 0;
             return new ListResult(
                 [.. page.Select(kv => Serialized(kv.Value))],
                 snapshotRv,
                 more ? ContinueToken.Encode(snapshotRv, page[^1].Key) : null,
-                more ? remaining : null);
+                more && !selective ? remaining : null);
         }
     }
 

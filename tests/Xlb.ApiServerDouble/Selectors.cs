@@ -13,8 +13,15 @@ public sealed class LabelSelector
 
     public static LabelSelector Everything { get; } = new();
 
+    /// <summary>Whether the selector selects everything (no requirement).</summary>
+    public bool IsEmpty => _requirements.Count == 0;
+
     public bool Matches(JsonObject obj)
     {
+        if (IsEmpty)
+        {
+            return true;
+        }
         var labels = new Dictionary<string, string>(StringComparer.Ordinal);
         if (obj["metadata"]?["labels"] is JsonObject map)
         {
@@ -120,6 +127,9 @@ public sealed class FieldSelector
 
     /// <summary>The name the selector pins with metadata.name=..., if any (kubectl wait and delete watch this way).</summary>
     public string? Name => _terms.FirstOrDefault(t => t.Path == "metadata.name" && !t.Negate).Value;
+
+    /// <summary>Whether the selector selects everything (no term).</summary>
+    public bool IsEmpty => _terms.Count == 0;
 
     public bool Matches(JsonObject obj) => _terms.All(t => (Read(obj, t.Path) == t.Value) != t.Negate);
 

@@ -219,6 +219,36 @@ public abstract class ApiContract<TTarget>(TTarget target) : IAsyncLifetime wher
         Assert.Equal(Enumerable.Range(0, 7).Select(i => $"p{i}"), names);
     }
 
+    [Fact]
+    public async Task Pages_of_a_selective_list_hold_every_match_and_leave_the_remaining_count_out()
+    {
+        SkipIfUnavailable();
+        for (var i = 0; i < 7; i++)
+        {
+            await Client.CreateAsync(KubeResource.Leases, Lease($"s{i}", i % 2 == 0 ? new() { ["app"] = "sel" } : null), ct: Ct);
+        }
+        var plain = await Client.ListAsync<JsonObject>(KubeResource.Leases, Ns, new ListOptions { Limit = 3 }, Ct);
+        Assert.Equal(4, plain.RemainingItemCount);
+        var names = new List<string>();
+        string? token = null;
+        var pages = 0;
+        do
+        {
+            var page = await Client.ListAsync<JsonObject>(KubeResource.Leases, Ns, new ListOptions { Limit = 2, LabelSelector = "app=sel", Continue = token }, Ct);
+            // ListMeta: "If the list request contained label or field selectors, then the number
+            // of remaining items is unknown and the field will be left unset".
+            Assert.Null(page.RemainingItemCount);
+            names.AddRange(page.Items.Select(Name));
+            token = page.Continue;
+            pages++;
+        }
+        while (token is not null && pages < 10);
+        Assert.Equal(["s0", "s2", "s4", "s6"], names);
+        var last = await Client.ListAsync<JsonObject>(KubeResource.Leases, Ns, new ListOptions { Limit = 10 }, Ct);
+        Assert.Null(last.Continue);
+        Assert.Null(last.RemainingItemCount);
+    }
+
     protected static string Name(JsonObject o) => o["metadata"]!["name"]!.GetValue<string>();
 
     [Fact]
