@@ -49,9 +49,24 @@ operatorCommand.SetAction(async (parse, ct) =>
             return 2;
         }
         var op = new ClusterOperator(client, options, logs.CreateLogger<ClusterOperator>(), TimeProvider.System);
-        var stop = Terminate(ct);
-        await using var endpoints = listen is null ? null : await OperatorEndpoints.StartAsync(listen, op, stop);
-        await op.RunAsync(stop);
+        // The informers start listing while the endpoints start; if those fail, the operator stops.
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(Terminate(ct));
+        var run = op.RunAsync(stop.Token);
+        Microsoft.AspNetCore.Builder.WebApplication? endpoints;
+        try
+        {
+            endpoints = listen is null ? null : await OperatorEndpoints.StartAsync(listen, op, stop.Token);
+        }
+        catch
+        {
+            await stop.CancelAsync();
+            await run.ContinueWith(_ => { }, TaskScheduler.Default);
+            throw;
+        }
+        await using (endpoints)
+        {
+            await run;
+        }
         return 0;
     }
     if (parse.GetValue(outOption) is not { } outDir)

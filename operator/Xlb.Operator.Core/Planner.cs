@@ -122,7 +122,7 @@ public static partial class Planner
     }
 
     /// <summary>"namespace/name" of a mapping: how listeners, allocations and statuses name it.</summary>
-    internal static string KeyOf(PortMapping pm) => $"{pm.Metadata.Namespace ?? "default"}/{pm.Metadata.Name}";
+    internal static string KeyOf(PortMapping pm) => string.Concat(pm.Metadata.Namespace ?? "default", "/", pm.Metadata.Name);
 
     internal sealed record ValidPort(string Name, int Port, L4Protocol Protocol, IntOrString? TargetPort);
 
