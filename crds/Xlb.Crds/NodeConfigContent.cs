@@ -54,7 +54,8 @@ public static class NodeConfigContent
     private static (ArrayBufferWriter<byte>, Utf8JsonWriter) Scratch(JsonSerializerOptions options)
     {
         var buffer = new ArrayBufferWriter<byte>(16 * 1024);
-        return (buffer, new Utf8JsonWriter(buffer, XlbJson.WriterOptions(options)));
+        // The serializer writes valid JSON: the writer need not check each token again.
+        return (buffer, new Utf8JsonWriter(buffer, XlbJson.WriterOptions(options) with { SkipValidation = true }));
     }
 
     /// <summary>The hash of some content: SHA-256 over its items' digests, in order; lower-case hex.</summary>

@@ -197,10 +197,10 @@ public sealed class PlanMemo
         if (_mappings.TryGetValue(key, out var e) && e.Used == _plan && ReferenceEquals(e.Object, pm)
             && e.Status is { } known && known.Key == statusKey && (known.StampedAt is null || known.StampedAt == now))
         {
-            _hits++;
+            Interlocked.Increment(ref _hits);
             return known.Status;
         }
-        _misses++;
+        Interlocked.Increment(ref _misses);
         return null;
     }
 
@@ -237,16 +237,33 @@ public sealed class PlanMemo
         _listeners[key] = entry;
     }
 
+    // Nodes are rendered in parallel: the VIP, chunk and mapping-digest entries are looked up and
+    // added under this lock, and made outside it.
+    private readonly Lock _renderGate = new();
+
     /// <summary>A node config's VIP with its digest: the same item as last plan for the same address, role and shard.</summary>
     internal Chunking.Item Vip(string address, VipRole role, string shard)
     {
         var key = (address, role, shard);
-        if (!_vips.TryGetValue(key, out var e))
+        VipEntry? e;
+        lock (_renderGate)
         {
-            _vips[key] = e = new VipEntry { Item = Planner.VipItem(address, role, shard) };
+            if (_vips.TryGetValue(key, out e))
+            {
+                e.Used = _plan;
+                return e.Item;
+            }
         }
-        e.Used = _plan;
-        return e.Item;
+        var item = Planner.VipItem(address, role, shard);
+        lock (_renderGate)
+        {
+            if (!_vips.TryGetValue(key, out e))
+            {
+                _vips[key] = e = new VipEntry { Item = item };
+            }
+            e.Used = _plan;
+            return e.Item;
+        }
     }
 
     /// <summary>The chunk of one bucket: the same object as last plan while the bucket holds the same items.</summary>
@@ -259,11 +276,19 @@ public sealed class PlanMemo
 
     private T Reuse<TKey, T>(Dictionary<TKey, ItemsEntry<T>> entries, TKey key, IReadOnlyList<Chunking.Item> items, Func<T> make) where TKey : notnull
     {
-        if (!entries.TryGetValue(key, out var e) || !SameDigests(e.Digests, items))
+        lock (_renderGate)
         {
-            entries[key] = e = new ItemsEntry<T> { Digests = [.. items.Select(i => i.Digest.Sha256)], Value = make() };
+            if (entries.TryGetValue(key, out var known) && SameDigests(known.Digests, items))
+            {
+                known.Used = _plan;
+                return known.Value;
+            }
         }
-        e.Used = _plan;
+        var e = new ItemsEntry<T> { Digests = [.. items.Select(i => i.Digest.Sha256)], Value = make(), Used = _plan };
+        lock (_renderGate)
+        {
+            entries[key] = e;
+        }
         return e.Value;
     }
 

@@ -587,10 +587,13 @@ public static partial class Planner
             }
         }
         var rendered = RenderAll(byNode, byVip, memo, maxParallelism);
-        var nodes = new List<NodeRender>();
-        var digests = new Dictionary<(string Mapping, string Node), string>();
-        foreach (var (nodeName, roles) in byNode.OrderBy(n => n.Key, StringComparer.Ordinal))
+        // Each node's config is made of its own items: nodes are rendered side by side (the memo
+        // is safe for that), each with the digests of its mappings, gathered after.
+        var order = byNode.OrderBy(n => n.Key, StringComparer.Ordinal).ToList();
+        var made = new (NodeRender Node, List<KeyValuePair<(string Mapping, string Node), string>> Digests)[order.Count];
+        void RenderNode(int n)
         {
+            var (nodeName, roles) = order[n];
             var vipItems = new List<Chunking.Item>(roles.Count);
             foreach (var (vip, placed) in roles)
             {
@@ -600,6 +603,7 @@ public static partial class Planner
             vipItems.Sort((a, b) => string.CompareOrdinal(a.BucketKey, b.BucketKey));
             // Standby nodes get the listeners too, so a takeover is an announcement, not an apply.
             var listenerItems = new List<Chunking.Item>();
+            var digests = new List<KeyValuePair<(string Mapping, string Node), string>>();
             foreach (var (vip, _) in roles)
             {
                 foreach (var m in byVip.GetValueOrDefault(vip) ?? [])
@@ -609,18 +613,37 @@ public static partial class Planner
                     {
                         own[i] = rendered[ListenerKey(m, m.Ports[i], nodeName)];
                     }
-                    digests[(m.Key, nodeName)] = memo?.MappingDigest(m.Key, nodeName, own) ?? MappingDigest(own);
+                    digests.Add(new((m.Key, nodeName), memo?.MappingDigest(m.Key, nodeName, own) ?? MappingDigest(own)));
                     listenerItems.AddRange(own);
                 }
             }
             listenerItems.Sort(ByListenerName);
-            nodes.Add(new NodeRender { Node = nodeName, VipItems = vipItems, ListenerItems = listenerItems });
-        }
-        foreach (var node in nodes)
-        {
+            var node = new NodeRender { Node = nodeName, VipItems = vipItems, ListenerItems = listenerItems };
             node.Finish(previous, chunkLimit, memo);
+            made[n] = (node, digests);
         }
-        return (nodes, digests);
+        if (order.Count > 1 && InParallel(rendered.Count, maxParallelism) is { } parallel)
+        {
+            Parallel.For(0, order.Count, parallel, RenderNode);
+        }
+        else
+        {
+            for (var n = 0; n < order.Count; n++)
+            {
+                RenderNode(n);
+            }
+        }
+        var nodes = new List<NodeRender>(made.Length);
+        var all = new Dictionary<(string Mapping, string Node), string>();
+        foreach (var (node, digests) in made)
+        {
+            nodes.Add(node);
+            foreach (var (key, digest) in digests)
+            {
+                all[key] = digest;
+            }
+        }
+        return (nodes, all);
     }
 
     private static int ByListenerName(Chunking.Item a, Chunking.Item b) => string.CompareOrdinal(a.Listener!.Name, b.Listener!.Name);

@@ -119,12 +119,31 @@ public static partial class Planner
         {
             byObject[vm.Object] = vm;
         }
-        foreach (var pm in input.PortMappings)
+        // Each status is computed from its own mapping (the context and the memo are safe for
+        // that); they are gathered in order after.
+        var all = input.PortMappings;
+        var keys = new string[all.Count];
+        var computed = new ComputedStatus[all.Count];
+        void Compute(int i)
         {
-            var key = KeyOf(pm);
-            var computed = context.Status(pm, key, byObject.GetValueOrDefault(pm));
-            result[computed.Self] = computed.Status;
-            track.Learn(key, computed);
+            keys[i] = KeyOf(all[i]);
+            computed[i] = context.Status(all[i], keys[i], byObject.GetValueOrDefault(all[i]));
+        }
+        if (InParallel(all.Count, input.MaxParallelism) is { } parallel)
+        {
+            Parallel.For(0, all.Count, parallel, Compute);
+        }
+        else
+        {
+            for (var i = 0; i < all.Count; i++)
+            {
+                Compute(i);
+            }
+        }
+        for (var i = 0; i < all.Count; i++)
+        {
+            result[computed[i].Self] = computed[i].Status;
+            track.Learn(keys[i], computed[i]);
         }
         return result;
     }
@@ -214,12 +233,15 @@ public static partial class Planner
 
         private HashSet<string>? UnhealthyOn(string node)
         {
-            if (!_unhealthyByNode.TryGetValue(node, out var set))
+            lock (_unhealthyByNode)
             {
-                var list = input.Previous.GetValueOrDefault(node)?.Status?.UnhealthyBackends;
-                _unhealthyByNode[node] = set = list is { Count: > 0 } ? list.ToHashSet(StringComparer.Ordinal) : null;
+                if (!_unhealthyByNode.TryGetValue(node, out var set))
+                {
+                    var list = input.Previous.GetValueOrDefault(node)?.Status?.UnhealthyBackends;
+                    _unhealthyByNode[node] = set = list is { Count: > 0 } ? list.ToHashSet(StringComparer.Ordinal) : null;
+                }
+                return set;
             }
-            return set;
         }
 
         /// <summary>The status of mapping <paramref name="pm"/> (key <paramref name="key"/>), valid as <paramref name="m"/> or not valid (null).</summary>

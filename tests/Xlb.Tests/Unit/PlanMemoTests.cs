@@ -196,9 +196,9 @@ public class PlanMemoTests
     }
 
     [Fact]
-    public void A_plan_that_validates_and_renders_on_many_threads_equals_one_made_on_one()
+    public void A_plan_made_on_many_threads_equals_one_made_on_one()
     {
-        // Past the size from which a plan spreads the mappings the memo cannot answer over threads (two ports each: 1,200 listeners per node).
+        // Past the size from which a plan spreads validation, rendering, the nodes and the statuses over threads (two ports each: 1,200 listeners per node).
         var input = Input(600) with { PortMappings = [.. Input(600).PortMappings.Select(m => m with { Spec = m.Spec with { Ports = [.. m.Spec.Ports, new ServicePort { Name = "alt", Port = 81, TargetPort = new IntOrString(8081) }] } })] };
         var single = Planner.Plan(input with { MaxParallelism = 1 });
         var memo = new PlanMemo();
