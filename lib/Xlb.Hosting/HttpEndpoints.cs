@@ -17,14 +17,29 @@ public static class HttpEndpoints
         builder.Logging.ClearProviders();
         builder.WebHost.ConfigureKestrel(k => k.Listen(listen));
         var app = builder.Build();
-        app.MapGet("/healthz", () => Results.Text("ok\n"));
-        app.MapGet("/readyz", () =>
-        {
-            var (ready, reason) = readiness();
-            return Results.Text(reason + "\n", statusCode: ready ? 200 : 503);
-        });
-        app.MapGet("/metrics", () => Results.Text(metrics() + PromText.Process(), PromText.ContentType));
+        // Three fixed pages: one terminal handler, without routing or the minimal-API delegate
+        // compiler (which brings expression trees and their compiled code into every process).
+        app.Run(ctx => Serve(ctx, readiness, metrics));
         await app.StartAsync(ct);
         return app;
+    }
+
+    private static Task Serve(HttpContext ctx, Func<(bool Ready, string Reason)> readiness, Func<string> metrics)
+    {
+        var (code, type, body) = ctx.Request.Path.Value switch
+        {
+            "/healthz" => (200, "text/plain; charset=utf-8", "ok\n"),
+            "/readyz" => readiness() is var (ready, reason) ? (ready ? 200 : 503, "text/plain; charset=utf-8", reason + "\n") : default,
+            "/metrics" => (200, PromText.ContentType, metrics() + PromText.Process()),
+            _ => (404, "text/plain; charset=utf-8", "not found\n"),
+        };
+        if (code != 404 && !HttpMethods.IsGet(ctx.Request.Method) && !HttpMethods.IsHead(ctx.Request.Method))
+        {
+            (code, body) = (405, "method not allowed\n");
+            ctx.Response.Headers.Allow = "GET, HEAD";
+        }
+        ctx.Response.StatusCode = code;
+        ctx.Response.ContentType = type;
+        return HttpMethods.IsHead(ctx.Request.Method) ? Task.CompletedTask : ctx.Response.WriteAsync(body, ctx.RequestAborted);
     }
 }
