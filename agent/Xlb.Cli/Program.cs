@@ -22,13 +22,16 @@ var operatorListenOption = new Option<string?>("--listen") { Description = "Clus
 var operatorCommand = new Command("operator", "Run the operator: against the cluster, or (--manifests) standalone from a folder") { operatorManifestsOption, outOption, nodeOption, onceOption, kubeconfigOption, leaseNamespaceOption, leaderElectOption, operatorListenOption };
 operatorCommand.SetAction(async (parse, ct) =>
 {
+    // The kubeconfig is read while the loggers are made: both are start-up time a restart waits for.
+    var manifests = parse.GetValue(operatorManifestsOption);
+    var loading = manifests is null ? Task.Run(() => Xlb.Kube.KubeConfigLoader.Load(parse.GetValue(kubeconfigOption)), ct) : null;
     using var logs = Logs();
-    if (parse.GetValue(operatorManifestsOption) is not { } manifests)
+    if (manifests is null)
     {
         Xlb.Kube.KubeConnection connection;
         try
         {
-            connection = Xlb.Kube.KubeConfigLoader.Load(parse.GetValue(kubeconfigOption));
+            connection = await loading!;
         }
         catch (Xlb.Kube.KubeConfigException e)
         {
