@@ -30,15 +30,23 @@ public static class Conditions
     /// <summary>A condition's lastTransitionTime for a transition at <paramref name="now"/> (RFC 3339, whole seconds).</summary>
     public static string Stamp(DateTimeOffset now) => now.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
 
-    /// <summary>The desired conditions, with transition times carried over from <paramref name="existing"/> where the status did not change.</summary>
+    /// <summary>
+    /// The desired conditions, with transition times carried over from <paramref name="existing"/>
+    /// where the status did not change. A condition that comes out equal to the existing one is
+    /// that very object: a converged status holds no second copy of its conditions.
+    /// </summary>
     public static List<Condition> Merge(IReadOnlyList<Condition>? existing, IEnumerable<Condition> desired, DateTimeOffset now)
     {
-        var stamp = Stamp(now);
-        var result = new List<Condition>();
+        string? stamp = null;
+        var result = desired.TryGetNonEnumeratedCount(out var count) ? new List<Condition>(count) : [];
         foreach (var c in desired)
         {
             var before = Find(existing, c.Type);
-            result.Add(c with { LastTransitionTime = before is not null && before.Status == c.Status && before.LastTransitionTime is not null ? before.LastTransitionTime : stamp });
+            var time = before is not null && before.Status == c.Status && before.LastTransitionTime is not null ? before.LastTransitionTime : stamp ??= Stamp(now);
+            result.Add(before is not null && before.LastTransitionTime == time && before.Reason == c.Reason && before.Message == c.Message
+                && before.ObservedGeneration == c.ObservedGeneration && before.Status == c.Status
+                ? before
+                : c with { LastTransitionTime = time });
         }
         return result;
     }

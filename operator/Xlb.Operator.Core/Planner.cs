@@ -116,9 +116,19 @@ public static partial class Planner
         /// Service, its own list, which has each address and port once (see <see cref="Backends.FromSlices"/>).
         /// Computed once; copies made with `with` share it.
         /// </summary>
-        public IReadOnlyList<NodeBackend> DistinctBackends =>
-            _distinct ??= Backends.Count == 1 && Object.Spec.Backend.ServiceRef is not null ? Backends.Values.First().List
-                : [.. Backends.Values.SelectMany(b => b.List).DistinctBy(b => (b.Address, b.Port, b.Draining))];
+        public IReadOnlyList<NodeBackend> DistinctBackends => _distinct ??= Distinct();
+
+        private IReadOnlyList<NodeBackend> Distinct()
+        {
+            if (Backends.Count == 1 && Object.Spec.Backend.ServiceRef is not null)
+            {
+                foreach (var only in Backends.Values)
+                {
+                    return only.List;
+                }
+            }
+            return [.. Backends.Values.SelectMany(b => b.List).DistinctBy(b => (b.Address, b.Port, b.Draining))];
+        }
     }
 
     /// <summary>"namespace/name" of a mapping: how listeners, allocations and statuses name it.</summary>
