@@ -10,6 +10,8 @@ public sealed record InformerOptions
     public string? LabelSelector { get; init; }
     public string? FieldSelector { get; init; }
     public int PageSize { get; init; } = 500;
+    /// <summary>List and watch each object's metadata alone (PartialObjectMetadata; see <see cref="ListOptions.MetadataOnly"/>).</summary>
+    public bool MetadataOnly { get; init; }
     /// <summary>A watch that delivers nothing (not even a bookmark) for this long is restarted.</summary>
     public TimeSpan Watchdog { get; init; } = TimeSpan.FromMinutes(2);
     /// <summary>Asked of the server per watch; client-go uses 5–10 minutes.</summary>
@@ -105,7 +107,7 @@ public sealed partial class Informer<T> where T : class, IKubernetesObject
     {
         var started = System.Diagnostics.Stopwatch.GetTimestamp();
         var list = await _client.ListAllAsync<T>(_resource, _namespace,
-            new ListOptions { LabelSelector = _options.LabelSelector, FieldSelector = _options.FieldSelector, Limit = _options.PageSize }, ct);
+            new ListOptions { LabelSelector = _options.LabelSelector, FieldSelector = _options.FieldSelector, Limit = _options.PageSize, MetadataOnly = _options.MetadataOnly }, ct);
         Lists++;
         var seen = new HashSet<string>(StringComparer.Ordinal);
         foreach (var obj in list.Items)
@@ -155,6 +157,7 @@ public sealed partial class Informer<T> where T : class, IKubernetesObject
             {
                 ResourceVersion = ResourceVersion,
                 LabelSelector = _options.LabelSelector,
+                MetadataOnly = _options.MetadataOnly,
                 FieldSelector = _options.FieldSelector,
                 Timeout = _options.WatchTimeout,
             };

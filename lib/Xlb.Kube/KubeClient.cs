@@ -20,6 +20,12 @@ public sealed record ListOptions
     /// <summary>Page size; 0 asks for everything at once.</summary>
     public int Limit { get; init; }
     public string? Continue { get; init; }
+    /// <summary>
+    /// Only each object's metadata (API Concepts, "Receiving resources as metadata"): the server
+    /// sends PartialObjectMetadata items, so spec and status are neither sent nor read. Read them
+    /// into a type that has only what metadata holds.
+    /// </summary>
+    public bool MetadataOnly { get; init; }
 }
 
 public sealed record WatchOptions
@@ -31,6 +37,8 @@ public sealed record WatchOptions
     public string? FieldSelector { get; init; }
     /// <summary>The server ends the stream after this long (client-go picks 5–10 minutes).</summary>
     public TimeSpan? Timeout { get; init; }
+    /// <summary>Events carry PartialObjectMetadata objects (see <see cref="ListOptions.MetadataOnly"/>).</summary>
+    public bool MetadataOnly { get; init; }
 }
 
 /// <summary>
@@ -153,7 +161,7 @@ public sealed partial class KubeClient : IDisposable
             ("limit", options.Limit > 0 ? options.Limit.ToString(CultureInfo.InvariantCulture) : null),
             ("continue", options.Continue));
         // Streamed from the socket into the item type: a page of EndpointSlices is megabytes.
-        var page = await SendReadAsync<ListBody<T>>(HttpMethod.Get, r.Path(ns) + query, null, null, idempotent: true, ct);
+        var page = await SendReadAsync<ListBody<T>>(HttpMethod.Get, r.Path(ns) + query, null, null, idempotent: true, ct, options.MetadataOnly ? MetadataListAccept : null);
         return new KubeList<T>(page.Items ?? [], page.Metadata?.ResourceVersion ?? "", page.Metadata?.Continue is { Length: > 0 } c ? c : null, page.Metadata?.RemainingItemCount);
     }
 
@@ -337,7 +345,7 @@ public sealed partial class KubeClient : IDisposable
             ("labelSelector", options.LabelSelector),
             ("fieldSelector", options.FieldSelector),
             ("timeoutSeconds", options.Timeout is { } t ? ((int)t.TotalSeconds).ToString(CultureInfo.InvariantCulture) : null));
-        using var response = await SendRawAsync(HttpMethod.Get, r.Path(ns) + query, null, null, idempotent: true, streaming: true, ct);
+        using var response = await SendRawAsync(HttpMethod.Get, r.Path(ns) + query, null, null, idempotent: true, streaming: true, ct, options.MetadataOnly ? MetadataAccept : null);
         await using var stream = await response.Content.ReadAsStreamAsync(ct);
         // Each line is read as bytes and its object deserialized straight from them: no text, no JSON tree.
         var lines = new LineReader(stream);
@@ -483,7 +491,11 @@ public sealed partial class KubeClient : IDisposable
     /// too; an answer that breaks off or times out after its headers is asked again when the
     /// request is idempotent.
     /// </summary>
-    private async Task<T> SendReadAsync<T>(HttpMethod method, string path, ReadOnlyMemory<byte>? body, string? contentType, bool idempotent, CancellationToken ct)
+    // Metadata alone, else (a server that cannot) whole objects, which read into the same type.
+    private const string MetadataAccept = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json";
+    private const string MetadataListAccept = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json";
+
+    private async Task<T> SendReadAsync<T>(HttpMethod method, string path, ReadOnlyMemory<byte>? body, string? contentType, bool idempotent, CancellationToken ct, string? accept = null)
     {
         var operation = $"{method} {path}";
         for (var attempt = 1; ; attempt++)
@@ -492,7 +504,7 @@ public sealed partial class KubeClient : IDisposable
             timeout.CancelAfter(_options.RequestTimeout);
             try
             {
-                using var response = await SendRawAsync(method, path, body, contentType, idempotent, streaming: true, timeout.Token);
+                using var response = await SendRawAsync(method, path, body, contentType, idempotent, streaming: true, timeout.Token, accept);
                 await using var stream = await response.Content.ReadAsStreamAsync(timeout.Token);
                 return await JsonSerializer.DeserializeAsync<T>(stream, KubeJson.Options, timeout.Token)
                     ?? throw new JsonException($"null where a {typeof(T).Name} was expected");
@@ -512,7 +524,7 @@ public sealed partial class KubeClient : IDisposable
     }
 
     /// <summary>One request with retries; returns only successful responses, throws KubeApiException otherwise.</summary>
-    private async Task<HttpResponseMessage> SendRawAsync(HttpMethod method, string path, ReadOnlyMemory<byte>? body, string? contentType, bool idempotent, bool streaming, CancellationToken ct)
+    private async Task<HttpResponseMessage> SendRawAsync(HttpMethod method, string path, ReadOnlyMemory<byte>? body, string? contentType, bool idempotent, bool streaming, CancellationToken ct, string? accept = null)
     {
         var operation = $"{method} {path}";
         var retry = _options.Retry;
@@ -525,7 +537,14 @@ public sealed partial class KubeClient : IDisposable
                 request.Content = new ReadOnlyMemoryContent(bytes);
                 request.Content.Headers.ContentType = new MediaTypeHeaderValue(contentType ?? JsonContentType);
             }
-            request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("application/json"));
+            if (accept is null)
+            {
+                request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("application/json"));
+            }
+            else
+            {
+                request.Headers.TryAddWithoutValidation("Accept", accept);
+            }
             if (Connection.Token?.Current() is { } token)
             {
                 request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);

@@ -174,14 +174,14 @@ public sealed partial class ApiServer : IAsyncDisposable
         }
     }
 
-    private static async Task WriteAsync(HttpContext ctx, int code, byte[] body)
+    private static async Task WriteAsync(HttpContext ctx, int code, byte[] body, string contentType = "application/json")
     {
         if (ctx.Response.HasStarted)
         {
             return;
         }
         ctx.Response.StatusCode = code;
-        ctx.Response.ContentType = "application/json";
+        ctx.Response.ContentType = contentType;
         await ctx.Response.Body.WriteAsync(body, ctx.RequestAborted);
     }
 
@@ -256,7 +256,7 @@ public sealed partial class ApiServer : IAsyncDisposable
                     await WatchAsync(ctx, t);
                     return;
                 case "GET":
-                    await WriteListAsync(ctx, ListObjects(ctx, t));
+                    await WriteListAsync(ctx, ListObjects(ctx, t, WantsMetadata(ctx, list: true)));
                     return;
                 case "POST" when t.Namespace is not null || !t.Type.Namespaced:
                     var body = await ReadJsonAsync(ctx);
@@ -270,7 +270,9 @@ public sealed partial class ApiServer : IAsyncDisposable
         switch (method)
         {
             case "GET":
-                await WriteAsync(ctx, 200, Store.GetJson(t.Type, t.Namespace, t.Name) ?? throw ApiError.NotFound(t.Type, t.Name));
+                var metadataOnly = WantsMetadata(ctx, list: false);
+                await WriteAsync(ctx, 200, Store.GetJson(t.Type, t.Namespace, t.Name, metadataOnly) ?? throw ApiError.NotFound(t.Type, t.Name),
+                    metadataOnly ? PartialMetadataType : "application/json");
                 return;
             case "PUT":
                 await WriteAsync(ctx, 200, Replace(t, await ReadJsonAsync(ctx), Manager(ctx)));
@@ -580,14 +582,53 @@ public sealed partial class ApiServer : IAsyncDisposable
         });
     }
 
+    private const string PartialMetadataType = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+    private const string PartialMetadataListType = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
+
+    /// <summary>
+    /// Content negotiation for reads (API Concepts, "Receiving resources as metadata"): the Accept
+    /// header's first media type this server can serve wins. application/json (or any JSON, or
+    /// none) is the full objects; application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1
+    /// (…List for a list) is their metadata alone. An Accept with nothing servable is a 406.
+    /// </summary>
+    private static bool WantsMetadata(HttpContext ctx, bool list)
+    {
+        var accept = ctx.Request.Headers.Accept.ToString();
+        if (string.IsNullOrWhiteSpace(accept))
+        {
+            return false;
+        }
+        var want = list ? "PartialObjectMetadataList" : "PartialObjectMetadata";
+        foreach (var entry in accept.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+        {
+            var parts = entry.Split(';', StringSplitOptions.TrimEntries);
+            if (parts[0] is not ("application/json" or "application/*" or "*/*"))
+            {
+                continue;
+            }
+            var parameters = parts.Skip(1).Select(p => p.Split('=', 2)).Where(kv => kv.Length == 2)
+                .ToDictionary(kv => kv[0].ToLowerInvariant(), kv => kv[1].Trim('"'), StringComparer.Ordinal);
+            if (!parameters.TryGetValue("as", out var kind))
+            {
+                return false;
+            }
+            if (kind == want && parameters.GetValueOrDefault("g") == "meta.k8s.io" && parameters.GetValueOrDefault("v") == "v1")
+            {
+                return true;
+            }
+        }
+        throw new ApiError(HttpStatusCode.NotAcceptable, "NotAcceptable",
+            $"only the following media types are accepted: application/json, {(list ? PartialMetadataListType : PartialMetadataType)}");
+    }
+
     /// <summary>A list response: its opening (kind, metadata, "items":[) and its items' stored JSON.</summary>
-    private sealed record ListResponse(byte[] Head, List<byte[]> Items);
+    private sealed record ListResponse(byte[] Head, List<byte[]> Items, string ContentType);
 
     /// <summary>Writes a list as it goes: a page of EndpointSlices is megabytes, and is not copied into one buffer.</summary>
     private static async Task WriteListAsync(HttpContext ctx, ListResponse list)
     {
         ctx.Response.StatusCode = 200;
-        ctx.Response.ContentType = "application/json";
+        ctx.Response.ContentType = list.ContentType;
         var writer = ctx.Response.BodyWriter;
         writer.Write(list.Head);
         for (var i = 0; i < list.Items.Count; i++)
@@ -606,7 +647,7 @@ public sealed partial class ApiServer : IAsyncDisposable
         await writer.FlushAsync(ctx.RequestAborted);
     }
 
-    private ListResponse ListObjects(HttpContext ctx, Target t)
+    private ListResponse ListObjects(HttpContext ctx, Target t, bool metadataOnly)
     {
         var q = ctx.Request.Query;
         var limit = int.TryParse(q["limit"], NumberStyles.None, CultureInfo.InvariantCulture, out var l) ? l : 0;
@@ -618,14 +659,14 @@ public sealed partial class ApiServer : IAsyncDisposable
                 : throw ApiError.BadRequest("resourceVersionMatch=Exact needs a resourceVersion");
         }
         var result = Store.List(t.Type, t.Namespace, LabelSelector.Parse(q["labelSelector"]), FieldSelector.Parse(q["fieldSelector"], t.Type),
-            limit, cont.Length > 0 ? cont : null, exact);
+            limit, cont.Length > 0 ? cont : null, exact, metadataOnly);
         // The items are the store's own bytes, written as they are after this opening.
         var buffer = new System.Buffers.ArrayBufferWriter<byte>(256);
         using (var json = new System.Text.Json.Utf8JsonWriter(buffer, new System.Text.Json.JsonWriterOptions { SkipValidation = true }))
         {
             json.WriteStartObject();
-            json.WriteString("kind", t.Type.Kind + "List");
-            json.WriteString("apiVersion", t.Type.ApiVersion);
+            json.WriteString("kind", metadataOnly ? "PartialObjectMetadataList" : t.Type.Kind + "List");
+            json.WriteString("apiVersion", metadataOnly ? "meta.k8s.io/v1" : t.Type.ApiVersion);
             json.WriteStartObject("metadata");
             json.WriteString("resourceVersion", result.ResourceVersion.ToString(CultureInfo.InvariantCulture));
             if (result.Continue is not null)
@@ -640,13 +681,14 @@ public sealed partial class ApiServer : IAsyncDisposable
             json.WriteStartArray("items");
             json.Flush();
         }
-        return new ListResponse(buffer.WrittenSpan.ToArray(), result.Items);
+        return new ListResponse(buffer.WrittenSpan.ToArray(), result.Items, metadataOnly ? PartialMetadataListType : "application/json");
     }
 
     private async Task WatchAsync(HttpContext ctx, Target t)
     {
         var q = ctx.Request.Query;
         var fields = FieldSelector.Parse(q["fieldSelector"], t.Type);
+        var metadataOnly = WantsMetadata(ctx, list: false);
         var watcher = Store.Watch(t.Type, t.Namespace, LabelSelector.Parse(q["labelSelector"]), fields, q["resourceVersion"]);
         try
         {
@@ -654,7 +696,7 @@ public sealed partial class ApiServer : IAsyncDisposable
             var deadline = int.TryParse(q["timeoutSeconds"], NumberStyles.None, CultureInfo.InvariantCulture, out var s) && s > 0
                 ? Store.Time.GetUtcNow().AddSeconds(s) : DateTimeOffset.MaxValue;
             ctx.Response.StatusCode = 200;
-            ctx.Response.ContentType = "application/json";
+            ctx.Response.ContentType = metadataOnly ? PartialMetadataType : "application/json";
             await ctx.Response.Body.FlushAsync(ctx.RequestAborted);
             while (true)
             {
@@ -686,7 +728,9 @@ public sealed partial class ApiServer : IAsyncDisposable
                 }
                 while (watcher.Frames.TryRead(out var frame))
                 {
-                    var line = new JsonObject { ["type"] = frame.Type, ["object"] = frame.Object }.ToJsonString() + "\n";
+                    // Objects (and bookmarks) as PartialObjectMetadata when asked; an ERROR's Status as it is.
+                    var obj = metadataOnly && frame.Type != "ERROR" && frame.Object is JsonObject full ? ObjectStore.PartialObjectMetadata(full) : frame.Object;
+                    var line = new JsonObject { ["type"] = frame.Type, ["object"] = obj }.ToJsonString() + "\n";
                     await ctx.Response.WriteAsync(line, ctx.RequestAborted);
                 }
                 await ctx.Response.Body.FlushAsync(ctx.RequestAborted);

@@ -26,6 +26,7 @@ public sealed class ObjectStore(TimeProvider time)
     private readonly List<StoredEvent> _log = [];
     private readonly List<Watcher> _watchers = [];
     private readonly ConditionalWeakTable<JsonObject, byte[]> _serialized = new();
+    private readonly ConditionalWeakTable<JsonObject, byte[]> _serializedMetadata = new();
     private long _rv;
     private long _compactedRv;
 
@@ -56,12 +57,23 @@ public sealed class ObjectStore(TimeProvider time)
     /// </summary>
     private byte[] Serialized(JsonObject stored) => _serialized.GetValue(stored, o => JsonSerializer.SerializeToUtf8Bytes(o));
 
-    /// <summary>One object as JSON, or null when it does not exist.</summary>
-    public byte[]? GetJson(ResourceType type, string? ns, string name)
+    /// <summary>The object as a PartialObjectMetadata (meta.k8s.io/v1): its metadata alone, serialized once too.</summary>
+    private byte[] SerializedMetadata(JsonObject stored) => _serializedMetadata.GetValue(stored, o => JsonSerializer.SerializeToUtf8Bytes(PartialObjectMetadata(o)));
+
+    /// <summary>A stored object (or a watch frame's object) as PartialObjectMetadata: kind, apiVersion and metadata.</summary>
+    public static JsonObject PartialObjectMetadata(JsonObject obj) => new()
+    {
+        ["kind"] = "PartialObjectMetadata",
+        ["apiVersion"] = "meta.k8s.io/v1",
+        ["metadata"] = obj["metadata"]?.DeepClone(),
+    };
+
+    /// <summary>One object as JSON (as PartialObjectMetadata with <paramref name="metadataOnly"/>), or null when it does not exist.</summary>
+    public byte[]? GetJson(ResourceType type, string? ns, string name, bool metadataOnly = false)
     {
         lock (_gate)
         {
-            return Bucket(type).TryGetValue(KeyOf(ns, name), out var obj) ? Serialized(obj) : null;
+            return Bucket(type).TryGetValue(KeyOf(ns, name), out var obj) ? metadataOnly ? SerializedMetadata(obj) : Serialized(obj) : null;
         }
     }
 
@@ -91,7 +103,7 @@ public sealed class ObjectStore(TimeProvider time)
     /// every page is served from the snapshot at the first page's resourceVersion, and a continue
     /// token older than the log is a 410 Expired.
     /// </summary>
-    public ListResult List(ResourceType type, string? ns, LabelSelector labels, FieldSelector fields, int limit, string? continueToken, long? exactRv)
+    public ListResult List(ResourceType type, string? ns, LabelSelector labels, FieldSelector fields, int limit, string? continueToken, long? exactRv, bool metadataOnly = false)
     {
         lock (_gate)
         {
@@ -135,7 +147,7 @@ public sealed class ObjectStore(TimeProvider time)
             }
             var more = remaining > 0;
             return new ListResult(
-                [.. page.Select(kv => Serialized(kv.Value))],
+                [.. page.Select(kv => metadataOnly ? SerializedMetadata(kv.Value) : Serialized(kv.Value))],
                 snapshotRv,
                 more ? ContinueToken.Encode(snapshotRv, page[^1].Key) : null,
                 more && !selective ? remaining : null);

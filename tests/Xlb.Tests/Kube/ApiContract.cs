@@ -249,6 +249,63 @@ public abstract class ApiContract<TTarget>(TTarget target) : IAsyncLifetime wher
         Assert.Null(last.RemainingItemCount);
     }
 
+    [Fact]
+    public async Task A_metadata_only_list_and_watch_carry_each_objects_metadata_and_nothing_else()
+    {
+        SkipIfUnavailable();
+        var annotated = Lease("m0", new() { ["app"] = "meta" });
+        annotated["metadata"]!["annotations"] = new JsonObject { ["note"] = "kept" };
+        await Client.CreateAsync(KubeResource.Leases, annotated, ct: Ct);
+        await Client.CreateAsync(KubeResource.Leases, Lease("m1", new() { ["app"] = "meta" }), ct: Ct);
+        var list = await Client.ListAsync<JsonObject>(KubeResource.Leases, Ns, new ListOptions { LabelSelector = "app=meta", MetadataOnly = true }, Ct);
+        Assert.Equal(["m0", "m1"], list.Items.Select(Name).Order(StringComparer.Ordinal));
+        Assert.All(list.Items, o =>
+        {
+            Assert.Equal("PartialObjectMetadata", o["kind"]!.GetValue<string>());
+            Assert.Equal("meta.k8s.io/v1", o["apiVersion"]!.GetValue<string>());
+            Assert.Null(o["spec"]);
+            Assert.NotNull(o["metadata"]!["resourceVersion"]);
+            Assert.Equal("meta", o["metadata"]!["labels"]!["app"]!.GetValue<string>());
+        });
+        Assert.Equal("kept", list.Items.Single(o => Name(o) == "m0")["metadata"]!["annotations"]!["note"]!.GetValue<string>());
+
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+        cts.CancelAfter(TimeSpan.FromSeconds(20));
+        var events = new List<(string Type, JsonObject Object)>();
+        var watching = Task.Run(async () =>
+        {
+            try
+            {
+                await foreach (var e in Client.WatchAsync<JsonObject>(KubeResource.Leases, Ns,
+                    new WatchOptions { ResourceVersion = list.ResourceVersion, LabelSelector = "app=meta", MetadataOnly = true }, cts.Token))
+                {
+                    if (e.Type != WatchEvent<JsonObject>.Bookmark)
+                    {
+                        events.Add((e.Type, e.Object!));
+                    }
+                    if (events.Count == 2)
+                    {
+                        return;
+                    }
+                }
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }, Ct);
+        var changed = await Client.GetAsync<JsonObject>(KubeResource.Leases, Ns, "m1", Ct);
+        changed!["spec"]!["holderIdentity"] = "b";
+        await Client.ReplaceAsync(KubeResource.Leases, changed, ct: Ct);
+        await Client.DeleteAsync(KubeResource.Leases, Ns, "m0", ct: Ct);
+        await watching;
+        Assert.Equal([("MODIFIED", "m1"), ("DELETED", "m0")], events.Select(e => (e.Type, Name(e.Object))));
+        Assert.All(events, e =>
+        {
+            Assert.Equal("PartialObjectMetadata", e.Object["kind"]!.GetValue<string>());
+            Assert.Null(e.Object["spec"]);
+        });
+    }
+
     protected static string Name(JsonObject o) => o["metadata"]!["name"]!.GetValue<string>();
 
     [Fact]
