@@ -66,15 +66,21 @@ public static class Chunking
     {
         var hash = NodeConfigContent.Hash(items.Select(i => i.Digest.Sha256));
         var listeners = items.Where(i => i.Listener is not null).Select(i => i.Listener!).ToList();
+        List<NodeVip> vips = [.. items.Where(i => i.Vip is not null).Select(i => i.Vip!)];
         return new XlbNodeConfigChunk
         {
-            Metadata = new ObjectMeta { Name = ChunkName(node, hash), Labels = new() { [XlbNodeConfigChunk.NodeLabel] = node } },
+            Metadata = new ObjectMeta
+            {
+                Name = ChunkName(node, hash),
+                Labels = new() { [XlbNodeConfigChunk.NodeLabel] = node },
+                Annotations = ChunkSummaries.Write(vips, listeners) is { } summary ? new() { [ChunkSummaries.Annotation] = summary } : null,
+            },
             Spec = new XlbNodeConfigChunkSpec
             {
                 NodeName = node,
                 Hash = hash,
                 ListenerCount = listeners.Count,
-                Vips = [.. items.Where(i => i.Vip is not null).Select(i => i.Vip!)],
+                Vips = vips,
                 Listeners = listeners,
             },
         };

@@ -98,11 +98,11 @@ public sealed partial class ClusterOperator
         _slices = Watch(KubeResource.EndpointSlices, new Informer<EndpointSlice>(client, KubeResource.EndpointSlices, null, io with { LabelSelector = EndpointSlice.ServiceNameLabel }, log));
         _leases = Watch(KubeResource.Leases, new Informer<KubeObject>(client, KubeResource.Leases, options.AgentLeaseNamespace, io with { LabelSelector = AgentNodeLabel }, log),
             e => RoutineRenewal(e, _shards.List(), _time.GetUtcNow()));
-        // Chunks without their backends: their content is ours and content-addressed, and the
-        // planner reads back only VIPs and listener names. So a restart lists them and fetches nothing.
-        // A chunk is up to the chunk limit, so pages are a few chunks, not hundreds of megabytes.
+        // Chunks as metadata alone: their content is ours and content-addressed, and the planner
+        // reads back only their VIPs and listener identities, which each chunk carries in its summary
+        // annotation (ChunkSummaries). So a restart reads a few kilobytes per chunk, not its backends.
         _chunks = Watch(KubeResource.XlbNodeConfigChunks, new Informer<ChunkSummary>(client, KubeResource.XlbNodeConfigChunks, null,
-            io with { LabelSelector = XlbNodeConfigChunk.NodeLabel, PageSize = XlbNodeConfigChunk.ListPageSize }, log));
+            io with { LabelSelector = XlbNodeConfigChunk.NodeLabel, MetadataOnly = true }, log));
     }
 
     /// <summary>Plans run (each one a full reconcile).</summary>
@@ -300,6 +300,21 @@ public sealed partial class ClusterOperator
                 // Already there.
             }
         }, ct);
+        // A chunk without its summary (an older operator wrote it) gets it, so the next restart need not read it whole.
+        await InParallelAsync(plan.Chunks.Where(c => _chunks.Get(c.Metadata.Name!) is { } live
+            && c.Metadata.Annotations?.GetValueOrDefault(ChunkSummaries.Annotation) is { } summary
+            && live.Metadata.Annotations?.GetValueOrDefault(ChunkSummaries.Annotation) != summary), async chunk =>
+        {
+            var patch = new JsonObject { ["metadata"] = new JsonObject { ["annotations"] = new JsonObject { [ChunkSummaries.Annotation] = chunk.Metadata.Annotations![ChunkSummaries.Annotation] } } };
+            try
+            {
+                await WriteAsync(KubeResource.XlbNodeConfigChunks, chunk.Metadata, () => _client.MergePatchAsync<PartialObject>(KubeResource.XlbNodeConfigChunks, null, chunk.Metadata.Name!, patch, fieldManager: _options.FieldManager, ct: ct));
+            }
+            catch (KubeApiException e) when (e.IsNotFound)
+            {
+                // Gone meanwhile: the plan after this one writes it anew.
+            }
+        }, ct);
         foreach (var chunk in plan.Chunks)
         {
             RememberChunk(chunk.Metadata.Name!, chunk.Spec.Vips, chunk.Spec.Listeners);
@@ -370,13 +385,13 @@ public sealed partial class ClusterOperator
         var unknown = new List<string>();
         foreach (var name in _configs.List().SelectMany(h => h.Spec.Chunks).Select(c => c.Name).Where(n => !_chunkContent.ContainsKey(n)).Distinct())
         {
-            if (_chunks.Get(name) is { } summary)
+            if (_chunks.Get(name)?.Content() is { } content)
             {
-                RememberChunk(name, summary.Spec.Vips, summary.Spec.Listeners.Select(l => l.ToListener()));
+                RememberChunk(name, content.Vips, content.Listeners);
             }
             else
             {
-                unknown.Add(name);
+                unknown.Add(name); // not seen yet, or without a summary: read whole
             }
         }
         var fetched = new System.Collections.Concurrent.ConcurrentDictionary<string, XlbNodeConfigChunkSpec>(StringComparer.Ordinal);
@@ -704,31 +719,15 @@ public sealed partial class ClusterOperator
 }
 
 /// <summary>
-/// A node config chunk as the operator caches it: its VIPs and its listeners' identity, without
-/// their backends (the bulk of a chunk), which the operator never reads back.
+/// A node config chunk as the operator caches it: its metadata alone (listed and watched as
+/// PartialObjectMetadata), whose summary annotation holds its VIPs and listener identities.
 /// </summary>
 internal sealed record ChunkSummary : IKubernetesObject
 {
     public string ApiVersion { get; init; } = "";
     public string Kind { get; init; } = "";
     public ObjectMeta Metadata { get; init; } = new();
-    public ChunkSummarySpec Spec { get; init; } = new();
-}
 
-internal sealed record ChunkSummarySpec
-{
-    public List<NodeVip> Vips { get; init; } = [];
-    public List<ListenerIdentity> Listeners { get; init; } = [];
-}
-
-/// <summary>What the planner reads of a previous listener: which VIP and port a mapping's listener had.</summary>
-internal sealed record ListenerIdentity
-{
-    public string Name { get; init; } = "";
-    [System.Text.Json.Serialization.JsonConverter(typeof(SharedStringConverter))]
-    public string Vip { get; init; } = "";
-    public int Port { get; init; }
-    public L4Protocol Protocol { get; init; } = L4Protocol.TCP;
-
-    public Listener ToListener() => new() { Name = Name, Vip = Vip, Port = Port, Protocol = Protocol };
+    /// <summary>The chunk's VIPs and listener identities, if it carries a summary this version reads.</summary>
+    public (List<NodeVip> Vips, List<Listener> Listeners)? Content() => ChunkSummaries.Read(Metadata.Annotations?.GetValueOrDefault(ChunkSummaries.Annotation));
 }

@@ -201,6 +201,39 @@ public sealed class ClusterOperatorTests : IAsyncLifetime
     [InlineData(200)]
     public async Task A_restarted_operator_changes_no_allocation_writes_nothing_and_renders_no_new_revision(long chunkLimit)
     {
+        var (options, configs, mappings) = await ConvergedWithEveryVipOnLb2Async(chunkLimit);
+        Assert.Equal(chunkLimit < 1024, configs.All(c => c.Spec.Chunks.Count > 0));
+        var chunkReads = ChunkReads();
+
+        var (second, run2, stop2) = _h.StartOperator(options);
+        await Eventually.TrueAsync(() => second.Plans >= 3, "the new operator planned a few times", 20);
+        Assert.Equal(0, second.Writes);
+        Assert.Empty(chunkReads); // every chunk's content came from its summary, listed as metadata
+        Assert.Equal(configs.Select(c => (c.Metadata.Name, c.Metadata.ResourceVersion, c.Spec.Revision)), (await ConfigsAsync()).Select(c => (c.Metadata.Name, c.Metadata.ResourceVersion, c.Spec.Revision)));
+        var after = (await _h.Client.ListAsync<PortMapping>(KubeResource.PortMappings, "demo", ct: Ct)).Items;
+        Assert.Equal(mappings.Select(m => (m.Metadata.Name, m.Metadata.ResourceVersion, m.Status!.Vips[0])), after.Select(m => (m.Metadata.Name, m.Metadata.ResourceVersion, m.Status!.Vips[0])));
+        await stop2.CancelAsync();
+        await run2;
+    }
+
+    /// <summary>The names of the chunks read one by one (GET) from now on.</summary>
+    private System.Collections.Concurrent.ConcurrentQueue<string> ChunkReads()
+    {
+        var reads = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        _h.Server.Faults.BeforeRequest = path =>
+        {
+            var at = path.IndexOf("/xlbnodeconfigchunks/", StringComparison.Ordinal);
+            if (at >= 0 && !path.Contains('?', StringComparison.Ordinal))
+            {
+                reads.Enqueue(path[(at + "/xlbnodeconfigchunks/".Length)..]);
+            }
+        };
+        return reads;
+    }
+
+    /// <summary>Five mappings Ready, lb-1 died and came back (so every VIP is active on lb-2, where a fresh placement would not put them all); the operator stopped.</summary>
+    private async Task<(Xlb.Operator.ClusterOperatorOptions Options, List<XlbNodeConfig> Configs, List<PortMapping> Mappings)> ConvergedWithEveryVipOnLb2Async(long chunkLimit)
+    {
         foreach (var i in Enumerable.Range(0, 5))
         {
             await _h.ApplyAsync(Mapping($"m{i}"));
@@ -209,24 +242,45 @@ public sealed class ClusterOperatorTests : IAsyncLifetime
         var options = new Xlb.Operator.ClusterOperatorOptions { AgentLeaseNamespace = OperatorHarness.LeaseNs, ChunkLimit = chunkLimit };
         var (first, run, stop) = _h.StartOperator(options);
         await Eventually.TrueAsync(() => Enumerable.Range(0, 5).All(i => Condition(MappingAsync($"m{i}").Result.Status?.Conditions, "Ready") == "True"), "all five Ready", 20);
-        // lb-1 dies and comes back: its VIPs stay on lb-2, where a fresh placement would not put them all.
         _h.StopAgent("lb-1");
         await Eventually.TrueAsync(() => BothConfigs(c => c.Spec.NodeName == "lb-1" ? c.Spec.VipCount == 0 : c.Spec.VipCount == 5), "every VIP on lb-2", 20);
         _h.StartAgents("lb-1");
         await Eventually.TrueAsync(() => BothConfigs(c => c.Spec.VipCount == 5) && Enumerable.Range(0, 5).All(i => Condition(MappingAsync($"m{i}").Result.Status?.Conditions, "Ready") == "True"), "lb-1 back as standby, all Ready", 20);
         await stop.CancelAsync();
         await run;
-        var configs = await ConfigsAsync();
-        Assert.Equal(chunkLimit < 1024, configs.All(c => c.Spec.Chunks.Count > 0));
         var mappings = (await _h.Client.ListAsync<PortMapping>(KubeResource.PortMappings, "demo", ct: Ct)).Items;
         Assert.All(mappings, m => Assert.Equal(["lb-2"], m.Status!.ActiveNodes));
+        return (options, await ConfigsAsync(), mappings);
+    }
 
+    /// <summary>
+    /// Chunks an older operator wrote carry no summary: a restarted operator reads those whole
+    /// (placements stay), writes no config or status, and gives each its summary.
+    /// </summary>
+    [Fact]
+    public async Task A_restarted_operator_reads_chunks_without_a_summary_whole_and_gives_them_one()
+    {
+        var (options, configs, mappings) = await ConvergedWithEveryVipOnLb2Async(200);
+        var chunks = (await _h.Client.ListAsync<XlbNodeConfigChunk>(KubeResource.XlbNodeConfigChunks, null, ct: Ct)).Items;
+        Assert.NotEmpty(chunks);
+        Assert.All(chunks, c => Assert.NotNull(Xlb.Operator.Core.ChunkSummaries.Read(c.Metadata.Annotations![Xlb.Operator.Core.ChunkSummaries.Annotation])));
+        foreach (var chunk in chunks)
+        {
+            await _h.Client.MergePatchAsync<JsonObject>(KubeResource.XlbNodeConfigChunks, null, chunk.Metadata.Name!,
+                new JsonObject { ["metadata"] = new JsonObject { ["annotations"] = new JsonObject { [Xlb.Operator.Core.ChunkSummaries.Annotation] = null } } }, ct: Ct);
+        }
+
+        var chunkReads = ChunkReads();
         var (second, run2, stop2) = _h.StartOperator(options);
         await Eventually.TrueAsync(() => second.Plans >= 3, "the new operator planned a few times", 20);
-        Assert.Equal(0, second.Writes);
+        Assert.Equal(chunks.Count, second.Writes); // one summary per chunk, nothing else
+        Assert.Equal(chunks.Select(c => c.Metadata.Name!).Order(StringComparer.Ordinal), chunkReads.Order(StringComparer.Ordinal)); // each read whole once
         Assert.Equal(configs.Select(c => (c.Metadata.Name, c.Metadata.ResourceVersion, c.Spec.Revision)), (await ConfigsAsync()).Select(c => (c.Metadata.Name, c.Metadata.ResourceVersion, c.Spec.Revision)));
         var after = (await _h.Client.ListAsync<PortMapping>(KubeResource.PortMappings, "demo", ct: Ct)).Items;
-        Assert.Equal(mappings.Select(m => (m.Metadata.Name, m.Metadata.ResourceVersion, m.Status!.Vips[0])), after.Select(m => (m.Metadata.Name, m.Metadata.ResourceVersion, m.Status!.Vips[0])));
+        Assert.Equal(mappings.Select(m => (m.Metadata.Name, m.Metadata.ResourceVersion)), after.Select(m => (m.Metadata.Name, m.Metadata.ResourceVersion)));
+        var summarized = (await _h.Client.ListAsync<XlbNodeConfigChunk>(KubeResource.XlbNodeConfigChunks, null, ct: Ct)).Items;
+        Assert.Equal(chunks.Select(c => c.Metadata.Annotations![Xlb.Operator.Core.ChunkSummaries.Annotation]).Order(StringComparer.Ordinal),
+            summarized.Select(c => c.Metadata.Annotations?.GetValueOrDefault(Xlb.Operator.Core.ChunkSummaries.Annotation)).Order(StringComparer.Ordinal));
         await stop2.CancelAsync();
         await run2;
     }
