@@ -69,12 +69,7 @@ public static class Chunking
         List<NodeVip> vips = [.. items.Where(i => i.Vip is not null).Select(i => i.Vip!)];
         return new XlbNodeConfigChunk
         {
-            Metadata = new ObjectMeta
-            {
-                Name = ChunkName(node, hash),
-                Labels = new() { [XlbNodeConfigChunk.NodeLabel] = node },
-                Annotations = ChunkSummaries.Write(vips, listeners) is { } summary ? new() { [ChunkSummaries.Annotation] = summary } : null,
-            },
+            Metadata = new ObjectMeta { Name = ChunkName(node, hash), Labels = new() { [XlbNodeConfigChunk.NodeLabel] = node } },
             Spec = new XlbNodeConfigChunkSpec
             {
                 NodeName = node,

@@ -55,6 +55,8 @@ public sealed partial class ClusterOperator
     private readonly Informer<EndpointSlice> _slices;
     private readonly Informer<KubeObject> _leases;
     private readonly Informer<ChunkSummary> _chunks;
+    // Chunks the last PreviousAsync read whole (they had no summary); the next writes give them one.
+    private readonly HashSet<string> _readWhole = new(StringComparer.Ordinal);
     private readonly HashSet<string> _reported = new(StringComparer.Ordinal);
     private readonly PlanMemo _memo = new();
     private readonly OwnWrites _own;
@@ -293,19 +295,22 @@ public sealed partial class ClusterOperator
         {
             try
             {
-                await WriteAsync(KubeResource.XlbNodeConfigChunks, chunk.Metadata, () => _client.CreateAsync<XlbNodeConfigChunk, PartialObject>(KubeResource.XlbNodeConfigChunks, chunk, _options.FieldManager, ct));
+                await WriteAsync(KubeResource.XlbNodeConfigChunks, chunk.Metadata, () => _client.CreateAsync<XlbNodeConfigChunk, PartialObject>(KubeResource.XlbNodeConfigChunks, Summarized(chunk), _options.FieldManager, ct));
             }
             catch (KubeApiException e) when (e.IsConflict)
             {
                 // Already there.
             }
         }, ct);
-        // A chunk without its summary (an older operator wrote it) gets it, so the next restart need not read it whole.
-        await InParallelAsync(plan.Chunks.Where(c => _chunks.Get(c.Metadata.Name!) is { } live
-            && c.Metadata.Annotations?.GetValueOrDefault(ChunkSummaries.Annotation) is { } summary
-            && live.Metadata.Annotations?.GetValueOrDefault(ChunkSummaries.Annotation) != summary), async chunk =>
+        // A chunk that had to be read whole (no summary: an older operator wrote it) gets its
+        // summary, so the next restart need not read it whole.
+        await InParallelAsync(plan.Chunks.Where(c => _readWhole.Contains(c.Metadata.Name!) && _chunks.Get(c.Metadata.Name!) is not null), async chunk =>
         {
-            var patch = new JsonObject { ["metadata"] = new JsonObject { ["annotations"] = new JsonObject { [ChunkSummaries.Annotation] = chunk.Metadata.Annotations![ChunkSummaries.Annotation] } } };
+            if (Summarized(chunk).Metadata.Annotations?.GetValueOrDefault(ChunkSummaries.Annotation) is not { } summary)
+            {
+                return; // too large to summarize: read whole at each restart
+            }
+            var patch = new JsonObject { ["metadata"] = new JsonObject { ["annotations"] = new JsonObject { [ChunkSummaries.Annotation] = summary } } };
             try
             {
                 await WriteAsync(KubeResource.XlbNodeConfigChunks, chunk.Metadata, () => _client.MergePatchAsync<PartialObject>(KubeResource.XlbNodeConfigChunks, null, chunk.Metadata.Name!, patch, fieldManager: _options.FieldManager, ct: ct));
@@ -315,6 +320,7 @@ public sealed partial class ClusterOperator
                 // Gone meanwhile: the plan after this one writes it anew.
             }
         }, ct);
+        _readWhole.Clear();
         foreach (var chunk in plan.Chunks)
         {
             RememberChunk(chunk.Metadata.Name!, chunk.Spec.Vips, chunk.Spec.Listeners);
@@ -405,6 +411,7 @@ public sealed partial class ClusterOperator
         foreach (var (name, spec) in fetched)
         {
             RememberChunk(name, spec.Vips, spec.Listeners);
+            _readWhole.Add(name);
         }
         foreach (var head in _configs.List())
         {
@@ -449,6 +456,12 @@ public sealed partial class ClusterOperator
         }
         return result;
     }
+
+    /// <summary>A chunk as it is created: with its summary annotation (see <see cref="ChunkSummaries"/>) when one fits.</summary>
+    private static XlbNodeConfigChunk Summarized(XlbNodeConfigChunk chunk) =>
+        ChunkSummaries.Write(chunk.Spec.Vips, chunk.Spec.Listeners) is { } summary
+            ? chunk with { Metadata = chunk.Metadata with { Annotations = new(chunk.Metadata.Annotations ?? []) { [ChunkSummaries.Annotation] = summary } } }
+            : chunk;
 
     private void RememberChunk(string name, List<NodeVip> vips, IEnumerable<Listener> listeners)
     {
