@@ -27,10 +27,13 @@ public class NodeBackendsJsonTests
             {
                 Address = addresses[rng.Next(addresses.Length)], Port = rng.Next(-1, 70000), Weight = rng.Next(-2, 200), Draining = rng.Next(2) == 0,
             }).ToList();
-            foreach (var options in new[] { XlbJson.Options, KubeJson.Options })
+            // Unindented, IP-text backends take the writer's raw path; indented ones and other text the token path.
+            foreach (var options in new[] { XlbJson.Options, KubeJson.Options, new JsonSerializerOptions(XlbJson.Options) { WriteIndented = true } })
             {
                 var json = ListenerBackendsJson(backends, options);
-                Assert.Equal(ContractJson(backends, options), json);
+                // Indented, the listener's backends sit one level deeper than the list written alone.
+                var contract = options.WriteIndented ? ContractJson(backends, options).Replace("\n", "\n  ", StringComparison.Ordinal) : ContractJson(backends, options);
+                Assert.Equal(contract, json);
                 var read = JsonSerializer.Deserialize<Listener>($$"""{"name":"n","vip":"10.0.0.1","port":80,"backends":{{json}}}""", options)!;
                 Assert.Equal(backends, read.Backends);
             }
