@@ -17,6 +17,8 @@ namespace Xlb.Agent;
 public sealed partial class FlowLog : IDisposable
 {
     private readonly BpfRingBuffer _ring;
+    private readonly XdpDataPlane _dataPlane;
+    private long _nextSweep;
     private readonly TextWriter _output;
     private readonly bool _ownsOutput;
     private readonly ILogger _log;
@@ -26,6 +28,7 @@ public sealed partial class FlowLog : IDisposable
 
     public FlowLog(XdpDataPlane dataPlane, TextWriter output, ILogger log, bool ownsOutput = false)
     {
+        _dataPlane = dataPlane;
         _output = output;
         _ownsOutput = ownsOutput;
         _log = log;
@@ -54,6 +57,25 @@ public sealed partial class FlowLog : IDisposable
     public int PollOnce(TimeSpan timeout)
     {
         _ring.Poll(timeout);
+        return WriteBatch();
+    }
+
+    /// <summary>How often the poll thread sweeps flows that went idle without another packet (see <see cref="IdleFlows"/>).</summary>
+    public TimeSpan SweepInterval { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// Ends the flows past their idle timeout that no packet came for (<see cref="XdpDataPlane.SweepIdleFlows"/>)
+    /// and logs their close, reason idle, as the program would have on their next packet.
+    /// </summary>
+    /// <returns>How many closes were written.</returns>
+    public int SweepOnce()
+    {
+        _batch.AddRange(_dataPlane.SweepIdleFlows());
+        return WriteBatch();
+    }
+
+    private int WriteBatch()
+    {
         if (_batch.Count == 0)
         {
             return 0;
@@ -91,6 +113,11 @@ public sealed partial class FlowLog : IDisposable
         while (!ct.IsCancellationRequested)
         {
             PollOnce(TimeSpan.FromMilliseconds(250));
+            if (System.Diagnostics.Stopwatch.GetTimestamp() >= _nextSweep)
+            {
+                SweepOnce();
+                _nextSweep = System.Diagnostics.Stopwatch.GetTimestamp() + (long)(SweepInterval.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
+            }
         }
         while (PollOnce(TimeSpan.Zero) > 0)
         {

@@ -91,6 +91,90 @@ public sealed class FlowEventTests(DataPlaneFixture fx) : IClassFixture<DataPlan
         Assert.Equal(events[0].Backend, events[1].Backend);
     }
 
+    private static XlbFlowKey KeyOf(ushort port) => new()
+    {
+        Saddr = Addr16.From(Client), Daddr = Addr16.From(VipAddress), SportBe = Net.Be(port), DportBe = Net.Be(80),
+        Proto = XlbAbi.ProtoTcp, Family = XlbAbi.FamilyV4,
+    };
+
+    [Fact]
+    public void Flows_idle_without_another_packet_are_swept_with_their_close_and_live_ones_stay()
+    {
+        Privileged.Require();
+        var (plane, run) = OwnPlane(sample: 1);
+        using var owned = plane;
+        run(Tcp(43200));
+        run(Tcp(43200, Packet.Ack));                 // admitted, then idle
+        run(Tcp(43201));                             // a SYN alone (still new), then idle
+        run(Tcp(43202));
+        run(Tcp(43202, Packet.Fin | Packet.Ack));    // closed by a FIN, then idle
+        run(Tcp(43203));
+        run(Tcp(43203, Packet.Ack));                 // admitted and live
+        foreach (var (table, port) in new[] { (plane.Flows, (ushort)43200), (plane.NewFlows, (ushort)43201), (plane.Flows, (ushort)43202) })
+        {
+            Assert.True(table.TryLookup(KeyOf(port), out var flow), $"flow {port}");
+            table.Update(KeyOf(port), flow with { LastSeenNs = 0 }); // last seen at boot: past every timeout and the grace
+        }
+        var started = Drain(plane);
+
+        var swept = plane.SweepIdleFlows();
+
+        // The idle ones are gone; the close of the two a FIN did not close is logged, as the program would have.
+        Assert.Equal([(XlbAbi.EventClosed, 43200, 0), (XlbAbi.EventClosed, 43201, 0)],
+            swept.Select(e => (e.Type, (int)Net.FromBe(e.Flow.SportBe), (int)e.TcpFlags)).OrderBy(e => e.Item2));
+        Assert.False(plane.Flows.TryLookup(KeyOf(43200), out _));
+        Assert.False(plane.NewFlows.TryLookup(KeyOf(43201), out _));
+        Assert.False(plane.Flows.TryLookup(KeyOf(43202), out _));
+        Assert.True(plane.Flows.TryLookup(KeyOf(43203), out _));
+        var close = swept.Single(e => Net.FromBe(e.Flow.SportBe) == 43200);
+        var open = started.Single(e => e.Type == XlbAbi.EventNew && Net.FromBe(e.Flow.SportBe) == 43200);
+        Assert.Equal((open.Backend, open.BackendPortBe, open.NatPortBe, open.SvcId, open.Mode), (close.Backend, close.BackendPortBe, close.NatPortBe, close.SvcId, close.Mode));
+        // Nothing left to sweep, and the live flow still forwards.
+        Assert.Empty(plane.SweepIdleFlows());
+        Assert.NotEqual(XdpPass, (int)run(Tcp(43203, Packet.Ack)).Verdict);
+        Assert.True(plane.Flows.TryLookup(KeyOf(43203), out _));
+    }
+
+    [Fact]
+    public void The_connection_log_writes_a_swept_flows_close_as_idle()
+    {
+        Privileged.Require();
+        var (plane, run) = OwnPlane(sample: 1);
+        using var owned = plane;
+        run(Tcp(43300));
+        run(Tcp(43300, Packet.Ack));
+        Assert.True(plane.Flows.TryLookup(KeyOf(43300), out var flow));
+        plane.Flows.Update(KeyOf(43300), flow with { LastSeenNs = 0 });
+        var output = new StringWriter();
+        using var log = new FlowLog(plane, output, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        log.PollOnce(TimeSpan.Zero); // the new flow's line
+        Assert.Equal(1, log.SweepOnce());
+        var line = output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries)[^1];
+        using var json = System.Text.Json.JsonDocument.Parse(line);
+        Assert.Equal(("closed", "idle", $"{Client}:43300"), (json.RootElement.GetProperty("event").GetString(), json.RootElement.GetProperty("reason").GetString(), json.RootElement.GetProperty("client").GetString()));
+        Assert.Equal((1L, 1L), log.Counts);
+    }
+
+    [Fact]
+    public void The_sweep_samples_closes_by_the_programs_own_hash()
+    {
+        Privileged.Require();
+        var (plane, run) = OwnPlane(sample: 4);
+        using var owned = plane;
+        var ports = Enumerable.Range(46000, 120).Select(p => (ushort)p).ToList();
+        foreach (var port in ports)
+        {
+            run(Tcp(port));
+            run(Tcp(port, Packet.Ack));
+            Assert.True(plane.Flows.TryLookup(KeyOf(port), out var flow));
+            plane.Flows.Update(KeyOf(port), flow with { LastSeenNs = 0 });
+        }
+        Assert.All(ports, p => Assert.Equal(FlowHash(Client, VipAddress, p, 80, 6), Xlb.Agent.Core.IdleFlows.FlowHash(KeyOf(p))));
+        var swept = plane.SweepIdleFlows();
+        Assert.Equal(ports.Where(p => FlowHash(Client, VipAddress, p, 80, 6) % 4 == 0).Select(p => (int)p), swept.Select(e => (int)Net.FromBe(e.Flow.SportBe)).Order());
+        Assert.DoesNotContain(plane.Flows.Entries().Keys, k => ports.Contains((ushort)Net.FromBe(k.SportBe)));
+    }
+
     [Fact]
     public void Sampling_picks_flows_by_hash_and_zero_sends_none()
     {
