@@ -97,6 +97,13 @@ public sealed class FlowEventTests(DataPlaneFixture fx) : IClassFixture<DataPlan
         Proto = XlbAbi.ProtoTcp, Family = XlbAbi.FamilyV4,
     };
 
+    /// <summary>Makes a flow last seen at boot: past every timeout and the sweep's grace.</summary>
+    private static void IdleSinceBoot(BpfMap<XlbFlowKey, XlbFlow> table, ushort port)
+    {
+        Assert.True(table.TryLookup(KeyOf(port), out var flow), $"flow {port}");
+        table.Update(KeyOf(port), flow with { LastSeenNs = 0 });
+    }
+
     [Fact]
     public void Flows_idle_without_another_packet_are_swept_with_their_close_and_live_ones_stay()
     {
@@ -110,11 +117,9 @@ public sealed class FlowEventTests(DataPlaneFixture fx) : IClassFixture<DataPlan
         run(Tcp(43202, Packet.Fin | Packet.Ack));    // closed by a FIN, then idle
         run(Tcp(43203));
         run(Tcp(43203, Packet.Ack));                 // admitted and live
-        foreach (var (table, port) in new[] { (plane.Flows, (ushort)43200), (plane.NewFlows, (ushort)43201), (plane.Flows, (ushort)43202) })
-        {
-            Assert.True(table.TryLookup(KeyOf(port), out var flow), $"flow {port}");
-            table.Update(KeyOf(port), flow with { LastSeenNs = 0 }); // last seen at boot: past every timeout and the grace
-        }
+        IdleSinceBoot(plane.Flows, 43200);
+        IdleSinceBoot(plane.NewFlows, 43201);
+        IdleSinceBoot(plane.Flows, 43202);
         var started = Drain(plane);
 
         var swept = plane.SweepIdleFlows();
@@ -143,8 +148,7 @@ public sealed class FlowEventTests(DataPlaneFixture fx) : IClassFixture<DataPlan
         using var owned = plane;
         run(Tcp(43300));
         run(Tcp(43300, Packet.Ack));
-        Assert.True(plane.Flows.TryLookup(KeyOf(43300), out var flow));
-        plane.Flows.Update(KeyOf(43300), flow with { LastSeenNs = 0 });
+        IdleSinceBoot(plane.Flows, 43300);
         var output = new StringWriter();
         using var log = new FlowLog(plane, output, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
         log.PollOnce(TimeSpan.Zero); // the new flow's line
@@ -166,8 +170,7 @@ public sealed class FlowEventTests(DataPlaneFixture fx) : IClassFixture<DataPlan
         {
             run(Tcp(port));
             run(Tcp(port, Packet.Ack));
-            Assert.True(plane.Flows.TryLookup(KeyOf(port), out var flow));
-            plane.Flows.Update(KeyOf(port), flow with { LastSeenNs = 0 });
+            IdleSinceBoot(plane.Flows, port);
         }
         Assert.All(ports, p => Assert.Equal(FlowHash(Client, VipAddress, p, 80, 6), Xlb.Agent.Core.IdleFlows.FlowHash(KeyOf(p))));
         var swept = plane.SweepIdleFlows();
