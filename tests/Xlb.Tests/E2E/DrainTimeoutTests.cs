@@ -17,7 +17,6 @@ public sealed class DrainTimeoutTests(ITestOutputHelper output)
         var (first, listener, vip) = (hand.First, hand.Listener, hand.Vip);
         try
         {
-
             // Long-lived connections until two backends hold some; the first one's backend will drain.
             var connections = new List<(KeepAliveClient Client, string Backend)>();
             for (var i = 0; i < 24 && connections.Select(c => c.Backend).Distinct().Count() < 2; i++)

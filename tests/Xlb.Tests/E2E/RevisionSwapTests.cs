@@ -20,7 +20,6 @@ public sealed class RevisionSwapTests(ITestOutputHelper output)
         var (first, listener, vip) = (hand.First, hand.Listener, hand.Vip);
         try
         {
-
             // Long-lived connections, each pinned to a backend by the flow table.
             var longLived = new List<(KeepAliveClient Client, string Backend)>();
             for (var i = 0; i < 6; i++)
