@@ -49,6 +49,7 @@ public static class AgentEndpoints
         {
             var (opened, closed) = flowLog.Counts;
             PromText.Labelled(sb, "xlb_flow_log_events_total", "counter", "Lines written to the connection log, by event.", "event", [("new", (double)opened), ("closed", (double)closed)]);
+            Counter(sb, "xlb_flows_swept_total", "Flows past their idle timeout that no packet came for, taken out of the flow tables by the agent's sweep.", flowLog.Swept);
         }
         return sb.ToString();
     }

@@ -24,7 +24,7 @@ public sealed partial class FlowLog : IDisposable
     private readonly ILogger _log;
     private readonly List<XlbFlowEvent> _batch = [];
     private IReadOnlyDictionary<(IPAddress Vip, int Port, byte Proto), string> _names = new Dictionary<(IPAddress, int, byte), string>();
-    private long _new, _closed, _writeFailures;
+    private long _new, _closed, _writeFailures, _swept;
 
     public FlowLog(XdpDataPlane dataPlane, TextWriter output, ILogger log, bool ownsOutput = false)
     {
@@ -70,9 +70,14 @@ public sealed partial class FlowLog : IDisposable
     /// <returns>How many closes were written.</returns>
     public int SweepOnce()
     {
-        _batch.AddRange(_dataPlane.SweepIdleFlows());
+        var (swept, closed) = _dataPlane.SweepIdleFlows();
+        Interlocked.Add(ref _swept, swept);
+        _batch.AddRange(closed);
         return WriteBatch();
     }
+
+    /// <summary>Flows the sweeps took out of the flow tables (each one, logged or not).</summary>
+    public long Swept => Interlocked.Read(ref _swept);
 
     private int WriteBatch()
     {

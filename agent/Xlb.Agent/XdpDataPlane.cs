@@ -221,27 +221,31 @@ public sealed class XdpDataPlane : IDisposable
 
     /// <summary>
     /// Deletes the flows past their idle timeout (and <see cref="IdleFlows.Grace"/>) that no
-    /// packet came for, from both flow tables, and returns the close events the program would have
-    /// sent (sampled as it samples them; see <see cref="IdleFlows"/>).
+    /// packet came for, from both flow tables: how many, and the close events the program would
+    /// have sent for them (sampled as it samples them; see <see cref="IdleFlows"/>).
     /// </summary>
-    public List<XlbFlowEvent> SweepIdleFlows()
+    public (int Swept, List<XlbFlowEvent> Closed) SweepIdleFlows()
     {
         var cfg = ReadConfig();
         var now = MonotonicNs();
+        var swept = 0;
         var closed = new List<XlbFlowEvent>();
         foreach (var table in new[] { Flows, NewFlows })
         {
             foreach (var (key, flow) in table.Entries((k, f) => IdleFlows.Sweepable(cfg, k, f, now)))
             {
                 // Read again just before the delete: a packet since has made it another flow.
-                if (table.TryLookup(key, out var again) && again.LastSeenNs == flow.LastSeenNs && table.Delete(key)
-                    && IdleFlows.CloseEvent(cfg, key, flow, now) is { } e)
+                if (table.TryLookup(key, out var again) && again.LastSeenNs == flow.LastSeenNs && table.Delete(key))
                 {
-                    closed.Add(e);
+                    swept++;
+                    if (IdleFlows.CloseEvent(cfg, key, flow, now) is { } e)
+                    {
+                        closed.Add(e);
+                    }
                 }
             }
         }
-        return closed;
+        return (swept, closed);
     }
 
     /// <summary>Where the build puts the XDP object: beside the binaries, or XLB_XDP_OBJECT.</summary>

@@ -122,9 +122,10 @@ public sealed class FlowEventTests(DataPlaneFixture fx) : IClassFixture<DataPlan
         IdleSinceBoot(plane.Flows, 43202);
         var started = Drain(plane);
 
-        var swept = plane.SweepIdleFlows();
+        var (count, swept) = plane.SweepIdleFlows();
 
-        // The idle ones are gone; the close of the two a FIN did not close is logged, as the program would have.
+        // The three idle ones are gone; the close of the two a FIN did not close is logged, as the program would have.
+        Assert.Equal(3, count);
         Assert.Equal([(XlbAbi.EventClosed, 43200, 0), (XlbAbi.EventClosed, 43201, 0)],
             swept.Select(e => (e.Type, (int)Net.FromBe(e.Flow.SportBe), (int)e.TcpFlags)).OrderBy(e => e.Item2));
         Assert.False(plane.Flows.TryLookup(KeyOf(43200), out _));
@@ -135,7 +136,7 @@ public sealed class FlowEventTests(DataPlaneFixture fx) : IClassFixture<DataPlan
         var open = started.Single(e => e.Type == XlbAbi.EventNew && Net.FromBe(e.Flow.SportBe) == 43200);
         Assert.Equal((open.Backend, open.BackendPortBe, open.NatPortBe, open.SvcId, open.Mode), (close.Backend, close.BackendPortBe, close.NatPortBe, close.SvcId, close.Mode));
         // Nothing left to sweep, and the live flow still forwards.
-        Assert.Empty(plane.SweepIdleFlows());
+        Assert.Equal(0, plane.SweepIdleFlows().Swept);
         Assert.NotEqual(XdpPass, (int)run(Tcp(43203, Packet.Ack)).Verdict);
         Assert.True(plane.Flows.TryLookup(KeyOf(43203), out _));
     }
@@ -157,6 +158,7 @@ public sealed class FlowEventTests(DataPlaneFixture fx) : IClassFixture<DataPlan
         using var json = System.Text.Json.JsonDocument.Parse(line);
         Assert.Equal(("closed", "idle", $"{Client}:43300"), (json.RootElement.GetProperty("event").GetString(), json.RootElement.GetProperty("reason").GetString(), json.RootElement.GetProperty("client").GetString()));
         Assert.Equal((1L, 1L), log.Counts);
+        Assert.Equal(1, log.Swept);
     }
 
     [Fact]
@@ -173,7 +175,8 @@ public sealed class FlowEventTests(DataPlaneFixture fx) : IClassFixture<DataPlan
             IdleSinceBoot(plane.Flows, port);
         }
         Assert.All(ports, p => Assert.Equal(FlowHash(Client, VipAddress, p, 80, 6), Xlb.Agent.Core.IdleFlows.FlowHash(KeyOf(p))));
-        var swept = plane.SweepIdleFlows();
+        var (count, swept) = plane.SweepIdleFlows();
+        Assert.Equal(ports.Count, count);
         Assert.Equal(ports.Where(p => FlowHash(Client, VipAddress, p, 80, 6) % 4 == 0).Select(p => (int)p), swept.Select(e => (int)Net.FromBe(e.Flow.SportBe)).Order());
         Assert.DoesNotContain(plane.Flows.Entries().Keys, k => ports.Contains((ushort)Net.FromBe(k.SportBe)));
     }
