@@ -162,6 +162,26 @@ public sealed class FlowEventTests(DataPlaneFixture fx) : IClassFixture<DataPlan
     }
 
     [Fact]
+    public async Task The_connection_logs_own_thread_sweeps_at_its_interval()
+    {
+        Privileged.Require();
+        var (plane, run) = OwnPlane(sample: 1);
+        using var owned = plane;
+        var output = new StringWriter();
+        using var log = new FlowLog(plane, TextWriter.Synchronized(output), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance) { SweepInterval = TimeSpan.FromMilliseconds(200) };
+        using var stop = new CancellationTokenSource();
+        var running = log.RunAsync(stop.Token);
+        run(Tcp(43400));
+        run(Tcp(43400, Packet.Ack));
+        await Eventually.TrueAsync(() => log.Counts.New == 1, "the new flow logged", 10);
+        IdleSinceBoot(plane.Flows, 43400);
+        await Eventually.TrueAsync(() => log.Swept == 1 && log.Counts.Closed == 1, "the idle flow swept and its close logged", 10);
+        await stop.CancelAsync();
+        await running;
+        Assert.False(plane.Flows.TryLookup(KeyOf(43400), out _));
+    }
+
+    [Fact]
     public void The_sweep_samples_closes_by_the_programs_own_hash()
     {
         Privileged.Require();
