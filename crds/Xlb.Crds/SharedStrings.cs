@@ -93,9 +93,6 @@ public static class SharedStrings
         }
     }
 
-    /// <summary>Values held now.</summary>
-    public static int Count => _table.Count;
-
     /// <summary>How many times the table has started afresh.</summary>
     public static int Generation { get; private set; }
 

@@ -26,20 +26,37 @@ public static class HttpEndpoints
 
     private static Task Serve(HttpContext ctx, Func<(bool Ready, string Reason)> readiness, Func<string> metrics)
     {
-        var (code, type, body) = ctx.Request.Path.Value switch
+        const string text = "text/plain; charset=utf-8";
+        var path = ctx.Request.Path.Value;
+        var known = path is "/healthz" or "/readyz" or "/metrics";
+        var method = ctx.Request.Method;
+        int code;
+        string type = text, body;
+        if (!known)
         {
-            "/healthz" => (200, "text/plain; charset=utf-8", "ok\n"),
-            "/readyz" => readiness() is var (ready, reason) ? (ready ? 200 : 503, "text/plain; charset=utf-8", reason + "\n") : default,
-            "/metrics" => (200, PromText.ContentType, metrics() + PromText.Process()),
-            _ => (404, "text/plain; charset=utf-8", "not found\n"),
-        };
-        if (code != 404 && !HttpMethods.IsGet(ctx.Request.Method) && !HttpMethods.IsHead(ctx.Request.Method))
+            (code, body) = (404, "not found\n");
+        }
+        else if (!HttpMethods.IsGet(method) && !HttpMethods.IsHead(method))
         {
+            // Refused before any page is made: /metrics walks the data plane's tables.
             (code, body) = (405, "method not allowed\n");
             ctx.Response.Headers.Allow = "GET, HEAD";
         }
+        else if (path == "/metrics")
+        {
+            (code, type, body) = (200, PromText.ContentType, metrics() + PromText.Process());
+        }
+        else if (path == "/readyz")
+        {
+            var (ready, reason) = readiness();
+            (code, body) = (ready ? 200 : 503, reason + "\n");
+        }
+        else
+        {
+            (code, body) = (200, "ok\n");
+        }
         ctx.Response.StatusCode = code;
         ctx.Response.ContentType = type;
-        return HttpMethods.IsHead(ctx.Request.Method) ? Task.CompletedTask : ctx.Response.WriteAsync(body, ctx.RequestAborted);
+        return HttpMethods.IsHead(method) ? Task.CompletedTask : ctx.Response.WriteAsync(body, ctx.RequestAborted);
     }
 }
