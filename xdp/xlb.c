@@ -803,21 +803,28 @@ static __always_inline int fragmentable(const struct pkt *p)
  * at most cfg->icmp_rate answers a second (as the kernel limits its own ICMP), and drops the
  * packets past that.
  */
-static __always_inline int too_big(struct xdp_md *ctx, const struct xlb_cfg *cfg, const struct pkt *p, __u32 mtu, __u64 now)
+/* What too_big_answer needs of the packet, in one word (kept in a register across its helper calls). */
+#define SHAPE_L3_LEN(s) ((__u32)(s) & 0xffff)
+#define SHAPE_VLAN(s) ((__be16)((s) >> 16))
+#define SHAPE_V4(s) (((s) >> 32) == XLB_FAMILY_V4)
+#define SHAPE_L2(s) (SHAPE_VLAN(s) ? sizeof(struct ethhdr) + VLAN_HLEN : sizeof(struct ethhdr))
+#define SHAPE_ADD(s) ((SHAPE_V4(s) ? sizeof(struct iphdr) : sizeof(struct ipv6hdr)) + 8)
+
+static __noinline int too_big_answer(struct xdp_md *ctx, __u32 icmp_rate, __u64 shape, __u32 mtu, __u64 now)
 {
-	int v4 = p->family == XLB_FAMILY_V4;
-	int tagged = p->vlan_proto != 0;
-	__u32 l2 = tagged ? sizeof(struct ethhdr) + VLAN_HLEN : sizeof(struct ethhdr);
-	__u32 add = (v4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr)) + 8;
+	__be16 vlan_proto;
+	__u32 l2, add;
+	int v4;
 	__u8 *old, *icmp;
 	void *data, *end;
 	__u32 sum;
 	__s64 quoted;
 
-	if (p->l3_len < XLB_ICMP_QUOTE)
+	if (SHAPE_L3_LEN(shape) < XLB_ICMP_QUOTE)
 		return verdict(XDP_DROP, XLB_STAT_DROP_TOO_BIG);
-	if (cfg->icmp_rate && rate_spent(XLB_RATE_ICMP, cfg->icmp_rate, now, 1))
+	if (icmp_rate && rate_spent(XLB_RATE_ICMP, icmp_rate, now, 1))
 		return verdict(XDP_DROP, XLB_STAT_DROP_ICMP_LIMITED);
+	add = SHAPE_ADD(shape);
 	/*
 	 * Room for the new IP and ICMP headers before the packet's own IP header, which stays where
 	 * it is to be quoted; the old Ethernet header (and tag) stays just before it, to be read.
@@ -826,9 +833,13 @@ static __always_inline int too_big(struct xdp_md *ctx, const struct xlb_cfg *cfg
 		return verdict(XDP_DROP, XLB_STAT_DROP_TOO_BIG);
 	data = (void *)(long)ctx->data;
 	end = (void *)(long)ctx->data_end;
-	if (bpf_xdp_adjust_tail(ctx, (int)(l2 + add + XLB_ICMP_QUOTE) - (int)(end - data)))
+	if (bpf_xdp_adjust_tail(ctx, (int)(SHAPE_L2(shape) + SHAPE_ADD(shape) + XLB_ICMP_QUOTE) - (int)(end - data)))
 		return verdict(XDP_DROP, XLB_STAT_DROP_TOO_BIG);
 	/* Packet pointers are void after the adjustments: only ctx from here on. */
+	vlan_proto = SHAPE_VLAN(shape);
+	v4 = SHAPE_V4(shape);
+	l2 = SHAPE_L2(shape);
+	add = SHAPE_ADD(shape);
 	data = (void *)(long)ctx->data;
 	end = (void *)(long)ctx->data_end;
 	if (data + l2 + add + XLB_ICMP_QUOTE > end)
@@ -837,10 +848,10 @@ static __always_inline int too_big(struct xdp_md *ctx, const struct xlb_cfg *cfg
 	/* Back to where it came from: the MACs swapped, the tag kept. */
 	__builtin_memcpy(data, old + ETH_ALEN, ETH_ALEN);
 	__builtin_memcpy(data + ETH_ALEN, old, ETH_ALEN);
-	if (tagged) {
+	if (vlan_proto) {
 		struct vlan_tag *tag = data + sizeof(struct ethhdr);
 
-		((struct ethhdr *)data)->h_proto = p->vlan_proto;
+		((struct ethhdr *)data)->h_proto = vlan_proto;
 		tag->tci = ((struct vlan_tag *)(old + sizeof(struct ethhdr)))->tci;
 		tag->proto = bpf_htons(v4 ? ETH_P_IP : ETH_P_IPV6);
 	} else {
@@ -892,6 +903,15 @@ static __always_inline int too_big(struct xdp_md *ctx, const struct xlb_cfg *cfg
 	/* Out of the interface it came in on, by redirect (see reset_syn). */
 	count(XLB_STAT_TX_ICMP_TOO_BIG);
 	return bpf_redirect(ctx->ingress_ifindex, 0);
+}
+
+/*
+ * The answer is out of line (a BPF-to-BPF call): it is rare and long, and every forwarding path
+ * of both families may end in it; inlined, its copies were a quarter of the program.
+ */
+static __always_inline int too_big(struct xdp_md *ctx, const struct xlb_cfg *cfg, const struct pkt *p, __u32 mtu, __u64 now)
+{
+	return too_big_answer(ctx, cfg->icmp_rate, (__u64)p->l3_len | (__u64)p->vlan_proto << 16 | (__u64)p->family << 32, mtu, now);
 }
 
 /* A packet too long for the way to its backend: "too big" to its client, or, if it may be fragmented, nothing the balancer can send (drop). */
@@ -1118,6 +1138,73 @@ static __always_inline struct xlb_flow *flow_find(const struct xlb_flow_key *k)
 	struct xlb_flow *f = bpf_map_lookup_elem(&xlb_flows, k);
 
 	return f ? f : bpf_map_lookup_elem(&xlb_flows_new, k);
+}
+
+/*
+ * The per-CPU flow cache: a direct-mapped copy of admitted flows, in front of xlb_flows. A hash
+ * map lookup (the kernel hashes the 40-byte key, walks a bucket, and an LRU map marks the entry
+ * used) is most of an established packet's cost; an entry here is found by the program's own
+ * flow hash in an array the verifier inlines, and compared whole. The copy is only good for the
+ * jiffy it was taken in (synced_ns, on the coarse clock, which moves once a jiffy) and the
+ * agent's flow-table epoch (xlb_flow_epoch): at most one lookup per flow and jiffy goes to
+ * xlb_flows, which keeps its last-seen time to within a jiffy and its LRU order. Only what
+ * needs no state change is served from here: packets without SYN, FIN or RST, of established
+ * TCP flows and of UDP flows. Everything else, and every miss, takes the flow table.
+ *
+ * A change another CPU makes to a flow (a FIN seen there) reaches this CPU's copy at the next
+ * jiffy; flows of one tuple stay on one CPU under RSS, and a FIN changes nothing for the packets
+ * after it until the flow is closed. A change the agent makes (flows ended, swept or cleared)
+ * bumps the epoch, and reaches every copy at the next packet.
+ */
+#define FLOW_CACHE_SLOTS 4096
+
+struct flow_cached {
+	struct xlb_flow_key key;
+	struct xlb_flow flow;
+	__u64 synced_ns; /* the coarse clock when the copy was taken from xlb_flows */
+	__u32 epoch;     /* xlb_flow_epoch then */
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FLOW_CACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct flow_cached);
+} xlb_flow_cache SEC(".maps");
+
+/* Bumped by the agent after it deletes or rewrites flows: every cached copy is stale. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} xlb_flow_epoch SEC(".maps");
+
+static __always_inline int key_eq(const struct xlb_flow_key *a, const struct xlb_flow_key *b)
+{
+	const __u64 *x = (const void *)a, *y = (const void *)b;
+
+	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]) | (x[4] ^ y[4])) == 0;
+}
+
+/*
+ * This CPU's cache slot for fk (0 when there is none), and through *hit its copy of fk's flow
+ * when the copy is good now; *epoch is the current flow-table epoch, for a copy taken after.
+ */
+static __always_inline struct flow_cached *flow_cache(const struct xlb_flow_key *fk, __u64 now,
+						      __u32 *epoch, struct xlb_flow **hit)
+{
+	__u32 slot = flow_hash(fk) & (FLOW_CACHE_SLOTS - 1), zero = 0;
+	__u32 *e = bpf_map_lookup_elem(&xlb_flow_epoch, &zero);
+	struct flow_cached *c = bpf_map_lookup_elem(&xlb_flow_cache, &slot);
+
+	if (!e || !c)
+		return 0;
+	*epoch = *e;
+	if (c->synced_ns == now && c->epoch == *epoch && key_eq(&c->key, fk))
+		*hit = &c->flow;
+	return c;
 }
 
 /* A reverse translation, of an admitted flow or of a new one. */
@@ -1478,10 +1565,12 @@ static __always_inline __u32 parse_l4(struct pkt *p, void *l4, void *end, void *
 static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, __u32 gen,
 				 struct pkt *p, struct xlb_flow_key *fk, int to_vip, void *end)
 {
+	struct flow_cached *cache;
 	struct xlb_flow *flow;
 	struct xlb_rnat *r;
 	struct xlb_svc *svc;
-	int syn, admitted;
+	int syn, admitted, cached;
+	__u32 epoch = 0;
 	__u16 dport;
 	__u64 now;
 
@@ -1520,7 +1609,13 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 			return untracked(ctx, cfg, p, &nf, now);
 		}
 	}
-	flow = bpf_map_lookup_elem(&xlb_flows, fk);
+	flow = 0;
+	cache = 0;
+	if (!syn && !(p->tcp_flags & (TCP_FIN | TCP_RST)) && !(cfg->flags & XLB_CFG_F_NO_FLOW_CACHE))
+		cache = flow_cache(fk, now, &epoch, &flow);
+	cached = flow != 0;
+	if (!cached)
+		flow = bpf_map_lookup_elem(&xlb_flows, fk);
 	admitted = flow != 0;
 	if (!admitted)
 		flow = bpf_map_lookup_elem(&xlb_flows_new, fk);
@@ -1534,6 +1629,14 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 			} else if (!syn && flow->state == XLB_FLOW_NEW && fk->proto == IPPROTO_TCP)
 				flow->state = XLB_FLOW_ESTABLISHED;
 			flow->last_seen_ns = now;
+			/* An admitted flow that needs no state change on its next packets: copied for this jiffy. */
+			if (cache && admitted && !cached &&
+			    (fk->proto == IPPROTO_UDP || flow->state == XLB_FLOW_ESTABLISHED)) {
+				cache->key = *fk;
+				cache->flow = *flow;
+				cache->synced_ns = now;
+				cache->epoch = epoch;
+			}
 			count(XLB_STAT_FWD_ESTABLISHED);
 			svc_count(flow->svc_id, flow_backend(cfg, flow), p->len, 0, 0);
 			if (admitted || syn)

@@ -107,6 +107,7 @@ var announceOption = new Option<int>("--announce-count") { Description = "Gratui
 var flowLogOption = new Option<string?>("--flow-log") { Description = "Connection log: append a JSON line for each sampled flow that begins or closes to this file (\"-\": standard output)" };
 var flowSampleOption = new Option<uint>("--flow-sample") { Description = "With --flow-log: log one flow in N, chosen by a hash of the flow (1: every flow)", DefaultValueFactory = _ => 1 };
 var newFlowCapOption = new Option<uint>("--new-flow-cap") { Description = "SYN-flood relief: new flows of DSR services (Maglev or source hash) one CPU tracks per second; past it they are forwarded by the consistent hash alone, without state (0: track every flow)", DefaultValueFactory = _ => DataPlaneOptions.DefaultNewFlowCap };
+var noFlowCacheOption = new Option<bool>("--no-flow-cache") { Description = "Look every packet's flow up in the flow table, without the per-CPU flow cache that serves an established flow's packets from a copy at most one jiffy old" };
 var icmpRateOption = new Option<uint>("--icmp-rate") { Description = "ICMP \"too big\" answers (path MTU discovery) one CPU sends per second; past it the packets they would answer are dropped (0: no limit)", DefaultValueFactory = _ => DataPlaneOptions.DefaultIcmpRate };
 var maxBackendsOption = new Option<int>("--max-backends") { Description = "Distinct backends one configuration holds; sizes the backend maps (rounded up to a power of two, less one)", DefaultValueFactory = _ => DataPlaneCapacity.Default.MaxBackends };
 var ringSlotsOption = new Option<int>("--ring-slots") { Description = "Maglev table slots one configuration holds, all services together (each service takes 1021)", DefaultValueFactory = _ => DataPlaneCapacity.Default.RingSlots };
@@ -117,7 +118,7 @@ var otlpHeadersFileOption = new Option<FileInfo?>("--otlp-headers-file") { Descr
 var otlpIntervalOption = new Option<double>("--otlp-interval") { Description = "Seconds between exports", DefaultValueFactory = _ => 60 };
 var natPortsOption = new Option<string>("--nat-ports") { Description = "FullNAT source-port range toward backends, MIN-MAX", DefaultValueFactory = _ => "40000-59999" };
 
-var agentCommand = new Command("agent", "Run the node agent: apply this node's XlbNodeConfig (from the cluster, or --node-config FILE) to XDP") { nodeConfigOption, agentNodeOption, kubeconfigOption, leaseNamespaceOption, leaseRenewOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, encapSourceOption, bpffsOption, instanceOption, detachOption, shutdownTimeoutOption, shutdownFileOption, listenOption, announceOption, flowLogOption, flowSampleOption, newFlowCapOption, icmpRateOption, maxBackendsOption, ringSlotsOption, otlpEndpointOption, otlpProtocolOption, otlpHeadersOption, otlpHeadersFileOption, otlpIntervalOption };
+var agentCommand = new Command("agent", "Run the node agent: apply this node's XlbNodeConfig (from the cluster, or --node-config FILE) to XDP") { nodeConfigOption, agentNodeOption, kubeconfigOption, leaseNamespaceOption, leaseRenewOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, encapSourceOption, bpffsOption, instanceOption, detachOption, shutdownTimeoutOption, shutdownFileOption, listenOption, announceOption, flowLogOption, flowSampleOption, newFlowCapOption, noFlowCacheOption, icmpRateOption, maxBackendsOption, ringSlotsOption, otlpEndpointOption, otlpProtocolOption, otlpHeadersOption, otlpHeadersFileOption, otlpIntervalOption };
 agentCommand.SetAction(async (parse, ct) =>
 {
     using var logs = Logs();
@@ -165,6 +166,7 @@ agentCommand.SetAction(async (parse, ct) =>
             PinRoot = Xlb.Agent.Bpf.Bpffs.PinRoot(parse.GetValue(bpffsOption)!, parse.GetValue(instanceOption)!),
             FlowEventSample = parse.GetValue(flowLogOption) is null ? 0 : Math.Max(1, parse.GetValue(flowSampleOption)),
             NewFlowCap = parse.GetValue(newFlowCapOption),
+            FlowCache = !parse.GetValue(noFlowCacheOption),
             IcmpRate = parse.GetValue(icmpRateOption),
             Capacity = DataPlaneCapacity.For(maxBackends, ringSlots),
         },

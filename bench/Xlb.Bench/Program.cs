@@ -24,6 +24,8 @@ using var topology = LbTopology.Create(LbTopology.NewPrefix("bench"), backends: 
 // CPU per second, so its DSR flows are forwarded without state (see stateless() in xdp/xlb.c).
 using var plane = XdpDataPlane.Load(Path.Combine(dir, "xlb.o"), new DataPlaneOptions { NewFlowCap = 0 });
 using var capped = XdpDataPlane.Load(Path.Combine(dir, "xlb.o"), new DataPlaneOptions { NewFlowCap = 1 });
+// The same without the per-CPU flow cache: every packet of an established flow looks it up in the flow table.
+using var uncached = XdpDataPlane.Load(Path.Combine(dir, "xlb.o"), new DataPlaneOptions { NewFlowCap = 0, FlowCache = false });
 var spec = new XlbNodeConfigSpec
 {
     NodeName = "bench",
@@ -49,6 +51,7 @@ var spec = new XlbNodeConfigSpec
 };
 plane.Apply(spec);
 capped.Apply(spec);
+uncached.Apply(spec);
 using var harness = BpfObject.Load(Path.Combine(dir, "harness.o"));
 var restore = harness.ProgramFd("bench_restore");
 var pass = harness.ProgramFd("bench_pass");
@@ -73,6 +76,7 @@ var nonVip6 = Tcp(LbTopology.ClientAddress6, LbTopology.BackendAddress6(1), 4000
 // One run creates the flow that the established case then hits every time.
 Netns.Run(topology.Lb, () => TestRun.Xdp(plane.ProgramFd, ack));
 Netns.Run(topology.Lb, () => TestRun.Xdp(plane.ProgramFd, ack6));
+Netns.Run(topology.Lb, () => TestRun.Xdp(uncached.ProgramFd, ack));
 
 // The backend's reply on the established flow: backend:8080 -> VIP:its NAT port (FullNAT).
 var ackKey = new XlbFlowKey
@@ -133,6 +137,10 @@ current = "established";
 var establishedNs = Program(ack, false);
 current = "established one-armed";
 var oneArmedNs = Program(ack, false, backendLink);
+current = "established no-cache";
+var uncachedNs = Program(ack, false, of: uncached);
+current = "established one-armed no-cache";
+var uncachedOneArmedNs = Program(ack, false, backendLink, uncached);
 current = "reply";
 var replyNs = Program(reply, false, backendLink);
 current = "reply one-armed";
@@ -160,6 +168,8 @@ Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  restore wrappe
 Row("non-VIP traffic (XDP_PASS)", nonVipNs, 35);
 Row("established flow (redirect)", establishedNs, 80);
 Row("established, one-armed (TX)", oneArmedNs, 80);
+Row("  without the flow cache", uncachedNs, 0);
+Row("  one-armed, without it", uncachedOneArmedNs, 0);
 Row("new flow, SYN (redirect)", synNs, 110);
 Row("new flow, SYN, DSR IPIP", synDsrNs, 110);
 Row("DSR IPIP SYN, past the cap", synDsrCappedNs, 110);

@@ -25,6 +25,7 @@ public static class XlbAbi
     public const byte ProtoUdp = 17;
     public const byte BackendDraining = 1;
     public const uint CfgShutdown = 1;
+    public const uint CfgNoFlowCache = 2;
     public const uint VipActive = 1;
     public const int MaxIfaces = 64;
     public const int MaxVlans = 4096;

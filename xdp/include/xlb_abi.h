@@ -231,6 +231,8 @@ struct xlb_svc_stats {
 
 /* config: array of one. Written by the agent; the generation flip is one u32 store. */
 #define XLB_CFG_F_SHUTDOWN 1
+/* Every packet looks its flow up in xlb_flows: the per-CPU flow cache is not used (see xlb.c). */
+#define XLB_CFG_F_NO_FLOW_CACHE 2
 
 struct xlb_cfg {
 	__u32 active_gen;

@@ -66,7 +66,7 @@ public partial class AbiLayoutTests
             ("XLB_ABI_VERSION", XlbAbi.Version), ("XLB_MAX_SERVICES", XlbAbi.MaxServices), ("XLB_MAX_BACKENDS", XlbAbi.MaxBackends),
             ("XLB_RING_CAPACITY", XlbAbi.RingCapacity), ("XLB_MAX_FLOWS", XlbAbi.MaxFlows), ("XLB_MAX_NEW_FLOWS", XlbAbi.MaxNewFlows), ("XLB_GENERATIONS", XlbAbi.Generations),
             ("XLB_FAMILY_V4", XlbAbi.FamilyV4), ("XLB_FAMILY_V6", XlbAbi.FamilyV6), ("XLB_BE_F_DRAINING", XlbAbi.BackendDraining),
-            ("XLB_CFG_F_SHUTDOWN", (int)XlbAbi.CfgShutdown), ("XLB_MODE_FULLNAT", XlbAbi.ModeFullNat),
+            ("XLB_CFG_F_SHUTDOWN", (int)XlbAbi.CfgShutdown), ("XLB_CFG_F_NO_FLOW_CACHE", (int)XlbAbi.CfgNoFlowCache), ("XLB_MODE_FULLNAT", XlbAbi.ModeFullNat),
             ("XLB_MODE_DNAT", XlbAbi.ModeDnat), ("XLB_MODE_DSR_L2", XlbAbi.ModeDsrL2), ("XLB_MODE_DSR_IPIP", XlbAbi.ModeDsrIpip),
             ("XLB_ALGO_MAGLEV", XlbAbi.AlgoMaglev), ("XLB_ALGO_SOURCE_HASH", XlbAbi.AlgoSourceHash),
             ("XLB_ALGO_ROUND_ROBIN", XlbAbi.AlgoRoundRobin), ("XLB_FLOW_NEW", XlbAbi.FlowNew),

@@ -76,6 +76,7 @@ public sealed class FlowEventTests(DataPlaneFixture fx) : IClassFixture<DataPlan
         Assert.True(plane.Flows.TryLookup(key, out var flow));
         // Last seen at boot: past every timeout. Its next packet finds it idle and starts afresh.
         plane.Flows.Update(key, flow with { LastSeenNs = 0 });
+        plane.FlowTableChanged();
         run(Tcp(43100, Packet.Ack));
         // A flow a FIN closed is not reported again when a new SYN takes its tuple.
         run(Tcp(43101));

@@ -228,6 +228,7 @@ public class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
         Assert.Equal(0UL, plane.Stats()[XlbStat.FwdExpiredFlow]);
 
         plane.Flows.Update(key, flow with { LastSeenNs = 0 });
+        plane.FlowTableChanged();
         Assert.Equal(XdpRedirect, (int)run(Tcp(port, 80, Packet.Ack)).Verdict);
         Assert.Equal(1UL, plane.Stats()[XlbStat.FwdExpiredFlow]);
         plane.TryFindFlow(key, out var renewed);
@@ -282,6 +283,7 @@ public class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
         Assert.True(plane.TryFindFlow(FlowKey(a, 80), out var closing));
         Assert.Equal(XlbAbi.FlowClosing, closing.State);
         plane.Flows.Update(FlowKey(a, 80), closing with { LastSeenNs = 0 });
+        plane.FlowTableChanged();
 
         var second = run(Tcp(b, 80));
         Assert.Equal(XdpRedirect, (int)second.Verdict);
