@@ -793,6 +793,17 @@ static __always_inline int fragmentable(const struct pkt *p)
 }
 
 /*
+ * What too_big_answer needs of the packet, in one word: a call's frame adds to the program's
+ * stack (512 bytes in all, most of it the main frame's), so the answer takes no struct pkt and
+ * keeps this in a register across its helper calls.
+ */
+#define SHAPE_L3_LEN(s) ((__u32)(s) & 0xffff)
+#define SHAPE_VLAN(s) ((__be16)((s) >> 16))
+#define SHAPE_V4(s) (((s) >> 32) == XLB_FAMILY_V4)
+#define SHAPE_L2(s) (SHAPE_VLAN(s) ? sizeof(struct ethhdr) + VLAN_HLEN : sizeof(struct ethhdr))
+#define SHAPE_ADD(s) ((SHAPE_V4(s) ? sizeof(struct iphdr) : sizeof(struct ipv6hdr)) + 8)
+
+/*
  * The packet is too big for the way on (to its backend; for a reply, to the client) and must not
  * be fragmented: it becomes an ICMP "fragmentation needed" (IPv4) or "packet too big" (IPv6) to
  * its sender, from the address it was sent to, with the MTU the sender must keep to, quoting the
@@ -800,16 +811,9 @@ static __always_inline int fragmentable(const struct pkt *p)
  * and goes back out of the interface it came in on. Path MTU discovery then works through the
  * balancer: without it a full-size packet would be dropped at the link (IPIP adds 20 or 40 bytes).
  * An answer is smaller than the packet it answers, but its sender may be forged: each CPU sends
- * at most cfg->icmp_rate answers a second (as the kernel limits its own ICMP), and drops the
+ * at most icmp_rate (cfg->icmp_rate) answers a second (as the kernel limits its own ICMP), and drops the
  * packets past that.
  */
-/* What too_big_answer needs of the packet, in one word (kept in a register across its helper calls). */
-#define SHAPE_L3_LEN(s) ((__u32)(s) & 0xffff)
-#define SHAPE_VLAN(s) ((__be16)((s) >> 16))
-#define SHAPE_V4(s) (((s) >> 32) == XLB_FAMILY_V4)
-#define SHAPE_L2(s) (SHAPE_VLAN(s) ? sizeof(struct ethhdr) + VLAN_HLEN : sizeof(struct ethhdr))
-#define SHAPE_ADD(s) ((SHAPE_V4(s) ? sizeof(struct iphdr) : sizeof(struct ipv6hdr)) + 8)
-
 static __noinline int too_big_answer(struct xdp_md *ctx, __u32 icmp_rate, __u64 shape, __u32 mtu, __u64 now)
 {
 	__be16 vlan_proto;
