@@ -393,7 +393,7 @@ public sealed partial class ClusterOperator
         {
             if (_chunks.Get(name)?.Content() is { } content)
             {
-                RememberChunk(name, content.Vips, content.Listeners);
+                _chunkContent.TryAdd(name, content); // a summary's listeners are identities only already
             }
             else
             {
