@@ -377,13 +377,27 @@ static __always_inline __u32 csum_add(__u32 c, __u32 v)
 	return c + (c < v);
 }
 
-static __always_inline void csum_replace4(__u16 *sum, __be32 from, __be32 to)
+/*
+ * Incremental updates (RFC 1624) summed in one 64-bit register and folded once: each field's
+ * change is its old value complemented plus its new value, 32-bit words and 16-bit ports alike
+ * (a 32-bit word is the one's-complement sum of its halves). For the checksum itself, replaced
+ * by ~csum_fold64(~old + changes).
+ */
+static __always_inline __u64 csum_change4(__u64 c, __be32 from, __be32 to)
 {
-	__u32 c = (__u16)~*sum;
+	return c + (__u32)~from + to;
+}
 
-	c = csum_add(c, ~from);
-	c = csum_add(c, to);
-	*sum = ~csum_fold(c);
+static __always_inline __u64 csum_change2(__u64 c, __be16 from, __be16 to)
+{
+	return c + (__u16)~from + to;
+}
+
+static __always_inline __u16 csum_fold64(__u64 c)
+{
+	c = (c & 0xffffffff) + (c >> 32);
+	c = (c & 0xffffffff) + (c >> 32);
+	return csum_fold((__u32)c);
 }
 
 static __always_inline void csum_replace2(__u16 *sum, __be16 from, __be16 to)
@@ -491,18 +505,19 @@ static __always_inline void rewrite4(struct pkt *p, __be32 saddr, __be16 sport, 
 				     __be16 dport)
 {
 	struct iphdr *ip = p->l3;
+	/* The addresses' change, in both checksums (the L4 one covers them in its pseudo-header). */
+	__u64 addrs = csum_change4(csum_change4(0, ip->saddr, saddr), ip->daddr, daddr);
 
 	if (!p->udp_nosum) {
-		csum_replace4(p->l4_sum, ip->saddr, saddr);
-		csum_replace4(p->l4_sum, ip->daddr, daddr);
-		csum_replace2(p->l4_sum, *p->sport, sport);
-		csum_replace2(p->l4_sum, *p->dport, dport);
+		__u64 c = (__u16)~*p->l4_sum + addrs;
+
+		c = csum_change2(csum_change2(c, *p->sport, sport), *p->dport, dport);
+		*p->l4_sum = ~csum_fold64(c);
 		/* A UDP checksum that computes to zero is sent as all ones (RFC 768). */
 		if (p->proto == IPPROTO_UDP && *p->l4_sum == 0)
 			*p->l4_sum = 0xffff;
 	}
-	csum_replace4(&ip->check, ip->saddr, saddr);
-	csum_replace4(&ip->check, ip->daddr, daddr);
+	ip->check = ~csum_fold64((__u16)~ip->check + addrs);
 	ip->saddr = saddr;
 	ip->daddr = daddr;
 	*p->sport = sport;
@@ -515,18 +530,20 @@ static __always_inline void rewrite6(struct pkt *p, const __be32 *saddr, __be16 
 {
 	struct ipv6hdr *ip6 = p->l3;
 	__be32 s[4], d[4];
+	__u64 c;
 	int i;
 
 	/* The new addresses may be the packet's own fields: take copies first. */
 	addr_copy(s, saddr);
 	addr_copy(d, daddr);
+	c = (__u16)~*p->l4_sum;
 #pragma unroll
 	for (i = 0; i < 4; i++) {
-		csum_replace4(p->l4_sum, ip6->saddr.in6_u.u6_addr32[i], s[i]);
-		csum_replace4(p->l4_sum, ip6->daddr.in6_u.u6_addr32[i], d[i]);
+		c = csum_change4(c, ip6->saddr.in6_u.u6_addr32[i], s[i]);
+		c = csum_change4(c, ip6->daddr.in6_u.u6_addr32[i], d[i]);
 	}
-	csum_replace2(p->l4_sum, *p->sport, sport);
-	csum_replace2(p->l4_sum, *p->dport, dport);
+	c = csum_change2(csum_change2(c, *p->sport, sport), *p->dport, dport);
+	*p->l4_sum = ~csum_fold64(c);
 	if (p->proto == IPPROTO_UDP && *p->l4_sum == 0)
 		*p->l4_sum = 0xffff;
 	addr_copy(ip6->saddr.in6_u.u6_addr32, s);
