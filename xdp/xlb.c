@@ -1170,7 +1170,8 @@ static __always_inline struct xlb_flow *flow_find(const struct xlb_flow_key *k)
  * agent's flow-table epoch (xlb_flow_epoch): at most one lookup per flow and jiffy goes to
  * xlb_flows, which keeps its last-seen time to within a jiffy and its LRU order. Only what
  * needs no state change is served from here: packets without SYN, FIN or RST, of established
- * TCP flows and of UDP flows. Everything else, and every miss, takes the flow table.
+ * TCP flows and of UDP flows. Everything else, and every miss, takes the flow table; a SYN, FIN
+ * or RST also drops this CPU's copy of its flow, so the packets after it read the table too.
  *
  * A change another CPU makes to a flow (a FIN seen there) reaches this CPU's copy at the next
  * jiffy; flows of one tuple stay on one CPU under RSS, and a FIN changes nothing for the packets
@@ -1632,8 +1633,13 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 	}
 	flow = 0;
 	cache = 0;
-	if (!syn && !(p->tcp_flags & (TCP_FIN | TCP_RST)) && !(cfg->flags & XLB_CFG_F_NO_FLOW_CACHE))
+	if (!(cfg->flags & XLB_CFG_F_NO_FLOW_CACHE))
 		cache = flow_cache(fk, now, &epoch, &flow);
+	/* A SYN, FIN or RST changes the flow: it takes the table, and this CPU's copy is dropped. */
+	if (flow && (syn || (p->tcp_flags & (TCP_FIN | TCP_RST)))) {
+		cache->synced_ns = 0;
+		flow = 0;
+	}
 	cached = flow != 0;
 	if (!cached)
 		flow = bpf_map_lookup_elem(&xlb_flows, fk);

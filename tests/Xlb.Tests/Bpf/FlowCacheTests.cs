@@ -74,6 +74,36 @@ public class FlowCacheTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixtur
     }
 
     [Fact]
+    public void A_connection_that_closes_and_opens_again_on_its_tuple_goes_where_its_new_flow_goes()
+    {
+        Privileged.Require();
+        // Round robin: the tuple's new flow takes the next backend, not the old flow's.
+        var (plane, _) = fx.PrivatePlane(null, OneVip(ToBackends("t/rr/p", 80, 1, 2) with { Algorithm = SchedulingAlgorithm.RoundRobin }));
+        using var _p = plane;
+        var fd = plane.ProgramFd;
+        var wrong = Netns.Run(fx.Topology.Lb, () =>
+        {
+            OneCpu.Pin();
+            var misrouted = new List<string>();
+            for (var round = 0; round < Rounds; round++)
+            {
+                var port = (ushort)(47400 + round);
+                Establish(fd, port);
+                TestRun.Xdp(fd, Tcp(port, Packet.Fin | Packet.Ack));
+                // The client reuses its port at once: a new connection, a new flow, the other backend.
+                var syn = Packet.Parse(TestRun.Xdp(fd, Tcp(port, Packet.Syn)).Packet);
+                var ack = Packet.Parse(TestRun.Xdp(fd, Tcp(port, Packet.Ack)).Packet);
+                if (!ack.Dst.Equals(syn.Dst) || ack.SrcPort != syn.SrcPort)
+                {
+                    misrouted.Add($"round {round}: the SYN went to {syn.Dst}:{syn.DstPort} from port {syn.SrcPort}, the ACK to {ack.Dst}:{ack.DstPort} from port {ack.SrcPort}");
+                }
+            }
+            return misrouted;
+        });
+        Assert.True(wrong.Count == 0, string.Join("\n", wrong));
+    }
+
+    [Fact]
     public void A_change_written_to_the_flow_table_directly_reaches_the_program_within_a_jiffy_and_at_once_without_the_cache()
     {
         Privileged.Require();
