@@ -7,6 +7,13 @@ namespace Xlb.Operator.Core;
 /// <summary>An inclusive range of addresses of one family, parsed from "a.b.c.d/n" or "first-last".</summary>
 public sealed record AddressBlock(IPAddress First, IPAddress Last)
 {
+    // Get-only: the bounds' numbers below are computed once, and a `with` must not leave them behind.
+    public IPAddress First { get; } = First;
+    public IPAddress Last { get; } = Last;
+
+    // A plan asks every pool whether it offers each VIP: as numbers, without an allocation.
+    private readonly UInt128 _first = Number(First), _last = Number(Last);
+
     public AddressFamily Family => First.AddressFamily;
 
     public static bool TryParse(string text, out AddressBlock block, out string error)
@@ -62,7 +69,7 @@ public sealed record AddressBlock(IPAddress First, IPAddress Last)
     }
 
     public bool Contains(IPAddress a) =>
-        a.AddressFamily == Family && ToInt(a) >= ToInt(First) && ToInt(a) <= ToInt(Last);
+        a.AddressFamily == Family && Number(a) is var n && n >= _first && n <= _last;
 
     public bool Overlaps(AddressBlock other) =>
         other.Family == Family && ToInt(other.First) <= ToInt(Last) && ToInt(First) <= ToInt(other.Last);
@@ -75,10 +82,30 @@ public sealed record AddressBlock(IPAddress First, IPAddress Last)
 
     public IEnumerable<IPAddress> Addresses()
     {
-        for (var i = ToInt(First); i <= ToInt(Last); i++)
+        var length = Family == AddressFamily.InterNetwork ? 4 : 16;
+        for (var i = _first; i <= _last; i++)
         {
-            yield return FromInt(i, Family);
+            var bytes = new byte[16];
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt128BigEndian(bytes, i);
+            yield return new IPAddress(bytes.AsSpan(16 - length));
+            if (i == UInt128.MaxValue)
+            {
+                yield break;
+            }
         }
+    }
+
+    /// <summary>An address as an unsigned number (IPv4 in the low 32 bits).</summary>
+    public static UInt128 Number(IPAddress a)
+    {
+        Span<byte> bytes = stackalloc byte[16];
+        a.TryWriteBytes(bytes, out var written);
+        var n = UInt128.Zero;
+        for (var i = 0; i < written; i++)
+        {
+            n = n << 8 | bytes[i];
+        }
+        return n;
     }
 
     public static BigInteger ToInt(IPAddress a) => new(a.GetAddressBytes(), isUnsigned: true, isBigEndian: true);
