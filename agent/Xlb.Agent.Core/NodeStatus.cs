@@ -53,6 +53,8 @@ public sealed record NodeStatusReport
     public required bool ShuttingDown { get; init; }
     /// <summary>The data plane's per-CPU limits as its config map holds them (0: none).</summary>
     public DataPlaneLimits Limits { get; init; } = new(0, 0);
+    /// <summary>Whether established flows' packets are served from the per-CPU flow cache (--no-flow-cache: false).</summary>
+    public bool FlowCache { get; init; }
     public string? Node { get; init; }
     public long? Revision { get; init; }
     public required IReadOnlyList<VipStatus> Vips { get; init; }
@@ -276,6 +278,7 @@ public static class NodeStatus
             Generation = (int)(cfg.ActiveGen & 1),
             ShuttingDown = (cfg.Flags & XlbAbi.CfgShutdown) != 0,
             Limits = new DataPlaneLimits(cfg.NewFlowCap, cfg.IcmpRate),
+            FlowCache = (cfg.Flags & XlbAbi.CfgNoFlowCache) == 0,
             Node = spec?.NodeName,
             Revision = spec?.Revision,
             Vips = [.. maps.Vips.OrderBy(v => v.Key.Family).ThenBy(v => v.Key.Addr.ToAddress(v.Key.Family).ToString(), StringComparer.Ordinal)

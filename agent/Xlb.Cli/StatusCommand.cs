@@ -75,7 +75,7 @@ public static class StatusCommand
             head.Add("SHUTTING DOWN: new TCP connections get RST");
         }
         sb.AppendLine(string.Join("  ", head));
-        sb.AppendLine($"limits per CPU per second: new DSR flows tracked {Limit(r.Limits.NewFlowCap)}, ICMP too-big answers {Limit(r.Limits.IcmpRate)}");
+        sb.AppendLine($"limits per CPU per second: new DSR flows tracked {Limit(r.Limits.NewFlowCap)}, ICMP too-big answers {Limit(r.Limits.IcmpRate)}; flow cache {(r.FlowCache ? "on" : "off")}");
 
         sb.AppendLine().AppendLine("VIPS");
         Columns(sb, "  ", ["ADDRESS", "ROLE"], r.Vips.Select(v => new[] { v.Address, v.Role }));

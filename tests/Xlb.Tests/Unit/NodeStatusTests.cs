@@ -83,6 +83,14 @@ public class NodeStatusTests
         Assert.All(s.Backends, b => Assert.Null(b.Weight));
     }
 
+    [Fact]
+    public void The_flow_cache_is_reported_as_the_config_map_holds_it()
+    {
+        Assert.True(NodeStatus.Build(Maps(), null, null, null).FlowCache);
+        var off = Maps() with { Config = Maps().Config with { Flags = XlbAbi.CfgNoFlowCache } };
+        Assert.False(NodeStatus.Build(off, null, null, null).FlowCache);
+    }
+
     [Theory]
     [InlineData(null, 2)]
     [InlineData("10.201.2.2", 1)]
