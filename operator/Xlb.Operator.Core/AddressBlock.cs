@@ -28,7 +28,7 @@ public sealed record AddressBlock(IPAddress First, IPAddress Last)
                 error = $"'{text}' is not an address range (first-last)";
                 return false;
             }
-            if (first.AddressFamily != last.AddressFamily || ToInt(first) > ToInt(last))
+            if (first.AddressFamily != last.AddressFamily || Number(first) > Number(last))
             {
                 error = $"'{text}': the range must run from a lower to a higher address of one family";
                 return false;
@@ -45,16 +45,16 @@ public sealed record AddressBlock(IPAddress First, IPAddress Last)
                 return false;
             }
             var bits = net.BaseAddress.AddressFamily == AddressFamily.InterNetwork ? 32 : 128;
-            var size = BigInteger.One << (bits - net.PrefixLength);
-            var start = ToInt(net.BaseAddress);
-            var end = start + size - 1;
+            var hostBits = bits - net.PrefixLength;
+            var start = Number(net.BaseAddress);
+            var end = start + (hostBits == 128 ? UInt128.MaxValue : (UInt128.One << hostBits) - 1);
             // IPv4 networks larger than /31 keep their network and broadcast addresses back.
             if (bits == 32 && net.PrefixLength < 31)
             {
                 start += 1;
                 end -= 1;
             }
-            block = new AddressBlock(FromInt(start, net.BaseAddress.AddressFamily), FromInt(end, net.BaseAddress.AddressFamily));
+            block = new AddressBlock(Address(start, net.BaseAddress.AddressFamily), Address(end, net.BaseAddress.AddressFamily));
             error = "";
             return true;
         }
@@ -72,22 +72,19 @@ public sealed record AddressBlock(IPAddress First, IPAddress Last)
         a.AddressFamily == Family && Number(a) is var n && n >= _first && n <= _last;
 
     public bool Overlaps(AddressBlock other) =>
-        other.Family == Family && ToInt(other.First) <= ToInt(Last) && ToInt(First) <= ToInt(other.Last);
+        other.Family == Family && other._first <= _last && _first <= other._last;
 
-    public BigInteger Size => ToInt(Last) - ToInt(First) + 1;
+    public BigInteger Size => (BigInteger)(_last - _first) + 1;
 
     /// <summary>How many addresses the two blocks have in common.</summary>
     public BigInteger OverlapSize(AddressBlock other) =>
-        Overlaps(other) ? BigInteger.Min(ToInt(Last), ToInt(other.Last)) - BigInteger.Max(ToInt(First), ToInt(other.First)) + 1 : BigInteger.Zero;
+        Overlaps(other) ? (BigInteger)(UInt128.Min(_last, other._last) - UInt128.Max(_first, other._first)) + 1 : BigInteger.Zero;
 
     public IEnumerable<IPAddress> Addresses()
     {
-        var length = Family == AddressFamily.InterNetwork ? 4 : 16;
         for (var i = _first; i <= _last; i++)
         {
-            var bytes = new byte[16];
-            System.Buffers.Binary.BinaryPrimitives.WriteUInt128BigEndian(bytes, i);
-            yield return new IPAddress(bytes.AsSpan(16 - length));
+            yield return Address(i, Family);
             if (i == UInt128.MaxValue)
             {
                 yield break;
@@ -108,15 +105,12 @@ public sealed record AddressBlock(IPAddress First, IPAddress Last)
         return n;
     }
 
-    public static BigInteger ToInt(IPAddress a) => new(a.GetAddressBytes(), isUnsigned: true, isBigEndian: true);
-
-    public static IPAddress FromInt(BigInteger v, AddressFamily family)
+    /// <summary>The address of a number (<see cref="Number"/>'s inverse).</summary>
+    public static IPAddress Address(UInt128 n, AddressFamily family)
     {
-        var len = family == AddressFamily.InterNetwork ? 4 : 16;
-        var bytes = new byte[len];
-        var raw = v.ToByteArray(isUnsigned: true, isBigEndian: true);
-        raw.CopyTo(bytes, len - raw.Length);
-        return new IPAddress(bytes);
+        Span<byte> bytes = stackalloc byte[16];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt128BigEndian(bytes, n);
+        return new IPAddress(bytes[(family == AddressFamily.InterNetwork ? 12 : 0)..]);
     }
 
     private static IPAddress TruncateTo(IPAddress a, int prefix)
