@@ -176,6 +176,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xlb_backend_stats SEC(".maps");
 
+/* LeastConn: each backend's open flows through this node, by backend index (see least_conn). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XLB_MAX_BACKENDS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, __s64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xlb_backend_conns SEC(".maps");
+
 /* Sampled flow events (xlb_flow_event) for the agent's connection log. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -361,6 +371,19 @@ static __always_inline __u32 ring_slots(const struct xlb_cfg *cfg)
 static __always_inline __u32 flow_backend(const struct xlb_cfg *cfg, const struct xlb_flow *f)
 {
 	return f->nh_slot & (backend_slots(cfg) - 1);
+}
+
+/* A counted flow (XLB_FLOW_F_COUNTED) opens (+1) or closes (-1) on its backend (see least_conn). */
+static __always_inline void conns_add(const struct xlb_cfg *cfg, const struct xlb_flow *f, __s64 n)
+{
+	__u32 backend = flow_backend(cfg, f);
+	__s64 *c;
+
+	if (!(f->flags & XLB_FLOW_F_COUNTED))
+		return;
+	c = bpf_map_lookup_elem(&xlb_backend_conns, &backend);
+	if (c)
+		__sync_fetch_and_add(c, n);
 }
 
 /* One's-complement checksum arithmetic (RFC 1624), on values in network byte order. */
@@ -1290,6 +1313,7 @@ static __always_inline int reply(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 		if (f && f->state != XLB_FLOW_CLOSING) {
 			f->state = XLB_FLOW_CLOSING;
 			flow_event(cfg, XLB_EVENT_CLOSED, &k, f, 1, p->tcp_flags, now);
+			conns_add(cfg, f, -1);
 		}
 	}
 	if (hops_spent(p))
@@ -1469,16 +1493,69 @@ done:
  */
 static __always_inline int stateless(const struct xlb_svc *svc)
 {
-	return svc->mode >= XLB_MODE_DSR_L2 && svc->algo != XLB_ALGO_ROUND_ROBIN;
+	return svc->mode >= XLB_MODE_DSR_L2 && (svc->algo == XLB_ALGO_MAGLEV || svc->algo == XLB_ALGO_SOURCE_HASH);
 }
 
-/* The ring slot a new flow takes, by the service's algorithm. */
-static __always_inline __u32 pick(const struct xlb_svc *svc, const struct xlb_flow_key *fk)
+/*
+ * LeastConn: the ring position, among the n of the service's ring at `base` (each backend once),
+ * of the backend with the fewest open flows through this node. It looks at all n, or, of more
+ * than XLB_LC_SCAN, at XLB_LC_SCAN in a row from where the flow hash h points: the least loaded
+ * of a window the hash draws is close to the least loaded of all (the "power of d choices"), at a
+ * cost per new flow that does not grow with the backends. Ties go to the first from that point,
+ * so backends of equal load share new flows by the hash.
+ *
+ * Without cross-CPU locks, the counts are a hint, not a total. They are one array shared by all
+ * CPUs (xlb_backend_conns): a flow adds itself when it is recorded and takes itself away at its
+ * FIN or RST or when it is found expired, each with one atomic add. There is no lock, but a busy
+ * backend's cache line moves between the CPUs that open and close its flows. A CPU reads the
+ * counts without ordering against the others: two CPUs choosing at the same instant may both see
+ * the same backend as the least loaded and both give it a flow, and a FIN seen on two CPUs at once
+ * (client and backend) may take a flow away twice. An exact count would need a lock held from the
+ * read to the add on every new flow, putting all CPUs in one line. Per-CPU counts would move no
+ * cache line, but each CPU would then balance only its own flows, or read every other CPU's count
+ * of every candidate. Flows that end without a packet (swept idle, evicted, cleared, ended by a
+ * drain) are not taken away here: the agent recounts the flow tables after each sweep and
+ * corrects the counts (XdpDataPlane.RecountConnections), so such errors last until then.
+ * A global function: the verifier checks it once, not at every place a new flow is chosen.
+ */
+__noinline int xlb_least_conn(__u32 base, __u32 n, __u32 h)
+{
+	__u32 start, i, best = 0;
+	__s64 least = 0;
+
+	if (n == 0)
+		return 0;
+	start = h % n;
+	for (i = 0; i < XLB_LC_SCAN && i < n; i++) {
+		__u32 pos = start + i, slot, *idx;
+		__s64 *c, conns;
+
+		if (pos >= n)
+			pos -= n;
+		slot = base + pos;
+		idx = bpf_map_lookup_elem(&xlb_rings, &slot);
+		if (!idx)
+			break;
+		slot = *idx;
+		c = bpf_map_lookup_elem(&xlb_backend_conns, &slot);
+		conns = c ? *c : 0;
+		if (i == 0 || conns < least) {
+			least = conns;
+			best = pos;
+		}
+	}
+	return best;
+}
+
+/* The ring position a new flow takes, by the service's algorithm (its ring begins at base). */
+static __always_inline __u32 pick(const struct xlb_svc *svc, const struct xlb_flow_key *fk, __u32 base)
 {
 	__u32 id = svc->id, *cursor;
 
 	if (svc->algo == XLB_ALGO_SOURCE_HASH)
 		return source_hash(fk) % svc->ring_size;
+	if (svc->algo == XLB_ALGO_LEAST_CONN)
+		return (__u32)xlb_least_conn(base, svc->ring_size, flow_hash(fk)) % svc->ring_size;
 	if (svc->algo == XLB_ALGO_ROUND_ROBIN) {
 		cursor = bpf_map_lookup_elem(&xlb_rr, &id);
 		if (cursor) {
@@ -1511,7 +1588,8 @@ static __always_inline __u32 choose(const struct xlb_cfg *cfg, __u32 gen, const 
 
 	if (svc->ring_size == 0)
 		return XLB_STAT_DROP_NO_BACKEND;
-	slot = gen * ring_slots(cfg) + svc->ring_off + pick(svc, fk);
+	slot = gen * ring_slots(cfg) + svc->ring_off;
+	slot += pick(svc, fk, slot);
 	bidx = bpf_map_lookup_elem(&xlb_rings, &slot);
 	if (!bidx || *bidx == 0 || *bidx >= backend_slots(cfg))
 		return XLB_STAT_DROP_NO_BACKEND;
@@ -1530,6 +1608,7 @@ static __always_inline __u32 choose(const struct xlb_cfg *cfg, __u32 gen, const 
 	nf->mode = svc->mode;
 	/* A flow first seen mid-connection (another node had it) is established already. */
 	nf->state = fk->proto == IPPROTO_TCP && !syn ? XLB_FLOW_ESTABLISHED : XLB_FLOW_NEW;
+	nf->flags = svc->algo == XLB_ALGO_LEAST_CONN ? XLB_FLOW_F_COUNTED : 0;
 	return 0;
 }
 
@@ -1537,7 +1616,8 @@ static __always_inline __u32 choose(const struct xlb_cfg *cfg, __u32 gen, const 
 static __always_inline void record(const struct xlb_cfg *cfg, const struct pkt *p, const struct xlb_flow_key *fk,
 				   const struct xlb_flow *nf, __u64 now)
 {
-	bpf_map_update_elem(&xlb_flows_new, fk, nf, BPF_ANY);
+	if (bpf_map_update_elem(&xlb_flows_new, fk, nf, BPF_ANY) == 0)
+		conns_add(cfg, nf, 1);
 	flow_event(cfg, XLB_EVENT_NEW, fk, nf, 0, p->tcp_flags, now);
 	count(XLB_STAT_FWD_NEW_FLOW);
 	svc_count(nf->svc_id, flow_backend(cfg, nf), p->len, 0, 1);
@@ -1650,8 +1730,10 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 		/* A SYN on a closed connection's tuple is a new connection (the client reused the port). */
 		if (!flow_expired(cfg, flow, fk->proto, now) && !(syn && flow->state == XLB_FLOW_CLOSING)) {
 			if (p->tcp_flags & (TCP_FIN | TCP_RST)) {
-				if (flow->state != XLB_FLOW_CLOSING)
+				if (flow->state != XLB_FLOW_CLOSING) {
 					flow_event(cfg, XLB_EVENT_CLOSED, fk, flow, 0, p->tcp_flags, now);
+					conns_add(cfg, flow, -1);
+				}
 				flow->state = XLB_FLOW_CLOSING;
 			} else if (!syn && flow->state == XLB_FLOW_NEW && fk->proto == IPPROTO_TCP)
 				flow->state = XLB_FLOW_ESTABLISHED;
@@ -1678,8 +1760,10 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 		}
 		count(XLB_STAT_FWD_EXPIRED_FLOW);
 		/* It ended idle: its close, unless a FIN or RST already reported it (no flags: idle). */
-		if (flow->state != XLB_FLOW_CLOSING)
+		if (flow->state != XLB_FLOW_CLOSING) {
 			flow_event(cfg, XLB_EVENT_CLOSED, fk, flow, 0, 0, now);
+			conns_add(cfg, flow, -1);
+		}
 		if (flow->mode <= XLB_MODE_DNAT) {
 			/* Free the old flow's translation (and NAT port) now rather than when the LRU gets to it. */
 			struct xlb_flow_key rk;

@@ -143,4 +143,17 @@ public sealed class BpfObject : SafeHandle
             "Rebuild the agent and the XDP object from one tree.");
         return new BpfMap<TKey, TValue>(Libbpf.bpf_map__fd(map), name, this);
     }
+
+    /// <summary>An mmap-able array of 64-bit counters, mapped (see <see cref="BpfCounterArray"/>); dispose it.</summary>
+    public BpfCounterArray CounterArray(string name)
+    {
+        var map = Libbpf.bpf_object__find_map_by_name(handle, name);
+        if (map == 0)
+        {
+            throw new BpfException("bpf_object__find_map_by_name", Errnos.ENOENT, $"no map '{name}' in the object");
+        }
+        BpfMap<uint, long>.RequireLayout($"map '{name}' of the object", Libbpf.bpf_map__key_size(map), Libbpf.bpf_map__value_size(map),
+            "Rebuild the agent and the XDP object from one tree.");
+        return new BpfCounterArray(Libbpf.bpf_map__fd(map), (int)Libbpf.bpf_map__max_entries(map), name);
+    }
 }

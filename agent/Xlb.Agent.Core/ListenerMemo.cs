@@ -65,9 +65,13 @@ public sealed class ListenerMemo
         var abi = listener.Backends.Select(ToBackend).ToArray();
         var weights = listener.Backends.Select(b => b.Draining ? 0 : b.Weight).ToArray();
         var algo = AlgoOf(listener.Algorithm);
-        var table = algo == XlbAbi.AlgoRoundRobin
-            ? RoundRobin.Cycle([.. weights.Select(w => listener.Algorithm == SchedulingAlgorithm.RoundRobin && w > 0 ? 1 : w)])
-            : Maglev.Build([.. abi.Select((be, i) => new MaglevBackend(BackendIdentity(be), weights[i]))], Maglev.DefaultSize);
+        var table = algo switch
+        {
+            XlbAbi.AlgoRoundRobin => RoundRobin.Cycle([.. weights.Select(w => listener.Algorithm == SchedulingAlgorithm.RoundRobin && w > 0 ? 1 : w)]),
+            // Each backend that may take new flows, once: the program compares their open flows.
+            XlbAbi.AlgoLeastConn => [.. Enumerable.Range(0, weights.Length).Where(i => weights[i] > 0)],
+            _ => Maglev.Build([.. abi.Select((be, i) => new MaglevBackend(BackendIdentity(be), weights[i]))], Maglev.DefaultSize),
+        };
         return new CompiledListener(abi, table, ModeOf(listener), algo);
     }
 
@@ -78,14 +82,12 @@ public sealed class ListenerMemo
         _ => XlbAbi.ModeFullNat,
     };
 
-    /// <summary>
-    /// The data plane's algorithm. LeastConn is refused by the operator; a node config written by
-    /// hand that asks for it gets weighted round robin.
-    /// </summary>
+    /// <summary>The data plane's algorithm (round robin, weighted or not, is one: weights are slot shares).</summary>
     private static byte AlgoOf(SchedulingAlgorithm algorithm) => algorithm switch
     {
         SchedulingAlgorithm.SourceHash => XlbAbi.AlgoSourceHash,
-        SchedulingAlgorithm.RoundRobin or SchedulingAlgorithm.WeightedRoundRobin or SchedulingAlgorithm.LeastConn => XlbAbi.AlgoRoundRobin,
+        SchedulingAlgorithm.RoundRobin or SchedulingAlgorithm.WeightedRoundRobin => XlbAbi.AlgoRoundRobin,
+        SchedulingAlgorithm.LeastConn => XlbAbi.AlgoLeastConn,
         _ => XlbAbi.AlgoMaglev,
     };
 

@@ -143,6 +143,7 @@ public static class NodeStatus
         XlbAbi.AlgoMaglev => "Maglev",
         XlbAbi.AlgoSourceHash => "SourceHash",
         XlbAbi.AlgoRoundRobin => "RoundRobin",
+        XlbAbi.AlgoLeastConn => "LeastConn",
         _ => $"algo-{algo}",
     };
 

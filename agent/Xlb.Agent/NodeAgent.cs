@@ -333,6 +333,18 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             {
                 LogApplied(config.Spec.Revision, result.Generation, result.Operations, result.Elapsed.TotalMilliseconds);
             }
+            if (fullResync)
+            {
+                // LeastConn's counts forget flows that left without a packet. The connection log
+                // sweeps idle flows on its own; without it, they are swept here, or a client that
+                // vanished would count against its backend until the LRU evicts its flow.
+                var swept = _flowLog is null ? dp.SweepIdleFlows().Swept : 0;
+                if (swept == 0)
+                {
+                    // (A sweep that took flows has recounted.)
+                    dp.RecountConnections();
+                }
+            }
             if (drain.Drained.Count > 0)
             {
                 var ended = dp.EndFlows(drain.Drained);

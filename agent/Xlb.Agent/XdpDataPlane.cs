@@ -107,6 +107,11 @@ public sealed class XdpDataPlane : IDisposable
     private readonly int _eventsFd;
     private readonly BpfMap<uint, uint> _flowEpoch;
     private readonly Lock _flowEpochLock = new();
+    private readonly BpfCounterArray _conns;
+    private readonly Lock _recountLock = new();
+
+    /// <summary>Whether the last apply had a LeastConn listener (null: none yet; an adopted data plane may have some).</summary>
+    private bool? _leastConn;
 
     /// <summary>
     /// Builds each revision's image on the last one (an unchanged listener is neither compiled
@@ -174,6 +179,7 @@ public sealed class XdpDataPlane : IDisposable
         _flowEpoch = obj.Map<uint, uint>("xlb_flow_epoch");
         _eventStats = obj.Map<uint, ulong>("xlb_event_stats");
         _eventsFd = obj.MapFd("xlb_events");
+        _conns = obj.CounterArray("xlb_backend_conns");
     }
 
     public int ProgramFd { get; }
@@ -232,6 +238,7 @@ public sealed class XdpDataPlane : IDisposable
         if (ended > 0)
         {
             FlowTableChanged();
+            RecountConnections();
         }
         return ended;
     }
@@ -265,6 +272,7 @@ public sealed class XdpDataPlane : IDisposable
         if (swept > 0)
         {
             FlowTableChanged();
+            RecountConnections();
         }
         return (swept, closed);
     }
@@ -372,6 +380,7 @@ public sealed class XdpDataPlane : IDisposable
     public ApplyResult Apply(XlbNodeConfigSpec spec, bool verify = true)
     {
         var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        _leastConn = spec.Listeners.Any(l => l.Algorithm == SchedulingAlgorithm.LeastConn);
         var cfg = ReadConfig();
         var active = (byte)(cfg.ActiveGen & 1);
         if (verify)
@@ -554,6 +563,7 @@ public sealed class XdpDataPlane : IDisposable
     {
         var removed = Flows.Keys().Count(k => Flows.Delete(k)) + NewFlows.Keys().Count(k => NewFlows.Delete(k));
         FlowTableChanged();
+        RecountConnections();
         foreach (var map in new[] { ReverseNat, NewReverseNat })
         {
             foreach (var k in map.Keys())
@@ -655,5 +665,54 @@ public sealed class XdpDataPlane : IDisposable
 
     private static ulong Add(ulong a, ulong b) => a + b;
 
-    public void Dispose() => _obj.Dispose();
+    /// <summary>
+    /// LeastConn's count of open flows through this node for a backend index (the program's
+    /// xlb_backend_conns, as it reads it).
+    /// </summary>
+    public long OpenFlowCount(int backendIndex) => _conns.Read(backendIndex);
+
+    /// <summary>LeastConn's counts of open flows, by backend of the active generation.</summary>
+    public IReadOnlyDictionary<XlbBackend, long> OpenFlowCounts()
+    {
+        var slots = _backendSlots ?? ReadBackendSlots(ActiveGeneration);
+        return BySlot(slots, MapImage.LastUsedSlot(slots), i => _conns.Read(i + 1));
+    }
+
+    /// <summary>
+    /// Makes LeastConn's open-flow counts what the flow tables hold (<see cref="OpenFlows"/>): the
+    /// flows that left without a packet (swept, evicted, ended, cleared) stop counting. The counts
+    /// are read, the tables walked, and the differences added atomically, beside the program's own
+    /// adds. Skipped when no LeastConn listener was applied and every count is zero.
+    /// </summary>
+    /// <returns>How many backends' counts changed.</returns>
+    public int RecountConnections()
+    {
+        lock (_recountLock)
+        {
+            var before = new long[Math.Min(_conns.Length, Capacity.BackendSlots)];
+            var any = false;
+            for (var i = 0; i < before.Length; i++)
+            {
+                before[i] = _conns.Read(i);
+                any |= before[i] != 0;
+            }
+            if (!any && _leastConn == false)
+            {
+                return 0;
+            }
+            var counted = OpenFlows.Count(FlowTable(Flows, NewFlows).Values, Capacity.BackendSlots);
+            var corrections = OpenFlows.Corrections(before, counted);
+            foreach (var (index, delta) in corrections)
+            {
+                _conns.Add(index, delta);
+            }
+            return corrections.Count;
+        }
+    }
+
+    public void Dispose()
+    {
+        _conns.Dispose();
+        _obj.Dispose();
+    }
 }

@@ -145,7 +145,7 @@ public sealed record StaticEndpoint
 /// <summary>Backend selection for new flows.</summary>
 public sealed record SchedulingSpec
 {
-    /// <summary>Maglev (default): consistent hashing, the same choice on every LB node. RoundRobin, WeightedRoundRobin, SourceHash, LeastConn.</summary>
+    /// <summary>Maglev (default): consistent hashing, the same choice on every LB node. RoundRobin, WeightedRoundRobin, SourceHash (by client address, consistent), LeastConn (the backend with the fewest open connections through the LB node; weights only exclude, with 0).</summary>
     public SchedulingAlgorithm Algorithm { get; init; } = SchedulingAlgorithm.Maglev;
 }
 

@@ -12,7 +12,7 @@ namespace Xlb.DataPlane;
 /// <summary>Constants of xlb_abi.h.</summary>
 public static class XlbAbi
 {
-    public const int Version = 8;
+    public const int Version = 9;
     public const int MaxServices = 16384;
     public const int MaxBackends = 65536;
     public const int RingCapacity = 1 << 22;
@@ -39,6 +39,11 @@ public static class XlbAbi
     public const byte AlgoMaglev = 0;
     public const byte AlgoSourceHash = 1;
     public const byte AlgoRoundRobin = 2;
+    public const byte AlgoLeastConn = 3;
+    /// <summary>LeastConn compares at most this many backends per new flow (a window of the ring the flow hash picks).</summary>
+    public const int LcScan = 16;
+    /// <summary>XLB_FLOW_F_COUNTED: the flow is one of its backend's open flows in xlb_backend_conns.</summary>
+    public const byte FlowCounted = 1;
     public const byte FlowNew = 0;
     public const byte FlowEstablished = 1;
     public const byte FlowClosing = 2;
@@ -189,8 +194,9 @@ public record struct XlbFlow
     public uint NhSlot;
     public byte State;
     public byte Mode;
-    public byte Pad0;
-    public byte Pad1;
+    /// <summary>XLB_FLOW_F_*: <see cref="XlbAbi.FlowCounted"/>.</summary>
+    public byte Flags;
+    public byte Pad;
 }
 
 [StructLayout(LayoutKind.Sequential)]

@@ -47,6 +47,7 @@ public sealed record DataPlaneCapacity
         ["xlb_backends"] = (uint)BackendSlots * XlbAbi.Generations,
         ["xlb_nexthops"] = (uint)BackendSlots * XlbAbi.Generations,
         ["xlb_backend_stats"] = (uint)BackendSlots,
+        ["xlb_backend_conns"] = (uint)BackendSlots,
         ["xlb_rings"] = (uint)RingSlots * XlbAbi.Generations,
     };
 }

@@ -484,8 +484,7 @@ public static partial class Planner
 
     /// <summary>Settings the data plane of this version does not implement: refused clearly rather than ignored.</summary>
     private static string? Unsupported(PortMappingSpec spec) =>
-        spec.Scheduling.Algorithm == SchedulingAlgorithm.LeastConn ? "spec.scheduling.algorithm LeastConn is not implemented in this version; use WeightedRoundRobin or Maglev"
-        : spec.Nat.Mode == NatMode.DSR && spec.Ports.FirstOrDefault(p => p.TargetPort?.Number is { } n && n != p.Port) is { } translated
+        spec.Nat.Mode == NatMode.DSR && spec.Ports.FirstOrDefault(p => p.TargetPort?.Number is { } n && n != p.Port) is { } translated
             ? $"spec.nat.mode DSR cannot translate ports: the backend answers the client from the VIP itself. Port {translated.Port} has targetPort {translated.TargetPort}; make them equal or use FullNAT or DNAT"
         : spec.Affinity.Mode != AffinityMode.None ? $"spec.affinity.mode {spec.Affinity.Mode} is not implemented in this version; use None"
         : spec.ConnectionLog.Enabled ? "spec.connectionLog.enabled is not implemented in this version; set it to false"

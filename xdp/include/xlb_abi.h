@@ -14,7 +14,7 @@
 
 #include <linux/types.h>
 
-#define XLB_ABI_VERSION 8
+#define XLB_ABI_VERSION 9
 
 /*
  * Capacities per configuration generation. Maps hold two generations. XLB_MAX_BACKENDS and
@@ -103,6 +103,13 @@ struct xlb_vlan_dev {
 #define XLB_ALGO_MAGLEV 0      /* consistent hash of the 5-tuple over the Maglev ring */
 #define XLB_ALGO_SOURCE_HASH 1 /* consistent hash of the client address over the ring */
 #define XLB_ALGO_ROUND_ROBIN 2 /* a per-CPU cursor walking the ring (weights: slot shares) */
+/*
+ * The fewest open flows through this node (xlb_backend_conns) among the ring's backends, each of
+ * which the ring holds once; of more than XLB_LC_SCAN backends, among XLB_LC_SCAN in a row from
+ * where the flow hash points. See least_conn() in xlb.c.
+ */
+#define XLB_ALGO_LEAST_CONN 3
+#define XLB_LC_SCAN 16
 
 struct xlb_svc {
 	__u32 id;        /* stable service id, 1..XLB_MAX_SERVICES; indexes xlb_svc_stats */
@@ -158,8 +165,14 @@ struct xlb_flow {
 	__u32 nh_slot;      /* next-hop cache slot: gen * XLB_MAX_BACKENDS + backend index */
 	__u8 state;         /* XLB_FLOW_* */
 	__u8 mode;          /* XLB_MODE_* of the service when the flow began */
-	__u8 pad[2];
+	__u8 flags;         /* XLB_FLOW_F_* */
+	__u8 pad;
 };
+/*
+ * The flow is one of its backend's open flows in xlb_backend_conns (a LeastConn service's): from
+ * its record until its FIN or RST, or until it is found expired.
+ */
+#define XLB_FLOW_F_COUNTED 1
 
 /*
  * rnat: how to turn a backend's reply back into what the client expects: the source becomes
@@ -221,6 +234,11 @@ static inline __u32 xlb_filter_fold6(const __u32 *addr)
 }
 
 /* svc_stats: per-CPU counters, indexed by service id; backend_stats: the same, by backend index. */
+/*
+ * backend_conns: array by backend index, one __s64 for all CPUs (mmap-able): the flows of
+ * LeastConn services open through this node to the backend (XLB_FLOW_F_COUNTED). The program adds
+ * and takes away with atomic adds; the agent corrects it by a recount of the flow tables.
+ */
 struct xlb_svc_stats {
 	__u64 packets;       /* client -> backend */
 	__u64 bytes;

@@ -33,7 +33,9 @@ public class FuzzTests(ITestOutputHelper output)
         Vips = [new NodeVip { Address = Vip4, Role = VipRole.Active, Shard = "s" }, new NodeVip { Address = Vip6, Role = VipRole.Active, Shard = "s" }],
         Listeners =
         [
-            Two("f/web4/http", Vip4, 80, L4Protocol.TCP, 8080, LbTopology.BackendAddress),
+            // LeastConn: which backend is not modelled (as for Maglev), but the program's open-flow
+            // counts must match its flow tables exactly after every stretch (one CPU, nothing evicted).
+            Two("f/web4/http", Vip4, 80, L4Protocol.TCP, 8080, LbTopology.BackendAddress) with { Algorithm = SchedulingAlgorithm.LeastConn },
             Two("f/dns4/dns", Vip4, 53, L4Protocol.UDP, 5353, LbTopology.BackendAddress),
             Two("f/web6/http", Vip6, 80, L4Protocol.TCP, 8080, LbTopology.BackendAddress6),
             Two("f/dns6/dns", Vip6, 53, L4Protocol.UDP, 5353, LbTopology.BackendAddress6),
@@ -149,6 +151,10 @@ public class FuzzTests(ITestOutputHelper output)
                     {
                         disagreements.Add($"counters after {run} packets: {drift}");
                     }
+                    if (plane.RecountConnections() is > 0 and var off)
+                    {
+                        disagreements.Add($"after {run} packets, {off} backends' LeastConn counts differ from the flow tables");
+                    }
                     plane.ClearFlows();
                     model.Reset();
                     before = plane.Stats();
@@ -202,6 +208,10 @@ public class FuzzTests(ITestOutputHelper output)
         if (CompareCounters() is { } final)
         {
             disagreements.Add($"counters at the end: {final}");
+        }
+        if (plane.RecountConnections() is > 0 and var wrong)
+        {
+            disagreements.Add($"at the end, {wrong} backends' LeastConn counts differ from the flow tables");
         }
 
         output.WriteLine($"{run} packets in {clock.Elapsed.TotalSeconds:F1} s, seed {seed}; verdicts {string.Join(", ", verdicts.OrderBy(v => v.Key).Select(v => $"{v.Key}:{v.Value}"))}");

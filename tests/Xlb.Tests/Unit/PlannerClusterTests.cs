@@ -287,6 +287,19 @@ public class PlannerClusterTests
     }
 
     [Fact]
+    public void A_least_conn_mapping_is_programmed_with_its_algorithm()
+    {
+        var pm = Static("lc", "10.1.0.1", "10.1.0.2");
+        pm = pm with { Spec = pm.Spec with { Scheduling = new SchedulingSpec { Algorithm = SchedulingAlgorithm.LeastConn } } };
+        var plan = Planner.Plan(Input(pm));
+        Assert.Empty(plan.Problems);
+        var listeners = plan.NodeConfigs.SelectMany(c => c.Spec.Listeners).ToList();
+        Assert.NotEmpty(listeners);
+        Assert.All(listeners, l => Assert.Equal(SchedulingAlgorithm.LeastConn, l.Algorithm));
+        Assert.Equal("True", plan.MappingStatuses[ObjectRef.Of(pm)].Conditions.Single(c => c.Type == "Ready").Status);
+    }
+
+    [Fact]
     public void Namespace_selectors_unsupported_settings_and_invalid_specs_stall_with_a_reason_and_keep_held_vips()
     {
         var pool = Pool(namespaces: new LabelSelector { MatchLabels = new() { ["lb"] = "yes" } });
