@@ -1493,7 +1493,8 @@ done:
  */
 static __always_inline int stateless(const struct xlb_svc *svc)
 {
-	return svc->mode >= XLB_MODE_DSR_L2 && (svc->algo == XLB_ALGO_MAGLEV || svc->algo == XLB_ALGO_SOURCE_HASH);
+	/* Maglev and source hash (XLB_ALGO_MAGLEV 0, XLB_ALGO_SOURCE_HASH 1); not round robin or LeastConn. */
+	return svc->mode >= XLB_MODE_DSR_L2 && svc->algo <= XLB_ALGO_SOURCE_HASH;
 }
 
 /*
@@ -1608,7 +1609,8 @@ static __always_inline __u32 choose(const struct xlb_cfg *cfg, __u32 gen, const 
 	nf->mode = svc->mode;
 	/* A flow first seen mid-connection (another node had it) is established already. */
 	nf->state = fk->proto == IPPROTO_TCP && !syn ? XLB_FLOW_ESTABLISHED : XLB_FLOW_NEW;
-	nf->flags = svc->algo == XLB_ALGO_LEAST_CONN ? XLB_FLOW_F_COUNTED : 0;
+	/* A mask, not a branch on the algorithm: the verifier need not walk the rest twice. */
+	nf->flags = svc->flags & XLB_SVC_F_COUNT_FLOWS;
 	return 0;
 }
 

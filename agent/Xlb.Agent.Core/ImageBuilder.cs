@@ -304,7 +304,12 @@ public sealed class ImageBuilder(DataPlaneCapacity? capacity = null, ListenerMem
                 id = nextFree;
                 taken.Add(id);
             }
-            services[key with { Gen = generation }] = new XlbSvc { Id = id, RingOff = (uint)spans.Offsets[key], RingSize = (uint)c.Table.Length, Mode = c.Mode, Algo = c.Algo };
+            services[key with { Gen = generation }] = new XlbSvc
+            {
+                Id = id, RingOff = (uint)spans.Offsets[key], RingSize = (uint)c.Table.Length, Mode = c.Mode, Algo = c.Algo,
+                // LeastConn: the service's flows count toward their backend's open flows.
+                Flags = c.Algo == XlbAbi.AlgoLeastConn ? XlbAbi.SvcCountFlows : (ushort)0,
+            };
         }
         if (services.Count > XlbAbi.MaxServices)
         {

@@ -92,6 +92,8 @@ struct xlb_vlan_dev {
 };
 
 #define XLB_SVC_F_NONE 0
+/* LeastConn: the service's flows count in xlb_backend_conns (the same bit as XLB_FLOW_F_COUNTED). */
+#define XLB_SVC_F_COUNT_FLOWS 1
 
 /* How a service reaches its backends (xlb_svc.mode). */
 #define XLB_MODE_FULLNAT 0  /* source becomes VIP:nat_port, destination backend:target port */
@@ -172,7 +174,7 @@ struct xlb_flow {
  * The flow is one of its backend's open flows in xlb_backend_conns (a LeastConn service's): from
  * its record until its FIN or RST, or until it is found expired.
  */
-#define XLB_FLOW_F_COUNTED 1
+#define XLB_FLOW_F_COUNTED XLB_SVC_F_COUNT_FLOWS
 
 /*
  * rnat: how to turn a backend's reply back into what the client expects: the source becomes
