@@ -394,7 +394,7 @@ public sealed class ImageBuilder(DataPlaneCapacity? capacity = null, ListenerMem
         {
             return true;
         }
-        if (a.Port != b.Port || a.Protocol != b.Protocol || a.Algorithm != b.Algorithm || a.NatMode != b.NatMode ||
+        if (a.Port != b.Port || a.Protocol != b.Protocol || a.Algorithm != b.Algorithm || a.MaglevTableSize != b.MaglevTableSize || a.NatMode != b.NatMode ||
             a.DsrEncapsulation != b.DsrEncapsulation || !string.Equals(a.Vip, b.Vip, StringComparison.Ordinal) || a.Backends.Count != b.Backends.Count)
         {
             return false;

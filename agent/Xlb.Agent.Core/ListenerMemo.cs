@@ -52,7 +52,7 @@ public sealed class ListenerMemo
     private string KeyOf(Listener l)
     {
         _key.Clear();
-        _key.Append((int)l.Algorithm).Append('|').Append((int)l.NatMode).Append('|').Append(l.DsrEncapsulation?.ToString() ?? "-");
+        _key.Append((int)l.Algorithm).Append('/').Append(l.MaglevTableSize ?? 0).Append('|').Append((int)l.NatMode).Append('|').Append(l.DsrEncapsulation?.ToString() ?? "-");
         foreach (var b in l.Backends)
         {
             _key.Append('|').Append(b.Address).Append(' ').Append(b.Port).Append(' ').Append(b.Weight).Append(b.Draining ? " d" : "");
@@ -70,10 +70,18 @@ public sealed class ListenerMemo
             XlbAbi.AlgoRoundRobin => RoundRobin.Cycle([.. weights.Select(w => listener.Algorithm == SchedulingAlgorithm.RoundRobin && w > 0 ? 1 : w)]),
             // Each backend that may take new flows, once: the program compares their open flows.
             XlbAbi.AlgoLeastConn => [.. Enumerable.Range(0, weights.Length).Where(i => weights[i] > 0)],
-            _ => Maglev.Build([.. abi.Select((be, i) => new MaglevBackend(BackendIdentity(be), weights[i]))], Maglev.DefaultSize),
+            _ => Maglev.Build([.. abi.Select((be, i) => new MaglevBackend(BackendIdentity(be), weights[i]))], TableSize(listener)),
         };
         return new CompiledListener(abi, table, ModeOf(listener), algo);
     }
+
+    /// <summary>The listener's Maglev table size; a node config written by hand with a bad one is refused, not built.</summary>
+    private static int TableSize(Listener listener) => listener.MaglevTableSize switch
+    {
+        null => Maglev.DefaultSize,
+        { } n when Crds.MaglevTableSize.Problem(n) is { } problem => throw new FormatException($"listener {listener.Name}: maglevTableSize {problem}"),
+        { } n => n,
+    };
 
     private static byte ModeOf(Listener listener) => listener.NatMode switch
     {

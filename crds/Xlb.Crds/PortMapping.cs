@@ -147,6 +147,9 @@ public sealed record SchedulingSpec
 {
     /// <summary>Maglev (default): consistent hashing, the same choice on every LB node. RoundRobin, WeightedRoundRobin, SourceHash (by client address, consistent), LeastConn (the backend with the fewest open connections through the LB node; weights only exclude, with 0).</summary>
     public SchedulingAlgorithm Algorithm { get; init; } = SchedulingAlgorithm.Maglev;
+    /// <summary>Slots of the consistent-hash table of Maglev and SourceHash: a prime from 251 to 65537; unset, 1021. More slots give backends shares nearer their weights when there are many of them (about 100 slots per backend keeps each share within a few percent). Changing it sends most new flows elsewhere; established flows keep their backends.</summary>
+    [Range(Xlb.Crds.MaglevTableSize.Min, Xlb.Crds.MaglevTableSize.Max)]
+    public int? MaglevTableSize { get; init; }
 }
 
 [System.Text.Json.Serialization.JsonConverter(typeof(System.Text.Json.Serialization.JsonStringEnumConverter<SchedulingAlgorithm>))]

@@ -139,6 +139,8 @@ public sealed record Listener
     public L4Protocol Protocol { get; init; } = L4Protocol.TCP;
     /// <summary>Backend selection for new flows.</summary>
     public SchedulingAlgorithm Algorithm { get; init; } = SchedulingAlgorithm.Maglev;
+    /// <summary>Slots of the Maglev table (Maglev and SourceHash), a prime; unset: 1021.</summary>
+    public int? MaglevTableSize { get; init; }
     /// <summary>Address translation.</summary>
     public NatMode NatMode { get; init; } = NatMode.FullNAT;
     /// <summary>DSR only: the encapsulation.</summary>

@@ -41,6 +41,12 @@ public static class Maglev
             var key = backends[live[i]].Key;
             offset[i] = (long)(Fnv1a(key, 0xcbf29ce484222325UL) % (ulong)size);
             skip[i] = (long)(Fnv1a(key, 0x84222325cbf29ce4UL) % (ulong)(size - 1)) + 1;
+            // A walk whose step shares a factor with the size misses slots, and the fill would
+            // never end: sizes are prime, so that every step is coprime to them.
+            if (System.Numerics.BigInteger.GreatestCommonDivisor(skip[i], size) != 1)
+            {
+                throw new ArgumentOutOfRangeException(nameof(size), size, "a Maglev table size must be prime");
+            }
         }
         var maxWeight = live.Max(i => backends[i].Weight);
         var table = new int[size];

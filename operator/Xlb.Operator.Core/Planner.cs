@@ -410,6 +410,10 @@ public static partial class Planner
         {
             return ("InvalidSpec", "spec.ports is empty: expose at least one port");
         }
+        if (spec.Scheduling.MaglevTableSize is { } tableSize && MaglevTableSize.Problem(tableSize) is { } sizeProblem)
+        {
+            return ("InvalidSpec", $"spec.scheduling.maglevTableSize {sizeProblem}");
+        }
         var byService = spec.Backend.ServiceRef is not null;
         if (byService && spec.Backend.Endpoints.Count > 0)
         {
@@ -823,6 +827,8 @@ public static partial class Planner
             Port = p.Port,
             Protocol = p.Protocol,
             Algorithm = spec.Scheduling.Algorithm,
+            // Only the consistent-hash algorithms have a table; the others ignore the size.
+            MaglevTableSize = spec.Scheduling.Algorithm is SchedulingAlgorithm.Maglev or SchedulingAlgorithm.SourceHash ? spec.Scheduling.MaglevTableSize : null,
             NatMode = spec.Nat.Mode,
             DsrEncapsulation = spec.Nat.Mode == NatMode.DSR ? spec.Nat.DsrEncapsulation : null,
             Affinity = spec.Affinity.Mode == AffinityMode.None ? null : spec.Affinity,

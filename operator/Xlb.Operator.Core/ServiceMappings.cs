@@ -13,6 +13,7 @@ public static class ServiceMappings
     public const string VipAnnotation = "xlb.io/vip";
     public const string ShareKeyAnnotation = "xlb.io/share-key";
     public const string AlgorithmAnnotation = "xlb.io/algorithm";
+    public const string MaglevTableSizeAnnotation = "xlb.io/maglev-table-size";
     /// <summary>The label that marks a PortMapping as the operator's, for the named Service.</summary>
     public const string ServiceLabel = "xlb.io/service";
     public const string ManagedByLabel = "app.kubernetes.io/managed-by";
@@ -51,6 +52,18 @@ public static class ServiceMappings
                 problems.Add(new Problem(self, "InvalidAnnotation", $"{AlgorithmAnnotation}: '{a}' is not one of {string.Join(", ", Enum.GetNames<SchedulingAlgorithm>())}"));
                 continue;
             }
+            int? tableSize = null;
+            if (annotations.GetValueOrDefault(MaglevTableSizeAnnotation) is { } t)
+            {
+                if (!int.TryParse(t, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var size) ||
+                    MaglevTableSize.Problem(size) is not null)
+                {
+                    problems.Add(new Problem(self, "InvalidAnnotation",
+                        $"{MaglevTableSizeAnnotation}: '{t}' is not a prime from {MaglevTableSize.Min} to {MaglevTableSize.Max}"));
+                    continue;
+                }
+                tableSize = size;
+            }
             var ports = svc.Spec.Ports
                 .Where(p => p.Protocol is "TCP" or "UDP")
                 .Select(p => new ServicePort { Name = p.Name, Port = p.Port, Protocol = p.Protocol == "UDP" ? L4Protocol.UDP : L4Protocol.TCP })
@@ -78,7 +91,7 @@ public static class ServiceMappings
                     ShareKey = annotations.GetValueOrDefault(ShareKeyAnnotation),
                     Ports = ports,
                     Backend = new BackendSpec { ServiceRef = new ServiceRef { Name = svc.Metadata.Name ?? "" } },
-                    Scheduling = new SchedulingSpec { Algorithm = algorithm },
+                    Scheduling = new SchedulingSpec { Algorithm = algorithm, MaglevTableSize = tableSize },
                     TrafficPolicy = svc.Spec.ExternalTrafficPolicy == "Local" ? TrafficPolicy.Local : TrafficPolicy.Cluster,
                 },
             });

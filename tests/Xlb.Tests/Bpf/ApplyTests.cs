@@ -25,7 +25,8 @@ public sealed class ApplyTests
                     Name = $"t/svc{port}/p",
                     Vip = "192.0.2.1",
                     Port = port,
-                    Algorithm = rng.Next(4) == 0 ? SchedulingAlgorithm.WeightedRoundRobin : SchedulingAlgorithm.Maglev,
+                    Algorithm = rng.Next(6) switch { 0 => SchedulingAlgorithm.WeightedRoundRobin, 1 => SchedulingAlgorithm.LeastConn, _ => SchedulingAlgorithm.Maglev },
+                    MaglevTableSize = rng.Next(4) == 0 ? 251 : null,
                     Backends = [.. Enumerable.Range(0, rng.Next(0, 8)).Select(_ => new NodeBackend { Address = $"10.1.0.{rng.Next(1, 40)}", Port = 8080 }).DistinctBy(b => b.Address)],
                 });
             }
@@ -41,6 +42,11 @@ public sealed class ApplyTests
                 {
                     var j = rng.Next(backends.Count);
                     backends[j] = backends[j] with { Weight = rng.Next(1, 4), Draining = rng.Next(3) == 0 };
+                }
+                else if (rng.Next(4) == 0)
+                {
+                    // A new table size: the ring changes size, and the span with it.
+                    listeners[i] = listeners[i] with { MaglevTableSize = listeners[i].MaglevTableSize is null ? 251 : null };
                 }
                 else
                 {

@@ -94,4 +94,22 @@ public class MaglevTests
         Assert.Empty(Maglev.Build([], 251));
         Assert.Empty(Maglev.Build([new MaglevBackend("a", 0)], 251));
     }
+
+    [Fact]
+    public void A_size_that_is_not_prime_is_refused_rather_than_filled_for_ever()
+    {
+        // At 1000 slots some of ten backends step by a divisor of 1000: their walks miss slots.
+        Assert.Throws<ArgumentOutOfRangeException>(() => Maglev.Build(Backends(10), 1000));
+        Assert.Equal(65537, Maglev.Build(Backends(10), 65537).Length);
+    }
+
+    [Theory]
+    [InlineData(1021, null)]
+    [InlineData(251, null)]
+    [InlineData(65537, null)]
+    [InlineData(1000, "1000 is not prime (every backend's walk of the table must reach every slot): 997 and 1009 are")]
+    [InlineData(250, "250 is outside 251-65537")]
+    [InlineData(65539, "65539 is outside 251-65537")]
+    public void A_service_may_name_a_prime_table_size_in_range(int size, string? problem) =>
+        Assert.Equal(problem, Xlb.Crds.MaglevTableSize.Problem(size));
 }

@@ -287,6 +287,25 @@ public class PlannerClusterTests
     }
 
     [Fact]
+    public void A_maglev_table_size_reaches_the_listeners_and_one_that_is_not_prime_stalls_its_mapping()
+    {
+        PortMapping With(string name, int size, SchedulingAlgorithm algorithm = SchedulingAlgorithm.Maglev)
+        {
+            var pm = Static(name, "10.1.0.1", "10.1.0.2");
+            return pm with { Spec = pm.Spec with { Scheduling = new SchedulingSpec { Algorithm = algorithm, MaglevTableSize = size } } };
+        }
+        var plan = Planner.Plan(Input(With("big", 4093), With("odd", 1000), With("rr", 4093, SchedulingAlgorithm.RoundRobin)));
+        var problem = Assert.Single(plan.Problems);
+        Assert.Equal(("odd", "InvalidSpec"), (problem.Object.Name, problem.Reason));
+        Assert.Equal("spec.scheduling.maglevTableSize 1000 is not prime (every backend's walk of the table must reach every slot): 997 and 1009 are", problem.Message);
+        var listeners = plan.NodeConfigs.SelectMany(c => c.Spec.Listeners).ToList();
+        Assert.All(listeners.Where(l => l.Name.StartsWith("ns/big/", StringComparison.Ordinal)), l => Assert.Equal(4093, l.MaglevTableSize));
+        // Round robin has no table: the size is not carried.
+        Assert.All(listeners.Where(l => l.Name.StartsWith("ns/rr/", StringComparison.Ordinal)), l => Assert.Null(l.MaglevTableSize));
+        Assert.Contains(listeners, l => l.Name.StartsWith("ns/big/", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void A_least_conn_mapping_is_programmed_with_its_algorithm()
     {
         var pm = Static("lc", "10.1.0.1", "10.1.0.2");

@@ -1,0 +1,33 @@
+using Xlb.Crds;
+using Xlb.Operator.Core;
+
+namespace Xlb.Tests.Unit;
+
+public class ServiceMappingsTests
+{
+    private static Service Lb(string name, params (string Key, string Value)[] annotations) => new()
+    {
+        Metadata = new ObjectMeta { Name = name, Namespace = "ns", Annotations = annotations.ToDictionary(a => a.Key, a => a.Value) },
+        Spec = new ServiceSpec { Type = "LoadBalancer", LoadBalancerClass = Service.LoadBalancerClass, Ports = [new ServiceSpecPort { Name = "http", Port = 80, Protocol = "TCP" }] },
+    };
+
+    private static readonly VipShard[] Shards = [new() { Metadata = new ObjectMeta { Name = "edge" }, Spec = new VipShardSpec { PoolRef = "p" } }];
+
+    [Fact]
+    public void Scheduling_annotations_set_the_algorithm_and_the_maglev_table_size()
+    {
+        var outcome = ServiceMappings.Desired(
+        [
+            Lb("a", (ServiceMappings.AlgorithmAnnotation, "SourceHash"), (ServiceMappings.MaglevTableSizeAnnotation, "4093")),
+            Lb("b"),
+            Lb("c", (ServiceMappings.MaglevTableSizeAnnotation, "4096")),
+            Lb("d", (ServiceMappings.MaglevTableSizeAnnotation, "big")),
+        ], Shards, []);
+        var byName = outcome.Mappings.ToDictionary(m => m.Metadata.Name!);
+        Assert.Equal(new SchedulingSpec { Algorithm = SchedulingAlgorithm.SourceHash, MaglevTableSize = 4093 }, byName["a"].Spec.Scheduling);
+        Assert.Equal(new SchedulingSpec(), byName["b"].Spec.Scheduling);
+        Assert.Equal(["c", "d"], outcome.Problems.Select(p => p.Object.Name).Order(StringComparer.Ordinal));
+        Assert.All(outcome.Problems, p => Assert.Equal("InvalidAnnotation", p.Reason));
+        Assert.Contains("'4096' is not a prime from 251 to 65537", outcome.Problems[0].Message, StringComparison.Ordinal);
+    }
+}
