@@ -176,6 +176,57 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xlb_backend_stats SEC(".maps");
 
+/* ClientIP affinity: each service's timeout in seconds, by service id (0: none); see xlb_affine(). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XLB_MAX_SERVICES + 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xlb_svc_affinity SEC(".maps");
+
+/* A client of a service, and the ring position its last new flow took. */
+struct affinity_key {
+	__u32 svc_id;
+	__u8 family;
+	__u8 pad[3];
+	__be32 addr[4];
+};
+
+struct affinity {
+	__u32 pos;
+	__u32 pad;
+	__u64 last_ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, XLB_MAX_AFFINITY);
+	__type(key, struct affinity_key);
+	__type(value, struct affinity);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xlb_affinity SEC(".maps");
+
+/*
+ * xlb_affine()'s key and value, per CPU: it is called where the forwarding path's frame leaves 32
+ * bytes of the 512-byte stack, too few for them.
+ */
+struct affinity_scratch {
+	struct affinity_key k;
+	struct affinity v;
+	__u32 key;     /* a map key */
+	__u32 n;       /* the ring's size */
+	__u32 timeout; /* seconds */
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct affinity_scratch);
+} xlb_affinity_scratch SEC(".maps");
+
 /* LeastConn: each backend's open flows through this node, by backend index (see least_conn). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -1486,6 +1537,8 @@ done:
  * for every packet of a flow while the backend set stays as it is. Round robin does not; NAT modes
  * need the reverse translation for the replies. Such a flow loses what the flow table gives it:
  * its backend when the set changes (a draining backend keeps no untracked flow), and its events.
+ * A service with ClientIP affinity is never forwarded so: its flows' later packets, which start
+ * a tracked flow, would follow the client's affinity, not the hash its SYN went by.
  * Past the new-flow cap (a SYN flood, mostly) this is the trade: a flow-table insert costs about
  * ten times the rest of a new flow's path here, so a CPU forwards a flood of new flows at nearly
  * the established rate instead of spending itself on inserts. Later packets of such a flow find
@@ -1494,7 +1547,7 @@ done:
 static __always_inline int stateless(const struct xlb_svc *svc)
 {
 	/* Maglev and source hash (XLB_ALGO_MAGLEV 0, XLB_ALGO_SOURCE_HASH 1); not round robin or LeastConn. */
-	return svc->mode >= XLB_MODE_DSR_L2 && svc->algo <= XLB_ALGO_SOURCE_HASH;
+	return svc->mode >= XLB_MODE_DSR_L2 && svc->algo <= XLB_ALGO_SOURCE_HASH && !(svc->flags & XLB_SVC_F_AFFINITY);
 }
 
 /*
@@ -1548,6 +1601,49 @@ __noinline int xlb_least_conn(__u32 base, __u32 n, __u32 h)
 	return best;
 }
 
+/*
+ * ClientIP affinity: the ring position for a new flow of client fk->saddr to service svc_id, whose
+ * ring has n slots, when its algorithm chose pos (n_pos: n << 32 | pos; four arguments keep them
+ * out of the stack). A client seen within the service's timeout (since its last new flow, as
+ * Kubernetes' sessionAffinity counts it) takes the position its last new flow took. While the
+ * service's backends stay as they are, that is the same backend; when they change, it is the
+ * backend that now holds the position: Maglev moves few positions, and those of a backend that
+ * left or drains go to the others, so a client is never sent to a backend the ring no longer
+ * has. Either way the client's entry records this flow. A global function, checked once by the
+ * verifier.
+ */
+__noinline int xlb_affine(const struct xlb_flow_key *fk, __u32 svc_id, __u64 n_pos)
+{
+	__u32 n = n_pos >> 32, pos = (__u32)n_pos;
+	struct affinity_scratch *s;
+	struct affinity *a;
+	__u32 zero = 0, *timeout;
+
+	s = bpf_map_lookup_elem(&xlb_affinity_scratch, &zero);
+	if (!fk || !s || pos >= n)
+		return pos;
+	/* Everything into the scratch before the next call: the stack has no room for spills. */
+	s->key = svc_id;
+	s->n = n;
+	s->v.pos = pos;
+	timeout = bpf_map_lookup_elem(&xlb_svc_affinity, &s->key);
+	if (!timeout || *timeout == 0)
+		return s->v.pos;
+	s->timeout = *timeout;
+	__builtin_memset(&s->k, 0, sizeof(s->k));
+	s->k.svc_id = s->key;
+	s->k.family = fk->family;
+	addr_copy(s->k.addr, fk->saddr);
+	s->v.last_ns = bpf_ktime_get_coarse_ns();
+	a = bpf_map_lookup_elem(&xlb_affinity, &s->k);
+	if (a && a->pos < s->n && s->v.last_ns - a->last_ns <= (__u64)s->timeout * 1000000000ull) {
+		a->last_ns = s->v.last_ns;
+		return a->pos;
+	}
+	bpf_map_update_elem(&xlb_affinity, &s->k, &s->v, BPF_ANY);
+	return s->v.pos;
+}
+
 /* The ring position a new flow takes, by the service's algorithm (its ring begins at base). */
 static __always_inline __u32 pick(const struct xlb_svc *svc, const struct xlb_flow_key *fk, __u32 base)
 {
@@ -1582,7 +1678,7 @@ static __always_inline struct xlb_svc *service_of(const struct xlb_flow_key *fk,
 
 /* The backend a new flow of svc takes (its ring slot by the service's algorithm), into nf; 0, or the reason to drop. */
 static __always_inline __u32 choose(const struct xlb_cfg *cfg, __u32 gen, const struct xlb_svc *svc,
-				    const struct xlb_flow_key *fk, int syn, __u64 now, struct xlb_flow *nf)
+				    const struct xlb_flow_key *fk, int syn, __u64 now, struct xlb_flow *nf, int affine)
 {
 	__u32 slot, *bidx;
 	struct xlb_backend *be;
@@ -1590,7 +1686,10 @@ static __always_inline __u32 choose(const struct xlb_cfg *cfg, __u32 gen, const 
 	if (svc->ring_size == 0)
 		return XLB_STAT_DROP_NO_BACKEND;
 	slot = gen * ring_slots(cfg) + svc->ring_off;
-	slot += pick(svc, fk, slot);
+	if (affine && (svc->flags & XLB_SVC_F_AFFINITY))
+		slot += (__u32)xlb_affine(fk, svc->id, (__u64)svc->ring_size << 32 | pick(svc, fk, slot)) % svc->ring_size;
+	else
+		slot += pick(svc, fk, slot);
 	bidx = bpf_map_lookup_elem(&xlb_rings, &slot);
 	if (!bidx || *bidx == 0 || *bidx >= backend_slots(cfg))
 		return XLB_STAT_DROP_NO_BACKEND;
@@ -1707,7 +1806,8 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 
 			if (cfg->flags & XLB_CFG_F_SHUTDOWN)
 				return reset_syn(ctx, p, end);
-			reason = choose(cfg, gen, svc, fk, 1, now, &nf);
+			/* Without state, and so without affinity (see stateless). */
+			reason = choose(cfg, gen, svc, fk, 1, now, &nf, 0);
 			if (reason)
 				return verdict(XDP_DROP, reason);
 			return untracked(ctx, cfg, p, &nf, now);
@@ -1790,7 +1890,7 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 
 	{
 		struct xlb_flow nf = {};
-		__u32 reason = choose(cfg, gen, svc, fk, syn, now, &nf);
+		__u32 reason = choose(cfg, gen, svc, fk, syn, now, &nf, 1);
 
 		if (reason)
 			return verdict(XDP_DROP, reason);

@@ -281,6 +281,7 @@ public sealed class ImageBuilder(DataPlaneCapacity? capacity = null, ListenerMem
         }
         var nextFree = 1u;
         var services = new Dictionary<XlbSvcKey, XlbSvc>(holders.Count);
+        var affinity = new Dictionary<uint, uint>(holders.Count);
         foreach (var h in holders)
         {
             var key = keyOf[h.Slot];
@@ -308,8 +309,9 @@ public sealed class ImageBuilder(DataPlaneCapacity? capacity = null, ListenerMem
             {
                 Id = id, RingOff = (uint)spans.Offsets[key], RingSize = (uint)c.Table.Length, Mode = c.Mode, Algo = c.Algo,
                 // LeastConn: the service's flows count toward their backend's open flows.
-                Flags = c.Algo == XlbAbi.AlgoLeastConn ? XlbAbi.SvcCountFlows : (ushort)0,
+                Flags = (ushort)((c.Algo == XlbAbi.AlgoLeastConn ? XlbAbi.SvcCountFlows : 0) | (AffinitySeconds(h.Listener) > 0 ? XlbAbi.SvcAffinity : 0)),
             };
+            affinity[id] = AffinitySeconds(h.Listener);
         }
         if (services.Count > XlbAbi.MaxServices)
         {
@@ -366,8 +368,12 @@ public sealed class ImageBuilder(DataPlaneCapacity? capacity = null, ListenerMem
         }
         _entries = entries;
         _refs = newRefs;
-        return new MapImage(generation, vips, services, backends.Done(), ring, filter) { Capacity = _capacity };
+        return new MapImage(generation, vips, services, backends.Done(), ring, filter) { Capacity = _capacity, AffinityTimeouts = affinity };
     }
+
+    /// <summary>A listener's ClientIP affinity timeout in whole seconds (at least one); 0: no affinity.</summary>
+    public static uint AffinitySeconds(Listener listener) =>
+        listener.Affinity is { Mode: AffinityMode.ClientIP } a ? (uint)Math.Clamp(Math.Ceiling(a.Timeout.Value.TotalSeconds), 1, uint.MaxValue) : 0;
 
     private static List<Item> Items(IReadOnlyList<Listener> listeners)
     {

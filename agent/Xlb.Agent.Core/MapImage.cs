@@ -24,6 +24,12 @@ public sealed record MapImage(
     /// <summary>The sizes of the maps this image was built for.</summary>
     public DataPlaneCapacity Capacity { get; init; } = DataPlaneCapacity.Default;
 
+    /// <summary>
+    /// ClientIP affinity timeouts in seconds by service id (xlb_svc_affinity): one for every
+    /// service, 0 for those without. Not generation-scoped (a service keeps its id).
+    /// </summary>
+    public IReadOnlyDictionary<uint, uint> AffinityTimeouts { get; init; } = new Dictionary<uint, uint>();
+
     /// <summary>The key of backend slot <paramref name="index"/> (1-based) in this generation.</summary>
     public uint BackendKey(int index) => (uint)(Generation * Capacity.BackendSlots + index);
 

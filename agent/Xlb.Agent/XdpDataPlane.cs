@@ -108,6 +108,10 @@ public sealed class XdpDataPlane : IDisposable
     private readonly BpfMap<uint, uint> _flowEpoch;
     private readonly Lock _flowEpochLock = new();
     private readonly BpfCounterArray _conns;
+    private readonly BpfMap<uint, uint> _svcAffinity;
+
+    /// <summary>What xlb_svc_affinity holds, as last written (null: unknown, written in full).</summary>
+    private Dictionary<uint, uint>? _affinityWritten;
     private readonly Lock _recountLock = new();
 
     /// <summary>Whether the last apply had a LeastConn listener (null: none yet; an adopted data plane may have some).</summary>
@@ -180,6 +184,7 @@ public sealed class XdpDataPlane : IDisposable
         _eventStats = obj.Map<uint, ulong>("xlb_event_stats");
         _eventsFd = obj.MapFd("xlb_events");
         _conns = obj.CounterArray("xlb_backend_conns");
+        _svcAffinity = obj.Map<uint, uint>("xlb_svc_affinity");
     }
 
     public int ProgramFd { get; }
@@ -403,6 +408,8 @@ public sealed class XdpDataPlane : IDisposable
         }
         try
         {
+            // Before any flip: a service keeps its id, so the generation in force reads the same timeouts.
+            WriteAffinityTimeouts(current.AffinityTimeouts, verify);
             var activeView = activeKnown ?? ReadGeneration(active, current.Backends.Count, current.Ring.Length);
             if (MapDiff.Plan(current, activeView, cfg) is [MapOp.Flip])
             {
@@ -508,6 +515,34 @@ public sealed class XdpDataPlane : IDisposable
         {
             _config.Update(0, flip.Config);
         }
+    }
+
+    /// <summary>
+    /// ClientIP affinity timeouts, by service id: those that differ from what was last written, and
+    /// every id not written before (a pin may hold a timeout of an id's former service); all of them
+    /// at a full resync. Ids no service holds any more go to zero.
+    /// </summary>
+    private void WriteAffinityTimeouts(IReadOnlyDictionary<uint, uint> timeouts, bool all)
+    {
+        var written = all ? null : _affinityWritten;
+        var batch = new Batch<uint, uint>();
+        foreach (var (id, seconds) in timeouts)
+        {
+            if (written is null || !written.TryGetValue(id, out var was) || was != seconds)
+            {
+                batch.Add(id, seconds);
+            }
+        }
+        foreach (var (id, seconds) in written ?? _affinityWritten ?? [])
+        {
+            if (seconds != 0 && !timeouts.ContainsKey(id))
+            {
+                batch.Add(id, 0);
+            }
+        }
+        _affinityWritten = null;
+        batch.WriteTo(_svcAffinity);
+        _affinityWritten = new Dictionary<uint, uint>(timeouts);
     }
 
     /// <summary>Keys and values gathered for one batch write.</summary>

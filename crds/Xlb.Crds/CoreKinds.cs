@@ -37,6 +37,22 @@ public sealed record ServiceSpec
     public string? LoadBalancerClass { get; init; }
     public string? ExternalTrafficPolicy { get; init; }
     public List<ServiceSpecPort> Ports { get; init; } = [];
+    /// <summary>None or ClientIP.</summary>
+    public string? SessionAffinity { get; init; }
+    public SessionAffinityConfig? SessionAffinityConfig { get; init; }
+}
+
+[JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Skip)]
+public sealed record SessionAffinityConfig
+{
+    public ClientIPConfig? ClientIP { get; init; }
+}
+
+[JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Skip)]
+public sealed record ClientIPConfig
+{
+    /// <summary>1 to 86400; Kubernetes defaults it to 10800 (3 h).</summary>
+    public int? TimeoutSeconds { get; init; }
 }
 
 [JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Skip)]

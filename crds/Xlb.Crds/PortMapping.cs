@@ -172,9 +172,9 @@ public enum AffinityMode
 /// <summary>Session affinity.</summary>
 public sealed record AffinitySpec
 {
-    /// <summary>None, or ClientIP: every flow of a client address goes to the same backend.</summary>
+    /// <summary>None, or ClientIP: a client's new flows go where its last one went, per LB node, while it keeps within the timeout and its backend keeps its place (one that leaves or drains hands its clients to the others).</summary>
     public AffinityMode Mode { get; init; } = AffinityMode.None;
-    /// <summary>ClientIP: how long an idle client keeps its backend.</summary>
+    /// <summary>ClientIP: how long after a client's last new flow its next one still follows it (1s to 24h).</summary>
     public Duration Timeout { get; init; } = new(TimeSpan.FromHours(3));
 }
 

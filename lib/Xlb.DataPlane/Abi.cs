@@ -46,6 +46,9 @@ public static class XlbAbi
     public const byte FlowCounted = 1;
     /// <summary>XLB_SVC_F_COUNT_FLOWS: a LeastConn service, whose flows count in xlb_backend_conns.</summary>
     public const ushort SvcCountFlows = 1;
+    /// <summary>XLB_SVC_F_AFFINITY: ClientIP affinity (its timeout in xlb_svc_affinity, by service id).</summary>
+    public const ushort SvcAffinity = 2;
+    public const int MaxAffinity = 65536;
     public const byte FlowNew = 0;
     public const byte FlowEstablished = 1;
     public const byte FlowClosing = 2;

@@ -410,6 +410,10 @@ public static partial class Planner
         {
             return ("InvalidSpec", "spec.ports is empty: expose at least one port");
         }
+        if (spec.Affinity.Mode == AffinityMode.ClientIP && spec.Affinity.Timeout.Value is var affinity && (affinity < TimeSpan.FromSeconds(1) || affinity > TimeSpan.FromDays(1)))
+        {
+            return ("InvalidSpec", $"spec.affinity.timeout {spec.Affinity.Timeout} is outside 1s-24h");
+        }
         if (spec.Scheduling.MaglevTableSize is { } tableSize && MaglevTableSize.Problem(tableSize) is { } sizeProblem)
         {
             return ("InvalidSpec", $"spec.scheduling.maglevTableSize {sizeProblem}");
@@ -490,7 +494,6 @@ public static partial class Planner
     private static string? Unsupported(PortMappingSpec spec) =>
         spec.Nat.Mode == NatMode.DSR && spec.Ports.FirstOrDefault(p => p.TargetPort?.Number is { } n && n != p.Port) is { } translated
             ? $"spec.nat.mode DSR cannot translate ports: the backend answers the client from the VIP itself. Port {translated.Port} has targetPort {translated.TargetPort}; make them equal or use FullNAT or DNAT"
-        : spec.Affinity.Mode != AffinityMode.None ? $"spec.affinity.mode {spec.Affinity.Mode} is not implemented in this version; use None"
         : spec.ConnectionLog.Enabled ? "spec.connectionLog.enabled is not implemented in this version; set it to false"
         : null;
 

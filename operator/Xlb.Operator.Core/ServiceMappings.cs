@@ -92,6 +92,10 @@ public static class ServiceMappings
                     Ports = ports,
                     Backend = new BackendSpec { ServiceRef = new ServiceRef { Name = svc.Metadata.Name ?? "" } },
                     Scheduling = new SchedulingSpec { Algorithm = algorithm, MaglevTableSize = tableSize },
+                    // The Service's own session affinity, as kube-proxy would keep it.
+                    Affinity = svc.Spec.SessionAffinity == "ClientIP"
+                        ? new AffinitySpec { Mode = AffinityMode.ClientIP, Timeout = new Duration(TimeSpan.FromSeconds(svc.Spec.SessionAffinityConfig?.ClientIP?.TimeoutSeconds ?? 10800)) }
+                        : new AffinitySpec(),
                     TrafficPolicy = svc.Spec.ExternalTrafficPolicy == "Local" ? TrafficPolicy.Local : TrafficPolicy.Cluster,
                 },
             });

@@ -32,6 +32,11 @@
  * xlb_flows: a flood cannot push established connections off their backends.
  */
 #define XLB_MAX_NEW_FLOWS 65536
+/*
+ * ClientIP affinity: the clients whose backend the program remembers, per service, in an LRU
+ * table; past that, the least recently seen clients lose theirs.
+ */
+#define XLB_MAX_AFFINITY 65536
 
 #define XLB_GENERATIONS 2
 
@@ -94,6 +99,8 @@ struct xlb_vlan_dev {
 #define XLB_SVC_F_NONE 0
 /* LeastConn: the service's flows count in xlb_backend_conns (the same bit as XLB_FLOW_F_COUNTED). */
 #define XLB_SVC_F_COUNT_FLOWS 1
+/* ClientIP affinity: new flows of a client follow its last one (timeout in svc_affinity); never stateless. */
+#define XLB_SVC_F_AFFINITY 2
 
 /* How a service reaches its backends (xlb_svc.mode). */
 #define XLB_MODE_FULLNAT 0  /* source becomes VIP:nat_port, destination backend:target port */
@@ -236,6 +243,11 @@ static inline __u32 xlb_filter_fold6(const __u32 *addr)
 }
 
 /* svc_stats: per-CPU counters, indexed by service id; backend_stats: the same, by backend index. */
+/*
+ * svc_affinity: array by service id, __u32: ClientIP affinity, how many seconds since a client's
+ * last new flow to a service its next new flows go to the same backend (0: no affinity). Not
+ * generation-scoped: a service keeps its id from one revision to the next.
+ */
 /*
  * backend_conns: array by backend index, one __s64 for all CPUs (mmap-able): the flows of
  * LeastConn services open through this node to the backend (XLB_FLOW_F_COUNTED). The program adds

@@ -306,6 +306,23 @@ public class PlannerClusterTests
     }
 
     [Fact]
+    public void Client_ip_affinity_reaches_the_listeners_and_a_timeout_past_a_day_stalls_its_mapping()
+    {
+        PortMapping With(string name, TimeSpan timeout)
+        {
+            var pm = Static(name, "10.1.0.1", "10.1.0.2");
+            return pm with { Spec = pm.Spec with { Affinity = new AffinitySpec { Mode = AffinityMode.ClientIP, Timeout = new Duration(timeout) } } };
+        }
+        var plan = Planner.Plan(Input(With("sticky", TimeSpan.FromMinutes(30)), With("long", TimeSpan.FromDays(2)), Static("plain")));
+        var problem = Assert.Single(plan.Problems);
+        Assert.Equal(("long", "InvalidSpec", "spec.affinity.timeout 172800s is outside 1s-24h"), (problem.Object.Name, problem.Reason, problem.Message));
+        var listeners = plan.NodeConfigs.SelectMany(c => c.Spec.Listeners).ToList();
+        Assert.All(listeners.Where(l => l.Name.StartsWith("ns/sticky/", StringComparison.Ordinal)),
+            l => Assert.Equal(new AffinitySpec { Mode = AffinityMode.ClientIP, Timeout = new Duration(TimeSpan.FromMinutes(30)) }, l.Affinity));
+        Assert.All(listeners.Where(l => l.Name.StartsWith("ns/plain/", StringComparison.Ordinal)), l => Assert.Null(l.Affinity));
+    }
+
+    [Fact]
     public void A_least_conn_mapping_is_programmed_with_its_algorithm()
     {
         var pm = Static("lc", "10.1.0.1", "10.1.0.2");

@@ -30,4 +30,16 @@ public class ServiceMappingsTests
         Assert.All(outcome.Problems, p => Assert.Equal("InvalidAnnotation", p.Reason));
         Assert.Contains("'4096' is not a prime from 251 to 65537", outcome.Problems[0].Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void A_services_session_affinity_becomes_client_ip_affinity()
+    {
+        var sticky = Lb("s") with { Spec = Lb("s").Spec with { SessionAffinity = "ClientIP", SessionAffinityConfig = new SessionAffinityConfig { ClientIP = new ClientIPConfig { TimeoutSeconds = 600 } } } };
+        var defaulted = Lb("d") with { Spec = Lb("d").Spec with { SessionAffinity = "ClientIP" } };
+        var none = Lb("n") with { Spec = Lb("n").Spec with { SessionAffinity = "None" } };
+        var byName = ServiceMappings.Desired([sticky, defaulted, none], Shards, []).Mappings.ToDictionary(m => m.Metadata.Name!);
+        Assert.Equal(new AffinitySpec { Mode = AffinityMode.ClientIP, Timeout = new Duration(TimeSpan.FromMinutes(10)) }, byName["s"].Spec.Affinity);
+        Assert.Equal(new AffinitySpec { Mode = AffinityMode.ClientIP, Timeout = new Duration(TimeSpan.FromHours(3)) }, byName["d"].Spec.Affinity);
+        Assert.Equal(new AffinitySpec(), byName["n"].Spec.Affinity);
+    }
 }
