@@ -49,6 +49,11 @@ var spec = new XlbNodeConfigSpec
         },
         new Listener
         {
+            Name = "bench/web/sticky", Vip = "10.250.0.10", Port = 85, Affinity = new AffinitySpec { Mode = AffinityMode.ClientIP, Timeout = new Duration(TimeSpan.FromHours(3)) },
+            Backends = [.. Enumerable.Range(1, 3).Select(i => new NodeBackend { Address = LbTopology.BackendAddress(i), Port = 8080 })],
+        },
+        new Listener
+        {
             Name = "bench/dsr/ipip", Vip = "10.250.0.10", Port = 83, NatMode = NatMode.DSR, DsrEncapsulation = DsrEncapsulation.IPIP,
             Backends = [.. Enumerable.Range(1, 3).Select(i => new NodeBackend { Address = LbTopology.BackendAddress(i), Port = 83 })],
         },
@@ -75,6 +80,7 @@ var ack = Tcp(LbTopology.ClientAddress, "10.250.0.10", 40001, Packet.Ack);
 var nonVip = Tcp(LbTopology.ClientAddress, "10.201.1.2", 40002, Packet.Ack);
 var synDsr = Tcp(LbTopology.ClientAddress, "10.250.0.10", 40000, Packet.Syn, 83);
 var synLc = Tcp(LbTopology.ClientAddress, "10.250.0.10", 40000, Packet.Syn, 84);
+var synSticky = Tcp(LbTopology.ClientAddress, "10.250.0.10", 40000, Packet.Syn, 85);
 var syn6 = Tcp(LbTopology.ClientAddress6, "fd00:250::10", 40000, Packet.Syn);
 var ack6 = Tcp(LbTopology.ClientAddress6, "fd00:250::10", 40001, Packet.Ack);
 var nonVip6 = Tcp(LbTopology.ClientAddress6, LbTopology.BackendAddress6(1), 40002, Packet.Ack);
@@ -155,6 +161,8 @@ current = "SYN";
 var synNs = Program(syn, true);
 current = "SYN LeastConn";
 var synLcNs = Program(synLc, true);
+current = "SYN affinity";
+var synStickyNs = Program(synSticky, true);
 current = "SYN DSR";
 var synDsrNs = Program(synDsr, true);
 current = "SYN DSR past the cap";
@@ -180,6 +188,7 @@ Row("  without the flow cache", uncachedNs, 0);
 Row("  one-armed, without it", uncachedOneArmedNs, 0);
 Row("new flow, SYN (redirect)", synNs, 110);
 Row("new flow, SYN, LeastConn", synLcNs, 0);
+Row("new flow, SYN, affinity (new)", synStickyNs, 0);
 Row("new flow, SYN, DSR IPIP", synDsrNs, 110);
 Row("DSR IPIP SYN, past the cap", synDsrCappedNs, 110);
 Row("FullNAT reply (redirect)", replyNs, 0);
