@@ -176,6 +176,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xlb_backend_stats SEC(".maps");
 
+/* Connection log: each service's own event sample, by service id (0: the node's); see flow_event(). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XLB_MAX_SERVICES + 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xlb_svc_log SEC(".maps");
+
 /* ClientIP affinity: each service's timeout in seconds, by service id (0: none); see xlb_affine(). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -1206,9 +1215,13 @@ static __always_inline void flow_event(const struct xlb_cfg *cfg, __u8 type, con
 				       const struct xlb_flow *f, __u8 by_backend, __u8 tcp_flags, __u64 now)
 {
 	struct xlb_flow_event ev = {};
-	__u32 sample = cfg->event_sample, key;
+	__u32 sample = cfg->event_sample, key = f->svc_id, *own;
 	__u64 *c;
 
+	/* A service with a connection log of its own samples by it (see xlb_svc_log). */
+	own = bpf_map_lookup_elem(&xlb_svc_log, &key);
+	if (own && *own)
+		sample = *own;
 	if (!sample || flow_hash(fk) % sample)
 		return;
 	ev.time_ns = now;

@@ -28,11 +28,13 @@ public static class IdleFlows
     /// <summary>
     /// The close event the program would have sent had a packet found the flow expired: none for a
     /// flow a FIN or RST already closed (its close was logged then), and only for the flows the
-    /// program samples (<c>flow_hash % event_sample == 0</c>, as in xlb.c).
+    /// program samples (<c>flow_hash % sample == 0</c>, as in xlb.c, where the sample is the flow's
+    /// service's own, <paramref name="serviceSample"/>, or else the node's).
     /// </summary>
-    public static XlbFlowEvent? CloseEvent(XlbCfg cfg, XlbFlowKey key, XlbFlow flow, ulong nowNs)
+    public static XlbFlowEvent? CloseEvent(XlbCfg cfg, XlbFlowKey key, XlbFlow flow, ulong nowNs, uint serviceSample = 0)
     {
-        if (cfg.EventSample == 0 || flow.State == XlbAbi.FlowClosing || FlowHash(key) % cfg.EventSample != 0)
+        var sample = serviceSample != 0 ? serviceSample : cfg.EventSample;
+        if (sample == 0 || flow.State == XlbAbi.FlowClosing || FlowHash(key) % sample != 0)
         {
             return null;
         }

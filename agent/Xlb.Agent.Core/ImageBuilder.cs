@@ -282,6 +282,7 @@ public sealed class ImageBuilder(DataPlaneCapacity? capacity = null, ListenerMem
         var nextFree = 1u;
         var services = new Dictionary<XlbSvcKey, XlbSvc>(holders.Count);
         var affinity = new Dictionary<uint, uint>(holders.Count);
+        var logSamples = new Dictionary<uint, uint>(holders.Count);
         foreach (var h in holders)
         {
             var key = keyOf[h.Slot];
@@ -312,6 +313,7 @@ public sealed class ImageBuilder(DataPlaneCapacity? capacity = null, ListenerMem
                 Flags = (ushort)((c.Algo == XlbAbi.AlgoLeastConn ? XlbAbi.SvcCountFlows : 0) | (AffinitySeconds(h.Listener) > 0 ? XlbAbi.SvcAffinity : 0)),
             };
             affinity[id] = AffinitySeconds(h.Listener);
+            logSamples[id] = h.Listener.ConnectionLog is { Enabled: true } log ? (uint)Math.Max(1, log.SampleEvery) : 0;
         }
         if (services.Count > XlbAbi.MaxServices)
         {
@@ -368,7 +370,7 @@ public sealed class ImageBuilder(DataPlaneCapacity? capacity = null, ListenerMem
         }
         _entries = entries;
         _refs = newRefs;
-        return new MapImage(generation, vips, services, backends.Done(), ring, filter) { Capacity = _capacity, AffinityTimeouts = affinity };
+        return new MapImage(generation, vips, services, backends.Done(), ring, filter) { Capacity = _capacity, AffinityTimeouts = affinity, LogSamples = logSamples };
     }
 
     /// <summary>A listener's ClientIP affinity timeout in whole seconds (at least one); 0: no affinity.</summary>

@@ -30,6 +30,12 @@ public sealed record MapImage(
     /// </summary>
     public IReadOnlyDictionary<uint, uint> AffinityTimeouts { get; init; } = new Dictionary<uint, uint>();
 
+    /// <summary>
+    /// Each service's own connection-log sample by service id (xlb_svc_log): one for every service,
+    /// 0 for those that log as the node does. Not generation-scoped.
+    /// </summary>
+    public IReadOnlyDictionary<uint, uint> LogSamples { get; init; } = new Dictionary<uint, uint>();
+
     /// <summary>The key of backend slot <paramref name="index"/> (1-based) in this generation.</summary>
     public uint BackendKey(int index) => (uint)(Generation * Capacity.BackendSlots + index);
 

@@ -51,7 +51,8 @@ public sealed record AgentOptions
 
     /// <summary>
     /// The connection log: a file that sampled flow events are appended to as JSON lines, or "-"
-    /// for standard output; null: none. The sample is <see cref="DataPlaneOptions.FlowEventSample"/>.
+    /// for standard output; null: standard output, for the mappings that ask for a connection log
+    /// of their own (the node's sample, <see cref="DataPlaneOptions.FlowEventSample"/>, is then 0).
     /// </summary>
     public string? FlowLogPath { get; init; }
 
@@ -102,7 +103,8 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         // This agent serves: a drain left by a predecessor ends here.
         dp.SetShutdown(false);
         State.DataPlane = dp;
-        using var flowLog = options.FlowLogPath is { } flowLogPath ? FlowLog.Open(dp, flowLogPath, log) : null;
+        // Always open: the node's sample is 0 without FlowLogPath, but a mapping may ask for its own log.
+        using var flowLog = FlowLog.Open(dp, options.FlowLogPath ?? "-", log);
         _flowLog = flowLog;
         State.FlowLog = flowLog;
         await using var endpoints = options.HealthListen is { } listen ? await AgentEndpoints.StartAsync(listen, State, ct) : null;
@@ -335,15 +337,9 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             }
             if (fullResync)
             {
-                // LeastConn's counts forget flows that left without a packet. The connection log
-                // sweeps idle flows on its own; without it, they are swept here, or a client that
-                // vanished would count against its backend until the LRU evicts its flow.
-                var swept = _flowLog is null ? dp.SweepIdleFlows().Swept : 0;
-                if (swept == 0)
-                {
-                    // (A sweep that took flows has recounted.)
-                    dp.RecountConnections();
-                }
+                // LeastConn's counts forget flows that left without a packet (the connection log's
+                // sweep takes idle flows every 10 s, and recounts when it takes any).
+                dp.RecountConnections();
             }
             if (drain.Drained.Count > 0)
             {

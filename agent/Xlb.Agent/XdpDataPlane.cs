@@ -109,9 +109,10 @@ public sealed class XdpDataPlane : IDisposable
     private readonly Lock _flowEpochLock = new();
     private readonly BpfCounterArray _conns;
     private readonly BpfMap<uint, uint> _svcAffinity;
+    private readonly BpfMap<uint, uint> _svcLog;
 
-    /// <summary>What xlb_svc_affinity holds, as last written (null: unknown, written in full).</summary>
-    private Dictionary<uint, uint>? _affinityWritten;
+    /// <summary>What xlb_svc_affinity and xlb_svc_log hold, as last written (null: unknown, written in full).</summary>
+    private Dictionary<uint, uint>? _affinityWritten, _logWritten;
     private readonly Lock _recountLock = new();
 
     /// <summary>Whether the last apply had a LeastConn listener (null: none yet; an adopted data plane may have some).</summary>
@@ -185,6 +186,7 @@ public sealed class XdpDataPlane : IDisposable
         _eventsFd = obj.MapFd("xlb_events");
         _conns = obj.CounterArray("xlb_backend_conns");
         _svcAffinity = obj.Map<uint, uint>("xlb_svc_affinity");
+        _svcLog = obj.Map<uint, uint>("xlb_svc_log");
     }
 
     public int ProgramFd { get; }
@@ -267,7 +269,7 @@ public sealed class XdpDataPlane : IDisposable
                 if (table.TryLookup(key, out var again) && again.LastSeenNs == flow.LastSeenNs && table.Delete(key))
                 {
                     swept++;
-                    if (IdleFlows.CloseEvent(cfg, key, flow, now) is { } e)
+                    if (IdleFlows.CloseEvent(cfg, key, flow, now, _logWritten?.GetValueOrDefault(flow.SvcId) ?? 0) is { } e)
                     {
                         closed.Add(e);
                     }
@@ -409,7 +411,8 @@ public sealed class XdpDataPlane : IDisposable
         try
         {
             // Before any flip: a service keeps its id, so the generation in force reads the same timeouts.
-            WriteAffinityTimeouts(current.AffinityTimeouts, verify);
+            WriteByServiceId(_svcAffinity, current.AffinityTimeouts, ref _affinityWritten, verify);
+            WriteByServiceId(_svcLog, current.LogSamples, ref _logWritten, verify);
             var activeView = activeKnown ?? ReadGeneration(active, current.Backends.Count, current.Ring.Length);
             if (MapDiff.Plan(current, activeView, cfg) is [MapOp.Flip])
             {
@@ -518,31 +521,32 @@ public sealed class XdpDataPlane : IDisposable
     }
 
     /// <summary>
-    /// ClientIP affinity timeouts, by service id: those that differ from what was last written, and
-    /// every id not written before (a pin may hold a timeout of an id's former service); all of them
-    /// at a full resync. Ids no service holds any more go to zero.
+    /// A per-service array (affinity timeouts, connection-log samples), by service id: the values
+    /// that differ from what was last written, and every id not written before (a pin may hold a
+    /// value of an id's former service); all of them at a full resync. Ids no service holds any
+    /// more go to zero.
     /// </summary>
-    private void WriteAffinityTimeouts(IReadOnlyDictionary<uint, uint> timeouts, bool all)
+    private static void WriteByServiceId(BpfMap<uint, uint> map, IReadOnlyDictionary<uint, uint> values, ref Dictionary<uint, uint>? written, bool all)
     {
-        var written = all ? null : _affinityWritten;
+        var known = all ? null : written;
         var batch = new Batch<uint, uint>();
-        foreach (var (id, seconds) in timeouts)
+        foreach (var (id, value) in values)
         {
-            if (written is null || !written.TryGetValue(id, out var was) || was != seconds)
+            if (known is null || !known.TryGetValue(id, out var was) || was != value)
             {
-                batch.Add(id, seconds);
+                batch.Add(id, value);
             }
         }
-        foreach (var (id, seconds) in written ?? _affinityWritten ?? [])
+        foreach (var (id, value) in written ?? [])
         {
-            if (seconds != 0 && !timeouts.ContainsKey(id))
+            if (value != 0 && !values.ContainsKey(id))
             {
                 batch.Add(id, 0);
             }
         }
-        _affinityWritten = null;
-        batch.WriteTo(_svcAffinity);
-        _affinityWritten = new Dictionary<uint, uint>(timeouts);
+        written = null;
+        batch.WriteTo(map);
+        written = new Dictionary<uint, uint>(values);
     }
 
     /// <summary>Keys and values gathered for one batch write.</summary>

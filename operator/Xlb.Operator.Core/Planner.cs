@@ -494,7 +494,6 @@ public static partial class Planner
     private static string? Unsupported(PortMappingSpec spec) =>
         spec.Nat.Mode == NatMode.DSR && spec.Ports.FirstOrDefault(p => p.TargetPort?.Number is { } n && n != p.Port) is { } translated
             ? $"spec.nat.mode DSR cannot translate ports: the backend answers the client from the VIP itself. Port {translated.Port} has targetPort {translated.TargetPort}; make them equal or use FullNAT or DNAT"
-        : spec.ConnectionLog.Enabled ? "spec.connectionLog.enabled is not implemented in this version; set it to false"
         : null;
 
     private static string? ValidateHealthCheck(HealthCheckSpec? hc) => hc switch

@@ -249,6 +249,11 @@ static inline __u32 xlb_filter_fold6(const __u32 *addr)
  * generation-scoped: a service keeps its id from one revision to the next.
  */
 /*
+ * svc_log: array by service id, __u32: the service's own connection-log sample (a PortMapping's
+ * connectionLog): its flows' events are sampled 1 in N by flow hash instead of by
+ * xlb_cfg.event_sample (0: the node's sample). Not generation-scoped, as svc_affinity.
+ */
+/*
  * backend_conns: array by backend index, one __s64 for all CPUs (mmap-able): the flows of
  * LeastConn services open through this node to the backend (XLB_FLOW_F_COUNTED). The program adds
  * and takes away with atomic adds; the agent corrects it by a recount of the flow tables.

@@ -61,6 +61,44 @@ public sealed class FlowEventTests(DataPlaneFixture fx) : IClassFixture<DataPlan
     }
 
     [Fact]
+    public void A_mapping_with_a_connection_log_of_its_own_is_logged_by_its_sample_and_the_others_by_the_nodes()
+    {
+        Privileged.Require();
+        var logged = ToBackends("t/logged/p", 80, 1) with { ConnectionLog = new ConnectionLogSpec { Enabled = true, SampleEvery = 1 } };
+        var quiet = ToBackends("t/quiet/p", 81, 1);
+        // The node logs nothing of its own (no --flow-log: sample 0).
+        var (plane, run) = fx.PrivatePlane(new DataPlaneOptions { FlowEventSample = 0 }, OneVip(logged, quiet));
+        using var owned = plane;
+        foreach (var port in new ushort[] { 80, 81 })
+        {
+            for (var i = 0; i < 8; i++)
+            {
+                run((Tcp((ushort)(43200 + i)) with { DstPort = port }).Build());
+            }
+        }
+        var events = Drain(plane);
+        Assert.Equal(8, events.Count);
+        Assert.All(events, e => Assert.Equal(80, Net.FromBe(e.Flow.DportBe)));
+
+        // Logged no more once the mapping turns it off; and an idle flow's close, swept by the
+        // agent, follows the same sample.
+        plane.Apply(OneVip(logged with { ConnectionLog = null }, quiet));
+        run(Tcp(43300).Build());
+        Assert.Empty(Drain(plane));
+        plane.Apply(OneVip(logged, quiet));
+        var key = new XlbFlowKey
+        {
+            Saddr = Addr16.From(Client), Daddr = Addr16.From(VipAddress), SportBe = Net.Be(43301), DportBe = Net.Be(80), Proto = XlbAbi.ProtoTcp, Family = XlbAbi.FamilyV4,
+        };
+        run(Tcp(43301).Build());
+        Assert.True(plane.TryFindFlow(key, out var flow));
+        plane.NewFlows.Update(key, flow with { LastSeenNs = 1 });
+        var (swept, closed) = plane.SweepIdleFlows();
+        Assert.True(swept >= 1);
+        Assert.Contains(closed, e => Net.FromBe(e.Flow.SportBe) == 43301);
+    }
+
+    [Fact]
     public void A_flow_found_idle_past_its_timeout_reports_its_close_once_and_the_new_flow_its_start()
     {
         Privileged.Require();
