@@ -121,6 +121,18 @@ public sealed class DataPlaneFixture : IDisposable
         }
     }
 
+    /// <summary>A TCP packet from the test client's <paramref name="clientPort"/> to VIP:<paramref name="vipPort"/>.</summary>
+    public static Packet ClientTcp(ushort clientPort, int vipPort = 80, byte flags = Packet.Syn) =>
+        new() { Src = Client, Dst = VipAddress, SrcPort = clientPort, DstPort = (ushort)vipPort, TcpFlags = flags };
+
+    /// <summary>The flow key of a TCP connection from the test client's <paramref name="clientPort"/> to VIP:<paramref name="vipPort"/>.</summary>
+    public static Xlb.DataPlane.XlbFlowKey ClientFlowKey(ushort clientPort, int vipPort = 80) => new()
+    {
+        Saddr = Xlb.DataPlane.Addr16.From(Client), Daddr = Xlb.DataPlane.Addr16.From(VipAddress),
+        SportBe = Xlb.DataPlane.Net.Be(clientPort), DportBe = Xlb.DataPlane.Net.Be(vipPort),
+        Proto = Xlb.DataPlane.XlbAbi.ProtoTcp, Family = Xlb.DataPlane.XlbAbi.FamilyV4,
+    };
+
     /// <summary>A node config with only the active IPv4 VIP, and these listeners.</summary>
     public static XlbNodeConfigSpec OneVip(params Listener[] listeners) =>
         new() { NodeName = "lb-1", Vips = [new NodeVip { Address = Vip, Role = VipRole.Active, Shard = "s" }], Listeners = [.. listeners] };

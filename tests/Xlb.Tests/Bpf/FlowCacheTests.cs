@@ -19,14 +19,9 @@ public class FlowCacheTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixtur
 {
     private const int RoundCount = 20;
 
-    private static byte[] Tcp(ushort clientPort, byte flags) =>
-        new Packet { Src = Client, Dst = VipAddress, SrcPort = clientPort, DstPort = 80, TcpFlags = flags }.Build();
+    private static byte[] Tcp(ushort clientPort, byte flags) => ClientTcp(clientPort, flags: flags).Build();
 
-    private static XlbFlowKey Key(ushort clientPort) => new()
-    {
-        Saddr = Addr16.From(Client), Daddr = Addr16.From(VipAddress), SportBe = Net.Be(clientPort), DportBe = Net.Be(80),
-        Proto = XlbAbi.ProtoTcp, Family = XlbAbi.FamilyV4,
-    };
+    private static XlbFlowKey Key(ushort clientPort) => ClientFlowKey(clientPort);
 
     private XdpDataPlane Plane(bool flowCache = true)
     {

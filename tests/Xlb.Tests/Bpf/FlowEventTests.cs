@@ -19,8 +19,7 @@ public sealed class FlowEventTests(DataPlaneFixture fx) : IClassFixture<DataPlan
         return (plane, p => run(p.Build()));
     }
 
-    private static Packet Tcp(ushort port, byte flags = Packet.Syn) =>
-        new() { Src = Client, Dst = VipAddress, SrcPort = port, DstPort = 80, TcpFlags = flags };
+    private static Packet Tcp(ushort port, byte flags = Packet.Syn) => ClientTcp(port, flags: flags);
 
     private static List<XlbFlowEvent> Drain(XdpDataPlane plane)
     {
@@ -86,10 +85,7 @@ public sealed class FlowEventTests(DataPlaneFixture fx) : IClassFixture<DataPlan
         run(Tcp(43300).Build());
         Assert.Empty(Drain(plane));
         plane.Apply(OneVip(logged, quiet));
-        var key = new XlbFlowKey
-        {
-            Saddr = Addr16.From(Client), Daddr = Addr16.From(VipAddress), SportBe = Net.Be(43301), DportBe = Net.Be(80), Proto = XlbAbi.ProtoTcp, Family = XlbAbi.FamilyV4,
-        };
+        var key = ClientFlowKey(43301);
         run(Tcp(43301).Build());
         Assert.True(plane.TryFindFlow(key, out var flow));
         plane.NewFlows.Update(key, flow with { LastSeenNs = 1 });
@@ -130,17 +126,11 @@ public sealed class FlowEventTests(DataPlaneFixture fx) : IClassFixture<DataPlan
         Assert.Equal(events[0].Backend, events[1].Backend);
     }
 
-    private static XlbFlowKey KeyOf(ushort port) => new()
-    {
-        Saddr = Addr16.From(Client), Daddr = Addr16.From(VipAddress), SportBe = Net.Be(port), DportBe = Net.Be(80),
-        Proto = XlbAbi.ProtoTcp, Family = XlbAbi.FamilyV4,
-    };
-
     /// <summary>Makes a flow last seen at boot: past every timeout and the sweep's grace.</summary>
     private static void IdleSinceBoot(BpfMap<XlbFlowKey, XlbFlow> table, ushort port)
     {
-        Assert.True(table.TryLookup(KeyOf(port), out var flow), $"flow {port}");
-        table.Update(KeyOf(port), flow with { LastSeenNs = 0 });
+        Assert.True(table.TryLookup(ClientFlowKey(port), out var flow), $"flow {port}");
+        table.Update(ClientFlowKey(port), flow with { LastSeenNs = 0 });
     }
 
     [Fact]
@@ -167,17 +157,17 @@ public sealed class FlowEventTests(DataPlaneFixture fx) : IClassFixture<DataPlan
         Assert.Equal(3, count);
         Assert.Equal([(XlbAbi.EventClosed, 43200, 0), (XlbAbi.EventClosed, 43201, 0)],
             swept.Select(e => (e.Type, (int)Net.FromBe(e.Flow.SportBe), (int)e.TcpFlags)).OrderBy(e => e.Item2));
-        Assert.False(plane.Flows.TryLookup(KeyOf(43200), out _));
-        Assert.False(plane.NewFlows.TryLookup(KeyOf(43201), out _));
-        Assert.False(plane.Flows.TryLookup(KeyOf(43202), out _));
-        Assert.True(plane.Flows.TryLookup(KeyOf(43203), out _));
+        Assert.False(plane.Flows.TryLookup(ClientFlowKey(43200), out _));
+        Assert.False(plane.NewFlows.TryLookup(ClientFlowKey(43201), out _));
+        Assert.False(plane.Flows.TryLookup(ClientFlowKey(43202), out _));
+        Assert.True(plane.Flows.TryLookup(ClientFlowKey(43203), out _));
         var close = swept.Single(e => Net.FromBe(e.Flow.SportBe) == 43200);
         var open = started.Single(e => e.Type == XlbAbi.EventNew && Net.FromBe(e.Flow.SportBe) == 43200);
         Assert.Equal((open.Backend, open.BackendPortBe, open.NatPortBe, open.SvcId, open.Mode), (close.Backend, close.BackendPortBe, close.NatPortBe, close.SvcId, close.Mode));
         // Nothing left to sweep, and the live flow still forwards.
         Assert.Equal(0, plane.SweepIdleFlows().Swept);
         Assert.NotEqual(XdpPass, (int)run(Tcp(43203, Packet.Ack)).Verdict);
-        Assert.True(plane.Flows.TryLookup(KeyOf(43203), out _));
+        Assert.True(plane.Flows.TryLookup(ClientFlowKey(43203), out _));
     }
 
     [Fact]
@@ -217,7 +207,7 @@ public sealed class FlowEventTests(DataPlaneFixture fx) : IClassFixture<DataPlan
         await Eventually.TrueAsync(() => log.Swept == 1 && log.Counts.Closed == 1, "the idle flow swept and its close logged", 10);
         await stop.CancelAsync();
         await running;
-        Assert.False(plane.Flows.TryLookup(KeyOf(43400), out _));
+        Assert.False(plane.Flows.TryLookup(ClientFlowKey(43400), out _));
     }
 
     [Fact]
@@ -233,7 +223,7 @@ public sealed class FlowEventTests(DataPlaneFixture fx) : IClassFixture<DataPlan
             run(Tcp(port, Packet.Ack));
             IdleSinceBoot(plane.Flows, port);
         }
-        Assert.All(ports, p => Assert.Equal(FlowHash(Client, VipAddress, p, 80, 6), Xlb.Agent.Core.IdleFlows.FlowHash(KeyOf(p))));
+        Assert.All(ports, p => Assert.Equal(FlowHash(Client, VipAddress, p, 80, 6), Xlb.Agent.Core.IdleFlows.FlowHash(ClientFlowKey(p))));
         var (count, swept) = plane.SweepIdleFlows();
         Assert.Equal(ports.Count, count);
         Assert.Equal(ports.Where(p => FlowHash(Client, VipAddress, p, 80, 6) % 4 == 0).Select(p => (int)p), swept.Select(e => (int)Net.FromBe(e.Flow.SportBe)).Order());

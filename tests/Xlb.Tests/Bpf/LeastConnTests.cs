@@ -27,14 +27,9 @@ public class LeastConnTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixtur
         ],
     };
 
-    private static byte[] Tcp(ushort clientPort, byte flags) =>
-        new Packet { Src = Client, Dst = VipAddress, SrcPort = clientPort, DstPort = 80, TcpFlags = flags }.Build();
+    private static byte[] Tcp(ushort clientPort, byte flags) => ClientTcp(clientPort, flags: flags).Build();
 
-    private static XlbFlowKey Key(ushort clientPort) => new()
-    {
-        Saddr = Addr16.From(Client), Daddr = Addr16.From(VipAddress), SportBe = Net.Be(clientPort), DportBe = Net.Be(80),
-        Proto = XlbAbi.ProtoTcp, Family = XlbAbi.FamilyV4,
-    };
+    private static XlbFlowKey Key(ushort clientPort) => ClientFlowKey(clientPort);
 
     /// <summary>The open-flow count of the topology's backends 1 and 2, by number.</summary>
     private static Dictionary<int, long> Counts(XdpDataPlane plane)

@@ -20,19 +20,6 @@ public class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
 
     private static ushort NextClientPort() => (ushort)Interlocked.Increment(ref s_port);
 
-    private static Packet Tcp(ushort clientPort, int vipPort, byte flags = Packet.Syn) =>
-        new() { Src = Client, Dst = VipAddress, SrcPort = clientPort, DstPort = (ushort)vipPort, TcpFlags = flags };
-
-    private static XlbFlowKey FlowKey(ushort clientPort, int vipPort) => new()
-    {
-        Saddr = Addr16.From(Client),
-        Daddr = Addr16.From(VipAddress),
-        SportBe = Net.Be(clientPort),
-        DportBe = Net.Be(vipPort),
-        Proto = XlbAbi.ProtoTcp,
-        Family = XlbAbi.FamilyV4,
-    };
-
     private ulong Stat(XlbStat s) => fx.Plane.Stats()[s];
 
     [Theory]
@@ -43,7 +30,7 @@ public class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
         Privileged.Require();
         var (client, vip) = family == 4 ? (Client, VipAddress) : (Client6, VipAddress6);
         var port = NextClientPort();
-        var result = fx.Run((Tcp(port, DnatPort) with { Src = client, Dst = vip }).Build());
+        var result = fx.Run((ClientTcp(port, DnatPort) with { Src = client, Dst = vip }).Build());
         Assert.Equal(XdpRedirect, (int)result.Verdict);
         Assert.True(Packet.ChecksumsValid(result.Packet));
         var forward = Packet.Parse(result.Packet);
@@ -71,7 +58,7 @@ public class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
     public void Dsr_l2_sends_the_packet_unchanged_to_the_backends_mac()
     {
         Privileged.Require();
-        var input = (Tcp(NextClientPort(), DsrL2Port) with { Payload = [1, 2, 3] }).Build();
+        var input = (ClientTcp(NextClientPort(), DsrL2Port) with { Payload = [1, 2, 3] }).Build();
         var result = fx.Run(input);
         Assert.Equal(XdpRedirect, (int)result.Verdict);
         // Not a byte of the IP packet changes: the backend holds the VIP and answers from it.
@@ -85,7 +72,7 @@ public class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
     {
         Privileged.Require();
         var before = Stat(XlbStat.DropDsrNotOnlink);
-        Assert.Equal(XdpDrop, (int)fx.Run(Tcp(NextClientPort(), DsrOffLinkPort).Build()).Verdict);
+        Assert.Equal(XdpDrop, (int)fx.Run(ClientTcp(NextClientPort(), DsrOffLinkPort).Build()).Verdict);
         Assert.Equal(before + 1, Stat(XlbStat.DropDsrNotOnlink));
     }
 
@@ -94,7 +81,7 @@ public class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
     {
         Privileged.Require();
         var before = Stat(XlbStat.DropDsrUnresolved);
-        var result = fx.Run(Tcp(NextClientPort(), DsrUnresolvedPort).Build());
+        var result = fx.Run(ClientTcp(NextClientPort(), DsrUnresolvedPort).Build());
         Assert.Equal(XdpDrop, (int)result.Verdict);
         Assert.Equal(before + 1, Stat(XlbStat.DropDsrUnresolved));
     }
@@ -103,7 +90,7 @@ public class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
     public void Dsr_ipip_wraps_the_packet_in_an_outer_header_to_the_backend()
     {
         Privileged.Require();
-        var input = (Tcp(NextClientPort(), DsrIpipPort) with { Payload = [4, 5, 6, 7] }).Build();
+        var input = (ClientTcp(NextClientPort(), DsrIpipPort) with { Payload = [4, 5, 6, 7] }).Build();
         var result = fx.Run(input);
         Assert.Equal(XdpRedirect, (int)result.Verdict);
         var p = result.Packet;
@@ -129,7 +116,7 @@ public class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
             // The cursor is per CPU: stay on one for the sequence.
             OneCpu.Pin();
             return Enumerable.Range(0, 6)
-                .Select(_ => LbTopology.BackendIndexOf(Packet.Parse(TestRun.Xdp(fd, Tcp(NextClientPort(), RoundRobinPort).Build()).Packet).Dst))
+                .Select(_ => LbTopology.BackendIndexOf(Packet.Parse(TestRun.Xdp(fd, ClientTcp(NextClientPort(), RoundRobinPort).Build()).Packet).Dst))
                 .ToList();
         });
         Assert.All(Enumerable.Range(1, 5), i => Assert.NotEqual(backends[i - 1], backends[i]));
@@ -140,7 +127,7 @@ public class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
     {
         Privileged.Require();
         int BackendFor(IPAddress client) =>
-            LbTopology.BackendIndexOf(Packet.Parse(fx.Run((Tcp(NextClientPort(), SourceHashPort) with { Src = client }).Build()).Packet).Dst);
+            LbTopology.BackendIndexOf(Packet.Parse(fx.Run((ClientTcp(NextClientPort(), SourceHashPort) with { Src = client }).Build()).Packet).Dst);
         var clients = Enumerable.Range(2, 40).Select(i => IPAddress.Parse($"10.200.0.{i}")).ToList();
         foreach (var c in clients.Take(4))
         {
@@ -154,23 +141,23 @@ public class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
     {
         Privileged.Require();
         var port = NextClientPort();
-        var key = FlowKey(port, 80);
-        fx.Run(Tcp(port, 80).Build());
+        var key = ClientFlowKey(port, 80);
+        fx.Run(ClientTcp(port, 80).Build());
         Assert.True(fx.Plane.TryFindFlow(key, out var flow));
         Assert.Equal(XlbAbi.FlowNew, flow.State);
-        fx.Run(Tcp(port, 80, Packet.Ack).Build());
+        fx.Run(ClientTcp(port, 80, Packet.Ack).Build());
         fx.Plane.TryFindFlow(key, out flow);
         Assert.Equal(XlbAbi.FlowEstablished, flow.State);
         // A retransmitted SYN of a live connection keeps it.
         var expired = Stat(XlbStat.FwdExpiredFlow);
-        fx.Run(Tcp(port, 80).Build());
+        fx.Run(ClientTcp(port, 80).Build());
         Assert.Equal(expired, Stat(XlbStat.FwdExpiredFlow));
-        fx.Run(Tcp(port, 80, Packet.Fin | Packet.Ack).Build());
+        fx.Run(ClientTcp(port, 80, Packet.Fin | Packet.Ack).Build());
         fx.Plane.TryFindFlow(key, out flow);
         Assert.Equal(XlbAbi.FlowClosing, flow.State);
 
         // The client reuses the port: the SYN is a new connection.
-        fx.Run(Tcp(port, 80).Build());
+        fx.Run(ClientTcp(port, 80).Build());
         Assert.Equal(expired + 1, Stat(XlbStat.FwdExpiredFlow));
         fx.Plane.TryFindFlow(key, out var renewed);
         Assert.Equal(XlbAbi.FlowNew, renewed.State);
@@ -183,14 +170,14 @@ public class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
     {
         Privileged.Require();
         var port = NextClientPort();
-        var key = FlowKey(port, 80);
-        var first = Packet.Parse(fx.Run(Tcp(port, 80).Build()).Packet);
+        var key = ClientFlowKey(port, 80);
+        var first = Packet.Parse(fx.Run(ClientTcp(port, 80).Build()).Packet);
         var rst = new Packet { Src = first.Dst, Dst = VipAddress, SrcPort = 8080, DstPort = first.SrcPort, TcpFlags = Packet.Rst | Packet.Ack };
         Assert.Equal(XdpRedirect, (int)fx.Run(rst.Build()).Verdict);
         Assert.True(fx.Plane.TryFindFlow(key, out var flow));
         Assert.Equal(XlbAbi.FlowClosing, flow.State);
         var expired = Stat(XlbStat.FwdExpiredFlow);
-        fx.Run(Tcp(port, 80).Build());
+        fx.Run(ClientTcp(port, 80).Build());
         Assert.Equal(expired + 1, Stat(XlbStat.FwdExpiredFlow));
     }
 
@@ -218,18 +205,18 @@ public class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
         var (plane, run) = OwnPlane();
         using var _ = plane;
         var port = NextClientPort();
-        var key = FlowKey(port, 80);
-        run(Tcp(port, 80));
-        run(Tcp(port, 80, Packet.Ack));
+        var key = ClientFlowKey(port, 80);
+        run(ClientTcp(port, 80));
+        run(ClientTcp(port, 80, Packet.Ack));
         Assert.True(plane.TryFindFlow(key, out var flow));
         Assert.Equal(XlbAbi.FlowEstablished, flow.State);
         // Within the timeout the flow carries on.
-        run(Tcp(port, 80, Packet.Ack));
+        run(ClientTcp(port, 80, Packet.Ack));
         Assert.Equal(0UL, plane.Stats()[XlbStat.FwdExpiredFlow]);
 
         plane.Flows.Update(key, flow with { LastSeenNs = 0 });
         plane.FlowTableChanged();
-        Assert.Equal(XdpRedirect, (int)run(Tcp(port, 80, Packet.Ack)).Verdict);
+        Assert.Equal(XdpRedirect, (int)run(ClientTcp(port, 80, Packet.Ack)).Verdict);
         Assert.Equal(1UL, plane.Stats()[XlbStat.FwdExpiredFlow]);
         plane.TryFindFlow(key, out var renewed);
         Assert.NotEqual(0UL, renewed.LastSeenNs);
@@ -244,18 +231,18 @@ public class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
         var (plane, run) = OwnPlane();
         using var _ = plane;
         var port = NextClientPort();
-        var key = FlowKey(port, 80);
+        var key = ClientFlowKey(port, 80);
         // The program reads the coarse clock once per jiffy per CPU; a tick is at most 10 ms (HZ ≥ 100).
         const ulong twoTicks = 20_000_000;
         var before = XdpDataPlane.MonotonicNs();
-        run(Tcp(port, 80));
+        run(ClientTcp(port, 80));
         var after = XdpDataPlane.MonotonicNs();
         Assert.True(plane.TryFindFlow(key, out var first));
         Assert.InRange(first.LastSeenNs, before - twoTicks, after);
 
         Thread.Sleep(60);
         before = XdpDataPlane.MonotonicNs();
-        run(Tcp(port, 80, Packet.Ack));
+        run(ClientTcp(port, 80, Packet.Ack));
         after = XdpDataPlane.MonotonicNs();
         Assert.True(plane.TryFindFlow(key, out var second));
         Assert.InRange(second.LastSeenNs, before - twoTicks, after);
@@ -271,24 +258,24 @@ public class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
         using var _ = plane;
 
         var a = NextClientPort();
-        var first = run(Tcp(a, 80));
+        var first = run(ClientTcp(a, 80));
         Assert.Equal(XdpRedirect, (int)first.Verdict);
         Assert.Equal(45000, Packet.Parse(first.Packet).SrcPort);
         var b = NextClientPort();
-        Assert.Equal(XdpDrop, (int)run(Tcp(b, 80)).Verdict);
+        Assert.Equal(XdpDrop, (int)run(ClientTcp(b, 80)).Verdict);
         Assert.Equal(1UL, plane.Stats()[XlbStat.DropNatPortsBusy]);
 
         // The first connection closes and its closing timeout passes.
-        run(Tcp(a, 80, Packet.Fin | Packet.Ack));
-        Assert.True(plane.TryFindFlow(FlowKey(a, 80), out var closing));
+        run(ClientTcp(a, 80, Packet.Fin | Packet.Ack));
+        Assert.True(plane.TryFindFlow(ClientFlowKey(a, 80), out var closing));
         Assert.Equal(XlbAbi.FlowClosing, closing.State);
-        plane.Flows.Update(FlowKey(a, 80), closing with { LastSeenNs = 0 });
+        plane.Flows.Update(ClientFlowKey(a, 80), closing with { LastSeenNs = 0 });
         plane.FlowTableChanged();
 
-        var second = run(Tcp(b, 80));
+        var second = run(ClientTcp(b, 80));
         Assert.Equal(XdpRedirect, (int)second.Verdict);
         Assert.Equal(45000, Packet.Parse(second.Packet).SrcPort);
-        Assert.True(plane.TryFindFlow(FlowKey(b, 80), out var fb));
+        Assert.True(plane.TryFindFlow(ClientFlowKey(b, 80), out var fb));
         Assert.True(plane.TryFindReverseNat(ReverseKey(fb), out var r));
         Assert.Equal(Net.Be(b), r.ClientPortBe);
     }
@@ -300,9 +287,9 @@ public class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
         XlbSvcStats Counters() => fx.Plane.ServiceStats().Single(s => s.Key.PortBe == Net.Be(DnatPort) && s.Key.Family == XlbAbi.FamilyV4).Value;
         var before = Counters();
         var port = NextClientPort();
-        var syn = Tcp(port, DnatPort).Build();
+        var syn = ClientTcp(port, DnatPort).Build();
         var forward = Packet.Parse(fx.Run(syn).Packet);
-        fx.Run(Tcp(port, DnatPort, Packet.Ack).Build());
+        fx.Run(ClientTcp(port, DnatPort, Packet.Ack).Build());
         fx.Run(new Packet { Src = forward.Dst, Dst = Client, SrcPort = 8080, DstPort = port, TcpFlags = Packet.Ack }.Build());
         var after = Counters();
         Assert.Equal(2UL, after.Packets - before.Packets);
@@ -320,9 +307,9 @@ public class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
         XlbSvcStats Of(int backend) => plane.BackendStats().SingleOrDefault(b => b.Key.Addr.ToAddress(b.Key.Family).ToString() == LbTopology.BackendAddress(backend)).Value;
 
         var port = NextClientPort();
-        var syn = Tcp(port, 80);
+        var syn = ClientTcp(port, 80);
         var forward = Packet.Parse(run(syn).Packet);
-        run(Tcp(port, 80, Packet.Ack));
+        run(ClientTcp(port, 80, Packet.Ack));
         run(new Packet { Src = forward.Dst, Dst = VipAddress, SrcPort = 8080, DstPort = forward.SrcPort, TcpFlags = Packet.Ack });
         var one = Of(1);
         Assert.Equal((2UL, 1UL, 1UL), (one.Packets, one.NewFlows, one.ReplyPackets));
@@ -334,7 +321,7 @@ public class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
         plane.Apply(spec);
         Assert.Equal(one, Of(1));
         Assert.Equal(default, Of(2));
-        run(Tcp(port, 80, Packet.Ack));
+        run(ClientTcp(port, 80, Packet.Ack));
         Assert.Equal(3UL, Of(1).Packets);
 
         // Backend 1 leaves and comes back a revision later: its counts start again from zero.

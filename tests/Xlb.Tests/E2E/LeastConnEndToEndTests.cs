@@ -1,6 +1,4 @@
 using System.Net;
-using System.Net.Sockets;
-using System.Text;
 using Xlb.Cli.Testbed;
 using Xlb.Tests.Support;
 
@@ -36,59 +34,6 @@ public sealed class LeastConnEndToEndTests(ITestOutputHelper output)
               - address: 10.201.2.2
         """;
 
-    /// <summary>A connection from the client namespace that asks once which backend serves it, and stays open.</summary>
-    private sealed class Held : IDisposable
-    {
-        private readonly Socket _socket;
-
-        private Held(Socket socket, string backend) => (_socket, Backend) = (socket, backend);
-
-        public string Backend { get; }
-
-        public static async Task<Held> OpenAsync(string ns, IPEndPoint target, CancellationToken ct)
-        {
-            var socket = Netns.Run(ns, () => new Socket(target.AddressFamily, SocketType.Stream, ProtocolType.Tcp));
-            try
-            {
-                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
-                timeout.CancelAfter(TimeSpan.FromSeconds(5));
-                await socket.ConnectAsync(target, timeout.Token);
-                await socket.SendAsync(Encoding.ASCII.GetBytes($"GET / HTTP/1.1\r\nHost: {target}\r\n\r\n"), SocketFlags.None, timeout.Token);
-                var text = new StringBuilder();
-                var buf = new byte[1024];
-                // The backend names itself in a one-line body, and keeps the connection open.
-                while (!text.ToString().EndsWith('\n') || !text.ToString().Contains("\r\n\r\n", StringComparison.Ordinal))
-                {
-                    var n = await socket.ReceiveAsync(buf, SocketFlags.None, timeout.Token);
-                    if (n == 0)
-                    {
-                        throw new IOException($"closed after {text}");
-                    }
-                    text.Append(Encoding.ASCII.GetString(buf, 0, n));
-                }
-                var all = text.ToString();
-                return new Held(socket, all[(all.IndexOf("\r\n\r\n", StringComparison.Ordinal) + 4)..].Trim());
-            }
-            catch
-            {
-                socket.Dispose();
-                throw;
-            }
-        }
-
-        public void Dispose()
-        {
-            try
-            {
-                _socket.Shutdown(SocketShutdown.Both);
-            }
-            catch (SocketException)
-            {
-            }
-            _socket.Dispose();
-        }
-    }
-
     [Fact]
     public async Task Each_new_connection_goes_to_the_backend_with_fewer_open_connections()
     {
@@ -96,18 +41,28 @@ public sealed class LeastConnEndToEndTests(ITestOutputHelper output)
         var ct = TestContext.Current.CancellationToken;
         await using var bed = Testbed.Create("lc", backends: 2);
         var manifests = Examples.CopyToTemp("demo");
-        var held = new List<Held>();
+        var held = new List<(KeepAliveClient Connection, string Backend)>();
         try
         {
             File.WriteAllText(Path.Combine(manifests, "30-web.yaml"), Mapping);
             using var stack = StandaloneStack.Start(bed.Topology, manifests, "lb-1", bed.Log, []);
             await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
             var target = new IPEndPoint(IPAddress.Parse(Vip), 80);
+            // A connection that asks once which backend serves it, and stays open.
             async Task<string> Open()
             {
-                var h = await Held.OpenAsync(bed.Topology.Client, target, ct);
-                held.Add(h);
-                return h.Backend;
+                var connection = await KeepAliveClient.ConnectAsync(bed.Topology.Client, target, ct);
+                try
+                {
+                    var backend = await connection.GetAsync(ct);
+                    held.Add((connection, backend));
+                    return backend;
+                }
+                catch
+                {
+                    connection.Dispose();
+                    throw;
+                }
             }
 
             // 0-0: either; 1-0: the other; 1-1: either; 2-1: the other.
@@ -122,7 +77,7 @@ public sealed class LeastConnEndToEndTests(ITestOutputHelper output)
             // Both connections to backend-1 close: the next two go there, though it was even before.
             foreach (var h in held.Where(h => h.Backend == "backend-1").ToList())
             {
-                h.Dispose();
+                h.Connection.Dispose();
                 held.Remove(h);
             }
             // The FINs pass the LB on their way out; give them a moment.
@@ -133,9 +88,9 @@ public sealed class LeastConnEndToEndTests(ITestOutputHelper output)
         }
         finally
         {
-            foreach (var h in held)
+            foreach (var (connection, _) in held)
             {
-                h.Dispose();
+                connection.Dispose();
             }
             Directory.Delete(manifests, recursive: true);
             output.WriteLine(bed.Log.ToString());
