@@ -236,7 +236,7 @@ struct {
 	__type(value, struct affinity_scratch);
 } xlb_affinity_scratch SEC(".maps");
 
-/* LeastConn: each backend's open flows through this node, by backend index (see least_conn). */
+/* LeastConn: each backend's open flows through this node, by backend index (see xlb_least_conn). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, XLB_MAX_BACKENDS);
@@ -433,7 +433,7 @@ static __always_inline __u32 flow_backend(const struct xlb_cfg *cfg, const struc
 	return f->nh_slot & (backend_slots(cfg) - 1);
 }
 
-/* A counted flow (XLB_FLOW_F_COUNTED) opens (+1) or closes (-1) on its backend (see least_conn). */
+/* A counted flow (XLB_FLOW_F_COUNTED) opens (+1) or closes (-1) on its backend (see xlb_least_conn). */
 static __always_inline void conns_add(const struct xlb_cfg *cfg, const struct xlb_flow *f, __s64 n)
 {
 	__u32 backend = flow_backend(cfg, f);

@@ -115,7 +115,7 @@ struct xlb_vlan_dev {
 /*
  * The fewest open flows through this node (xlb_backend_conns) among the ring's backends, each of
  * which the ring holds once; of more than XLB_LC_SCAN backends, among XLB_LC_SCAN in a row from
- * where the flow hash points. See least_conn() in xlb.c.
+ * where the flow hash points. See xlb_least_conn() in xlb.c.
  */
 #define XLB_ALGO_LEAST_CONN 3
 #define XLB_LC_SCAN 16
