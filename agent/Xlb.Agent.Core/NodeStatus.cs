@@ -19,6 +19,8 @@ public sealed record DataPlaneContents
     public required IReadOnlyDictionary<uint, XlbSvcStats> ServiceCounters { get; init; }
     /// <summary>Per-backend counters (summed over CPUs), by backend index.</summary>
     public IReadOnlyDictionary<uint, XlbSvcStats> BackendCounters { get; init; } = new Dictionary<uint, XlbSvcStats>();
+    /// <summary>LeastConn's open-flow counts (xlb_backend_conns), by backend index.</summary>
+    public IReadOnlyDictionary<uint, long> OpenFlowCounts { get; init; } = new Dictionary<uint, long>();
     public required IReadOnlyDictionary<XlbStat, ulong> Reasons { get; init; }
     public required IReadOnlyList<KeyValuePair<XlbFlowKey, XlbFlow>> Flows { get; init; }
     /// <summary>The data plane's clock (CLOCK_MONOTONIC, ns) when the flows were read.</summary>
@@ -110,6 +112,11 @@ public sealed record BackendStatus
     public ulong? Packets { get; init; }
     /// <summary>Flows this node bound to the backend, for all its services; null when it is not in the ring.</summary>
     public ulong? NewFlows { get; init; }
+    /// <summary>
+    /// LeastConn services: the open flows the program counts for the backend (over every LeastConn
+    /// service it serves), which it compares for each new flow; null for the other algorithms.
+    /// </summary>
+    public long? OpenFlows { get; init; }
 }
 
 public sealed record FlowStatus
@@ -228,6 +235,7 @@ public static class NodeStatus
                     ActiveFlows = flowsTo.GetValueOrDefault(ep),
                     Packets = beCounters.Packets,
                     NewFlows = beCounters.NewFlows,
+                    OpenFlows = svc.Algo == XlbAbi.AlgoLeastConn ? maps.OpenFlowCounts.GetValueOrDefault(slots.Key) : null,
                 });
             }
             // Backends the node config names that are not in the ring: draining ones with no

@@ -42,6 +42,8 @@ public static class AgentEndpoints
                 flowsBySvc.Select(f => (ServiceLabel(f.Key), (double)f.Value)).OrderBy(f => f.Item1, StringComparer.Ordinal));
             PromText.Labelled(sb, "xlb_backend_active_flows", "gauge", "Flows in the flow table not past their idle timeout, per backend.", "backend",
                 flowsByBackend.Select(f => (BackendLabel(f.Key), (double)f.Value)).OrderBy(f => f.Item1, StringComparer.Ordinal));
+            PromText.Labelled(sb, "xlb_backend_open_flows", "gauge", OpenFlowsHelp, "backend",
+                dp.OpenFlowCounts().Select(f => (BackendLabel(f.Key), (double)f.Value)).OrderBy(f => f.Item1, StringComparer.Ordinal));
             var (_, lost) = dp.FlowEventCounts();
             Counter(sb, "xlb_flow_events_lost_total", "Sampled flow events the program dropped because the ring buffer was full.", (long)lost);
         }
@@ -53,6 +55,8 @@ public static class AgentEndpoints
         }
         return sb.ToString();
     }
+
+    public const string OpenFlowsHelp = "LeastConn: open flows the data plane counts per backend, over every LeastConn service (what it compares for each new flow).";
 
     /// <summary>The five traffic counters of services or backends, one series per label value, sorted.</summary>
     private static void Traffic(StringBuilder sb, string prefix, string label, string help, IEnumerable<(string Name, XlbSvcStats Stats)> items)

@@ -43,6 +43,8 @@ public sealed class AgentTelemetry : IDisposable
             "Flows in the flow table not past their idle timeout, per service.");
         _meter.CreateObservableUpDownCounter("xlb.backend.active_flows", () => Read(r => r.FlowsByBackend.Select(f => Tagged(f.Value, "backend", f.Key))), "{flow}",
             "Flows in the flow table not past their idle timeout, per backend.");
+        _meter.CreateObservableUpDownCounter("xlb.backend.open_flows", () => Read(r => r.OpenByBackend.Select(f => Tagged(f.Value, "backend", f.Key))), "{flow}",
+            AgentEndpoints.OpenFlowsHelp);
         _meter.CreateObservableCounter("xlb.flow_events.lost", () => Read(r => new[] { new Measurement<long>((long)r.EventsLost) }), "{event}",
             "Sampled flow events the program dropped because the ring buffer was full.");
     }
@@ -96,6 +98,7 @@ public sealed class AgentTelemetry : IDisposable
         IReadOnlyList<(string Name, XlbSvcStats Stats)> Backends,
         IReadOnlyList<KeyValuePair<string, long>> FlowsByService,
         IReadOnlyList<KeyValuePair<string, long>> FlowsByBackend,
+        IReadOnlyList<KeyValuePair<string, long>> OpenByBackend,
         ulong EventsLost)
     {
         public static DataPlaneReading Take(XdpDataPlane dp)
@@ -108,6 +111,7 @@ public sealed class AgentTelemetry : IDisposable
                 [.. dp.BackendStats().Select(b => (AgentEndpoints.BackendLabel(b.Key), b.Value))],
                 [.. bySvc.Select(f => KeyValuePair.Create(AgentEndpoints.ServiceLabel(f.Key), (long)f.Value))],
                 [.. byBackend.Select(f => KeyValuePair.Create(AgentEndpoints.BackendLabel(f.Key), (long)f.Value))],
+                [.. dp.OpenFlowCounts().Select(f => KeyValuePair.Create(AgentEndpoints.BackendLabel(f.Key), f.Value))],
                 dp.FlowEventCounts().Lost);
         }
     }

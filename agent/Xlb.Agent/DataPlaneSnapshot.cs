@@ -59,9 +59,21 @@ public static class DataPlaneSnapshot
             Backends = backends,
             ServiceCounters = services.Values.ToDictionary(s => s.Id, s => svcSums[s.Id - 1]),
             BackendCounters = backends.Keys.ToDictionary(i => i, i => backendSums[i - 1]),
+            OpenFlowCounts = OpenFlowCounts(maps, backends.Keys),
             Reasons = XdpDataPlane.SumReasons(statMap),
             Flows = [.. flows],
             NowNs = XdpDataPlane.MonotonicNs(),
         };
+    }
+
+    /// <summary>LeastConn's counts of these backends, or none when the pins are of a data plane without them.</summary>
+    private static Dictionary<uint, long> OpenFlowCounts(PinnedMaps maps, IEnumerable<uint> backends)
+    {
+        if (!File.Exists(Path.Combine(maps.PinRoot, "xlb_backend_conns")))
+        {
+            return [];
+        }
+        var conns = maps.Open<uint, long>("xlb_backend_conns");
+        return backends.ToDictionary(i => i, i => conns.TryLookup(i, out var n) ? n : 0);
     }
 }

@@ -85,17 +85,20 @@ public static class StatusCommand
         {
             Columns(sb, "  ", ["SERVICE", "LISTENS", "MODE", "ALGORITHM", "PACKETS", "BYTES", "REPLIES", "NEW FLOWS", "ACTIVE FLOWS"],
                 [[s.Name ?? "-", $"{Host(s.Vip)}:{s.Port}/{s.Protocol}", s.Mode, s.Algorithm, N(s.Packets), N(s.Bytes), N(s.ReplyPackets), N(s.NewFlows), N((ulong)s.ActiveFlows)]]);
-            Columns(sb, "      ", ["BACKEND", "STATE", "WEIGHT", "RING SLOTS", "SHARE", "ACTIVE FLOWS", "PACKETS*", "NEW FLOWS*"],
+            // LeastConn compares open flows: those are its column, where the others show their ring share.
+            var leastConn = s.Algorithm == "LeastConn";
+            Columns(sb, "      ", ["BACKEND", "STATE", "WEIGHT", "RING SLOTS", leastConn ? "OPEN*" : "SHARE", "ACTIVE FLOWS", "PACKETS*", "NEW FLOWS*"],
                 s.Backends.Select(b => new[]
                 {
                     $"{Host(b.Address)}:{b.Port}", b.State, b.Weight?.ToString(CultureInfo.InvariantCulture) ?? "-", N((ulong)b.RingSlots),
-                    b.Share.ToString("0.0", CultureInfo.InvariantCulture) + "%", N((ulong)b.ActiveFlows), b.Packets is { } p ? N(p) : "-", b.NewFlows is { } f ? N(f) : "-",
+                    leastConn ? (b.OpenFlows is { } open ? open.ToString(CultureInfo.InvariantCulture) : "-") : b.Share.ToString("0.0", CultureInfo.InvariantCulture) + "%",
+                    N((ulong)b.ActiveFlows), b.Packets is { } p ? N(p) : "-", b.NewFlows is { } f ? N(f) : "-",
                 }));
         }
 
         if (r.Services.Count > 0)
         {
-            sb.AppendLine("  * a backend's packets and new flows, over every service it serves on this node");
+            sb.AppendLine("  * a backend's packets, new flows and (LeastConn) open flows, over every service it serves on this node");
         }
 
         sb.AppendLine().AppendLine("COUNTERS");

@@ -1,4 +1,5 @@
 using System.Net;
+using System.Text.Json.Nodes;
 using Xlb.Cli.Testbed;
 using Xlb.Tests.Support;
 
@@ -45,7 +46,8 @@ public sealed class LeastConnEndToEndTests(ITestOutputHelper output)
         try
         {
             File.WriteAllText(Path.Combine(manifests, "30-web.yaml"), Mapping);
-            using var stack = StandaloneStack.Start(bed.Topology, manifests, "lb-1", bed.Log, []);
+            var health = new IPEndPoint(IPAddress.Loopback, 9473);
+            using var stack = StandaloneStack.Start(bed.Topology, manifests, "lb-1", bed.Log, "--listen", health.ToString());
             await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
             var target = new IPEndPoint(IPAddress.Parse(Vip), 80);
             // A connection that asks once which backend serves it, and stays open.
@@ -72,6 +74,14 @@ public sealed class LeastConnEndToEndTests(ITestOutputHelper output)
             var third = await Open();
             var fourth = await Open();
             Assert.NotEqual(third, fourth);
+            // xlb status shows the counts the program compares: two open connections on each backend.
+            var status = JsonNode.Parse(stack.Status("--node-config", stack.NodeConfigPath, "-o", "json"))!;
+            var backends = Assert.Single(status["services"]!.AsArray())!["backends"]!.AsArray();
+            Assert.All(backends, b => Assert.Equal(2, b!["openFlows"]!.GetValue<long>()));
+            // And the agent's metrics.
+            var metrics = (await HttpProbe.StatusAsync(bed.Topology.Lb, health, "/metrics", ct)).Body;
+            Assert.Contains("xlb_backend_open_flows{backend=\"10.201.1.2:8080\"} 2\n", metrics, StringComparison.Ordinal);
+            Assert.Contains("xlb_backend_open_flows{backend=\"10.201.2.2:8080\"} 2\n", metrics, StringComparison.Ordinal);
             Assert.Equal(["backend-1", "backend-2"], new[] { first, second }.Order(StringComparer.Ordinal));
 
             // Both connections to backend-1 close: the next two go there, though it was even before.

@@ -74,6 +74,22 @@ public class NodeStatusTests
     }
 
     [Fact]
+    public void Least_conn_backends_show_the_open_flows_the_program_compares()
+    {
+        var maglev = NodeStatus.Build(Maps() with { OpenFlowCounts = new Dictionary<uint, long> { [1] = 4 } }, Spec(), null, null);
+        Assert.All(Assert.Single(maglev.Services).Backends, b => Assert.Null(b.OpenFlows));
+        var maps = Maps() with
+        {
+            Services = new Dictionary<XlbSvcKey, XlbSvc> { [Key] = new XlbSvc { Id = 1, RingOff = 0, RingSize = 2, Mode = XlbAbi.ModeFullNat, Algo = XlbAbi.AlgoLeastConn } },
+            Rings = new Dictionary<XlbSvcKey, uint[]> { [Key] = [1, 2] },
+            OpenFlowCounts = new Dictionary<uint, long> { [1] = 4, [2] = 0 },
+        };
+        var s = Assert.Single(NodeStatus.Build(maps, Spec(), null, null).Services);
+        Assert.Equal("LeastConn", s.Algorithm);
+        Assert.Equal([("10.201.1.2", 4L), ("10.201.2.2", 0L)], s.Backends.Where(b => b.RingSlots > 0).Select(b => (b.Address, b.OpenFlows ?? -1)));
+    }
+
+    [Fact]
     public void Without_the_node_config_the_maps_alone_answer()
     {
         var r = NodeStatus.Build(Maps(), null, null, null);
