@@ -170,6 +170,7 @@ public enum AffinityMode
 }
 
 /// <summary>Session affinity.</summary>
+[Validation("self.mode != 'ClientIP' || (duration(self.timeout) >= duration('1s') && duration(self.timeout) <= duration('24h'))", "timeout must be from 1s to 24h", FieldPath = ".timeout")]
 public sealed record AffinitySpec
 {
     /// <summary>None, or ClientIP: a client's new flows go where its last one went, per LB node, while it keeps within the timeout and its backend keeps its place (one that leaves or drains hands its clients to the others).</summary>

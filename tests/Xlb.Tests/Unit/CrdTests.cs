@@ -103,6 +103,10 @@ public class CrdTests
             At(s, "spec.scheduling.algorithm")["enum"]!.AsArray().Select(e => e!.GetValue<string>()));
         Assert.Equal("Maglev", At(s, "spec.scheduling.algorithm")["default"]!.GetValue<string>());
         Assert.Equal(new JsonObject(), At(s, "spec.scheduling")["default"], JsonNode.DeepEquals);
+        // No default: unset, the data plane's 1021; the bounds are the schema's, primality the operator's.
+        var tableSize = At(s, "spec.scheduling.maglevTableSize");
+        Assert.Equal((251L, 65537L, false), (tableSize["minimum"]!.GetValue<long>(), tableSize["maximum"]!.GetValue<long>(), tableSize.ContainsKey("default")));
+        Assert.Contains("duration('24h')", At(s, "spec.affinity")["x-kubernetes-validations"]![0]!["rule"]!.GetValue<string>(), StringComparison.Ordinal);
         var hc = At(s, "spec.healthCheck");
         Assert.False(hc.ContainsKey("default")); // absent means: no checks
         Assert.Equal("5s", At(s, "spec.healthCheck.interval")["default"]!.GetValue<string>());
