@@ -369,8 +369,10 @@ var root = new RootCommand("XLB: a Kubernetes L4 load balancer on XDP") { operat
 return await root.Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = null });
 
 // XLB_LOG_LEVEL (Trace, Debug, Information, Warning, Error) sets how much is logged; Information by default.
+// Logs go to standard error: standard output carries data (the connection log without --flow-log, reports).
 static ILoggerFactory Logs() => LoggerFactory.Create(b => b
     .SetMinimumLevel(Enum.TryParse<LogLevel>(Environment.GetEnvironmentVariable("XLB_LOG_LEVEL"), ignoreCase: true, out var level) ? level : LogLevel.Information)
+    .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace)
     .AddSimpleConsole(o =>
     {
         o.SingleLine = true;
