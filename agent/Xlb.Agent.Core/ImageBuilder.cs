@@ -306,13 +306,15 @@ public sealed class ImageBuilder(DataPlaneCapacity? capacity = null, ListenerMem
                 id = nextFree;
                 taken.Add(id);
             }
+            var affinitySeconds = AffinitySeconds(h.Listener);
             services[key with { Gen = generation }] = new XlbSvc
             {
                 Id = id, RingOff = (uint)spans.Offsets[key], RingSize = (uint)c.Table.Length, Mode = c.Mode, Algo = c.Algo,
-                // LeastConn: the service's flows count toward their backend's open flows.
-                Flags = (ushort)((c.Algo == XlbAbi.AlgoLeastConn ? XlbAbi.SvcCountFlows : 0) | (AffinitySeconds(h.Listener) > 0 ? XlbAbi.SvcAffinity : 0)),
+                // LeastConn: the service's flows count toward their backend's open flows. Affinity:
+                // a client's new flows follow its last one (the timeout is in xlb_svc_affinity).
+                Flags = (ushort)((c.Algo == XlbAbi.AlgoLeastConn ? XlbAbi.SvcCountFlows : 0) | (affinitySeconds > 0 ? XlbAbi.SvcAffinity : 0)),
             };
-            affinity[id] = AffinitySeconds(h.Listener);
+            affinity[id] = affinitySeconds;
             logSamples[id] = h.Listener.ConnectionLog is { Enabled: true } log ? (uint)Math.Max(1, log.SampleEvery) : 0;
         }
         if (services.Count > XlbAbi.MaxServices)
@@ -374,7 +376,7 @@ public sealed class ImageBuilder(DataPlaneCapacity? capacity = null, ListenerMem
     }
 
     /// <summary>A listener's ClientIP affinity timeout in whole seconds (at least one); 0: no affinity.</summary>
-    public static uint AffinitySeconds(Listener listener) =>
+    private static uint AffinitySeconds(Listener listener) =>
         listener.Affinity is { Mode: AffinityMode.ClientIP } a ? (uint)Math.Clamp(Math.Ceiling(a.Timeout.Value.TotalSeconds), 1, uint.MaxValue) : 0;
 
     private static List<Item> Items(IReadOnlyList<Listener> listeners)

@@ -704,12 +704,6 @@ public sealed class XdpDataPlane : IDisposable
 
     private static ulong Add(ulong a, ulong b) => a + b;
 
-    /// <summary>
-    /// LeastConn's count of open flows through this node for a backend index (the program's
-    /// xlb_backend_conns, as it reads it).
-    /// </summary>
-    public long OpenFlowCount(int backendIndex) => _conns.Read(backendIndex);
-
     /// <summary>LeastConn's counts of open flows, by backend of the active generation.</summary>
     public IReadOnlyDictionary<XlbBackend, long> OpenFlowCounts()
     {
