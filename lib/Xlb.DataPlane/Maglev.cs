@@ -43,7 +43,7 @@ public static class Maglev
             skip[i] = (long)(Fnv1a(key, 0x84222325cbf29ce4UL) % (ulong)(size - 1)) + 1;
             // A walk whose step shares a factor with the size misses slots, and the fill would
             // never end: sizes are prime, so that every step is coprime to them.
-            if (System.Numerics.BigInteger.GreatestCommonDivisor(skip[i], size) != 1)
+            if (Gcd(skip[i], size) != 1)
             {
                 throw new ArgumentOutOfRangeException(nameof(size), size, "a Maglev table size must be prime");
             }
@@ -76,6 +76,15 @@ public static class Maglev
                 }
             }
         }
+    }
+
+    private static long Gcd(long a, long b)
+    {
+        while (b != 0)
+        {
+            (a, b) = (b, a % b);
+        }
+        return a;
     }
 
     /// <summary>FNV-1a 64 over UTF-16 code units with a chosen basis: stable across processes and machines.</summary>
