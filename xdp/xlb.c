@@ -14,6 +14,13 @@
  *             IPv6 in IPv6).
  * Everything else is XDP_PASS; for traffic that is not ours that costs one array read (the
  * filter). Next hops come from bpf_fib_lookup and are cached per backend for a second.
+ *
+ * The stack is full. The main frame takes 480 bytes, and a called function's frame counts on top
+ * of it: the ICMP answer and the LeastConn and affinity choices have 32 bytes between them, and
+ * they use it. A new local on the forwarding path, or a bigger frame in a called function, fails
+ * the load ("combined stack size ... Too large"). Room comes from per-CPU scratch maps (as
+ * xlb_affine() does), from passing words instead of structs, or from moving a struct's work out
+ * of line where the main frame is shallow.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
