@@ -16,8 +16,8 @@
  * filter). Next hops come from bpf_fib_lookup and are cached per backend for a second.
  *
  * The stack is full. The main frame takes 480 bytes, and a called function's frame counts on top
- * of it: the ICMP answer and the LeastConn and affinity choices have 32 bytes between them, and
- * they use it. A new local on the forwarding path, or a bigger frame in a called function, fails
+ * of it: each function the forwarding path calls may have 32 bytes, and the ICMP answer and
+ * LeastConn's choice use all of them (the affinity choice 8). A new local on the forwarding path, or a bigger frame in a called function, fails
  * the load ("combined stack size ... Too large"). Room comes from per-CPU scratch maps (as
  * xlb_affine() does), from passing words instead of structs, or from moving a struct's work out
  * of line where the main frame is shallow.
