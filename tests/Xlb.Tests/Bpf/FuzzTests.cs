@@ -37,7 +37,11 @@ public class FuzzTests(ITestOutputHelper output)
             // counts must match its flow tables exactly after every stretch (one CPU, nothing evicted).
             Two("f/web4/http", Vip4, 80, L4Protocol.TCP, 8080, LbTopology.BackendAddress) with { Algorithm = SchedulingAlgorithm.LeastConn },
             Two("f/dns4/dns", Vip4, 53, L4Protocol.UDP, 5353, LbTopology.BackendAddress),
-            Two("f/web6/http", Vip6, 80, L4Protocol.TCP, 8080, LbTopology.BackendAddress6),
+            // ClientIP affinity: a new flow follows the client's last, which the model learns as ever.
+            Two("f/web6/http", Vip6, 80, L4Protocol.TCP, 8080, LbTopology.BackendAddress6) with
+            {
+                Affinity = new AffinitySpec { Mode = AffinityMode.ClientIP, Timeout = new Duration(TimeSpan.FromHours(1)) },
+            },
             Two("f/dns6/dns", Vip6, 53, L4Protocol.UDP, 5353, LbTopology.BackendAddress6),
         ],
     };
