@@ -1571,12 +1571,13 @@ static __always_inline int stateless(const struct xlb_svc *svc)
 }
 
 /*
- * LeastConn: the ring position, among the n of the service's ring at `base` (each backend once),
- * of the backend with the fewest open flows through this node. It looks at all n, or, of more
- * than XLB_LC_SCAN, at XLB_LC_SCAN in a row from where the flow hash h points: the least loaded
- * of a window the hash draws is close to the least loaded of all (the "power of d choices"), at a
- * cost per new flow that does not grow with the backends. Ties go to the first from that point,
- * so backends of equal load share new flows by the hash.
+ * LeastConn: the ring position, among the n backends of the service's ring at `base` (each once;
+ * their weights follow them, at base + n), of the backend with the fewest open flows through this
+ * node per unit of weight. It looks at all n, or, of more than XLB_LC_SCAN, at XLB_LC_SCAN in a
+ * row from where the flow hash h points: the least loaded of a window the hash draws is close to
+ * the least loaded of all (the "power of d choices"), at a cost per new flow that does not grow
+ * with the backends. Ties go to the first from that point, so backends of equal load share new
+ * flows by the hash.
  *
  * Without cross-CPU locks, the counts are a hint, not a total. They are one array shared by all
  * CPUs (xlb_backend_conns): a flow adds itself when it is recorded and takes itself away at its
@@ -1592,33 +1593,61 @@ static __always_inline int stateless(const struct xlb_svc *svc)
  * corrects the counts (XdpDataPlane.RecountConnections), so such errors last until then.
  * A global function: the verifier checks it once, not at every place a new flow is chosen.
  */
+/* xlb_least_conn()'s state, per CPU: the stack has 32 bytes to spare below the forwarding path's frame. */
+struct lc_scratch {
+	__u32 key;   /* a map key */
+	__u32 base;
+	__u32 n;
+	__u32 best;  /* the ring position of the least loaded so far */
+	__s64 least; /* its open flows */
+	__s64 least_w; /* its weight */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lc_scratch);
+} xlb_lc_scratch SEC(".maps");
+
 __noinline int xlb_least_conn(__u32 base, __u32 n, __u32 h)
 {
-	__u32 start, i, best = 0;
-	__s64 least = 0;
+	struct lc_scratch *s;
+	__u32 zero = 0, pos, i, *v;
+	__s64 *c, conns, weight;
 
-	if (n == 0)
+	s = bpf_map_lookup_elem(&xlb_lc_scratch, &zero);
+	if (!s || n == 0)
 		return 0;
-	start = h % n;
-	for (i = 0; i < XLB_LC_SCAN && i < n; i++) {
-		__u32 pos = start + i, slot, *idx;
-		__s64 *c, conns;
-
-		if (pos >= n)
-			pos -= n;
-		slot = base + pos;
-		idx = bpf_map_lookup_elem(&xlb_rings, &slot);
-		if (!idx)
+	s->base = base;
+	s->n = n;
+	s->best = 0;
+	s->least = 0;
+	s->least_w = 1;
+	pos = h % n;
+	for (i = 0; i < XLB_LC_SCAN && i < s->n; i++, pos++) {
+		if (pos >= s->n)
+			pos -= s->n;
+		s->key = s->base + s->n + pos;
+		v = bpf_map_lookup_elem(&xlb_rings, &s->key);
+		if (!v)
 			break;
-		slot = *idx;
-		c = bpf_map_lookup_elem(&xlb_backend_conns, &slot);
-		conns = c ? *c : 0;
-		if (i == 0 || conns < least) {
-			least = conns;
-			best = pos;
+		weight = *v ? *v : 1;
+		s->key = s->base + pos;
+		v = bpf_map_lookup_elem(&xlb_rings, &s->key);
+		if (!v)
+			break;
+		s->key = *v;
+		c = bpf_map_lookup_elem(&xlb_backend_conns, &s->key);
+		conns = c && *c > 0 ? *c : 0;
+		/* conns / weight < least / least_w, without division (counts and weights are far below 2^31). */
+		if (i == 0 || conns * s->least_w < s->least * weight) {
+			s->least = conns;
+			s->least_w = weight;
+			s->best = pos;
 		}
 	}
-	return best;
+	return s->best;
 }
 
 /*
@@ -1664,6 +1693,12 @@ __noinline int xlb_affine(const struct xlb_flow_key *fk, __u32 svc_id, __u64 n_p
 	return s->v.pos;
 }
 
+/* The positions of a service's ring that hold backends: all, but half of LeastConn's (see xlb_least_conn). */
+static __always_inline __u32 backend_positions(const struct xlb_svc *svc)
+{
+	return svc->algo == XLB_ALGO_LEAST_CONN ? svc->ring_size / 2 : svc->ring_size;
+}
+
 /* The ring position a new flow takes, by the service's algorithm (its ring begins at base). */
 static __always_inline __u32 pick(const struct xlb_svc *svc, const struct xlb_flow_key *fk, __u32 base)
 {
@@ -1672,7 +1707,7 @@ static __always_inline __u32 pick(const struct xlb_svc *svc, const struct xlb_fl
 	if (svc->algo == XLB_ALGO_SOURCE_HASH)
 		return source_hash(fk) % svc->ring_size;
 	if (svc->algo == XLB_ALGO_LEAST_CONN)
-		return (__u32)xlb_least_conn(base, svc->ring_size, flow_hash(fk)) % svc->ring_size;
+		return (__u32)xlb_least_conn(base, svc->ring_size / 2, flow_hash(fk)) % svc->ring_size;
 	if (svc->algo == XLB_ALGO_ROUND_ROBIN) {
 		cursor = bpf_map_lookup_elem(&xlb_rr, &id);
 		if (cursor) {
@@ -1707,7 +1742,8 @@ static __always_inline __u32 choose(const struct xlb_cfg *cfg, __u32 gen, const 
 		return XLB_STAT_DROP_NO_BACKEND;
 	slot = gen * ring_slots(cfg) + svc->ring_off;
 	if (affine && (svc->flags & XLB_SVC_F_AFFINITY))
-		slot += (__u32)xlb_affine(fk, svc->id, (__u64)svc->ring_size << 32 | pick(svc, fk, slot)) % svc->ring_size;
+		/* LeastConn's weights are not positions: the client's must lie among the backends. */
+		slot += (__u32)xlb_affine(fk, svc->id, (__u64)backend_positions(svc) << 32 | pick(svc, fk, slot)) % svc->ring_size;
 	else
 		slot += pick(svc, fk, slot);
 	bidx = bpf_map_lookup_elem(&xlb_rings, &slot);

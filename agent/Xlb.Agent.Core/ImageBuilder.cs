@@ -259,7 +259,7 @@ public sealed class ImageBuilder(DataPlaneCapacity? capacity = null, ListenerMem
             holderOf[keyOf[item.Slot]] = item.Slot;
         }
         var holders = byName.Where(i => holderOf[keyOf[i.Slot]] == i.Slot).ToList();
-        var spans = RingSpans.Assign([.. holders.Select(h => (keyOf[h.Slot], CompiledOf(h.Slot).Table.Length))], previousServices, _capacity.RingSlots);
+        var spans = RingSpans.Assign([.. holders.Select(h => (keyOf[h.Slot], CompiledOf(h.Slot).SpanLength))], previousServices, _capacity.RingSlots);
 
         var vips = new Dictionary<XlbVipKey, uint>(spec.Vips.Count);
         var filter = new FilterImage();
@@ -309,7 +309,7 @@ public sealed class ImageBuilder(DataPlaneCapacity? capacity = null, ListenerMem
             var affinitySeconds = AffinitySeconds(h.Listener);
             services[key with { Gen = generation }] = new XlbSvc
             {
-                Id = id, RingOff = (uint)spans.Offsets[key], RingSize = (uint)c.Table.Length, Mode = c.Mode, Algo = c.Algo,
+                Id = id, RingOff = (uint)spans.Offsets[key], RingSize = (uint)c.SpanLength, Mode = c.Mode, Algo = c.Algo,
                 // LeastConn: the service's flows count toward their backend's open flows. Affinity:
                 // a client's new flows follow its last one (the timeout is in xlb_svc_affinity).
                 Flags = (ushort)((c.Algo == XlbAbi.AlgoLeastConn ? XlbAbi.SvcCountFlows : 0) | (affinitySeconds > 0 ? XlbAbi.SvcAffinity : 0)),
@@ -361,6 +361,7 @@ public sealed class ImageBuilder(DataPlaneCapacity? capacity = null, ListenerMem
             {
                 ring[offset + slot] = indexes[c.Table[slot]];
             }
+            c.Tail.CopyTo(ring, offset + c.Table.Length);
             Filled++;
         }
 

@@ -7,9 +7,18 @@ namespace Xlb.Agent.Core;
 
 /// <summary>
 /// A listener as the data plane needs it, apart from numbering: its backends in the ABI's form
-/// (in the listener's order) and its ring, as positions in that list.
+/// (in the listener's order) and its ring, as positions in that list; then, for LeastConn, the
+/// weights of the ring's backends, in the same order (<see cref="Tail"/>), which the ring's span
+/// holds after them.
 /// </summary>
-public sealed record CompiledListener(XlbBackend[] Backends, int[] Table, byte Mode, byte Algo);
+public sealed record CompiledListener(XlbBackend[] Backends, int[] Table, byte Mode, byte Algo)
+{
+    /// <summary>Values the span holds after the ring, as they are (LeastConn: the weights).</summary>
+    public uint[] Tail { get; init; } = [];
+
+    /// <summary>Ring slots the listener's service spans: its ring and its tail.</summary>
+    public int SpanLength => Table.Length + Tail.Length;
+}
 
 /// <summary>
 /// Listeners compiled by recent builds, by content: a listener whose backends, weights, states,
@@ -65,13 +74,16 @@ public sealed class ListenerMemo
         var abi = listener.Backends.Select(ToBackend).ToArray();
         var weights = listener.Backends.Select(b => b.Draining ? 0 : b.Weight).ToArray();
         var algo = AlgoOf(listener.Algorithm);
-        var table = algo switch
+        if (algo == XlbAbi.AlgoLeastConn)
         {
-            XlbAbi.AlgoRoundRobin => RoundRobin.Cycle([.. weights.Select(w => listener.Algorithm == SchedulingAlgorithm.RoundRobin && w > 0 ? 1 : w)]),
-            // Each backend that may take new flows, once: the program compares their open flows.
-            XlbAbi.AlgoLeastConn => [.. Enumerable.Range(0, weights.Length).Where(i => weights[i] > 0)],
-            _ => Maglev.Build([.. abi.Select((be, i) => new MaglevBackend(BackendIdentity(be), weights[i]))], TableSize(listener)),
-        };
+            // Each backend that may take new flows, once, then their weights: the program compares
+            // open flows per unit of weight.
+            int[] eligible = [.. Enumerable.Range(0, weights.Length).Where(i => weights[i] > 0)];
+            return new CompiledListener(abi, eligible, ModeOf(listener), algo) { Tail = [.. eligible.Select(i => (uint)weights[i])] };
+        }
+        var table = algo == XlbAbi.AlgoRoundRobin
+            ? RoundRobin.Cycle([.. weights.Select(w => listener.Algorithm == SchedulingAlgorithm.RoundRobin && w > 0 ? 1 : w)])
+            : Maglev.Build([.. abi.Select((be, i) => new MaglevBackend(BackendIdentity(be), weights[i]))], TableSize(listener));
         return new CompiledListener(abi, table, ModeOf(listener), algo);
     }
 

@@ -145,6 +145,9 @@ public static class NodeStatus
         _ => $"mode-{mode}",
     };
 
+    /// <summary>The slots of a service's ring that hold backend indexes: all, but the first half of LeastConn's (its weights follow).</summary>
+    public static uint[] BackendSlots(XlbSvc svc, uint[] ring) => svc.Algo == XlbAbi.AlgoLeastConn ? ring[..(ring.Length / 2)] : ring;
+
     public static string AlgorithmName(byte algo) => algo switch
     {
         XlbAbi.AlgoMaglev => "Maglev",
@@ -211,7 +214,7 @@ public static class NodeStatus
             var flowsTo = flows.GroupBy(f => new IPEndPoint(f.Value.Backend.ToAddress(key.Family), Net.FromBe(f.Value.BackendPortBe)))
                 .ToDictionary(g => g.Key, g => g.Count());
             var configured = (listener?.Backends ?? []).GroupBy(b => new IPEndPoint(IPAddress.Parse(b.Address), b.Port)).ToDictionary(g => g.Key, g => g.First());
-            var ring = maps.Rings.GetValueOrDefault(key) ?? [];
+            var ring = BackendSlots(svc, maps.Rings.GetValueOrDefault(key) ?? []);
             var backends = new List<BackendStatus>();
             var inRing = new HashSet<IPEndPoint>();
             foreach (var slots in ring.GroupBy(i => i).OrderBy(g => g.Key))

@@ -38,7 +38,7 @@ public static class DataPlaneSnapshot
         {
             var ring = ringMap.ReadArray((uint)(gen * capacity.RingSlots) + svc.RingOff, (int)svc.RingSize);
             rings[k] = ring;
-            foreach (var index in ring.Distinct().Where(i => i > 0 && !backends.ContainsKey(i)))
+            foreach (var index in NodeStatus.BackendSlots(svc, ring).Distinct().Where(i => i > 0 && !backends.ContainsKey(i)))
             {
                 if (backendMap.TryLookup((uint)(gen * capacity.BackendSlots) + index, out var be))
                 {

@@ -145,7 +145,7 @@ public sealed record StaticEndpoint
 /// <summary>Backend selection for new flows.</summary>
 public sealed record SchedulingSpec
 {
-    /// <summary>Maglev (default): consistent hashing, the same choice on every LB node. RoundRobin, WeightedRoundRobin, SourceHash (by client address, consistent), LeastConn (the backend with the fewest open connections through the LB node; weights only exclude, with 0).</summary>
+    /// <summary>Maglev (default): consistent hashing, the same choice on every LB node. RoundRobin, WeightedRoundRobin, SourceHash (by client address, consistent), LeastConn (the backend with the fewest open connections through the LB node per unit of weight).</summary>
     public SchedulingAlgorithm Algorithm { get; init; } = SchedulingAlgorithm.Maglev;
     /// <summary>Slots of the consistent-hash table of Maglev and SourceHash: a prime from 251 to 65537; unset, 1021. More slots give backends shares nearer their weights when there are many of them (about 100 slots per backend keeps each share within a few percent). Changing it sends most new flows elsewhere; established flows keep their backends.</summary>
     [Range(Xlb.Crds.MaglevTableSize.Min, Xlb.Crds.MaglevTableSize.Max)]

@@ -113,9 +113,10 @@ struct xlb_vlan_dev {
 #define XLB_ALGO_SOURCE_HASH 1 /* consistent hash of the client address over the ring */
 #define XLB_ALGO_ROUND_ROBIN 2 /* a per-CPU cursor walking the ring (weights: slot shares) */
 /*
- * The fewest open flows through this node (xlb_backend_conns) among the ring's backends, each of
- * which the ring holds once; of more than XLB_LC_SCAN backends, among XLB_LC_SCAN in a row from
- * where the flow hash points. See xlb_least_conn() in xlb.c.
+ * The fewest open flows through this node (xlb_backend_conns) per unit of weight among the ring's
+ * backends; of more than XLB_LC_SCAN backends, among XLB_LC_SCAN in a row from where the flow hash
+ * points. Its ring_size slots are n backend indexes, each backend once, then their n weights in
+ * the same order. See xlb_least_conn() in xlb.c.
  */
 #define XLB_ALGO_LEAST_CONN 3
 #define XLB_LC_SCAN 16
@@ -123,7 +124,7 @@ struct xlb_vlan_dev {
 struct xlb_svc {
 	__u32 id;        /* stable service id, 1..XLB_MAX_SERVICES; indexes xlb_svc_stats */
 	__u32 ring_off;  /* first slot of this service's Maglev ring within its generation */
-	__u32 ring_size; /* prime; 0 means the service has no usable backend */
+	__u32 ring_size; /* slots of its span; 0 means the service has no usable backend */
 	__u16 flags;     /* XLB_SVC_F_* */
 	__u8 mode;       /* XLB_MODE_* */
 	__u8 algo;       /* XLB_ALGO_* */

@@ -187,6 +187,27 @@ public class LeastConnTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixtur
     }
 
     [Fact]
+    public void Open_flows_are_compared_per_unit_of_weight()
+    {
+        Privileged.Require();
+        var weighted = LeastConn() with
+        {
+            Backends = [new NodeBackend { Address = LbTopology.BackendAddress(1), Port = 8080, Weight = 3 }, new NodeBackend { Address = LbTopology.BackendAddress(2), Port = 8080 }],
+        };
+        var (plane, run) = fx.PrivatePlane(null, OneVip(weighted));
+        using var _ = plane;
+        // Whatever the hash breaks ties to, weight 3 beside weight 1 ends at 6 and 2 after 8 flows.
+        foreach (var port in Enumerable.Range(0, 8).Select(_ => NextPort()))
+        {
+            BackendOf(run(Tcp(port, Packet.Syn)));
+        }
+        Assert.Equal(new Dictionary<int, long> { [1] = 6, [2] = 2 }, Counts(plane));
+        // The service's span: its two backends, then their weights.
+        var svc = plane.Services.Entries(k => k.Gen == plane.ActiveGeneration).Values.Single();
+        Assert.Equal(4u, svc.RingSize);
+    }
+
+    [Fact]
     public void A_draining_backend_gets_no_new_flow_however_few_it_has()
     {
         Privileged.Require();

@@ -80,13 +80,14 @@ public class NodeStatusTests
         Assert.All(Assert.Single(maglev.Services).Backends, b => Assert.Null(b.OpenFlows));
         var maps = Maps() with
         {
-            Services = new Dictionary<XlbSvcKey, XlbSvc> { [Key] = new XlbSvc { Id = 1, RingOff = 0, RingSize = 2, Mode = XlbAbi.ModeFullNat, Algo = XlbAbi.AlgoLeastConn } },
-            Rings = new Dictionary<XlbSvcKey, uint[]> { [Key] = [1, 2] },
+            // Two backends, then their weights.
+            Services = new Dictionary<XlbSvcKey, XlbSvc> { [Key] = new XlbSvc { Id = 1, RingOff = 0, RingSize = 4, Mode = XlbAbi.ModeFullNat, Algo = XlbAbi.AlgoLeastConn } },
+            Rings = new Dictionary<XlbSvcKey, uint[]> { [Key] = [1, 2, 5, 2] },
             OpenFlowCounts = new Dictionary<uint, long> { [1] = 4, [2] = 0 },
         };
         var s = Assert.Single(NodeStatus.Build(maps, Spec(), null, null).Services);
         Assert.Equal("LeastConn", s.Algorithm);
-        Assert.Equal([("10.201.1.2", 4L), ("10.201.2.2", 0L)], s.Backends.Where(b => b.RingSlots > 0).Select(b => (b.Address, b.OpenFlows ?? -1)));
+        Assert.Equal([("10.201.1.2", 4L, 1), ("10.201.2.2", 0L, 1)], s.Backends.Where(b => b.RingSlots > 0).Select(b => (b.Address, b.OpenFlows ?? -1, b.RingSlots)));
     }
 
     [Fact]
