@@ -16,10 +16,10 @@
  * filter). Next hops come from bpf_fib_lookup and are cached per backend for a second.
  *
  * The stack is full. The main frame takes 480 bytes, and a called function's frame counts on top
- * of it: each function the forwarding path calls may have 32 bytes, and the ICMP answer and
- * LeastConn's choice use all of them (the affinity choice 8). A new local on the forwarding path, or a bigger frame in a called function, fails
+ * of it: each function the forwarding path calls may have 32 bytes. The ICMP answer uses all of
+ * them; LeastConn's and affinity's choices keep their state in per-CPU scratch maps (16 and 8). A new local on the forwarding path, or a bigger frame in a called function, fails
  * the load ("combined stack size ... Too large"). Room comes from per-CPU scratch maps (as
- * xlb_affine() does), from passing words instead of structs, or from moving a struct's work out
+ * xlb_affine() and xlb_least_conn() do), from passing words instead of structs, or from moving a struct's work out
  * of line where the main frame is shallow.
  */
 #include <linux/bpf.h>
