@@ -45,6 +45,21 @@ public class AffinityTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture
     }
 
     [Fact]
+    public void On_a_least_conn_service_a_client_sticks_where_least_conn_alone_alternates()
+    {
+        Privileged.Require();
+        var lc = Web(TimeSpan.FromHours(3)) with { Algorithm = SchedulingAlgorithm.LeastConn };
+        var (sticky, stickyRun) = fx.PrivatePlane(null, OneVip(lc));
+        var (plain, plainRun) = fx.PrivatePlane(null, OneVip(lc with { Affinity = null }));
+        using var _ = sticky;
+        using var __ = plain;
+        var ports = Ports(10);
+        Assert.Equal([1, 2], ports.Select(p => Connect(plainRun, p)).Distinct().Order());
+        // Only the ring's backend positions are taken, never its weights (they follow the backends).
+        Assert.Single(ports.Select(p => Connect(stickyRun, p)).Distinct());
+    }
+
+    [Fact]
     public void A_client_whose_backend_drains_goes_to_another_and_sticks_to_it()
     {
         Privileged.Require();
