@@ -183,23 +183,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xlb_backend_stats SEC(".maps");
 
-/* Connection log: each service's own event sample, by service id (0: the node's); see flow_event(). */
+/* Each service's affinity timeout and connection-log sample, by service id; see xlb_affine() and flow_event(). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, XLB_MAX_SERVICES + 1);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct xlb_svc_opts);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} xlb_svc_log SEC(".maps");
-
-/* ClientIP affinity: each service's timeout in seconds, by service id (0: none); see xlb_affine(). */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, XLB_MAX_SERVICES + 1);
-	__type(key, __u32);
-	__type(value, __u32);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} xlb_svc_affinity SEC(".maps");
+} xlb_svc_opts SEC(".maps");
 
 /* A client of a service, and the ring position its last new flow took. */
 struct affinity_key {
@@ -1222,13 +1213,14 @@ static __always_inline void flow_event(const struct xlb_cfg *cfg, __u8 type, con
 				       const struct xlb_flow *f, __u8 by_backend, __u8 tcp_flags, __u64 now)
 {
 	struct xlb_flow_event ev = {};
-	__u32 sample = cfg->event_sample, key = f->svc_id, *own;
+	__u32 sample = cfg->event_sample, key = f->svc_id;
+	struct xlb_svc_opts *opts;
 	__u64 *c;
 
-	/* A service with a connection log of its own samples by it (see xlb_svc_log). */
-	own = bpf_map_lookup_elem(&xlb_svc_log, &key);
-	if (own && *own)
-		sample = *own;
+	/* A service with a connection log of its own samples by it (see xlb_svc_opts). */
+	opts = bpf_map_lookup_elem(&xlb_svc_opts, &key);
+	if (opts && opts->log_sample)
+		sample = opts->log_sample;
 	if (!sample || flow_hash(fk) % sample)
 		return;
 	ev.time_ns = now;
@@ -1665,8 +1657,9 @@ __noinline int xlb_affine(const struct xlb_flow_key *fk, __u32 svc_id, __u64 n_p
 {
 	__u32 n = n_pos >> 32, pos = (__u32)n_pos;
 	struct affinity_scratch *s;
+	struct xlb_svc_opts *opts;
 	struct affinity *a;
-	__u32 zero = 0, *timeout;
+	__u32 zero = 0;
 
 	s = bpf_map_lookup_elem(&xlb_affinity_scratch, &zero);
 	if (!fk || !s || pos >= n)
@@ -1675,10 +1668,10 @@ __noinline int xlb_affine(const struct xlb_flow_key *fk, __u32 svc_id, __u64 n_p
 	s->key = svc_id;
 	s->n = n;
 	s->v.pos = pos;
-	timeout = bpf_map_lookup_elem(&xlb_svc_affinity, &s->key);
-	if (!timeout || *timeout == 0)
+	opts = bpf_map_lookup_elem(&xlb_svc_opts, &s->key);
+	if (!opts || opts->affinity_s == 0)
 		return s->v.pos;
-	s->timeout = *timeout;
+	s->timeout = opts->affinity_s;
 	__builtin_memset(&s->k, 0, sizeof(s->k));
 	s->k.svc_id = s->key;
 	s->k.family = fk->family;

@@ -281,8 +281,7 @@ public sealed class ImageBuilder(DataPlaneCapacity? capacity = null, ListenerMem
         }
         var nextFree = 1u;
         var services = new Dictionary<XlbSvcKey, XlbSvc>(holders.Count);
-        var affinity = new Dictionary<uint, uint>(holders.Count);
-        var logSamples = new Dictionary<uint, uint>(holders.Count);
+        var options = new Dictionary<uint, XlbSvcOpts>(holders.Count);
         foreach (var h in holders)
         {
             var key = keyOf[h.Slot];
@@ -311,11 +310,14 @@ public sealed class ImageBuilder(DataPlaneCapacity? capacity = null, ListenerMem
             {
                 Id = id, RingOff = (uint)spans.Offsets[key], RingSize = (uint)c.SpanLength, Mode = c.Mode, Algo = c.Algo,
                 // LeastConn: the service's flows count toward their backend's open flows. Affinity:
-                // a client's new flows follow its last one (the timeout is in xlb_svc_affinity).
+                // a client's new flows follow its last one (the timeout is in xlb_svc_opts).
                 Flags = (ushort)((c.Algo == XlbAbi.AlgoLeastConn ? XlbAbi.SvcCountFlows : 0) | (affinitySeconds > 0 ? XlbAbi.SvcAffinity : 0)),
             };
-            affinity[id] = affinitySeconds;
-            logSamples[id] = h.Listener.ConnectionLog is { Enabled: true } log ? (uint)Math.Max(1, log.SampleEvery) : 0;
+            options[id] = new XlbSvcOpts
+            {
+                AffinityS = affinitySeconds,
+                LogSample = h.Listener.ConnectionLog is { Enabled: true } log ? (uint)Math.Max(1, log.SampleEvery) : 0,
+            };
         }
         if (services.Count > XlbAbi.MaxServices)
         {
@@ -373,7 +375,7 @@ public sealed class ImageBuilder(DataPlaneCapacity? capacity = null, ListenerMem
         }
         _entries = entries;
         _refs = newRefs;
-        return new MapImage(generation, vips, services, backends.Done(), ring, filter) { Capacity = _capacity, AffinityTimeouts = affinity, LogSamples = logSamples };
+        return new MapImage(generation, vips, services, backends.Done(), ring, filter) { Capacity = _capacity, ServiceOptions = options };
     }
 
     /// <summary>A listener's ClientIP affinity timeout in whole seconds (at least one); 0: no affinity.</summary>

@@ -25,16 +25,11 @@ public sealed record MapImage(
     public DataPlaneCapacity Capacity { get; init; } = DataPlaneCapacity.Default;
 
     /// <summary>
-    /// ClientIP affinity timeouts in seconds by service id (xlb_svc_affinity): one for every
-    /// service, 0 for those without. Not generation-scoped (a service keeps its id).
+    /// Each service's affinity timeout and connection-log sample by service id (xlb_svc_opts): one
+    /// for every service, zeros for those that ask for neither. Not generation-scoped (a service
+    /// keeps its id).
     /// </summary>
-    public IReadOnlyDictionary<uint, uint> AffinityTimeouts { get; init; } = new Dictionary<uint, uint>();
-
-    /// <summary>
-    /// Each service's own connection-log sample by service id (xlb_svc_log): one for every service,
-    /// 0 for those that log as the node does. Not generation-scoped.
-    /// </summary>
-    public IReadOnlyDictionary<uint, uint> LogSamples { get; init; } = new Dictionary<uint, uint>();
+    public IReadOnlyDictionary<uint, XlbSvcOpts> ServiceOptions { get; init; } = new Dictionary<uint, XlbSvcOpts>();
 
     /// <summary>The key of backend slot <paramref name="index"/> (1-based) in this generation.</summary>
     public uint BackendKey(int index) => (uint)(Generation * Capacity.BackendSlots + index);

@@ -108,11 +108,10 @@ public sealed class XdpDataPlane : IDisposable
     private readonly BpfMap<uint, uint> _flowEpoch;
     private readonly Lock _flowEpochLock = new();
     private readonly BpfCounterArray _conns;
-    private readonly BpfMap<uint, uint> _svcAffinity;
-    private readonly BpfMap<uint, uint> _svcLog;
+    private readonly BpfMap<uint, XlbSvcOpts> _svcOpts;
 
-    /// <summary>What xlb_svc_affinity and xlb_svc_log hold, as last written (null: unknown, written in full).</summary>
-    private Dictionary<uint, uint>? _affinityWritten, _logWritten;
+    /// <summary>What xlb_svc_opts holds, as last written (null: unknown, written in full).</summary>
+    private Dictionary<uint, XlbSvcOpts>? _optsWritten;
     private readonly Lock _recountLock = new();
 
     /// <summary>Whether the last apply had a LeastConn listener (null: none yet; an adopted data plane may have some).</summary>
@@ -185,8 +184,7 @@ public sealed class XdpDataPlane : IDisposable
         _eventStats = obj.Map<uint, ulong>("xlb_event_stats");
         _eventsFd = obj.MapFd("xlb_events");
         _conns = obj.CounterArray("xlb_backend_conns");
-        _svcAffinity = obj.Map<uint, uint>("xlb_svc_affinity");
-        _svcLog = obj.Map<uint, uint>("xlb_svc_log");
+        _svcOpts = obj.Map<uint, XlbSvcOpts>("xlb_svc_opts");
     }
 
     public int ProgramFd { get; }
@@ -269,7 +267,7 @@ public sealed class XdpDataPlane : IDisposable
                 if (table.TryLookup(key, out var again) && again.LastSeenNs == flow.LastSeenNs && table.Delete(key))
                 {
                     swept++;
-                    if (IdleFlows.CloseEvent(cfg, key, flow, now, _logWritten?.GetValueOrDefault(flow.SvcId) ?? 0) is { } e)
+                    if (IdleFlows.CloseEvent(cfg, key, flow, now, _optsWritten?.GetValueOrDefault(flow.SvcId).LogSample ?? 0) is { } e)
                     {
                         closed.Add(e);
                     }
@@ -411,8 +409,7 @@ public sealed class XdpDataPlane : IDisposable
         try
         {
             // Before any flip: a service keeps its id, so the generation in force reads the same timeouts.
-            WriteByServiceId(_svcAffinity, current.AffinityTimeouts, ref _affinityWritten, verify);
-            WriteByServiceId(_svcLog, current.LogSamples, ref _logWritten, verify);
+            WriteServiceOptions(current.ServiceOptions, verify);
             var activeView = activeKnown ?? ReadGeneration(active, current.Backends.Count, current.Ring.Length);
             if (MapDiff.Plan(current, activeView, cfg) is [MapOp.Flip])
             {
@@ -521,32 +518,31 @@ public sealed class XdpDataPlane : IDisposable
     }
 
     /// <summary>
-    /// A per-service array (affinity timeouts, connection-log samples), by service id: the values
-    /// that differ from what was last written, and every id not written before (a pin may hold a
-    /// value of an id's former service); all of them at a full resync. Ids no service holds any
-    /// more go to zero.
+    /// The services' options (xlb_svc_opts), by service id: those that differ from what was last
+    /// written, and every id not written before (a pin may hold the options of an id's former
+    /// service); all of them at a full resync. Ids no service holds any more go to zeros.
     /// </summary>
-    private static void WriteByServiceId(BpfMap<uint, uint> map, IReadOnlyDictionary<uint, uint> values, ref Dictionary<uint, uint>? written, bool all)
+    private void WriteServiceOptions(IReadOnlyDictionary<uint, XlbSvcOpts> options, bool all)
     {
-        var known = all ? null : written;
-        var batch = new Batch<uint, uint>();
-        foreach (var (id, value) in values)
+        var known = all ? null : _optsWritten;
+        var batch = new Batch<uint, XlbSvcOpts>();
+        foreach (var (id, value) in options)
         {
             if (known is null || !known.TryGetValue(id, out var was) || was != value)
             {
                 batch.Add(id, value);
             }
         }
-        foreach (var (id, value) in written ?? [])
+        foreach (var (id, value) in _optsWritten ?? [])
         {
-            if (value != 0 && !values.ContainsKey(id))
+            if (value != default && !options.ContainsKey(id))
             {
-                batch.Add(id, 0);
+                batch.Add(id, default);
             }
         }
-        written = null;
-        batch.WriteTo(map);
-        written = new Dictionary<uint, uint>(values);
+        _optsWritten = null;
+        batch.WriteTo(_svcOpts);
+        _optsWritten = new Dictionary<uint, XlbSvcOpts>(options);
     }
 
     /// <summary>Keys and values gathered for one batch write.</summary>

@@ -46,7 +46,7 @@ public static class XlbAbi
     public const byte FlowCounted = 1;
     /// <summary>XLB_SVC_F_COUNT_FLOWS: a LeastConn service, whose flows count in xlb_backend_conns.</summary>
     public const ushort SvcCountFlows = 1;
-    /// <summary>XLB_SVC_F_AFFINITY: ClientIP affinity (its timeout in xlb_svc_affinity, by service id).</summary>
+    /// <summary>XLB_SVC_F_AFFINITY: ClientIP affinity (its timeout in xlb_svc_opts, by service id).</summary>
     public const ushort SvcAffinity = 2;
     public const int MaxAffinity = 65536;
     public const byte FlowNew = 0;
@@ -173,6 +173,16 @@ public record struct XlbBackend
     public ushort PortBe;
     public byte Family;
     public byte Flags;
+}
+
+/// <summary>What a service asks of new flows beyond its algorithm (xlb_svc_opts, by service id).</summary>
+[StructLayout(LayoutKind.Sequential)]
+public record struct XlbSvcOpts
+{
+    /// <summary>ClientIP affinity timeout, seconds (0: none).</summary>
+    public uint AffinityS;
+    /// <summary>Its own connection-log sample, 1 in N (0: the node's).</summary>
+    public uint LogSample;
 }
 
 [StructLayout(LayoutKind.Sequential)]

@@ -99,7 +99,7 @@ struct xlb_vlan_dev {
 #define XLB_SVC_F_NONE 0
 /* LeastConn: the service's flows count in xlb_backend_conns (the same bit as XLB_FLOW_F_COUNTED). */
 #define XLB_SVC_F_COUNT_FLOWS 1
-/* ClientIP affinity: new flows of a client follow its last one (timeout in svc_affinity); never stateless. */
+/* ClientIP affinity: new flows of a client follow its last one (timeout in svc_opts); never stateless. */
 #define XLB_SVC_F_AFFINITY 2
 
 /* How a service reaches its backends (xlb_svc.mode). */
@@ -245,15 +245,13 @@ static inline __u32 xlb_filter_fold6(const __u32 *addr)
 
 /* svc_stats: per-CPU counters, indexed by service id; backend_stats: the same, by backend index. */
 /*
- * svc_affinity: array by service id, __u32: ClientIP affinity, how many seconds since a client's
- * last new flow to a service its next new flows go to the same backend (0: no affinity). Not
+ * svc_opts: array by service id: what a service asks of new flows beyond its algorithm. Not
  * generation-scoped: a service keeps its id from one revision to the next.
  */
-/*
- * svc_log: array by service id, __u32: the service's own connection-log sample (a PortMapping's
- * connectionLog): its flows' events are sampled 1 in N by flow hash instead of by
- * xlb_cfg.event_sample (0: the node's sample). Not generation-scoped, as svc_affinity.
- */
+struct xlb_svc_opts {
+	__u32 affinity_s; /* ClientIP affinity: seconds since a client's last new flow that its next follows it (0: none) */
+	__u32 log_sample; /* its own connection-log sample, 1 in N by flow hash, instead of xlb_cfg.event_sample (0: the node's) */
+};
 /*
  * backend_conns: array by backend index, one __s64 for all CPUs (mmap-able): the flows of
  * LeastConn services open through this node to the backend (XLB_FLOW_F_COUNTED). The program adds

@@ -19,6 +19,7 @@ public partial class AbiLayoutTests
         (typeof(XlbVipKey), "xlb_vip_key"),
         (typeof(XlbSvcKey), "xlb_svc_key"),
         (typeof(XlbSvc), "xlb_svc"),
+        (typeof(XlbSvcOpts), "xlb_svc_opts"),
         (typeof(XlbBackend), "xlb_backend"),
         (typeof(XlbFlowKey), "xlb_flow_key"),
         (typeof(XlbFlow), "xlb_flow"),
