@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-packages=(clang llvm libbpf-dev bpftool iproute2 ethtool)
+# bird2: the BGP neighbour the announcement tests peer with (never started as a service here).
+packages=(clang llvm libbpf-dev bpftool iproute2 ethtool bird2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -16,7 +17,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   echo "setup: installing ${missing[*]}"
   apt-get update -qq
+  # No package starts a daemon here (bird2 would): tests run their own, inside their namespaces.
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy"
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  if [ -n "$policy" ]; then rm -f "$policy"; fi
 fi
 
 if ! command -v dotnet >/dev/null 2>&1; then

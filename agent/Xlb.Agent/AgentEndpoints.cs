@@ -30,6 +30,11 @@ public static class AgentEndpoints
         var (unhealthy, failedOpen) = state.HealthSnapshot();
         PromText.Labelled(sb, "xlb_backend_unhealthy", "gauge", "1 for each backend this node's health checks took out of service.", "backend", unhealthy.Select(b => (b, 1.0)));
         Gauge(sb, "xlb_listeners_failed_open", "Listeners whose backends are all unhealthy and so all kept.", failedOpen.Count);
+        var bgp = state.Bgp.OrderBy(b => b.Peer.Address, StringComparer.Ordinal).ToList();
+        PromText.Labelled(sb, "xlb_bgp_session_established", "gauge", "1 while the BGP session with the neighbour is established.", "peer",
+            bgp.Select(b => (b.Peer.Address, b.State == "Established" ? 1.0 : 0.0)));
+        PromText.Labelled(sb, "xlb_bgp_advertised_routes", "gauge", "Host routes for VIPs the BGP neighbour holds from this node.", "peer",
+            bgp.Select(b => (b.Peer.Address, (double)b.Advertised.Count)));
         if (state.DataPlane is { } dp)
         {
             PromText.Labelled(sb, "xlb_packets_total", "counter", "Packets seen by the XDP program, by verdict reason.", "reason", dp.Stats().Select(s => (s.Key.SnakeName(), (double)s.Value)));

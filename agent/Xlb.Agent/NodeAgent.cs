@@ -88,6 +88,10 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
     private List<AnnounceInterface> _attachedAnnounce = [];
     private XlbNodeConfigSpec? _announced;
     private FlowLog? _flowLog;
+    /// <summary>BGP sessions by neighbour address.</summary>
+    private readonly Dictionary<string, BgpSpeaker> _bgp = new(StringComparer.Ordinal);
+    /// <summary>Whether this agent took over a predecessor's data plane: its first BGP sessions say they restart.</summary>
+    private bool _adopted;
 
     public AgentState State { get; } = new();
 
@@ -102,6 +106,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         }
         // This agent serves: a drain left by a predecessor ends here.
         dp.SetShutdown(false);
+        _adopted = dp.Adopted;
         State.DataPlane = dp;
         // Always open: the node's sample is 0 without FlowLogPath, but a mapping may ask for its own log.
         using var flowLog = FlowLog.Open(dp, options.FlowLogPath ?? "-", log);
@@ -161,6 +166,9 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         }
         finally
         {
+            // A restart keeps the routes (graceful restart: the program forwards meanwhile); a
+            // drain's end or a detach withdraws them.
+            await StopBgpAsync(cease: options.DetachOnExit || _drainStarted is not null);
             if (options.DetachOnExit)
             {
                 Detach(attached);
@@ -348,8 +356,10 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             }
             _appliedRevision = config.Spec.Revision;
             _appliedHash = config.Spec.ContentHash;
-            // VIPs this node has just taken (all active ones after a start): tell the link.
-            _announcer?.Announce(Core.Announcements.Taken(_announced, effective), ct);
+            // VIPs this node has just taken (all active ones after a start): tell the link, or the BGP neighbours.
+            var routed = Core.BgpRoutes.Routed(effective);
+            _announcer?.Announce([.. Core.Announcements.Taken(_announced, effective).Where(v => !routed.Contains(v))], ct);
+            await SyncBgpAsync(effective);
             _announced = effective;
             _flowLog?.SetConfig(effective);
             if (result.Operations > 0 || fullResync)
@@ -368,13 +378,67 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         }
     }
 
+    /// <summary>Starts, restarts (when a neighbour's settings change) and stops sessions to match the config, and gives each its routes.</summary>
+    private async Task SyncBgpAsync(XlbNodeConfigSpec effective)
+    {
+        var plans = Core.BgpRoutes.Desired(effective);
+        foreach (var (address, speaker) in _bgp.ToList())
+        {
+            if (!plans.TryGetValue(address, out var plan) || !SameSession(plan.Peer, speaker.Peer))
+            {
+                _bgp.Remove(address);
+                await speaker.StopAsync(cease: true);
+            }
+        }
+        foreach (var (address, plan) in plans)
+        {
+            if (!_bgp.TryGetValue(address, out var speaker))
+            {
+                _bgp[address] = speaker = BgpSpeaker.Start(plan.Peer, log, time, _adopted, () =>
+                {
+                    _healthChanged = true; // the report says which sessions are down
+                    _wake.Release();
+                });
+            }
+            speaker.SetRoutes(plan.Routes);
+        }
+        State.Bgp = [.. _bgp.Values];
+        // A session carries the VIPs of its own family: say so once when a family has VIPs and no session.
+        var stranded = plans.Values.SelectMany(p => p.Routes).Distinct()
+            .Where(r => !plans.Values.Any(q => q.Routes.Contains(r) && System.Net.IPAddress.Parse(q.Peer.Address).AddressFamily == r.AddressFamily))
+            .Select(r => r.ToString()).Order(StringComparer.Ordinal).ToList();
+        var key = string.Join(",", stranded);
+        if (stranded.Count > 0 && key != _strandedWarned)
+        {
+            LogBgpFamilyMissing(stranded.Count, string.Join(", ", stranded.Take(5)));
+        }
+        _strandedWarned = key;
+    }
+
+    private string _strandedWarned = "";
+
+    private static bool SameSession(NodeBgpPeer a, NodeBgpPeer b) =>
+        a.Address == b.Address && a.Port == b.Port && a.Asn == b.Asn && a.MyAsn == b.MyAsn && a.HoldTime == b.HoldTime;
+
+    private async Task StopBgpAsync(bool cease)
+    {
+        foreach (var speaker in _bgp.Values)
+        {
+            await speaker.StopAsync(cease);
+        }
+        _bgp.Clear();
+        State.Bgp = [];
+    }
+
     private List<Condition> Applied(XlbNodeConfig config) =>
     [
         Cond("Applied", "True", "RevisionApplied", $"revision {config.Spec.Revision} is in the data plane", config),
         Cond("Ready", "True", "Forwarding", $"{config.Spec.Listeners.Count} listeners on {config.Spec.Vips.Count} VIPs", config),
-        _unhealthy.Count == 0
-            ? Cond("Degraded", "False", "AsExpected", "", config)
-            : Cond("Degraded", "True", "BackendsUnhealthy", $"no new flows to {string.Join(", ", _unhealthy)}", config),
+        _unhealthy.Count > 0
+            ? Cond("Degraded", "True", "BackendsUnhealthy", $"no new flows to {string.Join(", ", _unhealthy)}", config)
+            : _bgp.Values.Where(b => b.State != "Established").Select(b => $"{b.Peer.Address} ({b.State}{(b.LastError is { } e ? ": " + e : "")})").ToList() is { Count: > 0 } down
+                ? Cond("Degraded", "True", "BgpSessionDown", $"no BGP session with {string.Join(", ", down)}", config)
+                : Cond("Degraded", "False", "AsExpected", "", config),
     ];
 
     private List<Condition> Degraded(string reason, string message) =>
@@ -532,6 +596,9 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "{Dropped} VLAN devices beyond the data plane's {Max} are not known to it: routes over them are left to the kernel")]
     private partial void LogVlansDropped(int dropped, int max);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Count} VIP(s) are not advertised by BGP: their shards' neighbours are all of the other address family (IPv4 VIPs go to IPv4 neighbours, IPv6 VIPs to IPv6 ones): {Vips}")]
+    private partial void LogBgpFamilyMissing(int count, string vips);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "could not read the node's VLAN devices: {Error}")]
     private partial void LogVlansFailed(string error);

@@ -69,6 +69,20 @@ public static class NodeConfigContent
         return Convert.ToHexStringLower(sha.GetHashAndReset());
     }
 
+    /// <summary>
+    /// The hash of a node's content with its BGP sessions: <paramref name="hash"/> (its VIPs and
+    /// listeners, or its chunks) as it is when it has none, else SHA-256 over it and each session's digest.
+    /// </summary>
+    public static string WithBgpPeers(string hash, IReadOnlyList<NodeBgpPeer> peers)
+    {
+        if (peers.Count == 0)
+        {
+            return hash;
+        }
+        var info = XlbJson.Info<NodeBgpPeer>();
+        return Hash([System.Text.Encoding.ASCII.GetBytes(hash), .. peers.Select(p => Digest(p, info).Sha256)]);
+    }
+
     /// <summary>The hash of a chunked config: SHA-256 over its chunks' hashes, in order.</summary>
     public static string HashOfChunks(IEnumerable<string> chunkHashes) =>
         Hash(chunkHashes.Select(System.Text.Encoding.ASCII.GetBytes));

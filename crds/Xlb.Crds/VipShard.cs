@@ -51,7 +51,7 @@ public enum AnnouncementMode
 [Validation("self.mode == 'BGP' || !has(self.peers) || size(self.peers) == 0", "peers are for mode BGP only", FieldPath = ".peers")]
 public sealed record Announcement
 {
-    /// <summary>L2: the active node answers ARP/ND for the VIP and sends gratuitous ARP on takeover. BGP: the active node advertises a host route to peers.</summary>
+    /// <summary>L2: the active node answers ARP/ND for the VIP and sends gratuitous ARP on takeover. BGP: the active node advertises a host route to peers, and withdraws it when it gives the VIP up or stops.</summary>
     public AnnouncementMode Mode { get; init; } = AnnouncementMode.L2;
     /// <summary>BGP peers (mode BGP only).</summary>
     [ListMap("address")]
@@ -59,17 +59,23 @@ public sealed record Announcement
     public List<BgpPeer> Peers { get; init; } = [];
 }
 
-/// <summary>One BGP neighbour.</summary>
+/// <summary>One BGP neighbour. Every LB node of the shard opens a session to it and advertises a host route (/32 or /128) for each VIP it holds as active, with itself as next hop. IPv4 VIPs go over IPv4 sessions, IPv6 VIPs over IPv6 sessions.</summary>
+[Validation("duration(self.holdTime) >= duration('3s') && duration(self.holdTime) <= duration('65535s')", "holdTime must be from 3s to 65535s", FieldPath = ".holdTime")]
 public sealed record BgpPeer
 {
     /// <summary>The neighbour's address.</summary>
     public required string Address { get; init; }
-    /// <summary>The neighbour's autonomous system number.</summary>
+    /// <summary>The neighbour's TCP port.</summary>
+    [Range(1, 65535)]
+    public int Port { get; init; } = 179;
+    /// <summary>The neighbour's autonomous system number (the same as myAsn: internal BGP).</summary>
     [Range(1, 4294967295)]
     public required long Asn { get; init; }
     /// <summary>Our autonomous system number.</summary>
     [Range(1, 4294967295)]
     public required long MyAsn { get; init; }
+    /// <summary>The hold time we offer (the session uses the smaller of both sides'). When a node dies, its routes stay with the neighbour until this passes: it bounds a failover.</summary>
+    public Duration HoldTime { get; init; } = new(TimeSpan.FromSeconds(9));
 }
 
 [System.Text.Json.Serialization.JsonConverter(typeof(System.Text.Json.Serialization.JsonStringEnumConverter<PlacementStrategy>))]

@@ -53,6 +53,27 @@ public sealed record XlbNodeConfigSpec
     public List<ChunkRef> Chunks { get; init; } = [];
     /// <summary>With chunks: how many hash buckets the content is spread over (chunks are the non-empty ones). Kept steady so chunks do not reshuffle.</summary>
     public int ChunkBuckets { get; init; }
+    /// <summary>BGP neighbours of this node (from its shards with announcement mode BGP), by address; each carries the active VIPs of the shards it lists. Part of the content hash.</summary>
+    [ListMap("address")]
+    public List<NodeBgpPeer> BgpPeers { get; init; } = [];
+}
+
+/// <summary>One BGP session of a node, and whose VIPs it carries.</summary>
+public sealed record NodeBgpPeer
+{
+    /// <summary>The neighbour's address.</summary>
+    public required string Address { get; init; }
+    /// <summary>The neighbour's TCP port.</summary>
+    public int Port { get; init; } = 179;
+    /// <summary>The neighbour's autonomous system number.</summary>
+    public required long Asn { get; init; }
+    /// <summary>Our autonomous system number.</summary>
+    public required long MyAsn { get; init; }
+    /// <summary>The hold time we offer.</summary>
+    public Duration HoldTime { get; init; } = new(TimeSpan.FromSeconds(9));
+    /// <summary>The VipShards whose active VIPs on this node are advertised to this neighbour.</summary>
+    [ListSet]
+    public List<string> Shards { get; init; } = [];
 }
 
 /// <summary>One chunk of a node config.</summary>

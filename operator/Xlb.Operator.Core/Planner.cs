@@ -226,9 +226,9 @@ public static partial class Planner
                 problems.Add(new Problem(self, "PoolNotFound", $"spec.poolRef names LoadBalancerPool {shard.Spec.PoolRef}, which does not exist or is invalid"));
                 continue;
             }
-            if (shard.Spec.Announcement.Mode == AnnouncementMode.BGP)
+            if (BgpProblem(shard.Spec.Announcement) is { } bgp)
             {
-                problems.Add(new Problem(self, "Unsupported", "spec.announcement.mode BGP is not implemented in this version; use L2"));
+                problems.Add(new Problem(self, "InvalidSpec", bgp));
                 continue;
             }
             if (shard.Spec.FlowSync.Enabled)
@@ -254,7 +254,85 @@ public static partial class Planner
             }
             result[shard.Metadata.Name ?? ""] = new ResolvedShard(shard, pool, selected, ready);
         }
+        // A node has one session per neighbour: shards that name the same neighbour must agree on it.
+        var peers = new Dictionary<IPAddress, (string Shard, BgpPeer Peer)>();
+        foreach (var shard in result.Values.Where(s => s.Shard.Spec.Announcement.Mode == AnnouncementMode.BGP).ToList())
+        {
+            foreach (var peer in shard.Shard.Spec.Announcement.Peers)
+            {
+                var address = IPAddress.Parse(peer.Address);
+                if (!peers.TryGetValue(address, out var first))
+                {
+                    peers[address] = (shard.Name, peer);
+                }
+                else if (first.Peer with { Address = peer.Address } != peer)
+                {
+                    problems.Add(new Problem(ObjectRef.Of(shard.Shard), "PeerConflict",
+                        $"spec.announcement.peers: neighbour {peer.Address} has other settings in VipShard {first.Shard} (asn {first.Peer.Asn}, myAsn {first.Peer.MyAsn}, port {first.Peer.Port}, holdTime {first.Peer.HoldTime}); a node has one session per neighbour, so give it the same settings in both"));
+                    result.Remove(shard.Name);
+                    break;
+                }
+            }
+        }
         return result;
+    }
+
+    /// <summary>Why a shard's announcement cannot be used (the API server's schema checks the rest), or null.</summary>
+    internal static string? BgpProblem(Announcement announcement)
+    {
+        if (announcement.Mode != AnnouncementMode.BGP)
+        {
+            return announcement.Peers.Count > 0 ? "spec.announcement.peers are for mode BGP only" : null;
+        }
+        if (announcement.Peers.Count == 0)
+        {
+            return "spec.announcement.mode BGP needs at least one peer in spec.announcement.peers";
+        }
+        var seen = new HashSet<IPAddress>();
+        foreach (var peer in announcement.Peers)
+        {
+            if (!IPAddress.TryParse(peer.Address, out var address) || peer.Address.Contains('%', StringComparison.Ordinal)
+                || address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork && peer.Address.Count(c => c == '.') != 3)
+            {
+                return $"spec.announcement.peers: {peer.Address} is not an IP address";
+            }
+            if (!seen.Add(address))
+            {
+                return $"spec.announcement.peers: {peer.Address} is listed twice";
+            }
+            if (peer.HoldTime.Value < TimeSpan.FromSeconds(3) || peer.HoldTime.Value > TimeSpan.FromSeconds(65535))
+            {
+                return $"spec.announcement.peers: holdTime of {peer.Address} must be from 3s to 65535s, not {peer.HoldTime}";
+            }
+            if (peer.Asn is < 1 or > uint.MaxValue || peer.MyAsn is < 1 or > uint.MaxValue || peer.Port is < 1 or > 65535)
+            {
+                return $"spec.announcement.peers: {peer.Address} needs asn and myAsn from 1 to 4294967295 and a port from 1 to 65535";
+            }
+        }
+        return null;
+    }
+
+    /// <summary>The BGP sessions of <paramref name="node"/>: one per neighbour of its BGP shards, each with the shards whose VIPs it carries.</summary>
+    internal static List<NodeBgpPeer> BgpPeersOf(string node, Dictionary<string, ResolvedShard> shards)
+    {
+        var byAddress = new SortedDictionary<string, NodeBgpPeer>(StringComparer.Ordinal);
+        foreach (var shard in shards.Values.OrderBy(s => s.Name, StringComparer.Ordinal))
+        {
+            if (shard.Shard.Spec.Announcement.Mode != AnnouncementMode.BGP || !shard.Selected.Contains(node))
+            {
+                continue;
+            }
+            foreach (var peer in shard.Shard.Spec.Announcement.Peers)
+            {
+                var address = IPAddress.Parse(peer.Address).ToString();
+                if (!byAddress.TryGetValue(address, out var session))
+                {
+                    byAddress[address] = session = new NodeBgpPeer { Address = address, Port = peer.Port, Asn = peer.Asn, MyAsn = peer.MyAsn, HoldTime = peer.HoldTime };
+                }
+                session.Shards.Add(shard.Name);
+            }
+        }
+        return [.. byAddress.Values];
     }
 
     /// <summary>Below this many mappings to validate (or listeners to render) a plan does them on its own thread.</summary>
@@ -633,7 +711,7 @@ public static partial class Planner
                 }
             }
             listenerItems.Sort(ByListenerName);
-            var node = new NodeRender { Node = nodeName, VipItems = vipItems, ListenerItems = listenerItems };
+            var node = new NodeRender { Node = nodeName, VipItems = vipItems, ListenerItems = listenerItems, BgpPeers = BgpPeersOf(nodeName, shards) };
             node.Finish(previous, chunkLimit, memo);
             made[n] = (node, digests);
         }
@@ -669,6 +747,8 @@ public static partial class Planner
         public required string Node { get; init; }
         public required List<Chunking.Item> VipItems { get; init; }
         public required List<Chunking.Item> ListenerItems { get; init; }
+        /// <summary>The node's BGP sessions (part of its content hash, never chunked: a few per node).</summary>
+        public List<NodeBgpPeer> BgpPeers { get; init; } = [];
         public XlbNodeConfig Config { get; private set; } = null!;
         public List<XlbNodeConfigChunk> Chunks { get; private set; } = [];
 
@@ -694,8 +774,9 @@ public static partial class Planner
                 spec = spec with { Chunks = split.Refs, ChunkBuckets = split.Buckets };
                 Chunks = split.Chunks;
             }
+            hash = NodeConfigContent.WithBgpPeers(hash, BgpPeers);
             var revision = before is null ? 1 : before.Spec.ContentHash == hash ? before.Spec.Revision : before.Spec.Revision + 1;
-            Config = new XlbNodeConfig { Metadata = new ObjectMeta { Name = node }, Spec = spec with { Revision = revision, ContentHash = hash } };
+            Config = new XlbNodeConfig { Metadata = new ObjectMeta { Name = node }, Spec = spec with { Revision = revision, ContentHash = hash, BgpPeers = BgpPeers } };
         }
     }
 
