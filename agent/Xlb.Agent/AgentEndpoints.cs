@@ -52,6 +52,15 @@ public static class AgentEndpoints
             var (_, lost) = dp.FlowEventCounts();
             Counter(sb, "xlb_flow_events_lost_total", "Sampled flow events the program dropped because the ring buffer was full.", (long)lost);
         }
+        if (state.FlowSync is { } sync)
+        {
+            var (sent, received, written, skipped, refused) = sync.Counts;
+            Counter(sb, "xlb_flow_sync_sent_total", "Flows sent to flow-sync peers (once per peer).", sent);
+            Counter(sb, "xlb_flow_sync_received_total", "Flows received from flow-sync peers.", received);
+            Counter(sb, "xlb_flow_sync_written_total", "Received flows written into this node's flow table.", written);
+            Counter(sb, "xlb_flow_sync_skipped_total", "Received flows left out: no such synchronised service or backend here.", skipped);
+            Counter(sb, "xlb_flow_sync_refused_total", "Datagrams refused: not from a flow-sync peer, or not flow sync.", refused);
+        }
         if (state.FlowLog is { } flowLog)
         {
             var (opened, closed) = flowLog.Counts;

@@ -22,6 +22,9 @@ public sealed class AgentState
     /// <summary>The connection log, when one is written.</summary>
     public FlowLog? FlowLog { get; set; }
 
+    /// <summary>Flow sync, once started.</summary>
+    public FlowSyncer? FlowSync { get; set; }
+
     /// <summary>The BGP sessions (replaced whole by the agent loop).</summary>
     public IReadOnlyList<BgpSpeaker> Bgp { get; set; } = [];
 

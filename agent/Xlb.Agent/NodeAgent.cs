@@ -56,6 +56,12 @@ public sealed record AgentOptions
     /// </summary>
     public string? FlowLogPath { get; init; }
 
+    /// <summary>Where flows from the other nodes of this node's flowSync shards are taken (UDP); opened when the node config names such peers.</summary>
+    public System.Net.IPEndPoint FlowSyncListen { get; init; } = new(System.Net.IPAddress.IPv6Any, Core.SyncedFlows.DefaultPort);
+
+    /// <summary>How often the flow table is walked for flows to send to the flow-sync peers.</summary>
+    public TimeSpan FlowSyncInterval { get; init; } = TimeSpan.FromSeconds(1);
+
     /// <summary>Push metrics over OTLP as well as serving /metrics; null: no push.</summary>
     public OtlpOptions? Otlp { get; init; }
 }
@@ -92,6 +98,10 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
     private readonly Dictionary<string, BgpSpeaker> _bgp = new(StringComparer.Ordinal);
     /// <summary>Whether this agent took over a predecessor's data plane: its first BGP sessions say they restart.</summary>
     private bool _adopted;
+    /// <summary>Flow sync, from the first config that names peers on.</summary>
+    private FlowSyncer? _syncer;
+    private Task _syncing = Task.CompletedTask;
+    private CancellationToken _stopping;
 
     public AgentState State { get; } = new();
 
@@ -149,6 +159,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
                 _wake.Release();
             });
             using var probing = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            _stopping = probing.Token;
             var probes = _prober.RunAsync(probing.Token);
             var logging = flowLog?.RunAsync(probing.Token) ?? Task.CompletedTask;
             // Level-triggered: every resync interval, and at once when a backend's health flips.
@@ -160,6 +171,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             while (await WakeAsync(ct));
             await probing.CancelAsync();
             await probes;
+            await _syncing;
             await logging;
             await _announcer.Completion;
             await DrainAsync(dp);
@@ -360,6 +372,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             var routed = Core.BgpRoutes.Routed(effective);
             _announcer?.Announce([.. Core.Announcements.Taken(_announced, effective).Where(v => !routed.Contains(v))], ct);
             await SyncBgpAsync(effective);
+            SyncFlows(dp, effective);
             _announced = effective;
             _flowLog?.SetConfig(effective);
             if (result.Operations > 0 || fullResync)
@@ -416,6 +429,33 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
     }
 
     private string _strandedWarned = "";
+
+    /// <summary>Starts flow sync when the config first names peers, and gives it the services and peers of each revision.</summary>
+    private void SyncFlows(XdpDataPlane dp, XlbNodeConfigSpec effective)
+    {
+        if (_syncer is null && effective.FlowSyncPeers.Count == 0)
+        {
+            return;
+        }
+        if (_syncer is null)
+        {
+            _syncer = new FlowSyncer(dp, options.FlowSyncListen, options.FlowSyncInterval, log, time);
+            State.FlowSync = _syncer;
+            var syncer = _syncer;
+            _syncing = Task.Run(async () =>
+            {
+                try
+                {
+                    await syncer.RunAsync(_stopping);
+                }
+                catch (System.Net.Sockets.SocketException e)
+                {
+                    LogFlowSyncFailed(options.FlowSyncListen.ToString(), e.Message);
+                }
+            }, CancellationToken.None);
+        }
+        _syncer.Configure(dp.SyncView(effective.Listeners.Where(l => l.FlowSync == true)), effective.FlowSyncPeers);
+    }
 
     private static bool SameSession(NodeBgpPeer a, NodeBgpPeer b) =>
         a.Address == b.Address && a.Port == b.Port && a.Asn == b.Asn && a.MyAsn == b.MyAsn && a.HoldTime == b.HoldTime;
@@ -599,6 +639,9 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "{Count} VIP(s) are not advertised by BGP: their shards' neighbours are all of the other address family (IPv4 VIPs go to IPv4 neighbours, IPv6 VIPs to IPv6 ones): {Vips}")]
     private partial void LogBgpFamilyMissing(int count, string vips);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "flow sync cannot listen on {Listen}: {Error}; flows are not synchronised")]
+    private partial void LogFlowSyncFailed(string listen, string error);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "could not read the node's VLAN devices: {Error}")]
     private partial void LogVlansFailed(string error);

@@ -81,6 +81,9 @@ public sealed record FlowTimeouts
 /// <summary>What one apply did.</summary>
 public sealed record ApplyResult(byte Generation, int Operations, TimeSpan Elapsed);
 
+/// <summary>What flow sync works from: see <see cref="XdpDataPlane.SyncView"/>.</summary>
+public sealed record FlowSyncView(byte Generation, IReadOnlyDictionary<XlbSvcKey, XlbSvc> ServicesByKey, IReadOnlyList<XlbBackend> Backends, IReadOnlySet<uint> Services, uint BackendSlots);
+
 /// <summary>
 /// The loaded XDP object and its maps: the thin shell around <see cref="MapDiff"/>.
 /// Reads the inactive generation, writes the difference, flips.
@@ -280,6 +283,62 @@ public sealed class XdpDataPlane : IDisposable
             RecountConnections();
         }
         return (swept, closed);
+    }
+
+    /// <summary>
+    /// What flow sync needs of the active generation, taken on the agent's loop after an apply
+    /// (the receiver works from it on its own thread): the generation, its services by
+    /// generation-free key, its backend slots, and the ids of the services of
+    /// <paramref name="synchronised"/> listeners.
+    /// </summary>
+    public FlowSyncView SyncView(IEnumerable<Listener> synchronised)
+    {
+        var gen = ActiveGeneration;
+        var services = MapImage.BasisOf(_known[gen]?.Services ?? ReadServices(gen));
+        var ids = new HashSet<uint>();
+        foreach (var l in synchronised)
+        {
+            var vip = System.Net.IPAddress.Parse(l.Vip);
+            var key = new XlbSvcKey { Vip = Addr16.From(vip), PortBe = Net.Be((ushort)l.Port), Proto = MapImage.ProtoOf(l.Protocol), Family = vip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? XlbAbi.FamilyV4 : XlbAbi.FamilyV6 };
+            if (services.TryGetValue(key, out var svc))
+            {
+                ids.Add(svc.Id);
+            }
+        }
+        return new FlowSyncView(gen, services, _backendSlots ?? ReadBackendSlots(gen), ids, (uint)Capacity.BackendSlots);
+    }
+
+    /// <summary>The admitted flows of the view's services that saw a packet at or after <paramref name="sinceNs"/> (0: all).</summary>
+    public List<SyncedFlow> SyncableFlows(FlowSyncView view, ulong sinceNs)
+    {
+        if (view.Services.Count == 0)
+        {
+            return [];
+        }
+        return SyncedFlows.Select(Flows.Entries((_, f) => view.Services.Contains(f.SvcId) && f.LastSeenNs >= sinceNs), view.Services, sinceNs, MonotonicNs());
+    }
+
+    /// <summary>
+    /// Writes flows a peer sent into the admitted-flow table and their reverse translations (see
+    /// <see cref="SyncedFlows.Import"/>); a packet of such a flow then goes where it went on the peer.
+    /// Returns how many were written and how many left out.
+    /// </summary>
+    public (int Written, int Skipped) ImportFlows(FlowSyncView view, IReadOnlyList<SyncedFlow> flows)
+    {
+        var (written, reverse, skipped) = SyncedFlows.Import(flows, view.ServicesByKey, view.Backends, view.Services, view.Generation, view.BackendSlots, MonotonicNs());
+        if (written.Count == 0)
+        {
+            return (0, skipped);
+        }
+        // Reverse translations first: the flow's replies are translated from the moment its packets are forwarded.
+        if (reverse.Count > 0)
+        {
+            ReverseNat.UpdateBatch([.. reverse.Select(r => r.Key)], [.. reverse.Select(r => r.Value)]);
+        }
+        Flows.UpdateBatch([.. written.Select(w => w.Key)], [.. written.Select(w => w.Value)]);
+        // A per-CPU copy of an older flow under the same key must not outlive it.
+        FlowTableChanged();
+        return (written.Count, skipped);
     }
 
     /// <summary>Where the build puts the XDP object: beside the binaries, or XLB_XDP_OBJECT.</summary>

@@ -106,6 +106,8 @@ var encapSourceOption = new Option<string[]>("--encap-source") { Description = "
 var announceOption = new Option<int>("--announce-count") { Description = "Gratuitous ARP / unsolicited neighbour advertisement rounds, one second apart, when this node takes a VIP (0: none)", DefaultValueFactory = _ => 3 };
 var flowLogOption = new Option<string?>("--flow-log") { Description = "Connection log: append a JSON line for each sampled flow that begins or closes to this file (\"-\": standard output). Without it, only mappings with a connectionLog of their own are logged, to standard output" };
 var flowSampleOption = new Option<uint>("--flow-sample") { Description = "With --flow-log: log one flow in N, chosen by a hash of the flow (1: every flow)", DefaultValueFactory = _ => 1 };
+var flowSyncListenOption = new Option<string>("--flow-sync-listen") { Description = "ADDRESS:PORT where this agent takes flows from the other nodes of its shards with flowSync (every peer sends to this port); opened only when the node config names flow-sync peers", DefaultValueFactory = _ => $"[::]:{Xlb.Agent.Core.SyncedFlows.DefaultPort}" };
+var flowSyncIntervalOption = new Option<double>("--flow-sync-interval") { Description = "Seconds between two walks of the flow table that send new and busy flows to the flow-sync peers", DefaultValueFactory = _ => 1.0 };
 var newFlowCapOption = new Option<uint>("--new-flow-cap") { Description = "SYN-flood relief: new flows of DSR services (Maglev or source hash) one CPU tracks per second; past it they are forwarded by the consistent hash alone, without state (0: track every flow)", DefaultValueFactory = _ => DataPlaneOptions.DefaultNewFlowCap };
 var noFlowCacheOption = new Option<bool>("--no-flow-cache") { Description = "Look every packet's flow up in the flow table, without the per-CPU flow cache that serves an established flow's packets from a copy at most one jiffy old" };
 var icmpRateOption = new Option<uint>("--icmp-rate") { Description = "ICMP \"too big\" answers (path MTU discovery) one CPU sends per second; past it the packets they would answer are dropped (0: no limit)", DefaultValueFactory = _ => DataPlaneOptions.DefaultIcmpRate };
@@ -118,7 +120,7 @@ var otlpHeadersFileOption = new Option<FileInfo?>("--otlp-headers-file") { Descr
 var otlpIntervalOption = new Option<double>("--otlp-interval") { Description = "Seconds between exports", DefaultValueFactory = _ => 60 };
 var natPortsOption = new Option<string>("--nat-ports") { Description = "FullNAT source-port range toward backends, MIN-MAX", DefaultValueFactory = _ => "40000-59999" };
 
-var agentCommand = new Command("agent", "Run the node agent: apply this node's XlbNodeConfig (from the cluster, or --node-config FILE) to XDP") { nodeConfigOption, agentNodeOption, kubeconfigOption, leaseNamespaceOption, leaseRenewOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, encapSourceOption, bpffsOption, instanceOption, detachOption, shutdownTimeoutOption, shutdownFileOption, listenOption, announceOption, flowLogOption, flowSampleOption, newFlowCapOption, noFlowCacheOption, icmpRateOption, maxBackendsOption, ringSlotsOption, otlpEndpointOption, otlpProtocolOption, otlpHeadersOption, otlpHeadersFileOption, otlpIntervalOption };
+var agentCommand = new Command("agent", "Run the node agent: apply this node's XlbNodeConfig (from the cluster, or --node-config FILE) to XDP") { nodeConfigOption, agentNodeOption, kubeconfigOption, leaseNamespaceOption, leaseRenewOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, encapSourceOption, bpffsOption, instanceOption, detachOption, shutdownTimeoutOption, shutdownFileOption, listenOption, announceOption, flowLogOption, flowSampleOption, flowSyncListenOption, flowSyncIntervalOption, newFlowCapOption, noFlowCacheOption, icmpRateOption, maxBackendsOption, ringSlotsOption, otlpEndpointOption, otlpProtocolOption, otlpHeadersOption, otlpHeadersFileOption, otlpIntervalOption };
 agentCommand.SetAction(async (parse, ct) =>
 {
     using var logs = Logs();
@@ -176,6 +178,17 @@ agentCommand.SetAction(async (parse, ct) =>
         ShutdownFile = parse.GetValue(shutdownFileOption)?.FullName,
         AnnounceCount = Math.Max(0, parse.GetValue(announceOption)),
     };
+    if (!System.Net.IPEndPoint.TryParse(parse.GetValue(flowSyncListenOption)!, out var syncListen) || syncListen.Port == 0)
+    {
+        await Console.Error.WriteLineAsync($"--flow-sync-listen {parse.GetValue(flowSyncListenOption)}: expected ADDRESS:PORT");
+        return 2;
+    }
+    if (parse.GetValue(flowSyncIntervalOption) is not (> 0 and <= 3600) and var syncInterval)
+    {
+        await Console.Error.WriteLineAsync($"--flow-sync-interval {syncInterval}: expected seconds, more than 0 and at most 3600");
+        return 2;
+    }
+    options = options with { FlowSyncListen = syncListen, FlowSyncInterval = TimeSpan.FromSeconds(parse.GetValue(flowSyncIntervalOption)) };
     if (parse.GetValue(listenOption) is { } listen)
     {
         if (!System.Net.IPEndPoint.TryParse(listen, out var endpoint))

@@ -70,17 +70,19 @@ public static class NodeConfigContent
     }
 
     /// <summary>
-    /// The hash of a node's content with its BGP sessions: <paramref name="hash"/> (its VIPs and
-    /// listeners, or its chunks) as it is when it has none, else SHA-256 over it and each session's digest.
+    /// The hash of a node's content with its BGP sessions and flow-sync peers: <paramref name="hash"/>
+    /// (its VIPs and listeners, or its chunks) as it is when it has neither, else SHA-256 over it and
+    /// each session's and peer's digest.
     /// </summary>
-    public static string WithBgpPeers(string hash, IReadOnlyList<NodeBgpPeer> peers)
+    public static string WithPeers(string hash, IReadOnlyList<NodeBgpPeer> peers, IReadOnlyList<NodeSyncPeer> syncPeers)
     {
-        if (peers.Count == 0)
+        if (peers.Count == 0 && syncPeers.Count == 0)
         {
             return hash;
         }
-        var info = XlbJson.Info<NodeBgpPeer>();
-        return Hash([System.Text.Encoding.ASCII.GetBytes(hash), .. peers.Select(p => Digest(p, info).Sha256)]);
+        var bgp = XlbJson.Info<NodeBgpPeer>();
+        var sync = XlbJson.Info<NodeSyncPeer>();
+        return Hash([System.Text.Encoding.ASCII.GetBytes(hash), .. peers.Select(p => Digest(p, bgp).Sha256), .. syncPeers.Select(p => Digest(p, sync).Sha256)]);
     }
 
     /// <summary>The hash of a chunked config: SHA-256 over its chunks' hashes, in order.</summary>

@@ -56,6 +56,18 @@ public sealed record XlbNodeConfigSpec
     /// <summary>BGP neighbours of this node (from its shards with announcement mode BGP), by address; each carries the active VIPs of the shards it lists. Part of the content hash.</summary>
     [ListMap("address")]
     public List<NodeBgpPeer> BgpPeers { get; init; } = [];
+    /// <summary>The other nodes of this node's shards with flowSync, by name, with the address their agents take flows at. Part of the content hash.</summary>
+    [ListMap("node")]
+    public List<NodeSyncPeer> FlowSyncPeers { get; init; } = [];
+}
+
+/// <summary>A node this node's agent exchanges flows with.</summary>
+public sealed record NodeSyncPeer
+{
+    /// <summary>The node's name.</summary>
+    public required string Node { get; init; }
+    /// <summary>The node's address (its InternalIP, else its ExternalIP).</summary>
+    public required string Address { get; init; }
 }
 
 /// <summary>One BGP session of a node, and whose VIPs it carries.</summary>
@@ -172,6 +184,8 @@ public sealed record Listener
     public Duration DrainTimeout { get; init; } = new(TimeSpan.FromSeconds(30));
     /// <summary>Connection log sampling; absent: off.</summary>
     public ConnectionLogSpec? ConnectionLog { get; init; }
+    /// <summary>True: this listener's established flows are sent to the node's flow-sync peers, and theirs taken in (its shard's flowSync); absent: off.</summary>
+    public bool? FlowSync { get; init; }
     /// <summary>The backends, in a stable order.</summary>
     [JsonConverter(typeof(NodeBackendsConverter))]
     public List<NodeBackend> Backends { get; init; } = [];

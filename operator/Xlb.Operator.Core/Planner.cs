@@ -38,7 +38,7 @@ public static partial class Planner
         var (mappings, slots) = ValidateMappings(input, shards, index, problems);
         var vips = Ipam.Allocate(mappings, input, problems);
         var placements = Place(vips, mappings, input.Previous);
-        var (nodes, digests) = Render(shards, mappings, vips, placements, input.Previous, input.ChunkLimit, input.Memo, input.MaxParallelism);
+        var (nodes, digests) = Render(shards, mappings, vips, placements, NodeAddresses(input.Nodes), input.Previous, input.ChunkLimit, input.Memo, input.MaxParallelism);
         var configs = nodes.ConvertAll(n => n.Config);
         var byShard = placements
             .GroupBy(p => p.Value.Shard)
@@ -231,11 +231,6 @@ public static partial class Planner
                 problems.Add(new Problem(self, "InvalidSpec", bgp));
                 continue;
             }
-            if (shard.Spec.FlowSync.Enabled)
-            {
-                problems.Add(new Problem(self, "Unsupported", "spec.flowSync.enabled is not implemented in this version; set it to false (flows then restart on failover)"));
-                continue;
-            }
             if (shard.Spec.Placement.Strategy == PlacementStrategy.Pinned && shard.Spec.Placement.Nodes.Count == 0)
             {
                 problems.Add(new Problem(self, "InvalidSpec", "spec.placement.strategy Pinned needs spec.placement.nodes"));
@@ -310,6 +305,45 @@ public static partial class Planner
             }
         }
         return null;
+    }
+
+    /// <summary>Each node's reachable address (<see cref="Node.ReachableAddress"/>), when it is an IP address.</summary>
+    private static Dictionary<string, string> NodeAddresses(IReadOnlyList<Node> nodes)
+    {
+        var addresses = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var n in nodes)
+        {
+            if (n.ReachableAddress() is { } text && IPAddress.TryParse(text, out var address))
+            {
+                addresses.TryAdd(n.Metadata.Name ?? "", address.ToString());
+            }
+        }
+        return addresses;
+    }
+
+    /// <summary>
+    /// The nodes <paramref name="node"/> exchanges flows with: the other selected nodes of its
+    /// shards with flowSync, by name, that have an address (a node without one is left out: no
+    /// peer could reach it).
+    /// </summary>
+    internal static List<NodeSyncPeer> FlowSyncPeersOf(string node, Dictionary<string, ResolvedShard> shards, IReadOnlyDictionary<string, string> addresses)
+    {
+        var peers = new SortedDictionary<string, NodeSyncPeer>(StringComparer.Ordinal);
+        foreach (var shard in shards.Values)
+        {
+            if (!shard.Shard.Spec.FlowSync.Enabled || !shard.Selected.Contains(node))
+            {
+                continue;
+            }
+            foreach (var other in shard.Selected)
+            {
+                if (other != node && addresses.TryGetValue(other, out var address))
+                {
+                    peers.TryAdd(other, new NodeSyncPeer { Node = other, Address = address });
+                }
+            }
+        }
+        return [.. peers.Values];
     }
 
     /// <summary>The BGP sessions of <paramref name="node"/>: one per neighbour of its BGP shards, each with the shards whose VIPs it carries.</summary>
@@ -650,7 +684,8 @@ public static partial class Planner
     /// </summary>
     private static (List<NodeRender> Nodes, Dictionary<(string Mapping, string Node), string> Digests) Render(
         Dictionary<string, ResolvedShard> shards, List<ValidMapping> mappings, Ipam.Result vips,
-        Dictionary<IPAddress, PlacedVip> placements, IReadOnlyDictionary<string, XlbNodeConfig> previous, long? chunkLimit, PlanMemo? memo, int? maxParallelism)
+        Dictionary<IPAddress, PlacedVip> placements, IReadOnlyDictionary<string, string> addresses, IReadOnlyDictionary<string, XlbNodeConfig> previous,
+        long? chunkLimit, PlanMemo? memo, int? maxParallelism)
     {
         var byNode = new Dictionary<string, List<(IPAddress Vip, PlacedVip Placed)>>(StringComparer.Ordinal);
         foreach (var node in shards.Values.SelectMany(s => s.Selected))
@@ -711,7 +746,11 @@ public static partial class Planner
                 }
             }
             listenerItems.Sort(ByListenerName);
-            var node = new NodeRender { Node = nodeName, VipItems = vipItems, ListenerItems = listenerItems, BgpPeers = BgpPeersOf(nodeName, shards) };
+            var node = new NodeRender
+            {
+                Node = nodeName, VipItems = vipItems, ListenerItems = listenerItems,
+                BgpPeers = BgpPeersOf(nodeName, shards), FlowSyncPeers = FlowSyncPeersOf(nodeName, shards, addresses),
+            };
             node.Finish(previous, chunkLimit, memo);
             made[n] = (node, digests);
         }
@@ -749,6 +788,8 @@ public static partial class Planner
         public required List<Chunking.Item> ListenerItems { get; init; }
         /// <summary>The node's BGP sessions (part of its content hash, never chunked: a few per node).</summary>
         public List<NodeBgpPeer> BgpPeers { get; init; } = [];
+        /// <summary>The nodes this node exchanges flows with (part of its content hash, never chunked).</summary>
+        public List<NodeSyncPeer> FlowSyncPeers { get; init; } = [];
         public XlbNodeConfig Config { get; private set; } = null!;
         public List<XlbNodeConfigChunk> Chunks { get; private set; } = [];
 
@@ -774,9 +815,9 @@ public static partial class Planner
                 spec = spec with { Chunks = split.Refs, ChunkBuckets = split.Buckets };
                 Chunks = split.Chunks;
             }
-            hash = NodeConfigContent.WithBgpPeers(hash, BgpPeers);
+            hash = NodeConfigContent.WithPeers(hash, BgpPeers, FlowSyncPeers);
             var revision = before is null ? 1 : before.Spec.ContentHash == hash ? before.Spec.Revision : before.Spec.Revision + 1;
-            Config = new XlbNodeConfig { Metadata = new ObjectMeta { Name = node }, Spec = spec with { Revision = revision, ContentHash = hash, BgpPeers = BgpPeers } };
+            Config = new XlbNodeConfig { Metadata = new ObjectMeta { Name = node }, Spec = spec with { Revision = revision, ContentHash = hash, BgpPeers = BgpPeers, FlowSyncPeers = FlowSyncPeers } };
         }
     }
 
@@ -917,6 +958,7 @@ public static partial class Planner
             Affinity = spec.Affinity.Mode == AffinityMode.None ? null : spec.Affinity,
             DrainTimeout = spec.Drain.Timeout,
             ConnectionLog = spec.ConnectionLog.Enabled ? spec.ConnectionLog : null,
+            FlowSync = m.Shard.Shard.Spec.FlowSync.Enabled ? true : null,
             Backends = NodeBackends(m.Backends[p], vip.AddressFamily, local ? node : null),
             HealthCheck = spec.HealthCheck,
         };

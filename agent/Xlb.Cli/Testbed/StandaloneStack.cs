@@ -53,18 +53,30 @@ public sealed class StandaloneStack : IDisposable
         return Netns.Sh(self[0], [.. self[1..], "status", "--bpffs", TestBpffs, "--instance", Instance, .. args]);
     }
 
+    /// <summary>`xlb status` over the data plane of node <paramref name="nodeName"/>'s agent, with its node config (listener names), and <paramref name="args"/>.</summary>
+    public string StatusOf(string nodeName, params string[] args)
+    {
+        var self = Self();
+        var instance = nodeName == NodeName ? Instance : OtherInstance(nodeName);
+        return Netns.Sh(self[0], [.. self[1..], "status", "--bpffs", TestBpffs, "--instance", instance, "--node-config", Path.Combine(StateDir, nodeName + ".yaml"), .. args]);
+    }
+
     /// <summary>Extra arguments for every agent this stack starts.</summary>
     public IReadOnlyList<string> AgentArgs { get; private set; } = [];
 
-    public static StandaloneStack Start(LbTopology topology, string manifestDir, string nodeName, TextWriter log, params string[] agentArgs)
+    public static StandaloneStack Start(LbTopology topology, string manifestDir, string nodeName, TextWriter log, params string[] agentArgs) =>
+        Start(topology.Lb, topology.LbInterfaces, topology.Prefix.TrimEnd('-'), manifestDir, nodeName, log, agentArgs);
+
+    /// <summary>The operator, and the agent of <paramref name="nodeName"/> in namespace <paramref name="lbNs"/> attached to <paramref name="interfaces"/>, its maps under <paramref name="instance"/>.</summary>
+    public static StandaloneStack Start(string lbNs, IReadOnlyList<string> interfaces, string instance, string manifestDir, string nodeName, TextWriter log, params string[] agentArgs)
     {
         EnsureTestBpffs();
         var state = Directory.CreateTempSubdirectory("xlb-state-").FullName;
-        var stack = new StandaloneStack(state, nodeName, topology.Prefix.TrimEnd('-'), log) { AgentArgs = agentArgs };
+        var stack = new StandaloneStack(state, nodeName, instance, log) { AgentArgs = agentArgs };
         try
         {
             stack.Operator = stack.Spawn("operator", "operator", "--manifests", manifestDir, "--out", state, "--node", nodeName);
-            stack.StartAgent(topology);
+            stack.Agent = stack.SpawnAgent("agent", lbNs, interfaces, nodeName, stack.Instance);
             return stack;
         }
         catch
@@ -75,39 +87,67 @@ public sealed class StandaloneStack : IDisposable
     }
 
     /// <summary>Starts the agent inside the LB namespace, attached to every LB interface.</summary>
-    public void StartAgent(LbTopology topology)
+    public void StartAgent(LbTopology topology) => Agent = SpawnAgent("agent", topology.Lb, topology.LbInterfaces, NodeName, Instance);
+
+    private readonly List<string> _otherInstances = [];
+
+    /// <summary>
+    /// The agent of another node of the same operator, in namespace <paramref name="ns"/>, with a
+    /// data-plane instance of its own (this stack's instance and the node's name); removed with the stack.
+    /// </summary>
+    public Process StartOtherAgent(string nodeName, string ns, IReadOnlyList<string> interfaces, params string[] extraArgs)
     {
-        List<string> args = ["netns", "exec", topology.Lb, .. Self(), "agent", "--node-config", NodeConfigPath, "--bpffs", TestBpffs, "--instance", Instance];
-        foreach (var i in topology.LbInterfaces)
+        var instance = $"{Instance}-{nodeName}";
+        if (!_otherInstances.Contains(instance))
+        {
+            _otherInstances.Add(instance);
+        }
+        return SpawnAgent($"agent {nodeName}", ns, interfaces, nodeName, instance, extraArgs);
+    }
+
+    /// <summary>The data-plane instance of another node's agent (for `xlb status --instance`).</summary>
+    public string OtherInstance(string nodeName) => $"{Instance}-{nodeName}";
+
+    private Process SpawnAgent(string tag, string ns, IReadOnlyList<string> interfaces, string nodeName, string instance, params string[] extraArgs)
+    {
+        List<string> args = ["netns", "exec", ns, .. Self(), "agent", "--node-config", Path.Combine(StateDir, nodeName + ".yaml"), "--bpffs", TestBpffs, "--instance", instance];
+        foreach (var i in interfaces)
         {
             args.AddRange(["--interface", i]);
         }
         args.AddRange(AgentArgs);
-        Agent = SpawnRaw("agent", "ip", [.. args]);
+        args.AddRange(extraArgs);
+        return SpawnRaw(tag, "ip", [.. args]);
     }
 
     /// <summary>Stops the agent the way an orchestrator does: SIGTERM, then SIGKILL after a grace period.</summary>
     public void StopAgent() => Netns.Stop(Agent, TimeSpan.FromSeconds(10));
 
     /// <summary>Waits until the agent reports a revision (at least <paramref name="minRevision"/>) applied.</summary>
-    public async Task<XlbNodeConfig> WaitAppliedAsync(long minRevision, TimeSpan timeout, CancellationToken ct)
+    public Task<XlbNodeConfig> WaitAppliedAsync(long minRevision, TimeSpan timeout, CancellationToken ct) =>
+        WaitAppliedAsync(NodeName, Agent, minRevision, timeout, ct);
+
+    /// <summary>Waits until the agent of <paramref name="nodeName"/> reports a revision (at least <paramref name="minRevision"/>) applied.</summary>
+    public async Task<XlbNodeConfig> WaitAppliedAsync(string nodeName, Process agent, long minRevision, TimeSpan timeout, CancellationToken ct)
     {
         var deadline = Stopwatch.StartNew();
         var last = "no status yet";
+        var statusPath = Path.Combine(StateDir, nodeName + ".status.yaml");
+        var configPath = Path.Combine(StateDir, nodeName + ".yaml");
         while (deadline.Elapsed < timeout)
         {
-            if (Agent.HasExited)
+            if (agent.HasExited)
             {
-                throw new InvalidOperationException($"the agent exited with code {Agent.ExitCode}; see its log above");
+                throw new InvalidOperationException($"the agent exited with code {agent.ExitCode}; see its log above");
             }
-            if (File.Exists(AgentStatusPath) && File.Exists(NodeConfigPath))
+            if (File.Exists(statusPath) && File.Exists(configPath))
             {
-                var status = Yaml.ReadDocuments(await File.ReadAllTextAsync(AgentStatusPath, ct))[0];
+                var status = Yaml.ReadDocuments(await File.ReadAllTextAsync(statusPath, ct))[0];
                 var applied = status["appliedRevision"]?.GetValue<long>() ?? 0;
                 last = status.ToJsonString();
                 if (applied >= minRevision)
                 {
-                    var config = Manifests.Read(await File.ReadAllTextAsync(NodeConfigPath, ct), NodeConfigPath).NodeConfigs.Single();
+                    var config = Manifests.Read(await File.ReadAllTextAsync(configPath, ct), configPath).NodeConfigs.Single();
                     if (config.Spec.Revision == applied)
                     {
                         return config;
@@ -169,7 +209,7 @@ public sealed class StandaloneStack : IDisposable
             p.Dispose();
         }
         _processes.Clear();
-        foreach (var dir in new[] { StateDir, Path.Combine(TestBpffs, "xlb", Instance) })
+        foreach (var dir in (string[])[StateDir, Path.Combine(TestBpffs, "xlb", Instance), .. _otherInstances.Select(i => Path.Combine(TestBpffs, "xlb", i))])
         {
             try
             {

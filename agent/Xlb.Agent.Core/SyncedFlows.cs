@@ -1,0 +1,178 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+using Xlb.DataPlane;
+
+namespace Xlb.Agent.Core;
+
+/// <summary>
+/// One admitted flow as a node tells its peers of it: the client's flow key, where it goes
+/// (backend, port, and the NAT source port of FullNAT), its state and mode, and how long ago its
+/// last packet was (so the peer's copy idles out when the original would). Nothing in it is
+/// local to the sending node: the receiver finds its own service id and backend index.
+/// </summary>
+public readonly record struct SyncedFlow(XlbFlowKey Key, Addr16 Backend, ushort BackendPortBe, ushort NatPortBe, byte State, byte Mode, uint IdleMs);
+
+/// <summary>
+/// Flow synchronisation between the LB nodes of a shard (<c>flowSync.enabled</c>). The agent of a
+/// node walks its admitted-flow table now and then and sends the flows of synchronised services
+/// that saw a packet since its last walk to the shard's other nodes, over UDP; their agents write
+/// them into their own flow tables (and reverse translations), so that when a VIP moves to one of
+/// them, its established connections keep their backend and their NAT port. Pure: the datagram
+/// format, what to send, and what to write.
+/// </summary>
+public static class SyncedFlows
+{
+    /// <summary>The UDP port agents send flows to and listen on by default.</summary>
+    public const int DefaultPort = 9476;
+
+    /// <summary>"XLBF", then the version, a reserved byte and the record count.</summary>
+    private const uint Magic = 0x584c4246;
+    private const byte Version = 1;
+    public const int HeaderBytes = 8;
+    public const int RecordBytes = 68;
+    /// <summary>Records per datagram: a datagram stays within 1,400 bytes (no fragmentation on usual links).</summary>
+    public const int RecordsPerDatagram = (1400 - HeaderBytes) / RecordBytes;
+
+    public static List<byte[]> Encode(IReadOnlyList<SyncedFlow> flows)
+    {
+        var datagrams = new List<byte[]>();
+        for (var start = 0; start < flows.Count; start += RecordsPerDatagram)
+        {
+            var n = Math.Min(RecordsPerDatagram, flows.Count - start);
+            var d = new byte[HeaderBytes + n * RecordBytes];
+            BinaryPrimitives.WriteUInt32BigEndian(d, Magic);
+            d[4] = Version;
+            BinaryPrimitives.WriteUInt16BigEndian(d.AsSpan(6), (ushort)n);
+            for (var i = 0; i < n; i++)
+            {
+                var f = flows[start + i];
+                var r = d.AsSpan(HeaderBytes + i * RecordBytes, RecordBytes);
+                var key = f.Key;
+                MemoryMarshal.AsBytes(MemoryMarshal.CreateSpan(ref key, 1)).CopyTo(r);
+                var backend = f.Backend;
+                MemoryMarshal.Write(r[40..], in backend);
+                // Ports stay in network order, as the maps hold them.
+                MemoryMarshal.Write(r[56..], f.BackendPortBe);
+                MemoryMarshal.Write(r[58..], f.NatPortBe);
+                r[60] = f.State;
+                r[61] = f.Mode;
+                BinaryPrimitives.WriteUInt32BigEndian(r[64..], f.IdleMs);
+            }
+            datagrams.Add(d);
+        }
+        return datagrams;
+    }
+
+    /// <summary>The flows of one datagram; a datagram that is not one throws <see cref="FormatException"/>.</summary>
+    public static List<SyncedFlow> Decode(ReadOnlySpan<byte> d)
+    {
+        if (d.Length < HeaderBytes || BinaryPrimitives.ReadUInt32BigEndian(d) != Magic)
+        {
+            throw new FormatException("not a flow-sync datagram");
+        }
+        if (d[4] != Version)
+        {
+            throw new FormatException($"flow-sync version {d[4]}; this agent speaks {Version}");
+        }
+        var n = BinaryPrimitives.ReadUInt16BigEndian(d[6..]);
+        if (d.Length != HeaderBytes + n * RecordBytes)
+        {
+            throw new FormatException($"a datagram of {d.Length} bytes cannot hold {n} flows");
+        }
+        var flows = new List<SyncedFlow>(n);
+        for (var i = 0; i < n; i++)
+        {
+            var r = d.Slice(HeaderBytes + i * RecordBytes, RecordBytes);
+            var key = MemoryMarshal.Read<XlbFlowKey>(r);
+            if (key.Family is not (XlbAbi.FamilyV4 or XlbAbi.FamilyV6) || key.Proto is not (XlbAbi.ProtoTcp or XlbAbi.ProtoUdp) || key.Pad0 != 0 || key.Pad1 != 0)
+            {
+                throw new FormatException($"flow {i} has family {key.Family}, protocol {key.Proto}");
+            }
+            flows.Add(new SyncedFlow(key, MemoryMarshal.Read<Addr16>(r[40..]), MemoryMarshal.Read<ushort>(r[56..]), MemoryMarshal.Read<ushort>(r[58..]),
+                r[60], r[61], BinaryPrimitives.ReadUInt32BigEndian(r[64..])));
+        }
+        return flows;
+    }
+
+    /// <summary>
+    /// What a walk of the admitted-flow table sends: the flows of <paramref name="services"/> (by
+    /// id) whose last packet came at or after <paramref name="sinceNs"/> (0: all of them). A flow
+    /// that began closing is sent too: the peer's copy then expires on the closing timeout, as the
+    /// original does, instead of the established one.
+    /// </summary>
+    public static List<SyncedFlow> Select(IEnumerable<KeyValuePair<XlbFlowKey, XlbFlow>> flows, IReadOnlySet<uint> services, ulong sinceNs, ulong nowNs)
+    {
+        var list = new List<SyncedFlow>();
+        foreach (var (key, f) in flows)
+        {
+            if (services.Contains(f.SvcId) && f.LastSeenNs >= sinceNs)
+            {
+                var idleMs = nowNs > f.LastSeenNs ? (uint)Math.Min((nowNs - f.LastSeenNs) / 1_000_000, uint.MaxValue) : 0;
+                list.Add(new SyncedFlow(key, f.Backend, f.BackendPortBe, f.NatPortBe, f.State, f.Mode, idleMs));
+            }
+        }
+        return list;
+    }
+
+    /// <summary>
+    /// The flow-table and reverse-translation entries this node writes for flows a peer sent:
+    /// each becomes a flow of this node's service on the same VIP, port and protocol, to this
+    /// node's index of the same backend. A flow is left out (counted in Skipped) when this node
+    /// has no such service, the service does not synchronise, its mode differs, or it has no such
+    /// backend: a peer whose config is not this node's cannot place flows here.
+    /// </summary>
+    /// <param name="services">This node's services in the active generation, by generation-free key.</param>
+    /// <param name="backends">This node's backend slots in the active generation, slot 1 first.</param>
+    /// <param name="synchronised">Ids of the services that synchronise.</param>
+    public static (List<KeyValuePair<XlbFlowKey, XlbFlow>> Flows, List<KeyValuePair<XlbFlowKey, XlbRnat>> Reverse, int Skipped) Import(
+        IReadOnlyList<SyncedFlow> flows, IReadOnlyDictionary<XlbSvcKey, XlbSvc> services, IReadOnlyList<XlbBackend> backends,
+        IReadOnlySet<uint> synchronised, byte activeGen, uint backendSlots, ulong nowNs)
+    {
+        var index = new Dictionary<(Addr16, ushort, byte), int>();
+        for (var i = 0; i < backends.Count; i++)
+        {
+            if (backends[i].Family != 0)
+            {
+                index.TryAdd((backends[i].Addr, backends[i].PortBe, backends[i].Family), i + 1);
+            }
+        }
+        var written = new List<KeyValuePair<XlbFlowKey, XlbFlow>>(flows.Count);
+        var reverse = new List<KeyValuePair<XlbFlowKey, XlbRnat>>(flows.Count);
+        var skipped = 0;
+        foreach (var s in flows)
+        {
+            var k = s.Key;
+            var svcKey = new XlbSvcKey { Vip = k.Daddr, PortBe = k.DportBe, Proto = k.Proto, Family = k.Family };
+            if (!services.TryGetValue(svcKey, out var svc) || !synchronised.Contains(svc.Id) || svc.Mode != s.Mode
+                || !index.TryGetValue((s.Backend, s.BackendPortBe, k.Family), out var backend))
+            {
+                skipped++;
+                continue;
+            }
+            var flow = new XlbFlow
+            {
+                Backend = s.Backend,
+                BackendPortBe = s.BackendPortBe,
+                NatPortBe = s.NatPortBe,
+                SvcId = svc.Id,
+                LastSeenNs = nowNs - Math.Min(nowNs, (ulong)s.IdleMs * 1_000_000),
+                NhSlot = activeGen * backendSlots + (uint)backend,
+                State = s.State,
+                Mode = s.Mode,
+                // Not one of its backend's open flows here (LeastConn counts what this node admitted):
+                // uncounted, its FIN takes nothing off either.
+                Flags = 0,
+            };
+            written.Add(new(k, flow));
+            if (s.Mode is XlbAbi.ModeFullNat or XlbAbi.ModeDnat)
+            {
+                // As the program keys it (rnat_key_of): FullNAT backend -> VIP:NAT port, DNAT backend -> client.
+                var rk = s.Mode == XlbAbi.ModeDnat
+                    ? new XlbFlowKey { Saddr = s.Backend, Daddr = k.Saddr, SportBe = s.BackendPortBe, DportBe = k.SportBe, Proto = k.Proto, Family = k.Family }
+                    : new XlbFlowKey { Saddr = s.Backend, Daddr = k.Daddr, SportBe = s.BackendPortBe, DportBe = s.NatPortBe, Proto = k.Proto, Family = k.Family };
+                reverse.Add(new(rk, new XlbRnat { Vip = k.Daddr, Client = k.Saddr, VipPortBe = k.DportBe, ClientPortBe = k.SportBe, SvcId = svc.Id, Backend = (uint)backend }));
+            }
+        }
+        return (written, reverse, skipped);
+    }
+}

@@ -1,0 +1,170 @@
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.Logging;
+using Xlb.Agent.Core;
+using Xlb.Crds;
+
+namespace Xlb.Agent;
+
+/// <summary>
+/// Flow sync between the LB nodes of a shard (<see cref="SyncedFlows"/>): every interval it walks
+/// the admitted-flow table and sends the flows of synchronised services that saw a packet since
+/// its last walk (all of them after a change of peers) to each peer over UDP; it takes in what the
+/// peers send, from their addresses only, and writes it into this node's flow tables. A flow
+/// admitted less than an interval before a failover may not have reached the peer; an idle
+/// flow is sent once and its copy idles out on the peer as the original does (a busy one is sent
+/// again each interval, which keeps its copy alive).
+/// </summary>
+public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeSpan interval, ILogger log, TimeProvider time)
+{
+    private sealed record Config(FlowSyncView View, IReadOnlyList<IPEndPoint> Peers, HashSet<IPAddress> From);
+
+    private volatile Config? _config;
+    private volatile bool _peersChanged;
+    private long _sent, _received, _written, _skipped, _refused;
+
+    public IPEndPoint Listen => listen;
+
+    /// <summary>Flows sent (each peer counted), received, written, left out, and datagrams refused (not from a peer, or not flow sync).</summary>
+    public (long Sent, long Received, long Written, long Skipped, long Refused) Counts =>
+        (Interlocked.Read(ref _sent), Interlocked.Read(ref _received), Interlocked.Read(ref _written), Interlocked.Read(ref _skipped), Interlocked.Read(ref _refused));
+
+    /// <summary>The services and peers from now on (after every apply: a service's id and its backends' indexes may have moved).</summary>
+    public void Configure(FlowSyncView view, IReadOnlyList<NodeSyncPeer> peers)
+    {
+        var endpoints = peers.Select(p => new IPEndPoint(IPAddress.Parse(p.Address), listen.Port)).ToList();
+        var was = _config;
+        if (was is null || !was.Peers.SequenceEqual(endpoints))
+        {
+            _peersChanged = true;
+        }
+        _config = new Config(view, endpoints, [.. endpoints.Select(e => e.Address)]);
+    }
+
+    public async Task RunAsync(CancellationToken ct)
+    {
+        using var socket = listen.AddressFamily == AddressFamily.InterNetworkV6
+            ? new Socket(AddressFamily.InterNetworkV6, SocketType.Dgram, ProtocolType.Udp) { DualMode = true }
+            : new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        socket.Bind(listen);
+        LogListening(listen);
+        await Task.WhenAll(ReceiveAsync(socket, ct), SendAsync(socket, ct));
+    }
+
+    private async Task SendAsync(Socket socket, CancellationToken ct)
+    {
+        ulong since = 0;
+        while (!ct.IsCancellationRequested)
+        {
+            var walk = XdpDataPlane.MonotonicNs();
+            if (_config is { } config && config.Peers.Count > 0 && config.View.Services.Count > 0)
+            {
+                if (_peersChanged)
+                {
+                    _peersChanged = false;
+                    since = 0; // a new peer gets every flow
+                }
+                try
+                {
+                    var flows = dp.SyncableFlows(config.View, since);
+                    foreach (var datagram in SyncedFlows.Encode(flows))
+                    {
+                        foreach (var peer in config.Peers)
+                        {
+                            try
+                            {
+                                await socket.SendToAsync(datagram, peer, ct);
+                            }
+                            catch (SocketException e)
+                            {
+                                LogSendFailed(peer, e.Message);
+                            }
+                        }
+                    }
+                    Interlocked.Add(ref _sent, (long)flows.Count * config.Peers.Count);
+                    since = walk;
+                }
+                catch (Bpf.BpfException e)
+                {
+                    LogWalkFailed(e.Message);
+                }
+            }
+            try
+            {
+                await Task.Delay(interval, time, ct);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+        }
+    }
+
+    private async Task ReceiveAsync(Socket socket, CancellationToken ct)
+    {
+        var buffer = new byte[65536];
+        EndPoint any = new IPEndPoint(socket.AddressFamily == AddressFamily.InterNetworkV6 ? IPAddress.IPv6Any : IPAddress.Any, 0);
+        while (!ct.IsCancellationRequested)
+        {
+            SocketReceiveFromResult got;
+            try
+            {
+                got = await socket.ReceiveFromAsync(buffer, any, ct);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            catch (SocketException e)
+            {
+                LogReceiveFailed(e.Message);
+                continue;
+            }
+            var from = ((IPEndPoint)got.RemoteEndPoint).Address;
+            if (from.IsIPv4MappedToIPv6)
+            {
+                from = from.MapToIPv4();
+            }
+            if (_config is not { } config || !config.From.Contains(from))
+            {
+                Interlocked.Increment(ref _refused);
+                continue;
+            }
+            try
+            {
+                var flows = SyncedFlows.Decode(buffer.AsSpan(0, got.ReceivedBytes));
+                Interlocked.Add(ref _received, flows.Count);
+                var (written, skipped) = dp.ImportFlows(config.View, flows);
+                Interlocked.Add(ref _written, written);
+                Interlocked.Add(ref _skipped, skipped);
+            }
+            catch (FormatException e)
+            {
+                Interlocked.Increment(ref _refused);
+                LogMalformed(from, e.Message);
+            }
+            catch (Bpf.BpfException e)
+            {
+                LogWriteFailed(e.Message);
+            }
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "flow sync: listening on {Listen}")]
+    private partial void LogListening(IPEndPoint listen);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "flow sync: cannot send to {Peer}: {Error}")]
+    private partial void LogSendFailed(IPEndPoint peer, string error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "flow sync: cannot read the flow table: {Error}")]
+    private partial void LogWalkFailed(string error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "flow sync: receive failed: {Error}")]
+    private partial void LogReceiveFailed(string error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "flow sync: a datagram from {From} is not flow sync: {Error}")]
+    private partial void LogMalformed(IPAddress from, string error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "flow sync: cannot write flows: {Error}")]
+    private partial void LogWriteFailed(string error);
+}

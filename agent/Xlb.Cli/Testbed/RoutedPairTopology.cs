@@ -1,0 +1,126 @@
+namespace Xlb.Cli.Testbed;
+
+/// <summary>
+/// Two one-armed LB nodes behind a router, the usual shape of a routed (BGP or ECMP) deployment:
+/// <code>
+///   client eth0 10.200.0.2 ── rc 10.200.0.1 [router] r1 10.210.1.1 ── xr 10.210.1.2 LB 1
+///                                                    r2 10.210.2.1 ── xr 10.210.2.2 LB 2
+///                                                    rbI 10.201.I.1 ── eth0 10.201.I.2 backend I (1, 2)
+/// </code>
+/// Every namespace routes through the router. The router sends the VIP pool (10.250.0.0/24) to
+/// one LB node; <see cref="RouteVipsTo"/> moves it, as a router does when the VIPs' announcement
+/// moves. Each LB forwards out of the interface it received on (XDP_TX): to the backend and back
+/// to the client through the router. Namespace names carry a unique prefix, and
+/// <see cref="Dispose"/> deletes exactly those.
+/// </summary>
+public sealed class RoutedPairTopology : IDisposable
+{
+    public const string VipPool = "10.250.0.0/24";
+    public const string ClientAddress = "10.200.0.2";
+    public const string LbInterface = "xr";
+
+    private readonly List<string> _created = [];
+
+    public string Prefix { get; }
+    public string Client => Prefix + "c";
+    public string Router => Prefix + "r";
+    public IReadOnlyList<string> Backends => [Prefix + "b1", Prefix + "b2"];
+
+    public static string BackendAddress(int i) => $"10.201.{i}.2";
+    public IReadOnlyList<string> Lbs => [Prefix + "lb1", Prefix + "lb2"];
+
+    /// <summary>LB node <paramref name="i"/>'s (1 or 2) address: where the router sends it the VIPs, and where its peer reaches it.</summary>
+    public static string LbAddress(int i) => $"10.210.{i}.2";
+
+    private RoutedPairTopology(string prefix) => Prefix = prefix;
+
+    /// <summary>The bare XDP_PASS program built beside the binaries (Testbed/pass.c).</summary>
+    public static string PassProgram => Path.Combine(AppContext.BaseDirectory, "xdp", "pass.o");
+
+    public static RoutedPairTopology Create(string prefix)
+    {
+        var t = new RoutedPairTopology(prefix);
+        try
+        {
+            t.Build();
+            return t;
+        }
+        catch
+        {
+            t.Dispose();
+            throw;
+        }
+    }
+
+    private void Build()
+    {
+        foreach (var ns in (string[])[Client, Router, .. Backends, .. Lbs])
+        {
+            Netns.Add(ns);
+            _created.Add(ns);
+            Netns.Ip(ns, "link", "set", "lo", "up");
+        }
+        foreach (var ns in (string[])[Router, .. Lbs])
+        {
+            Netns.Exec(ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1");
+            Netns.Exec(ns, "sysctl", "-q", "-w", "net.ipv4.conf.all.rp_filter=0");
+            Netns.Exec(ns, "sysctl", "-q", "-w", "net.ipv4.conf.default.rp_filter=0");
+        }
+        Link("rc", "10.200.0.1/24", Client, "eth0", ClientAddress + "/24");
+        for (var i = 1; i <= 2; i++)
+        {
+            Link($"rb{i}", $"10.201.{i}.1/24", Backends[i - 1], "eth0", BackendAddress(i) + "/24");
+            Netns.Ip(Backends[i - 1], "route", "add", "default", "via", $"10.201.{i}.1");
+        }
+        for (var i = 1; i <= 2; i++)
+        {
+            Link($"r{i}", $"10.210.{i}.1/24", Lbs[i - 1], LbInterface, LbAddress(i) + "/24");
+            // The LB sends back out of this link with XDP_TX, which wakes the router end's NAPI
+            // only if that end runs an XDP program (docs/architecture.md, "Test topology"): with
+            // GRO alone, frames sit in its ring until other traffic wakes it (measured here: 29 of
+            // 30 connections failed), and the sender counts no error.
+            Netns.Ip(Router, "link", "set", "dev", $"r{i}", "xdp", "obj", PassProgram, "sec", "xdp");
+            Netns.Ip(Lbs[i - 1], "route", "add", "default", "via", $"10.210.{i}.1");
+        }
+        Netns.Ip(Client, "route", "add", "default", "via", "10.200.0.1");
+        RouteVipsTo(1);
+    }
+
+    /// <summary>The router sends the VIP pool to LB node <paramref name="i"/> from now on.</summary>
+    public void RouteVipsTo(int i) => Netns.Ip(Router, "route", "replace", VipPool, "via", LbAddress(i));
+
+    /// <summary>A veth pair from the router to <paramref name="peerNs"/>; static neighbours both ways, full checksums, GRO where XDP sends.</summary>
+    private void Link(string routerIf, string routerAddr, string peerNs, string peerIf, string peerAddr)
+    {
+        Netns.Ip(Router, "link", "add", routerIf, "type", "veth", "peer", "name", peerIf, "netns", peerNs);
+        Netns.Ip(Router, "addr", "add", routerAddr, "dev", routerIf);
+        Netns.Ip(peerNs, "addr", "add", peerAddr, "dev", peerIf);
+        Netns.Ip(Router, "link", "set", routerIf, "up");
+        Netns.Ip(peerNs, "link", "set", peerIf, "up");
+        foreach (var (ns, dev) in (ReadOnlySpan<(string, string)>)[(Router, routerIf), (peerNs, peerIf)])
+        {
+            // XDP_TX into a veth is dropped unless its peer has XDP or GRO; and the skb's
+            // "checksum left to hardware" does not survive XDP: every sender computes it.
+            Netns.Exec(ns, "ethtool", "-K", dev, "gro", "on");
+            Netns.Exec(ns, "ethtool", "-K", dev, "tx", "off");
+        }
+        Netns.Ip(Router, "neigh", "replace", peerAddr.Split('/')[0], "lladdr", LbTopology.Mac(peerNs, peerIf), "dev", routerIf, "nud", "permanent");
+        Netns.Ip(peerNs, "neigh", "replace", routerAddr.Split('/')[0], "lladdr", LbTopology.Mac(Router, routerIf), "dev", peerIf, "nud", "permanent");
+    }
+
+    public void Dispose()
+    {
+        foreach (var ns in Enumerable.Reverse(_created))
+        {
+            try
+            {
+                Netns.Delete(ns);
+            }
+            catch (InvalidOperationException)
+            {
+                // Best effort: keep deleting the others.
+            }
+        }
+        _created.Clear();
+    }
+}

@@ -1,0 +1,151 @@
+using System.Net;
+using Xlb.Cli.Testbed;
+using Xlb.Tests.Support;
+
+namespace Xlb.Tests.E2E;
+
+/// <summary>
+/// Flow sync end to end: two LB nodes behind a router (one-armed, FullNAT), each with its agent
+/// and XDP; the standalone operator renders both. A client holds keep-alive connections through
+/// LB 1; then the router sends the VIPs to LB 2, as it does when their announcement moves. With
+/// flowSync a connection carries on through LB 2 (same backend, same NAT port, so the backend
+/// sees the same connection). Without it LB 2 chooses afresh: the mappings use LeastConn, and LB 2
+/// has opened one connection of its own to the backend the held one is on, so it chooses the
+/// other backend, which has never seen the connection, and the connection breaks.
+/// </summary>
+public sealed class FlowSyncEndToEndTests(ITestOutputHelper output)
+{
+    private const string Synced = "10.250.0.50";
+    private const string Plain = "10.250.0.51";
+
+    private static string Manifests() => $$$"""
+        apiVersion: v1
+        kind: Node
+        metadata: {name: lb-1, labels: {xlb.io/lb-node: "true"}}
+        status:
+          addresses:
+            - type: InternalIP
+              address: {{{RoutedPairTopology.LbAddress(1)}}}
+        ---
+        apiVersion: v1
+        kind: Node
+        metadata: {name: lb-2, labels: {xlb.io/lb-node: "true"}}
+        status:
+          addresses:
+            - type: Hostname
+              address: lb-2
+            - type: InternalIP
+              address: {{{RoutedPairTopology.LbAddress(2)}}}
+        ---
+        apiVersion: xlb.io/v1alpha1
+        kind: LoadBalancerPool
+        metadata: {name: pool}
+        spec: {blocks: ["{{{RoutedPairTopology.VipPool}}}"]}
+        ---
+        apiVersion: xlb.io/v1alpha1
+        kind: VipShard
+        metadata: {name: synced}
+        spec:
+          poolRef: pool
+          placement: {strategy: Pinned, nodes: [lb-1, lb-2]}
+          flowSync: {enabled: true}
+        ---
+        apiVersion: xlb.io/v1alpha1
+        kind: VipShard
+        metadata: {name: plain}
+        spec:
+          poolRef: pool
+          placement: {strategy: Pinned, nodes: [lb-1, lb-2]}
+        ---
+        {{{Mapping("synced", Synced)}}}
+        ---
+        {{{Mapping("plain", Plain)}}}
+        """;
+
+    private static string Mapping(string shard, string vip) => $$$"""
+        apiVersion: xlb.io/v1alpha1
+        kind: PortMapping
+        metadata: {name: web-{{{shard}}}, namespace: demo}
+        spec:
+          shardRef: {{{shard}}}
+          vip: {{{vip}}}
+          ports: [{name: http, port: 80, targetPort: 8080}]
+          scheduling: {algorithm: LeastConn}
+          backend:
+            endpoints:
+              - address: {{{RoutedPairTopology.BackendAddress(1)}}}
+              - address: {{{RoutedPairTopology.BackendAddress(2)}}}
+        """;
+
+    private static Task<KeepAliveClient> Connect(RoutedPairTopology t, string vip, CancellationToken ct) =>
+        KeepAliveClient.ConnectAsync(t.Client, new IPEndPoint(IPAddress.Parse(vip), 80), ct);
+
+    [Fact]
+    public async Task A_synchronised_connection_survives_the_move_to_the_other_LB_node_and_an_unsynchronised_one_does_not()
+    {
+        Privileged.Require();
+        var ct = TestContext.Current.CancellationToken;
+        var log = new StringWriter();
+        using var topology = RoutedPairTopology.Create(LbTopology.NewPrefix("fs"));
+        await using var backend1 = HttpBackend.Start(topology.Backends[0], "backend-1", IPAddress.Parse(RoutedPairTopology.BackendAddress(1)), Testbed.BackendPort);
+        await using var backend2 = HttpBackend.Start(topology.Backends[1], "backend-2", IPAddress.Parse(RoutedPairTopology.BackendAddress(2)), Testbed.BackendPort);
+        var manifests = Directory.CreateTempSubdirectory("xlb-flowsync-").FullName;
+        try
+        {
+            File.WriteAllText(Path.Combine(manifests, "all.yaml"), Manifests());
+            using var stack = StandaloneStack.Start(topology.Lbs[0], [RoutedPairTopology.LbInterface], topology.Prefix.TrimEnd('-'), manifests, "lb-1", log, "--flow-sync-interval", "0.2");
+            var lb2 = stack.StartOtherAgent("lb-2", topology.Lbs[1], [RoutedPairTopology.LbInterface]);
+            var config1 = await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
+            var config2 = await stack.WaitAppliedAsync("lb-2", lb2, 1, TimeSpan.FromSeconds(60), ct);
+            Assert.Equal(("lb-2", RoutedPairTopology.LbAddress(2)), (config1.Spec.FlowSyncPeers.Single().Node, config1.Spec.FlowSyncPeers.Single().Address));
+            Assert.Equal(RoutedPairTopology.LbAddress(1), config2.Spec.FlowSyncPeers.Single().Address);
+            Assert.Contains(config1.Spec.Listeners, l => l.Vip == Synced && l.FlowSync == true);
+            Assert.Contains(config1.Spec.Listeners, l => l.Vip == Plain && l.FlowSync is null);
+
+            // Two held connections per mapping through LB 1: LeastConn puts them on both backends.
+            var synced = new[] { await Connect(topology, Synced, ct), await Connect(topology, Synced, ct) };
+            var plain = new[] { await Connect(topology, Plain, ct), await Connect(topology, Plain, ct) };
+            var syncedOn = new[] { await synced[0].GetAsync(ct), await synced[1].GetAsync(ct) };
+            var plainOn = new[] { await plain[0].GetAsync(ct), await plain[1].GetAsync(ct) };
+            Assert.Equal(["backend-1", "backend-2"], syncedOn.Order());
+            Assert.Equal(["backend-1", "backend-2"], plainOn.Order());
+
+            // LB 2's flow table gets the synchronised connections within a few walks, and only them.
+            string Flows2() => stack.StatusOf("lb-2", "--flows") is var s ? s[s.IndexOf("FLOWS (", StringComparison.Ordinal)..] : "";
+            var flows2 = Flows2();
+            for (var i = 0; i < 50 && flows2.Split(Synced + ":80 ").Length < 3; i++)
+            {
+                await Task.Delay(100, ct);
+                flows2 = Flows2();
+            }
+            Assert.Equal(3, flows2.Split(Synced + ":80 ").Length);
+            Assert.DoesNotContain(Plain + ":80", flows2, StringComparison.Ordinal);
+
+            topology.RouteVipsTo(2);
+            // A connection LB 2 opens itself, on one backend: LeastConn there now prefers the other
+            // (its counts are per backend, over both mappings: this is the only flow it counts).
+            using var fresh = await Connect(topology, Plain, ct);
+            var freshOn = await fresh.GetAsync(ct);
+
+            // Synchronised: both connections carry on, each on its backend.
+            for (var i = 0; i < 2; i++)
+            {
+                Assert.Equal(syncedOn[i], await synced[i].GetAsync(ct));
+                Assert.Equal(syncedOn[i], await synced[i].GetAsync(ct));
+            }
+            // Not synchronised: the connection on the backend LB 2 now avoids goes to the other one, which resets it.
+            var broken = plain[Array.IndexOf(plainOn, freshOn)];
+            await Assert.ThrowsAnyAsync<Exception>(() => broken.GetAsync(ct));
+            Assert.Contains("demo/web-synced/http", stack.StatusOf("lb-2"), StringComparison.Ordinal);
+            foreach (var c in synced.Concat(plain))
+            {
+                c.Dispose();
+            }
+        }
+        finally
+        {
+            Directory.Delete(manifests, recursive: true);
+            output.WriteLine(log.ToString());
+        }
+    }
+}
