@@ -209,7 +209,8 @@ public sealed partial class BgpSpeaker
         Func<long> lastHeard, Task reader, CancellationToken stop)
     {
         var advertised = new HashSet<IPAddress>();
-        var keepalive = hold == 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromSeconds(Math.Max(1, hold / 3));
+        // Hold time 0: neither side sends keepalives (RFC 4271 4.4).
+        TimeSpan? keepalive = hold == 0 ? null : TimeSpan.FromSeconds(Math.Max(1, hold / 3));
         var lastSent = _time.GetTimestamp();
         var first = true;
         while (true)
@@ -266,7 +267,7 @@ public sealed partial class BgpSpeaker
                 await stream.WriteAsync(BgpWire.Notification(4, 0), CancellationToken.None);
                 throw new TimeoutException($"nothing heard from the neighbour for the hold time, {hold} s");
             }
-            if (_time.GetElapsedTime(lastSent, now) >= keepalive)
+            if (keepalive is { } every && _time.GetElapsedTime(lastSent, now) >= every)
             {
                 await stream.WriteAsync(BgpWire.Keepalive(), stop);
                 lastSent = now;
