@@ -8,7 +8,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 packages=(clang llvm libbpf-dev bpftool iproute2 ethtool bird2)
 missing=()
 for p in "${packages[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  # Installed, not merely known to dpkg (a removed package keeps its configuration files).
+  [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
