@@ -97,4 +97,36 @@ public sealed class KubectlTests : IAsyncLifetime
     }
 
     private static readonly ResourceType PortMappings = ResourceType.XlbKinds.Single(t => t.Kind == "PortMapping");
+
+    [Fact]
+    public void The_BGP_example_renders_with_kustomize_and_programs_sessions_and_flow_sync()
+    {
+        if (!HaveKubectl())
+        {
+            Toolchain.Missing("kubectl is not installed");
+        }
+        using var process = Process.Start(new ProcessStartInfo("kubectl", ["kustomize", Examples.Dir("bgp")]) { RedirectStandardOutput = true, RedirectStandardError = true })!;
+        var yaml = process.StandardOutput.ReadToEnd();
+        var stderr = process.StandardError.ReadToEnd();
+        process.WaitForExit();
+        Assert.True(process.ExitCode == 0, stderr);
+        var set = Xlb.Crds.Serialization.Manifests.Read(yaml, "examples/bgp");
+        Assert.Empty(set.Errors);
+        Xlb.Crds.Node Lb(string name, string address) => new()
+        {
+            Metadata = new Xlb.Crds.ObjectMeta { Name = name, Labels = new() { ["xlb.io/lb-node"] = "true" } },
+            Status = new Xlb.Crds.KubeNodeStatus { Addresses = [new Xlb.Crds.NodeAddress { Type = "InternalIP", Address = address }] },
+        };
+        var plan = Xlb.Operator.Core.Planner.Plan(new Xlb.Operator.Core.PlanInput
+        {
+            Pools = set.Pools, Shards = set.Shards, PortMappings = set.PortMappings, Nodes = [Lb("lb-1", "10.0.0.11"), Lb("lb-2", "10.0.0.12")], Now = DateTimeOffset.UnixEpoch,
+        });
+        Assert.Empty(plan.Problems);
+        var config = plan.NodeConfigs.Single(c => c.Spec.NodeName == "lb-1");
+        var peer = Assert.Single(config.Spec.BgpPeers);
+        Assert.Equal(("10.0.0.1", 64512L, 64513L), (peer.Address, peer.Asn, peer.MyAsn));
+        Assert.Equal(["edge"], peer.Shards);
+        Assert.Equal("10.0.0.12", config.Spec.FlowSyncPeers.Single().Address);
+        Assert.All(config.Spec.Listeners, l => Assert.True(l.FlowSync));
+    }
 }
