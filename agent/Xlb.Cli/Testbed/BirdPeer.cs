@@ -28,7 +28,8 @@ public sealed class BirdPeer : IDisposable
     /// <summary>One neighbour: our address on the link, its address, and both AS numbers.</summary>
     public sealed record Neighbour(string Name, string LocalAddress, string Address, long LocalAsn, long Asn, bool IPv6 = false);
 
-    public static BirdPeer Start(string ns, string routerId, IReadOnlyList<Neighbour> neighbours, TextWriter log)
+    /// <param name="extraConfig">More BIRD configuration (e.g. <c>protocol direct { ipv4; }</c>, which internal BGP needs to resolve next hops on the connected links).</param>
+    public static BirdPeer Start(string ns, string routerId, IReadOnlyList<Neighbour> neighbours, TextWriter log, string extraConfig = "")
     {
         var dir = Directory.CreateTempSubdirectory("xlb-bird-").FullName;
         var config = $$"""
@@ -37,6 +38,7 @@ public sealed class BirdPeer : IDisposable
             protocol device { }
             protocol kernel k4 { ipv4 { import none; export all; }; }
             protocol kernel k6 { ipv6 { import none; export all; }; }
+            {{extraConfig}}
 
             """;
         foreach (var n in neighbours)

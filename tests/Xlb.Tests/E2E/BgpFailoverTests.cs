@@ -1,0 +1,242 @@
+using System.Diagnostics;
+using System.Net;
+using System.Text.Json.Nodes;
+using Xlb.Cli.Testbed;
+using Xlb.Crds;
+using Xlb.Kube;
+using Xlb.Operator;
+using Xlb.Tests.ControlPlane;
+using Xlb.Tests.Support;
+
+namespace Xlb.Tests.E2E;
+
+/// <summary>
+/// A node dies, in cluster mode: the API server double, the operator, and two LB nodes' agents in
+/// cluster mode (real XDP, one-armed behind a router namespace), which announce the VIP by BGP to
+/// BIRD on the router and synchronise flows. The active node's agent is killed and its namespace
+/// deleted; its Lease stops, the operator makes the standby active, the standby advertises the
+/// VIP, the router moves to it, and connections that were open through the dead node carry on.
+/// </summary>
+public sealed class BgpFailoverTests(ITestOutputHelper output)
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    private const string Vip = "10.250.0.60";
+    private const string RouterId = "10.255.0.1";
+
+    private static string Cluster() => $$$"""
+        apiVersion: v1
+        kind: Namespace
+        metadata: {name: demo}
+        ---
+        apiVersion: v1
+        kind: Namespace
+        metadata: {name: {{{OperatorHarness.LeaseNs}}}}
+        ---
+        apiVersion: v1
+        kind: Node
+        metadata: {name: lb-1, labels: {xlb.io/lb-node: "true"}}
+        ---
+        apiVersion: v1
+        kind: Node
+        metadata: {name: lb-2, labels: {xlb.io/lb-node: "true"}}
+        ---
+        apiVersion: xlb.io/v1alpha1
+        kind: LoadBalancerPool
+        metadata: {name: pool}
+        spec: {blocks: ["{{{RoutedPairTopology.VipPool}}}"]}
+        ---
+        apiVersion: xlb.io/v1alpha1
+        kind: VipShard
+        metadata: {name: edge}
+        spec:
+          poolRef: pool
+          nodeSelector: {matchLabels: {xlb.io/lb-node: "true"}}
+          placement: {strategy: Pinned, nodes: [lb-1, lb-2]}
+          failover: {detection: {interval: 200ms, multiplier: 3}}
+          announcement:
+            mode: BGP
+            peers: [{address: {{{RouterId}}}, asn: 65000, myAsn: 65000}]
+          flowSync: {enabled: true}
+        ---
+        apiVersion: xlb.io/v1alpha1
+        kind: PortMapping
+        metadata: {name: web, namespace: demo}
+        spec:
+          shardRef: edge
+          vip: {{{Vip}}}
+          ports: [{name: http, port: 80, targetPort: 8080}]
+          scheduling: {algorithm: LeastConn}
+          backend:
+            endpoints:
+              - address: {{{RoutedPairTopology.BackendAddress(1)}}}
+              - address: {{{RoutedPairTopology.BackendAddress(2)}}}
+        """;
+
+    [Fact]
+    public async Task When_the_active_node_dies_the_router_moves_to_the_standby_and_open_connections_carry_on()
+    {
+        Privileged.Require();
+        StandaloneStack.EnsureTestBpffs();
+        var log = new StringWriter();
+        await using var h = await OperatorHarness.StartAsync();
+        using var topology = RoutedPairTopology.Create(LbTopology.NewPrefix("bf"));
+        // The router learns the VIPs by BGP only, on an address of its own both nodes reach through it.
+        Netns.Ip(topology.Router, "route", "del", RoutedPairTopology.VipPool);
+        Netns.Ip(topology.Router, "addr", "add", RouterId + "/32", "dev", "lo");
+        await using var backend1 = HttpBackend.Start(topology.Backends[0], "backend-1", IPAddress.Parse(RoutedPairTopology.BackendAddress(1)), Testbed.BackendPort);
+        await using var backend2 = HttpBackend.Start(topology.Backends[1], "backend-2", IPAddress.Parse(RoutedPairTopology.BackendAddress(2)), Testbed.BackendPort);
+        using var bird = BirdPeer.Start(topology.Router, RouterId,
+            [new("lb1", RouterId, RoutedPairTopology.LbAddress(1), 65000, 65000), new("lb2", RouterId, RoutedPairTopology.LbAddress(2), 65000, 65000)],
+            log, "protocol direct { ipv4; }");
+        var instances = new[] { topology.Prefix + "n1", topology.Prefix + "n2" };
+        var agents = new Process?[2];
+        var kubeconfigs = new List<string>();
+        var relays = new List<NetnsRelay>();
+        try
+        {
+            await h.ApplyAsync(Cluster());
+            for (var i = 1; i <= 2; i++)
+            {
+                var status = new JsonObject
+                {
+                    ["apiVersion"] = "v1", ["kind"] = "Node", ["metadata"] = new JsonObject { ["name"] = $"lb-{i}" },
+                    ["status"] = new JsonObject { ["addresses"] = new JsonArray(new JsonObject { ["type"] = "InternalIP", ["address"] = RoutedPairTopology.LbAddress(i) }) },
+                };
+                await h.Client.ApplyAsync<JsonObject>(KubeResource.Nodes, status, "kubelet", subresource: "status", ct: Ct);
+            }
+            var (_, run, stop) = h.StartOperator(new ClusterOperatorOptions { AgentLeaseNamespace = OperatorHarness.LeaseNs });
+            for (var i = 0; i < 2; i++)
+            {
+                var relay = NetnsRelay.Start(topology.Lbs[i], new IPEndPoint(IPAddress.Loopback, h.Server.Url.Port));
+                relays.Add(relay);
+                var kubeconfig = Path.Combine(Path.GetTempPath(), $"xlb-bf-{Guid.NewGuid():N}.kubeconfig");
+                kubeconfigs.Add(kubeconfig);
+                await File.WriteAllTextAsync(kubeconfig, $$$"""
+                    {"apiVersion": "v1", "kind": "Config", "current-context": "t",
+                     "clusters": [{"name": "double", "cluster": {"server": "http://{{{relay.Endpoint}}}"}}],
+                     "users": [{"name": "t", "user": {}}],
+                     "contexts": [{"name": "t", "context": {"cluster": "double", "user": "t"}}]}
+                    """, Ct);
+                agents[i] = StartAgent($"lb-{i + 1}", topology.Lbs[i], instances[i], kubeconfig, log);
+            }
+
+            Assert.True(await bird.WaitRoutesAsync(r => r.Contains(Vip + "/32"), TimeSpan.FromSeconds(60), Ct), $"no route to {Vip} at the router:\n{bird.Show("lb1")}");
+            // The VIP went to whichever agent was alive first (placement is sticky from then on).
+            var active = (await h.GetAsync<VipShard>(KubeResource.VipShards, null, "edge"))!.Status!.Vips.Single().ActiveNode == "lb-1" ? 0 : 1;
+            var standby = 1 - active;
+            Assert.Contains("via " + RoutedPairTopology.LbAddress(active + 1), Netns.Ip(topology.Router, "route", "get", Vip), StringComparison.Ordinal);
+
+            // Two connections held open through the active node, one per backend (LeastConn).
+            var target = new IPEndPoint(IPAddress.Parse(Vip), 80);
+            var held = new[] { await KeepAliveClient.ConnectAsync(topology.Client, target, Ct), await KeepAliveClient.ConnectAsync(topology.Client, target, Ct) };
+            var on = new[] { await held[0].GetAsync(Ct), await held[1].GetAsync(Ct) };
+            Assert.Equal(["backend-1", "backend-2"], on.Order());
+            await Eventually.TrueAsync(() => Flows(instances[standby]).Split(Vip + ":80 ").Length == 3, "the standby holds both connections' flows");
+
+            // The active node dies: its agent is killed and its namespace (with its link to the router) goes.
+            var clock = Stopwatch.StartNew();
+            agents[active]!.Kill(entireProcessTree: true);
+            // The router's end of its link loses carrier at once, as with a dead machine.
+            Netns.Ip(topology.Router, "link", "set", $"r{active + 1}", "down");
+            // The relay's sockets would hold the namespace (its pipes end with the agent's connections).
+            await relays[active].DisposeAsync();
+            relays.RemoveAt(active);
+            Netns.Delete(topology.Lbs[active]);
+            string? answer = null;
+            while (answer is null && clock.Elapsed < TimeSpan.FromSeconds(30))
+            {
+                try
+                {
+                    answer = await HttpProbe.GetAsync(topology.Client, target, TimeSpan.FromMilliseconds(300), Ct);
+                }
+                catch (Exception e) when (e is not OperationCanceledException || !Ct.IsCancellationRequested)
+                {
+                    await Task.Delay(20, Ct);
+                }
+            }
+            var takeover = clock.Elapsed;
+            output.WriteLine($"first new connection answered {takeover.TotalMilliseconds:F0} ms after lb-{active + 1} died (detection 200 ms x 3)");
+            Assert.NotNull(answer);
+            Assert.Contains("via " + RoutedPairTopology.LbAddress(standby + 1), Netns.Ip(topology.Router, "route", "get", Vip), StringComparison.Ordinal);
+            for (var i = 0; i < 2; i++)
+            {
+                Assert.Equal(on[i], await held[i].GetAsync(Ct));
+            }
+            var shard = await h.GetAsync<VipShard>(KubeResource.VipShards, null, "edge");
+            Assert.Equal($"lb-{standby + 1}", shard!.Status!.Vips.Single().ActiveNode);
+            foreach (var c in held)
+            {
+                c.Dispose();
+            }
+            await stop.CancelAsync();
+            await run;
+        }
+        finally
+        {
+            foreach (var agent in agents)
+            {
+                if (agent is not null)
+                {
+                    Netns.Stop(agent, TimeSpan.FromSeconds(10));
+                }
+            }
+            foreach (var relay in relays)
+            {
+                await relay.DisposeAsync();
+            }
+            foreach (var file in kubeconfigs)
+            {
+                File.Delete(file);
+            }
+            foreach (var instance in instances)
+            {
+                var pins = Path.Combine(StandaloneStack.TestBpffs, "xlb", instance);
+                if (Directory.Exists(pins))
+                {
+                    Directory.Delete(pins, recursive: true);
+                }
+            }
+            output.WriteLine(log.ToString());
+            output.WriteLine(h.Log.ToString());
+        }
+    }
+
+    private static string Flows(string instance)
+    {
+        var self = StandaloneStack.Self();
+        var text = Netns.Sh(self[0], [.. self[1..], "status", "--bpffs", StandaloneStack.TestBpffs, "--instance", instance, "--flows"]);
+        var at = text.IndexOf("FLOWS (", StringComparison.Ordinal);
+        return at < 0 ? "" : text[at..];
+    }
+
+    private static Process StartAgent(string node, string ns, string instance, string kubeconfig, StringWriter log)
+    {
+        var self = StandaloneStack.Self();
+        var psi = new ProcessStartInfo("ip") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in (string[])["netns", "exec", ns, .. self, "agent", "--node", node, "--kubeconfig", kubeconfig,
+            "--lease-namespace", OperatorHarness.LeaseNs, "--lease-renew", "0.1", "--flow-sync-interval", "0.2",
+            "--bpffs", StandaloneStack.TestBpffs, "--instance", instance, "--interface", RoutedPairTopology.LbInterface])
+        {
+            psi.ArgumentList.Add(a);
+        }
+        var p = new Process { StartInfo = psi };
+        p.OutputDataReceived += (_, e) => Echo(e.Data);
+        p.ErrorDataReceived += (_, e) => Echo(e.Data);
+        p.Start();
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        return p;
+
+        void Echo(string? line)
+        {
+            if (line is not null)
+            {
+                lock (log)
+                {
+                    log.WriteLine($"  [{node}] {line}");
+                }
+            }
+        }
+    }
+}
