@@ -53,7 +53,7 @@ public sealed class BgpFailoverTests(ITestOutputHelper output)
           poolRef: pool
           nodeSelector: {matchLabels: {xlb.io/lb-node: "true"}}
           placement: {strategy: Pinned, nodes: [lb-1, lb-2]}
-          failover: {detection: {interval: 200ms, multiplier: 3}}
+          failover: {detection: {interval: 300ms, multiplier: 3}}
           announcement:
             mode: BGP
             peers: [{address: {{{RouterId}}}, asn: 65000, myAsn: 65000}]
@@ -135,6 +135,11 @@ public sealed class BgpFailoverTests(ITestOutputHelper output)
             await Eventually.TrueAsync(() => Flows(instances[standby]).Split(Vip + ":80 ").Length == 3, "the standby holds both connections' flows");
 
             // The active node dies: its agent is killed and its namespace (with its link to the router) goes.
+            // Each held connection answers once more just before (the backends close a connection idle for 30 s).
+            for (var i = 0; i < 2; i++)
+            {
+                Assert.Equal(on[i], await held[i].GetAsync(Ct));
+            }
             var clock = Stopwatch.StartNew();
             agents[active]!.Kill(entireProcessTree: true);
             // The router's end of its link loses carrier at once, as with a dead machine.
@@ -156,7 +161,7 @@ public sealed class BgpFailoverTests(ITestOutputHelper output)
                 }
             }
             var takeover = clock.Elapsed;
-            output.WriteLine($"first new connection answered {takeover.TotalMilliseconds:F0} ms after lb-{active + 1} died (detection 200 ms x 3)");
+            output.WriteLine($"first new connection answered {takeover.TotalMilliseconds:F0} ms after lb-{active + 1} died (detection 300 ms x 3)");
             Assert.NotNull(answer);
             Assert.Contains("via " + RoutedPairTopology.LbAddress(standby + 1), Netns.Ip(topology.Router, "route", "get", Vip), StringComparison.Ordinal);
             for (var i = 0; i < 2; i++)
