@@ -137,19 +137,5 @@ public sealed class LbTopology : IDisposable
     public static string Describe(int backends) =>
         string.Create(CultureInfo.InvariantCulture, $"client 10.200.0.2 -> LB -> {backends} backends 10.201.1-{backends}.2");
 
-    public void Dispose()
-    {
-        foreach (var ns in Enumerable.Reverse(_created))
-        {
-            try
-            {
-                Netns.Delete(ns);
-            }
-            catch (InvalidOperationException)
-            {
-                // Best effort: keep deleting the others.
-            }
-        }
-        _created.Clear();
-    }
+    public void Dispose() => Netns.DeleteAll(_created);
 }

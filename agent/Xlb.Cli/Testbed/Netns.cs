@@ -35,6 +35,23 @@ public static partial class Netns
 
     public static void Add(string ns) => Sh("ip", "netns", "add", ns);
 
+    /// <summary>Deletes the namespaces, last first, and empties the list; one that cannot be deleted does not stop the others.</summary>
+    public static void DeleteAll(List<string> created)
+    {
+        foreach (var ns in Enumerable.Reverse(created))
+        {
+            try
+            {
+                Delete(ns);
+            }
+            catch (InvalidOperationException)
+            {
+                // Best effort: keep deleting the others.
+            }
+        }
+        created.Clear();
+    }
+
     /// <summary>Deletes a namespace by name (its veth ends go with it); false when it was not there.</summary>
     public static bool Delete(string ns)
     {

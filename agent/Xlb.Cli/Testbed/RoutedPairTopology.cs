@@ -108,19 +108,5 @@ public sealed class RoutedPairTopology : IDisposable
         Netns.Ip(peerNs, "neigh", "replace", routerAddr.Split('/')[0], "lladdr", LbTopology.Mac(Router, routerIf), "dev", peerIf, "nud", "permanent");
     }
 
-    public void Dispose()
-    {
-        foreach (var ns in Enumerable.Reverse(_created))
-        {
-            try
-            {
-                Netns.Delete(ns);
-            }
-            catch (InvalidOperationException)
-            {
-                // Best effort: keep deleting the others.
-            }
-        }
-        _created.Clear();
-    }
+    public void Dispose() => Netns.DeleteAll(_created);
 }

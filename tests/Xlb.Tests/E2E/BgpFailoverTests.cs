@@ -59,18 +59,7 @@ public sealed class BgpFailoverTests(ITestOutputHelper output)
             peers: [{address: {{{RouterId}}}, asn: 65000, myAsn: 65000}]
           flowSync: {enabled: true}
         ---
-        apiVersion: xlb.io/v1alpha1
-        kind: PortMapping
-        metadata: {name: web, namespace: demo}
-        spec:
-          shardRef: edge
-          vip: {{{Vip}}}
-          ports: [{name: http, port: 80, targetPort: 8080}]
-          scheduling: {algorithm: LeastConn}
-          backend:
-            endpoints:
-              - address: {{{RoutedPairTopology.BackendAddress(1)}}}
-              - address: {{{RoutedPairTopology.BackendAddress(2)}}}
+        {{{FlowSyncEndToEndTests.Mapping("edge", Vip, "web")}}}
         """;
 
     [Fact]
@@ -110,15 +99,9 @@ public sealed class BgpFailoverTests(ITestOutputHelper output)
             {
                 var relay = NetnsRelay.Start(topology.Lbs[i], new IPEndPoint(IPAddress.Loopback, h.Server.Url.Port));
                 relays.Add(relay);
-                var kubeconfig = Path.Combine(Path.GetTempPath(), $"xlb-bf-{Guid.NewGuid():N}.kubeconfig");
-                kubeconfigs.Add(kubeconfig);
-                await File.WriteAllTextAsync(kubeconfig, $$$"""
-                    {"apiVersion": "v1", "kind": "Config", "current-context": "t",
-                     "clusters": [{"name": "double", "cluster": {"server": "http://{{{relay.Endpoint}}}"}}],
-                     "users": [{"name": "t", "user": {}}],
-                     "contexts": [{"name": "t", "context": {"cluster": "double", "user": "t"}}]}
-                    """, Ct);
-                agents[i] = StartAgent($"lb-{i + 1}", topology.Lbs[i], instances[i], kubeconfig, log);
+                var kubeconfig = await ClusterAgent.WriteKubeconfigAsync(relay.Endpoint, Ct);
+                agents[i] = ClusterAgent.Start($"lb-{i + 1}", topology.Lbs[i], instances[i], [RoutedPairTopology.LbInterface], kubeconfig, log,
+                    "--lease-renew", "0.1", "--flow-sync-interval", "0.2");
             }
 
             Assert.True(await bird.WaitRoutesAsync(r => r.Contains(Vip + "/32"), TimeSpan.FromSeconds(60), Ct), $"no route to {Vip} at the router:\n{bird.Show("lb1")}");
@@ -213,35 +196,5 @@ public sealed class BgpFailoverTests(ITestOutputHelper output)
         var text = Netns.Sh(self[0], [.. self[1..], "status", "--bpffs", StandaloneStack.TestBpffs, "--instance", instance, "--flows"]);
         var at = text.IndexOf("FLOWS (", StringComparison.Ordinal);
         return at < 0 ? "" : text[at..];
-    }
-
-    private static Process StartAgent(string node, string ns, string instance, string kubeconfig, StringWriter log)
-    {
-        var self = StandaloneStack.Self();
-        var psi = new ProcessStartInfo("ip") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in (string[])["netns", "exec", ns, .. self, "agent", "--node", node, "--kubeconfig", kubeconfig,
-            "--lease-namespace", OperatorHarness.LeaseNs, "--lease-renew", "0.1", "--flow-sync-interval", "0.2",
-            "--bpffs", StandaloneStack.TestBpffs, "--instance", instance, "--interface", RoutedPairTopology.LbInterface])
-        {
-            psi.ArgumentList.Add(a);
-        }
-        var p = new Process { StartInfo = psi };
-        p.OutputDataReceived += (_, e) => Echo(e.Data);
-        p.ErrorDataReceived += (_, e) => Echo(e.Data);
-        p.Start();
-        p.BeginOutputReadLine();
-        p.BeginErrorReadLine();
-        return p;
-
-        void Echo(string? line)
-        {
-            if (line is not null)
-            {
-                lock (log)
-                {
-                    log.WriteLine($"  [{node}] {line}");
-                }
-            }
-        }
     }
 }

@@ -40,13 +40,7 @@ public sealed class ClusterAgentTests(ITestOutputHelper output)
         await using var h = await OperatorHarness.StartAsync();
         await using var bed = Testbed.Create("k", backends: 3);
         await using var relay = NetnsRelay.Start(bed.Topology.Lb, new IPEndPoint(IPAddress.Loopback, h.Server.Url.Port));
-        var kubeconfig = Path.Combine(Path.GetTempPath(), $"xlb-k-{Guid.NewGuid():N}.kubeconfig");
-        await File.WriteAllTextAsync(kubeconfig, $$$"""
-            {"apiVersion": "v1", "kind": "Config", "current-context": "t",
-             "clusters": [{"name": "double", "cluster": {"server": "http://{{{relay.Endpoint}}}"}}],
-             "users": [{"name": "t", "user": {}}],
-             "contexts": [{"name": "t", "context": {"cluster": "double", "user": "t"}}]}
-            """, Ct);
+        var kubeconfig = await ClusterAgent.WriteKubeconfigAsync(relay.Endpoint, Ct);
         Process? agent = null;
         var log = bed.Log;
         try
@@ -54,7 +48,8 @@ public sealed class ClusterAgentTests(ITestOutputHelper output)
             await h.ApplyAsync(Setup);
             await h.ApplyAsync(Web(1, 2, 3));
             var (_, run, stop) = h.StartOperator(new ClusterOperatorOptions { AgentLeaseNamespace = OperatorHarness.LeaseNs, ChunkLimit = 200 });
-            agent = StartAgent(bed, kubeconfig, log);
+            agent = ClusterAgent.Start("lb-1", bed.Topology.Lb, bed.Topology.Prefix.TrimEnd('-'), bed.Topology.LbInterfaces, kubeconfig, log,
+                "--lease-renew", "0.2", "--shutdown-timeout", "1");
 
             var web = await ProgrammedAsync(h, agent, after: 0);
             var vip = new IPEndPoint(IPAddress.Parse(web.Status!.Vips.Single()), 80);
@@ -104,36 +99,6 @@ public sealed class ClusterAgentTests(ITestOutputHelper output)
             }
             output.WriteLine(log.ToString());
             output.WriteLine(h.Log.ToString());
-        }
-    }
-
-    private static Process StartAgent(Testbed bed, string kubeconfig, StringWriter log)
-    {
-        var self = StandaloneStack.Self();
-        var psi = new ProcessStartInfo("ip") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in (string[])["netns", "exec", bed.Topology.Lb, .. self, "agent", "--node", "lb-1", "--kubeconfig", kubeconfig,
-            "--lease-namespace", OperatorHarness.LeaseNs, "--lease-renew", "0.2", "--shutdown-timeout", "1",
-            "--bpffs", StandaloneStack.TestBpffs, "--instance", bed.Topology.Prefix.TrimEnd('-'), .. bed.Topology.LbInterfaces.SelectMany(i => new[] { "--interface", i })])
-        {
-            psi.ArgumentList.Add(a);
-        }
-        var p = new Process { StartInfo = psi };
-        p.OutputDataReceived += (_, e) => Echo(e.Data);
-        p.ErrorDataReceived += (_, e) => Echo(e.Data);
-        p.Start();
-        p.BeginOutputReadLine();
-        p.BeginErrorReadLine();
-        return p;
-
-        void Echo(string? line)
-        {
-            if (line is not null)
-            {
-                lock (log)
-                {
-                    log.WriteLine($"  [agent] {line}");
-                }
-            }
         }
     }
 

@@ -62,10 +62,11 @@ public sealed class FlowSyncEndToEndTests(ITestOutputHelper output)
         {{{Mapping("plain", Plain)}}}
         """;
 
-    private static string Mapping(string shard, string vip) => $$$"""
+    /// <summary>PortMapping demo/NAME on port 80 of <paramref name="vip"/>, LeastConn over the topology's two backends (port 8080).</summary>
+    internal static string Mapping(string shard, string vip, string? name = null) => $$$"""
         apiVersion: xlb.io/v1alpha1
         kind: PortMapping
-        metadata: {name: web-{{{shard}}}, namespace: demo}
+        metadata: {name: {{{name ?? "web-" + shard}}}, namespace: demo}
         spec:
           shardRef: {{{shard}}}
           vip: {{{vip}}}

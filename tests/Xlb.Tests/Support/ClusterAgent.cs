@@ -1,0 +1,54 @@
+using System.Diagnostics;
+using System.Net;
+using Xlb.Cli.Testbed;
+using Xlb.Tests.ControlPlane;
+
+namespace Xlb.Tests.Support;
+
+/// <summary>An agent in cluster mode as a process inside a namespace, reaching the API server double through a relay there.</summary>
+public static class ClusterAgent
+{
+    /// <summary>A kubeconfig (a temporary file) that points at <paramref name="server"/> without credentials.</summary>
+    public static async Task<string> WriteKubeconfigAsync(IPEndPoint server, CancellationToken ct)
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"xlb-k-{Guid.NewGuid():N}.kubeconfig");
+        await File.WriteAllTextAsync(path, $$$"""
+            {"apiVersion": "v1", "kind": "Config", "current-context": "t",
+             "clusters": [{"name": "double", "cluster": {"server": "http://{{{server}}}"}}],
+             "users": [{"name": "t", "user": {}}],
+             "contexts": [{"name": "t", "context": {"cluster": "double", "user": "t"}}]}
+            """, ct);
+        return path;
+    }
+
+    /// <summary>`xlb agent --node NODE` in namespace <paramref name="ns"/>, attached to <paramref name="interfaces"/>, its maps under <paramref name="instance"/>; its output goes to <paramref name="log"/> tagged with the node.</summary>
+    public static Process Start(string node, string ns, string instance, IEnumerable<string> interfaces, string kubeconfig, TextWriter log, params string[] extraArgs)
+    {
+        var self = StandaloneStack.Self();
+        var psi = new ProcessStartInfo("ip") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in (string[])["netns", "exec", ns, .. self, "agent", "--node", node, "--kubeconfig", kubeconfig,
+            "--lease-namespace", OperatorHarness.LeaseNs, "--bpffs", StandaloneStack.TestBpffs, "--instance", instance,
+            .. interfaces.SelectMany(i => new[] { "--interface", i }), .. extraArgs])
+        {
+            psi.ArgumentList.Add(a);
+        }
+        var p = new Process { StartInfo = psi };
+        p.OutputDataReceived += (_, e) => Echo(e.Data);
+        p.ErrorDataReceived += (_, e) => Echo(e.Data);
+        p.Start();
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        return p;
+
+        void Echo(string? line)
+        {
+            if (line is not null)
+            {
+                lock (log)
+                {
+                    log.WriteLine($"  [{node}] {line}");
+                }
+            }
+        }
+    }
+}
