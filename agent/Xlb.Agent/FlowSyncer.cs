@@ -43,12 +43,31 @@ public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeS
 
     public async Task RunAsync(CancellationToken ct)
     {
-        using var socket = listen.AddressFamily == AddressFamily.InterNetworkV6
-            ? new Socket(AddressFamily.InterNetworkV6, SocketType.Dgram, ProtocolType.Udp) { DualMode = true }
-            : new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-        socket.Bind(listen);
+        using var socket = Bind(ref listen);
         LogListening(listen);
         await Task.WhenAll(ReceiveAsync(socket, ct), SendAsync(socket, ct));
+    }
+
+    /// <summary>The socket on <paramref name="at"/>; on a host without IPv6, the IPv4 wildcard instead of the IPv6 one.</summary>
+    private static Socket Bind(ref IPEndPoint at)
+    {
+        if (at.AddressFamily == AddressFamily.InterNetworkV6 && at.Address.Equals(IPAddress.IPv6Any) && !Socket.OSSupportsIPv6)
+        {
+            at = new IPEndPoint(IPAddress.Any, at.Port);
+        }
+        var socket = at.AddressFamily == AddressFamily.InterNetworkV6
+            ? new Socket(AddressFamily.InterNetworkV6, SocketType.Dgram, ProtocolType.Udp) { DualMode = true }
+            : new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        try
+        {
+            socket.Bind(at);
+            return socket;
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
     }
 
     private async Task SendAsync(Socket socket, CancellationToken ct)
