@@ -96,16 +96,18 @@ public static class SyncedFlows
 
     /// <summary>
     /// What a walk of the admitted-flow table sends: the flows of <paramref name="services"/> (by
-    /// id) whose last packet came at or after <paramref name="sinceNs"/> (0: all of them). A flow
-    /// that began closing is sent too: the peer's copy then expires on the closing timeout, as the
-    /// original does, instead of the established one.
+    /// id) whose last packet came at or after <paramref name="sinceNs"/> (0: all of them), and that
+    /// are this node's own (not copies a peer sent). A flow that began closing is sent too: the
+    /// peer's copy then expires on the closing timeout, as the original does, instead of the
+    /// established one.
     /// </summary>
     public static List<SyncedFlow> Select(IEnumerable<KeyValuePair<XlbFlowKey, XlbFlow>> flows, IReadOnlySet<uint> services, ulong sinceNs, ulong nowNs)
     {
         var list = new List<SyncedFlow>();
         foreach (var (key, f) in flows)
         {
-            if (services.Contains(f.SvcId) && f.LastSeenNs >= sinceNs)
+            // A copy from a peer is not sent on (nor back: the peers would echo each other's flows).
+            if (services.Contains(f.SvcId) && f.LastSeenNs >= sinceNs && (f.Flags & XlbAbi.FlowSynced) == 0)
             {
                 var idleMs = nowNs > f.LastSeenNs ? (uint)Math.Min((nowNs - f.LastSeenNs) / 1_000_000, uint.MaxValue) : 0;
                 list.Add(new SyncedFlow(key, f.Backend, f.BackendPortBe, f.NatPortBe, f.State, f.Mode, idleMs));
@@ -115,18 +117,40 @@ public static class SyncedFlows
     }
 
     /// <summary>
+    /// How often a walk sends every flow, not only those seen since the walk before: datagrams can
+    /// be lost (UDP), and a peer that was not yet listening, or restarted, has missed the idle
+    /// flows, which no later walk would send again.
+    /// </summary>
+    public static readonly TimeSpan FullResendEvery = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// Where the walk after the one that began at <paramref name="walkStartNs"/> starts to send:
+    /// one interval earlier. A flow's last-seen time is the program's coarse clock, which lags the
+    /// agent's by up to a tick, and a flow admitted while a walk runs may be behind the walk's
+    /// cursor; without the overlap such a flow is never sent while it stays idle (seen at 30 s: a
+    /// held connection reached the peer only with its close).
+    /// </summary>
+    public static ulong NextSince(ulong walkStartNs, TimeSpan interval)
+    {
+        var overlap = (ulong)interval.Ticks * 100;
+        return walkStartNs > overlap ? walkStartNs - overlap : 0;
+    }
+
+    /// <summary>
     /// The flow-table and reverse-translation entries this node writes for flows a peer sent:
     /// each becomes a flow of this node's service on the same VIP, port and protocol, to this
-    /// node's index of the same backend. A flow is left out (counted in Skipped) when this node
-    /// has no such service, the service does not synchronise, its mode differs, or it has no such
-    /// backend: a peer whose config is not this node's cannot place flows here.
+    /// node's index of the same backend, marked as a copy. A flow is left out (counted in Skipped)
+    /// when this node has no such service, the service does not synchronise, its mode differs, it
+    /// has no such backend (a peer whose config is not this node's cannot place flows here), or it
+    /// has a flow of its own under that key.
     /// </summary>
     /// <param name="services">This node's services in the active generation, by generation-free key.</param>
     /// <param name="backends">This node's backend slots in the active generation, slot 1 first.</param>
     /// <param name="synchronised">Ids of the services that synchronise.</param>
+    /// <param name="isOwn">Whether this node has a flow of its own (not a copy) under a key: a copy never replaces it.</param>
     public static (List<KeyValuePair<XlbFlowKey, XlbFlow>> Flows, List<KeyValuePair<XlbFlowKey, XlbRnat>> Reverse, int Skipped) Import(
         IReadOnlyList<SyncedFlow> flows, IReadOnlyDictionary<XlbSvcKey, XlbSvc> services, IReadOnlyList<XlbBackend> backends,
-        IReadOnlySet<uint> synchronised, byte activeGen, uint backendSlots, ulong nowNs)
+        IReadOnlySet<uint> synchronised, byte activeGen, uint backendSlots, ulong nowNs, Func<XlbFlowKey, bool>? isOwn = null)
     {
         var index = new Dictionary<(Addr16, ushort, byte), int>();
         for (var i = 0; i < backends.Count; i++)
@@ -144,7 +168,7 @@ public static class SyncedFlows
             var k = s.Key;
             var svcKey = new XlbSvcKey { Vip = k.Daddr, PortBe = k.DportBe, Proto = k.Proto, Family = k.Family };
             if (!services.TryGetValue(svcKey, out var svc) || !synchronised.Contains(svc.Id) || svc.Mode != s.Mode
-                || !index.TryGetValue((s.Backend, s.BackendPortBe, k.Family), out var backend))
+                || !index.TryGetValue((s.Backend, s.BackendPortBe, k.Family), out var backend) || isOwn?.Invoke(k) == true)
             {
                 skipped++;
                 continue;
@@ -159,9 +183,9 @@ public static class SyncedFlows
                 NhSlot = activeGen * backendSlots + (uint)backend,
                 State = s.State,
                 Mode = s.Mode,
-                // Not one of its backend's open flows here (LeastConn counts what this node admitted):
-                // uncounted, its FIN takes nothing off either.
-                Flags = 0,
+                // A copy; and not one of its backend's open flows here (LeastConn counts what this
+                // node admitted): uncounted, its FIN takes nothing off either.
+                Flags = XlbAbi.FlowSynced,
             };
             written.Add(new(k, flow));
             if (s.Mode is XlbAbi.ModeFullNat or XlbAbi.ModeDnat)

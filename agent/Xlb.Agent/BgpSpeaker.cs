@@ -56,7 +56,7 @@ public sealed partial class BgpSpeaker
     public IReadOnlySet<IPAddress> Advertised { get; private set; } = new HashSet<IPAddress>();
 
     /// <param name="restarting">This agent took over the data plane of one before it: the first OPEN says so (graceful restart's R flag).</param>
-    /// <param name="changedState">Called when the session comes up or goes down (from the session's thread).</param>
+    /// <param name="changedState">Called when the session comes up or goes down, or its routes change (from the session's thread).</param>
     public static BgpSpeaker Start(NodeBgpPeer peer, ILogger log, TimeProvider time, bool restarting, Action changedState)
     {
         var speaker = new BgpSpeaker(peer, log, time, restarting, changedState);
@@ -228,6 +228,7 @@ public sealed partial class BgpSpeaker
                 advertised.ExceptWith(withdraw);
                 Advertised = new HashSet<IPAddress>(advertised);
                 LogRoutes(Peer.Address, announce.Length, withdraw.Length, advertised.Count);
+                _changedState();
             }
             if (first)
             {

@@ -9,14 +9,17 @@ namespace Xlb.Agent;
 /// <summary>
 /// Flow sync between the LB nodes of a shard (<see cref="SyncedFlows"/>): every interval it walks
 /// the admitted-flow table and sends the flows of synchronised services that saw a packet since
-/// its last walk (all of them after a change of peers) to each peer over UDP; it takes in what the
-/// peers send, from their addresses only, and writes it into this node's flow tables. A flow
-/// admitted less than an interval before a failover may not have reached the peer; an idle
-/// flow is sent once and its copy idles out on the peer as the original does (a busy one is sent
-/// again each interval, which keeps its copy alive).
+/// an interval before its last walk to each peer over UDP, and all of them after a change of
+/// peers and every <see cref="SyncedFlows.FullResendEvery"/> (a lost datagram, or a peer that was
+/// not listening yet, would otherwise miss an idle flow for good). It takes in what the peers
+/// send, from their addresses only, and writes it into this node's flow tables. A flow admitted
+/// less than an interval before a failover may not have reached the peer; a copy idles out on
+/// the peer as the original does (a busy flow is sent again each interval, which keeps its copy
+/// alive).
 /// </summary>
 public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeSpan interval, ILogger log, TimeProvider time)
 {
+    private readonly TimeProvider _time = time;
     private sealed record Config(FlowSyncView View, IReadOnlyList<IPEndPoint> Peers, HashSet<IPAddress> From);
 
     private volatile Config? _config;
@@ -34,12 +37,16 @@ public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeS
     {
         var endpoints = peers.Select(p => new IPEndPoint(IPAddress.Parse(p.Address), listen.Port)).ToList();
         var was = _config;
-        if (was is null || !was.Peers.SequenceEqual(endpoints))
+        if (was is null || !was.Peers.SequenceEqual(endpoints) || !was.View.Services.SetEquals(view.Services))
         {
             _peersChanged = true;
+            LogConfigured(view.Services.Count, string.Join(", ", peers.Select(p => $"{p.Node} ({p.Address})")));
         }
         _config = new Config(view, endpoints, [.. endpoints.Select(e => e.Address)]);
     }
+
+    /// <summary>Peers whose first datagram (taken or refused) was logged: one line each, not one per datagram.</summary>
+    private readonly HashSet<(IPAddress, bool)> _heard = [];
 
     public async Task RunAsync(CancellationToken ct)
     {
@@ -73,15 +80,18 @@ public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeS
     private async Task SendAsync(Socket socket, CancellationToken ct)
     {
         ulong since = 0;
+        var lastFull = long.MinValue;
         while (!ct.IsCancellationRequested)
         {
             var walk = XdpDataPlane.MonotonicNs();
             if (_config is { } config && config.Peers.Count > 0 && config.View.Services.Count > 0)
             {
-                if (_peersChanged)
+                if (_peersChanged || lastFull == long.MinValue || _time.GetElapsedTime(lastFull) >= SyncedFlows.FullResendEvery)
                 {
+                    // A new peer gets every flow; and so does every peer now and then (see FullResendEvery).
                     _peersChanged = false;
-                    since = 0; // a new peer gets every flow
+                    since = 0;
+                    lastFull = _time.GetTimestamp();
                 }
                 try
                 {
@@ -101,7 +111,11 @@ public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeS
                         }
                     }
                     Interlocked.Add(ref _sent, (long)flows.Count * config.Peers.Count);
-                    since = walk;
+                    if (flows.Count > 0)
+                    {
+                        LogSent(flows.Count, config.Peers.Count, since);
+                    }
+                    since = SyncedFlows.NextSince(walk, interval);
                 }
                 catch (Bpf.BpfException e)
                 {
@@ -110,7 +124,7 @@ public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeS
             }
             try
             {
-                await Task.Delay(interval, time, ct);
+                await Task.Delay(interval, _time, ct);
             }
             catch (OperationCanceledException)
             {
@@ -147,6 +161,10 @@ public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeS
             if (_config is not { } config || !config.From.Contains(from))
             {
                 Interlocked.Increment(ref _refused);
+                if (_heard.Add((from, false)))
+                {
+                    LogRefused(from);
+                }
                 continue;
             }
             try
@@ -156,6 +174,10 @@ public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeS
                 var (written, skipped) = dp.ImportFlows(config.View, flows);
                 Interlocked.Add(ref _written, written);
                 Interlocked.Add(ref _skipped, skipped);
+                if (_heard.Add((from, true)))
+                {
+                    LogFirstFrom(from, written, skipped);
+                }
             }
             catch (FormatException e)
             {
@@ -168,6 +190,18 @@ public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeS
             }
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "flow sync: {Services} synchronised service(s), peers {Peers}")]
+    private partial void LogConfigured(int services, string peers);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "flow sync: refusing datagrams from {From}, which is not a peer (logged once)")]
+    private partial void LogRefused(IPAddress from);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "flow sync: first flows from {From}: {Written} written, {Skipped} left out (no such synchronised service or backend here)")]
+    private partial void LogFirstFrom(IPAddress from, int written, int skipped);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "flow sync: sent {Flows} flow(s) seen since {SinceNs} to {Peers} peer(s)")]
+    private partial void LogSent(int flows, int peers, ulong sinceNs);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "flow sync: listening on {Listen}")]
     private partial void LogListening(IPEndPoint listen);

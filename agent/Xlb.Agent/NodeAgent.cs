@@ -409,7 +409,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             {
                 _bgp[address] = speaker = BgpSpeaker.Start(plan.Peer, log, time, _adopted, () =>
                 {
-                    _healthChanged = true; // the report says which sessions are down
+                    _healthChanged = true; // the report says which sessions are up and what they carry
                     _wake.Release();
                 });
             }
@@ -529,6 +529,10 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             AppliedHash = _appliedHash,
             AttachMode = attachMode,
             UnhealthyBackends = [.. _unhealthy],
+            BgpSessions = [.. _bgp.Values.OrderBy(b => b.Peer.Address, StringComparer.Ordinal).Select(b => new BgpSessionStatus
+            {
+                Peer = b.Peer.Address, State = b.State, AdvertisedRoutes = b.Advertised.Count, LastError = b.State == "Established" ? null : b.LastError,
+            })],
             Conditions = conditions,
         }, ct);
     }

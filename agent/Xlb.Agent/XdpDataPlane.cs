@@ -325,7 +325,9 @@ public sealed class XdpDataPlane : IDisposable
     /// </summary>
     public (int Written, int Skipped) ImportFlows(FlowSyncView view, IReadOnlyList<SyncedFlow> flows)
     {
-        var (written, reverse, skipped) = SyncedFlows.Import(flows, view.ServicesByKey, view.Backends, view.Services, view.Generation, view.BackendSlots, MonotonicNs());
+        // A flow of this node's own is never replaced by a peer's copy (its state and counted flag are the ones that hold).
+        var (written, reverse, skipped) = SyncedFlows.Import(flows, view.ServicesByKey, view.Backends, view.Services, view.Generation, view.BackendSlots, MonotonicNs(),
+            isOwn: k => Flows.TryLookup(k, out var have) && (have.Flags & XlbAbi.FlowSynced) == 0);
         if (written.Count == 0)
         {
             return (0, skipped);

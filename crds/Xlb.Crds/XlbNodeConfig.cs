@@ -320,7 +320,23 @@ public sealed record XlbNodeConfigStatus
     public List<string> UnhealthyBackends { get; init; } = [];
     /// <summary>Entries used in the data plane's maps, by map.</summary>
     public Dictionary<string, long>? MapUsage { get; init; }
+    /// <summary>This node's BGP sessions (announcement mode BGP), by neighbour.</summary>
+    [ListMap("peer")]
+    public List<BgpSessionStatus> BgpSessions { get; init; } = [];
     /// <summary>Applied, Ready, Degraded.</summary>
     [ListMap("type")]
     public List<Condition> Conditions { get; init; } = [];
+}
+
+/// <summary>One BGP session as the agent sees it.</summary>
+public sealed record BgpSessionStatus
+{
+    /// <summary>The neighbour's address.</summary>
+    public required string Peer { get; init; }
+    /// <summary>Idle, Connect, OpenSent, OpenConfirm or Established.</summary>
+    public required string State { get; init; }
+    /// <summary>Host routes the neighbour holds from this node.</summary>
+    public int AdvertisedRoutes { get; init; }
+    /// <summary>Why the last session ended or failed, while it is not established.</summary>
+    public string? LastError { get; init; }
 }

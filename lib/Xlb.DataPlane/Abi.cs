@@ -44,6 +44,8 @@ public static class XlbAbi
     public const int LcScan = 16;
     /// <summary>XLB_FLOW_F_COUNTED: the flow is one of its backend's open flows in xlb_backend_conns.</summary>
     public const byte FlowCounted = 1;
+    /// <summary>XLB_FLOW_F_SYNCED: the flow is a copy another LB node sent (flow sync).</summary>
+    public const byte FlowSynced = 0x80;
     /// <summary>XLB_SVC_F_COUNT_FLOWS: a LeastConn service, whose flows count in xlb_backend_conns.</summary>
     public const ushort SvcCountFlows = 1;
     /// <summary>XLB_SVC_F_AFFINITY: ClientIP affinity (its timeout in xlb_svc_opts, by service id).</summary>

@@ -183,6 +183,12 @@ struct xlb_flow {
  * its record until its FIN or RST, or until it is found expired.
  */
 #define XLB_FLOW_F_COUNTED XLB_SVC_F_COUNT_FLOWS
+/*
+ * The flow is a copy another LB node sent (flow sync): the agent writes it, the program forwards
+ * by it like any flow and leaves the bit as it is. The agent never sends such a flow on, and a
+ * copy never replaces a flow of this node's own.
+ */
+#define XLB_FLOW_F_SYNCED 0x80
 
 /*
  * rnat: how to turn a backend's reply back into what the client expects: the source becomes

@@ -91,9 +91,12 @@ public sealed class BgpAnnouncementTests(ITestOutputHelper output)
             var probe = await HttpProbe.RunAsync(client, target, count: 20, parallel: 2, ct);
             Assert.Equal(0, probe.Failed);
             Assert.Equal(20, bed.Backend(1)!.Served);
-            // The agent reports its sessions: not degraded once both are up.
-            Assert.True(await WaitAsync(() => File.ReadAllText(stack.AgentStatusPath).Contains("AsExpected", StringComparison.Ordinal), ct),
-                File.ReadAllText(stack.AgentStatusPath));
+            // The agent reports its sessions: each up with its one route, and not degraded.
+            Xlb.Crds.XlbNodeConfigStatus Status() =>
+                System.Text.Json.JsonSerializer.Deserialize<Xlb.Crds.XlbNodeConfigStatus>(Xlb.Crds.Serialization.Yaml.ReadDocuments(File.ReadAllText(stack.AgentStatusPath))[0].ToJsonString(), Xlb.Crds.Serialization.XlbJson.Options)!;
+            Assert.True(await WaitAsync(() => Status().BgpSessions.Count(b => b.State == "Established" && b.AdvertisedRoutes == 1) == 2
+                && Status().Conditions.Any(c => c.Type == "Degraded" && c.Reason == "AsExpected"), ct), File.ReadAllText(stack.AgentStatusPath));
+            Assert.Equal(["10.200.0.2", "fd00:200::2"], Status().BgpSessions.Select(b => b.Peer));
 
             // The IPv4 mapping goes: its route is withdrawn, the IPv6 one stays.
             File.WriteAllText(Path.Combine(manifests, "30-web.yaml"), Mapping("web6", Vip6, "fd00:201:1::2"));

@@ -114,8 +114,16 @@ public sealed class BgpFailoverTests(ITestOutputHelper output)
             var target = new IPEndPoint(IPAddress.Parse(Vip), 80);
             var held = new[] { await KeepAliveClient.ConnectAsync(topology.Client, target, Ct), await KeepAliveClient.ConnectAsync(topology.Client, target, Ct) };
             var on = new[] { await held[0].GetAsync(Ct), await held[1].GetAsync(Ct) };
+            var since = Stopwatch.StartNew();
             Assert.Equal(["backend-1", "backend-2"], on.Order());
-            await Eventually.TrueAsync(() => Flows(instances[standby]).Split(Vip + ":80 ").Length == 3, "the standby holds both connections' flows");
+            // Within a walk or two; at the latest with the full resend (every 10 s), when the standby
+            // was not yet listening as the first walks went out.
+            while (Flows(instances[standby]).Split(Vip + ":80 ").Length != 3 && since.Elapsed < TimeSpan.FromSeconds(25))
+            {
+                await Task.Delay(100, Ct);
+            }
+            Assert.Equal(3, Flows(instances[standby]).Split(Vip + ":80 ").Length);
+            output.WriteLine($"the standby held both flows {since.ElapsedMilliseconds} ms after the connections' first answers");
 
             // The active node dies: its agent is killed and its namespace (with its link to the router) goes.
             // Each held connection answers once more just before (the backends close a connection idle for 30 s).

@@ -26,6 +26,11 @@ public static class ClusterAgent
     {
         var self = StandaloneStack.Self();
         var psi = new ProcessStartInfo("ip") { RedirectStandardOutput = true, RedirectStandardError = true };
+        // XLB_TEST_AGENT_LOG_LEVEL=Debug: the agents log what they would not otherwise (e.g. each flow-sync walk).
+        if (Environment.GetEnvironmentVariable("XLB_TEST_AGENT_LOG_LEVEL") is { Length: > 0 } level)
+        {
+            psi.Environment["XLB_LOG_LEVEL"] = level;
+        }
         foreach (var a in (string[])["netns", "exec", ns, .. self, "agent", "--node", node, "--kubeconfig", kubeconfig,
             "--lease-namespace", OperatorHarness.LeaseNs, "--bpffs", StandaloneStack.TestBpffs, "--instance", instance,
             .. interfaces.SelectMany(i => new[] { "--interface", i }), .. extraArgs])

@@ -63,6 +63,7 @@ public class SyncedFlowsTests
             Entry(2, 7, now - 500_000_000),   // synchronised, seen 0.5 s ago
             Entry(3, 8, now),                 // another service
             Entry(4, 7, now, XlbAbi.FlowClosing), // its close: the copy takes the closing timeout
+            new(Key("10.0.0.1", 1005, "192.0.2.1"), new XlbFlow { SvcId = 7, LastSeenNs = now, Flags = XlbAbi.FlowSynced }), // a peer's copy
         };
         var all = SyncedFlows.Select(table, new HashSet<uint> { 7 }, 0, now);
         Assert.Equal([1001, 1002, 1004], all.Select(f => Net.FromBe(f.Key.SportBe)));
@@ -70,6 +71,19 @@ public class SyncedFlowsTests
         Assert.Equal(XlbAbi.FlowClosing, all[2].State);
         var since = SyncedFlows.Select(table, new HashSet<uint> { 7 }, now - 1_000_000_000, now);
         Assert.Equal([1002, 1004], since.Select(f => Net.FromBe(f.Key.SportBe)));
+    }
+
+    [Fact]
+    public void A_walk_overlaps_the_one_before_by_an_interval()
+    {
+        // A flow stamped by the coarse clock just before a walk began, and inserted behind its cursor,
+        // must still be sent by the next walk.
+        const ulong walk = 50_000_000_000;
+        var since = SyncedFlows.NextSince(walk, TimeSpan.FromMilliseconds(200));
+        Assert.Equal(walk - 200_000_000, since);
+        KeyValuePair<XlbFlowKey, XlbFlow>[] table = [new(Key("10.0.0.1", 1000, "192.0.2.1"), new XlbFlow { SvcId = 7, LastSeenNs = walk - 4_000_000 })];
+        Assert.Single(SyncedFlows.Select(table, new HashSet<uint> { 7 }, since, walk + 200_000_000));
+        Assert.Equal(0UL, SyncedFlows.NextSince(100, TimeSpan.FromSeconds(1)));
     }
 
     [Fact]
@@ -91,11 +105,15 @@ public class SyncedFlowsTests
         Assert.Equal(3, skipped);
         var (key, flow) = Assert.Single(written);
         Assert.Equal(flows[0].Key, key);
-        Assert.Equal((42u, 65536u + 3, 40001, now - 1_000_000, XlbAbi.FlowEstablished, (byte)0), (flow.SvcId, flow.NhSlot, Net.FromBe(flow.NatPortBe), flow.LastSeenNs, flow.State, flow.Flags));
+        Assert.Equal((42u, 65536u + 3, 40001, now - 1_000_000, XlbAbi.FlowEstablished, XlbAbi.FlowSynced), (flow.SvcId, flow.NhSlot, Net.FromBe(flow.NatPortBe), flow.LastSeenNs, flow.State, flow.Flags));
         var (rk, rnat) = Assert.Single(reverse);
         // FullNAT: the backend's reply comes from backend:8080 to VIP:NAT port.
         Assert.Equal((flow.Backend, Net.Be(8080), key.Daddr, Net.Be(40001)), (rk.Saddr, rk.SportBe, rk.Daddr, rk.DportBe));
         Assert.Equal((key.Daddr, key.Saddr, key.DportBe, key.SportBe, 42u, 3u), (rnat.Vip, rnat.Client, rnat.VipPortBe, rnat.ClientPortBe, rnat.SvcId, rnat.Backend));
+
+        // This node has the flow as its own: the copy does not replace it.
+        var kept = SyncedFlows.Import(flows, services, backends, new HashSet<uint> { 42 }, 1, 65536, now, isOwn: k => k == flows[0].Key);
+        Assert.Equal((0, 0, 4), (kept.Flows.Count, kept.Reverse.Count, kept.Skipped));
 
         // Not synchronised here: nothing is written.
         Assert.Empty(SyncedFlows.Import(flows, services, backends, new HashSet<uint>(), 1, 65536, now).Flows);
