@@ -131,6 +131,8 @@ public sealed record FlowStatus
     public required string Mode { get; init; }
     public string? Service { get; init; }
     public required double IdleSeconds { get; init; }
+    /// <summary>True: a copy another LB node sent (flow sync); absent: this node's own flow.</summary>
+    public bool? Copy { get; init; }
 }
 
 /// <summary>Pure: the maps' contents (plus, when known, the node config and the agent's status) → a report.</summary>
@@ -328,5 +330,6 @@ public static class NodeStatus
         Mode = ModeName(f.Mode),
         Service = names.GetValueOrDefault(f.SvcId),
         IdleSeconds = Math.Round(nowNs > f.LastSeenNs ? (nowNs - f.LastSeenNs) / 1e9 : 0, 1),
+        Copy = (f.Flags & XlbAbi.FlowSynced) != 0 ? true : null,
     };
 }

@@ -108,7 +108,7 @@ public static class StatusCommand
         {
             sb.AppendLine().AppendLine(r.FlowsOmitted > 0 ? $"FLOWS ({flows.Count} most recent shown, {r.FlowsOmitted} more)" : $"FLOWS ({flows.Count})");
             Columns(sb, "  ", ["PROTO", "CLIENT", "VIP", "BACKEND", "NAT PORT", "MODE", "STATE", "IDLE", "SERVICE"],
-                flows.Select(f => new[] { f.Protocol, f.Client, f.Vip, f.Backend, f.NatPort?.ToString(CultureInfo.InvariantCulture) ?? "-", f.Mode, f.State, f.IdleSeconds.ToString("0.0", CultureInfo.InvariantCulture) + "s", f.Service ?? "-" }));
+                flows.Select(f => new[] { f.Protocol, f.Client, f.Vip, f.Backend, f.NatPort?.ToString(CultureInfo.InvariantCulture) ?? "-", f.Mode, f.Copy == true ? f.State + " (copy)" : f.State, f.IdleSeconds.ToString("0.0", CultureInfo.InvariantCulture) + "s", f.Service ?? "-" }));
         }
         return sb.ToString();
     }

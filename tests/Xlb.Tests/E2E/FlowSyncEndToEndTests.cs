@@ -120,6 +120,7 @@ public sealed class FlowSyncEndToEndTests(ITestOutputHelper output)
                 flows2 = Flows2();
             }
             Assert.Equal(3, flows2.Split(Synced + ":80 ").Length);
+            Assert.Equal(3, flows2.Split("established (copy)").Length);
             Assert.DoesNotContain(Plain + ":80", flows2, StringComparison.Ordinal);
 
             topology.RouteVipsTo(2);

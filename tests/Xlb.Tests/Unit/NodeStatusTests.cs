@@ -123,7 +123,17 @@ public class NodeStatusTests
         {
             Assert.Equal(["10.200.0.2:1001", "10.200.0.2:1002"], flows.Select(x => x.Client));
             Assert.Equal(("established", 40001, "demo/web/http", 0.0), (flows[0].State, flows[0].NatPort!.Value, flows[0].Service!, flows[0].IdleSeconds));
+            Assert.All(flows, x => Assert.Null(x.Copy));
         }
+    }
+
+    [Fact]
+    public void A_flow_another_node_sent_is_shown_as_a_copy()
+    {
+        var maps = Maps();
+        maps = maps with { Flows = [.. maps.Flows.Select(kv => kv.Key.SportBe == Net.Be(1001) ? new(kv.Key, kv.Value with { Flags = XlbAbi.FlowSynced }) : kv)] };
+        var flows = NodeStatus.Build(maps, Spec(), null, new FlowFilter()).Flows!;
+        Assert.Equal([true, null], flows.Select(f => f.Copy));
     }
 
     [Fact]
