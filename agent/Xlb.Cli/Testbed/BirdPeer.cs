@@ -55,27 +55,7 @@ public sealed class BirdPeer : IDisposable
         }
         var path = Path.Combine(dir, "bird.conf");
         File.WriteAllText(path, config);
-        var psi = new ProcessStartInfo("ip") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in (string[])["netns", "exec", ns, "bird", "-f", "-c", path, "-s", Path.Combine(dir, "bird.ctl"), "-P", Path.Combine(dir, "bird.pid")])
-        {
-            psi.ArgumentList.Add(a);
-        }
-        var bird = new Process { StartInfo = psi };
-        void Echo(string? line)
-        {
-            if (line is not null)
-            {
-                lock (log)
-                {
-                    log.WriteLine($"  [bird] {line}");
-                }
-            }
-        }
-        bird.OutputDataReceived += (_, e) => Echo(e.Data);
-        bird.ErrorDataReceived += (_, e) => Echo(e.Data);
-        bird.Start();
-        bird.BeginOutputReadLine();
-        bird.BeginErrorReadLine();
+        var bird = Netns.Start("ip", ["netns", "exec", ns, "bird", "-f", "-c", path, "-s", Path.Combine(dir, "bird.ctl"), "-P", Path.Combine(dir, "bird.pid")], log, "bird");
         return new BirdPeer(ns, dir, bird);
     }
 

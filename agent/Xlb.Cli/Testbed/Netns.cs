@@ -27,6 +27,40 @@ public static partial class Netns
         return stdout.Result;
     }
 
+    /// <summary>
+    /// Starts a long-running process whose standard output and error go to <paramref name="log"/>
+    /// line by line, tagged <c>[tag]</c> (the log is locked per line: several processes share it).
+    /// </summary>
+    public static Process Start(string file, IEnumerable<string> args, TextWriter log, string tag, IReadOnlyDictionary<string, string>? environment = null)
+    {
+        var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in args)
+        {
+            psi.ArgumentList.Add(a);
+        }
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+        {
+            psi.Environment[name] = value;
+        }
+        var p = new Process { StartInfo = psi };
+        void Echo(string? line)
+        {
+            if (line is not null)
+            {
+                lock (log)
+                {
+                    log.WriteLine($"  [{tag}] {line}");
+                }
+            }
+        }
+        p.OutputDataReceived += (_, e) => Echo(e.Data);
+        p.ErrorDataReceived += (_, e) => Echo(e.Data);
+        p.Start();
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        return p;
+    }
+
     /// <summary>Runs `ip ARGS` inside namespace <paramref name="ns"/>.</summary>
     public static string Ip(string ns, params string[] args) => Sh("ip", ["-n", ns, .. args]);
 

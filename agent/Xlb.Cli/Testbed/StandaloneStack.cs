@@ -47,19 +47,18 @@ public sealed class StandaloneStack : IDisposable
     }
 
     /// <summary>`xlb status` over this stack's data plane (its pinned maps), with <paramref name="args"/>: its output.</summary>
-    public string Status(params string[] args)
+    public string Status(params string[] args) => StatusOfInstance(Instance, args);
+
+    /// <summary>`xlb status` over the data plane pinned under <paramref name="instance"/> of the testbed's bpffs, with <paramref name="args"/>.</summary>
+    public static string StatusOfInstance(string instance, params string[] args)
     {
         var self = Self();
-        return Netns.Sh(self[0], [.. self[1..], "status", "--bpffs", TestBpffs, "--instance", Instance, .. args]);
+        return Netns.Sh(self[0], [.. self[1..], "status", "--bpffs", TestBpffs, "--instance", instance, .. args]);
     }
 
     /// <summary>`xlb status` over the data plane of node <paramref name="nodeName"/>'s agent, with its node config (listener names), and <paramref name="args"/>.</summary>
-    public string StatusOf(string nodeName, params string[] args)
-    {
-        var self = Self();
-        var instance = nodeName == NodeName ? Instance : OtherInstance(nodeName);
-        return Netns.Sh(self[0], [.. self[1..], "status", "--bpffs", TestBpffs, "--instance", instance, "--node-config", Path.Combine(StateDir, nodeName + ".yaml"), .. args]);
-    }
+    public string StatusOf(string nodeName, params string[] args) =>
+        StatusOfInstance(nodeName == NodeName ? Instance : OtherInstance(nodeName), ["--node-config", Path.Combine(StateDir, nodeName + ".yaml"), .. args]);
 
     /// <summary>Extra arguments for every agent this stack starts.</summary>
     public IReadOnlyList<string> AgentArgs { get; private set; } = [];
@@ -175,30 +174,9 @@ public sealed class StandaloneStack : IDisposable
 
     private Process SpawnRaw(string tag, string file, string[] args)
     {
-        var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in args)
-        {
-            psi.ArgumentList.Add(a);
-        }
-        var p = new Process { StartInfo = psi };
-        p.OutputDataReceived += (_, e) => Echo(tag, e.Data);
-        p.ErrorDataReceived += (_, e) => Echo(tag, e.Data);
-        p.Start();
-        p.BeginOutputReadLine();
-        p.BeginErrorReadLine();
+        var p = Netns.Start(file, args, _log, tag);
         _processes.Add(p);
         return p;
-    }
-
-    private void Echo(string tag, string? line)
-    {
-        if (line is not null)
-        {
-            lock (_log)
-            {
-                _log.WriteLine($"  [{tag}] {line}");
-            }
-        }
     }
 
     public void Dispose()

@@ -200,8 +200,7 @@ public sealed class BgpFailoverTests(ITestOutputHelper output)
 
     private static string Flows(string instance)
     {
-        var self = StandaloneStack.Self();
-        var text = Netns.Sh(self[0], [.. self[1..], "status", "--bpffs", StandaloneStack.TestBpffs, "--instance", instance, "--flows"]);
+        var text = StandaloneStack.StatusOfInstance(instance, "--flows");
         var at = text.IndexOf("FLOWS (", StringComparison.Ordinal);
         return at < 0 ? "" : text[at..];
     }

@@ -25,35 +25,11 @@ public static class ClusterAgent
     public static Process Start(string node, string ns, string instance, IEnumerable<string> interfaces, string kubeconfig, TextWriter log, params string[] extraArgs)
     {
         var self = StandaloneStack.Self();
-        var psi = new ProcessStartInfo("ip") { RedirectStandardOutput = true, RedirectStandardError = true };
         // XLB_TEST_AGENT_LOG_LEVEL=Debug: the agents log what they would not otherwise (e.g. each flow-sync walk).
-        if (Environment.GetEnvironmentVariable("XLB_TEST_AGENT_LOG_LEVEL") is { Length: > 0 } level)
-        {
-            psi.Environment["XLB_LOG_LEVEL"] = level;
-        }
-        foreach (var a in (string[])["netns", "exec", ns, .. self, "agent", "--node", node, "--kubeconfig", kubeconfig,
+        var level = Environment.GetEnvironmentVariable("XLB_TEST_AGENT_LOG_LEVEL");
+        return Netns.Start("ip", ["netns", "exec", ns, .. self, "agent", "--node", node, "--kubeconfig", kubeconfig,
             "--lease-namespace", OperatorHarness.LeaseNs, "--bpffs", StandaloneStack.TestBpffs, "--instance", instance,
-            .. interfaces.SelectMany(i => new[] { "--interface", i }), .. extraArgs])
-        {
-            psi.ArgumentList.Add(a);
-        }
-        var p = new Process { StartInfo = psi };
-        p.OutputDataReceived += (_, e) => Echo(e.Data);
-        p.ErrorDataReceived += (_, e) => Echo(e.Data);
-        p.Start();
-        p.BeginOutputReadLine();
-        p.BeginErrorReadLine();
-        return p;
-
-        void Echo(string? line)
-        {
-            if (line is not null)
-            {
-                lock (log)
-                {
-                    log.WriteLine($"  [{node}] {line}");
-                }
-            }
-        }
+            .. interfaces.SelectMany(i => new[] { "--interface", i }), .. extraArgs], log, node,
+            level is { Length: > 0 } ? new Dictionary<string, string> { ["XLB_LOG_LEVEL"] = level } : null);
     }
 }
