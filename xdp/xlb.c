@@ -49,6 +49,9 @@
 #define TCP_RST 0x04
 #define TCP_ACK 0x10
 #define NAT_PORT_TRIES 8
+/* How long a connection that ended keeps its NAT port (nat_port_free): without TIME_WAIT on its backend, with it. */
+#define NAT_PORT_CLOSED_NS (2ULL * NS_PER_S)
+#define NAT_PORT_TIME_WAIT_NS (65ULL * NS_PER_S)
 #define NS_PER_S 1000000000ull
 
 /* VIP services of both generations. */
@@ -1357,6 +1360,22 @@ static __always_inline void admit(const struct xlb_flow_key *fk, const struct xl
 }
 
 /* A backend's reply (its flow key rk): the source becomes VIP:port, the destination the client. */
+/*
+ * A FIN or RST, of the client or (from_backend) of the backend: how the connection ends, which
+ * decides when its FullNAT port may serve another connection (nat_port_free).
+ */
+static __always_inline void mark_close(struct xlb_flow *f, __u8 tcp_flags, int from_backend)
+{
+	if (tcp_flags & TCP_RST)
+		f->flags |= XLB_FLOW_F_RESET;
+	else if (!from_backend)
+		f->flags |= XLB_FLOW_F_FIN_CLIENT;
+	else if (f->flags & XLB_FLOW_F_FIN_CLIENT)
+		f->flags |= XLB_FLOW_F_FIN_BACKEND;
+	else
+		f->flags |= XLB_FLOW_F_FIN_BACKEND | XLB_FLOW_F_TIME_WAIT;
+}
+
 static __always_inline int reply(struct xdp_md *ctx, const struct xlb_cfg *cfg, struct pkt *p,
 				 const struct xlb_flow_key *rk, const struct xlb_rnat *r)
 {
@@ -1378,6 +1397,8 @@ static __always_inline int reply(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 			flow_event(cfg, XLB_EVENT_CLOSED, &k, f, 1, p->tcp_flags, now);
 			conns_add(cfg, f, -1);
 		}
+		if (f)
+			mark_close(f, p->tcp_flags, 1);
 	}
 	if (hops_spent(p))
 		return verdict(XDP_PASS, XLB_STAT_PASS_TTL_EXPIRED);
@@ -1491,16 +1512,48 @@ static __always_inline int reset_syn(struct xdp_md *ctx, struct pkt *p, void *en
  * Is this reverse-NAT entry left over? Its flow is gone, expired, or now holds another port
  * or backend: the port can be given to a new flow.
  */
-static __always_inline int rnat_stale(const struct xlb_cfg *cfg, const struct xlb_rnat *r,
-				      const struct xlb_flow_key *rk, __u64 now)
+/*
+ * May a new flow take the NAT port of translation r (key rk)? Yes when the flow that held it is
+ * gone or past its timeout (the caller removes the translation), and when its connection has
+ * ended at both ends and the backend keeps nothing of it: a new SYN on a tuple the backend holds
+ * in TIME_WAIT is refused unless its TCP timestamp is newer, and Linux clients draw a timestamp
+ * offset per connection, so another connection's SYN is refused half the time (the client then
+ * waits a second to retry). So:
+ * - after a RST, or a FIN each way of which the client's came first (the backend closed last and
+ *   keeps no TIME_WAIT), once the flow has been quiet for NAT_PORT_CLOSED_NS (the last
+ *   retransmissions);
+ * - after the backend closed first (it holds the tuple in TIME_WAIT), once the flow has been
+ *   quiet for NAT_PORT_TIME_WAIT_NS (Linux keeps TIME_WAIT 60 s).
+ * A half-closed connection (one FIN) keeps its port until its timeout: its backend may still be
+ * sending. The same client connection again (its own port reused) needs none of this: it takes
+ * its flow's tuple afresh (serve), and so the same port, with a newer timestamp of its own.
+ * A taken flow is removed, so that it no longer owns the port; a late packet of it starts a new flow.
+ * A global function: verified once, not at each of its calls in the port search.
+ */
+__noinline int nat_port_free(const struct xlb_cfg *cfg, const struct xlb_rnat *r,
+			     const struct xlb_flow_key *rk, __u64 now)
 {
 	struct xlb_flow_key k;
 	struct xlb_flow *f;
+	__u8 fl;
 
+	if (!cfg || !r || !rk)
+		return 0;
 	flow_key_of(r, rk, &k);
 	f = flow_find(&k);
-	return !f || flow_expired(cfg, f, rk->proto, now) || f->nat_port != rk->dport ||
-	       !addr_eq(f->backend, rk->saddr) || f->backend_port != rk->sport;
+	if (!f || flow_expired(cfg, f, rk->proto, now) || f->nat_port != rk->dport ||
+	    !addr_eq(f->backend, rk->saddr) || f->backend_port != rk->sport)
+		return 1;
+	fl = f->flags;
+	if (!(fl & XLB_FLOW_F_RESET) &&
+	    (fl & (XLB_FLOW_F_FIN_CLIENT | XLB_FLOW_F_FIN_BACKEND)) != (XLB_FLOW_F_FIN_CLIENT | XLB_FLOW_F_FIN_BACKEND))
+		return 0;
+	if (now - f->last_seen_ns <= ((fl & (XLB_FLOW_F_TIME_WAIT | XLB_FLOW_F_RESET)) == XLB_FLOW_F_TIME_WAIT
+					      ? NAT_PORT_TIME_WAIT_NS : NAT_PORT_CLOSED_NS))
+		return 0;
+	bpf_map_delete_elem(&xlb_flows, &k);
+	bpf_map_delete_elem(&xlb_flows_new, &k);
+	return 1;
 }
 
 /*
@@ -1526,14 +1579,14 @@ static __always_inline int alloc_nat_port(const struct xlb_cfg *cfg, const struc
 		rk.dport = bpf_htons(port);
 		held = bpf_map_lookup_elem(&xlb_rnat, &rk);
 		if (held) {
-			if (!rnat_stale(cfg, held, &rk, now))
+			if (!nat_port_free(cfg, held, &rk, now))
 				continue;
 			bpf_map_delete_elem(&xlb_rnat, &rk);
 		}
 		if (bpf_map_update_elem(&xlb_rnat_new, &rk, &rv, BPF_NOEXIST) == 0)
 			goto done;
 		held = bpf_map_lookup_elem(&xlb_rnat_new, &rk);
-		if (held && rnat_stale(cfg, held, &rk, now) &&
+		if (held && nat_port_free(cfg, held, &rk, now) &&
 		    bpf_map_update_elem(&xlb_rnat_new, &rk, &rv, BPF_ANY) == 0)
 			goto done;
 	}
@@ -1886,6 +1939,7 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 					conns_add(cfg, flow, -1);
 				}
 				flow->state = XLB_FLOW_CLOSING;
+				mark_close(flow, p->tcp_flags, 0);
 			} else if (!syn && flow->state == XLB_FLOW_NEW && fk->proto == IPPROTO_TCP)
 				flow->state = XLB_FLOW_ESTABLISHED;
 			flow->last_seen_ns = now;

@@ -46,6 +46,14 @@ public static class XlbAbi
     public const byte FlowCounted = 1;
     /// <summary>XLB_FLOW_F_SYNCED: the flow is a copy another LB node sent (flow sync).</summary>
     public const byte FlowSynced = 0x80;
+    /// <summary>XLB_FLOW_F_FIN_CLIENT: the client's FIN was seen.</summary>
+    public const byte FlowFinClient = 0x02;
+    /// <summary>XLB_FLOW_F_FIN_BACKEND: the backend's FIN was seen.</summary>
+    public const byte FlowFinBackend = 0x04;
+    /// <summary>XLB_FLOW_F_TIME_WAIT: the backend's FIN came first, so the backend holds the tuple in TIME_WAIT.</summary>
+    public const byte FlowTimeWait = 0x08;
+    /// <summary>XLB_FLOW_F_RESET: a RST was seen, either way.</summary>
+    public const byte FlowReset = 0x10;
     /// <summary>XLB_SVC_F_COUNT_FLOWS: a LeastConn service, whose flows count in xlb_backend_conns.</summary>
     public const ushort SvcCountFlows = 1;
     /// <summary>XLB_SVC_F_AFFINITY: ClientIP affinity (its timeout in xlb_svc_opts, by service id).</summary>

@@ -189,6 +189,15 @@ struct xlb_flow {
  * copy never replaces a flow of this node's own.
  */
 #define XLB_FLOW_F_SYNCED 0x80
+/*
+ * How a TCP connection ended, for its FullNAT port (see nat_port_free in xlb.c): the client's FIN,
+ * the backend's FIN, the backend's FIN before the client's (so the backend holds the tuple in
+ * TIME_WAIT), a RST either way.
+ */
+#define XLB_FLOW_F_FIN_CLIENT 0x02
+#define XLB_FLOW_F_FIN_BACKEND 0x04
+#define XLB_FLOW_F_TIME_WAIT 0x08
+#define XLB_FLOW_F_RESET 0x10
 
 /*
  * rnat: how to turn a backend's reply back into what the client expects: the source becomes

@@ -14,9 +14,9 @@ public sealed record ProbeResult(IReadOnlyDictionary<string, int> ByBackend, int
 public static class HttpProbe
 {
     /// <summary>One GET on a new connection from inside a namespace; returns the body, throws unless the status is 200.</summary>
-    public static async Task<string> GetAsync(string ns, IPEndPoint target, TimeSpan timeout, CancellationToken ct)
+    public static async Task<string> GetAsync(string ns, IPEndPoint target, TimeSpan timeout, CancellationToken ct, bool clientClosesFirst = false)
     {
-        var (status, body) = await RequestAsync(ns, target, "/", timeout, ct);
+        var (status, body) = await RequestAsync(ns, target, "/", timeout, ct, clientClosesFirst);
         return status == 200 ? body.Trim() : throw new InvalidDataException($"unexpected status {status}");
     }
 
@@ -24,19 +24,32 @@ public static class HttpProbe
     public static Task<(int Status, string Body)> StatusAsync(string ns, IPEndPoint target, string path, CancellationToken ct) =>
         RequestAsync(ns, target, path, TimeSpan.FromSeconds(5), ct);
 
-    private static async Task<(int Status, string Body)> RequestAsync(string ns, IPEndPoint target, string path, TimeSpan timeout, CancellationToken ct)
+    /// <summary>
+    /// One request on a new connection. The server closes it after its answer (Connection: close),
+    /// or, with <paramref name="clientClosesFirst"/>, the client closes once it has the whole answer
+    /// (by its Content-Length) and then waits for the server's close.
+    /// </summary>
+    private static async Task<(int Status, string Body)> RequestAsync(string ns, IPEndPoint target, string path, TimeSpan timeout, CancellationToken ct, bool clientClosesFirst = false)
     {
         using var socket = Netns.Run(ns, () => new Socket(target.AddressFamily, SocketType.Stream, ProtocolType.Tcp));
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         cts.CancelAfter(timeout);
         await socket.ConnectAsync(target, cts.Token);
-        await socket.SendAsync(Encoding.ASCII.GetBytes($"GET {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"), SocketFlags.None, cts.Token);
+        var connection = clientClosesFirst ? "" : "Connection: close\r\n";
+        await socket.SendAsync(Encoding.ASCII.GetBytes($"GET {path} HTTP/1.1\r\nHost: {target}\r\n{connection}\r\n"), SocketFlags.None, cts.Token);
         var response = new StringBuilder();
         var buf = new byte[8192];
         int n;
-        while ((n = await socket.ReceiveAsync(buf, SocketFlags.None, cts.Token)) > 0)
+        while (!(clientClosesFirst && Complete(response.ToString())) && (n = await socket.ReceiveAsync(buf, SocketFlags.None, cts.Token)) > 0)
         {
             response.Append(Encoding.ASCII.GetString(buf, 0, n));
+        }
+        if (clientClosesFirst)
+        {
+            socket.Shutdown(SocketShutdown.Send);
+            while (await socket.ReceiveAsync(buf, SocketFlags.None, cts.Token) > 0)
+            {
+            }
         }
         var text = response.ToString();
         var head = text.IndexOf("\r\n\r\n", StringComparison.Ordinal);
@@ -48,6 +61,24 @@ public static class HttpProbe
     }
 
     /// <summary>Sends <paramref name="count"/> requests, <paramref name="parallel"/> at a time; never more, never longer than each timeout.</summary>
+    /// <summary>Has <paramref name="text"/> a whole head and as much body as its Content-Length says?</summary>
+    private static bool Complete(string text)
+    {
+        var head = text.IndexOf("\r\n\r\n", StringComparison.Ordinal);
+        if (head < 0)
+        {
+            return false;
+        }
+        var at = text.IndexOf("Content-Length:", 0, head, StringComparison.OrdinalIgnoreCase);
+        if (at < 0)
+        {
+            return false;
+        }
+        var eol = text.IndexOf("\r\n", at, StringComparison.Ordinal);
+        var length = int.Parse(text.AsSpan(at + 15, eol - at - 15).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        return Encoding.ASCII.GetByteCount(text.AsSpan(head + 4)) >= length;
+    }
+
     public static async Task<ProbeResult> RunAsync(string ns, IPEndPoint target, int count, int parallel, CancellationToken ct)
     {
         var byBackend = new Dictionary<string, int>(StringComparer.Ordinal);

@@ -70,7 +70,7 @@ public partial class AbiLayoutTests
             ("XLB_CFG_F_SHUTDOWN", (int)XlbAbi.CfgShutdown), ("XLB_CFG_F_NO_FLOW_CACHE", (int)XlbAbi.CfgNoFlowCache), ("XLB_MODE_FULLNAT", XlbAbi.ModeFullNat),
             ("XLB_MODE_DNAT", XlbAbi.ModeDnat), ("XLB_MODE_DSR_L2", XlbAbi.ModeDsrL2), ("XLB_MODE_DSR_IPIP", XlbAbi.ModeDsrIpip),
             ("XLB_ALGO_MAGLEV", XlbAbi.AlgoMaglev), ("XLB_ALGO_SOURCE_HASH", XlbAbi.AlgoSourceHash),
-            ("XLB_ALGO_ROUND_ROBIN", XlbAbi.AlgoRoundRobin), ("XLB_ALGO_LEAST_CONN", XlbAbi.AlgoLeastConn), ("XLB_LC_SCAN", XlbAbi.LcScan), ("XLB_FLOW_F_COUNTED", XlbAbi.FlowCounted), ("XLB_FLOW_F_SYNCED", XlbAbi.FlowSynced), ("XLB_SVC_F_COUNT_FLOWS", XlbAbi.SvcCountFlows), ("XLB_SVC_F_AFFINITY", XlbAbi.SvcAffinity), ("XLB_MAX_AFFINITY", XlbAbi.MaxAffinity), ("XLB_FLOW_NEW", XlbAbi.FlowNew),
+            ("XLB_ALGO_ROUND_ROBIN", XlbAbi.AlgoRoundRobin), ("XLB_ALGO_LEAST_CONN", XlbAbi.AlgoLeastConn), ("XLB_LC_SCAN", XlbAbi.LcScan), ("XLB_FLOW_F_COUNTED", XlbAbi.FlowCounted), ("XLB_FLOW_F_SYNCED", XlbAbi.FlowSynced), ("XLB_FLOW_F_FIN_CLIENT", XlbAbi.FlowFinClient), ("XLB_FLOW_F_FIN_BACKEND", XlbAbi.FlowFinBackend), ("XLB_FLOW_F_TIME_WAIT", XlbAbi.FlowTimeWait), ("XLB_FLOW_F_RESET", XlbAbi.FlowReset), ("XLB_SVC_F_COUNT_FLOWS", XlbAbi.SvcCountFlows), ("XLB_SVC_F_AFFINITY", XlbAbi.SvcAffinity), ("XLB_MAX_AFFINITY", XlbAbi.MaxAffinity), ("XLB_FLOW_NEW", XlbAbi.FlowNew),
             ("XLB_FLOW_ESTABLISHED", XlbAbi.FlowEstablished), ("XLB_FLOW_CLOSING", XlbAbi.FlowClosing),
             ("XLB_FILTER_BITS", XlbAbi.FilterBits), ("XLB_FILTER_WORDS", XlbAbi.FilterWords),
             ("XLB_IPV6_EXT_MAX", XlbAbi.Ipv6ExtMax), ("XLB_VIP_F_ACTIVE", (int)XlbAbi.VipActive), ("XLB_MAX_IFACES", XlbAbi.MaxIfaces), ("XLB_MAX_VLANS", XlbAbi.MaxVlans),

@@ -219,6 +219,7 @@ public class FuzzTests(ITestOutputHelper output)
         }
 
         output.WriteLine($"{run} packets in {clock.Elapsed.TotalSeconds:F1} s, seed {seed}; verdicts {string.Join(", ", verdicts.OrderBy(v => v.Key).Select(v => $"{v.Key}:{v.Value}"))}");
+        output.WriteLine($"new flows that took the NAT port of an ended connection: {model.Takeovers}");
         output.WriteLine($"reasons: {string.Join(", ", totals.OrderBy(t => t.Key).Select(t => $"{t.Key} {t.Value}"))}");
         Assert.True(disagreements.Count == 0, string.Join("\n", disagreements));
         Assert.True(run >= packets, $"only {run} of {packets} packets ran within {deadline}");

@@ -182,18 +182,18 @@ public class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
     }
 
     /// <summary>
-    /// A private data plane (its own maps) with 5 s timeouts and one FullNAT listener on VIP:80
+    /// A private data plane (its own maps) with 5 s timeouts (or the closing one given) and one FullNAT listener on VIP:80
     /// toward backend 1, run in the fixture's LB namespace. A flow's last-seen time set to 0 (boot)
     /// is then certainly past every timeout.
     /// </summary>
-    private (XdpDataPlane Plane, Func<Packet, TestRunResult> Run) OwnPlane(ushort natMin = 40000, ushort natMax = 59999)
+    private (XdpDataPlane Plane, Func<Packet, TestRunResult> Run) OwnPlane(ushort natMin = 40000, ushort natMax = 59999, TimeSpan? closing = null)
     {
         var five = TimeSpan.FromSeconds(5);
         var (plane, run) = fx.PrivatePlane(new DataPlaneOptions
         {
             NatPortMin = natMin,
             NatPortMax = natMax,
-            Timeouts = new FlowTimeouts { TcpNew = five, TcpEstablished = five, TcpClosing = five, Udp = five },
+            Timeouts = new FlowTimeouts { TcpNew = five, TcpEstablished = five, TcpClosing = closing ?? five, Udp = five },
         }, OneVip(ToBackends("t/one/p", 80, 1)));
         return (plane, p => run(p.Build()));
     }
@@ -278,6 +278,89 @@ public class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
         Assert.True(plane.TryFindFlow(ClientFlowKey(b, 80), out var fb));
         Assert.True(plane.TryFindReverseNat(ReverseKey(fb), out var r));
         Assert.Equal(Net.Be(b), r.ClientPortBe);
+    }
+
+    /// <summary>How a connection ends, packet by packet: the client's FIN, the backend's, or a RST.</summary>
+    public enum Close { BackendFirst, ClientFirst, ClientReset, BackendReset }
+
+    /// <summary>
+    /// One FullNAT port toward one backend, held by a connection that ends as <paramref name="close"/>.
+    /// While the connection is half closed the port stays its own, however quiet. Once it has ended
+    /// at both ends, another connection takes the port after 2 quiet seconds, unless the backend
+    /// closed first (it holds the tuple in TIME_WAIT, which may refuse another connection's SYN):
+    /// then after 65 s. The closing timeout here is 120 s, so none of this is the flow expiring.
+    /// </summary>
+    [Theory]
+    [InlineData(Close.BackendFirst)]
+    [InlineData(Close.ClientFirst)]
+    [InlineData(Close.ClientReset)]
+    [InlineData(Close.BackendReset)]
+    public void A_nat_port_of_a_connection_that_ended_goes_to_the_next_one_once_the_backend_keeps_nothing_of_it(Close close)
+    {
+        Privileged.Require();
+        var (plane, run) = OwnPlane(45000, 45000, closing: TimeSpan.FromSeconds(120));
+        using var owned = plane;
+        var a = NextClientPort();
+        var oldKey = ClientFlowKey(a, 80);
+        Assert.Equal(45000, Packet.Parse(run(ClientTcp(a, 80)).Packet).SrcPort);
+        run(ClientTcp(a, 80, Packet.Ack));
+        Packet FromBackend(byte flags) => new() { Src = IPAddress.Parse(LbTopology.BackendAddress(1)), Dst = VipAddress, SrcPort = 8080, DstPort = 45000, TcpFlags = flags };
+        void Quiet(double seconds)
+        {
+            Assert.True(plane.TryFindFlow(oldKey, out var f));
+            plane.Flows.Update(oldKey, f with { LastSeenNs = XdpDataPlane.MonotonicNs() - (ulong)(seconds * 1e9) });
+            plane.FlowTableChanged();
+        }
+        var b = NextClientPort();
+        var busy = 0UL;
+        void Refused(string when)
+        {
+            Assert.True(XdpDrop == (int)run(ClientTcp(b, 80)).Verdict, $"{close}: the port was given {when}");
+            Assert.Equal(++busy, plane.Stats()[XlbStat.DropNatPortsBusy]);
+        }
+
+        switch (close)
+        {
+            case Close.BackendFirst:
+                run(FromBackend(Packet.Fin | Packet.Ack));
+                Quiet(100);
+                Refused("while the client could still send");
+                run(ClientTcp(a, 80, Packet.Fin | Packet.Ack));
+                break;
+            case Close.ClientFirst:
+                run(ClientTcp(a, 80, Packet.Fin | Packet.Ack));
+                Quiet(100);
+                Refused("while the backend could still send");
+                run(FromBackend(Packet.Fin | Packet.Ack));
+                run(ClientTcp(a, 80, Packet.Ack));
+                break;
+            case Close.ClientReset:
+                run(ClientTcp(a, 80, Packet.Rst));
+                break;
+            case Close.BackendReset:
+                run(FromBackend(Packet.Rst | Packet.Ack));
+                break;
+        }
+        Assert.True(plane.TryFindFlow(oldKey, out var ended));
+        Assert.Equal(XlbAbi.FlowClosing, ended.State);
+        var timeWait = close == Close.BackendFirst;
+        Assert.Equal(timeWait, (ended.Flags & XlbAbi.FlowTimeWait) != 0);
+        Refused("at once");
+        Quiet(3);
+        if (timeWait)
+        {
+            Refused("while the backend holds TIME_WAIT");
+            Quiet(70);
+        }
+        var taken = run(ClientTcp(b, 80));
+        Assert.Equal(XdpRedirect, (int)taken.Verdict);
+        Assert.Equal(45000, Packet.Parse(taken.Packet).SrcPort);
+        // The ended connection no longer owns the port; replies on it reach the new connection.
+        Assert.False(plane.TryFindFlow(oldKey, out _));
+        Assert.True(plane.TryFindFlow(ClientFlowKey(b, 80), out var fb));
+        Assert.True(plane.TryFindReverseNat(ReverseKey(fb), out var r));
+        Assert.Equal(Net.Be(b), r.ClientPortBe);
+        Assert.Equal(busy, plane.Stats()[XlbStat.DropNatPortsBusy]);
     }
 
     [Fact]

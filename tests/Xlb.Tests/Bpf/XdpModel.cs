@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Diagnostics;
 using System.Net;
 using Xlb.Cli.Testbed;
 using Xlb.DataPlane;
@@ -32,6 +33,10 @@ public sealed class XdpModel(IReadOnlyList<XdpModel.Service> services, FilterIma
         public required byte[] Client { get; init; }
         public required ushort ClientPort { get; init; }
         public byte State { get; set; }
+        /// <summary>How the connection ended (XLB_FLOW_F_FIN_CLIENT, _FIN_BACKEND, _TIME_WAIT, _RESET).</summary>
+        public byte Flags { get; set; }
+        /// <summary>When a packet of the client last went by it (Stopwatch ticks): the program's last_seen_ns.</summary>
+        public long LastSeen { get; set; }
         public byte[]? Backend { get; set; }
         public ushort NatPort { get; set; }
     }
@@ -57,6 +62,9 @@ public sealed class XdpModel(IReadOnlyList<XdpModel.Service> services, FilterIma
     private readonly Dictionary<string, Flow> _rnat = [];
 
     public int FlowCount => _flows.Count;
+
+    /// <summary>New flows that took the NAT port of a connection that had ended (see <see cref="Learn"/>).</summary>
+    public int Takeovers { get; private set; }
 
     public const int Drop = 1, Pass = 2, Redirect = 4;
 
@@ -299,11 +307,13 @@ public sealed class XdpModel(IReadOnlyList<XdpModel.Service> services, FilterIma
                 if ((flags & (Packet.Fin | Packet.Rst)) != 0)
                 {
                     flow.State = XlbAbi.FlowClosing;
+                    MarkClose(flow, flags, fromBackend: false);
                 }
                 else if (!syn && flow.State == XlbAbi.FlowNew && proto == 6)
                 {
                     flow.State = XlbAbi.FlowEstablished;
                 }
+                flow.LastSeen = Stopwatch.GetTimestamp();
                 reasons.Add(XlbStat.FwdEstablished);
                 return ToBackend(shape, reasons, flow, ttl);
             }
@@ -326,6 +336,7 @@ public sealed class XdpModel(IReadOnlyList<XdpModel.Service> services, FilterIma
             Service = service, Client = src, ClientPort = sport,
             State = proto == 6 && !syn ? XlbAbi.FlowEstablished : XlbAbi.FlowNew,
         };
+        flow.LastSeen = Stopwatch.GetTimestamp();
         _flows[key] = flow;
         reasons.Add(XlbStat.FwdNewFlow);
         return ToBackend(shape, reasons, flow, ttl);
@@ -348,6 +359,7 @@ public sealed class XdpModel(IReadOnlyList<XdpModel.Service> services, FilterIma
         if ((flags & (Packet.Fin | Packet.Rst)) != 0)
         {
             flow.State = XlbAbi.FlowClosing;
+            MarkClose(flow, flags, fromBackend: true);
         }
         if (ttl <= 1)
         {
@@ -471,11 +483,35 @@ public sealed class XdpModel(IReadOnlyList<XdpModel.Service> services, FilterIma
         {
             return $"NAT port {nat} outside {natMin}-{natMax}";
         }
+        var rkey = Key(backend, flow.Service.Vip, flow.Service.TargetPort, nat, flow.Service.Proto);
+        if (_rnat.TryGetValue(rkey, out var held) && held != flow)
+        {
+            // The port of a connection that ended at both ends may be taken once it has been
+            // quiet long enough (the program then drops that flow): 2 s, or 65 s if the backend
+            // closed first (nat_port_free in xlb.c). Half a second of slack for the two clocks.
+            var closed = (held.Flags & XlbAbi.FlowReset) != 0 ||
+                (held.Flags & (XlbAbi.FlowFinClient | XlbAbi.FlowFinBackend)) == (XlbAbi.FlowFinClient | XlbAbi.FlowFinBackend);
+            var timeWait = (held.Flags & (XlbAbi.FlowTimeWait | XlbAbi.FlowReset)) == XlbAbi.FlowTimeWait;
+            var quiet = Stopwatch.GetElapsedTime(held.LastSeen);
+            if (!closed || quiet < TimeSpan.FromSeconds(timeWait ? 64.5 : 1.5))
+            {
+                return $"NAT port {nat} toward {new IPAddress(backend)} given to a new flow while a connection (flags {held.Flags:x2}, quiet {quiet.TotalSeconds:F1} s) holds it";
+            }
+            _flows.Remove(Key(held.Client, held.Service.Vip, held.ClientPort, held.Service.Port, held.Service.Proto));
+            Takeovers++;
+        }
         flow.Backend = backend;
         flow.NatPort = nat;
-        _rnat[Key(backend, flow.Service.Vip, flow.Service.TargetPort, nat, flow.Service.Proto)] = flow;
+        _rnat[rkey] = flow;
         return null;
     }
+
+    /// <summary>A FIN or RST of the client or of the backend: how the connection ends (mark_close in xlb.c).</summary>
+    private static void MarkClose(Flow flow, byte tcpFlags, bool fromBackend) =>
+        flow.Flags |= (tcpFlags & Packet.Rst) != 0 ? XlbAbi.FlowReset
+            : !fromBackend ? XlbAbi.FlowFinClient
+            : (flow.Flags & XlbAbi.FlowFinClient) != 0 ? XlbAbi.FlowFinBackend
+            : (byte)(XlbAbi.FlowFinBackend | XlbAbi.FlowTimeWait);
 
     private static bool HeaderValid(byte[] p) => Packet.Checksum(p.AsSpan(14, (p[14] & 0xf) * 4)) == 0;
 

@@ -1,0 +1,84 @@
+using System.Diagnostics;
+using System.Net;
+using System.Text.Json.Nodes;
+using Xlb.Cli.Testbed;
+using Xlb.Tests.Support;
+
+namespace Xlb.Tests.E2E;
+
+/// <summary>
+/// FullNAT ports toward a backend are reused as real TCP lets them be: with five NAT ports, a
+/// client that closes its connections first makes many more than five in a row (each port comes
+/// free 2 s after its connection ended, and the backend keeps nothing of it); connections the
+/// backend closes first hold their ports (the backend keeps those tuples in TIME_WAIT), so a sixth
+/// one is refused.
+/// </summary>
+public sealed class NatPortReuseEndToEndTests(ITestOutputHelper output)
+{
+    private const string Vip = "10.250.0.20";
+
+    private const string Mapping = """
+        apiVersion: xlb.io/v1alpha1
+        kind: PortMapping
+        metadata:
+          name: web
+          namespace: demo
+        spec:
+          shardRef: edge
+          vip: 10.250.0.20
+          ports:
+            - name: http
+              port: 80
+              targetPort: 8080
+          backend:
+            endpoints:
+              - address: 10.201.1.2
+        """;
+
+    [Fact]
+    public async Task Ports_of_connections_the_client_closed_serve_again_and_those_in_the_backends_time_wait_do_not()
+    {
+        Privileged.Require();
+        var ct = TestContext.Current.CancellationToken;
+        await using var bed = Testbed.Create("nr", backends: 1);
+        var manifests = Examples.CopyToTemp("demo");
+        try
+        {
+            File.WriteAllText(Path.Combine(manifests, "30-web.yaml"), Mapping);
+            using var stack = StandaloneStack.Start(bed.Topology, manifests, "lb-1", bed.Log, "--nat-ports", "45000-45004");
+            await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
+            var vip = new IPEndPoint(IPAddress.Parse(Vip), 80);
+
+            // 15 connections over five ports, the client closing each first. A SYN that finds no
+            // free port is dropped and sent again by the client a second later.
+            var clock = Stopwatch.StartNew();
+            for (var i = 0; i < 15; i++)
+            {
+                Assert.Equal("backend-1", await HttpProbe.GetAsync(bed.Topology.Client, vip, TimeSpan.FromSeconds(10), ct, clientClosesFirst: true));
+                await Task.Delay(300, ct);
+            }
+            output.WriteLine($"15 client-closed connections through 5 NAT ports in {clock.Elapsed.TotalSeconds:F1} s");
+            Assert.Equal(15, bed.Backend(1)!.Served);
+
+            // Quiet for 2 s, every port is free again: five connections the server closes first.
+            await Task.Delay(2500, ct);
+            for (var i = 0; i < 5; i++)
+            {
+                Assert.Equal("backend-1", await HttpProbe.GetAsync(bed.Topology.Client, vip, TimeSpan.FromSeconds(5), ct));
+            }
+            var busy = Counter(stack, "drop_nat_ports_busy");
+            // Their ports stay theirs while the backend holds them in TIME_WAIT: a sixth gets none.
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => HttpProbe.GetAsync(bed.Topology.Client, vip, TimeSpan.FromSeconds(4), ct));
+            Assert.True(Counter(stack, "drop_nat_ports_busy") > busy, "the sixth connection's SYN was not refused for want of a NAT port");
+            Assert.Equal(20, bed.Backend(1)!.Served);
+        }
+        finally
+        {
+            Directory.Delete(manifests, recursive: true);
+            output.WriteLine(bed.Log.ToString());
+        }
+    }
+
+    private static ulong Counter(StandaloneStack stack, string name) =>
+        JsonNode.Parse(stack.Status("--node-config", stack.NodeConfigPath, "-o", "json"))!["counters"]![name]?.GetValue<ulong>() ?? 0;
+}
