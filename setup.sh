@@ -6,6 +6,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 
 # bird2: the BGP neighbour the announcement tests peer with (never started as a service here).
 packages=(clang llvm libbpf-dev bpftool iproute2 ethtool bird2)
+# --bench: also what the end-to-end traffic bench compares with (bench/README.md).
+if [ "${1:-}" = "--bench" ]; then
+  packages+=(wrk nginx-light haproxy)
+fi
 missing=()
 for p in "${packages[@]}"; do
   # Installed, not merely known to dpkg (a removed package keeps its configuration files).
@@ -18,7 +22,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   echo "setup: installing ${missing[*]}"
   apt-get update -qq
-  # No package starts a daemon here (bird2 would): tests run their own, inside their namespaces.
+  # No package starts a daemon here (bird2, nginx and haproxy would): tests and benches run their own, inside their namespaces.
   policy=""
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     policy=/usr/sbin/policy-rc.d
