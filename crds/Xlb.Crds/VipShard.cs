@@ -59,7 +59,7 @@ public sealed record Announcement
     public List<BgpPeer> Peers { get; init; } = [];
 }
 
-/// <summary>One BGP neighbour. Every LB node of the shard opens a session to it and advertises a host route (/32 or /128) for each VIP it holds as active, with itself as next hop. IPv4 VIPs go over IPv4 sessions, IPv6 VIPs over IPv6 sessions.</summary>
+/// <summary>One BGP neighbour. Every LB node of the shard (or those its nodeSelector selects) opens a session to it and advertises a host route (/32 or /128) for each VIP it holds as active, with itself as next hop. IPv4 VIPs go over IPv4 sessions, IPv6 VIPs over IPv6 sessions.</summary>
 [Validation("duration(self.holdTime) >= duration('3s') && duration(self.holdTime) <= duration('65535s')", "holdTime must be from 3s to 65535s", FieldPath = ".holdTime")]
 public sealed record BgpPeer
 {
@@ -76,6 +76,8 @@ public sealed record BgpPeer
     public required long MyAsn { get; init; }
     /// <summary>The hold time we offer (the session uses the smaller of both sides'). When a node dies, its routes stay with the neighbour until this passes: it bounds a failover.</summary>
     public Duration HoldTime { get; init; } = new(TimeSpan.FromSeconds(9));
+    /// <summary>Which of the shard's nodes open a session to this neighbour, by their labels (each rack's nodes to that rack's router, say). Absent: every node of the shard. A node of the shard that no neighbour selects does not serve the shard: it could not announce its VIPs.</summary>
+    public LabelSelector? NodeSelector { get; init; }
 }
 
 [System.Text.Json.Serialization.JsonConverter(typeof(System.Text.Json.Serialization.JsonStringEnumConverter<PlacementStrategy>))]

@@ -90,9 +90,13 @@ public static partial class Planner
         }
     }
 
+    /// <summary>A shard that can be served: its pool, its selected and ready nodes, and (mode BGP) each selected node's neighbours.</summary>
     internal sealed record ResolvedShard(VipShard Shard, ResolvedPool Pool, List<string> Selected, List<string> Ready)
     {
         public string Name => Shard.Metadata.Name ?? "";
+
+        /// <summary>Mode BGP: the neighbours each selected node opens a session to (those whose nodeSelector matches it).</summary>
+        public Dictionary<string, List<BgpPeer>> PeersByNode { get; init; } = new(StringComparer.Ordinal);
     }
 
     internal sealed record ValidMapping(
@@ -236,18 +240,28 @@ public static partial class Planner
                 problems.Add(new Problem(self, "InvalidSpec", "spec.placement.strategy Pinned needs spec.placement.nodes"));
                 continue;
             }
-            var selected = input.Nodes
-                .Where(n => shard.Spec.NodeSelector?.Matches(n.Metadata.Labels) ?? true)
-                .Select(n => n.Metadata.Name ?? "")
-                .Distinct()
-                .OrderBy(n => n, StringComparer.Ordinal)
-                .ToList();
+            var bgpMode = shard.Spec.Announcement.Mode == AnnouncementMode.BGP;
+            var peersByNode = new Dictionary<string, List<BgpPeer>>(StringComparer.Ordinal);
+            var matched = 0;
+            foreach (var n in input.Nodes.Where(n => shard.Spec.NodeSelector?.Matches(n.Metadata.Labels) ?? true))
+            {
+                matched++;
+                // Mode BGP: a node no neighbour selects could hold VIPs it cannot announce; it does not serve the shard.
+                var neighbours = bgpMode ? shard.Spec.Announcement.Peers.Where(p => p.NodeSelector?.Matches(n.Metadata.Labels) ?? true).ToList() : [];
+                if (!bgpMode || neighbours.Count > 0)
+                {
+                    peersByNode.TryAdd(n.Metadata.Name ?? "", neighbours);
+                }
+            }
+            var selected = peersByNode.Keys.Order(StringComparer.Ordinal).ToList();
             var ready = selected.Where(n => Alive(input, n, shard)).ToList();
             if (selected.Count == 0)
             {
-                problems.Add(new Problem(self, "NoNodes", "spec.nodeSelector selects no LB node; its VIPs are allocated but served nowhere"));
+                problems.Add(new Problem(self, "NoNodes", matched > 0
+                    ? "no node of spec.nodeSelector matches the nodeSelector of any of spec.announcement.peers; its VIPs are allocated but served nowhere"
+                    : "spec.nodeSelector selects no LB node; its VIPs are allocated but served nowhere"));
             }
-            result[shard.Metadata.Name ?? ""] = new ResolvedShard(shard, pool, selected, ready);
+            result[shard.Metadata.Name ?? ""] = new ResolvedShard(shard, pool, selected, ready) { PeersByNode = peersByNode };
         }
         // A node has one session per neighbour: shards that name the same neighbour must agree on it.
         var peers = new Dictionary<IPAddress, (string Shard, BgpPeer Peer)>();
@@ -260,7 +274,7 @@ public static partial class Planner
                 {
                     peers[address] = (shard.Name, peer);
                 }
-                else if (first.Peer with { Address = peer.Address } != peer)
+                else if (first.Peer with { Address = peer.Address, NodeSelector = peer.NodeSelector } != peer)
                 {
                     problems.Add(new Problem(ObjectRef.Of(shard.Shard), "PeerConflict",
                         $"spec.announcement.peers: neighbour {peer.Address} has other settings in VipShard {first.Shard} (asn {first.Peer.Asn}, myAsn {first.Peer.MyAsn}, port {first.Peer.Port}, holdTime {first.Peer.HoldTime}); a node has one session per neighbour, so give it the same settings in both"));
@@ -346,17 +360,17 @@ public static partial class Planner
         return [.. peers.Values];
     }
 
-    /// <summary>The BGP sessions of <paramref name="node"/>: one per neighbour of its BGP shards, each with the shards whose VIPs it carries.</summary>
+    /// <summary>The BGP sessions of <paramref name="node"/>: one per neighbour that selects it in its BGP shards, each with the shards whose VIPs it carries.</summary>
     internal static List<NodeBgpPeer> BgpPeersOf(string node, Dictionary<string, ResolvedShard> shards)
     {
         var byAddress = new SortedDictionary<string, NodeBgpPeer>(StringComparer.Ordinal);
         foreach (var shard in shards.Values.OrderBy(s => s.Name, StringComparer.Ordinal))
         {
-            if (shard.Shard.Spec.Announcement.Mode != AnnouncementMode.BGP || !shard.Selected.Contains(node))
+            if (shard.Shard.Spec.Announcement.Mode != AnnouncementMode.BGP || !shard.PeersByNode.TryGetValue(node, out var peers))
             {
                 continue;
             }
-            foreach (var peer in shard.Shard.Spec.Announcement.Peers)
+            foreach (var peer in peers)
             {
                 var address = IPAddress.Parse(peer.Address).ToString();
                 if (!byAddress.TryGetValue(address, out var session))

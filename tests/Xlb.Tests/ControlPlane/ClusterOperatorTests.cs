@@ -96,6 +96,47 @@ public sealed class ClusterOperatorTests : IAsyncLifetime
         await run;
     }
 
+    /// <summary>
+    /// BGP neighbours chosen per node by its labels, through the API: the CRD keeps a peer's
+    /// nodeSelector, and each node's config lists the neighbours that select it.
+    /// </summary>
+    [Fact]
+    public async Task Each_node_config_lists_the_bgp_neighbours_whose_node_selector_selects_that_node()
+    {
+        await _h.ApplyAsync("""
+            apiVersion: v1
+            kind: Node
+            metadata: {name: lb-1, labels: {xlb.io/lb-node: "true", rack: a}}
+            ---
+            apiVersion: v1
+            kind: Node
+            metadata: {name: lb-2, labels: {xlb.io/lb-node: "true", rack: b}}
+            ---
+            apiVersion: xlb.io/v1alpha1
+            kind: VipShard
+            metadata: {name: edge}
+            spec:
+              poolRef: demo
+              nodeSelector: {matchLabels: {xlb.io/lb-node: "true"}}
+              announcement:
+                mode: BGP
+                peers:
+                  - {address: 10.0.1.1, asn: 65000, myAsn: 65000, nodeSelector: {matchLabels: {rack: a}}}
+                  - {address: 10.0.2.1, asn: 65000, myAsn: 65000, nodeSelector: {matchLabels: {rack: b}}}
+                  - {address: 10.0.0.9, asn: 65000, myAsn: 65000}
+            """);
+        await _h.ApplyAsync(Mapping("web"));
+        _h.StartAgents("lb-1", "lb-2");
+        var (_, run, stop) = _h.StartOperator();
+
+        await Eventually.TrueAsync(() => Condition(MappingAsync("web").Result.Status?.Conditions, "Ready") == "True", "PortMapping demo/web Ready", 20);
+        var peers = (await ConfigsAsync()).ToDictionary(c => c.Metadata.Name!, c => c.Spec.BgpPeers.Select(p => p.Address).ToList());
+        Assert.Equal(["10.0.0.9", "10.0.1.1"], peers["lb-1"]);
+        Assert.Equal(["10.0.0.9", "10.0.2.1"], peers["lb-2"]);
+        await stop.CancelAsync();
+        await run;
+    }
+
     [Fact]
     public async Task The_operator_serves_readiness_and_metrics_that_count_its_reconciles_writes_and_objects()
     {

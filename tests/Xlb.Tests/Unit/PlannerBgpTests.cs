@@ -28,6 +28,8 @@ public class PlannerBgpTests
         },
     };
 
+    private static BgpPeer OnRack(BgpPeer peer, string rack) => peer with { NodeSelector = new LabelSelector { MatchLabels = new() { ["rack"] = rack } } };
+
     private static Node Node(string name, string rack) => new() { Metadata = new ObjectMeta { Name = name, Labels = new() { ["rack"] = rack } } };
 
     private static PortMapping Mapping(string name, string shard) => new()
@@ -155,5 +157,53 @@ public class PlannerBgpTests
         Assert.All(plan.NodeConfigs, c => Assert.Equal(["east"], c.Spec.BgpPeers.Single().Shards));
         Assert.Contains(plan.NodeConfigs.SelectMany(c => c.Spec.Listeners), l => l.Name.StartsWith("ns/e/", StringComparison.Ordinal));
         Assert.DoesNotContain(plan.NodeConfigs.SelectMany(c => c.Spec.Listeners), l => l.Name.StartsWith("ns/w/", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void A_neighbour_with_a_node_selector_gets_sessions_from_the_nodes_it_selects_only()
+    {
+        // Each rack's nodes peer with their rack's router; every node with the route reflector.
+        var shards = new[] { Shard("edge", null, AnnouncementMode.BGP, OnRack(Peer("10.0.1.1"), "a"), OnRack(Peer("10.0.2.1"), "b"), Peer("fd00::1")) };
+        var plan = Planner.Plan(Input(shards, Mapping("e", "edge")));
+        Assert.Empty(plan.Problems);
+        var byNode = plan.NodeConfigs.ToDictionary(c => c.Spec.NodeName, c => c.Spec.BgpPeers.Select(p => p.Address).ToList());
+        Assert.Equal(["10.0.1.1", "fd00::1"], byNode["a1"]);
+        Assert.Equal(["10.0.1.1", "fd00::1"], byNode["a2"]);
+        Assert.Equal(["10.0.2.1", "fd00::1"], byNode["b1"]);
+        Assert.Equal(["a1", "a2", "b1"], plan.ShardStatuses["edge"].ReadyNodes);
+    }
+
+    [Fact]
+    public void A_node_that_no_neighbour_selects_does_not_serve_the_shard_and_none_at_all_says_why()
+    {
+        // Only rack a's router: b1 could hold a VIP it cannot announce, so it holds none.
+        var plan = Planner.Plan(Input([Shard("edge", null, AnnouncementMode.BGP, OnRack(Peer("10.0.1.1"), "a"))], Mapping("e", "edge"), Mapping("f", "edge"), Mapping("g", "edge")));
+        Assert.Empty(plan.Problems);
+        Assert.Equal(["a1", "a2"], plan.ShardStatuses["edge"].ReadyNodes);
+        var placements = plan.Placements["edge"];
+        Assert.Equal(3, placements.Count);
+        Assert.All(placements, p => Assert.Contains(p.ActiveNode, (string[])["a1", "a2"]));
+        Assert.All(placements, p => Assert.Contains(p.StandbyNode, (string[])["a1", "a2"]));
+        Assert.All(plan.NodeConfigs.Where(c => c.Spec.NodeName == "b1"), c => Assert.Empty(c.Spec.Vips));
+
+        var none = Planner.Plan(Input([Shard("edge", "b", AnnouncementMode.BGP, OnRack(Peer("10.0.1.1"), "a"))], Mapping("e", "edge")));
+        var problem = Assert.Single(none.Problems, p => p.Object.Kind == "VipShard");
+        Assert.Equal("NoNodes", problem.Reason);
+        Assert.Contains("matches the nodeSelector of any of spec.announcement.peers", problem.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Two_shards_may_select_other_nodes_for_one_neighbour_with_the_same_settings()
+    {
+        var shards = new[]
+        {
+            Shard("east", null, AnnouncementMode.BGP, OnRack(Peer("10.0.0.1"), "a")),
+            Shard("west", null, AnnouncementMode.BGP, Peer("10.0.0.1")),
+        };
+        var plan = Planner.Plan(Input(shards, Mapping("e", "east"), Mapping("w", "west")));
+        Assert.Empty(plan.Problems);
+        var byNode = plan.NodeConfigs.ToDictionary(c => c.Spec.NodeName, c => c.Spec.BgpPeers.Single().Shards);
+        Assert.Equal(["east", "west"], byNode["a1"]);
+        Assert.Equal(["west"], byNode["b1"]);
     }
 }
