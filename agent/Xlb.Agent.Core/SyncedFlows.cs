@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
+using System.Security.Cryptography;
 using Xlb.DataPlane;
 
 namespace Xlb.Agent.Core;
@@ -10,7 +11,11 @@ namespace Xlb.Agent.Core;
 /// last packet was (so the peer's copy idles out when the original would). Nothing in it is
 /// local to the sending node: the receiver finds its own service id and backend index.
 /// </summary>
-public readonly record struct SyncedFlow(XlbFlowKey Key, Addr16 Backend, ushort BackendPortBe, ushort NatPortBe, byte State, byte Mode, uint IdleMs);
+public readonly record struct SyncedFlow(XlbFlowKey Key, Addr16 Backend, ushort BackendPortBe, ushort NatPortBe, byte State, byte Mode, uint IdleMs)
+{
+    /// <summary>How the connection ended, as far as it has (<see cref="SyncedFlows.CloseFlags"/>): the receiver frees its NAT port by the same rules.</summary>
+    public byte Closed { get; init; }
+}
 
 /// <summary>
 /// Flow synchronisation between the LB nodes of a shard (<c>flowSync.enabled</c>). The agent of a
@@ -25,30 +30,48 @@ public static class SyncedFlows
     /// <summary>The UDP port agents send flows to and listen on by default.</summary>
     public const int DefaultPort = 9476;
 
-    /// <summary>"XLBF", then the version, a reserved byte and the record count.</summary>
+    /// <summary>"XLBF", then the version, a flags byte (<see cref="Authenticated"/>) and the record count.</summary>
     private const uint Magic = 0x584c4246;
     private const byte Version = 1;
     public const int HeaderBytes = 8;
     public const int RecordBytes = 68;
+    /// <summary>Header flag: the records are followed by the sending time and a tag (<see cref="AuthBytes"/>).</summary>
+    private const byte Authenticated = 1;
+    /// <summary>An authenticated datagram's trailer: the sending time (Unix milliseconds, 8 bytes) and the first 16 bytes of HMAC-SHA256 over all before them.</summary>
+    public const int AuthBytes = 8 + TagBytes;
+    private const int TagBytes = 16;
     /// <summary>Records per datagram: a datagram stays within 1,400 bytes (no fragmentation on usual links).</summary>
-    public const int RecordsPerDatagram = (1400 - HeaderBytes) / RecordBytes;
+    public const int RecordsPerDatagram = (1400 - HeaderBytes - AuthBytes) / RecordBytes;
+    /// <summary>How far an authenticated datagram's sending time may be from the receiver's clock: replays older than this are refused.</summary>
+    public static readonly TimeSpan MaxClockSkew = TimeSpan.FromSeconds(30);
+    /// <summary>The shortest key an agent takes.</summary>
+    public const int MinKeyBytes = 16;
+    /// <summary>The flow flags that say how a connection ended; a copy carries them.</summary>
+    public const byte CloseFlags = XlbAbi.FlowFinClient | XlbAbi.FlowFinBackend | XlbAbi.FlowTimeWait | XlbAbi.FlowReset;
 
-    public static List<byte[]> Encode(IReadOnlyList<SyncedFlow> flows)
+    /// <summary>
+    /// The datagrams that carry <paramref name="flows"/>. With a <paramref name="key"/> each is
+    /// authenticated: it ends with <paramref name="unixMs"/> (the sending time) and a tag the
+    /// receiver checks with the same key (<see cref="Decode"/>).
+    /// </summary>
+    public static List<byte[]> Encode(IReadOnlyList<SyncedFlow> flows, byte[]? key = null, long unixMs = 0)
     {
         var datagrams = new List<byte[]>();
+        var trailer = key is null ? 0 : AuthBytes;
         for (var start = 0; start < flows.Count; start += RecordsPerDatagram)
         {
             var n = Math.Min(RecordsPerDatagram, flows.Count - start);
-            var d = new byte[HeaderBytes + n * RecordBytes];
+            var d = new byte[HeaderBytes + n * RecordBytes + trailer];
             BinaryPrimitives.WriteUInt32BigEndian(d, Magic);
             d[4] = Version;
+            d[5] = key is null ? (byte)0 : Authenticated;
             BinaryPrimitives.WriteUInt16BigEndian(d.AsSpan(6), (ushort)n);
             for (var i = 0; i < n; i++)
             {
                 var f = flows[start + i];
                 var r = d.AsSpan(HeaderBytes + i * RecordBytes, RecordBytes);
-                var key = f.Key;
-                MemoryMarshal.AsBytes(MemoryMarshal.CreateSpan(ref key, 1)).CopyTo(r);
+                var flowKey = f.Key;
+                MemoryMarshal.AsBytes(MemoryMarshal.CreateSpan(ref flowKey, 1)).CopyTo(r);
                 var backend = f.Backend;
                 MemoryMarshal.Write(r[40..], in backend);
                 // Ports stay in network order, as the maps hold them.
@@ -56,15 +79,28 @@ public static class SyncedFlows
                 MemoryMarshal.Write(r[58..], f.NatPortBe);
                 r[60] = f.State;
                 r[61] = f.Mode;
+                r[62] = (byte)(f.Closed & CloseFlags);
                 BinaryPrimitives.WriteUInt32BigEndian(r[64..], f.IdleMs);
+            }
+            if (key is not null)
+            {
+                var end = HeaderBytes + n * RecordBytes;
+                BinaryPrimitives.WriteInt64BigEndian(d.AsSpan(end), unixMs);
+                HMACSHA256.HashData(key, d.AsSpan(0, end + 8))[..TagBytes].CopyTo(d.AsSpan(end + 8));
             }
             datagrams.Add(d);
         }
         return datagrams;
     }
 
-    /// <summary>The flows of one datagram; a datagram that is not one throws <see cref="FormatException"/>.</summary>
-    public static List<SyncedFlow> Decode(ReadOnlySpan<byte> d)
+    /// <summary>
+    /// The flows of one datagram; a datagram that is not one throws <see cref="FormatException"/>.
+    /// With a <paramref name="key"/> only an authenticated datagram is taken, whose tag the key
+    /// makes and whose sending time is within <see cref="MaxClockSkew"/> of <paramref name="nowUnixMs"/>;
+    /// without one, only an unauthenticated datagram (a peer with a key and one without do not
+    /// understand each other, and say so).
+    /// </summary>
+    public static List<SyncedFlow> Decode(ReadOnlySpan<byte> d, byte[]? key = null, long nowUnixMs = 0)
     {
         if (d.Length < HeaderBytes || BinaryPrimitives.ReadUInt32BigEndian(d) != Magic)
         {
@@ -74,22 +110,44 @@ public static class SyncedFlows
         {
             throw new FormatException($"flow-sync version {d[4]}; this agent speaks {Version}");
         }
+        var authenticated = (d[5] & Authenticated) != 0;
+        if (authenticated != key is not null)
+        {
+            throw new FormatException(authenticated
+                ? "an authenticated datagram, and this agent has no flow-sync key (--flow-sync-key-file)"
+                : "an unauthenticated datagram, and this agent takes only those its flow-sync key authenticates");
+        }
         var n = BinaryPrimitives.ReadUInt16BigEndian(d[6..]);
-        if (d.Length != HeaderBytes + n * RecordBytes)
+        var end = HeaderBytes + n * RecordBytes;
+        if (d.Length != end + (authenticated ? AuthBytes : 0))
         {
             throw new FormatException($"a datagram of {d.Length} bytes cannot hold {n} flows");
+        }
+        if (key is not null)
+        {
+            Span<byte> tag = stackalloc byte[HMACSHA256.HashSizeInBytes];
+            HMACSHA256.HashData(key, d[..(end + 8)], tag);
+            if (!CryptographicOperations.FixedTimeEquals(tag[..TagBytes], d.Slice(end + 8, TagBytes)))
+            {
+                throw new FormatException("the datagram's tag is not this agent's flow-sync key's");
+            }
+            var sent = BinaryPrimitives.ReadInt64BigEndian(d[end..]);
+            if (Math.Abs(nowUnixMs - sent) > (long)MaxClockSkew.TotalMilliseconds)
+            {
+                throw new FormatException($"the datagram was sent {(nowUnixMs - sent) / 1000.0:F0} s from now (at most {MaxClockSkew.TotalSeconds:F0} s: an old datagram again, or clocks apart)");
+            }
         }
         var flows = new List<SyncedFlow>(n);
         for (var i = 0; i < n; i++)
         {
             var r = d.Slice(HeaderBytes + i * RecordBytes, RecordBytes);
-            var key = MemoryMarshal.Read<XlbFlowKey>(r);
-            if (key.Family is not (XlbAbi.FamilyV4 or XlbAbi.FamilyV6) || key.Proto is not (XlbAbi.ProtoTcp or XlbAbi.ProtoUdp) || key.Pad0 != 0 || key.Pad1 != 0)
+            var flowKey = MemoryMarshal.Read<XlbFlowKey>(r);
+            if (flowKey.Family is not (XlbAbi.FamilyV4 or XlbAbi.FamilyV6) || flowKey.Proto is not (XlbAbi.ProtoTcp or XlbAbi.ProtoUdp) || flowKey.Pad0 != 0 || flowKey.Pad1 != 0)
             {
-                throw new FormatException($"flow {i} has family {key.Family}, protocol {key.Proto}");
+                throw new FormatException($"flow {i} has family {flowKey.Family}, protocol {flowKey.Proto}");
             }
-            flows.Add(new SyncedFlow(key, MemoryMarshal.Read<Addr16>(r[40..]), MemoryMarshal.Read<ushort>(r[56..]), MemoryMarshal.Read<ushort>(r[58..]),
-                r[60], r[61], BinaryPrimitives.ReadUInt32BigEndian(r[64..])));
+            flows.Add(new SyncedFlow(flowKey, MemoryMarshal.Read<Addr16>(r[40..]), MemoryMarshal.Read<ushort>(r[56..]), MemoryMarshal.Read<ushort>(r[58..]),
+                r[60], r[61], BinaryPrimitives.ReadUInt32BigEndian(r[64..])) { Closed = (byte)(r[62] & CloseFlags) });
         }
         return flows;
     }
@@ -110,7 +168,7 @@ public static class SyncedFlows
             if (services.Contains(f.SvcId) && f.LastSeenNs >= sinceNs && (f.Flags & XlbAbi.FlowSynced) == 0)
             {
                 var idleMs = nowNs > f.LastSeenNs ? (uint)Math.Min((nowNs - f.LastSeenNs) / 1_000_000, uint.MaxValue) : 0;
-                list.Add(new SyncedFlow(key, f.Backend, f.BackendPortBe, f.NatPortBe, f.State, f.Mode, idleMs));
+                list.Add(new SyncedFlow(key, f.Backend, f.BackendPortBe, f.NatPortBe, f.State, f.Mode, idleMs) { Closed = (byte)(f.Flags & CloseFlags) });
             }
         }
         return list;
@@ -184,8 +242,9 @@ public static class SyncedFlows
                 State = s.State,
                 Mode = s.Mode,
                 // A copy; and not one of its backend's open flows here (LeastConn counts what this
-                // node admitted): uncounted, its FIN takes nothing off either.
-                Flags = XlbAbi.FlowSynced,
+                // node admitted): uncounted, its FIN takes nothing off either. How it ended, if it
+                // has: this node frees its NAT port by the same rules.
+                Flags = (byte)(XlbAbi.FlowSynced | (s.Closed & CloseFlags)),
             };
             written.Add(new(k, flow));
             if (s.Mode is XlbAbi.ModeFullNat or XlbAbi.ModeDnat)

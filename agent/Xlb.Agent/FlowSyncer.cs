@@ -15,9 +15,9 @@ namespace Xlb.Agent;
 /// send, from their addresses only, and writes it into this node's flow tables. A flow admitted
 /// less than an interval before a failover may not have reached the peer; a copy idles out on
 /// the peer as the original does (a busy flow is sent again each interval, which keeps its copy
-/// alive).
+/// alive). With a key, every datagram is authenticated and only authenticated ones are taken.
 /// </summary>
-public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeSpan interval, ILogger log, TimeProvider time)
+public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeSpan interval, byte[]? key, ILogger log, TimeProvider time)
 {
     private readonly TimeProvider _time = time;
     private sealed record Config(FlowSyncView View, IReadOnlyList<IPEndPoint> Peers, HashSet<IPAddress> From);
@@ -28,7 +28,7 @@ public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeS
 
     public IPEndPoint Listen => listen;
 
-    /// <summary>Flows sent (each peer counted), received, written, left out, and datagrams refused (not from a peer, or not flow sync).</summary>
+    /// <summary>Flows sent (each peer counted), received, written, left out, and datagrams refused (not from a peer, not flow sync, or not authenticated as this node's key says).</summary>
     public (long Sent, long Received, long Written, long Skipped, long Refused) Counts =>
         (Interlocked.Read(ref _sent), Interlocked.Read(ref _received), Interlocked.Read(ref _written), Interlocked.Read(ref _skipped), Interlocked.Read(ref _refused));
 
@@ -51,7 +51,7 @@ public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeS
     public async Task RunAsync(CancellationToken ct)
     {
         using var socket = Bind(ref listen);
-        LogListening(listen);
+        LogListening(listen, key is null ? "not authenticated (no --flow-sync-key-file)" : "authenticated");
         await Task.WhenAll(ReceiveAsync(socket, ct), SendAsync(socket, ct));
     }
 
@@ -96,7 +96,7 @@ public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeS
                 try
                 {
                     var flows = dp.SyncableFlows(config.View, since);
-                    foreach (var datagram in SyncedFlows.Encode(flows))
+                    foreach (var datagram in SyncedFlows.Encode(flows, key, _time.GetUtcNow().ToUnixTimeMilliseconds()))
                     {
                         foreach (var peer in config.Peers)
                         {
@@ -169,7 +169,7 @@ public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeS
             }
             try
             {
-                var flows = SyncedFlows.Decode(buffer.AsSpan(0, got.ReceivedBytes));
+                var flows = SyncedFlows.Decode(buffer.AsSpan(0, got.ReceivedBytes), key, _time.GetUtcNow().ToUnixTimeMilliseconds());
                 Interlocked.Add(ref _received, flows.Count);
                 var (written, skipped) = dp.ImportFlows(config.View, flows);
                 Interlocked.Add(ref _written, written);
@@ -203,8 +203,8 @@ public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeS
     [LoggerMessage(Level = LogLevel.Debug, Message = "flow sync: sent {Flows} flow(s) seen since {SinceNs} to {Peers} peer(s)")]
     private partial void LogSent(int flows, int peers, ulong sinceNs);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "flow sync: listening on {Listen}")]
-    private partial void LogListening(IPEndPoint listen);
+    [LoggerMessage(Level = LogLevel.Information, Message = "flow sync: listening on {Listen}, datagrams {Auth}")]
+    private partial void LogListening(IPEndPoint listen, string auth);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "flow sync: cannot send to {Peer}: {Error}")]
     private partial void LogSendFailed(IPEndPoint peer, string error);

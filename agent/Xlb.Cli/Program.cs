@@ -108,6 +108,7 @@ var flowLogOption = new Option<string?>("--flow-log") { Description = "Connectio
 var flowSampleOption = new Option<uint>("--flow-sample") { Description = "With --flow-log: log one flow in N, chosen by a hash of the flow (1: every flow)", DefaultValueFactory = _ => 1 };
 var flowSyncListenOption = new Option<string>("--flow-sync-listen") { Description = "ADDRESS:PORT where this agent takes flows from the other nodes of its shards with flowSync (every peer sends to this port); opened only when the node config names flow-sync peers", DefaultValueFactory = _ => $"[::]:{Xlb.Agent.Core.SyncedFlows.DefaultPort}" };
 var flowSyncIntervalOption = new Option<double>("--flow-sync-interval") { Description = "Seconds between two walks of the flow table that send new and busy flows to the flow-sync peers", DefaultValueFactory = _ => 1.0 };
+var flowSyncKeyFileOption = new Option<FileInfo?>("--flow-sync-key-file") { Description = "A file holding the key (at least 16 bytes; a trailing newline is not part of it) that authenticates flow-sync datagrams, the same on every node: mount a Secret here. An absent file: flow sync runs unauthenticated, with a warning" };
 var newFlowCapOption = new Option<uint>("--new-flow-cap") { Description = "SYN-flood relief: new flows of DSR services (Maglev or source hash) one CPU tracks per second; past it they are forwarded by the consistent hash alone, without state (0: track every flow)", DefaultValueFactory = _ => DataPlaneOptions.DefaultNewFlowCap };
 var noFlowCacheOption = new Option<bool>("--no-flow-cache") { Description = "Look every packet's flow up in the flow table, without the per-CPU flow cache that serves an established flow's packets from a copy at most one jiffy old" };
 var icmpRateOption = new Option<uint>("--icmp-rate") { Description = "ICMP \"too big\" answers (path MTU discovery) one CPU sends per second; past it the packets they would answer are dropped (0: no limit)", DefaultValueFactory = _ => DataPlaneOptions.DefaultIcmpRate };
@@ -120,7 +121,7 @@ var otlpHeadersFileOption = new Option<FileInfo?>("--otlp-headers-file") { Descr
 var otlpIntervalOption = new Option<double>("--otlp-interval") { Description = "Seconds between exports", DefaultValueFactory = _ => 60 };
 var natPortsOption = new Option<string>("--nat-ports") { Description = "FullNAT source-port range toward backends, MIN-MAX", DefaultValueFactory = _ => "40000-59999" };
 
-var agentCommand = new Command("agent", "Run the node agent: apply this node's XlbNodeConfig (from the cluster, or --node-config FILE) to XDP") { nodeConfigOption, agentNodeOption, kubeconfigOption, leaseNamespaceOption, leaseRenewOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, encapSourceOption, bpffsOption, instanceOption, detachOption, shutdownTimeoutOption, shutdownFileOption, listenOption, announceOption, flowLogOption, flowSampleOption, flowSyncListenOption, flowSyncIntervalOption, newFlowCapOption, noFlowCacheOption, icmpRateOption, maxBackendsOption, ringSlotsOption, otlpEndpointOption, otlpProtocolOption, otlpHeadersOption, otlpHeadersFileOption, otlpIntervalOption };
+var agentCommand = new Command("agent", "Run the node agent: apply this node's XlbNodeConfig (from the cluster, or --node-config FILE) to XDP") { nodeConfigOption, agentNodeOption, kubeconfigOption, leaseNamespaceOption, leaseRenewOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, encapSourceOption, bpffsOption, instanceOption, detachOption, shutdownTimeoutOption, shutdownFileOption, listenOption, announceOption, flowLogOption, flowSampleOption, flowSyncListenOption, flowSyncIntervalOption, flowSyncKeyFileOption, newFlowCapOption, noFlowCacheOption, icmpRateOption, maxBackendsOption, ringSlotsOption, otlpEndpointOption, otlpProtocolOption, otlpHeadersOption, otlpHeadersFileOption, otlpIntervalOption };
 agentCommand.SetAction(async (parse, ct) =>
 {
     using var logs = Logs();
@@ -189,6 +190,23 @@ agentCommand.SetAction(async (parse, ct) =>
         return 2;
     }
     options = options with { FlowSyncListen = syncListen, FlowSyncInterval = TimeSpan.FromSeconds(parse.GetValue(flowSyncIntervalOption)) };
+    if (parse.GetValue(flowSyncKeyFileOption) is { } keyFile)
+    {
+        if (!keyFile.Exists)
+        {
+            await Console.Error.WriteLineAsync($"warning: --flow-sync-key-file {keyFile.FullName}: no such file; flow-sync datagrams are not authenticated");
+        }
+        else
+        {
+            var key = File.ReadAllBytes(keyFile.FullName).AsSpan().TrimEnd("\r\n"u8).ToArray();
+            if (key.Length < Xlb.Agent.Core.SyncedFlows.MinKeyBytes)
+            {
+                await Console.Error.WriteLineAsync($"--flow-sync-key-file {keyFile.FullName}: the key has {key.Length} bytes; at least {Xlb.Agent.Core.SyncedFlows.MinKeyBytes}");
+                return 2;
+            }
+            options = options with { FlowSyncKey = key };
+        }
+    }
     if (parse.GetValue(listenOption) is { } listen)
     {
         if (!System.Net.IPEndPoint.TryParse(listen, out var endpoint))

@@ -91,10 +91,15 @@ public sealed class FlowSyncEndToEndTests(ITestOutputHelper output)
         await using var backend1 = HttpBackend.Start(topology.Backends[0], "backend-1", IPAddress.Parse(RoutedPairTopology.BackendAddress(1)), Testbed.BackendPort);
         await using var backend2 = HttpBackend.Start(topology.Backends[1], "backend-2", IPAddress.Parse(RoutedPairTopology.BackendAddress(2)), Testbed.BackendPort);
         var manifests = Directory.CreateTempSubdirectory("xlb-flowsync-").FullName;
+        var keyDir = Directory.CreateTempSubdirectory("xlb-flowsync-key-").FullName;
         try
         {
             File.WriteAllText(Path.Combine(manifests, "all.yaml"), Manifests());
-            using var stack = StandaloneStack.Start(topology.Lbs[0], [RoutedPairTopology.LbInterface], topology.Prefix.TrimEnd('-'), manifests, "lb-1", log, "--flow-sync-interval", "0.2");
+            // Both nodes hold one key: every datagram between them is authenticated (a trailing newline is not part of the key).
+            var key = Path.Combine(keyDir, "flow-sync.key");
+            File.WriteAllText(key, "a shared flow-sync key, 32 bytes\n");
+            using var stack = StandaloneStack.Start(topology.Lbs[0], [RoutedPairTopology.LbInterface], topology.Prefix.TrimEnd('-'), manifests, "lb-1", log,
+                "--flow-sync-interval", "0.2", "--flow-sync-key-file", key);
             var lb2 = stack.StartOtherAgent("lb-2", topology.Lbs[1], [RoutedPairTopology.LbInterface]);
             var config1 = await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
             var config2 = await stack.WaitAppliedAsync("lb-2", lb2, 1, TimeSpan.FromSeconds(60), ct);
@@ -122,6 +127,11 @@ public sealed class FlowSyncEndToEndTests(ITestOutputHelper output)
             Assert.Equal(3, flows2.Split(Synced + ":80 ").Length);
             Assert.Equal(3, flows2.Split("established (copy)").Length);
             Assert.DoesNotContain(Plain + ":80", flows2, StringComparison.Ordinal);
+            // They came authenticated: both agents listen with the key.
+            lock (log)
+            {
+                Assert.Equal(2, log.ToString().Split("datagrams authenticated").Length - 1);
+            }
 
             topology.RouteVipsTo(2);
             // A connection LB 2 opens itself, on one backend: LeastConn there now prefers the other
@@ -147,6 +157,7 @@ public sealed class FlowSyncEndToEndTests(ITestOutputHelper output)
         finally
         {
             Directory.Delete(manifests, recursive: true);
+            Directory.Delete(keyDir, recursive: true);
             output.WriteLine(log.ToString());
         }
     }

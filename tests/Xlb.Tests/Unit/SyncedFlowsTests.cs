@@ -52,23 +52,52 @@ public class SyncedFlowsTests
     }
 
     [Fact]
+    public void With_a_key_a_datagram_is_taken_only_whole_from_a_holder_of_the_key_and_recent()
+    {
+        var key = "0123456789abcdef-flow-sync"u8.ToArray();
+        const long now = 1_790_000_000_000;
+        var flows = Enumerable.Range(0, 30).Select(i => Flow(i) with { Closed = (byte)(i % 2 == 0 ? XlbAbi.FlowFinBackend | XlbAbi.FlowTimeWait : 0) }).ToList();
+        var datagrams = SyncedFlows.Encode(flows, key, now);
+        Assert.All(datagrams, d => Assert.True(d.Length <= 1400));
+        Assert.Equal(flows, datagrams.SelectMany(d => SyncedFlows.Decode(d, key, now + 5_000)));
+
+        var d = datagrams[0];
+        string Refusal(byte[] datagram, byte[]? k, long at) => Assert.Throws<FormatException>(() => SyncedFlows.Decode(datagram, k, at)).Message;
+        // Every byte counts: a record, the count, the time or the tag changed.
+        foreach (var at in (int[])[SyncedFlows.HeaderBytes + 3, 7, d.Length - SyncedFlows.AuthBytes + 2, d.Length - 1])
+        {
+            var changed = (byte[])d.Clone();
+            changed[at] ^= 0x10;
+            Assert.Throws<FormatException>(() => SyncedFlows.Decode(changed, key, now));
+        }
+        Assert.Contains("not this agent's flow-sync key", Refusal(d, "another key, sixteen bytes+"u8.ToArray(), now), StringComparison.Ordinal);
+        // A replay half a minute later, or a clock far apart.
+        Assert.Contains("s from now", Refusal(d, key, now + 31_000), StringComparison.Ordinal);
+        Assert.Contains("s from now", Refusal(d, key, now - 31_000), StringComparison.Ordinal);
+        // A node with a key and one without do not take each other's datagrams.
+        Assert.Contains("unauthenticated", Refusal(SyncedFlows.Encode(flows)[0], key, now), StringComparison.Ordinal);
+        Assert.Contains("has no flow-sync key", Refusal(d, null, now), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void A_walk_sends_the_flows_of_synchronised_services_seen_since_the_last_walk()
     {
         const ulong now = 10_000_000_000;
-        KeyValuePair<XlbFlowKey, XlbFlow> Entry(int i, uint svc, ulong lastSeen, byte state = XlbAbi.FlowEstablished) =>
-            new(Key("10.0.0.1", (ushort)(1000 + i), "192.0.2.1"), new XlbFlow { SvcId = svc, LastSeenNs = lastSeen, State = state, Backend = Addr16.From(IPAddress.Parse("10.1.0.2")), NatPortBe = Net.Be(40000) });
+        KeyValuePair<XlbFlowKey, XlbFlow> Entry(int i, uint svc, ulong lastSeen, byte state = XlbAbi.FlowEstablished, byte flags = 0) =>
+            new(Key("10.0.0.1", (ushort)(1000 + i), "192.0.2.1"), new XlbFlow { SvcId = svc, LastSeenNs = lastSeen, State = state, Flags = flags, Backend = Addr16.From(IPAddress.Parse("10.1.0.2")), NatPortBe = Net.Be(40000) });
         var table = new[]
         {
             Entry(1, 7, now - 2_000_000_000), // synchronised, seen 2 s ago
             Entry(2, 7, now - 500_000_000),   // synchronised, seen 0.5 s ago
             Entry(3, 8, now),                 // another service
-            Entry(4, 7, now, XlbAbi.FlowClosing), // its close: the copy takes the closing timeout
+            Entry(4, 7, now, XlbAbi.FlowClosing, XlbAbi.FlowFinBackend | XlbAbi.FlowTimeWait | XlbAbi.FlowCounted), // its close: the copy takes the closing timeout, and how it ended
             new(Key("10.0.0.1", 1005, "192.0.2.1"), new XlbFlow { SvcId = 7, LastSeenNs = now, Flags = XlbAbi.FlowSynced }), // a peer's copy
         };
         var all = SyncedFlows.Select(table, new HashSet<uint> { 7 }, 0, now);
         Assert.Equal([1001, 1002, 1004], all.Select(f => Net.FromBe(f.Key.SportBe)));
         Assert.Equal([2000u, 500u, 0u], all.Select(f => f.IdleMs));
         Assert.Equal(XlbAbi.FlowClosing, all[2].State);
+        Assert.Equal([0, 0, XlbAbi.FlowFinBackend | XlbAbi.FlowTimeWait], all.Select(f => (int)f.Closed));
         var since = SyncedFlows.Select(table, new HashSet<uint> { 7 }, now - 1_000_000_000, now);
         Assert.Equal([1002, 1004], since.Select(f => Net.FromBe(f.Key.SportBe)));
     }
@@ -101,11 +130,13 @@ public class SyncedFlowsTests
             Flow(3, mode: XlbAbi.ModeDnat),           // the mode differs here
             Flow(4) with { Key = Key("10.0.0.9", 999, "192.0.2.77") }, // no such service
         };
+        flows[0] = flows[0] with { Closed = XlbAbi.FlowReset };
         var (written, reverse, skipped) = SyncedFlows.Import(flows, services, backends, new HashSet<uint> { 42 }, activeGen: 1, backendSlots: 65536, now);
         Assert.Equal(3, skipped);
         var (key, flow) = Assert.Single(written);
         Assert.Equal(flows[0].Key, key);
-        Assert.Equal((42u, 65536u + 3, 40001, now - 1_000_000, XlbAbi.FlowEstablished, XlbAbi.FlowSynced), (flow.SvcId, flow.NhSlot, Net.FromBe(flow.NatPortBe), flow.LastSeenNs, flow.State, flow.Flags));
+        // A copy, uncounted, and ended as the original did (this node frees its NAT port alike).
+        Assert.Equal((42u, 65536u + 3, 40001, now - 1_000_000, XlbAbi.FlowEstablished, (byte)(XlbAbi.FlowSynced | XlbAbi.FlowReset)), (flow.SvcId, flow.NhSlot, Net.FromBe(flow.NatPortBe), flow.LastSeenNs, flow.State, flow.Flags));
         var (rk, rnat) = Assert.Single(reverse);
         // FullNAT: the backend's reply comes from backend:8080 to VIP:NAT port.
         Assert.Equal((flow.Backend, Net.Be(8080), key.Daddr, Net.Be(40001)), (rk.Saddr, rk.SportBe, rk.Daddr, rk.DportBe));
