@@ -67,6 +67,8 @@ public sealed record NodeStatusReport
     public IReadOnlyList<FlowStatus>? Flows { get; init; }
     /// <summary>Live flows matching the filter that the limit left out.</summary>
     public int FlowsOmitted { get; init; }
+    /// <summary>FullNAT source ports toward each backend (--nat-ports).</summary>
+    public int NatPortRange { get; init; }
 }
 
 /// <summary>New DSR flows entered into the flow tables, and ICMP "too big" answers sent, per CPU per second (0: no limit).</summary>
@@ -117,6 +119,14 @@ public sealed record BackendStatus
     /// service it serves), which it compares for each new flow; null for the other algorithms.
     /// </summary>
     public long? OpenFlows { get; init; }
+    /// <summary>
+    /// FullNAT services: the NAT ports held toward this backend from the service's VIP (by every
+    /// live FullNAT flow of that VIP to it, whichever its service), of the range's
+    /// <see cref="NodeStatusReport.NatPortRange"/>; null in the other modes.
+    /// </summary>
+    public int? NatPorts { get; init; }
+    /// <summary>Of <see cref="NatPorts"/>, those of connections that have ended at both ends: free again 2 s after, or 65 s if the backend closed first.</summary>
+    public int? NatPortsEnded { get; init; }
 }
 
 public sealed record FlowStatus
@@ -194,10 +204,31 @@ public static class NodeStatus
         return (bySvc, byIndex);
     }
 
+    /// <summary>Has the connection ended at both ends (a RST, or a FIN each way)? Its NAT port is then free soon (nat_port_free in xdp/xlb.c).</summary>
+    public static bool Ended(byte flags) =>
+        (flags & XlbAbi.FlowReset) != 0 || (flags & (XlbAbi.FlowFinClient | XlbAbi.FlowFinBackend)) == (XlbAbi.FlowFinClient | XlbAbi.FlowFinBackend);
+
+    /// <summary>The NAT ports live FullNAT flows hold, by the tuple the port is unique in (VIP, protocol, backend, backend port), and how many of them ended.</summary>
+    public static Dictionary<(Addr16 Vip, byte Proto, Addr16 Backend, ushort BackendPortBe), (int Held, int Ended)> NatPortsHeld(IEnumerable<KeyValuePair<XlbFlowKey, XlbFlow>> live)
+    {
+        var held = new Dictionary<(Addr16, byte, Addr16, ushort), (int Held, int Ended)>();
+        foreach (var (k, f) in live)
+        {
+            if (f.Mode == XlbAbi.ModeFullNat)
+            {
+                var at = (k.Daddr, k.Proto, f.Backend, f.BackendPortBe);
+                var (h, e) = held.GetValueOrDefault(at);
+                held[at] = (h + 1, e + (Ended(f.Flags) ? 1 : 0));
+            }
+        }
+        return held;
+    }
+
     public static NodeStatusReport Build(DataPlaneContents maps, XlbNodeConfigSpec? spec, IReadOnlyCollection<string>? unhealthy, FlowFilter? flowFilter)
     {
         var cfg = maps.Config;
         var live = maps.Flows.Where(f => !Expired(cfg, f.Key, f.Value, maps.NowNs)).ToList();
+        var natPorts = NatPortsHeld(live);
         var listeners = spec?.Listeners.ToDictionary(l => (IPAddress.Parse(l.Vip), l.Port, MapImage.ProtoOf(l.Protocol))) ?? [];
         var unhealthySet = unhealthy?.ToHashSet(StringComparer.Ordinal) ?? [];
 
@@ -228,6 +259,7 @@ public static class NodeStatus
                 var ep = new IPEndPoint(be.Addr.ToAddress(be.Family), Net.FromBe(be.PortBe));
                 var count = slots.Count();
                 var beCounters = maps.BackendCounters.GetValueOrDefault(slots.Key);
+                var ports = natPorts.GetValueOrDefault((key.Vip, key.Proto, be.Addr, be.PortBe));
                 inRing.Add(ep);
                 backends.Add(new BackendStatus
                 {
@@ -241,6 +273,8 @@ public static class NodeStatus
                     Packets = beCounters.Packets,
                     NewFlows = beCounters.NewFlows,
                     OpenFlows = svc.Algo == XlbAbi.AlgoLeastConn ? maps.OpenFlowCounts.GetValueOrDefault(slots.Key) : null,
+                    NatPorts = svc.Mode == XlbAbi.ModeFullNat ? ports.Held : null,
+                    NatPortsEnded = svc.Mode == XlbAbi.ModeFullNat ? ports.Ended : null,
                 });
             }
             // Backends the node config names that are not in the ring: draining ones with no
@@ -289,6 +323,7 @@ public static class NodeStatus
 
         return new NodeStatusReport
         {
+            NatPortRange = cfg.NatPortMax >= cfg.NatPortMin && cfg.NatPortMax != 0 ? cfg.NatPortMax - cfg.NatPortMin + 1 : 0,
             Generation = (int)(cfg.ActiveGen & 1),
             ShuttingDown = (cfg.Flags & XlbAbi.CfgShutdown) != 0,
             Limits = new DataPlaneLimits(cfg.NewFlowCap, cfg.IcmpRate),

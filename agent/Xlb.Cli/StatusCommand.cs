@@ -87,13 +87,16 @@ public static class StatusCommand
                 [[s.Name ?? "-", $"{Host(s.Vip)}:{s.Port}/{s.Protocol}", s.Mode, s.Algorithm, N(s.Packets), N(s.Bytes), N(s.ReplyPackets), N(s.NewFlows), N((ulong)s.ActiveFlows)]]);
             // LeastConn compares open flows: those are its column, where the others show their ring share.
             var leastConn = s.Algorithm == "LeastConn";
-            Columns(sb, "      ", ["BACKEND", "STATE", "WEIGHT", "RING SLOTS", leastConn ? "OPEN*" : "SHARE", "ACTIVE FLOWS", "PACKETS*", "NEW FLOWS*"],
-                s.Backends.Select(b => new[]
-                {
+            // FullNAT: the source ports held toward each backend, of the range, and how many of them are of ended connections.
+            var fullNat = s.Mode == "FullNAT";
+            Columns(sb, "      ", ["BACKEND", "STATE", "WEIGHT", "RING SLOTS", leastConn ? "OPEN*" : "SHARE", "ACTIVE FLOWS", "PACKETS*", "NEW FLOWS*", .. fullNat ? (string[])["NAT PORTS (ENDED)"] : []],
+                s.Backends.Select(b => (string[])
+                [
                     $"{Host(b.Address)}:{b.Port}", b.State, b.Weight?.ToString(CultureInfo.InvariantCulture) ?? "-", N((ulong)b.RingSlots),
                     leastConn ? (b.OpenFlows is { } open ? open.ToString(CultureInfo.InvariantCulture) : "-") : b.Share.ToString("0.0", CultureInfo.InvariantCulture) + "%",
                     N((ulong)b.ActiveFlows), b.Packets is { } p ? N(p) : "-", b.NewFlows is { } f ? N(f) : "-",
-                }));
+                    .. fullNat ? (string[])[$"{b.NatPorts ?? 0}/{r.NatPortRange} ({b.NatPortsEnded ?? 0})"] : [],
+                ]));
         }
 
         if (r.Services.Count > 0)

@@ -67,6 +67,10 @@ public sealed class NatPortReuseEndToEndTests(ITestOutputHelper output)
                 Assert.Equal("backend-1", await HttpProbe.GetAsync(bed.Topology.Client, vip, TimeSpan.FromSeconds(5), ct));
             }
             var busy = Counter(stack, "drop_nat_ports_busy");
+            // xlb status: all five ports held toward the backend, by connections that have ended.
+            var backend = JsonNode.Parse(stack.Status("--node-config", stack.NodeConfigPath, "-o", "json"))!["services"]![0]!["backends"]![0]!;
+            Assert.Equal((5, 5), (backend["natPorts"]!.GetValue<int>(), backend["natPortsEnded"]!.GetValue<int>()));
+            Assert.Contains("5/5 (5)", stack.Status("--node-config", stack.NodeConfigPath), StringComparison.Ordinal);
             // Their ports stay theirs while the backend holds them in TIME_WAIT: a sixth gets none.
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => HttpProbe.GetAsync(bed.Topology.Client, vip, TimeSpan.FromSeconds(4), ct));
             Assert.True(Counter(stack, "drop_nat_ports_busy") > busy, "the sixth connection's SYN was not refused for want of a NAT port");

@@ -74,6 +74,36 @@ public class NodeStatusTests
     }
 
     [Fact]
+    public void FullNAT_backends_show_the_nat_ports_held_toward_them_and_how_many_are_of_ended_connections()
+    {
+        static KeyValuePair<XlbFlowKey, XlbFlow> Ending(int port, byte flags)
+        {
+            var f = Flow(port, "10.201.1.2", XlbAbi.FlowClosing, 98 * Second);
+            return new(f.Key, f.Value with { Flags = flags });
+        }
+        var maps = Maps() with
+        {
+            Config = Maps().Config with { NatPortMin = 40000, NatPortMax = 59999 },
+            Flows =
+            [
+                .. Maps().Flows, // backend 1: one live (the closed one is past its timeout), backend 2: one
+                Ending(1004, XlbAbi.FlowReset),
+                Ending(1005, XlbAbi.FlowFinBackend | XlbAbi.FlowTimeWait | XlbAbi.FlowFinClient),
+                Ending(1006, XlbAbi.FlowFinClient), // half closed: its port is its own
+            ],
+        };
+        var r = NodeStatus.Build(maps, Spec(), null, null);
+        Assert.Equal(20000, r.NatPortRange);
+        Assert.Equal([(4, 2), (1, 0)], Assert.Single(r.Services).Backends.Where(b => b.RingSlots > 0).Select(b => (b.NatPorts ?? -1, b.NatPortsEnded ?? -1)));
+        Assert.Contains("NAT PORTS (ENDED)", Xlb.Cli.StatusCommand.Table(r), StringComparison.Ordinal);
+        Assert.Contains("4/20000 (2)", Xlb.Cli.StatusCommand.Table(r), StringComparison.Ordinal);
+
+        // Other modes hold no NAT ports.
+        var dnat = maps with { Services = new Dictionary<XlbSvcKey, XlbSvc> { [Key] = maps.Services[Key] with { Mode = XlbAbi.ModeDnat } } };
+        Assert.All(Assert.Single(NodeStatus.Build(dnat, Spec(), null, null).Services).Backends, b => Assert.Null(b.NatPorts));
+    }
+
+    [Fact]
     public void Least_conn_backends_show_the_open_flows_the_program_compares()
     {
         var maglev = NodeStatus.Build(Maps() with { OpenFlowCounts = new Dictionary<uint, long> { [1] = 4 } }, Spec(), null, null);
