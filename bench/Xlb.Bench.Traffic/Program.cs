@@ -299,58 +299,22 @@ static void WaitListening(string ns, IPEndPoint at)
     throw new TimeoutException($"nothing listens on {at} (seen from {ns})");
 }
 
-static string Mappings(string backend) => $"""
+// One PortMapping per XLB row, each to the one backend on its own port (see Ports above).
+static string Mappings(string backend) => string.Join("---\n",
+    Mapping("fullnat", FullNatVip, "port: 80, targetPort: 8082", "{mode: FullNAT}", backend),
+    Mapping("dnat", DnatVip, "port: 80, targetPort: 8083", "{mode: DNAT}", backend),
+    // DSR leaves the port as it is: the backend serves the VIP on it.
+    Mapping("dsr", DsrVip, "port: 8084", "{mode: DSR, dsrEncapsulation: L2}", backend));
+
+static string Mapping(string name, string vip, string port, string nat, string backend) => $$"""
     apiVersion: xlb.io/v1alpha1
     kind: PortMapping
-    metadata:
-      name: fullnat
-      namespace: bench
+    metadata: {name: {{name}}, namespace: bench}
     spec:
       shardRef: edge
-      vip: {FullNatVip}
-      ports:
-        - name: http
-          port: 80
-          targetPort: 8082
-      nat:
-        mode: FullNAT
-      backend:
-        endpoints:
-          - address: {backend}
-    ---
-    apiVersion: xlb.io/v1alpha1
-    kind: PortMapping
-    metadata:
-      name: dnat
-      namespace: bench
-    spec:
-      shardRef: edge
-      vip: {DnatVip}
-      ports:
-        - name: http
-          port: 80
-          targetPort: 8083
-      nat:
-        mode: DNAT
-      backend:
-        endpoints:
-          - address: {backend}
-    ---
-    apiVersion: xlb.io/v1alpha1
-    kind: PortMapping
-    metadata:
-      name: dsr
-      namespace: bench
-    spec:
-      shardRef: edge
-      vip: {DsrVip}
-      ports:
-        - name: http
-          port: 8084
-      nat:
-        mode: DSR
-        dsrEncapsulation: L2
-      backend:
-        endpoints:
-          - address: {backend}
+      vip: {{vip}}
+      ports: [{name: http, {{port}}}]
+      nat: {{nat}}
+      backend: {endpoints: [{address: {{backend}}}]}
+
     """;
