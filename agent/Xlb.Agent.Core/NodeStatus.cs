@@ -208,15 +208,15 @@ public static class NodeStatus
     public static bool Ended(byte flags) =>
         (flags & XlbAbi.FlowReset) != 0 || (flags & (XlbAbi.FlowFinClient | XlbAbi.FlowFinBackend)) == (XlbAbi.FlowFinClient | XlbAbi.FlowFinBackend);
 
-    /// <summary>The NAT ports live FullNAT flows hold, by the tuple the port is unique in (VIP, protocol, backend, backend port), and how many of them ended.</summary>
-    public static Dictionary<(Addr16 Vip, byte Proto, Addr16 Backend, ushort BackendPortBe), (int Held, int Ended)> NatPortsHeld(IEnumerable<KeyValuePair<XlbFlowKey, XlbFlow>> live)
+    /// <summary>The NAT ports live FullNAT flows hold, by the tuple the port is unique in (VIP, family, protocol, backend, backend port), and how many of them ended.</summary>
+    public static Dictionary<(Addr16 Vip, byte Family, byte Proto, Addr16 Backend, ushort BackendPortBe), (int Held, int Ended)> NatPortsHeld(IEnumerable<KeyValuePair<XlbFlowKey, XlbFlow>> live)
     {
-        var held = new Dictionary<(Addr16, byte, Addr16, ushort), (int Held, int Ended)>();
+        var held = new Dictionary<(Addr16, byte, byte, Addr16, ushort), (int Held, int Ended)>();
         foreach (var (k, f) in live)
         {
             if (f.Mode == XlbAbi.ModeFullNat)
             {
-                var at = (k.Daddr, k.Proto, f.Backend, f.BackendPortBe);
+                var at = (k.Daddr, k.Family, k.Proto, f.Backend, f.BackendPortBe);
                 var (h, e) = held.GetValueOrDefault(at);
                 held[at] = (h + 1, e + (Ended(f.Flags) ? 1 : 0));
             }
@@ -259,7 +259,7 @@ public static class NodeStatus
                 var ep = new IPEndPoint(be.Addr.ToAddress(be.Family), Net.FromBe(be.PortBe));
                 var count = slots.Count();
                 var beCounters = maps.BackendCounters.GetValueOrDefault(slots.Key);
-                var ports = natPorts.GetValueOrDefault((key.Vip, key.Proto, be.Addr, be.PortBe));
+                var ports = natPorts.GetValueOrDefault((key.Vip, key.Family, key.Proto, be.Addr, be.PortBe));
                 inRing.Add(ep);
                 backends.Add(new BackendStatus
                 {

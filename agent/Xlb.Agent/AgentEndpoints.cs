@@ -42,11 +42,17 @@ public static class AgentEndpoints
                 dp.ServiceStats().Select(s => (ServiceLabel(s.Key), s.Value)));
             Traffic(sb, "xlb_backend", "backend", BackendHelp,
                 dp.BackendStats().Select(b => (BackendLabel(b.Key), b.Value)));
-            var (flowsBySvc, flowsByBackend) = dp.ActiveFlows();
+            var census = dp.Census();
+            var (flowsBySvc, flowsByBackend) = (census.ByService, census.ByBackend);
             PromText.Labelled(sb, "xlb_service_active_flows", "gauge", "Flows in the flow table not past their idle timeout, per service.", "service",
                 flowsBySvc.Select(f => (ServiceLabel(f.Key), (double)f.Value)).OrderBy(f => f.Item1, StringComparer.Ordinal));
             PromText.Labelled(sb, "xlb_backend_active_flows", "gauge", "Flows in the flow table not past their idle timeout, per backend.", "backend",
                 flowsByBackend.Select(f => (BackendLabel(f.Key), (double)f.Value)).OrderBy(f => f.Item1, StringComparer.Ordinal));
+            Gauge(sb, "xlb_nat_port_range", NatPortRangeHelp, census.NatPortRange);
+            PromText.Labelled(sb, "xlb_backend_nat_ports_held", "gauge", NatPortsHeldHelp, "backend",
+                census.NatPortsByBackend.Select(p => (BackendLabel(p.Key), (double)p.Value.Held)).OrderBy(p => p.Item1, StringComparer.Ordinal));
+            PromText.Labelled(sb, "xlb_backend_nat_ports_ended", "gauge", NatPortsEndedHelp, "backend",
+                census.NatPortsByBackend.Select(p => (BackendLabel(p.Key), (double)p.Value.Ended)).OrderBy(p => p.Item1, StringComparer.Ordinal));
             PromText.Labelled(sb, "xlb_backend_open_flows", "gauge", OpenFlowsHelp, "backend",
                 dp.OpenFlowCounts().Select(f => (BackendLabel(f.Key), (double)f.Value)).OrderBy(f => f.Item1, StringComparer.Ordinal));
             var (_, lost) = dp.FlowEventCounts();
@@ -69,6 +75,10 @@ public static class AgentEndpoints
         }
         return sb.ToString();
     }
+
+    public const string NatPortRangeHelp = "FullNAT source ports toward each backend from each VIP (--nat-ports).";
+    public const string NatPortsHeldHelp = "FullNAT: source ports held toward the backend, from the VIP that holds most there; past xlb_nat_port_range new connections wait (drop_nat_ports_busy).";
+    public const string NatPortsEndedHelp = "FullNAT: of xlb_backend_nat_ports_held, those of connections that ended, free again 2 s after (65 s if the backend closed first).";
 
     public const string OpenFlowsHelp = "LeastConn: open flows the data plane counts per backend, over every LeastConn service (what it compares for each new flow).";
 

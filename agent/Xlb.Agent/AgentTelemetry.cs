@@ -43,6 +43,11 @@ public sealed class AgentTelemetry : IDisposable
             "Flows in the flow table not past their idle timeout, per service.");
         _meter.CreateObservableUpDownCounter("xlb.backend.active_flows", () => Read(r => r.FlowsByBackend.Select(f => Tagged(f.Value, "backend", f.Key))), "{flow}",
             "Flows in the flow table not past their idle timeout, per backend.");
+        _meter.CreateObservableGauge("xlb.nat_port_range", () => Read(r => new[] { new Measurement<long>(r.NatPortRange) }), "{port}", AgentEndpoints.NatPortRangeHelp);
+        _meter.CreateObservableGauge("xlb.backend.nat_ports_held", () => Read(r => r.NatPorts.Select(p => Tagged(p.Held, "backend", p.Backend))), "{port}",
+            AgentEndpoints.NatPortsHeldHelp);
+        _meter.CreateObservableGauge("xlb.backend.nat_ports_ended", () => Read(r => r.NatPorts.Select(p => Tagged(p.Ended, "backend", p.Backend))), "{port}",
+            AgentEndpoints.NatPortsEndedHelp);
         _meter.CreateObservableUpDownCounter("xlb.backend.open_flows", () => Read(r => r.OpenByBackend.Select(f => Tagged(f.Value, "backend", f.Key))), "{flow}",
             AgentEndpoints.OpenFlowsHelp);
         _meter.CreateObservableCounter("xlb.flow_events.lost", () => Read(r => new[] { new Measurement<long>((long)r.EventsLost) }), "{event}",
@@ -99,11 +104,14 @@ public sealed class AgentTelemetry : IDisposable
         IReadOnlyList<KeyValuePair<string, long>> FlowsByService,
         IReadOnlyList<KeyValuePair<string, long>> FlowsByBackend,
         IReadOnlyList<KeyValuePair<string, long>> OpenByBackend,
+        IReadOnlyList<(string Backend, long Held, long Ended)> NatPorts,
+        long NatPortRange,
         ulong EventsLost)
     {
         public static DataPlaneReading Take(XdpDataPlane dp)
         {
-            var (bySvc, byBackend) = dp.ActiveFlows();
+            var census = dp.Census();
+            var (bySvc, byBackend) = (census.ByService, census.ByBackend);
             return new DataPlaneReading(
                 Environment.TickCount64,
                 [.. dp.Stats()],
@@ -112,6 +120,8 @@ public sealed class AgentTelemetry : IDisposable
                 [.. bySvc.Select(f => KeyValuePair.Create(AgentEndpoints.ServiceLabel(f.Key), (long)f.Value))],
                 [.. byBackend.Select(f => KeyValuePair.Create(AgentEndpoints.BackendLabel(f.Key), (long)f.Value))],
                 [.. dp.OpenFlowCounts().Select(f => KeyValuePair.Create(AgentEndpoints.BackendLabel(f.Key), f.Value))],
+                [.. census.NatPortsByBackend.Select(p => (AgentEndpoints.BackendLabel(p.Key), (long)p.Value.Held, (long)p.Value.Ended))],
+                census.NatPortRange,
                 dp.FlowEventCounts().Lost);
         }
     }

@@ -78,6 +78,11 @@ public sealed record FlowTimeouts
     public TimeSpan Udp { get; init; } = TimeSpan.FromSeconds(300);
 }
 
+/// <summary>What <see cref="XdpDataPlane.Census"/> counts: live flows per service and backend, FullNAT ports held per backend (and of ended connections), and the NAT port range.</summary>
+public sealed record FlowCensus(
+    IReadOnlyDictionary<XlbSvcKey, int> ByService, IReadOnlyDictionary<XlbBackend, int> ByBackend,
+    IReadOnlyDictionary<XlbBackend, (int Held, int Ended)> NatPortsByBackend, int NatPortRange);
+
 /// <summary>What one apply did.</summary>
 public sealed record ApplyResult(byte Generation, int Operations, TimeSpan Elapsed);
 
@@ -713,16 +718,30 @@ public sealed class XdpDataPlane : IDisposable
     }
 
     /// <summary>
-    /// Flows not past their idle timeout, by service (of the active generation) and by backend:
-    /// both flow tables read by batch (a new flow's entry shadowed by an admitted one counts once).
+    /// One read of the flow tables (both, by batch: a new flow's entry shadowed by an admitted one
+    /// counts once): flows not past their idle timeout per service (of the active generation) and
+    /// per backend, and the FullNAT ports held toward each backend from the VIP that holds most of
+    /// them there (a port serves one connection per VIP and backend at a time), with how many of
+    /// those are of ended connections.
     /// </summary>
-    public (IReadOnlyDictionary<XlbSvcKey, int> ByService, IReadOnlyDictionary<XlbBackend, int> ByBackend) ActiveFlows()
+    public FlowCensus Census()
     {
         var cfg = ReadConfig();
-        var (bySvc, byIndex) = NodeStatus.ActiveFlowCounts(cfg, FlowTable(Flows, NewFlows), MonotonicNs(), Capacity.BackendSlots);
+        var now = MonotonicNs();
+        var table = FlowTable(Flows, NewFlows);
+        var (bySvc, byIndex) = NodeStatus.ActiveFlowCounts(cfg, table, now, Capacity.BackendSlots);
         var services = ReadServices((byte)(cfg.ActiveGen & 1)).ToDictionary(s => s.Key, s => bySvc.GetValueOrDefault(s.Value.Id));
         var slots = _backendSlots ?? ReadBackendSlots((byte)(cfg.ActiveGen & 1));
-        return (services, BySlot(slots, MapImage.LastUsedSlot(slots), i => byIndex.GetValueOrDefault(i + 1)));
+        var nat = new Dictionary<XlbBackend, (int Held, int Ended)>();
+        foreach (var ((_, family, _, addr, portBe), ports) in NodeStatus.NatPortsHeld(table.Where(f => !NodeStatus.Expired(cfg, f.Key, f.Value, now))))
+        {
+            var backend = new XlbBackend { Addr = addr, PortBe = portBe, Family = family };
+            if (ports.Held > nat.GetValueOrDefault(backend).Held)
+            {
+                nat[backend] = ports;
+            }
+        }
+        return new FlowCensus(services, BySlot(slots, MapImage.LastUsedSlot(slots), i => byIndex.GetValueOrDefault(i + 1)), nat, cfg.NatPortMax - cfg.NatPortMin + 1);
     }
 
     /// <summary>

@@ -45,7 +45,8 @@ public sealed class NatPortReuseEndToEndTests(ITestOutputHelper output)
         try
         {
             File.WriteAllText(Path.Combine(manifests, "30-web.yaml"), Mapping);
-            using var stack = StandaloneStack.Start(bed.Topology, manifests, "lb-1", bed.Log, "--nat-ports", "45000-45004");
+            var health = new IPEndPoint(IPAddress.Loopback, 9473);
+            using var stack = StandaloneStack.Start(bed.Topology, manifests, "lb-1", bed.Log, "--nat-ports", "45000-45004", "--listen", health.ToString());
             await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
             var vip = new IPEndPoint(IPAddress.Parse(Vip), 80);
 
@@ -71,6 +72,11 @@ public sealed class NatPortReuseEndToEndTests(ITestOutputHelper output)
             var backend = JsonNode.Parse(stack.Status("--node-config", stack.NodeConfigPath, "-o", "json"))!["services"]![0]!["backends"]![0]!;
             Assert.Equal((5, 5), (backend["natPorts"]!.GetValue<int>(), backend["natPortsEnded"]!.GetValue<int>()));
             Assert.Contains("5/5 (5)", stack.Status("--node-config", stack.NodeConfigPath), StringComparison.Ordinal);
+            // And the agent's metrics, to alert on before the range runs out.
+            var metrics = (await HttpProbe.StatusAsync(bed.Topology.Lb, health, "/metrics", ct)).Body;
+            Assert.Contains("xlb_nat_port_range 5\n", metrics, StringComparison.Ordinal);
+            Assert.Contains("xlb_backend_nat_ports_held{backend=\"10.201.1.2:8080\"} 5\n", metrics, StringComparison.Ordinal);
+            Assert.Contains("xlb_backend_nat_ports_ended{backend=\"10.201.1.2:8080\"} 5\n", metrics, StringComparison.Ordinal);
             // Their ports stay theirs while the backend holds them in TIME_WAIT: a sixth gets none.
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => HttpProbe.GetAsync(bed.Topology.Client, vip, TimeSpan.FromSeconds(4), ct));
             Assert.True(Counter(stack, "drop_nat_ports_busy") > busy, "the sixth connection's SYN was not refused for want of a NAT port");
