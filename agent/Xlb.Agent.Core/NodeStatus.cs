@@ -69,6 +69,8 @@ public sealed record NodeStatusReport
     public int FlowsOmitted { get; init; }
     /// <summary>FullNAT source ports toward each backend (--nat-ports).</summary>
     public int NatPortRange { get; init; }
+    /// <summary>The agent's BGP sessions as its status reports them (with --node-config, from the status file beside it); null when not known.</summary>
+    public IReadOnlyList<BgpSessionStatus>? BgpSessions { get; init; }
 }
 
 /// <summary>New DSR flows entered into the flow tables, and ICMP "too big" answers sent, per CPU per second (0: no limit).</summary>

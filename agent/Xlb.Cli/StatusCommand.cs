@@ -21,6 +21,7 @@ public static class StatusCommand
     {
         XlbNodeConfigSpec? spec = null;
         IReadOnlyCollection<string>? unhealthy = null;
+        List<BgpSessionStatus>? sessions = null;
         try
         {
             if (nodeConfig is not null)
@@ -29,10 +30,18 @@ public static class StatusCommand
                 var statusPath = agentStatus?.FullName ?? Path.ChangeExtension(nodeConfig.FullName, ".status.yaml");
                 if (File.Exists(statusPath))
                 {
-                    unhealthy = Yaml.ReadDocuments(File.ReadAllText(statusPath))[0]["unhealthyBackends"]?.AsArray().Select(n => n!.GetValue<string>()).ToList();
+                    var status = Yaml.ReadDocuments(File.ReadAllText(statusPath))[0];
+                    unhealthy = status["unhealthyBackends"]?.AsArray().Select(n => n!.GetValue<string>()).ToList();
+                    sessions = status["bgpSessions"]?.AsArray().Select(n => new BgpSessionStatus
+                    {
+                        Peer = n!["peer"]!.GetValue<string>(),
+                        State = n["state"]!.GetValue<string>(),
+                        AdvertisedRoutes = n["advertisedRoutes"]?.Deserialize<int>() ?? 0,
+                        LastError = n["lastError"]?.GetValue<string>(),
+                    }).ToList();
                 }
             }
-            var report = NodeStatus.Build(Xlb.Agent.DataPlaneSnapshot.Read(pinRoot), spec, unhealthy, flows);
+            var report = NodeStatus.Build(Xlb.Agent.DataPlaneSnapshot.Read(pinRoot), spec, unhealthy, flows) with { BgpSessions = sessions };
             var node = JsonSerializer.SerializeToNode(report, Json)!;
             switch (output)
             {
@@ -102,6 +111,13 @@ public static class StatusCommand
         if (r.Services.Count > 0)
         {
             sb.AppendLine("  * a backend's packets, new flows and (LeastConn) open flows, over every service it serves on this node");
+        }
+
+        if (r.BgpSessions is { Count: > 0 } bgp)
+        {
+            sb.AppendLine().AppendLine("BGP SESSIONS");
+            Columns(sb, "  ", ["PEER", "STATE", "ROUTES", "LAST ERROR"],
+                bgp.Select(b => new[] { b.Peer, b.State, N((ulong)b.AdvertisedRoutes), b.LastError ?? "-" }));
         }
 
         sb.AppendLine().AppendLine("COUNTERS");

@@ -97,6 +97,10 @@ public sealed class BgpAnnouncementTests(ITestOutputHelper output)
             Assert.True(await WaitAsync(() => Status().BgpSessions.Count(b => b.State == "Established" && b.AdvertisedRoutes == 1) == 2
                 && Status().Conditions.Any(c => c.Type == "Degraded" && c.Reason == "AsExpected"), ct), File.ReadAllText(stack.AgentStatusPath));
             Assert.Equal(["10.200.0.2", "fd00:200::2"], Status().BgpSessions.Select(b => b.Peer));
+            // xlb status shows them too, from the agent's status beside its node config.
+            var sessions = stack.Status("--node-config", stack.NodeConfigPath);
+            Assert.Contains("BGP SESSIONS", sessions, StringComparison.Ordinal);
+            Assert.Matches(@"fd00:200::2\s+Established\s+1\s", sessions);
 
             // The IPv4 mapping goes: its route is withdrawn, the IPv6 one stays.
             File.WriteAllText(Path.Combine(manifests, "30-web.yaml"), Mapping("web6", Vip6, "fd00:201:1::2"));
