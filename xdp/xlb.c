@@ -1177,8 +1177,11 @@ static __always_inline int flow_expired(const struct xlb_cfg *cfg, const struct 
 		t = cfg->tcp_closing_timeout_s;
 	else
 		t = cfg->tcp_new_timeout_s;
-	/* 0: no timeout; the LRU still evicts. */
-	return t && now - f->last_seen_ns > (__u64)t * NS_PER_S;
+	/*
+	 * 0: no timeout; the LRU still evicts. A flow seen after this CPU's clock (each CPU reads the
+	 * coarse clock once a jiffy, and the agent stamps the flows it writes with its own) is live.
+	 */
+	return t && now > f->last_seen_ns && now - f->last_seen_ns > (__u64)t * NS_PER_S;
 }
 
 /* Fills a flow key from stored addresses (IPv4: word 0, the rest zero). */
@@ -1366,7 +1369,6 @@ static __always_inline void admit(const struct xlb_flow_key *fk, const struct xl
 	}
 }
 
-/* A backend's reply (its flow key rk): the source becomes VIP:port, the destination the client. */
 /*
  * A FIN or RST, of the client or (from_backend) of the backend: how the connection ends, which
  * decides when its FullNAT port may serve another connection (nat_port_free).
@@ -1383,6 +1385,7 @@ static __always_inline void mark_close(struct xlb_flow *f, __u8 tcp_flags, int f
 		f->flags |= XLB_FLOW_F_FIN_BACKEND | XLB_FLOW_F_TIME_WAIT;
 }
 
+/* A backend's reply (its flow key rk): the source becomes VIP:port, the destination the client. */
 static __always_inline int reply(struct xdp_md *ctx, const struct xlb_cfg *cfg, struct pkt *p,
 				 const struct xlb_flow_key *rk, const struct xlb_rnat *r)
 {
@@ -1516,10 +1519,6 @@ static __always_inline int reset_syn(struct xdp_md *ctx, struct pkt *p, void *en
 }
 
 /*
- * Is this reverse-NAT entry left over? Its flow is gone, expired, or now holds another port
- * or backend: the port can be given to a new flow.
- */
-/*
  * May a new flow take the NAT port of translation r (key rk)? Yes when the flow that held it is
  * gone or past its timeout (the caller removes the translation), and when its connection has
  * ended at both ends and the backend keeps nothing of it: a new SYN on a tuple the backend holds
@@ -1555,8 +1554,10 @@ __noinline int nat_port_free(const struct xlb_cfg *cfg, const struct xlb_rnat *r
 	if (!(fl & XLB_FLOW_F_RESET) &&
 	    (fl & (XLB_FLOW_F_FIN_CLIENT | XLB_FLOW_F_FIN_BACKEND)) != (XLB_FLOW_F_FIN_CLIENT | XLB_FLOW_F_FIN_BACKEND))
 		return 0;
-	if (now - f->last_seen_ns <= ((fl & (XLB_FLOW_F_TIME_WAIT | XLB_FLOW_F_RESET)) == XLB_FLOW_F_TIME_WAIT
-					      ? NAT_PORT_TIME_WAIT_NS : NAT_PORT_CLOSED_NS))
+	/* Seen at or after this CPU's clock (another CPU's runs up to a jiffy ahead): not quiet. */
+	if (f->last_seen_ns >= now ||
+	    now - f->last_seen_ns <= ((fl & (XLB_FLOW_F_TIME_WAIT | XLB_FLOW_F_RESET)) == XLB_FLOW_F_TIME_WAIT
+					  ? NAT_PORT_TIME_WAIT_NS : NAT_PORT_CLOSED_NS))
 		return 0;
 	bpf_map_delete_elem(&xlb_flows, &k);
 	bpf_map_delete_elem(&xlb_flows_new, &k);

@@ -224,6 +224,36 @@ public class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
         Assert.Equal(XlbAbi.FlowEstablished, renewed.State);
     }
 
+    /// <summary>
+    /// A flow stamped after this CPU's clock (each CPU reads the coarse clock once a jiffy, and
+    /// the agent stamps the flows flow sync writes with its own clock) is live, not "idle for
+    /// 2^64 ns"; and its NAT port is not quiet either.
+    /// </summary>
+    [Fact]
+    public void A_flow_stamped_ahead_of_the_programs_clock_is_live()
+    {
+        Privileged.Require();
+        var (plane, run) = OwnPlane(45000, 45000);
+        using var owned = plane;
+        var port = NextClientPort();
+        var key = ClientFlowKey(port, 80);
+        run(ClientTcp(port, 80));
+        run(ClientTcp(port, 80, Packet.Ack));
+        Assert.True(plane.TryFindFlow(key, out var flow));
+        plane.Flows.Update(key, flow with { LastSeenNs = XdpDataPlane.MonotonicNs() + 1_000_000_000 });
+        plane.FlowTableChanged();
+        Assert.Equal(XdpRedirect, (int)run(ClientTcp(port, 80, Packet.Ack)).Verdict);
+        Assert.Equal(0UL, plane.Stats()[XlbStat.FwdExpiredFlow]);
+
+        // Reset, and stamped ahead: its port is not given away.
+        run(ClientTcp(port, 80, Packet.Rst));
+        Assert.True(plane.TryFindFlow(key, out var reset));
+        plane.Flows.Update(key, reset with { LastSeenNs = XdpDataPlane.MonotonicNs() + 1_000_000_000 });
+        plane.FlowTableChanged();
+        Assert.Equal(XdpDrop, (int)run(ClientTcp(NextClientPort(), 80)).Verdict);
+        Assert.Equal(1UL, plane.Stats()[XlbStat.DropNatPortsBusy]);
+    }
+
     [Fact]
     public void A_flows_last_seen_time_is_the_monotonic_clock_at_tick_resolution_and_moves_on()
     {
