@@ -308,10 +308,41 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
     /// Between full resyncs, a pass with an unchanged source and unchanged backend health costs
     /// one stat (standalone) or one counter read (cluster).
     /// </summary>
+    /// <summary>How often the flow tables are read for FullNAT port pressure (<see cref="Core.NatPressure"/>).</summary>
+    private static readonly TimeSpan NatPortCheckEvery = TimeSpan.FromSeconds(5);
+
+    private DateTimeOffset _lastNatPortCheck = DateTimeOffset.MinValue;
+    private List<string> _natPressure = [];
+
+    /// <summary>Every <see cref="NatPortCheckEvery"/>: the (VIP, backend) pairs whose FullNAT ports are nearly all held; a change is reported at once.</summary>
+    private void CheckNatPorts(XdpDataPlane dp, DateTimeOffset now)
+    {
+        if (now - _lastNatPortCheck < NatPortCheckEvery)
+        {
+            return;
+        }
+        _lastNatPortCheck = now;
+        try
+        {
+            var (held, range) = dp.NatPorts();
+            var pressure = Core.NatPressure.Of(held, range);
+            if (!pressure.SequenceEqual(_natPressure, StringComparer.Ordinal))
+            {
+                _natPressure = pressure;
+                _healthChanged = true;
+            }
+        }
+        catch (BpfException e)
+        {
+            LogNatPortCheckFailed(e.Message);
+        }
+    }
+
     public async Task ReconcileAsync(XdpDataPlane dp, string attachMode, CancellationToken ct)
     {
         var version = _source.Version;
         var now = time.GetUtcNow();
+        CheckNatPorts(dp, now);
         var fullResync = now - _lastFullResync >= options.FullResyncInterval;
         var drainOver = _drainExpiry is { } expiry && expiry <= now;
         if (!fullResync && !_healthChanged && !drainOver && version == _sourceVersion)
@@ -481,7 +512,9 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             ? Cond("Degraded", "True", "BackendsUnhealthy", $"no new flows to {string.Join(", ", _unhealthy)}", config)
             : _bgp.Values.Where(b => b.State != "Established").Select(b => $"{b.Peer.Address} ({b.State}{(b.LastError is { } e ? ": " + e : "")})").ToList() is { Count: > 0 } down
                 ? Cond("Degraded", "True", "BgpSessionDown", $"no BGP session with {string.Join(", ", down)}", config)
-                : Cond("Degraded", "False", "AsExpected", "", config),
+                : _natPressure.Count > 0
+                    ? Cond("Degraded", "True", "NatPortsLow", $"FullNAT ports nearly all held, new connections may wait for one (see xlb status): {string.Join("; ", _natPressure)}", config)
+                    : Cond("Degraded", "False", "AsExpected", "", config),
     ];
 
     private List<Condition> Degraded(string reason, string message) =>
@@ -542,6 +575,9 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
 
     [LoggerMessage(Level = LogLevel.Information, Message = "drain timeout over for {Count} backends ({Backends}): they left their listeners, {Flows} flows ended")]
     private partial void LogDrainOver(int count, string backends, int flows);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "cannot read the flow tables for NAT port use: {Error}")]
+    private partial void LogNatPortCheckFailed(string error);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "XDP attached to {Interface} in {Mode} mode")]
     private partial void LogAttached(string @interface, XdpMode mode);

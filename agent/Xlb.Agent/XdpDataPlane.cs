@@ -724,6 +724,14 @@ public sealed class XdpDataPlane : IDisposable
     /// them there (a port serves one connection per VIP and backend at a time), with how many of
     /// those are of ended connections.
     /// </summary>
+    /// <summary>The NAT ports live FullNAT flows hold, per VIP and backend (<see cref="NodeStatus.NatPortsHeld"/>), and the range they come from: one read of the flow tables.</summary>
+    public (Dictionary<(Addr16 Vip, byte Family, byte Proto, Addr16 Backend, ushort BackendPortBe), (int Held, int Ended)> Held, int Range) NatPorts()
+    {
+        var cfg = ReadConfig();
+        var now = MonotonicNs();
+        return (NodeStatus.NatPortsHeld(FlowTable(Flows, NewFlows).Where(f => !NodeStatus.Expired(cfg, f.Key, f.Value, now))), cfg.NatPortMax - cfg.NatPortMin + 1);
+    }
+
     public FlowCensus Census()
     {
         var cfg = ReadConfig();

@@ -81,6 +81,17 @@ public sealed class NatPortReuseEndToEndTests(ITestOutputHelper output)
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => HttpProbe.GetAsync(bed.Topology.Client, vip, TimeSpan.FromSeconds(4), ct));
             Assert.True(Counter(stack, "drop_nat_ports_busy") > busy, "the sixth connection's SYN was not refused for want of a NAT port");
             Assert.Equal(20, bed.Backend(1)!.Served);
+
+            // The node config's status says so, with the pair and the numbers (checked every 5 s).
+            string Degraded() => File.ReadAllText(stack.AgentStatusPath);
+            var deadline = Stopwatch.StartNew();
+            while (!Degraded().Contains("NatPortsLow", StringComparison.Ordinal) && deadline.Elapsed < TimeSpan.FromSeconds(20))
+            {
+                await Task.Delay(200, ct);
+            }
+            var status = Xlb.Crds.Serialization.Yaml.ReadDocuments(Degraded())[0]["conditions"]!.AsArray().Single(c => c!["type"]!.GetValue<string>() == "Degraded")!;
+            Assert.Equal(("True", "NatPortsLow"), (status["status"]!.GetValue<string>(), status["reason"]!.GetValue<string>()));
+            Assert.Contains("10.201.1.2:8080/TCP from 10.250.0.20: 5 of 5 ports held, 5 of them by ended connections", status["message"]!.GetValue<string>(), StringComparison.Ordinal);
         }
         finally
         {

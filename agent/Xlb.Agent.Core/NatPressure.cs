@@ -1,0 +1,37 @@
+using System.Globalization;
+using System.Net;
+using Xlb.DataPlane;
+
+namespace Xlb.Agent.Core;
+
+/// <summary>
+/// FullNAT port pressure, for the node config's Degraded condition: the (VIP, backend) pairs
+/// whose ports are nearly all held, where a new connection's SYN soon finds no port and waits
+/// (drop_nat_ports_busy). Pure: from the counts <see cref="NodeStatus.NatPortsHeld"/> makes.
+/// </summary>
+public static class NatPressure
+{
+    /// <summary>The share of the range held from which a pair is reported: the port search (16 tries a SYN) starts to miss past about three quarters.</summary>
+    public const double Threshold = 0.9;
+
+    /// <summary>One line per pair at or past <see cref="Threshold"/> of <paramref name="range"/>, sorted; empty when none is.</summary>
+    public static List<string> Of(IReadOnlyDictionary<(Addr16 Vip, byte Family, byte Proto, Addr16 Backend, ushort BackendPortBe), (int Held, int Ended)> held, int range)
+    {
+        var lines = new List<string>();
+        if (range <= 0)
+        {
+            return lines;
+        }
+        foreach (var ((vip, family, proto, backend, portBe), (h, ended)) in held)
+        {
+            if (h >= Threshold * range)
+            {
+                var to = new IPEndPoint(backend.ToAddress(family), Net.FromBe(portBe));
+                lines.Add(string.Create(CultureInfo.InvariantCulture,
+                    $"{to}/{NodeStatus.ProtocolName(proto)} from {vip.ToAddress(family)}: {h} of {range} ports held, {ended} of them by ended connections"));
+            }
+        }
+        lines.Sort(StringComparer.Ordinal);
+        return lines;
+    }
+}
