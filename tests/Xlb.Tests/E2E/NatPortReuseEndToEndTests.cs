@@ -82,7 +82,7 @@ public sealed class NatPortReuseEndToEndTests(ITestOutputHelper output)
             Assert.True(Counter(stack, "drop_nat_ports_busy") > busy, "the sixth connection's SYN was not refused for want of a NAT port");
             Assert.Equal(20, bed.Backend(1)!.Served);
 
-            // The node config's status says so, with the pair and the numbers (checked every 5 s).
+            // The node config's status says so, with the pair and the numbers (checked every 10 s).
             string Degraded() => File.ReadAllText(stack.AgentStatusPath);
             var deadline = Stopwatch.StartNew();
             while (!Degraded().Contains("NatPortsLow", StringComparison.Ordinal) && deadline.Elapsed < TimeSpan.FromSeconds(20))
