@@ -100,7 +100,14 @@ public static class SyncedFlows
     /// without one, only an unauthenticated datagram (a peer with a key and one without do not
     /// understand each other, and say so).
     /// </summary>
-    public static List<SyncedFlow> Decode(ReadOnlySpan<byte> d, byte[]? key = null, long nowUnixMs = 0)
+    public static List<SyncedFlow> Decode(ReadOnlySpan<byte> d, byte[]? key = null, long nowUnixMs = 0) =>
+        Decode(d, key is null ? [] : [key], nowUnixMs);
+
+    /// <summary>
+    /// <see cref="Decode(ReadOnlySpan{byte}, byte[], long)"/> with any of <paramref name="keys"/>
+    /// (the current key and the one before it, while a new key reaches every node); none: unauthenticated.
+    /// </summary>
+    public static List<SyncedFlow> Decode(ReadOnlySpan<byte> d, IReadOnlyList<byte[]> keys, long nowUnixMs)
     {
         if (d.Length < HeaderBytes || BinaryPrimitives.ReadUInt32BigEndian(d) != Magic)
         {
@@ -111,7 +118,7 @@ public static class SyncedFlows
             throw new FormatException($"flow-sync version {d[4]}; this agent speaks {Version}");
         }
         var authenticated = (d[5] & Authenticated) != 0;
-        if (authenticated != key is not null)
+        if (authenticated != keys.Count > 0)
         {
             throw new FormatException(authenticated
                 ? "an authenticated datagram, and this agent has no flow-sync key (--flow-sync-key-file)"
@@ -123,11 +130,16 @@ public static class SyncedFlows
         {
             throw new FormatException($"a datagram of {d.Length} bytes cannot hold {n} flows");
         }
-        if (key is not null)
+        if (authenticated)
         {
             Span<byte> tag = stackalloc byte[HMACSHA256.HashSizeInBytes];
-            HMACSHA256.HashData(key, d[..(end + 8)], tag);
-            if (!CryptographicOperations.FixedTimeEquals(tag[..TagBytes], d.Slice(end + 8, TagBytes)))
+            var known = false;
+            foreach (var key in keys)
+            {
+                HMACSHA256.HashData(key, d[..(end + 8)], tag);
+                known |= CryptographicOperations.FixedTimeEquals(tag[..TagBytes], d.Slice(end + 8, TagBytes));
+            }
+            if (!known)
             {
                 throw new FormatException("the datagram's tag is not this agent's flow-sync key's");
             }

@@ -15,14 +15,16 @@ namespace Xlb.Agent;
 /// send, from their addresses only, and writes it into this node's flow tables. A flow admitted
 /// less than an interval before a failover may not have reached the peer; a copy idles out on
 /// the peer as the original does (a busy flow is sent again each interval, which keeps its copy
-/// alive). With a key, every datagram is authenticated and only authenticated ones are taken.
+/// alive). With a key, every datagram is authenticated and only authenticated ones are taken; the
+/// key file is read again at every walk (<see cref="FlowSyncKeyFile"/>).
 /// </summary>
-public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeSpan interval, byte[]? key, ILogger log, TimeProvider time)
+public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeSpan interval, FlowSyncKeyFile? keys, ILogger log, TimeProvider time)
 {
     private readonly TimeProvider _time = time;
     private sealed record Config(FlowSyncView View, IReadOnlyList<IPEndPoint> Peers, HashSet<IPAddress> From);
 
     private volatile Config? _config;
+    private string? _keyProblem;
     private volatile bool _peersChanged;
     private long _sent, _received, _written, _skipped, _refused;
 
@@ -51,7 +53,8 @@ public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeS
     public async Task RunAsync(CancellationToken ct)
     {
         using var socket = Bind(ref listen);
-        LogListening(listen, key is null ? "not authenticated (no --flow-sync-key-file)" : "authenticated");
+        keys?.Refresh();
+        LogListening(listen, keys?.Current is not null ? "authenticated" : keys is null ? "not authenticated (no --flow-sync-key-file)" : $"not authenticated ({keys.Problem ?? $"no key at {keys.Path} yet"})");
         await Task.WhenAll(ReceiveAsync(socket, ct), SendAsync(socket, ct));
     }
 
@@ -84,6 +87,19 @@ public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeS
         while (!ct.IsCancellationRequested)
         {
             var walk = XdpDataPlane.MonotonicNs();
+            if (keys is not null)
+            {
+                var wasAuthenticated = keys.Current is not null;
+                if (keys.Refresh())
+                {
+                    LogNewKey(keys.Path, wasAuthenticated ? "the one before is still taken from peers that have not read it yet" : "datagrams are authenticated from now on");
+                }
+                else if (keys.Problem is { } problem && _keyProblem != problem)
+                {
+                    LogKeyProblem(problem);
+                }
+                _keyProblem = keys.Problem;
+            }
             if (_config is { } config && config.Peers.Count > 0 && config.View.Services.Count > 0)
             {
                 if (_peersChanged || lastFull == long.MinValue || _time.GetElapsedTime(lastFull) >= SyncedFlows.FullResendEvery)
@@ -96,7 +112,7 @@ public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeS
                 try
                 {
                     var flows = dp.SyncableFlows(config.View, since);
-                    foreach (var datagram in SyncedFlows.Encode(flows, key, _time.GetUtcNow().ToUnixTimeMilliseconds()))
+                    foreach (var datagram in SyncedFlows.Encode(flows, keys?.Current, _time.GetUtcNow().ToUnixTimeMilliseconds()))
                     {
                         foreach (var peer in config.Peers)
                         {
@@ -169,7 +185,7 @@ public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeS
             }
             try
             {
-                var flows = SyncedFlows.Decode(buffer.AsSpan(0, got.ReceivedBytes), key, _time.GetUtcNow().ToUnixTimeMilliseconds());
+                var flows = SyncedFlows.Decode(buffer.AsSpan(0, got.ReceivedBytes), keys?.Accepted ?? [], _time.GetUtcNow().ToUnixTimeMilliseconds());
                 Interlocked.Add(ref _received, flows.Count);
                 var (written, skipped) = dp.ImportFlows(config.View, flows);
                 Interlocked.Add(ref _written, written);
@@ -190,6 +206,12 @@ public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeS
             }
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "flow sync: a new key in {Path}: datagrams are sent with it; {What}")]
+    private partial void LogNewKey(string path, string what);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "flow sync: the key file cannot be used, the last good key stays: {Problem}")]
+    private partial void LogKeyProblem(string problem);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "flow sync: {Services} synchronised service(s), peers {Peers}")]
     private partial void LogConfigured(int services, string peers);

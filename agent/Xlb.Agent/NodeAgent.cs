@@ -62,8 +62,8 @@ public sealed record AgentOptions
     /// <summary>How often the flow table is walked for flows to send to the flow-sync peers.</summary>
     public TimeSpan FlowSyncInterval { get; init; } = TimeSpan.FromSeconds(1);
 
-    /// <summary>The key that authenticates flow-sync datagrams (HMAC-SHA256), the same on every node; null: unauthenticated.</summary>
-    public byte[]? FlowSyncKey { get; init; }
+    /// <summary>The file of the key that authenticates flow-sync datagrams (HMAC-SHA256), the same on every node, read again at every walk; null: unauthenticated.</summary>
+    public string? FlowSyncKeyFile { get; init; }
 
     /// <summary>Push metrics over OTLP as well as serving /metrics; null: no push.</summary>
     public OtlpOptions? Otlp { get; init; }
@@ -476,7 +476,8 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         }
         if (_syncer is null)
         {
-            _syncer = new FlowSyncer(dp, options.FlowSyncListen, options.FlowSyncInterval, options.FlowSyncKey, log, time);
+            _syncer = new FlowSyncer(dp, options.FlowSyncListen, options.FlowSyncInterval,
+                options.FlowSyncKeyFile is { } keyFile ? new FlowSyncKeyFile(keyFile) : null, log, time);
             State.FlowSync = _syncer;
             var syncer = _syncer;
             _syncing = Task.Run(async () =>

@@ -108,7 +108,7 @@ var flowLogOption = new Option<string?>("--flow-log") { Description = "Connectio
 var flowSampleOption = new Option<uint>("--flow-sample") { Description = "With --flow-log: log one flow in N, chosen by a hash of the flow (1: every flow)", DefaultValueFactory = _ => 1 };
 var flowSyncListenOption = new Option<string>("--flow-sync-listen") { Description = "ADDRESS:PORT where this agent takes flows from the other nodes of its shards with flowSync (every peer sends to this port); opened only when the node config names flow-sync peers", DefaultValueFactory = _ => $"[::]:{Xlb.Agent.Core.SyncedFlows.DefaultPort}" };
 var flowSyncIntervalOption = new Option<double>("--flow-sync-interval") { Description = "Seconds between two walks of the flow table that send new and busy flows to the flow-sync peers", DefaultValueFactory = _ => 1.0 };
-var flowSyncKeyFileOption = new Option<FileInfo?>("--flow-sync-key-file") { Description = "A file holding the key (at least 16 bytes; a trailing newline is not part of it) that authenticates flow-sync datagrams, the same on every node: mount a Secret here. An absent file: flow sync runs unauthenticated, with a warning" };
+var flowSyncKeyFileOption = new Option<FileInfo?>("--flow-sync-key-file") { Description = "A file holding the key (at least 16 bytes; a trailing newline is not part of it) that authenticates flow-sync datagrams, the same on every node: mount a Secret here. Read again at every walk: a new key is used at once, and the one before is still taken. An absent file: unauthenticated, with a warning, until it appears" };
 var newFlowCapOption = new Option<uint>("--new-flow-cap") { Description = "SYN-flood relief: new flows of DSR services (Maglev or source hash) one CPU tracks per second; past it they are forwarded by the consistent hash alone, without state (0: track every flow)", DefaultValueFactory = _ => DataPlaneOptions.DefaultNewFlowCap };
 var noFlowCacheOption = new Option<bool>("--no-flow-cache") { Description = "Look every packet's flow up in the flow table, without the per-CPU flow cache that serves an established flow's packets from a copy at most one jiffy old" };
 var icmpRateOption = new Option<uint>("--icmp-rate") { Description = "ICMP \"too big\" answers (path MTU discovery) one CPU sends per second; past it the packets they would answer are dropped (0: no limit)", DefaultValueFactory = _ => DataPlaneOptions.DefaultIcmpRate };
@@ -192,20 +192,19 @@ agentCommand.SetAction(async (parse, ct) =>
     options = options with { FlowSyncListen = syncListen, FlowSyncInterval = TimeSpan.FromSeconds(parse.GetValue(flowSyncIntervalOption)) };
     if (parse.GetValue(flowSyncKeyFileOption) is { } keyFile)
     {
-        if (!keyFile.Exists)
+        try
         {
-            await Console.Error.WriteLineAsync($"warning: --flow-sync-key-file {keyFile.FullName}: no such file; flow-sync datagrams are not authenticated");
-        }
-        else
-        {
-            var key = File.ReadAllBytes(keyFile.FullName).AsSpan().TrimEnd("\r\n"u8).ToArray();
-            if (key.Length < Xlb.Agent.Core.SyncedFlows.MinKeyBytes)
+            if (FlowSyncKeyFile.Read(keyFile.FullName) is null)
             {
-                await Console.Error.WriteLineAsync($"--flow-sync-key-file {keyFile.FullName}: the key has {key.Length} bytes; at least {Xlb.Agent.Core.SyncedFlows.MinKeyBytes}");
-                return 2;
+                await Console.Error.WriteLineAsync($"warning: --flow-sync-key-file {keyFile.FullName}: no such file; flow-sync datagrams are not authenticated until it appears");
             }
-            options = options with { FlowSyncKey = key };
         }
+        catch (FormatException e)
+        {
+            await Console.Error.WriteLineAsync($"--flow-sync-key-file {e.Message}");
+            return 2;
+        }
+        options = options with { FlowSyncKeyFile = keyFile.FullName };
     }
     if (parse.GetValue(listenOption) is { } listen)
     {

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net;
 using Xlb.Cli.Testbed;
 using Xlb.Tests.Support;
@@ -132,6 +133,21 @@ public sealed class FlowSyncEndToEndTests(ITestOutputHelper output)
             {
                 Assert.Equal(2, log.ToString().Split("datagrams authenticated").Length - 1);
             }
+            // A new key (a Secret updated in place): both agents take it up at their next walk.
+            File.WriteAllText(key, "the next shared flow-sync key, 32\n");
+            var rotated = Stopwatch.StartNew();
+            int NewKeys()
+            {
+                lock (log)
+                {
+                    return log.ToString().Split("flow sync: a new key in").Length - 1;
+                }
+            }
+            while (NewKeys() < 2 && rotated.Elapsed < TimeSpan.FromSeconds(10))
+            {
+                await Task.Delay(100, ct);
+            }
+            Assert.Equal(2, NewKeys());
 
             topology.RouteVipsTo(2);
             // A connection LB 2 opens itself, on one backend: LeastConn there now prefers the other

@@ -77,6 +77,47 @@ public class SyncedFlowsTests
         // A node with a key and one without do not take each other's datagrams.
         Assert.Contains("unauthenticated", Refusal(SyncedFlows.Encode(flows)[0], key, now), StringComparison.Ordinal);
         Assert.Contains("has no flow-sync key", Refusal(d, null, now), StringComparison.Ordinal);
+
+        // While a new key reaches the nodes, a receiver takes datagrams made with it or with the one before.
+        var next = "the next key, at least sixteen"u8.ToArray();
+        Assert.Equal(flows, datagrams.SelectMany(x => SyncedFlows.Decode(x, [next, key], now)));
+        Assert.Equal(flows[..SyncedFlows.RecordsPerDatagram], SyncedFlows.Decode(SyncedFlows.Encode(flows, next, now)[0], [next, key], now));
+        Assert.Throws<FormatException>(() => SyncedFlows.Decode(d, [next], now));
+    }
+
+    [Fact]
+    public void The_key_file_is_read_again_and_the_key_before_a_new_one_is_still_taken()
+    {
+        var dir = Directory.CreateTempSubdirectory("xlb-key-").FullName;
+        try
+        {
+            var path = Path.Combine(dir, "key");
+            var keys = new Xlb.Agent.FlowSyncKeyFile(path);
+            Assert.False(keys.Refresh());
+            Assert.Null(keys.Current);
+            Assert.Empty(keys.Accepted);
+
+            File.WriteAllText(path, "first key, sixteen bytes or more\n");
+            Assert.True(keys.Refresh());
+            Assert.Equal("first key, sixteen bytes or more"u8.ToArray(), keys.Current);
+            Assert.False(keys.Refresh());
+
+            File.WriteAllText(path, "second key, sixteen bytes too");
+            Assert.True(keys.Refresh());
+            Assert.Equal(["second key, sixteen bytes too", "first key, sixteen bytes or more"], keys.Accepted.Select(k => System.Text.Encoding.ASCII.GetString(k)));
+
+            // A short key, or no file: the last good key stays.
+            File.WriteAllText(path, "short");
+            Assert.False(keys.Refresh());
+            Assert.Contains("the key has 5 bytes", keys.Problem, StringComparison.Ordinal);
+            File.Delete(path);
+            Assert.False(keys.Refresh());
+            Assert.Equal("second key, sixteen bytes too"u8.ToArray(), keys.Current);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
     }
 
     [Fact]
