@@ -53,17 +53,7 @@ public sealed class LbTopology : IDisposable
 
     public static LbTopology Create(string prefix, int backends)
     {
-        var t = new LbTopology(prefix, backends);
-        try
-        {
-            t.Build();
-            return t;
-        }
-        catch
-        {
-            t.Dispose();
-            throw;
-        }
+        return Netns.Built(new LbTopology(prefix, backends), t => t.Build());
     }
 
     private void Build()

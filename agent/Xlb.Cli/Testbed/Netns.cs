@@ -61,6 +61,21 @@ public static partial class Netns
         return p;
     }
 
+    /// <summary>A topology after <paramref name="build"/>; one that fails half-built is disposed (its namespaces deleted) before the error goes on.</summary>
+    public static T Built<T>(T topology, Action<T> build) where T : IDisposable
+    {
+        try
+        {
+            build(topology);
+            return topology;
+        }
+        catch
+        {
+            topology.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>Runs `ip ARGS` inside namespace <paramref name="ns"/>.</summary>
     public static string Ip(string ns, params string[] args) => Sh("ip", ["-n", ns, .. args]);
 

@@ -39,17 +39,7 @@ public sealed class RoutedPairTopology : IDisposable
 
     public static RoutedPairTopology Create(string prefix)
     {
-        var t = new RoutedPairTopology(prefix);
-        try
-        {
-            t.Build();
-            return t;
-        }
-        catch
-        {
-            t.Dispose();
-            throw;
-        }
+        return Netns.Built(new RoutedPairTopology(prefix), t => t.Build());
     }
 
     private void Build()
