@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
-using System.Security.Cryptography;
 using Xlb.DataPlane;
 
 namespace Xlb.Agent.Core;
@@ -37,15 +36,10 @@ public static class SyncedFlows
     public const int RecordBytes = 68;
     /// <summary>Header flag: the records are followed by the sending time and a tag (<see cref="AuthBytes"/>).</summary>
     private const byte Authenticated = 1;
-    /// <summary>An authenticated datagram's trailer: the sending time (Unix milliseconds, 8 bytes) and the first 16 bytes of HMAC-SHA256 over all before them.</summary>
-    public const int AuthBytes = 8 + TagBytes;
-    private const int TagBytes = 16;
+    /// <summary>An authenticated datagram's trailer (<see cref="PeerAuth"/>).</summary>
+    public const int AuthBytes = PeerAuth.Bytes;
     /// <summary>Records per datagram: a datagram stays within 1,400 bytes (no fragmentation on usual links).</summary>
     public const int RecordsPerDatagram = (1400 - HeaderBytes - AuthBytes) / RecordBytes;
-    /// <summary>How far an authenticated datagram's sending time may be from the receiver's clock: replays older than this are refused.</summary>
-    public static readonly TimeSpan MaxClockSkew = TimeSpan.FromSeconds(30);
-    /// <summary>The shortest key an agent takes.</summary>
-    public const int MinKeyBytes = 16;
     /// <summary>The flow flags that say how a connection ended; a copy carries them.</summary>
     public const byte CloseFlags = XlbAbi.FlowFinClient | XlbAbi.FlowFinBackend | XlbAbi.FlowTimeWait | XlbAbi.FlowReset;
 
@@ -84,9 +78,7 @@ public static class SyncedFlows
             }
             if (key is not null)
             {
-                var end = HeaderBytes + n * RecordBytes;
-                BinaryPrimitives.WriteInt64BigEndian(d.AsSpan(end), unixMs);
-                HMACSHA256.HashData(key, d.AsSpan(0, end + 8))[..TagBytes].CopyTo(d.AsSpan(end + 8));
+                PeerAuth.Seal(d, HeaderBytes + n * RecordBytes, key, unixMs);
             }
             datagrams.Add(d);
         }
@@ -96,7 +88,7 @@ public static class SyncedFlows
     /// <summary>
     /// The flows of one datagram; a datagram that is not one throws <see cref="FormatException"/>.
     /// With a <paramref name="key"/> only an authenticated datagram is taken, whose tag the key
-    /// makes and whose sending time is within <see cref="MaxClockSkew"/> of <paramref name="nowUnixMs"/>;
+    /// makes and whose sending time is within <see cref="PeerAuth.MaxClockSkew"/> of <paramref name="nowUnixMs"/>;
     /// without one, only an unauthenticated datagram (a peer with a key and one without do not
     /// understand each other, and say so).
     /// </summary>
@@ -132,22 +124,7 @@ public static class SyncedFlows
         }
         if (authenticated)
         {
-            Span<byte> tag = stackalloc byte[HMACSHA256.HashSizeInBytes];
-            var known = false;
-            foreach (var key in keys)
-            {
-                HMACSHA256.HashData(key, d[..(end + 8)], tag);
-                known |= CryptographicOperations.FixedTimeEquals(tag[..TagBytes], d.Slice(end + 8, TagBytes));
-            }
-            if (!known)
-            {
-                throw new FormatException("the datagram's tag is not this agent's flow-sync key's");
-            }
-            var sent = BinaryPrimitives.ReadInt64BigEndian(d[end..]);
-            if (Math.Abs(nowUnixMs - sent) > (long)MaxClockSkew.TotalMilliseconds)
-            {
-                throw new FormatException($"the datagram was sent {(nowUnixMs - sent) / 1000.0:F0} s from now (at most {MaxClockSkew.TotalSeconds:F0} s: an old datagram again, or clocks apart)");
-            }
+            PeerAuth.Check(d, end, keys, nowUnixMs, "flow-sync key");
         }
         var flows = new List<SyncedFlow>(n);
         for (var i = 0; i < n; i++)

@@ -67,6 +67,14 @@ public static class AgentEndpoints
             Counter(sb, "xlb_flow_sync_skipped_total", "Received flows left out: no such synchronised service or backend here.", skipped);
             Counter(sb, "xlb_flow_sync_refused_total", "Datagrams refused: not from a flow-sync peer, or not flow sync.", refused);
         }
+        if (state.Heartbeats is { } heartbeats)
+        {
+            var (sent, received, refused) = heartbeats.Counts;
+            Counter(sb, "xlb_heartbeats_sent_total", "Heartbeats sent to failover peers (once per peer).", sent);
+            Counter(sb, "xlb_heartbeats_received_total", "Heartbeats taken from failover peers.", received);
+            Counter(sb, "xlb_heartbeats_refused_total", "Heartbeats refused: not from a failover peer's address, or not authenticated as this node's key says.", refused);
+            Gauge(sb, "xlb_vips_taken_over", "Standby VIPs this node serves because their active node's agent fell silent (or left).", state.TakenOver);
+        }
         if (state.FlowLog is { } flowLog)
         {
             var (opened, closed) = flowLog.Counts;

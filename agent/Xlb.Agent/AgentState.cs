@@ -25,6 +25,12 @@ public sealed class AgentState
     /// <summary>Flow sync, once started.</summary>
     public FlowSyncer? FlowSync { get; set; }
 
+    /// <summary>Heartbeats with the failover peers, once started.</summary>
+    public Heartbeater? Heartbeats { get; set; }
+
+    /// <summary>Standby VIPs taken over from silent peers, as of the last apply.</summary>
+    public int TakenOver { get; set; }
+
     /// <summary>The BGP sessions (replaced whole by the agent loop).</summary>
     public IReadOnlyList<BgpSpeaker> Bgp { get; set; } = [];
 

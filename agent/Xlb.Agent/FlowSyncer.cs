@@ -1,5 +1,4 @@
 using System.Net;
-using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using Xlb.Agent.Core;
 using Xlb.Crds;
@@ -15,20 +14,32 @@ namespace Xlb.Agent;
 /// send, from their addresses only, and writes it into this node's flow tables. A flow admitted
 /// less than an interval before a failover may not have reached the peer; a copy idles out on
 /// the peer as the original does (a busy flow is sent again each interval, which keeps its copy
-/// alive). With a key, every datagram is authenticated and only authenticated ones are taken; the
-/// key file is read again at every walk (<see cref="FlowSyncKeyFile"/>).
+/// alive). With a key, every datagram is authenticated and only authenticated ones are taken
+/// (<see cref="PeerLink"/>, whose socket it shares with the heartbeats).
 /// </summary>
-public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeSpan interval, FlowSyncKeyFile? keys, ILogger log, TimeProvider time)
+public sealed partial class FlowSyncer
 {
-    private readonly TimeProvider _time = time;
+    private readonly XdpDataPlane dp;
+    private readonly PeerLink link;
+    private readonly TimeSpan interval;
+    private readonly ILogger log;
+    private readonly TimeProvider _time;
     private sealed record Config(FlowSyncView View, IReadOnlyList<IPEndPoint> Peers, HashSet<IPAddress> From);
 
     private volatile Config? _config;
-    private string? _keyProblem;
     private volatile bool _peersChanged;
     private long _sent, _received, _written, _skipped, _refused;
 
-    public IPEndPoint Listen => listen;
+    /// <summary>Takes the flow-sync datagrams of <paramref name="link"/> from now on.</summary>
+    public FlowSyncer(XdpDataPlane dp, PeerLink link, TimeSpan interval, ILogger log, TimeProvider time)
+    {
+        this.dp = dp;
+        this.link = link;
+        this.interval = interval;
+        this.log = log;
+        _time = time;
+        link.Flows = Receive;
+    }
 
     /// <summary>Flows sent (each peer counted), received, written, left out, and datagrams refused (not from a peer, not flow sync, or not authenticated as this node's key says).</summary>
     public (long Sent, long Received, long Written, long Skipped, long Refused) Counts =>
@@ -37,7 +48,7 @@ public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeS
     /// <summary>The services and peers from now on (after every apply: a service's id and its backends' indexes may have moved).</summary>
     public void Configure(FlowSyncView view, IReadOnlyList<NodeSyncPeer> peers)
     {
-        var endpoints = peers.Select(p => new IPEndPoint(IPAddress.Parse(p.Address), listen.Port)).ToList();
+        var endpoints = peers.Select(p => new IPEndPoint(IPAddress.Parse(p.Address), link.Listen.Port)).ToList();
         var was = _config;
         if (was is null || !was.Peers.SequenceEqual(endpoints) || !was.View.Services.SetEquals(view.Services))
         {
@@ -50,56 +61,17 @@ public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeS
     /// <summary>Peers whose first datagram (taken or refused) was logged: one line each, not one per datagram.</summary>
     private readonly HashSet<(IPAddress, bool)> _heard = [];
 
-    public async Task RunAsync(CancellationToken ct)
-    {
-        using var socket = Bind(ref listen);
-        keys?.Refresh();
-        LogListening(listen, keys?.Current is not null ? "authenticated" : keys is null ? "not authenticated (no --flow-sync-key-file)" : $"not authenticated ({keys.Problem ?? $"no key at {keys.Path} yet"})");
-        await Task.WhenAll(ReceiveAsync(socket, ct), SendAsync(socket, ct));
-    }
+    /// <summary>Sends until <paramref name="ct"/> ends (what peers send is taken by <see cref="Receive"/> meanwhile).</summary>
+    public Task RunAsync(CancellationToken ct) => SendAsync(ct);
 
-    /// <summary>The socket on <paramref name="at"/>; on a host without IPv6, the IPv4 wildcard instead of the IPv6 one.</summary>
-    private static Socket Bind(ref IPEndPoint at)
-    {
-        if (at.AddressFamily == AddressFamily.InterNetworkV6 && at.Address.Equals(IPAddress.IPv6Any) && !Socket.OSSupportsIPv6)
-        {
-            at = new IPEndPoint(IPAddress.Any, at.Port);
-        }
-        var socket = at.AddressFamily == AddressFamily.InterNetworkV6
-            ? new Socket(AddressFamily.InterNetworkV6, SocketType.Dgram, ProtocolType.Udp) { DualMode = true }
-            : new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-        try
-        {
-            socket.Bind(at);
-            return socket;
-        }
-        catch
-        {
-            socket.Dispose();
-            throw;
-        }
-    }
-
-    private async Task SendAsync(Socket socket, CancellationToken ct)
+    private async Task SendAsync(CancellationToken ct)
     {
         ulong since = 0;
         var lastFull = long.MinValue;
         while (!ct.IsCancellationRequested)
         {
             var walk = XdpDataPlane.MonotonicNs();
-            if (keys is not null)
-            {
-                var wasAuthenticated = keys.Current is not null;
-                if (keys.Refresh())
-                {
-                    LogNewKey(keys.Path, wasAuthenticated ? "the one before is still taken from peers that have not read it yet" : "datagrams are authenticated from now on");
-                }
-                else if (keys.Problem is { } problem && _keyProblem != problem)
-                {
-                    LogKeyProblem(problem);
-                }
-                _keyProblem = keys.Problem;
-            }
+            link.RefreshKeys();
             if (_config is { } config && config.Peers.Count > 0 && config.View.Services.Count > 0)
             {
                 if (_peersChanged || lastFull == long.MinValue || _time.GetElapsedTime(lastFull) >= SyncedFlows.FullResendEvery)
@@ -112,18 +84,11 @@ public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeS
                 try
                 {
                     var flows = dp.SyncableFlows(config.View, since);
-                    foreach (var datagram in SyncedFlows.Encode(flows, keys?.Current, _time.GetUtcNow().ToUnixTimeMilliseconds()))
+                    foreach (var datagram in SyncedFlows.Encode(flows, link.Key, _time.GetUtcNow().ToUnixTimeMilliseconds()))
                     {
                         foreach (var peer in config.Peers)
                         {
-                            try
-                            {
-                                await socket.SendToAsync(datagram, peer, ct);
-                            }
-                            catch (SocketException e)
-                            {
-                                LogSendFailed(peer, e.Message);
-                            }
+                            await link.SendAsync(datagram, peer, ct);
                         }
                     }
                     Interlocked.Add(ref _sent, (long)flows.Count * config.Peers.Count);
@@ -149,69 +114,42 @@ public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeS
         }
     }
 
-    private async Task ReceiveAsync(Socket socket, CancellationToken ct)
+    /// <summary>One flow-sync datagram from <paramref name="from"/>: taken from a peer only, and written into the flow tables.</summary>
+    private void Receive(IPAddress from, ReadOnlySpan<byte> datagram)
     {
-        var buffer = new byte[65536];
-        EndPoint any = new IPEndPoint(socket.AddressFamily == AddressFamily.InterNetworkV6 ? IPAddress.IPv6Any : IPAddress.Any, 0);
-        while (!ct.IsCancellationRequested)
+        if (_config is not { } config || !config.From.Contains(from))
         {
-            SocketReceiveFromResult got;
-            try
+            Interlocked.Increment(ref _refused);
+            if (_heard.Add((from, false)))
             {
-                got = await socket.ReceiveFromAsync(buffer, any, ct);
+                LogRefused(from);
             }
-            catch (OperationCanceledException)
+            return;
+        }
+        try
+        {
+            var flows = SyncedFlows.Decode(datagram, link.Accepted, _time.GetUtcNow().ToUnixTimeMilliseconds());
+            Interlocked.Add(ref _received, flows.Count);
+            var (written, skipped) = dp.ImportFlows(config.View, flows);
+            Interlocked.Add(ref _written, written);
+            Interlocked.Add(ref _skipped, skipped);
+            if (_heard.Add((from, true)))
             {
-                return;
+                LogFirstFrom(from, written, skipped);
             }
-            catch (SocketException e)
-            {
-                LogReceiveFailed(e.Message);
-                continue;
-            }
-            var from = ((IPEndPoint)got.RemoteEndPoint).Address;
-            if (from.IsIPv4MappedToIPv6)
-            {
-                from = from.MapToIPv4();
-            }
-            if (_config is not { } config || !config.From.Contains(from))
-            {
-                Interlocked.Increment(ref _refused);
-                if (_heard.Add((from, false)))
-                {
-                    LogRefused(from);
-                }
-                continue;
-            }
-            try
-            {
-                var flows = SyncedFlows.Decode(buffer.AsSpan(0, got.ReceivedBytes), keys?.Accepted ?? [], _time.GetUtcNow().ToUnixTimeMilliseconds());
-                Interlocked.Add(ref _received, flows.Count);
-                var (written, skipped) = dp.ImportFlows(config.View, flows);
-                Interlocked.Add(ref _written, written);
-                Interlocked.Add(ref _skipped, skipped);
-                if (_heard.Add((from, true)))
-                {
-                    LogFirstFrom(from, written, skipped);
-                }
-            }
-            catch (FormatException e)
-            {
-                Interlocked.Increment(ref _refused);
-                LogMalformed(from, e.Message);
-            }
-            catch (Bpf.BpfException e)
-            {
-                LogWriteFailed(e.Message);
-            }
+        }
+        catch (FormatException e)
+        {
+            Interlocked.Increment(ref _refused);
+            LogMalformed(from, e.Message);
+        }
+        catch (Bpf.BpfException e)
+        {
+            LogWriteFailed(e.Message);
         }
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "flow sync: a new key in {Path}: datagrams are sent with it; {What}")]
-    private partial void LogNewKey(string path, string what);
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "flow sync: the key file cannot be used, the last good key stays: {Problem}")]
-    private partial void LogKeyProblem(string problem);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "flow sync: {Services} synchronised service(s), peers {Peers}")]
     private partial void LogConfigured(int services, string peers);
@@ -225,17 +163,11 @@ public sealed partial class FlowSyncer(XdpDataPlane dp, IPEndPoint listen, TimeS
     [LoggerMessage(Level = LogLevel.Debug, Message = "flow sync: sent {Flows} flow(s) seen since {SinceNs} to {Peers} peer(s)")]
     private partial void LogSent(int flows, int peers, ulong sinceNs);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "flow sync: listening on {Listen}, datagrams {Auth}")]
-    private partial void LogListening(IPEndPoint listen, string auth);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "flow sync: cannot send to {Peer}: {Error}")]
-    private partial void LogSendFailed(IPEndPoint peer, string error);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "flow sync: cannot read the flow table: {Error}")]
     private partial void LogWalkFailed(string error);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "flow sync: receive failed: {Error}")]
-    private partial void LogReceiveFailed(string error);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "flow sync: a datagram from {From} is not flow sync: {Error}")]
     private partial void LogMalformed(IPAddress from, string error);

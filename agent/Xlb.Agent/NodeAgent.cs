@@ -101,9 +101,14 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
     private readonly Dictionary<string, BgpSpeaker> _bgp = new(StringComparer.Ordinal);
     /// <summary>Whether this agent took over a predecessor's data plane: its first BGP sessions say they restart.</summary>
     private bool _adopted;
-    /// <summary>Flow sync, from the first config that names peers on.</summary>
+    /// <summary>The socket toward the other LB nodes, flow sync and heartbeats: from the first config that names peers on.</summary>
+    private PeerLink? _link;
+    private bool _linkFailed;
     private FlowSyncer? _syncer;
-    private Task _syncing = Task.CompletedTask;
+    private Heartbeater? _heartbeater;
+    private Task _peering = Task.CompletedTask;
+    /// <summary>The standby VIPs this agent has taken over from silent peers (as of its last apply).</summary>
+    private List<Core.TakenVip> _taken = [];
     private CancellationToken _stopping;
 
     public AgentState State { get; } = new();
@@ -172,9 +177,15 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
                 await ReconcileAsync(dp, attachMode, ct);
             }
             while (await WakeAsync(ct));
+            if (_heartbeater is not null && (options.DetachOnExit || options.ShutdownTimeout > TimeSpan.Zero || _drainStarted is not null))
+            {
+                // This node stops forwarding (or drains): its peers take its VIPs now, not after their detection window.
+                await _heartbeater.LeaveAsync(CancellationToken.None);
+            }
             await probing.CancelAsync();
             await probes;
-            await _syncing;
+            await _peering;
+            _link?.Dispose();
             await logging;
             await _announcer.Completion;
             await DrainAsync(dp);
@@ -247,6 +258,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             _drainStarted = null;
             State.Draining = false;
             dp.SetShutdown(false);
+            _heartbeater?.Stay();
             if (_source is KubeNodeConfigSource kube)
             {
                 await kube.DrainAsync(false, CancellationToken.None);
@@ -261,6 +273,10 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         State.Draining = true;
         dp.SetShutdown(true);
         LogDrainStarted(why, options.ShutdownTimeout.TotalSeconds);
+        if (_heartbeater is not null)
+        {
+            await _heartbeater.LeaveAsync(CancellationToken.None);
+        }
         if (_source is KubeNodeConfigSource kube)
         {
             await kube.DrainAsync(true, CancellationToken.None);
@@ -379,6 +395,14 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             var drain = _drains.Apply(config.Spec, now);
             _drainExpiry = drain.NextExpiry;
             var effective = drain.Effective;
+            // Standby VIPs whose active node has fallen silent are this node's now.
+            StartPeers(dp, config.Spec);
+            if (_heartbeater is not null)
+            {
+                var takeover = Core.Takeover.Apply(effective, _heartbeater.SilentFor);
+                effective = takeover.Effective;
+                NoteTakeovers(takeover.Taken);
+            }
             if (_prober is not null)
             {
                 _prober.Update(Core.HealthTracker.Plans(config.Spec));
@@ -409,7 +433,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             var routed = Core.BgpRoutes.Routed(effective);
             _announcer?.Announce([.. Core.Announcements.Taken(_announced, effective).Where(v => !routed.Contains(v))], ct);
             await SyncBgpAsync(effective);
-            SyncFlows(dp, effective);
+            _syncer?.Configure(dp.SyncView(effective.Listeners.Where(l => l.FlowSync == true)), effective.FlowSyncPeers);
             _announced = effective;
             _flowLog?.SetConfig(effective);
             if (result.Operations > 0 || fullResync)
@@ -467,32 +491,61 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
 
     private string _strandedWarned = "";
 
-    /// <summary>Starts flow sync when the config first names peers, and gives it the services and peers of each revision.</summary>
-    private void SyncFlows(XdpDataPlane dp, XlbNodeConfigSpec effective)
+    /// <summary>
+    /// Opens the peer link (flow sync and heartbeats) when the config first names peers, and gives
+    /// the heartbeats each revision's peers and standby VIPs. A port that cannot be bound is logged
+    /// once: the node then neither synchronises flows nor detects failures itself (the operator still moves VIPs).
+    /// </summary>
+    private void StartPeers(XdpDataPlane dp, XlbNodeConfigSpec spec)
     {
-        if (_syncer is null && effective.FlowSyncPeers.Count == 0)
+        if (_link is null && (_linkFailed || spec.FlowSyncPeers.Count == 0 && spec.FailoverPeers.Count == 0))
         {
             return;
         }
-        if (_syncer is null)
+        if (_link is null)
         {
-            _syncer = new FlowSyncer(dp, options.FlowSyncListen, options.FlowSyncInterval,
-                options.FlowSyncKeyFile is { } keyFile ? new FlowSyncKeyFile(keyFile) : null, log, time);
-            State.FlowSync = _syncer;
-            var syncer = _syncer;
-            _syncing = Task.Run(async () =>
+            try
             {
-                try
-                {
-                    await syncer.RunAsync(_stopping);
-                }
-                catch (System.Net.Sockets.SocketException e)
-                {
-                    LogFlowSyncFailed(options.FlowSyncListen.ToString(), e.Message);
-                }
-            }, CancellationToken.None);
+                _link = PeerLink.Open(options.FlowSyncListen, options.FlowSyncKeyFile is { } keyFile ? new FlowSyncKeyFile(keyFile) : null, log, time);
+            }
+            catch (System.Net.Sockets.SocketException e)
+            {
+                _linkFailed = true;
+                LogFlowSyncFailed(options.FlowSyncListen.ToString(), e.Message);
+                return;
+            }
+            var link = _link;
+            var heartbeater = _heartbeater = new Heartbeater(link, log, time, () =>
+            {
+                _healthChanged = true; // a peer fell silent or was heard again: apply with the takeovers as they are now
+                _wake.Release();
+            });
+            var syncer = _syncer = new FlowSyncer(dp, link, options.FlowSyncInterval, log, time);
+            State.FlowSync = syncer;
+            State.Heartbeats = heartbeater;
+            _peering = Task.WhenAll(
+                Task.Run(() => link.RunAsync(_stopping), CancellationToken.None),
+                Task.Run(() => heartbeater.RunAsync(_stopping), CancellationToken.None),
+                Task.Run(() => syncer.RunAsync(_stopping), CancellationToken.None));
         }
-        _syncer.Configure(dp.SyncView(effective.Listeners.Where(l => l.FlowSync == true)), effective.FlowSyncPeers);
+        _heartbeater!.Configure(spec);
+    }
+
+    /// <summary>Logs the VIPs taken over from silent peers and given back to peers heard again.</summary>
+    private void NoteTakeovers(List<Core.TakenVip> taken)
+    {
+        foreach (var t in taken.Where(t => !_taken.Exists(w => w.Address == t.Address)).GroupBy(t => t.From))
+        {
+            var silent = t.First().Silent;
+            LogTookOver(t.Count(), t.Key, silent == TimeSpan.MaxValue ? "it is leaving" : $"silent for {silent.TotalMilliseconds:F0} ms",
+                string.Join(", ", t.Take(5).Select(v => v.Address)));
+        }
+        foreach (var g in _taken.Where(w => !taken.Exists(t => t.Address == w.Address)).GroupBy(w => w.From))
+        {
+            LogGaveBack(g.Count(), g.Key, string.Join(", ", g.Take(5).Select(v => v.Address)));
+        }
+        _taken = taken;
+        State.TakenOver = taken.Count;
     }
 
     private static bool SameSession(NodeBgpPeer a, NodeBgpPeer b) =>
@@ -512,7 +565,10 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
     [
         Cond("Applied", "True", "RevisionApplied", $"revision {config.Spec.Revision} is in the data plane", config),
         Cond("Ready", "True", "Forwarding", $"{config.Spec.Listeners.Count} listeners on {config.Spec.Vips.Count} VIPs", config),
-        _unhealthy.Count > 0
+        _taken.Count > 0
+            ? Cond("Degraded", "True", "PeerSilent", "took over " + string.Join("; ", _taken.GroupBy(t => t.From).Select(g =>
+                $"{g.Count()} VIP(s) from {g.Key} ({(g.First().Silent == TimeSpan.MaxValue ? "leaving" : "no heartbeat")}: {string.Join(", ", g.Take(5).Select(t => t.Address))})")), config)
+            : _unhealthy.Count > 0
             ? Cond("Degraded", "True", "BackendsUnhealthy", $"no new flows to {string.Join(", ", _unhealthy)}", config)
             : _bgp.Values.Where(b => b.State != "Established").Select(b => $"{b.Peer.Address} ({b.State}{(b.LastError is { } e ? ": " + e : "")})").ToList() is { Count: > 0 } down
                 ? Cond("Degraded", "True", "BgpSessionDown", $"no BGP session with {string.Join(", ", down)}", config)
@@ -576,6 +632,12 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             Conditions = conditions,
         }, ct);
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "took over {Count} VIP(s) from {Peer} ({Why}): {Vips}")]
+    private partial void LogTookOver(int count, string peer, string why, string vips);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "gave {Count} VIP(s) back to {Peer}, heard again: {Vips}")]
+    private partial void LogGaveBack(int count, string peer, string vips);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "drain timeout over for {Count} backends ({Backends}): they left their listeners, {Flows} flows ended")]
     private partial void LogDrainOver(int count, string backends, int flows);

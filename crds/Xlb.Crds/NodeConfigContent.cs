@@ -74,15 +74,17 @@ public static class NodeConfigContent
     /// (its VIPs and listeners, or its chunks) as it is when it has neither, else SHA-256 over it and
     /// each session's and peer's digest.
     /// </summary>
-    public static string WithPeers(string hash, IReadOnlyList<NodeBgpPeer> peers, IReadOnlyList<NodeSyncPeer> syncPeers)
+    public static string WithPeers(string hash, IReadOnlyList<NodeBgpPeer> peers, IReadOnlyList<NodeSyncPeer> syncPeers, IReadOnlyList<NodeFailoverPeer> failoverPeers)
     {
-        if (peers.Count == 0 && syncPeers.Count == 0)
+        if (peers.Count == 0 && syncPeers.Count == 0 && failoverPeers.Count == 0)
         {
             return hash;
         }
         var bgp = XlbJson.Info<NodeBgpPeer>();
         var sync = XlbJson.Info<NodeSyncPeer>();
-        return Hash([System.Text.Encoding.ASCII.GetBytes(hash), .. peers.Select(p => Digest(p, bgp).Sha256), .. syncPeers.Select(p => Digest(p, sync).Sha256)]);
+        var failover = XlbJson.Info<NodeFailoverPeer>();
+        return Hash([System.Text.Encoding.ASCII.GetBytes(hash), .. peers.Select(p => Digest(p, bgp).Sha256), .. syncPeers.Select(p => Digest(p, sync).Sha256),
+            .. failoverPeers.Select(p => Digest(p, failover).Sha256)]);
     }
 
     /// <summary>The hash of a chunked config: SHA-256 over its chunks' hashes, in order.</summary>

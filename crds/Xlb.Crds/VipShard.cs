@@ -100,7 +100,7 @@ public sealed record Placement
     public List<string> Nodes { get; init; } = [];
 }
 
-/// <summary>Dead-node detection: a node is dead when its agent has not renewed its Lease for interval × multiplier.</summary>
+/// <summary>Dead-node detection: a node is dead for this shard when its agent has been silent for interval × multiplier. The agents send each other a heartbeat every interval, and a standby takes a VIP over on its own when the VIP's active node falls silent; the operator then moves the VIP in the node configs when the agent's Lease is that old too.</summary>
 public sealed record Failover
 {
     /// <summary>Detection parameters.</summary>
@@ -110,9 +110,9 @@ public sealed record Failover
 /// <summary>How often the agent proves it is alive, and how many misses mean dead.</summary>
 public sealed record FailureDetection
 {
-    /// <summary>The agent renews its Lease this often.</summary>
+    /// <summary>The agent sends the shard's other nodes a heartbeat this often (its Lease is renewed at the agent's --lease-renew, which must be well inside interval × multiplier).</summary>
     public Duration Interval { get; init; } = new(TimeSpan.FromSeconds(1));
-    /// <summary>Missed renewals before the node's VIPs move to their standby.</summary>
+    /// <summary>Missed heartbeats (or renewals) before the node's VIPs move to their standby.</summary>
     [Range(2, 30)]
     public int Multiplier { get; init; } = 3;
 }

@@ -59,6 +59,25 @@ public sealed record XlbNodeConfigSpec
     /// <summary>The other nodes of this node's shards with flowSync, by name, with the address their agents take flows at. Part of the content hash.</summary>
     [ListMap("node")]
     public List<NodeSyncPeer> FlowSyncPeers { get; init; } = [];
+    /// <summary>
+    /// The other nodes of this node's shards, by name, with the address their agents are reached at
+    /// and how often this node's agent tells each it is alive (the shortest detection interval of the
+    /// shards they share). A standby VIP is taken over when its active node's agent has been silent
+    /// for the VIP's takeoverAfter. Part of the content hash.
+    /// </summary>
+    [ListMap("node")]
+    public List<NodeFailoverPeer> FailoverPeers { get; init; } = [];
+}
+
+/// <summary>A node whose agent this node's agent exchanges heartbeats with.</summary>
+public sealed record NodeFailoverPeer
+{
+    /// <summary>The node's name.</summary>
+    public required string Node { get; init; }
+    /// <summary>The node's address (its InternalIP, else its ExternalIP).</summary>
+    public required string Address { get; init; }
+    /// <summary>How often this node's agent sends the peer a heartbeat.</summary>
+    public required Duration Interval { get; init; }
 }
 
 /// <summary>A node this node's agent exchanges flows with.</summary>
@@ -156,6 +175,10 @@ public sealed record NodeVip
     /// <summary>The VipShard it belongs to.</summary>
     [JsonConverter(typeof(SharedStringConverter))]
     public required string Shard { get; init; }
+    /// <summary>Standby only: the node the VIP is active on.</summary>
+    public string? ActiveNode { get; init; }
+    /// <summary>Standby only: this node's agent takes the VIP over when the active node's agent has sent no heartbeat for this long (the shard's detection interval × multiplier).</summary>
+    public Duration? TakeoverAfter { get; init; }
 }
 
 /// <summary>One VIP:port served by this node, with everything the data plane needs.</summary>

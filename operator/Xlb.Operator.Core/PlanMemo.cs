@@ -63,7 +63,7 @@ public sealed class PlanMemo
 
     private readonly Dictionary<string, MappingEntry> _mappings = new(StringComparer.Ordinal);
     private readonly Dictionary<(string Mapping, string Port, string? Node), ListenerEntry> _listeners = [];
-    private readonly Dictionary<(string Address, VipRole Role, string Shard), VipEntry> _vips = [];
+    private readonly Dictionary<(string Address, VipRole Role, string Shard, string? ActiveNode, Duration? TakeoverAfter), VipEntry> _vips = [];
     private readonly Dictionary<(string Node, int Buckets, int Index), ItemsEntry<XlbNodeConfigChunk>> _buckets = [];
     private readonly Dictionary<(string Mapping, string Node), ItemsEntry<string>> _mappingDigests = [];
 
@@ -241,10 +241,10 @@ public sealed class PlanMemo
     // added under this lock, and made outside it.
     private readonly Lock _renderGate = new();
 
-    /// <summary>A node config's VIP with its digest: the same item as last plan for the same address, role and shard.</summary>
-    internal Chunking.Item Vip(string address, VipRole role, string shard)
+    /// <summary>A node config's VIP with its digest: the same item as last plan for the same address, role, shard, and (standby) active node and takeover time.</summary>
+    internal Chunking.Item Vip(string address, VipRole role, string shard, string? activeNode, Duration? takeoverAfter)
     {
-        var key = (address, role, shard);
+        var key = (address, role, shard, activeNode, takeoverAfter);
         VipEntry? e;
         lock (_renderGate)
         {
@@ -254,7 +254,7 @@ public sealed class PlanMemo
                 return e.Item;
             }
         }
-        var item = Planner.VipItem(address, role, shard);
+        var item = Planner.VipItem(address, role, shard, activeNode, takeoverAfter);
         lock (_renderGate)
         {
             if (!_vips.TryGetValue(key, out e))

@@ -360,6 +360,33 @@ public static partial class Planner
         return [.. peers.Values];
     }
 
+    /// <summary>
+    /// The nodes whose agents <paramref name="node"/>'s agent exchanges heartbeats with: the other
+    /// selected nodes of its shards that have an address, each with the shortest detection interval
+    /// of the shards they share (how often a heartbeat goes to it).
+    /// </summary>
+    internal static List<NodeFailoverPeer> FailoverPeersOf(string node, Dictionary<string, ResolvedShard> shards, IReadOnlyDictionary<string, string> addresses)
+    {
+        var peers = new SortedDictionary<string, NodeFailoverPeer>(StringComparer.Ordinal);
+        foreach (var shard in shards.Values)
+        {
+            if (!shard.Selected.Contains(node))
+            {
+                continue;
+            }
+            var interval = shard.Shard.Spec.Failover.Detection.Interval;
+            foreach (var other in shard.Selected)
+            {
+                if (other != node && addresses.TryGetValue(other, out var address)
+                    && (!peers.TryGetValue(other, out var known) || known.Interval.Value > interval.Value))
+                {
+                    peers[other] = new NodeFailoverPeer { Node = other, Address = address, Interval = interval };
+                }
+            }
+        }
+        return [.. peers.Values];
+    }
+
     /// <summary>The BGP sessions of <paramref name="node"/>: one per neighbour that selects it in its BGP shards, each with the shards whose VIPs it carries.</summary>
     internal static List<NodeBgpPeer> BgpPeersOf(string node, Dictionary<string, ResolvedShard> shards)
     {
@@ -736,11 +763,15 @@ public static partial class Planner
         void RenderNode(int n)
         {
             var (nodeName, roles) = order[n];
+            var failoverPeers = FailoverPeersOf(nodeName, shards, addresses);
             var vipItems = new List<Chunking.Item>(roles.Count);
             foreach (var (vip, placed) in roles)
             {
-                var role = placed.Placement.ActiveNode == nodeName ? VipRole.Active : VipRole.Standby;
-                vipItems.Add(memo?.Vip(placed.Placement.Address, role, placed.Shard) ?? VipItem(placed.Placement.Address, role, placed.Shard));
+                var (role, activeNode, takeoverAfter) = placed.Placement.ActiveNode == nodeName
+                    ? (VipRole.Active, null, null)
+                    : (VipRole.Standby, placed.Placement.ActiveNode, TakeoverAfter(placed.Placement.ActiveNode, shards[placed.Shard], failoverPeers));
+                vipItems.Add(memo?.Vip(placed.Placement.Address, role, placed.Shard, activeNode, takeoverAfter)
+                    ?? VipItem(placed.Placement.Address, role, placed.Shard, activeNode, takeoverAfter));
             }
             vipItems.Sort((a, b) => string.CompareOrdinal(a.BucketKey, b.BucketKey));
             // Standby nodes get the listeners too, so a takeover is an announcement, not an apply.
@@ -763,7 +794,7 @@ public static partial class Planner
             var node = new NodeRender
             {
                 Node = nodeName, VipItems = vipItems, ListenerItems = listenerItems,
-                BgpPeers = BgpPeersOf(nodeName, shards), FlowSyncPeers = FlowSyncPeersOf(nodeName, shards, addresses),
+                BgpPeers = BgpPeersOf(nodeName, shards), FlowSyncPeers = FlowSyncPeersOf(nodeName, shards, addresses), FailoverPeers = failoverPeers,
             };
             node.Finish(previous, chunkLimit, memo);
             made[n] = (node, digests);
@@ -804,6 +835,8 @@ public static partial class Planner
         public List<NodeBgpPeer> BgpPeers { get; init; } = [];
         /// <summary>The nodes this node exchanges flows with (part of its content hash, never chunked).</summary>
         public List<NodeSyncPeer> FlowSyncPeers { get; init; } = [];
+        /// <summary>The nodes this node exchanges heartbeats with (part of its content hash, never chunked).</summary>
+        public List<NodeFailoverPeer> FailoverPeers { get; init; } = [];
         public XlbNodeConfig Config { get; private set; } = null!;
         public List<XlbNodeConfigChunk> Chunks { get; private set; } = [];
 
@@ -829,16 +862,25 @@ public static partial class Planner
                 spec = spec with { Chunks = split.Refs, ChunkBuckets = split.Buckets };
                 Chunks = split.Chunks;
             }
-            hash = NodeConfigContent.WithPeers(hash, BgpPeers, FlowSyncPeers);
+            hash = NodeConfigContent.WithPeers(hash, BgpPeers, FlowSyncPeers, FailoverPeers);
             var revision = before is null ? 1 : before.Spec.ContentHash == hash ? before.Spec.Revision : before.Spec.Revision + 1;
-            Config = new XlbNodeConfig { Metadata = new ObjectMeta { Name = node }, Spec = spec with { Revision = revision, ContentHash = hash, BgpPeers = BgpPeers, FlowSyncPeers = FlowSyncPeers } };
+            Config = new XlbNodeConfig { Metadata = new ObjectMeta { Name = node }, Spec = spec with { Revision = revision, ContentHash = hash, BgpPeers = BgpPeers, FlowSyncPeers = FlowSyncPeers, FailoverPeers = FailoverPeers } };
         }
     }
 
+    /// <summary>
+    /// How long a standby waits for a silent active node before it takes a VIP of
+    /// <paramref name="shard"/> over: the shard's detection window, when the active node is one
+    /// this node exchanges heartbeats with (else null: it has no address, and only the operator
+    /// moves the VIP).
+    /// </summary>
+    private static Duration? TakeoverAfter(string? activeNode, ResolvedShard shard, List<NodeFailoverPeer> peers) =>
+        activeNode is not null && peers.Exists(p => p.Node == activeNode) ? new Duration(DetectionWindow(shard.Shard)) : null;
+
     /// <summary>A VIP of a node config, as the item chunking and hashing work on.</summary>
-    internal static Chunking.Item VipItem(string address, VipRole role, string shard)
+    internal static Chunking.Item VipItem(string address, VipRole role, string shard, string? activeNode = null, Duration? takeoverAfter = null)
     {
-        var vip = new NodeVip { Address = address, Role = role, Shard = shard };
+        var vip = new NodeVip { Address = address, Role = role, Shard = shard, ActiveNode = activeNode, TakeoverAfter = takeoverAfter };
         return new Chunking.Item(address, vip, null, NodeConfigContent.Digest(vip));
     }
 

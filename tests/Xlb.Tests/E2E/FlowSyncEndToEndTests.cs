@@ -140,7 +140,7 @@ public sealed class FlowSyncEndToEndTests(ITestOutputHelper output)
             {
                 lock (log)
                 {
-                    return log.ToString().Split("flow sync: a new key in").Length - 1;
+                    return log.ToString().Split("peers: a new key in").Length - 1;
                 }
             }
             while (NewKeys() < 2 && rotated.Elapsed < TimeSpan.FromSeconds(10))

@@ -1,0 +1,188 @@
+using System.Buffers.Binary;
+using System.Text;
+using Xlb.Crds;
+
+namespace Xlb.Agent.Core;
+
+/// <summary>One agent's heartbeat: the node it runs on, and whether it is leaving (a drain began: take its VIPs now).</summary>
+public readonly record struct Heartbeat(string Node, bool Leaving);
+
+/// <summary>
+/// Agent-to-agent failure detection (a VipShard's <c>failover.detection</c>). Every agent sends the
+/// other nodes of its shards a heartbeat every detection interval, over UDP on the flow-sync port;
+/// a standby takes a VIP over on its own when the VIP's active node has been silent for the
+/// shard's interval × multiplier, and gives it back when it hears that node again. The operator,
+/// which moves VIPs when an agent's Lease is that old, is then not on the failover's path: its
+/// re-plan of the whole cluster, its writes and their watches cost time that grows with the
+/// cluster. Pure: the datagram format, who is silent, and what that makes of a node config.
+/// </summary>
+public static class Heartbeats
+{
+    /// <summary>"XLBH", then the version, a flags byte, and the node name's length.</summary>
+    private const uint Magic = 0x584c4248;
+    private const byte Version = 1;
+    private const int HeaderBytes = 8;
+    private const byte Authenticated = 1;
+    private const byte LeavingFlag = 2;
+    /// <summary>The longest node name (a Kubernetes object name).</summary>
+    public const int MaxNodeBytes = 253;
+
+    /// <summary>Whether a datagram is a heartbeat (and not flow sync), by its first four bytes.</summary>
+    public static bool Is(ReadOnlySpan<byte> d) => d.Length >= 4 && BinaryPrimitives.ReadUInt32BigEndian(d) == Magic;
+
+    /// <summary>The datagram of a heartbeat; with a <paramref name="key"/> it is authenticated (<see cref="PeerAuth"/>).</summary>
+    public static byte[] Encode(Heartbeat h, byte[]? key = null, long unixMs = 0)
+    {
+        var name = Encoding.UTF8.GetBytes(h.Node);
+        if (name.Length is 0 or > MaxNodeBytes)
+        {
+            throw new ArgumentException($"a node name of {name.Length} bytes", nameof(h));
+        }
+        var d = new byte[HeaderBytes + name.Length + (key is null ? 0 : PeerAuth.Bytes)];
+        BinaryPrimitives.WriteUInt32BigEndian(d, Magic);
+        d[4] = Version;
+        d[5] = (byte)((key is null ? 0 : Authenticated) | (h.Leaving ? LeavingFlag : 0));
+        BinaryPrimitives.WriteUInt16BigEndian(d.AsSpan(6), (ushort)name.Length);
+        name.CopyTo(d, HeaderBytes);
+        if (key is not null)
+        {
+            PeerAuth.Seal(d, HeaderBytes + name.Length, key, unixMs);
+        }
+        return d;
+    }
+
+    /// <summary>
+    /// The heartbeat of a datagram; <see cref="FormatException"/> when it is not one, or not
+    /// authenticated as <paramref name="keys"/> say (none: only unauthenticated ones are taken).
+    /// </summary>
+    public static Heartbeat Decode(ReadOnlySpan<byte> d, IReadOnlyList<byte[]> keys, long nowUnixMs)
+    {
+        if (d.Length < HeaderBytes || !Is(d))
+        {
+            throw new FormatException("not a heartbeat");
+        }
+        if (d[4] != Version)
+        {
+            throw new FormatException($"heartbeat version {d[4]}; this agent speaks {Version}");
+        }
+        var authenticated = (d[5] & Authenticated) != 0;
+        if (authenticated != keys.Count > 0)
+        {
+            throw new FormatException(authenticated
+                ? "an authenticated heartbeat, and this agent has no key (--flow-sync-key-file)"
+                : "an unauthenticated heartbeat, and this agent takes only those its key (--flow-sync-key-file) authenticates");
+        }
+        var n = BinaryPrimitives.ReadUInt16BigEndian(d[6..]);
+        var end = HeaderBytes + n;
+        if (n is 0 or > MaxNodeBytes || d.Length != end + (authenticated ? PeerAuth.Bytes : 0))
+        {
+            throw new FormatException($"a heartbeat of {d.Length} bytes with a node name of {n}");
+        }
+        if (authenticated)
+        {
+            PeerAuth.Check(d, end, keys, nowUnixMs, "flow-sync key");
+        }
+        return new Heartbeat(Encoding.UTF8.GetString(d[HeaderBytes..end]), (d[5] & LeavingFlag) != 0);
+    }
+}
+
+/// <summary>
+/// When each peer's agent was last heard (on a monotonic clock in milliseconds). A peer counts
+/// as heard when it first appears, so that an agent that has just started, or a peer just added,
+/// waits a whole detection window before it takes anything over. A leaving peer is silent at once.
+/// </summary>
+public sealed class PeerLiveness
+{
+    private readonly Dictionary<string, long> _heard = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _leaving = new(StringComparer.Ordinal);
+
+    /// <summary>The peers from now on: new ones count as heard now, gone ones are forgotten.</summary>
+    public void Configure(IEnumerable<string> peers, long nowMs)
+    {
+        var keep = peers.ToHashSet(StringComparer.Ordinal);
+        foreach (var gone in _heard.Keys.Where(p => !keep.Contains(p)).ToList())
+        {
+            _heard.Remove(gone);
+            _leaving.Remove(gone);
+        }
+        foreach (var peer in keep)
+        {
+            _heard.TryAdd(peer, nowMs);
+        }
+    }
+
+    /// <summary>A heartbeat from <paramref name="peer"/>; false when it is not a peer.</summary>
+    public bool Heard(string peer, bool leaving, long nowMs)
+    {
+        if (!_heard.ContainsKey(peer))
+        {
+            return false;
+        }
+        _heard[peer] = nowMs;
+        if (leaving)
+        {
+            _leaving.Add(peer);
+        }
+        else
+        {
+            _leaving.Remove(peer);
+        }
+        return true;
+    }
+
+    /// <summary>How long <paramref name="peer"/> has been silent; <see cref="TimeSpan.MaxValue"/> when it said it is leaving; null when it is not a peer.</summary>
+    public TimeSpan? SilentFor(string peer, long nowMs) =>
+        _leaving.Contains(peer) ? TimeSpan.MaxValue
+        : _heard.TryGetValue(peer, out var at) ? TimeSpan.FromMilliseconds(Math.Max(0, nowMs - at))
+        : null;
+}
+
+/// <summary>A VIP a standby has taken over: from which node, silent for how long (<see cref="TimeSpan.MaxValue"/>: it left).</summary>
+public readonly record struct TakenVip(string Address, string From, TimeSpan Silent);
+
+/// <summary>What agent-to-agent failure detection makes of a node config.</summary>
+public static class Takeover
+{
+    /// <summary>
+    /// The config with each standby VIP whose active node has been silent for at least the VIP's
+    /// takeoverAfter turned active here (so the data plane answers for it, and it is announced),
+    /// and the VIPs so taken. A VIP without takeoverAfter or active node (its active node has no
+    /// address) is left to the operator. Unchanged when nothing is taken.
+    /// </summary>
+    public static (XlbNodeConfigSpec Effective, List<TakenVip> Taken) Apply(XlbNodeConfigSpec spec, Func<string, TimeSpan?> silentFor)
+    {
+        List<TakenVip>? taken = null;
+        List<NodeVip>? vips = null;
+        for (var i = 0; i < spec.Vips.Count; i++)
+        {
+            var v = spec.Vips[i];
+            if (v.Role == VipRole.Standby && v.ActiveNode is { } from && v.TakeoverAfter is { } after
+                && silentFor(from) is { } silent && silent >= after.Value)
+            {
+                vips ??= [.. spec.Vips];
+                vips[i] = v with { Role = VipRole.Active };
+                (taken ??= []).Add(new TakenVip(v.Address, from, silent));
+            }
+        }
+        return vips is null ? (spec, []) : (spec with { Vips = vips }, taken!);
+    }
+
+    /// <summary>
+    /// When, from now, the next standby VIP of <paramref name="spec"/> would be taken over if its
+    /// active node stays silent (null: none would): the agent looks again then.
+    /// </summary>
+    public static TimeSpan? NextDeadline(XlbNodeConfigSpec spec, Func<string, TimeSpan?> silentFor)
+    {
+        TimeSpan? next = null;
+        foreach (var v in spec.Vips)
+        {
+            if (v.Role == VipRole.Standby && v.ActiveNode is { } from && v.TakeoverAfter is { } after
+                && silentFor(from) is { } silent && silent < after.Value)
+            {
+                var left = after.Value - silent;
+                next = next is null || left < next ? left : next;
+            }
+        }
+        return next;
+    }
+}

@@ -1,0 +1,226 @@
+using System.Net;
+using Microsoft.Extensions.Logging;
+using Xlb.Agent.Core;
+using Xlb.Crds;
+
+namespace Xlb.Agent;
+
+/// <summary>
+/// Agent-to-agent failure detection (<see cref="Heartbeats"/>): sends each failover peer of the
+/// node config a heartbeat at its interval, over the <see cref="PeerLink"/>, and keeps when each
+/// was last heard. It calls <c>changed</c> when a standby VIP's active node passes its takeover
+/// time, or is heard again after it: the agent then applies its config again, with those VIPs
+/// taken over (<see cref="Takeover"/>) or given back. It looks every quarter of the shortest
+/// interval (at least every 100 ms), and at once when a heartbeat comes.
+/// </summary>
+public sealed partial class Heartbeater
+{
+    private sealed record Peer(string Node, IPEndPoint At, TimeSpan Interval)
+    {
+        public long NextSendMs { get; set; }
+    }
+
+    private readonly PeerLink _link;
+    private readonly ILogger _log;
+    private readonly TimeProvider _time;
+    private readonly Action _changed;
+    private readonly Lock _gate = new();
+    private readonly PeerLiveness _liveness = new();
+    private readonly HashSet<IPAddress> _refusedFrom = [];
+    private string _node = "";
+    private Dictionary<string, Peer> _peers = new(StringComparer.Ordinal);
+    /// <summary>The (active node, takeover time) pairs of the config's standby VIPs: what is checked.</summary>
+    private List<(string Node, TimeSpan After)> _watched = [];
+    private string _overdue = "";
+    private volatile bool _leaving;
+    private long _sent, _received, _refused;
+
+    public Heartbeater(PeerLink link, ILogger log, TimeProvider time, Action changed)
+    {
+        _link = link;
+        _log = log;
+        _time = time;
+        _changed = changed;
+        link.Heartbeats = Receive;
+    }
+
+    /// <summary>Heartbeats sent (each peer counted), taken, and refused (not from a peer, not authenticated).</summary>
+    public (long Sent, long Received, long Refused) Counts => (Interlocked.Read(ref _sent), Interlocked.Read(ref _received), Interlocked.Read(ref _refused));
+
+    private long NowMs => _time.GetTimestamp() * 1000 / _time.TimestampFrequency;
+
+    /// <summary>The peers and standby VIPs of a node config as the operator wrote it (before any takeover).</summary>
+    public void Configure(XlbNodeConfigSpec spec)
+    {
+        lock (_gate)
+        {
+            var now = NowMs;
+            _node = spec.NodeName;
+            var peers = new Dictionary<string, Peer>(StringComparer.Ordinal);
+            foreach (var p in spec.FailoverPeers)
+            {
+                var at = new IPEndPoint(IPAddress.Parse(p.Address), _link.Listen.Port);
+                peers[p.Node] = _peers.TryGetValue(p.Node, out var was) && was.At.Equals(at) && was.Interval == p.Interval.Value
+                    ? was
+                    : new Peer(p.Node, at, p.Interval.Value) { NextSendMs = now };
+            }
+            if (!peers.Keys.ToHashSet().SetEquals(_peers.Keys))
+            {
+                LogPeers(string.Join(", ", peers.Values.Select(p => $"{p.Node} ({p.At.Address}, every {p.Interval.TotalMilliseconds:F0} ms)")));
+            }
+            _peers = peers;
+            _liveness.Configure(peers.Keys, now);
+            _watched = [.. spec.Vips
+                .Where(v => v.Role == VipRole.Standby && v.ActiveNode is not null && v.TakeoverAfter is not null)
+                .Select(v => (v.ActiveNode!, v.TakeoverAfter!.Value.Value)).Distinct()];
+            _overdue = Overdue(now);
+        }
+    }
+
+    /// <summary>How long a peer has been silent (<see cref="TimeSpan.MaxValue"/>: it is leaving; null: not a peer).</summary>
+    public TimeSpan? SilentFor(string node)
+    {
+        lock (_gate)
+        {
+            return _liveness.SilentFor(node, NowMs);
+        }
+    }
+
+    /// <summary>From now on each heartbeat says this node is leaving (a drain began): the peers take its VIPs at once. One goes out now.</summary>
+    public async Task LeaveAsync(CancellationToken ct)
+    {
+        _leaving = true;
+        List<Peer> peers;
+        lock (_gate)
+        {
+            peers = [.. _peers.Values];
+        }
+        foreach (var peer in peers)
+        {
+            await SendAsync(peer, ct);
+        }
+    }
+
+    /// <summary>A drain ended: heartbeats no longer say this node is leaving.</summary>
+    public void Stay() => _leaving = false;
+
+    public async Task RunAsync(CancellationToken ct)
+    {
+        while (!ct.IsCancellationRequested)
+        {
+            List<Peer> due;
+            TimeSpan tick;
+            bool changed;
+            lock (_gate)
+            {
+                var now = NowMs;
+                due = [.. _peers.Values.Where(p => p.NextSendMs <= now)];
+                foreach (var p in due)
+                {
+                    // Not now + interval: a late tick does not push every later heartbeat back.
+                    p.NextSendMs = Math.Max(p.NextSendMs + (long)p.Interval.TotalMilliseconds, now + 1);
+                }
+                tick = _peers.Count == 0 ? TimeSpan.FromMilliseconds(100)
+                    : TimeSpan.FromMilliseconds(Math.Clamp(_peers.Values.Min(p => p.Interval.TotalMilliseconds) / 4, 10, 100));
+                changed = Recheck(now);
+            }
+            if (changed)
+            {
+                _changed();
+            }
+            if (due.Count > 0)
+            {
+                _link.RefreshKeys();
+            }
+            foreach (var peer in due)
+            {
+                await SendAsync(peer, ct);
+            }
+            try
+            {
+                await Task.Delay(tick, _time, ct);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+        }
+    }
+
+    private async Task SendAsync(Peer peer, CancellationToken ct)
+    {
+        var datagram = Heartbeats.Encode(new Heartbeat(_node, _leaving), _link.Key, _time.GetUtcNow().ToUnixTimeMilliseconds());
+        await _link.SendAsync(datagram, peer.At, ct);
+        Interlocked.Increment(ref _sent);
+    }
+
+    private void Receive(IPAddress from, ReadOnlySpan<byte> datagram)
+    {
+        Heartbeat h;
+        try
+        {
+            h = Heartbeats.Decode(datagram, _link.Accepted, _time.GetUtcNow().ToUnixTimeMilliseconds());
+        }
+        catch (FormatException e)
+        {
+            Refuse(from, e.Message);
+            return;
+        }
+        bool fromPeer, changed = false;
+        lock (_gate)
+        {
+            // A heartbeat counts for the node it names only from that node's own address.
+            fromPeer = _peers.TryGetValue(h.Node, out var peer) && peer.At.Address.Equals(from);
+            if (fromPeer)
+            {
+                var now = NowMs;
+                _liveness.Heard(h.Node, h.Leaving, now);
+                changed = Recheck(now);
+            }
+        }
+        if (!fromPeer)
+        {
+            Refuse(from, $"it names node {h.Node}, which is not a failover peer at that address");
+            return;
+        }
+        Interlocked.Increment(ref _received);
+        if (changed)
+        {
+            _changed();
+        }
+    }
+
+    private void Refuse(IPAddress from, string why)
+    {
+        Interlocked.Increment(ref _refused);
+        lock (_gate)
+        {
+            if (!_refusedFrom.Add(from))
+            {
+                return;
+            }
+        }
+        LogRefused(from, why);
+    }
+
+    /// <summary>Whether the watched pairs past their takeover time are others than last time (under the gate).</summary>
+    private bool Recheck(long now)
+    {
+        var overdue = Overdue(now);
+        if (overdue == _overdue)
+        {
+            return false;
+        }
+        _overdue = overdue;
+        return true;
+    }
+
+    private string Overdue(long now) =>
+        string.Join(",", _watched.Where(w => _liveness.SilentFor(w.Node, now) is { } silent && silent >= w.After).Select(w => $"{w.Node}/{w.After.Ticks}"));
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "heartbeats: peers {Peers}")]
+    private partial void LogPeers(string peers);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "heartbeats: refusing datagrams from {From}: {Why} (logged once)")]
+    private partial void LogRefused(IPAddress from, string why);
+}

@@ -1,0 +1,213 @@
+using System.Diagnostics;
+using System.Net;
+using Xlb.Cli.Testbed;
+using Xlb.Crds;
+using Xlb.Crds.Serialization;
+using Xlb.Tests.Support;
+
+namespace Xlb.Tests.E2E;
+
+/// <summary>
+/// Agent-to-agent failure detection end to end, in standalone mode, where no operator watches
+/// Leases: the only thing that can move a VIP is the standby's own agent. Two one-armed LB nodes
+/// behind a router namespace running BIRD, a shard with BGP, flow sync and detection 200 ms × 3.
+/// First the active node's agent is frozen (SIGSTOP: its heartbeats stop, its XDP keeps
+/// forwarding): the standby takes the VIP and advertises it, and gives it back when the agent
+/// runs again. Then the active node dies (agent killed, its link to the router down): the standby
+/// takes over, new connections are answered through it, and connections that were open through
+/// the dead node carry on.
+/// </summary>
+public sealed class AgentFailoverTests(ITestOutputHelper output)
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    private const string Vip = "10.250.0.70";
+    private const string RouterId = "10.255.0.1";
+
+    private static string Manifests() => $$$"""
+        apiVersion: v1
+        kind: Node
+        metadata: {name: lb-1}
+        status:
+          addresses: [{type: InternalIP, address: {{{RoutedPairTopology.LbAddress(1)}}}}]
+        ---
+        apiVersion: v1
+        kind: Node
+        metadata: {name: lb-2}
+        status:
+          addresses: [{type: InternalIP, address: {{{RoutedPairTopology.LbAddress(2)}}}}]
+        ---
+        apiVersion: xlb.io/v1alpha1
+        kind: LoadBalancerPool
+        metadata: {name: pool}
+        spec: {blocks: ["{{{RoutedPairTopology.VipPool}}}"]}
+        ---
+        apiVersion: xlb.io/v1alpha1
+        kind: VipShard
+        metadata: {name: edge}
+        spec:
+          poolRef: pool
+          placement: {strategy: Pinned, nodes: [lb-1, lb-2]}
+          failover: {detection: {interval: 200ms, multiplier: 3}}
+          announcement:
+            mode: BGP
+            peers: [{address: {{{RouterId}}}, asn: 65000, myAsn: 65000}]
+          flowSync: {enabled: true}
+        ---
+        {{{FlowSyncEndToEndTests.Mapping("edge", Vip, "web")}}}
+        """;
+
+    [Fact]
+    public async Task A_standby_takes_the_VIP_from_a_silent_active_node_by_itself_and_gives_it_back_when_it_is_heard_again()
+    {
+        Privileged.Require();
+        var log = new StringWriter();
+        using var topology = RoutedPairTopology.Create(LbTopology.NewPrefix("af"));
+        Netns.Ip(topology.Router, "route", "del", RoutedPairTopology.VipPool);
+        Netns.Ip(topology.Router, "addr", "add", RouterId + "/32", "dev", "lo");
+        await using var backend1 = HttpBackend.Start(topology.Backends[0], "backend-1", IPAddress.Parse(RoutedPairTopology.BackendAddress(1)), Testbed.BackendPort);
+        await using var backend2 = HttpBackend.Start(topology.Backends[1], "backend-2", IPAddress.Parse(RoutedPairTopology.BackendAddress(2)), Testbed.BackendPort);
+        using var bird = BirdPeer.Start(topology.Router, RouterId,
+            [new("lb1", RouterId, RoutedPairTopology.LbAddress(1), 65000, 65000), new("lb2", RouterId, RoutedPairTopology.LbAddress(2), 65000, 65000)],
+            log, "protocol direct { ipv4; }");
+        var manifests = Directory.CreateTempSubdirectory("xlb-failover-").FullName;
+        Process? frozen = null;
+        try
+        {
+            File.WriteAllText(Path.Combine(manifests, "all.yaml"), Manifests());
+            using var stack = StandaloneStack.Start(topology.Lbs[0], [RoutedPairTopology.LbInterface], topology.Prefix.TrimEnd('-'), manifests, "lb-1", log,
+                "--flow-sync-interval", "0.2");
+            var lb2 = stack.StartOtherAgent("lb-2", topology.Lbs[1], [RoutedPairTopology.LbInterface], "--listen", Health.ToString());
+            var config1 = await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), Ct);
+            var config2 = await stack.WaitAppliedAsync("lb-2", lb2, 1, TimeSpan.FromSeconds(60), Ct);
+            // What the operator wrote: each node hears the other every 200 ms; lb-2 stands by for lb-1 and waits 600 ms.
+            Assert.Equal(("lb-2", RoutedPairTopology.LbAddress(2), 200.0), config1.Spec.FailoverPeers.Select(p => (p.Node, p.Address, p.Interval.Value.TotalMilliseconds)).Single());
+            var standby = config2.Spec.Vips.Single();
+            Assert.Equal((VipRole.Standby, "lb-1", 600.0), (standby.Role, standby.ActiveNode, standby.TakeoverAfter?.Value.TotalMilliseconds));
+            Assert.True(await bird.WaitRoutesAsync(r => r.Contains(Vip + "/32"), TimeSpan.FromSeconds(60), Ct), $"no route to {Vip} at the router:\n{bird.Show("lb1")}");
+            Assert.Contains("via " + RoutedPairTopology.LbAddress(1), Netns.Ip(topology.Router, "route", "get", Vip), StringComparison.Ordinal);
+
+            // Two connections held open through lb-1, one per backend (LeastConn), copied to lb-2.
+            var target = new IPEndPoint(IPAddress.Parse(Vip), 80);
+            var held = new[] { await KeepAliveClient.ConnectAsync(topology.Client, target, Ct), await KeepAliveClient.ConnectAsync(topology.Client, target, Ct) };
+            var on = new[] { await held[0].GetAsync(Ct), await held[1].GetAsync(Ct) };
+            Assert.Equal(["backend-1", "backend-2"], on.Order());
+            var copied = Stopwatch.StartNew();
+            while (Flows(stack).Split(Vip + ":80 ").Length != 3 && copied.Elapsed < TimeSpan.FromSeconds(25))
+            {
+                await Task.Delay(100, Ct);
+            }
+            Assert.Equal(3, Flows(stack).Split(Vip + ":80 ").Length);
+
+            // lb-1's agent stops for 2 s (its program forwards on): lb-2 takes the VIP and says why.
+            frozen = stack.Agent;
+            Signal(frozen, "STOP");
+            var paused = Stopwatch.StartNew();
+            Assert.True(await WaitAsync(() => Degraded(stack) is { Reason: "PeerSilent" }, TimeSpan.FromSeconds(10)), $"lb-2 did not take over: {Degraded(stack)}");
+            var tookOver = paused.Elapsed;
+            Assert.Contains("1 VIP(s) from lb-1 (no heartbeat", Degraded(stack)!.Value.Message, StringComparison.Ordinal);
+            Assert.Contains("xlb_vips_taken_over 1\n", (await HttpProbe.StatusAsync(topology.Lbs[1], Health, "/metrics", Ct)).Body, StringComparison.Ordinal);
+            Assert.Matches(Vip.Replace(".", "\\.", StringComparison.Ordinal) + " +active", stack.StatusOf("lb-2"));
+            Assert.True(await bird.WaitRoutesAsync(_ => bird.Show("lb2").Contains("Routes:         1 imported", StringComparison.Ordinal), TimeSpan.FromSeconds(10), Ct),
+                $"lb-2 does not advertise {Vip}:\n{bird.Show("lb2")}");
+            await Task.Delay(TimeSpan.FromSeconds(2) - paused.Elapsed, Ct);
+            Signal(frozen, "CONT");
+            frozen = null;
+            // Heard again: it gives the VIP back and withdraws its route.
+            Assert.True(await WaitAsync(() => Degraded(stack) is { Status: "False" }, TimeSpan.FromSeconds(10)), $"lb-2 kept the VIP: {Degraded(stack)}");
+            Assert.Matches(Vip.Replace(".", "\\.", StringComparison.Ordinal) + " +standby", stack.StatusOf("lb-2"));
+            Assert.True(await bird.WaitRoutesAsync(_ => bird.Show("lb2").Contains("Routes:         0 imported", StringComparison.Ordinal), TimeSpan.FromSeconds(10), Ct),
+                $"lb-2 still advertises {Vip}:\n{bird.Show("lb2")}");
+            lock (log)
+            {
+                Assert.Contains("gave 1 VIP(s) back to lb-1, heard again: " + Vip, log.ToString(), StringComparison.Ordinal);
+            }
+            for (var i = 0; i < 2; i++)
+            {
+                Assert.Equal(on[i], await held[i].GetAsync(Ct));
+            }
+
+            // lb-1 dies: its agent is killed and the router's link to it loses carrier, as with a dead machine.
+            var clock = Stopwatch.StartNew();
+            stack.Agent.Kill(entireProcessTree: true);
+            Netns.Ip(topology.Router, "link", "set", "r1", "down");
+            string? answer = null;
+            while (answer is null && clock.Elapsed < TimeSpan.FromSeconds(30))
+            {
+                try
+                {
+                    answer = await HttpProbe.GetAsync(topology.Client, target, TimeSpan.FromMilliseconds(300), Ct);
+                }
+                catch (Exception e) when (e is not OperationCanceledException || !Ct.IsCancellationRequested)
+                {
+                    await Task.Delay(20, Ct);
+                }
+            }
+            var takeover = clock.Elapsed;
+            output.WriteLine($"frozen agent: taken over {tookOver.TotalMilliseconds:F0} ms after SIGSTOP; dead node: first new connection answered {takeover.TotalMilliseconds:F0} ms after the kill (detection 200 ms x 3, no operator involved)");
+            Assert.NotNull(answer);
+            Assert.Contains("via " + RoutedPairTopology.LbAddress(2), Netns.Ip(topology.Router, "route", "get", Vip), StringComparison.Ordinal);
+            for (var i = 0; i < 2; i++)
+            {
+                Assert.Equal(on[i], await held[i].GetAsync(Ct));
+            }
+            // The operator still places the VIP on lb-1 (standalone mode has no Leases): the move was lb-2's own.
+            var path = Path.Combine(stack.StateDir, "lb-2.yaml");
+            Assert.Equal(VipRole.Standby, Xlb.Crds.Serialization.Manifests.Read(File.ReadAllText(path), path).NodeConfigs.Single().Spec.Vips.Single().Role);
+            foreach (var c in held)
+            {
+                c.Dispose();
+            }
+        }
+        finally
+        {
+            if (frozen is not null)
+            {
+                Signal(frozen, "CONT");
+            }
+            Directory.Delete(manifests, recursive: true);
+            output.WriteLine(log.ToString());
+        }
+    }
+
+    private static void Signal(Process p, string signal) => Process.Start("kill", ["-" + signal, p.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!.WaitForExit();
+
+    private static string Flows(StandaloneStack stack)
+    {
+        var text = stack.StatusOf("lb-2", "--flows");
+        var at = text.IndexOf("FLOWS (", StringComparison.Ordinal);
+        return at < 0 ? "" : text[at..];
+    }
+
+    /// <summary>lb-2's Degraded condition, as its agent last wrote it.</summary>
+    private static (string Status, string Reason, string Message)? Degraded(StandaloneStack stack)
+    {
+        var path = Path.Combine(stack.StateDir, "lb-2.status.yaml");
+        try
+        {
+            var conditions = File.Exists(path) ? Yaml.ReadDocuments(File.ReadAllText(path))[0]["conditions"]?.AsArray() : null;
+            var c = conditions?.FirstOrDefault(c => c?["type"]?.GetValue<string>() == "Degraded");
+            return c is null ? null : (c["status"]!.GetValue<string>(), c["reason"]!.GetValue<string>(), c["message"]?.GetValue<string>() ?? "");
+        }
+        catch (Exception e) when (e is IOException or FormatException or YamlDotNet.Core.YamlException)
+        {
+            return null; // written while read
+        }
+    }
+
+    private static readonly IPEndPoint Health = new(IPAddress.Loopback, 19481);
+
+    private static async Task<bool> WaitAsync(Func<bool> condition, TimeSpan timeout)
+    {
+        var clock = Stopwatch.StartNew();
+        while (!condition())
+        {
+            if (clock.Elapsed > timeout)
+            {
+                return false;
+            }
+            await Task.Delay(50, Ct);
+        }
+        return true;
+    }
+}

@@ -1,0 +1,187 @@
+using Xlb.Agent.Core;
+using Xlb.Crds;
+using Xlb.Operator.Core;
+
+namespace Xlb.Tests.Unit;
+
+/// <summary>Agent-to-agent failure detection's pure parts: the heartbeat datagram, who is silent, what a standby takes over, and what the planner gives each node.</summary>
+public class HeartbeatsTests
+{
+    private static readonly byte[] Key = "0123456789abcdef0123"u8.ToArray();
+    private const long Now = 1_800_000_000_000;
+
+    [Fact]
+    public void A_heartbeat_goes_through_a_datagram_and_is_told_apart_from_flow_sync()
+    {
+        foreach (var h in new[] { new Heartbeat("lb-1", false), new Heartbeat("ünïcode-node", true) })
+        {
+            Assert.Equal(h, Heartbeats.Decode(Heartbeats.Encode(h), [], Now));
+            Assert.Equal(h, Heartbeats.Decode(Heartbeats.Encode(h, Key, Now), [Key], Now + 1000));
+        }
+        Assert.True(Heartbeats.Is(Heartbeats.Encode(new Heartbeat("a", false))));
+        var flowSync = SyncedFlows.Encode([new SyncedFlow(default, default, 0, 0, 0, 0, 0)])[0];
+        Assert.False(Heartbeats.Is(flowSync));
+        Assert.Throws<FormatException>(() => Heartbeats.Decode(flowSync, [], Now));
+        Assert.Throws<ArgumentException>(() => Heartbeats.Encode(new Heartbeat("", false)));
+        Assert.Throws<ArgumentException>(() => Heartbeats.Encode(new Heartbeat(new string('n', 254), false)));
+    }
+
+    [Fact]
+    public void With_a_key_a_heartbeat_is_taken_only_whole_from_a_holder_of_the_key_and_recent()
+    {
+        var good = Heartbeats.Encode(new Heartbeat("lb-1", false), Key, Now);
+        for (var i = 0; i < good.Length; i++)
+        {
+            var bad = (byte[])good.Clone();
+            bad[i] ^= 0x20;
+            Assert.ThrowsAny<Exception>(() => Heartbeats.Decode(bad, [Key], Now));
+        }
+        Assert.Throws<FormatException>(() => Heartbeats.Decode(good, ["another key, long enough"u8.ToArray()], Now));
+        Assert.Throws<FormatException>(() => Heartbeats.Decode(good, [Key], Now + 31_000));
+        Assert.Throws<FormatException>(() => Heartbeats.Decode(good, [Key], Now - 31_000));
+        // A node with a key and one without do not take each other's heartbeats.
+        Assert.Throws<FormatException>(() => Heartbeats.Decode(good, [], Now));
+        Assert.Throws<FormatException>(() => Heartbeats.Decode(Heartbeats.Encode(new Heartbeat("lb-1", false)), [Key], Now));
+        // The key before a new one is still taken.
+        Assert.Equal("lb-1", Heartbeats.Decode(good, ["the new key, sixteen+"u8.ToArray(), Key], Now).Node);
+        // Cut short or lengthened.
+        Assert.Throws<FormatException>(() => Heartbeats.Decode(good.AsSpan(0, good.Length - 1), [Key], Now));
+        Assert.Throws<FormatException>(() => Heartbeats.Decode([.. good, 0], [Key], Now));
+    }
+
+    [Fact]
+    public void A_peer_is_silent_from_when_it_was_last_heard_or_when_it_became_a_peer_and_at_once_when_it_leaves()
+    {
+        var live = new PeerLiveness();
+        live.Configure(["a", "b"], 1000);
+        Assert.Equal(TimeSpan.FromMilliseconds(500), live.SilentFor("a", 1500));
+        Assert.Null(live.SilentFor("c", 1500));
+        Assert.False(live.Heard("c", false, 1500));
+        Assert.True(live.Heard("a", false, 1400));
+        Assert.Equal(TimeSpan.FromMilliseconds(100), live.SilentFor("a", 1500));
+        Assert.Equal(TimeSpan.FromMilliseconds(500), live.SilentFor("b", 1500));
+        // A heartbeat that says it is leaving: silent at once; one that does not, heard again.
+        live.Heard("b", true, 1600);
+        Assert.Equal(TimeSpan.MaxValue, live.SilentFor("b", 1600));
+        live.Heard("b", false, 1700);
+        Assert.Equal(TimeSpan.Zero, live.SilentFor("b", 1700));
+        // Configured again: a known peer keeps its time, a new one starts now, a gone one is forgotten.
+        live.Configure(["a", "d"], 5000);
+        Assert.Equal(TimeSpan.FromMilliseconds(3600), live.SilentFor("a", 5000));
+        Assert.Equal(TimeSpan.Zero, live.SilentFor("d", 5000));
+        Assert.Null(live.SilentFor("b", 5000));
+        // A clock read before the last heartbeat (another thread) is not a negative silence.
+        Assert.Equal(TimeSpan.Zero, live.SilentFor("d", 4000));
+    }
+
+    private static XlbNodeConfigSpec Spec(params NodeVip[] vips) => new() { NodeName = "lb-2", Vips = [.. vips] };
+
+    private static NodeVip Standby(string address, string active, double? afterSeconds) => new()
+    {
+        Address = address, Role = VipRole.Standby, Shard = "edge", ActiveNode = active,
+        TakeoverAfter = afterSeconds is { } s ? new Duration(TimeSpan.FromSeconds(s)) : null,
+    };
+
+    [Fact]
+    public void A_standby_takes_over_the_VIPs_of_a_peer_silent_for_their_takeover_time_only()
+    {
+        var spec = Spec(
+            new NodeVip { Address = "192.0.2.1", Role = VipRole.Active, Shard = "edge" },
+            Standby("192.0.2.2", "lb-1", 0.9),
+            Standby("192.0.2.3", "lb-1", 3),
+            Standby("192.0.2.4", "lb-3", 0.9),
+            Standby("192.0.2.5", "lb-1", null));
+        var silence = new Dictionary<string, TimeSpan> { ["lb-1"] = TimeSpan.FromSeconds(1), ["lb-3"] = TimeSpan.FromSeconds(0.2) };
+        var (effective, taken) = Takeover.Apply(spec, n => silence.TryGetValue(n, out var s) ? s : null);
+        Assert.Equal([new TakenVip("192.0.2.2", "lb-1", TimeSpan.FromSeconds(1))], taken);
+        Assert.Equal(["Active", "Active", "Standby", "Standby", "Standby"], effective.Vips.Select(v => v.Role.ToString()));
+        Assert.Equal(spec.Vips.Select(v => v.Address), effective.Vips.Select(v => v.Address));
+        // The config it came from is not changed; the next look is due when lb-3's VIP would go.
+        Assert.Equal(VipRole.Standby, spec.Vips[1].Role);
+        Assert.Equal(TimeSpan.FromSeconds(0.7), Takeover.NextDeadline(spec, n => silence.TryGetValue(n, out var s) ? s : null));
+
+        // Nobody silent: the very same config.
+        var quiet = Takeover.Apply(spec, _ => TimeSpan.Zero);
+        Assert.Same(spec, quiet.Effective);
+        Assert.Empty(quiet.Taken);
+        // A leaving peer: all of its VIPs with a takeover time, at once.
+        var left = Takeover.Apply(spec, n => n == "lb-1" ? TimeSpan.MaxValue : TimeSpan.Zero);
+        Assert.Equal(["192.0.2.2", "192.0.2.3"], left.Taken.Select(t => t.Address));
+        // A peer this node does not know (no address in the config): never taken from.
+        Assert.Empty(Takeover.Apply(spec, _ => null).Taken);
+    }
+
+    private static Node LbNode(string name, string? address) => new()
+    {
+        Metadata = new ObjectMeta { Name = name, Labels = new() { ["kubernetes.io/hostname"] = name } },
+        Status = address is null ? null : new KubeNodeStatus { Addresses = [new NodeAddress { Type = "InternalIP", Address = address }] },
+    };
+
+    private static VipShard Shard(string name, string pool, int intervalMs, int multiplier, params string[] nodes) => new()
+    {
+        Metadata = new ObjectMeta { Name = name, Generation = 1 },
+        Spec = new VipShardSpec
+        {
+            PoolRef = pool,
+            Placement = new Placement { Strategy = PlacementStrategy.Pinned, Nodes = [.. nodes] },
+            NodeSelector = new LabelSelector { MatchExpressions = [new LabelSelectorRequirement { Key = "kubernetes.io/hostname", Operator = SelectorOperator.In, Values = [.. nodes] }] },
+            Failover = new Failover { Detection = new FailureDetection { Interval = new Duration(TimeSpan.FromMilliseconds(intervalMs)), Multiplier = multiplier } },
+        },
+    };
+
+    private static PortMapping Mapping(string name, string shard) => new()
+    {
+        Metadata = new ObjectMeta { Name = name, Namespace = "ns", Generation = 1 },
+        Spec = new PortMappingSpec { ShardRef = shard, Ports = [new ServicePort { Port = 80, TargetPort = 8080 }], Backend = new BackendSpec { Endpoints = [new StaticEndpoint { Address = "10.1.0.1" }] } },
+    };
+
+    [Fact]
+    public void Each_node_gets_its_shards_other_nodes_with_the_shortest_interval_and_each_standby_VIP_its_active_node_and_window()
+    {
+        var nodes = new[] { LbNode("a", "10.0.0.1"), LbNode("b", "10.0.0.2"), LbNode("c", null) };
+        var input = new PlanInput
+        {
+            Pools =
+            [
+                new LoadBalancerPool { Metadata = new ObjectMeta { Name = "p1", Generation = 1 }, Spec = new LoadBalancerPoolSpec { Blocks = ["192.0.2.0/28"] } },
+                new LoadBalancerPool { Metadata = new ObjectMeta { Name = "p2", Generation = 1 }, Spec = new LoadBalancerPoolSpec { Blocks = ["198.51.100.0/28"] } },
+            ],
+            // fast: a then b; slow: b then a; third: c then a (c has no address).
+            Shards = [Shard("fast", "p1", 200, 3, "a", "b"), Shard("slow", "p1", 2000, 5, "b", "a"), Shard("third", "p2", 1000, 3, "c", "a")],
+            Nodes = nodes,
+            PortMappings = [Mapping("f", "fast"), Mapping("s", "slow"), Mapping("t", "third")],
+            Now = new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero),
+        };
+        var plan = Planner.Plan(input);
+        Assert.Empty(plan.Problems);
+        var byNode = plan.NodeConfigs.ToDictionary(c => c.Spec.NodeName);
+        // a and b share fast (200 ms) and slow (2 s): every 200 ms. c has no address: nobody's peer, and a is not its peer either.
+        Assert.Equal([("b", "10.0.0.2", 200.0)], byNode["a"].Spec.FailoverPeers.Select(p => (p.Node, p.Address, p.Interval.Value.TotalMilliseconds)));
+        Assert.Equal([("a", "10.0.0.1", 200.0)], byNode["b"].Spec.FailoverPeers.Select(p => (p.Node, p.Address, p.Interval.Value.TotalMilliseconds)));
+        Assert.Equal([("a", "10.0.0.1", 1000.0)], byNode["c"].Spec.FailoverPeers.Select(p => (p.Node, p.Address, p.Interval.Value.TotalMilliseconds)));
+
+        NodeVip Vip(string node, string shard) => byNode[node].Spec.Vips.Single(v => v.Shard == shard);
+        // Each standby VIP waits its own shard's window, not the peer's shortest one.
+        Assert.Equal(("a", 0.6), (Vip("b", "fast").ActiveNode, Vip("b", "fast").TakeoverAfter!.Value.Value.TotalSeconds));
+        Assert.Equal(("b", 10.0), (Vip("a", "slow").ActiveNode, Vip("a", "slow").TakeoverAfter!.Value.Value.TotalSeconds));
+        // c's agent cannot be heard (no address): its VIPs are the operator's to move.
+        Assert.Null(Vip("a", "third").TakeoverAfter);
+        Assert.Equal("c", Vip("a", "third").ActiveNode);
+        // Active VIPs carry neither.
+        Assert.All(plan.NodeConfigs.SelectMany(c => c.Spec.Vips).Where(v => v.Role == VipRole.Active), v => Assert.Equal((null, null), (v.ActiveNode, v.TakeoverAfter)));
+
+        // A changed window is a new revision of the standby's config, and with the memo too.
+        var memo = new PlanMemo();
+        var first = Planner.Plan(input with { Memo = memo });
+        var previous = first.NodeConfigs.ToDictionary(c => c.Spec.NodeName);
+        var changed = Planner.Plan(input with
+        {
+            Memo = memo, Previous = previous,
+            Shards = [Shard("fast", "p1", 300, 3, "a", "b"), Shard("slow", "p1", 2000, 5, "b", "a"), Shard("third", "p2", 1000, 3, "c", "a")],
+        });
+        var b = changed.NodeConfigs.Single(c => c.Spec.NodeName == "b");
+        Assert.Equal(previous["b"].Spec.Revision + 1, b.Spec.Revision);
+        Assert.Equal(0.9, b.Spec.Vips.Single(v => v.Shard == "fast").TakeoverAfter!.Value.Value.TotalSeconds);
+        Assert.Equal(300, b.Spec.FailoverPeers.Single().Interval.Value.TotalMilliseconds);
+    }
+}
