@@ -87,38 +87,41 @@ public static class Heartbeats
 }
 
 /// <summary>
-/// When each peer's agent was last heard (on a monotonic clock in milliseconds). A peer counts
-/// as heard when it first appears, so that an agent that has just started, or a peer just added,
-/// waits a whole detection window before it takes anything over. A leaving peer is silent at once.
+/// When each peer's agent was last heard (on a monotonic clock in milliseconds). A peer never
+/// heard is not silent but unknown: nothing is taken over from it. So a blocked port or a key
+/// that differs between the nodes leaves failover to the operator (and is reported,
+/// <see cref="NeverHeard"/>) instead of making every standby take every VIP; the price is that a
+/// standby whose agent starts while the active node is already dead does not take over by itself.
+/// A leaving peer is silent at once.
 /// </summary>
 public sealed class PeerLiveness
 {
-    private readonly Dictionary<string, long> _heard = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (long Since, long? Heard)> _peers = new(StringComparer.Ordinal);
     private readonly HashSet<string> _leaving = new(StringComparer.Ordinal);
 
-    /// <summary>The peers from now on: new ones count as heard now, gone ones are forgotten.</summary>
+    /// <summary>The peers from now on: new ones are unheard since now, gone ones are forgotten.</summary>
     public void Configure(IEnumerable<string> peers, long nowMs)
     {
         var keep = peers.ToHashSet(StringComparer.Ordinal);
-        foreach (var gone in _heard.Keys.Where(p => !keep.Contains(p)).ToList())
+        foreach (var gone in _peers.Keys.Where(p => !keep.Contains(p)).ToList())
         {
-            _heard.Remove(gone);
+            _peers.Remove(gone);
             _leaving.Remove(gone);
         }
         foreach (var peer in keep)
         {
-            _heard.TryAdd(peer, nowMs);
+            _peers.TryAdd(peer, (nowMs, null));
         }
     }
 
     /// <summary>A heartbeat from <paramref name="peer"/>; false when it is not a peer.</summary>
     public bool Heard(string peer, bool leaving, long nowMs)
     {
-        if (!_heard.ContainsKey(peer))
+        if (!_peers.TryGetValue(peer, out var p))
         {
             return false;
         }
-        _heard[peer] = nowMs;
+        _peers[peer] = p with { Heard = nowMs };
         if (leaving)
         {
             _leaving.Add(peer);
@@ -130,11 +133,19 @@ public sealed class PeerLiveness
         return true;
     }
 
-    /// <summary>How long <paramref name="peer"/> has been silent; <see cref="TimeSpan.MaxValue"/> when it said it is leaving; null when it is not a peer.</summary>
+    /// <summary>
+    /// How long <paramref name="peer"/> has been silent since its last heartbeat;
+    /// <see cref="TimeSpan.MaxValue"/> when it said it is leaving; null when it is not a peer or
+    /// has never been heard.
+    /// </summary>
     public TimeSpan? SilentFor(string peer, long nowMs) =>
         _leaving.Contains(peer) ? TimeSpan.MaxValue
-        : _heard.TryGetValue(peer, out var at) ? TimeSpan.FromMilliseconds(Math.Max(0, nowMs - at))
+        : _peers.TryGetValue(peer, out var p) && p.Heard is { } at ? TimeSpan.FromMilliseconds(Math.Max(0, nowMs - at))
         : null;
+
+    /// <summary>The peers not heard once in the <paramref name="after"/> since they became peers, by name.</summary>
+    public List<string> NeverHeard(long nowMs, TimeSpan after) =>
+        [.. _peers.Where(p => p.Value.Heard is null && nowMs - p.Value.Since >= after.TotalMilliseconds).Select(p => p.Key).Order(StringComparer.Ordinal)];
 }
 
 /// <summary>A VIP a standby has taken over: from which node, silent for how long (<see cref="TimeSpan.MaxValue"/>: it left).</summary>

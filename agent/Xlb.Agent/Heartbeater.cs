@@ -10,7 +10,8 @@ namespace Xlb.Agent;
 /// node config a heartbeat at its interval, over the <see cref="PeerLink"/>, and keeps when each
 /// was last heard. It calls <c>changed</c> when a standby VIP's active node passes its takeover
 /// time, or is heard again after it: the agent then applies its config again, with those VIPs
-/// taken over (<see cref="Takeover"/>) or given back. It looks every quarter of the shortest
+/// taken over (<see cref="Takeover"/>) or given back; and when a peer has not been heard at all
+/// for a while, or is heard at last (the agent reports it). It looks every quarter of the shortest
 /// interval (at least every 100 ms), and at once when a heartbeat comes.
 /// </summary>
 public sealed partial class Heartbeater
@@ -86,7 +87,28 @@ public sealed partial class Heartbeater
         }
     }
 
-    /// <summary>From now on each heartbeat says this node is leaving (a drain began): the peers take its VIPs at once. One goes out now.</summary>
+    /// <summary>
+    /// The peers never heard in <see cref="UnheardAfter"/> (at least three of their intervals)
+    /// since they became peers: the port is closed between the nodes, or their keys differ, and
+    /// nothing is taken over from them.
+    /// </summary>
+    public List<string> NeverHeard()
+    {
+        lock (_gate)
+        {
+            return NeverHeard(NowMs);
+        }
+    }
+
+    private static readonly TimeSpan UnheardAfter = TimeSpan.FromSeconds(10);
+
+    private List<string> NeverHeard(long now) =>
+        _liveness.NeverHeard(now, _peers.Count == 0 ? UnheardAfter : TimeSpan.FromTicks(Math.Max(UnheardAfter.Ticks, 3 * _peers.Values.Max(p => p.Interval.Ticks))));
+
+    /// <summary>
+    /// From now on each heartbeat says this node is leaving (a drain began, or the program is
+    /// detached): the peers take its VIPs at once. Three go out to each peer now (UDP may lose one).
+    /// </summary>
     public async Task LeaveAsync(CancellationToken ct)
     {
         _leaving = true;
@@ -95,9 +117,12 @@ public sealed partial class Heartbeater
         {
             peers = [.. _peers.Values];
         }
-        foreach (var peer in peers)
+        for (var i = 0; i < 3; i++)
         {
-            await SendAsync(peer, ct);
+            foreach (var peer in peers)
+            {
+                await SendAsync(peer, ct);
+            }
         }
     }
 
@@ -215,8 +240,10 @@ public sealed partial class Heartbeater
         return true;
     }
 
+    /// <summary>What the agent's apply and report depend on: the watched pairs past their takeover time, and the peers never heard.</summary>
     private string Overdue(long now) =>
-        string.Join(",", _watched.Where(w => _liveness.SilentFor(w.Node, now) is { } silent && silent >= w.After).Select(w => $"{w.Node}/{w.After.Ticks}"));
+        string.Join(",", _watched.Where(w => _liveness.SilentFor(w.Node, now) is { } silent && silent >= w.After).Select(w => $"{w.Node}/{w.After.Ticks}"))
+        + "|" + string.Join(",", NeverHeard(now));
 
     [LoggerMessage(Level = LogLevel.Information, Message = "heartbeats: peers {Peers}")]
     private partial void LogPeers(string peers);

@@ -177,21 +177,26 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
                 await ReconcileAsync(dp, attachMode, ct);
             }
             while (await WakeAsync(ct));
-            if (_heartbeater is not null && (options.DetachOnExit || options.ShutdownTimeout > TimeSpan.Zero || _drainStarted is not null))
+            if (_drainStarted is null && options.ShutdownTimeout > TimeSpan.Zero)
             {
-                // This node stops forwarding (or drains): its peers take its VIPs now, not after their detection window.
-                await _heartbeater.LeaveAsync(CancellationToken.None);
+                // At once: readiness fails, new connections get RST, and the peers hear this node is leaving.
+                await BeginDrainAsync(dp, "stop requested");
             }
             await probing.CancelAsync();
             await probes;
             await _peering;
-            _link?.Dispose();
             await logging;
             await _announcer.Completion;
+            // A drain's start told the peers this node is leaving; so does a detach, whose program stops forwarding.
             await DrainAsync(dp);
+            if (options.DetachOnExit && _heartbeater is not null)
+            {
+                await _heartbeater.LeaveAsync(CancellationToken.None);
+            }
         }
         finally
         {
+            _link?.Dispose();
             // A restart keeps the routes (graceful restart: the program forwards meanwhile); a
             // drain's end or a detach withdraws them.
             await StopBgpAsync(cease: options.DetachOnExit || _drainStarted is not null);
@@ -565,17 +570,36 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
     [
         Cond("Applied", "True", "RevisionApplied", $"revision {config.Spec.Revision} is in the data plane", config),
         Cond("Ready", "True", "Forwarding", $"{config.Spec.Listeners.Count} listeners on {config.Spec.Vips.Count} VIPs", config),
-        _taken.Count > 0
-            ? Cond("Degraded", "True", "PeerSilent", "took over " + string.Join("; ", _taken.GroupBy(t => t.From).Select(g =>
-                $"{g.Count()} VIP(s) from {g.Key} ({(g.First().Silent == TimeSpan.MaxValue ? "leaving" : "no heartbeat")}: {string.Join(", ", g.Take(5).Select(t => t.Address))})")), config)
-            : _unhealthy.Count > 0
-            ? Cond("Degraded", "True", "BackendsUnhealthy", $"no new flows to {string.Join(", ", _unhealthy)}", config)
-            : _bgp.Values.Where(b => b.State != "Established").Select(b => $"{b.Peer.Address} ({b.State}{(b.LastError is { } e ? ": " + e : "")})").ToList() is { Count: > 0 } down
-                ? Cond("Degraded", "True", "BgpSessionDown", $"no BGP session with {string.Join(", ", down)}", config)
-                : _natPressure.Count > 0
-                    ? Cond("Degraded", "True", "NatPortsLow", $"FullNAT ports nearly all held, new connections may wait for one (see xlb status): {string.Join("; ", _natPressure)}", config)
-                    : Cond("Degraded", "False", "AsExpected", "", config),
+        DegradedNow(config),
     ];
+
+    /// <summary>The Degraded condition of an applied config: the first of these that holds.</summary>
+    private Condition DegradedNow(XlbNodeConfig config)
+    {
+        if (_taken.Count > 0)
+        {
+            return Cond("Degraded", "True", "PeerSilent", "took over " + string.Join("; ", _taken.GroupBy(t => t.From).Select(g =>
+                $"{g.Count()} VIP(s) from {g.Key} ({(g.First().Silent == TimeSpan.MaxValue ? "leaving" : "no heartbeat")}: {string.Join(", ", g.Take(5).Select(t => t.Address))})")), config);
+        }
+        if (_heartbeater?.NeverHeard() is { Count: > 0 } unheard)
+        {
+            return Cond("Degraded", "True", "PeerUnheard", $"no heartbeat from {string.Join(", ", unheard)} since they became peers: this node does not take their VIPs over by itself " +
+                $"(is UDP port {options.FlowSyncListen.Port} open between the LB nodes, and do they use the same --flow-sync-key-file?)", config);
+        }
+        if (_unhealthy.Count > 0)
+        {
+            return Cond("Degraded", "True", "BackendsUnhealthy", $"no new flows to {string.Join(", ", _unhealthy)}", config);
+        }
+        if (_bgp.Values.Where(b => b.State != "Established").Select(b => $"{b.Peer.Address} ({b.State}{(b.LastError is { } e ? ": " + e : "")})").ToList() is { Count: > 0 } down)
+        {
+            return Cond("Degraded", "True", "BgpSessionDown", $"no BGP session with {string.Join(", ", down)}", config);
+        }
+        if (_natPressure.Count > 0)
+        {
+            return Cond("Degraded", "True", "NatPortsLow", $"FullNAT ports nearly all held, new connections may wait for one (see xlb status): {string.Join("; ", _natPressure)}", config);
+        }
+        return Cond("Degraded", "False", "AsExpected", "", config);
+    }
 
     private List<Condition> Degraded(string reason, string message) =>
     [

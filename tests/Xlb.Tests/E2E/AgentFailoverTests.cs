@@ -24,7 +24,7 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
     private const string Vip = "10.250.0.70";
     private const string RouterId = "10.255.0.1";
 
-    private static string Manifests() => $$$"""
+    private static string Manifests(bool bgp = true) => $$$"""
         apiVersion: v1
         kind: Node
         metadata: {name: lb-1}
@@ -49,9 +49,7 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
           poolRef: pool
           placement: {strategy: Pinned, nodes: [lb-1, lb-2]}
           failover: {detection: {interval: 200ms, multiplier: 3}}
-          announcement:
-            mode: BGP
-            peers: [{address: {{{RouterId}}}, asn: 65000, myAsn: 65000}]
+          {{{(bgp ? $"announcement: {{mode: BGP, peers: [{{address: {RouterId}, asn: 65000, myAsn: 65000}}]}}" : "announcement: {mode: L2}")}}}
           flowSync: {enabled: true}
         ---
         {{{FlowSyncEndToEndTests.Mapping("edge", Vip, "web")}}}
@@ -165,6 +163,94 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
             {
                 Signal(frozen, "CONT");
             }
+            Directory.Delete(manifests, recursive: true);
+            output.WriteLine(log.ToString());
+        }
+    }
+
+    [Fact]
+    public async Task A_standby_that_never_hears_its_active_node_says_so_and_takes_nothing_over()
+    {
+        Privileged.Require();
+        var log = new StringWriter();
+        using var topology = RoutedPairTopology.Create(LbTopology.NewPrefix("au"));
+        var manifests = Directory.CreateTempSubdirectory("xlb-failover-").FullName;
+        var keyDir = Directory.CreateTempSubdirectory("xlb-failover-key-").FullName;
+        Process? frozen = null;
+        try
+        {
+            File.WriteAllText(Path.Combine(manifests, "all.yaml"), Manifests(bgp: false));
+            // Only lb-2 has a key: each refuses the other's heartbeats, as across a closed port.
+            var key = Path.Combine(keyDir, "key");
+            File.WriteAllText(key, "a key only lb-2 has, 24 b");
+            using var stack = StandaloneStack.Start(topology.Lbs[0], [RoutedPairTopology.LbInterface], topology.Prefix.TrimEnd('-'), manifests, "lb-1", log);
+            var lb2 = stack.StartOtherAgent("lb-2", topology.Lbs[1], [RoutedPairTopology.LbInterface], "--flow-sync-key-file", key);
+            await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), Ct);
+            await stack.WaitAppliedAsync("lb-2", lb2, 1, TimeSpan.FromSeconds(60), Ct);
+            var started = Stopwatch.StartNew();
+            Assert.True(await WaitAsync(() => Degraded(stack) is { Reason: "PeerUnheard" }, TimeSpan.FromSeconds(20)), $"lb-2 does not say it never heard lb-1: {Degraded(stack)}");
+            output.WriteLine($"PeerUnheard {started.ElapsedMilliseconds} ms after lb-2 applied: {Degraded(stack)!.Value.Message}");
+            Assert.StartsWith("no heartbeat from lb-1 since they became peers", Degraded(stack)!.Value.Message, StringComparison.Ordinal);
+
+            // lb-1's agent stops for 2 s: lb-2, which never heard it, does not take its VIP.
+            frozen = stack.Agent;
+            Signal(frozen, "STOP");
+            await Task.Delay(TimeSpan.FromSeconds(2), Ct);
+            Assert.Matches(Vip.Replace(".", "\\.", StringComparison.Ordinal) + " +standby", stack.StatusOf("lb-2"));
+            Signal(frozen, "CONT");
+            frozen = null;
+            Assert.Equal("PeerUnheard", Degraded(stack)?.Reason);
+            lock (log)
+            {
+                Assert.DoesNotContain("took over", log.ToString(), StringComparison.Ordinal);
+                Assert.Contains("heartbeats: refusing datagrams from " + RoutedPairTopology.LbAddress(1), log.ToString(), StringComparison.Ordinal);
+            }
+        }
+        finally
+        {
+            if (frozen is not null)
+            {
+                Signal(frozen, "CONT");
+            }
+            Directory.Delete(manifests, recursive: true);
+            Directory.Delete(keyDir, recursive: true);
+            output.WriteLine(log.ToString());
+        }
+    }
+
+    [Fact]
+    public async Task A_draining_node_says_it_is_leaving_and_its_standby_takes_over_at_once()
+    {
+        Privileged.Require();
+        var log = new StringWriter();
+        using var topology = RoutedPairTopology.Create(LbTopology.NewPrefix("al"));
+        var manifests = Directory.CreateTempSubdirectory("xlb-failover-").FullName;
+        try
+        {
+            // A long detection window: a takeover within it can only come from the leaving heartbeat.
+            File.WriteAllText(Path.Combine(manifests, "all.yaml"), Manifests(bgp: false).Replace("interval: 200ms, multiplier: 3", "interval: 2s, multiplier: 10", StringComparison.Ordinal));
+            using var stack = StandaloneStack.Start(topology.Lbs[0], [RoutedPairTopology.LbInterface], topology.Prefix.TrimEnd('-'), manifests, "lb-1", log, "--shutdown-timeout", "3");
+            var lb2 = stack.StartOtherAgent("lb-2", topology.Lbs[1], [RoutedPairTopology.LbInterface], "--listen", Health.ToString());
+            await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), Ct);
+            await stack.WaitAppliedAsync("lb-2", lb2, 1, TimeSpan.FromSeconds(60), Ct);
+            async Task<bool> Heard() => (await HttpProbe.StatusAsync(topology.Lbs[1], Health, "/metrics", Ct)).Body.Contains("xlb_heartbeats_received_total 0\n", StringComparison.Ordinal) is false;
+            var heard = Stopwatch.StartNew();
+            while (!await Heard() && heard.Elapsed < TimeSpan.FromSeconds(10))
+            {
+                await Task.Delay(50, Ct);
+            }
+            Assert.True(await Heard());
+
+            // SIGTERM: lb-1 drains for 3 s, and its heartbeats say it is leaving.
+            var clock = Stopwatch.StartNew();
+            Signal(stack.Agent, "TERM");
+            Assert.True(await WaitAsync(() => Degraded(stack) is { Reason: "PeerSilent" }, TimeSpan.FromSeconds(10)), $"lb-2 did not take over: {Degraded(stack)}");
+            output.WriteLine($"taken over {clock.ElapsedMilliseconds} ms after SIGTERM (detection window 20 s)");
+            Assert.Contains("1 VIP(s) from lb-1 (leaving: " + Vip, Degraded(stack)!.Value.Message, StringComparison.Ordinal);
+            Assert.Matches(Vip.Replace(".", "\\.", StringComparison.Ordinal) + " +active", stack.StatusOf("lb-2"));
+        }
+        finally
+        {
             Directory.Delete(manifests, recursive: true);
             output.WriteLine(log.ToString());
         }

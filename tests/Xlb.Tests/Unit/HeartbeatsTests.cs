@@ -50,27 +50,34 @@ public class HeartbeatsTests
     }
 
     [Fact]
-    public void A_peer_is_silent_from_when_it_was_last_heard_or_when_it_became_a_peer_and_at_once_when_it_leaves()
+    public void A_peer_is_silent_from_its_last_heartbeat_unknown_until_its_first_and_silent_at_once_when_it_leaves()
     {
         var live = new PeerLiveness();
         live.Configure(["a", "b"], 1000);
-        Assert.Equal(TimeSpan.FromMilliseconds(500), live.SilentFor("a", 1500));
+        // Never heard: nothing to take over from (a blocked port must not make every standby active).
+        Assert.Null(live.SilentFor("a", 60_000));
+        Assert.Empty(live.NeverHeard(10_999, TimeSpan.FromSeconds(10)));
+        Assert.Equal(["a", "b"], live.NeverHeard(11_000, TimeSpan.FromSeconds(10)));
         Assert.Null(live.SilentFor("c", 1500));
         Assert.False(live.Heard("c", false, 1500));
         Assert.True(live.Heard("a", false, 1400));
+        Assert.True(live.Heard("b", false, 1000));
         Assert.Equal(TimeSpan.FromMilliseconds(100), live.SilentFor("a", 1500));
         Assert.Equal(TimeSpan.FromMilliseconds(500), live.SilentFor("b", 1500));
+        Assert.Empty(live.NeverHeard(60_000, TimeSpan.FromSeconds(10)));
         // A heartbeat that says it is leaving: silent at once; one that does not, heard again.
         live.Heard("b", true, 1600);
         Assert.Equal(TimeSpan.MaxValue, live.SilentFor("b", 1600));
         live.Heard("b", false, 1700);
         Assert.Equal(TimeSpan.Zero, live.SilentFor("b", 1700));
-        // Configured again: a known peer keeps its time, a new one starts now, a gone one is forgotten.
+        // Configured again: a known peer keeps its time, a new one is unheard, a gone one is forgotten.
         live.Configure(["a", "d"], 5000);
         Assert.Equal(TimeSpan.FromMilliseconds(3600), live.SilentFor("a", 5000));
-        Assert.Equal(TimeSpan.Zero, live.SilentFor("d", 5000));
+        Assert.Null(live.SilentFor("d", 5000));
         Assert.Null(live.SilentFor("b", 5000));
+        Assert.Equal(["d"], live.NeverHeard(15_000, TimeSpan.FromSeconds(10)));
         // A clock read before the last heartbeat (another thread) is not a negative silence.
+        live.Heard("d", false, 5000);
         Assert.Equal(TimeSpan.Zero, live.SilentFor("d", 4000));
     }
 
