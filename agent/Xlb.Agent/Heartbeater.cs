@@ -11,7 +11,7 @@ namespace Xlb.Agent;
 /// was last heard. It calls <c>changed</c> when a standby VIP's active node passes its takeover
 /// time, or is heard again after it: the agent then applies its config again, with those VIPs
 /// taken over (<see cref="Takeover"/>) or given back; and when a peer has not been heard at all
-/// for a while, or is heard at last (the agent reports it). It looks every quarter of the shortest
+/// for a while, or is heard at last (the agent reports it). It looks every eighth of the shortest
 /// interval (at least every 100 ms), and at once when a heartbeat comes.
 /// </summary>
 public sealed partial class Heartbeater
@@ -146,7 +146,7 @@ public sealed partial class Heartbeater
                     p.NextSendMs = Math.Max(p.NextSendMs + (long)p.Interval.TotalMilliseconds, now + 1);
                 }
                 tick = _peers.Count == 0 ? TimeSpan.FromMilliseconds(100)
-                    : TimeSpan.FromMilliseconds(Math.Clamp(_peers.Values.Min(p => p.Interval.TotalMilliseconds) / 4, 10, 100));
+                    : TimeSpan.FromMilliseconds(Math.Clamp(_peers.Values.Min(p => p.Interval.TotalMilliseconds) / 8, 10, 100));
                 changed = Recheck(now);
             }
             if (changed)

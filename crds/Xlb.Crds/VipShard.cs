@@ -100,7 +100,7 @@ public sealed record Placement
     public List<string> Nodes { get; init; } = [];
 }
 
-/// <summary>Dead-node detection: a node is dead for this shard when its agent has been silent for interval × multiplier. The agents send each other a heartbeat every interval, and a standby takes a VIP over on its own when the VIP's active node falls silent; the operator then moves the VIP in the node configs when the agent's Lease is that old too.</summary>
+/// <summary>Dead-node detection: a node is dead for this shard when its agent has been silent for interval × multiplier. The agents send each other a heartbeat every interval, and a standby takes a VIP over on its own when the VIP's active node falls silent; the operator moves the VIP in the node configs when the agent's Lease is that old too, and at least 3 s old.</summary>
 public sealed record Failover
 {
     /// <summary>Detection parameters.</summary>
@@ -108,11 +108,12 @@ public sealed record Failover
 }
 
 /// <summary>How often the agent proves it is alive, and how many misses mean dead.</summary>
+[Validation("duration(self.interval) >= duration('100ms') && duration(self.interval) <= duration('1m')", "interval must be from 100ms to 1m", FieldPath = ".interval")]
 public sealed record FailureDetection
 {
-    /// <summary>The agent sends the shard's other nodes a heartbeat this often (its Lease is renewed at the agent's --lease-renew, which must be well inside interval × multiplier).</summary>
-    public Duration Interval { get; init; } = new(TimeSpan.FromSeconds(1));
-    /// <summary>Missed heartbeats (or renewals) before the node's VIPs move to their standby.</summary>
+    /// <summary>The agent sends the shard's other nodes a heartbeat this often. The default, 300 ms × 3, takes a dead node's VIPs over within a second.</summary>
+    public Duration Interval { get; init; } = new(TimeSpan.FromMilliseconds(300));
+    /// <summary>Missed heartbeats before the node's VIPs move to their standby.</summary>
     [Range(2, 30)]
     public int Multiplier { get; init; } = 3;
 }

@@ -183,12 +183,30 @@ public static partial class Planner
         return blocks;
     }
 
-    /// <summary>How long an agent may go without renewing its Lease before it is dead for this shard.</summary>
+    /// <summary>How long an agent may be silent to its peers before a standby takes its VIPs of this shard over (interval × multiplier).</summary>
     private static TimeSpan DetectionWindow(VipShard shard) => shard.Spec.Failover.Detection.Interval.Value * shard.Spec.Failover.Detection.Multiplier;
 
-    /// <summary>Whether a node's agent is alive for a shard: renewed within the detection window, or liveness is not tracked.</summary>
+    /// <summary>
+    /// The shortest time an agent's Lease must be unrenewed before the operator counts the agent
+    /// dead. The agents detect a dead peer by heartbeats within the shard's detection window and
+    /// take its VIPs at once; the operator's move follows, to make it lasting, and must not be
+    /// made by a renewal that the API server or the agent's scheduling delayed (agents renew
+    /// every 0.5 s by default: six renewals).
+    /// </summary>
+    public static readonly TimeSpan MinLeaseWindow = TimeSpan.FromSeconds(3);
+
+    /// <summary>How long an agent may go without renewing its Lease before the operator counts it dead for this shard.</summary>
+    private static TimeSpan LeaseWindow(VipShard shard) => DetectionWindow(shard) > MinLeaseWindow ? DetectionWindow(shard) : MinLeaseWindow;
+
+    /// <summary>Whether a node's agent is alive for a shard: renewed within the Lease window, or liveness is not tracked.</summary>
     private static bool Alive(PlanInput input, string node, VipShard shard) =>
-        input.AgentRenewals is null || (input.AgentRenewals.TryGetValue(node, out var renewed) && input.Now - renewed <= DetectionWindow(shard));
+        input.AgentRenewals is null || (input.AgentRenewals.TryGetValue(node, out var renewed) && input.Now - renewed <= LeaseWindow(shard));
+
+    /// <summary>The range of failover.detection.interval: heartbeats more often than 100 ms are noise, and a minute apart no detection.</summary>
+    private static string? DetectionProblem(FailureDetection d) =>
+        d.Interval.Value < TimeSpan.FromMilliseconds(100) || d.Interval.Value > TimeSpan.FromMinutes(1)
+            ? $"spec.failover.detection.interval must be from 100ms to 1m, not {d.Interval}"
+            : d.Multiplier is < 2 or > 30 ? $"spec.failover.detection.multiplier must be from 2 to 30, not {d.Multiplier}" : null;
 
     /// <summary>
     /// Whether an agent's renewal, after one at <paramref name="previous"/>, leaves every plan
@@ -197,7 +215,7 @@ public static partial class Planner
     /// </summary>
     public static bool RenewalChangesNothing(DateTimeOffset previous, DateTimeOffset renewed, IEnumerable<VipShard> shards, DateTimeOffset now)
     {
-        var windows = shards.Select(DetectionWindow).ToList();
+        var windows = shards.Select(LeaseWindow).ToList();
         return renewed >= previous && windows.Count > 0 && now - previous <= windows.Min();
     }
 
@@ -209,7 +227,7 @@ public static partial class Planner
         {
             foreach (var renewed in input.AgentRenewals?.Values ?? [])
             {
-                var expiry = renewed + DetectionWindow(shard);
+                var expiry = renewed + LeaseWindow(shard);
                 if (expiry > input.Now && (next is null || expiry < next))
                 {
                     next = expiry;
@@ -233,6 +251,11 @@ public static partial class Planner
             if (BgpProblem(shard.Spec.Announcement) is { } bgp)
             {
                 problems.Add(new Problem(self, "InvalidSpec", bgp));
+                continue;
+            }
+            if (DetectionProblem(shard.Spec.Failover.Detection) is { } detection)
+            {
+                problems.Add(new Problem(self, "InvalidSpec", detection));
                 continue;
             }
             if (shard.Spec.Placement.Strategy == PlacementStrategy.Pinned && shard.Spec.Placement.Nodes.Count == 0)

@@ -173,7 +173,7 @@ public class PlannerClusterTests
         var before = first.Placements["s"].ToDictionary(p => p.Address);
         var victim = before.Values.GroupBy(p => p.ActiveNode).OrderByDescending(g => g.Count()).First().Key;
 
-        // 2.9 s later nothing has expired (1 s × 3); at 3.1 s the victim's lease has.
+        // 2.9 s later nothing has expired (the default detection, 300 ms × 3, and the Lease window of at least 3 s); at 3.1 s the victim's lease has.
         var later = alive.ToDictionary(kv => kv.Key, kv => kv.Key == victim ? T0 : T0.AddSeconds(3));
         var early = Planner.Plan(Input(mappings) with { Nodes = nodes, AgentRenewals = later, Now = T0.AddSeconds(2.9), Previous = ByNode(first), Shards = [Shard() with { Status = first.ShardStatuses["s"] }] });
         Assert.Equal(before.Values.Select(p => p.ActiveNode), early.Placements["s"].Select(p => p.ActiveNode));
@@ -209,6 +209,42 @@ public class PlannerClusterTests
         Assert.Equal(failed.Placements["s"].Select(p => p.ActiveNode), returned.Placements["s"].Select(p => p.ActiveNode));
         Assert.Equal(moved, returned.ShardStatuses["s"].Transitions);
         Assert.Equal("False", returned.ShardStatuses["s"].Conditions.Single(c => c.Type == "Degraded").Status);
+    }
+
+    [Theory]
+    [InlineData(200, 3, 3.0)] // the agents take over after 600 ms; the operator waits for a Lease 3 s old
+    [InlineData(2000, 3, 6.0)] // a window longer than 3 s is the Lease window too
+    public void The_operator_counts_an_agent_dead_when_its_Lease_is_as_old_as_the_detection_window_and_3_s_at_least(int intervalMs, int multiplier, double deadAfter)
+    {
+        var shard = Shard() with { Spec = Shard().Spec with { Failover = new Failover { Detection = new FailureDetection { Interval = new Duration(TimeSpan.FromMilliseconds(intervalMs)), Multiplier = multiplier } } } };
+        var mappings = Enumerable.Range(0, 4).Select(i => Static($"m{i}")).ToArray();
+        var nodes = new[] { Node("n1"), Node("n2") };
+        var first = Planner.Plan(Input(mappings) with { Nodes = nodes, Shards = [shard], AgentRenewals = new Dictionary<string, DateTimeOffset> { ["n1"] = T0, ["n2"] = T0 } });
+        var victim = first.Placements["s"][0].ActiveNode!;
+        PlanResult At(double seconds) => Planner.Plan(Input(mappings) with
+        {
+            Nodes = nodes, Now = T0.AddSeconds(seconds), Previous = ByNode(first), Shards = [shard with { Status = first.ShardStatuses["s"] }],
+            AgentRenewals = new Dictionary<string, DateTimeOffset> { ["n1"] = victim == "n1" ? T0 : T0.AddSeconds(seconds), ["n2"] = victim == "n2" ? T0 : T0.AddSeconds(seconds) },
+        });
+        Assert.Contains(At(deadAfter - 0.1).Placements["s"], p => p.ActiveNode == victim);
+        Assert.DoesNotContain(At(deadAfter + 0.1).Placements["s"], p => p.ActiveNode == victim);
+        // The standby's node config says when its agent takes over by itself: the detection window.
+        var standby = first.NodeConfigs.Single(c => c.Spec.NodeName != victim).Spec.Vips.First(v => v.Role == VipRole.Standby);
+        Assert.Null(standby.TakeoverAfter); // the nodes have no address: no heartbeats, only the operator moves VIPs
+    }
+
+    [Theory]
+    [InlineData("50ms", 3, "interval must be from 100ms to 1m, not 50ms")]
+    [InlineData("2m", 3, "interval must be from 100ms to 1m, not 120s")]
+    [InlineData("1s", 1, "multiplier must be from 2 to 30, not 1")]
+    public void A_detection_out_of_range_stalls_the_shard(string interval, int multiplier, string message)
+    {
+        Assert.True(Duration.TryParse(interval, out var d));
+        var shard = Shard() with { Spec = Shard().Spec with { Failover = new Failover { Detection = new FailureDetection { Interval = d, Multiplier = multiplier } } } };
+        var plan = Planner.Plan(Input(Static("m")) with { Shards = [shard] });
+        var problem = Assert.Single(plan.Problems, p => p.Object.Kind == "VipShard");
+        Assert.Equal("InvalidSpec", problem.Reason);
+        Assert.EndsWith(message, problem.Message, StringComparison.Ordinal);
     }
 
     [Fact]
