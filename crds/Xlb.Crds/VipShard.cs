@@ -111,8 +111,8 @@ public sealed record Failover
 [Validation("duration(self.interval) >= duration('100ms') && duration(self.interval) <= duration('1m')", "interval must be from 100ms to 1m", FieldPath = ".interval")]
 public sealed record FailureDetection
 {
-    /// <summary>The agent sends the shard's other nodes a heartbeat this often. The default, 300 ms × 3, takes a dead node's VIPs over within a second.</summary>
-    public Duration Interval { get; init; } = new(TimeSpan.FromMilliseconds(300));
+    /// <summary>The agent sends the shard's other nodes a heartbeat this often. The default, 250 ms × 3, takes a dead node's VIPs over within a second (750 ms after its last heartbeat).</summary>
+    public Duration Interval { get; init; } = new(TimeSpan.FromMilliseconds(250));
     /// <summary>Missed heartbeats before the node's VIPs move to their standby.</summary>
     [Range(2, 30)]
     public int Multiplier { get; init; } = 3;

@@ -135,7 +135,7 @@ public class CrdTests
         var shard = Schema<VipShard>();
         Assert.Equal("self == oldSelf", At(shard, "spec.poolRef")["x-kubernetes-validations"]![0]!["rule"]!.GetValue<string>());
         Assert.Equal(["Spread", "Pack", "Pinned"], At(shard, "spec.placement.strategy")["enum"]!.AsArray().Select(e => e!.GetValue<string>()));
-        Assert.Equal("300ms", At(shard, "spec.failover.detection.interval")["default"]!.GetValue<string>());
+        Assert.Equal("250ms", At(shard, "spec.failover.detection.interval")["default"]!.GetValue<string>());
         Assert.Equal(3, At(shard, "spec.failover.detection.multiplier")["default"]!.GetValue<int>());
         Assert.Equal(["In", "NotIn", "Exists", "DoesNotExist"], At(shard, "spec.nodeSelector.matchExpressions.[].operator")["enum"]!.AsArray().Select(e => e!.GetValue<string>()));
         var pool = Schema<LoadBalancerPool>();

@@ -173,7 +173,7 @@ public class PlannerClusterTests
         var before = first.Placements["s"].ToDictionary(p => p.Address);
         var victim = before.Values.GroupBy(p => p.ActiveNode).OrderByDescending(g => g.Count()).First().Key;
 
-        // 2.9 s later nothing has expired (the default detection, 300 ms × 3, and the Lease window of at least 3 s); at 3.1 s the victim's lease has.
+        // 2.9 s later nothing has expired (the default detection, 250 ms × 3, and the Lease window of at least 3 s); at 3.1 s the victim's lease has.
         var later = alive.ToDictionary(kv => kv.Key, kv => kv.Key == victim ? T0 : T0.AddSeconds(3));
         var early = Planner.Plan(Input(mappings) with { Nodes = nodes, AgentRenewals = later, Now = T0.AddSeconds(2.9), Previous = ByNode(first), Shards = [Shard() with { Status = first.ShardStatuses["s"] }] });
         Assert.Equal(before.Values.Select(p => p.ActiveNode), early.Placements["s"].Select(p => p.ActiveNode));
