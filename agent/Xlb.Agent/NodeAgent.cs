@@ -106,9 +106,13 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
     private bool _linkFailed;
     private FlowSyncer? _syncer;
     private Heartbeater? _heartbeater;
+    /// <summary>Cluster mode: reads the Leases of silent peers (a peer that renews keeps its VIPs).</summary>
+    private LeaseWitness? _witness;
     private Task _peering = Task.CompletedTask;
     /// <summary>The standby VIPs this agent has taken over from silent peers (as of its last apply).</summary>
     private List<Core.TakenVip> _taken = [];
+    /// <summary>Silent peers seen renewing their Lease: alive, and unreachable from here.</summary>
+    private List<string> _unreachable = [];
     private CancellationToken _stopping;
 
     public AgentState State { get; } = new();
@@ -404,9 +408,10 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             StartPeers(dp, config.Spec);
             if (_heartbeater is not null)
             {
-                var takeover = Core.Takeover.Apply(effective, _heartbeater.SilentFor);
+                var takeover = Core.Takeover.Apply(effective, _heartbeater.SilentFor, _witness is null ? null : _witness.Renewing);
                 effective = takeover.Effective;
-                NoteTakeovers(takeover.Taken);
+                _witness?.Watch(takeover.Overdue);
+                NoteTakeovers(config.Spec, takeover.Taken, takeover.Unreachable);
             }
             if (_prober is not null)
             {
@@ -528,26 +533,48 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             var syncer = _syncer = new FlowSyncer(dp, link, options.FlowSyncInterval, log, time);
             State.FlowSync = syncer;
             State.Heartbeats = heartbeater;
+            var witness = _witness = options.Cluster is { } cluster && client is not null
+                ? new LeaseWitness(client, cluster.LeaseNamespace, log, time, () =>
+                {
+                    _healthChanged = true; // a silent peer was seen renewing its Lease, or no longer is
+                    _wake.Release();
+                })
+                : null;
             _peering = Task.WhenAll(
                 Task.Run(() => link.RunAsync(_stopping), CancellationToken.None),
                 Task.Run(() => heartbeater.RunAsync(_stopping), CancellationToken.None),
-                Task.Run(() => syncer.RunAsync(_stopping), CancellationToken.None));
+                Task.Run(() => syncer.RunAsync(_stopping), CancellationToken.None),
+                Task.Run(() => witness?.RunAsync(_stopping) ?? Task.CompletedTask, CancellationToken.None));
         }
         _heartbeater!.Configure(spec);
     }
 
-    /// <summary>Logs the VIPs taken over from silent peers and given back to peers heard again.</summary>
-    private void NoteTakeovers(List<Core.TakenVip> taken)
+    /// <summary>Logs the VIPs taken over from silent peers and given back to peers heard again (or seen renewing their Lease).</summary>
+    private void NoteTakeovers(XlbNodeConfigSpec spec, List<Core.TakenVip> taken, List<string> unreachable)
     {
+        foreach (var peer in unreachable.Except(_unreachable))
+        {
+            LogUnreachable(peer, options.FlowSyncListen.Port);
+        }
+        _unreachable = unreachable;
         foreach (var t in taken.Where(t => !_taken.Exists(w => w.Address == t.Address)).GroupBy(t => t.From))
         {
             var silent = t.First().Silent;
             LogTookOver(t.Count(), t.Key, silent == TimeSpan.MaxValue ? "it is leaving" : $"silent for {silent.TotalMilliseconds:F0} ms",
                 string.Join(", ", t.Take(5).Select(v => v.Address)));
         }
-        foreach (var g in _taken.Where(w => !taken.Exists(t => t.Address == w.Address)).GroupBy(w => w.From))
+        var activeHere = spec.Vips.Where(v => v.Role == VipRole.Active).Select(v => v.Address).ToHashSet(StringComparer.Ordinal);
+        foreach (var g in _taken.Where(w => !taken.Exists(t => t.Address == w.Address)).GroupBy(w => (w.From, Moved: activeHere.Contains(w.Address))))
         {
-            LogGaveBack(g.Count(), g.Key, string.Join(", ", g.Take(5).Select(v => v.Address)));
+            var vips = string.Join(", ", g.Take(5).Select(v => v.Address));
+            if (g.Key.Moved)
+            {
+                LogMovedHere(g.Count(), g.Key.From, vips);
+            }
+            else
+            {
+                LogGaveBack(g.Count(), g.Key.From, unreachable.Contains(g.Key.From) ? "it renews its Lease" : "heard again", vips);
+            }
         }
         _taken = taken;
         State.TakenOver = taken.Count;
@@ -580,6 +607,11 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         {
             return Cond("Degraded", "True", "PeerSilent", "took over " + string.Join("; ", _taken.GroupBy(t => t.From).Select(g =>
                 $"{g.Count()} VIP(s) from {g.Key} ({(g.First().Silent == TimeSpan.MaxValue ? "leaving" : "no heartbeat")}: {string.Join(", ", g.Take(5).Select(t => t.Address))})")), config);
+        }
+        if (_unreachable.Count > 0)
+        {
+            return Cond("Degraded", "True", "PeerUnreachable", $"no heartbeat from {string.Join(", ", _unreachable)}, which renew(s) their Lease: their VIPs stay with them " +
+                $"(is UDP port {options.FlowSyncListen.Port} open between the LB nodes?)", config);
         }
         if (_heartbeater?.NeverHeard() is { Count: > 0 } unheard)
         {
@@ -660,8 +692,14 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
     [LoggerMessage(Level = LogLevel.Warning, Message = "took over {Count} VIP(s) from {Peer} ({Why}): {Vips}")]
     private partial void LogTookOver(int count, string peer, string why, string vips);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "gave {Count} VIP(s) back to {Peer}, heard again: {Vips}")]
-    private partial void LogGaveBack(int count, string peer, string vips);
+    [LoggerMessage(Level = LogLevel.Information, Message = "gave {Count} VIP(s) back to {Peer}, {Why}: {Vips}")]
+    private partial void LogGaveBack(int count, string peer, string why, string vips);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "{Count} VIP(s) taken over from {Peer} are this node's in its config now (the operator moved them): {Vips}")]
+    private partial void LogMovedHere(int count, string peer, string vips);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Peer} sends no heartbeat here but renews its Lease: it keeps its VIPs (is UDP port {Port} open between the LB nodes?)")]
+    private partial void LogUnreachable(string peer, int port);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "drain timeout over for {Count} backends ({Backends}): they left their listeners, {Flows} flows ended")]
     private partial void LogDrainOver(int count, string backends, int flows);

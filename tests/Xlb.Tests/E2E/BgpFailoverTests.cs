@@ -13,10 +13,12 @@ namespace Xlb.Tests.E2E;
 /// <summary>
 /// A node dies, in cluster mode: the API server double, the operator, and two LB nodes' agents in
 /// cluster mode (real XDP, one-armed behind a router namespace), which announce the VIP by BGP to
-/// BIRD on the router and synchronise flows. The active node's agent is killed and its namespace
-/// deleted; its heartbeats stop and the standby takes the VIP over and advertises it, the router
-/// moves to it, connections that were open through the dead node carry on, and the operator,
-/// when the dead agent's Lease is as old, makes the standby the VIP's active node.
+/// BIRD on the router and synchronise flows. First the router drops the active node's UDP to the
+/// standby (a partition between the LB nodes): the standby takes the VIP, sees the active node's
+/// Lease still renewed, gives the VIP back and says why. Then the active node's agent is killed
+/// and its namespace deleted; its heartbeats stop and the standby takes the VIP over and
+/// advertises it, the router moves to it, connections that were open through the dead node carry
+/// on, and the operator, when the dead agent's Lease is as old, makes the standby the VIP's active node.
 /// </summary>
 public sealed class BgpFailoverTests(ITestOutputHelper output)
 {
@@ -126,6 +128,34 @@ public sealed class BgpFailoverTests(ITestOutputHelper output)
             Assert.Equal(3, Flows(instances[standby]).Split(Vip + ":80 ").Length);
             output.WriteLine($"the standby held both flows {since.ElapsedMilliseconds} ms after the connections' first answers");
 
+            // The path between the nodes breaks, not the active node: the router drops its UDP 9476
+            // (heartbeats and flow sync). The standby takes the VIP, then sees the active node's
+            // Lease still renewed and gives it back; its status says why.
+            var link = $"r{active + 1}";
+            string[] rule = ["iif", link, "ipproto", "udp", "dport", "9476", "blackhole"];
+            Netns.Ip(topology.Router, ["rule", "add", .. rule]);
+            var partition = Stopwatch.StartNew();
+            Assert.True(await DegradedAsync(h, standby, "PeerUnreachable", TimeSpan.FromSeconds(15)), "the standby does not say its peer is unreachable");
+            output.WriteLine($"partition: the standby said PeerUnreachable {partition.ElapsedMilliseconds} ms after the heartbeats stopped");
+            lock (log)
+            {
+                Assert.Contains($"gave 1 VIP(s) back to lb-{active + 1}, it renews its Lease: {Vip}", log.ToString(), StringComparison.Ordinal);
+            }
+            var back = Stopwatch.StartNew();
+            while (!Netns.Ip(topology.Router, "route", "get", Vip).Contains("via " + RoutedPairTopology.LbAddress(active + 1), StringComparison.Ordinal) && back.Elapsed < TimeSpan.FromSeconds(10))
+            {
+                await Task.Delay(50, Ct);
+            }
+            Assert.Contains("via " + RoutedPairTopology.LbAddress(active + 1), Netns.Ip(topology.Router, "route", "get", Vip), StringComparison.Ordinal);
+            for (var i = 0; i < 2; i++)
+            {
+                Assert.Equal(on[i], await held[i].GetAsync(Ct));
+            }
+            Assert.Equal($"lb-{active + 1}", (await h.GetAsync<VipShard>(KubeResource.VipShards, null, "edge"))!.Status!.Vips.Single().ActiveNode);
+            // Mended: heard again, nothing to report.
+            Netns.Ip(topology.Router, ["rule", "del", .. rule]);
+            Assert.True(await DegradedAsync(h, standby, "AsExpected", TimeSpan.FromSeconds(15)), "the standby still reports its peer");
+
             // The active node dies: its agent is killed and its namespace (with its link to the router) goes.
             // Each held connection answers once more just before (the backends close a connection idle for 30 s).
             for (var i = 0; i < 2; i++)
@@ -170,6 +200,11 @@ public sealed class BgpFailoverTests(ITestOutputHelper output)
             }
             Assert.Equal($"lb-{standby + 1}", activeNode);
             output.WriteLine($"the operator made lb-{standby + 1} active {clock.ElapsedMilliseconds} ms after lb-{active + 1} died");
+            await Task.Delay(500, Ct); // the standby applies the config that says so
+            lock (log)
+            {
+                Assert.Contains($"1 VIP(s) taken over from lb-{active + 1} are this node's in its config now (the operator moved them): {Vip}", log.ToString(), StringComparison.Ordinal);
+            }
             foreach (var c in held)
             {
                 c.Dispose();
@@ -205,6 +240,22 @@ public sealed class BgpFailoverTests(ITestOutputHelper output)
             output.WriteLine(log.ToString());
             output.WriteLine(h.Log.ToString());
         }
+    }
+
+    /// <summary>Waits until the node config of the node at <paramref name="index"/> reports Degraded with <paramref name="reason"/>.</summary>
+    private static async Task<bool> DegradedAsync(OperatorHarness h, int index, string reason, TimeSpan timeout)
+    {
+        var clock = Stopwatch.StartNew();
+        while (clock.Elapsed < timeout)
+        {
+            var config = await h.GetAsync<XlbNodeConfig>(KubeResource.XlbNodeConfigs, null, $"lb-{index + 1}");
+            if (config?.Status?.Conditions.FirstOrDefault(c => c.Type == "Degraded")?.Reason == reason)
+            {
+                return true;
+            }
+            await Task.Delay(50, Ct);
+        }
+        return false;
     }
 
     private static string Flows(string instance)

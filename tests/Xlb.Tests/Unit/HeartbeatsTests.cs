@@ -99,13 +99,13 @@ public class HeartbeatsTests
             Standby("192.0.2.4", "lb-3", 0.9),
             Standby("192.0.2.5", "lb-1", null));
         var silence = new Dictionary<string, TimeSpan> { ["lb-1"] = TimeSpan.FromSeconds(1), ["lb-3"] = TimeSpan.FromSeconds(0.2) };
-        var (effective, taken) = Takeover.Apply(spec, n => silence.TryGetValue(n, out var s) ? s : null);
+        var (effective, taken, unreachable) = Takeover.Apply(spec, n => silence.TryGetValue(n, out var s) ? s : null);
+        Assert.Empty(unreachable);
         Assert.Equal([new TakenVip("192.0.2.2", "lb-1", TimeSpan.FromSeconds(1))], taken);
         Assert.Equal(["Active", "Active", "Standby", "Standby", "Standby"], effective.Vips.Select(v => v.Role.ToString()));
         Assert.Equal(spec.Vips.Select(v => v.Address), effective.Vips.Select(v => v.Address));
-        // The config it came from is not changed; the next look is due when lb-3's VIP would go.
+        // The config it came from is not changed.
         Assert.Equal(VipRole.Standby, spec.Vips[1].Role);
-        Assert.Equal(TimeSpan.FromSeconds(0.7), Takeover.NextDeadline(spec, n => silence.TryGetValue(n, out var s) ? s : null));
 
         // Nobody silent: the very same config.
         var quiet = Takeover.Apply(spec, _ => TimeSpan.Zero);
@@ -116,6 +116,44 @@ public class HeartbeatsTests
         Assert.Equal(["192.0.2.2", "192.0.2.3"], left.Taken.Select(t => t.Address));
         // A peer this node does not know (no address in the config): never taken from.
         Assert.Empty(Takeover.Apply(spec, _ => null).Taken);
+        // A silent peer seen renewing its Lease keeps its VIPs, and is named; one that is leaving does not.
+        var renewing = Takeover.Apply(spec, n => silence.TryGetValue(n, out var s) ? s : null, n => n == "lb-1");
+        Assert.Same(spec, renewing.Effective);
+        Assert.Empty(renewing.Taken);
+        Assert.Equal(["lb-1"], renewing.Unreachable);
+        Assert.Equal(["lb-1"], renewing.Overdue);
+        Assert.Equal(2, Takeover.Apply(spec, n => n == "lb-1" ? TimeSpan.MaxValue : TimeSpan.Zero, _ => true).Taken.Count);
+    }
+
+    [Fact]
+    public void A_silent_peer_counts_as_renewing_from_a_change_of_its_Lease_seen_while_watched_until_it_goes_stale()
+    {
+        var e = new LeaseEvidence();
+        e.Watch(["a"]);
+        e.Observe("b", "t1", 0); // not watched: ignored
+        e.Observe("a", "t1", 0);
+        Assert.False(e.Renewing("a", 0)); // a renewal from before it fell silent proves nothing
+        e.Observe("a", "t1", 250);
+        Assert.False(e.Renewing("a", 250));
+        e.Observe("a", "t2", 500);
+        Assert.True(e.Renewing("a", 500));
+        Assert.True(e.Renewing("a", 3500));
+        Assert.False(e.Renewing("a", 3501)); // no renewal for 3 s: dead after all
+        e.Observe("a", "t3", 4000);
+        Assert.True(e.Renewing("a", 4000));
+        e.Observe("a", null, 4250); // the Lease is gone (a drain deletes it)
+        Assert.False(e.Renewing("a", 4250));
+        e.Observe("a", "t4", 4500); // a Lease again: its agent is back and renews
+        Assert.True(e.Renewing("a", 4500));
+        // Forgotten when no longer watched, and a baseline again when watched anew.
+        e.Observe("a", "t5", 4750);
+        Assert.True(e.Renewing("a", 4750));
+        e.Watch([]);
+        Assert.False(e.Renewing("a", 4750));
+        e.Watch(["a"]);
+        e.Observe("a", "t5", 5000);
+        Assert.False(e.Renewing("a", 5000));
+        Assert.False(e.Renewing("b", 5000));
     }
 
     private static Node LbNode(string name, string? address) => new()
