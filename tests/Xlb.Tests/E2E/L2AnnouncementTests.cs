@@ -1,5 +1,7 @@
 using System.Buffers.Binary;
 using System.Net;
+using System.Net.Sockets;
+using Xlb.Agent.Core;
 using Xlb.Cli.Testbed;
 using Xlb.Crds;
 using Xlb.Crds.Serialization;
@@ -103,6 +105,87 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
         }
         finally
         {
+            Directory.Delete(manifests, recursive: true);
+            output.WriteLine(bed.Log.ToString());
+        }
+    }
+
+    [Fact]
+    public async Task A_standby_whose_active_node_falls_silent_takes_its_vips_and_announces_them_and_gives_them_back_when_it_is_heard_again()
+    {
+        Privileged.Require();
+        var ct = TestContext.Current.CancellationToken;
+        await using var bed = Testbed.Create("gt", backends: 1);
+        var topology = bed.Topology;
+        var mac = DataPlaneFixtureMac(topology);
+        var manifests = Examples.CopyToTemp("demo");
+        File.WriteAllText(Path.Combine(manifests, "10-pool.yaml"), Examples.DualStackPool);
+        File.WriteAllText(Path.Combine(manifests, "30-web.yaml"), Mappings);
+        using var capture = FrameCapture.Start(topology.Client);
+        // The test plays the VIPs' active node, lb-0, at the client's address: its heartbeats go to the LB's address on the client's link.
+        using var peer = Netns.Run(topology.Client, () => new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp));
+        var agentAt = new IPEndPoint(IPAddress.Parse("10.200.0.1"), SyncedFlows.DefaultPort);
+        using var beating = new CancellationTokenSource();
+        async Task BeatAsync(CancellationToken stop)
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                await peer.SendToAsync(Heartbeats.Encode(new Heartbeat("lb-0", false)), agentAt, CancellationToken.None);
+                await Task.Delay(100, CancellationToken.None);
+            }
+        }
+        try
+        {
+            using var stack = StandaloneStack.Start(topology, manifests, "lb-1", bed.Log, "--announce-count", "1");
+            var config = await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
+            List<IPAddress> Heard(TimeSpan timeout, int enough) =>
+                [.. capture.Collect(f => Announced(f, mac) is not null, fs => fs.Count >= enough, timeout).Select(f => Announced(f, mac)!)];
+            Assert.Equal(2, Heard(TimeSpan.FromSeconds(10), 2).Count);
+
+            // By hand from here: this node stands by for lb-0, which takes 600 ms of silence to be taken from.
+            Netns.Stop(stack.Operator, TimeSpan.FromSeconds(5));
+            var beats = BeatAsync(beating.Token);
+            var standby = config with
+            {
+                Spec = config.Spec with
+                {
+                    Revision = config.Spec.Revision + 1,
+                    Vips = [.. config.Spec.Vips.Select(v => v with { Role = VipRole.Standby, ActiveNode = "lb-0", TakeoverAfter = new Duration(TimeSpan.FromMilliseconds(600)) })],
+                    FailoverPeers = [new NodeFailoverPeer { Node = "lb-0", Address = LbTopology.ClientAddress, Interval = new Duration(TimeSpan.FromMilliseconds(200)) }],
+                },
+            };
+            await File.WriteAllTextAsync(stack.NodeConfigPath + ".tmp", Manifests.ToYaml(standby), ct);
+            File.Move(stack.NodeConfigPath + ".tmp", stack.NodeConfigPath, overwrite: true);
+            await stack.WaitAppliedAsync(standby.Spec.Revision, TimeSpan.FromSeconds(30), ct);
+            // Heard: nothing is taken, nothing announced.
+            Assert.Empty(Heard(TimeSpan.FromSeconds(2), 1));
+            Assert.Matches(@"10\.250\.0\.40 +standby", stack.Status());
+
+            // lb-0 falls silent: this node takes both VIPs and tells the link, at once.
+            await beating.CancelAsync();
+            await beats;
+            var silent = System.Diagnostics.Stopwatch.StartNew();
+            var taken = Heard(TimeSpan.FromSeconds(5), 2);
+            output.WriteLine($"both VIPs announced {silent.ElapsedMilliseconds} ms after the last heartbeat");
+            Assert.Equal([IPAddress.Parse(Vip4), IPAddress.Parse(Vip6)], taken.Take(2).OrderBy(a => a.AddressFamily));
+            Assert.Matches(@"10\.250\.0\.40 +active", stack.Status());
+
+            // lb-0 is heard again: the VIPs are its own again, and this node no longer answers for them.
+            using var again = new CancellationTokenSource();
+            var resumed = BeatAsync(again.Token);
+            var back = System.Diagnostics.Stopwatch.StartNew();
+            while (!System.Text.RegularExpressions.Regex.IsMatch(stack.Status(), @"10\.250\.0\.40 +standby") && back.Elapsed < TimeSpan.FromSeconds(5))
+            {
+                await Task.Delay(50, ct);
+            }
+            Assert.Matches(@"10\.250\.0\.40 +standby", stack.Status());
+            Assert.Matches(@"fd00:250::40 +standby", stack.Status());
+            await again.CancelAsync();
+            await resumed;
+        }
+        finally
+        {
+            await beating.CancelAsync();
             Directory.Delete(manifests, recursive: true);
             output.WriteLine(bed.Log.ToString());
         }
