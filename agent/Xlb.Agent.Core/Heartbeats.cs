@@ -18,11 +18,11 @@ public readonly record struct Heartbeat(string Node, bool Leaving);
 /// </summary>
 public static class Heartbeats
 {
-    /// <summary>"XLBH", then the version, a flags byte, and the node name's length.</summary>
+    /// <summary>"XLBH"; the header's count is the node name's length (<see cref="PeerDatagrams"/>).</summary>
     private const uint Magic = 0x584c4248;
     private const byte Version = 1;
-    private const int HeaderBytes = 8;
-    private const byte Authenticated = 1;
+    private const int HeaderBytes = PeerDatagrams.HeaderBytes;
+    /// <summary>Header flag: the node is leaving.</summary>
     private const byte LeavingFlag = 2;
     /// <summary>The longest node name (a Kubernetes object name).</summary>
     public const int MaxNodeBytes = 253;
@@ -30,7 +30,7 @@ public static class Heartbeats
     /// <summary>Whether a datagram is a heartbeat (and not flow sync), by its first four bytes.</summary>
     public static bool Is(ReadOnlySpan<byte> d) => d.Length >= 4 && BinaryPrimitives.ReadUInt32BigEndian(d) == Magic;
 
-    /// <summary>The datagram of a heartbeat; with a <paramref name="key"/> it is authenticated (<see cref="PeerAuth"/>).</summary>
+    /// <summary>The datagram of a heartbeat; with a <paramref name="key"/> it is authenticated (<see cref="PeerDatagrams"/>).</summary>
     public static byte[] Encode(Heartbeat h, byte[]? key = null, long unixMs = 0)
     {
         var name = Encoding.UTF8.GetBytes(h.Node);
@@ -38,15 +38,12 @@ public static class Heartbeats
         {
             throw new ArgumentException($"a node name of {name.Length} bytes", nameof(h));
         }
-        var d = new byte[HeaderBytes + name.Length + (key is null ? 0 : PeerAuth.Bytes)];
-        BinaryPrimitives.WriteUInt32BigEndian(d, Magic);
-        d[4] = Version;
-        d[5] = (byte)((key is null ? 0 : Authenticated) | (h.Leaving ? LeavingFlag : 0));
-        BinaryPrimitives.WriteUInt16BigEndian(d.AsSpan(6), (ushort)name.Length);
+        var d = new byte[HeaderBytes + name.Length + (key is null ? 0 : PeerDatagrams.Bytes)];
+        PeerDatagrams.WriteHeader(d, Magic, Version, h.Leaving ? LeavingFlag : (byte)0, key is not null, (ushort)name.Length);
         name.CopyTo(d, HeaderBytes);
         if (key is not null)
         {
-            PeerAuth.Seal(d, HeaderBytes + name.Length, key, unixMs);
+            PeerDatagrams.Seal(d, HeaderBytes + name.Length, key, unixMs);
         }
         return d;
     }
@@ -57,32 +54,18 @@ public static class Heartbeats
     /// </summary>
     public static Heartbeat Decode(ReadOnlySpan<byte> d, IReadOnlyList<byte[]> keys, long nowUnixMs)
     {
-        if (d.Length < HeaderBytes || !Is(d))
-        {
-            throw new FormatException("not a heartbeat");
-        }
-        if (d[4] != Version)
-        {
-            throw new FormatException($"heartbeat version {d[4]}; this agent speaks {Version}");
-        }
-        var authenticated = (d[5] & Authenticated) != 0;
-        if (authenticated != keys.Count > 0)
-        {
-            throw new FormatException(authenticated
-                ? "an authenticated heartbeat, and this agent has no key (--flow-sync-key-file)"
-                : "an unauthenticated heartbeat, and this agent takes only those its key (--flow-sync-key-file) authenticates");
-        }
-        var n = BinaryPrimitives.ReadUInt16BigEndian(d[6..]);
+        var (flags, n) = PeerDatagrams.ReadHeader(d, Magic, Version, keys.Count > 0, "heartbeat");
+        var authenticated = keys.Count > 0;
         var end = HeaderBytes + n;
-        if (n is 0 or > MaxNodeBytes || d.Length != end + (authenticated ? PeerAuth.Bytes : 0))
+        if (n is 0 or > MaxNodeBytes || d.Length != end + (authenticated ? PeerDatagrams.Bytes : 0))
         {
             throw new FormatException($"a heartbeat of {d.Length} bytes with a node name of {n}");
         }
         if (authenticated)
         {
-            PeerAuth.Check(d, end, keys, nowUnixMs, "flow-sync key");
+            PeerDatagrams.Check(d, end, keys, nowUnixMs, "flow-sync key");
         }
-        return new Heartbeat(Encoding.UTF8.GetString(d[HeaderBytes..end]), (d[5] & LeavingFlag) != 0);
+        return new Heartbeat(Encoding.UTF8.GetString(d[HeaderBytes..end]), (flags & LeavingFlag) != 0);
     }
 }
 

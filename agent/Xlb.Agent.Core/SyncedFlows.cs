@@ -29,15 +29,13 @@ public static class SyncedFlows
     /// <summary>The UDP port agents send flows to and listen on by default.</summary>
     public const int DefaultPort = 9476;
 
-    /// <summary>"XLBF", then the version, a flags byte (<see cref="Authenticated"/>) and the record count.</summary>
+    /// <summary>"XLBF"; the header's count is the number of records (<see cref="PeerDatagrams"/>).</summary>
     private const uint Magic = 0x584c4246;
     private const byte Version = 1;
-    public const int HeaderBytes = 8;
+    public const int HeaderBytes = PeerDatagrams.HeaderBytes;
     public const int RecordBytes = 68;
-    /// <summary>Header flag: the records are followed by the sending time and a tag (<see cref="AuthBytes"/>).</summary>
-    private const byte Authenticated = 1;
-    /// <summary>An authenticated datagram's trailer (<see cref="PeerAuth"/>).</summary>
-    public const int AuthBytes = PeerAuth.Bytes;
+    /// <summary>An authenticated datagram's trailer (<see cref="PeerDatagrams"/>).</summary>
+    public const int AuthBytes = PeerDatagrams.Bytes;
     /// <summary>Records per datagram: a datagram stays within 1,400 bytes (no fragmentation on usual links).</summary>
     public const int RecordsPerDatagram = (1400 - HeaderBytes - AuthBytes) / RecordBytes;
     /// <summary>The flow flags that say how a connection ended; a copy carries them.</summary>
@@ -56,10 +54,7 @@ public static class SyncedFlows
         {
             var n = Math.Min(RecordsPerDatagram, flows.Count - start);
             var d = new byte[HeaderBytes + n * RecordBytes + trailer];
-            BinaryPrimitives.WriteUInt32BigEndian(d, Magic);
-            d[4] = Version;
-            d[5] = key is null ? (byte)0 : Authenticated;
-            BinaryPrimitives.WriteUInt16BigEndian(d.AsSpan(6), (ushort)n);
+            PeerDatagrams.WriteHeader(d, Magic, Version, 0, key is not null, (ushort)n);
             for (var i = 0; i < n; i++)
             {
                 var f = flows[start + i];
@@ -78,7 +73,7 @@ public static class SyncedFlows
             }
             if (key is not null)
             {
-                PeerAuth.Seal(d, HeaderBytes + n * RecordBytes, key, unixMs);
+                PeerDatagrams.Seal(d, HeaderBytes + n * RecordBytes, key, unixMs);
             }
             datagrams.Add(d);
         }
@@ -88,7 +83,7 @@ public static class SyncedFlows
     /// <summary>
     /// The flows of one datagram; a datagram that is not one throws <see cref="FormatException"/>.
     /// With a <paramref name="key"/> only an authenticated datagram is taken, whose tag the key
-    /// makes and whose sending time is within <see cref="PeerAuth.MaxClockSkew"/> of <paramref name="nowUnixMs"/>;
+    /// makes and whose sending time is within <see cref="PeerDatagrams.MaxClockSkew"/> of <paramref name="nowUnixMs"/>;
     /// without one, only an unauthenticated datagram (a peer with a key and one without do not
     /// understand each other, and say so).
     /// </summary>
@@ -101,22 +96,8 @@ public static class SyncedFlows
     /// </summary>
     public static List<SyncedFlow> Decode(ReadOnlySpan<byte> d, IReadOnlyList<byte[]> keys, long nowUnixMs)
     {
-        if (d.Length < HeaderBytes || BinaryPrimitives.ReadUInt32BigEndian(d) != Magic)
-        {
-            throw new FormatException("not a flow-sync datagram");
-        }
-        if (d[4] != Version)
-        {
-            throw new FormatException($"flow-sync version {d[4]}; this agent speaks {Version}");
-        }
-        var authenticated = (d[5] & Authenticated) != 0;
-        if (authenticated != keys.Count > 0)
-        {
-            throw new FormatException(authenticated
-                ? "an authenticated datagram, and this agent has no flow-sync key (--flow-sync-key-file)"
-                : "an unauthenticated datagram, and this agent takes only those its flow-sync key authenticates");
-        }
-        var n = BinaryPrimitives.ReadUInt16BigEndian(d[6..]);
+        var (_, n) = PeerDatagrams.ReadHeader(d, Magic, Version, keys.Count > 0, "flow-sync datagram");
+        var authenticated = keys.Count > 0;
         var end = HeaderBytes + n * RecordBytes;
         if (d.Length != end + (authenticated ? AuthBytes : 0))
         {
@@ -124,7 +105,7 @@ public static class SyncedFlows
         }
         if (authenticated)
         {
-            PeerAuth.Check(d, end, keys, nowUnixMs, "flow-sync key");
+            PeerDatagrams.Check(d, end, keys, nowUnixMs, "flow-sync key");
         }
         var flows = new List<SyncedFlow>(n);
         for (var i = 0; i < n; i++)

@@ -30,9 +30,9 @@ public sealed class FlowSyncKeyFile(string path)
             return null;
         }
         var key = File.ReadAllBytes(file).AsSpan().TrimEnd("\r\n"u8).ToArray();
-        return key.Length >= Core.PeerAuth.MinKeyBytes
+        return key.Length >= Core.PeerDatagrams.MinKeyBytes
             ? key
-            : throw new FormatException($"{file}: the key has {key.Length} bytes; at least {Core.PeerAuth.MinKeyBytes}");
+            : throw new FormatException($"{file}: the key has {key.Length} bytes; at least {Core.PeerDatagrams.MinKeyBytes}");
     }
 
     /// <summary>Reads the file again: true when it holds a new good key, which is current from now on.</summary>

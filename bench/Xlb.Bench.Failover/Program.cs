@@ -30,7 +30,6 @@ if (!OnPath("bird"))
 }
 
 const string Vip = "10.250.0.90";
-const string RouterId = "10.255.0.1";
 const int Held = 4;
 var window = intervalMs * multiplier;
 var results = new List<(double Detected, double Routed, double Answered, int Survived)>();
@@ -68,13 +67,9 @@ return 0;
 async Task<(double Detected, double Routed, double Answered, int Survived)> RoundAsync(TextWriter log)
 {
     using var topology = RoutedPairTopology.Create(LbTopology.NewPrefix("fo"));
-    Netns.Ip(topology.Router, "route", "del", RoutedPairTopology.VipPool);
-    Netns.Ip(topology.Router, "addr", "add", RouterId + "/32", "dev", "lo");
+    using var bird = topology.StartBgpRouter(log);
     await using var backend1 = HttpBackend.Start(topology.Backends[0], "backend-1", IPAddress.Parse(RoutedPairTopology.BackendAddress(1)), Testbed.BackendPort);
     await using var backend2 = HttpBackend.Start(topology.Backends[1], "backend-2", IPAddress.Parse(RoutedPairTopology.BackendAddress(2)), Testbed.BackendPort);
-    using var bird = BirdPeer.Start(topology.Router, RouterId,
-        [new("lb1", RouterId, RoutedPairTopology.LbAddress(1), 65000, 65000), new("lb2", RouterId, RoutedPairTopology.LbAddress(2), 65000, 65000)],
-        log, "protocol direct { ipv4; }");
     var manifests = Directory.CreateTempSubdirectory("xlb-bench-failover-").FullName;
     var held = new List<KeepAliveClient>();
     try
@@ -218,47 +213,7 @@ static bool TookOver(StandaloneStack stack)
     }
 }
 
-string Manifests() => $$$"""
-    apiVersion: v1
-    kind: Node
-    metadata: {name: lb-1}
-    status:
-      addresses: [{type: InternalIP, address: {{{RoutedPairTopology.LbAddress(1)}}}}]
-    ---
-    apiVersion: v1
-    kind: Node
-    metadata: {name: lb-2}
-    status:
-      addresses: [{type: InternalIP, address: {{{RoutedPairTopology.LbAddress(2)}}}}]
-    ---
-    apiVersion: xlb.io/v1alpha1
-    kind: LoadBalancerPool
-    metadata: {name: pool}
-    spec: {blocks: ["{{{RoutedPairTopology.VipPool}}}"]}
-    ---
-    apiVersion: xlb.io/v1alpha1
-    kind: VipShard
-    metadata: {name: edge}
-    spec:
-      poolRef: pool
-      placement: {strategy: Pinned, nodes: [lb-1, lb-2]}
-      failover: {detection: {interval: {{{intervalMs}}}ms, multiplier: {{{multiplier}}}}}
-      announcement: {mode: BGP, peers: [{address: {{{RouterId}}}, asn: 65000, myAsn: 65000}]}
-      flowSync: {enabled: true}
-    ---
-    apiVersion: xlb.io/v1alpha1
-    kind: PortMapping
-    metadata: {name: web, namespace: demo}
-    spec:
-      shardRef: edge
-      vip: {{{Vip}}}
-      ports: [{name: http, port: 80, targetPort: {{{Testbed.BackendPort}}}}]
-      scheduling: {algorithm: LeastConn}
-      backend:
-        endpoints:
-          - address: {{{RoutedPairTopology.BackendAddress(1)}}}
-          - address: {{{RoutedPairTopology.BackendAddress(2)}}}
-    """;
+string Manifests() => RoutedPairTopology.FailoverManifests(Vip, $"{intervalMs}ms", multiplier, RoutedPairTopology.BgpAnnouncement);
 
 static bool OnPath(string tool) =>
     (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Any(d => File.Exists(Path.Combine(d, tool)));

@@ -76,6 +76,81 @@ public sealed class RoutedPairTopology : IDisposable
         RouteVipsTo(1);
     }
 
+    /// <summary>The router's BGP address (on its loopback), which both LB nodes reach through it.</summary>
+    public const string RouterId = "10.255.0.1";
+
+    /// <summary>
+    /// Makes the router learn the VIPs by BGP only: the static route to the pool goes, and BIRD on
+    /// the router (at <see cref="RouterId"/>) peers with both LB nodes in AS 65000.
+    /// </summary>
+    public BirdPeer StartBgpRouter(TextWriter log)
+    {
+        Netns.Ip(Router, "route", "del", VipPool);
+        Netns.Ip(Router, "addr", "add", RouterId + "/32", "dev", "lo");
+        return BirdPeer.Start(Router, RouterId,
+            [new("lb1", RouterId, LbAddress(1), 65000, 65000), new("lb2", RouterId, LbAddress(2), 65000, 65000)],
+            log, "protocol direct { ipv4; }");
+    }
+
+    /// <summary>A VipShard's announcement to the router's BIRD (<see cref="StartBgpRouter"/>), as a YAML flow mapping.</summary>
+    public const string BgpAnnouncement = "{mode: BGP, peers: [{address: " + RouterId + ", asn: 65000, myAsn: 65000}]}";
+
+    /// <summary>
+    /// PortMapping demo/<paramref name="name"/> on port 80 of <paramref name="vip"/> in
+    /// <paramref name="shard"/>, LeastConn over both backends (so two held connections are on
+    /// both, and a node that chooses afresh chooses otherwise).
+    /// </summary>
+    public static string Mapping(string shard, string vip, string? name = null) => $$$"""
+        apiVersion: xlb.io/v1alpha1
+        kind: PortMapping
+        metadata: {name: {{{name ?? "web-" + shard}}}, namespace: demo}
+        spec:
+          shardRef: {{{shard}}}
+          vip: {{{vip}}}
+          ports: [{name: http, port: 80, targetPort: {{{Testbed.BackendPort}}}}]
+          scheduling: {algorithm: LeastConn}
+          backend:
+            endpoints:
+              - address: {{{BackendAddress(1)}}}
+              - address: {{{BackendAddress(2)}}}
+        """;
+
+    /// <summary>
+    /// Standalone manifests of both LB nodes (lb-1, lb-2, with their addresses), a pool, shard
+    /// "edge" pinned to lb-1 then lb-2 with flow sync and the given detection and announcement,
+    /// and <see cref="Mapping"/> "web" on <paramref name="vip"/>.
+    /// </summary>
+    public static string FailoverManifests(string vip, string interval, int multiplier, string announcement) => $$$"""
+        apiVersion: v1
+        kind: Node
+        metadata: {name: lb-1}
+        status:
+          addresses: [{type: InternalIP, address: {{{LbAddress(1)}}}}]
+        ---
+        apiVersion: v1
+        kind: Node
+        metadata: {name: lb-2}
+        status:
+          addresses: [{type: InternalIP, address: {{{LbAddress(2)}}}}]
+        ---
+        apiVersion: xlb.io/v1alpha1
+        kind: LoadBalancerPool
+        metadata: {name: pool}
+        spec: {blocks: ["{{{VipPool}}}"]}
+        ---
+        apiVersion: xlb.io/v1alpha1
+        kind: VipShard
+        metadata: {name: edge}
+        spec:
+          poolRef: pool
+          placement: {strategy: Pinned, nodes: [lb-1, lb-2]}
+          failover: {detection: {interval: {{{interval}}}, multiplier: {{{multiplier}}}}}
+          announcement: {{{announcement}}}
+          flowSync: {enabled: true}
+        ---
+        {{{Mapping("edge", vip, "web")}}}
+        """;
+
     /// <summary>The router sends the VIP pool to LB node <paramref name="i"/> from now on.</summary>
     public void RouteVipsTo(int i) => Netns.Ip(Router, "route", "replace", VipPool, "via", LbAddress(i));
 

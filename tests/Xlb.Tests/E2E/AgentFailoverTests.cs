@@ -22,38 +22,8 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
     private const string Vip = "10.250.0.70";
-    private const string RouterId = "10.255.0.1";
-
-    private static string Manifests(bool bgp = true) => $$$"""
-        apiVersion: v1
-        kind: Node
-        metadata: {name: lb-1}
-        status:
-          addresses: [{type: InternalIP, address: {{{RoutedPairTopology.LbAddress(1)}}}}]
-        ---
-        apiVersion: v1
-        kind: Node
-        metadata: {name: lb-2}
-        status:
-          addresses: [{type: InternalIP, address: {{{RoutedPairTopology.LbAddress(2)}}}}]
-        ---
-        apiVersion: xlb.io/v1alpha1
-        kind: LoadBalancerPool
-        metadata: {name: pool}
-        spec: {blocks: ["{{{RoutedPairTopology.VipPool}}}"]}
-        ---
-        apiVersion: xlb.io/v1alpha1
-        kind: VipShard
-        metadata: {name: edge}
-        spec:
-          poolRef: pool
-          placement: {strategy: Pinned, nodes: [lb-1, lb-2]}
-          failover: {detection: {interval: 200ms, multiplier: 3}}
-          {{{(bgp ? $"announcement: {{mode: BGP, peers: [{{address: {RouterId}, asn: 65000, myAsn: 65000}}]}}" : "announcement: {mode: L2}")}}}
-          flowSync: {enabled: true}
-        ---
-        {{{FlowSyncEndToEndTests.Mapping("edge", Vip, "web")}}}
-        """;
+    private static string Manifests(bool bgp = true) =>
+        RoutedPairTopology.FailoverManifests(Vip, "200ms", 3, bgp ? RoutedPairTopology.BgpAnnouncement : "{mode: L2}");
 
     [Fact]
     public async Task A_standby_takes_the_VIP_from_a_silent_active_node_by_itself_and_gives_it_back_when_it_is_heard_again()
@@ -61,13 +31,9 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
         Privileged.Require();
         var log = new StringWriter();
         using var topology = RoutedPairTopology.Create(LbTopology.NewPrefix("af"));
-        Netns.Ip(topology.Router, "route", "del", RoutedPairTopology.VipPool);
-        Netns.Ip(topology.Router, "addr", "add", RouterId + "/32", "dev", "lo");
+        using var bird = topology.StartBgpRouter(log);
         await using var backend1 = HttpBackend.Start(topology.Backends[0], "backend-1", IPAddress.Parse(RoutedPairTopology.BackendAddress(1)), Testbed.BackendPort);
         await using var backend2 = HttpBackend.Start(topology.Backends[1], "backend-2", IPAddress.Parse(RoutedPairTopology.BackendAddress(2)), Testbed.BackendPort);
-        using var bird = BirdPeer.Start(topology.Router, RouterId,
-            [new("lb1", RouterId, RoutedPairTopology.LbAddress(1), 65000, 65000), new("lb2", RouterId, RoutedPairTopology.LbAddress(2), 65000, 65000)],
-            log, "protocol direct { ipv4; }");
         var manifests = Directory.CreateTempSubdirectory("xlb-failover-").FullName;
         Process? frozen = null;
         try
@@ -228,7 +194,7 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
         try
         {
             // A long detection window: a takeover within it can only come from the leaving heartbeat.
-            File.WriteAllText(Path.Combine(manifests, "all.yaml"), Manifests(bgp: false).Replace("interval: 200ms, multiplier: 3", "interval: 2s, multiplier: 10", StringComparison.Ordinal));
+            File.WriteAllText(Path.Combine(manifests, "all.yaml"), RoutedPairTopology.FailoverManifests(Vip, "2s", 10, "{mode: L2}"));
             using var stack = StandaloneStack.Start(topology.Lbs[0], [RoutedPairTopology.LbInterface], topology.Prefix.TrimEnd('-'), manifests, "lb-1", log, "--shutdown-timeout", "3");
             var lb2 = stack.StartOtherAgent("lb-2", topology.Lbs[1], [RoutedPairTopology.LbInterface], "--listen", Health.ToString());
             await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), Ct);

@@ -25,7 +25,6 @@ public sealed class BgpFailoverTests(ITestOutputHelper output)
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
     private const string Vip = "10.250.0.60";
-    private const string RouterId = "10.255.0.1";
 
     private static string Cluster() => $$$"""
         apiVersion: v1
@@ -57,12 +56,10 @@ public sealed class BgpFailoverTests(ITestOutputHelper output)
           nodeSelector: {matchLabels: {xlb.io/lb-node: "true"}}
           placement: {strategy: Pinned, nodes: [lb-1, lb-2]}
           failover: {detection: {interval: 300ms, multiplier: 3}}
-          announcement:
-            mode: BGP
-            peers: [{address: {{{RouterId}}}, asn: 65000, myAsn: 65000}]
+          announcement: {{{RoutedPairTopology.BgpAnnouncement}}}
           flowSync: {enabled: true}
         ---
-        {{{FlowSyncEndToEndTests.Mapping("edge", Vip, "web")}}}
+        {{{RoutedPairTopology.Mapping("edge", Vip, "web")}}}
         """;
 
     [Fact]
@@ -73,14 +70,9 @@ public sealed class BgpFailoverTests(ITestOutputHelper output)
         var log = new StringWriter();
         await using var h = await OperatorHarness.StartAsync();
         using var topology = RoutedPairTopology.Create(LbTopology.NewPrefix("bf"));
-        // The router learns the VIPs by BGP only, on an address of its own both nodes reach through it.
-        Netns.Ip(topology.Router, "route", "del", RoutedPairTopology.VipPool);
-        Netns.Ip(topology.Router, "addr", "add", RouterId + "/32", "dev", "lo");
+        using var bird = topology.StartBgpRouter(log);
         await using var backend1 = HttpBackend.Start(topology.Backends[0], "backend-1", IPAddress.Parse(RoutedPairTopology.BackendAddress(1)), Testbed.BackendPort);
         await using var backend2 = HttpBackend.Start(topology.Backends[1], "backend-2", IPAddress.Parse(RoutedPairTopology.BackendAddress(2)), Testbed.BackendPort);
-        using var bird = BirdPeer.Start(topology.Router, RouterId,
-            [new("lb1", RouterId, RoutedPairTopology.LbAddress(1), 65000, 65000), new("lb2", RouterId, RoutedPairTopology.LbAddress(2), 65000, 65000)],
-            log, "protocol direct { ipv4; }");
         var instances = new[] { topology.Prefix + "n1", topology.Prefix + "n2" };
         var agents = new Process?[2];
         var kubeconfigs = new List<string>();

@@ -58,25 +58,9 @@ public sealed class FlowSyncEndToEndTests(ITestOutputHelper output)
           poolRef: pool
           placement: {strategy: Pinned, nodes: [lb-1, lb-2]}
         ---
-        {{{Mapping("synced", Synced)}}}
+        {{{RoutedPairTopology.Mapping("synced", Synced)}}}
         ---
-        {{{Mapping("plain", Plain)}}}
-        """;
-
-    /// <summary>PortMapping demo/NAME on port 80 of <paramref name="vip"/>, LeastConn over the topology's two backends (port 8080).</summary>
-    internal static string Mapping(string shard, string vip, string? name = null) => $$$"""
-        apiVersion: xlb.io/v1alpha1
-        kind: PortMapping
-        metadata: {name: {{{name ?? "web-" + shard}}}, namespace: demo}
-        spec:
-          shardRef: {{{shard}}}
-          vip: {{{vip}}}
-          ports: [{name: http, port: 80, targetPort: 8080}]
-          scheduling: {algorithm: LeastConn}
-          backend:
-            endpoints:
-              - address: {{{RoutedPairTopology.BackendAddress(1)}}}
-              - address: {{{RoutedPairTopology.BackendAddress(2)}}}
+        {{{RoutedPairTopology.Mapping("plain", Plain)}}}
         """;
 
     private static Task<KeepAliveClient> Connect(RoutedPairTopology t, string vip, CancellationToken ct) =>

@@ -67,9 +67,7 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
         await using var bed = Testbed.Create("g", backends: 1);
         var topology = bed.Topology;
         var mac = DataPlaneFixtureMac(topology);
-        var manifests = Examples.CopyToTemp("demo");
-        File.WriteAllText(Path.Combine(manifests, "10-pool.yaml"), Examples.DualStackPool);
-        File.WriteAllText(Path.Combine(manifests, "30-web.yaml"), Mappings);
+        var manifests = DemoManifests();
         using var capture = FrameCapture.Start(topology.Client);
         try
         {
@@ -78,8 +76,7 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
             Assert.All(config.Spec.Vips, v => Assert.Equal(VipRole.Active, v.Role));
 
             // Taking both VIPs at start: three rounds (the default), each VIP once per round.
-            List<IPAddress> Heard(TimeSpan timeout, int enough) =>
-                [.. capture.Collect(f => Announced(f, mac) is not null, fs => fs.Count >= enough, timeout).Select(f => Announced(f, mac)!)];
+            List<IPAddress> Heard(TimeSpan timeout, int enough) => HeardOn(capture, mac, timeout, enough);
             var first = Heard(TimeSpan.FromSeconds(10), 6);
             Assert.Equal(3, first.Count(a => a.Equals(IPAddress.Parse(Vip4))));
             Assert.Equal(3, first.Count(a => a.Equals(IPAddress.Parse(Vip6))));
@@ -118,9 +115,7 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
         await using var bed = Testbed.Create("gt", backends: 1);
         var topology = bed.Topology;
         var mac = DataPlaneFixtureMac(topology);
-        var manifests = Examples.CopyToTemp("demo");
-        File.WriteAllText(Path.Combine(manifests, "10-pool.yaml"), Examples.DualStackPool);
-        File.WriteAllText(Path.Combine(manifests, "30-web.yaml"), Mappings);
+        var manifests = DemoManifests();
         using var capture = FrameCapture.Start(topology.Client);
         // The test plays the VIPs' active node, lb-0, at the client's address: its heartbeats go to the LB's address on the client's link.
         using var peer = Netns.Run(topology.Client, () => new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp));
@@ -138,8 +133,7 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
         {
             using var stack = StandaloneStack.Start(topology, manifests, "lb-1", bed.Log, "--announce-count", "1");
             var config = await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
-            List<IPAddress> Heard(TimeSpan timeout, int enough) =>
-                [.. capture.Collect(f => Announced(f, mac) is not null, fs => fs.Count >= enough, timeout).Select(f => Announced(f, mac)!)];
+            List<IPAddress> Heard(TimeSpan timeout, int enough) => HeardOn(capture, mac, timeout, enough);
             Assert.Equal(2, Heard(TimeSpan.FromSeconds(10), 2).Count);
 
             // By hand from here: this node stands by for lb-0, which takes 600 ms of silence to be taken from.
@@ -190,6 +184,19 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
             output.WriteLine(bed.Log.ToString());
         }
     }
+
+    /// <summary>The demo's manifests with a dual-stack pool and the two mappings, in a folder of their own.</summary>
+    private static string DemoManifests()
+    {
+        var manifests = Examples.CopyToTemp("demo");
+        File.WriteAllText(Path.Combine(manifests, "10-pool.yaml"), Examples.DualStackPool);
+        File.WriteAllText(Path.Combine(manifests, "30-web.yaml"), Mappings);
+        return manifests;
+    }
+
+    /// <summary>The VIPs announced from <paramref name="mac"/>, in order, once <paramref name="enough"/> came or the time is up.</summary>
+    private static List<IPAddress> HeardOn(FrameCapture capture, byte[] mac, TimeSpan timeout, int enough) =>
+        [.. capture.Collect(f => Announced(f, mac) is not null, fs => fs.Count >= enough, timeout).Select(f => Announced(f, mac)!)];
 
     private static byte[] DataPlaneFixtureMac(LbTopology topology) =>
         Bpf.DataPlaneFixture.MacBytes(LbTopology.Mac(topology.Lb, LbTopology.ClientIfOnLb));

@@ -76,7 +76,7 @@ public class SyncedFlowsTests
         Assert.Contains("s from now", Refusal(d, key, now - 31_000), StringComparison.Ordinal);
         // A node with a key and one without do not take each other's datagrams.
         Assert.Contains("unauthenticated", Refusal(SyncedFlows.Encode(flows)[0], key, now), StringComparison.Ordinal);
-        Assert.Contains("has no flow-sync key", Refusal(d, null, now), StringComparison.Ordinal);
+        Assert.Contains("has no key (--flow-sync-key-file)", Refusal(d, null, now), StringComparison.Ordinal);
 
         // While a new key reaches the nodes, a receiver takes datagrams made with it or with the one before.
         var next = "the next key, at least sixteen"u8.ToArray();
