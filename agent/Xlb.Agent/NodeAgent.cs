@@ -103,7 +103,8 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
     private bool _adopted;
     /// <summary>The socket toward the other LB nodes, flow sync and heartbeats: from the first config that names peers on.</summary>
     private PeerLink? _link;
-    private bool _linkFailed;
+    /// <summary>Why the peer socket could not be opened (it is not tried again: the port is another process's).</summary>
+    private string? _linkFailed;
     private FlowSyncer? _syncer;
     private Heartbeater? _heartbeater;
     /// <summary>Cluster mode: reads the Leases of silent peers (a peer that renews keeps its VIPs).</summary>
@@ -508,7 +509,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
     /// </summary>
     private void StartPeers(XdpDataPlane dp, XlbNodeConfigSpec spec)
     {
-        if (_link is null && (_linkFailed || spec.FlowSyncPeers.Count == 0 && spec.FailoverPeers.Count == 0))
+        if (_link is null && (_linkFailed is not null || spec.FlowSyncPeers.Count == 0 && spec.FailoverPeers.Count == 0))
         {
             return;
         }
@@ -520,7 +521,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             }
             catch (System.Net.Sockets.SocketException e)
             {
-                _linkFailed = true;
+                _linkFailed = $"cannot listen on {options.FlowSyncListen} (UDP): {e.Message}";
                 LogFlowSyncFailed(options.FlowSyncListen.ToString(), e.Message);
                 return;
             }
@@ -607,6 +608,10 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         {
             return Cond("Degraded", "True", "PeerSilent", "took over " + string.Join("; ", _taken.GroupBy(t => t.From).Select(g =>
                 $"{g.Count()} VIP(s) from {g.Key} ({(g.First().Silent == TimeSpan.MaxValue ? "leaving" : "no heartbeat")}: {string.Join(", ", g.Take(5).Select(t => t.Address))})")), config);
+        }
+        if (_linkFailed is { } failed && (config.Spec.FailoverPeers.Count > 0 || config.Spec.FlowSyncPeers.Count > 0))
+        {
+            return Cond("Degraded", "True", "PeerPortUnavailable", $"{failed}: no heartbeats and no flow sync with the other LB nodes; this node takes no VIP over by itself (--flow-sync-listen)", config);
         }
         if (_unreachable.Count > 0)
         {

@@ -222,6 +222,32 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task A_node_whose_peer_port_is_taken_says_so()
+    {
+        Privileged.Require();
+        var log = new StringWriter();
+        using var topology = RoutedPairTopology.Create(LbTopology.NewPrefix("ap"));
+        var manifests = Directory.CreateTempSubdirectory("xlb-failover-").FullName;
+        try
+        {
+            File.WriteAllText(Path.Combine(manifests, "all.yaml"), Manifests(bgp: false));
+            // Another process holds lb-2's UDP port.
+            using var squatter = Netns.Run(topology.Lbs[1], () => new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Dgram, System.Net.Sockets.ProtocolType.Udp));
+            squatter.Bind(new IPEndPoint(IPAddress.Any, 9477));
+            using var stack = StandaloneStack.Start(topology.Lbs[0], [RoutedPairTopology.LbInterface], topology.Prefix.TrimEnd('-'), manifests, "lb-1", log);
+            var lb2 = stack.StartOtherAgent("lb-2", topology.Lbs[1], [RoutedPairTopology.LbInterface], "--flow-sync-listen", "0.0.0.0:9477");
+            await stack.WaitAppliedAsync("lb-2", lb2, 1, TimeSpan.FromSeconds(60), Ct);
+            Assert.True(await WaitAsync(() => Degraded(stack) is { Reason: "PeerPortUnavailable" }, TimeSpan.FromSeconds(10)), $"lb-2 does not say its port is taken: {Degraded(stack)}");
+            Assert.StartsWith("cannot listen on 0.0.0.0:9477 (UDP)", Degraded(stack)!.Value.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(manifests, recursive: true);
+            output.WriteLine(log.ToString());
+        }
+    }
+
     private static void Signal(Process p, string signal) => Process.Start("kill", ["-" + signal, p.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!.WaitForExit();
 
     private static string Flows(StandaloneStack stack)
