@@ -126,6 +126,16 @@ public sealed class PeerLiveness
         : _peers.TryGetValue(peer, out var p) && p.Heard is { } at ? TimeSpan.FromMilliseconds(Math.Max(0, nowMs - at))
         : null;
 
+    /// <summary>
+    /// How a peer is heard: Heard (within <paramref name="silentAfter"/>), Silent, Leaving, or
+    /// Unheard (never); null when it is not a peer.
+    /// </summary>
+    public string? State(string peer, long nowMs, TimeSpan silentAfter) =>
+        !_peers.TryGetValue(peer, out var p) ? null
+        : _leaving.Contains(peer) ? "Leaving"
+        : p.Heard is not { } at ? "Unheard"
+        : nowMs - at <= silentAfter.TotalMilliseconds ? "Heard" : "Silent";
+
     /// <summary>The peers not heard once in the <paramref name="after"/> since they became peers, by name.</summary>
     public List<string> NeverHeard(long nowMs, TimeSpan after) =>
         [.. _peers.Where(p => p.Value.Heard is null && nowMs - p.Value.Since >= after.TotalMilliseconds).Select(p => p.Key).Order(StringComparer.Ordinal)];

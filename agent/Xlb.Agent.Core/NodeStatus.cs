@@ -71,6 +71,8 @@ public sealed record NodeStatusReport
     public int NatPortRange { get; init; }
     /// <summary>The agent's BGP sessions as its status reports them (with --node-config, from the status file beside it); null when not known.</summary>
     public IReadOnlyList<BgpSessionStatus>? BgpSessions { get; init; }
+    /// <summary>The agent's failover peers as its status reports them; null when not known.</summary>
+    public IReadOnlyList<FailoverPeerStatus>? FailoverPeers { get; init; }
 }
 
 /// <summary>New DSR flows entered into the flow tables, and ICMP "too big" answers sent, per CPU per second (0: no limit).</summary>

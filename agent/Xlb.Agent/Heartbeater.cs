@@ -240,10 +240,21 @@ public sealed partial class Heartbeater
         return true;
     }
 
-    /// <summary>What the agent's apply and report depend on: the watched pairs past their takeover time, and the peers never heard.</summary>
+    /// <summary>What the agent's apply and report depend on: the watched pairs past their takeover time, the peers never heard, and how each peer is heard.</summary>
     private string Overdue(long now) =>
         string.Join(",", _watched.Where(w => _liveness.SilentFor(w.Node, now) is { } silent && silent >= w.After).Select(w => $"{w.Node}/{w.After.Ticks}"))
-        + "|" + string.Join(",", NeverHeard(now));
+        + "|" + string.Join(",", NeverHeard(now))
+        + "|" + string.Join(",", _peers.Values.Select(p => $"{p.Node}={_liveness.State(p.Node, now, 3 * p.Interval)}"));
+
+    /// <summary>How each peer is heard (<see cref="PeerLiveness.State"/>; silent after three of its intervals without a heartbeat), by name.</summary>
+    public List<(string Node, string State)> States()
+    {
+        lock (_gate)
+        {
+            var now = NowMs;
+            return [.. _peers.Values.OrderBy(p => p.Node, StringComparer.Ordinal).Select(p => (p.Node, _liveness.State(p.Node, now, 3 * p.Interval) ?? "Unheard"))];
+        }
+    }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "heartbeats: peers {Peers}")]
     private partial void LogPeers(string peers);

@@ -690,6 +690,12 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             {
                 Peer = b.Peer.Address, State = b.State, AdvertisedRoutes = b.Advertised.Count, LastError = b.State == "Established" ? null : b.LastError,
             })],
+            FailoverPeers = [.. (_heartbeater?.States() ?? []).Select(p => new FailoverPeerStatus
+            {
+                Node = p.Node,
+                State = _unreachable.Contains(p.Node) ? "Unreachable" : p.State,
+                VipsTakenOver = _taken.Count(t => t.From == p.Node),
+            })],
             Conditions = conditions,
         }, ct);
     }

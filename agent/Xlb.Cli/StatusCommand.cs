@@ -22,6 +22,7 @@ public static class StatusCommand
         XlbNodeConfigSpec? spec = null;
         IReadOnlyCollection<string>? unhealthy = null;
         List<BgpSessionStatus>? sessions = null;
+        List<FailoverPeerStatus>? peers = null;
         try
         {
             if (nodeConfig is not null)
@@ -39,9 +40,15 @@ public static class StatusCommand
                         AdvertisedRoutes = n["advertisedRoutes"]?.Deserialize<int>() ?? 0,
                         LastError = n["lastError"]?.GetValue<string>(),
                     }).ToList();
+                    peers = status["failoverPeers"]?.AsArray().Select(n => new FailoverPeerStatus
+                    {
+                        Node = n!["node"]!.GetValue<string>(),
+                        State = n["state"]!.GetValue<string>(),
+                        VipsTakenOver = n["vipsTakenOver"]?.Deserialize<int>() ?? 0,
+                    }).ToList();
                 }
             }
-            var report = NodeStatus.Build(Xlb.Agent.DataPlaneSnapshot.Read(pinRoot), spec, unhealthy, flows) with { BgpSessions = sessions };
+            var report = NodeStatus.Build(Xlb.Agent.DataPlaneSnapshot.Read(pinRoot), spec, unhealthy, flows) with { BgpSessions = sessions, FailoverPeers = peers };
             var node = JsonSerializer.SerializeToNode(report, Json)!;
             switch (output)
             {
@@ -118,6 +125,12 @@ public static class StatusCommand
             sb.AppendLine().AppendLine("BGP SESSIONS");
             Columns(sb, "  ", ["PEER", "STATE", "ROUTES", "LAST ERROR"],
                 bgp.Select(b => new[] { b.Peer, b.State, N((ulong)b.AdvertisedRoutes), b.LastError ?? "-" }));
+        }
+
+        if (r.FailoverPeers is { Count: > 0 } failover)
+        {
+            sb.AppendLine().AppendLine("FAILOVER PEERS");
+            Columns(sb, "  ", ["NODE", "STATE", "VIPS TAKEN OVER"], failover.Select(p => new[] { p.Node, p.State, N((ulong)p.VipsTakenOver) }));
         }
 
         sb.AppendLine().AppendLine("COUNTERS");

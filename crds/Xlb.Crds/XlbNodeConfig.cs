@@ -346,9 +346,23 @@ public sealed record XlbNodeConfigStatus
     /// <summary>This node's BGP sessions (announcement mode BGP), by neighbour.</summary>
     [ListMap("peer")]
     public List<BgpSessionStatus> BgpSessions { get; init; } = [];
+    /// <summary>The nodes this node's agent exchanges heartbeats with (failoverPeers), as it hears them.</summary>
+    [ListMap("node")]
+    public List<FailoverPeerStatus> FailoverPeers { get; init; } = [];
     /// <summary>Applied, Ready, Degraded.</summary>
     [ListMap("type")]
     public List<Condition> Conditions { get; init; } = [];
+}
+
+/// <summary>A failover peer as the agent hears it.</summary>
+public sealed record FailoverPeerStatus
+{
+    /// <summary>The peer's node name.</summary>
+    public required string Node { get; init; }
+    /// <summary>Heard (a heartbeat within three intervals), Silent, Leaving (it drains), Unheard (never, since it became a peer: nothing is taken from it) or Unreachable (silent, but it renews its Lease: its VIPs stay with it).</summary>
+    public required string State { get; init; }
+    /// <summary>Standby VIPs of this node that it serves because the peer is silent or leaving.</summary>
+    public int VipsTakenOver { get; init; }
 }
 
 /// <summary>One BGP session as the agent sees it.</summary>

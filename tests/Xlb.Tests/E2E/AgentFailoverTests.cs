@@ -72,6 +72,7 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
             Assert.Contains("1 VIP(s) from lb-1 (no heartbeat", Degraded(stack)!.Value.Message, StringComparison.Ordinal);
             Assert.Contains("xlb_vips_taken_over 1\n", (await HttpProbe.StatusAsync(topology.Lbs[1], Health, "/metrics", Ct)).Body, StringComparison.Ordinal);
             Assert.Matches(Vip.Replace(".", "\\.", StringComparison.Ordinal) + " +active", stack.StatusOf("lb-2"));
+            Assert.Matches(@"FAILOVER PEERS\n +NODE +STATE +VIPS TAKEN OVER\n +lb-1 +Silent +1\n", stack.StatusOf("lb-2"));
             Assert.True(await bird.WaitRoutesAsync(_ => bird.Show("lb2").Contains("Routes:         1 imported", StringComparison.Ordinal), TimeSpan.FromSeconds(10), Ct),
                 $"lb-2 does not advertise {Vip}:\n{bird.Show("lb2")}");
             await Task.Delay(TimeSpan.FromSeconds(2) - paused.Elapsed, Ct);
@@ -80,6 +81,7 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
             // Heard again: it gives the VIP back and withdraws its route.
             Assert.True(await WaitAsync(() => Degraded(stack) is { Status: "False" }, TimeSpan.FromSeconds(10)), $"lb-2 kept the VIP: {Degraded(stack)}");
             Assert.Matches(Vip.Replace(".", "\\.", StringComparison.Ordinal) + " +standby", stack.StatusOf("lb-2"));
+            Assert.Matches(@" +lb-1 +Heard +0\n", stack.StatusOf("lb-2"));
             Assert.True(await bird.WaitRoutesAsync(_ => bird.Show("lb2").Contains("Routes:         0 imported", StringComparison.Ordinal), TimeSpan.FromSeconds(10), Ct),
                 $"lb-2 still advertises {Vip}:\n{bird.Show("lb2")}");
             lock (log)
@@ -157,6 +159,7 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
             Assert.True(await WaitAsync(() => Degraded(stack) is { Reason: "PeerUnheard" }, TimeSpan.FromSeconds(20)), $"lb-2 does not say it never heard lb-1: {Degraded(stack)}");
             output.WriteLine($"PeerUnheard {started.ElapsedMilliseconds} ms after lb-2 applied: {Degraded(stack)!.Value.Message}");
             Assert.StartsWith("no heartbeat from lb-1 since they became peers", Degraded(stack)!.Value.Message, StringComparison.Ordinal);
+            Assert.Matches(@" +lb-1 +Unheard +0\n", stack.StatusOf("lb-2"));
 
             // lb-1's agent stops for 2 s: lb-2, which never heard it, does not take its VIP.
             frozen = stack.Agent;
@@ -213,6 +216,7 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
             Assert.True(await WaitAsync(() => Degraded(stack) is { Reason: "PeerSilent" }, TimeSpan.FromSeconds(10)), $"lb-2 did not take over: {Degraded(stack)}");
             output.WriteLine($"taken over {clock.ElapsedMilliseconds} ms after SIGTERM (detection window 20 s)");
             Assert.Contains("1 VIP(s) from lb-1 (leaving: " + Vip, Degraded(stack)!.Value.Message, StringComparison.Ordinal);
+            Assert.Matches(@" +lb-1 +Leaving +1\n", stack.StatusOf("lb-2"));
             Assert.Matches(Vip.Replace(".", "\\.", StringComparison.Ordinal) + " +active", stack.StatusOf("lb-2"));
         }
         finally

@@ -129,6 +129,8 @@ public sealed class BgpFailoverTests(ITestOutputHelper output)
             var partition = Stopwatch.StartNew();
             Assert.True(await DegradedAsync(h, standby, "PeerUnreachable", TimeSpan.FromSeconds(15)), "the standby does not say its peer is unreachable");
             output.WriteLine($"partition: the standby said PeerUnreachable {partition.ElapsedMilliseconds} ms after the heartbeats stopped");
+            var peerStatus = (await h.GetAsync<XlbNodeConfig>(KubeResource.XlbNodeConfigs, null, $"lb-{standby + 1}"))!.Status!.FailoverPeers.Single();
+            Assert.Equal(($"lb-{active + 1}", "Unreachable", 0), (peerStatus.Node, peerStatus.State, peerStatus.VipsTakenOver));
             lock (log)
             {
                 Assert.Contains($"gave 1 VIP(s) back to lb-{active + 1}, it renews its Lease: {Vip}", log.ToString(), StringComparison.Ordinal);
