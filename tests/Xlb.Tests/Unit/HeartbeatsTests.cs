@@ -229,4 +229,29 @@ public class HeartbeatsTests
         Assert.Equal(0.9, b.Spec.Vips.Single(v => v.Shard == "fast").TakeoverAfter!.Value.Value.TotalSeconds);
         Assert.Equal(300, b.Spec.FailoverPeers.Single().Interval.Value.TotalMilliseconds);
     }
+
+    [Fact]
+    public void A_chunked_config_carries_the_failover_peers_in_its_head_and_each_standby_VIPs_takeover_in_its_chunks()
+    {
+        var input = new PlanInput
+        {
+            Pools = [new LoadBalancerPool { Metadata = new ObjectMeta { Name = "p1", Generation = 1 }, Spec = new LoadBalancerPoolSpec { Blocks = ["192.0.2.0/24"] } }],
+            Shards = [Shard("fast", "p1", 200, 3, "a", "b")],
+            Nodes = [LbNode("a", "10.0.0.1"), LbNode("b", "10.0.0.2")],
+            PortMappings = [.. Enumerable.Range(0, 60).Select(i => Mapping($"m{i:D2}", "fast"))],
+            Now = new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero),
+        };
+        var whole = Planner.Plan(input).NodeConfigs.Single(c => c.Spec.NodeName == "b").Spec;
+        var split = Planner.Plan(input with { ChunkLimit = 4096 });
+        var head = split.NodeConfigs.Single(c => c.Spec.NodeName == "b").Spec;
+        Assert.True(head.Chunks.Count > 1);
+        Assert.Empty(head.Vips);
+        var chunks = split.Chunks.ToDictionary(c => c.Metadata.Name!, c => c.Spec);
+        var assembled = NodeConfigContent.Assemble(head, chunks.GetValueOrDefault, out var incomplete)!;
+        Assert.Null(incomplete);
+        Assert.Equal(whole.FailoverPeers, assembled.FailoverPeers);
+        Assert.Equal(60, assembled.Vips.Count);
+        Assert.All(assembled.Vips, v => Assert.Equal((VipRole.Standby, "a", 600.0), (v.Role, v.ActiveNode, v.TakeoverAfter?.Value.TotalMilliseconds)));
+        Assert.Equal(whole.Vips.OrderBy(v => v.Address), assembled.Vips.OrderBy(v => v.Address));
+    }
 }
