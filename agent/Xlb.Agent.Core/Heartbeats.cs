@@ -4,8 +4,12 @@ using Xlb.Crds;
 
 namespace Xlb.Agent.Core;
 
-/// <summary>One agent's heartbeat: the node it runs on, and whether it is leaving (a drain began: take its VIPs now).</summary>
-public readonly record struct Heartbeat(string Node, bool Leaving);
+/// <summary>
+/// One agent's heartbeat: the node it runs on; whether it is leaving (a drain began: take its VIPs
+/// now); and whether it serves VIPs of the node it is sent to, having taken them over (when that
+/// ends, the receiver announces its VIPs again: the link's neighbours still send to the sender).
+/// </summary>
+public readonly record struct Heartbeat(string Node, bool Leaving, bool HoldingYours = false);
 
 /// <summary>
 /// Agent-to-agent failure detection (a VipShard's <c>failover.detection</c>). Every agent sends the
@@ -24,6 +28,8 @@ public static class Heartbeats
     private const int HeaderBytes = PeerDatagrams.HeaderBytes;
     /// <summary>Header flag: the node is leaving.</summary>
     private const byte LeavingFlag = 2;
+    /// <summary>Header flag: the node serves VIPs of the receiver's (<see cref="Heartbeat.HoldingYours"/>).</summary>
+    private const byte HoldingFlag = 4;
     /// <summary>The longest node name (a Kubernetes object name).</summary>
     public const int MaxNodeBytes = 253;
 
@@ -39,7 +45,7 @@ public static class Heartbeats
             throw new ArgumentException($"a node name of {name.Length} bytes", nameof(h));
         }
         var d = new byte[HeaderBytes + name.Length + (key is null ? 0 : PeerDatagrams.Bytes)];
-        PeerDatagrams.WriteHeader(d, Magic, Version, h.Leaving ? LeavingFlag : (byte)0, key is not null, (ushort)name.Length);
+        PeerDatagrams.WriteHeader(d, Magic, Version, (byte)((h.Leaving ? LeavingFlag : 0) | (h.HoldingYours ? HoldingFlag : 0)), key is not null, (ushort)name.Length);
         name.CopyTo(d, HeaderBytes);
         if (key is not null)
         {
@@ -65,7 +71,7 @@ public static class Heartbeats
         {
             PeerDatagrams.Check(d, end, keys, nowUnixMs, "flow-sync key");
         }
-        return new Heartbeat(Encoding.UTF8.GetString(d[HeaderBytes..end]), (flags & LeavingFlag) != 0);
+        return new Heartbeat(Encoding.UTF8.GetString(d[HeaderBytes..end]), (flags & LeavingFlag) != 0, (flags & HoldingFlag) != 0);
     }
 }
 

@@ -34,16 +34,28 @@ public sealed partial class Heartbeater
     private List<(string Node, TimeSpan After)> _watched = [];
     private string _overdue = "";
     private volatile bool _leaving;
+    /// <summary>The peers whose VIPs this node serves, having taken them over: their heartbeats say so.</summary>
+    private HashSet<string> _holding = new(StringComparer.Ordinal);
+    /// <summary>The peers whose last heartbeat said they serve VIPs of this node's.</summary>
+    private readonly HashSet<string> _heldBy = new(StringComparer.Ordinal);
     private long _sent, _received, _refused;
 
-    public Heartbeater(PeerLink link, ILogger log, TimeProvider time, Action changed)
+    private readonly Action<string> _givenBack;
+
+    /// <param name="changed">A peer passed a takeover time, was heard again, or changed how it is heard.</param>
+    /// <param name="givenBack">A peer no longer serves VIPs of this node's that it had taken over: announce them again.</param>
+    public Heartbeater(PeerLink link, ILogger log, TimeProvider time, Action changed, Action<string> givenBack)
     {
         _link = link;
         _log = log;
         _time = time;
         _changed = changed;
+        _givenBack = givenBack;
         link.Heartbeats = Receive;
     }
+
+    /// <summary>The peers whose VIPs this node serves now (from the last apply); each heartbeat to them says so.</summary>
+    public void Holding(IEnumerable<string> peers) => _holding = peers.ToHashSet(StringComparer.Ordinal);
 
     /// <summary>Heartbeats sent (each peer counted), taken, and refused (not from a peer, not authenticated).</summary>
     public (long Sent, long Received, long Refused) Counts => (Interlocked.Read(ref _sent), Interlocked.Read(ref _received), Interlocked.Read(ref _refused));
@@ -174,7 +186,7 @@ public sealed partial class Heartbeater
 
     private async Task SendAsync(Peer peer, CancellationToken ct)
     {
-        var datagram = Heartbeats.Encode(new Heartbeat(_node, _leaving), _link.Key, _time.GetUtcNow().ToUnixTimeMilliseconds());
+        var datagram = Heartbeats.Encode(new Heartbeat(_node, _leaving, _holding.Contains(peer.Node)), _link.Key, _time.GetUtcNow().ToUnixTimeMilliseconds());
         await _link.SendAsync(datagram, peer.At, ct);
         Interlocked.Increment(ref _sent);
     }
@@ -191,7 +203,7 @@ public sealed partial class Heartbeater
             Refuse(from, e.Message);
             return;
         }
-        bool fromPeer, changed = false;
+        bool fromPeer, changed = false, givenBack = false;
         lock (_gate)
         {
             // A heartbeat counts for the node it names only from that node's own address.
@@ -201,7 +213,19 @@ public sealed partial class Heartbeater
                 var now = NowMs;
                 _liveness.Heard(h.Node, h.Leaving, now);
                 changed = Recheck(now);
+                if (h.HoldingYours)
+                {
+                    _heldBy.Add(h.Node);
+                }
+                else
+                {
+                    givenBack = _heldBy.Remove(h.Node);
+                }
             }
+        }
+        if (givenBack)
+        {
+            _givenBack(h.Node);
         }
         if (!fromPeer)
         {

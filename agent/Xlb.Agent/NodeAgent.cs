@@ -112,6 +112,8 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
     private Task _peering = Task.CompletedTask;
     /// <summary>The standby VIPs this agent has taken over from silent peers (as of its last apply).</summary>
     private List<Core.TakenVip> _taken = [];
+    /// <summary>A peer that gave back VIPs of this node's it had taken over (set by the heartbeats): announce them again at the next pass.</summary>
+    private volatile string? _reannounce;
     /// <summary>Silent peers seen renewing their Lease: alive, and unreachable from here.</summary>
     private List<string> _unreachable = [];
     private CancellationToken _stopping;
@@ -442,7 +444,12 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             _appliedHash = config.Spec.ContentHash;
             // VIPs this node has just taken (all active ones after a start): tell the link, or the BGP neighbours.
             var routed = Core.BgpRoutes.Routed(effective);
-            _announcer?.Announce([.. Core.Announcements.Taken(_announced, effective).Where(v => !routed.Contains(v))], ct);
+            // Given back by a peer that had taken them: every active VIP again (the link's neighbours followed the peer's announcement).
+            var announce = Interlocked.Exchange(ref _reannounce, null) is { } gaveBack
+                ? AnnounceAgain(effective, gaveBack)
+                : Core.Announcements.Taken(_announced, effective);
+            _announcer?.Announce([.. announce.Where(v => !routed.Contains(v))], ct);
+            _heartbeater?.Holding(_taken.Select(t => t.From));
             await SyncBgpAsync(effective);
             _syncer?.Configure(dp.SyncView(effective.Listeners.Where(l => l.FlowSync == true)), effective.FlowSyncPeers);
             _announced = effective;
@@ -530,6 +537,13 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             {
                 _healthChanged = true; // a peer fell silent or was heard again: apply with the takeovers as they are now
                 _wake.Release();
+            }, peer =>
+            {
+                // A peer served this node's VIPs and gave them back: the link's neighbours may still
+                // send to it (gratuitous ARP moved them), so this node announces its VIPs again.
+                _reannounce = peer;
+                _healthChanged = true;
+                _wake.Release();
             });
             var syncer = _syncer = new FlowSyncer(dp, link, options.FlowSyncInterval, log, time);
             State.FlowSync = syncer;
@@ -548,6 +562,14 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
                 Task.Run(() => witness?.RunAsync(_stopping) ?? Task.CompletedTask, CancellationToken.None));
         }
         _heartbeater!.Configure(spec);
+    }
+
+    /// <summary>This node's active VIPs, to announce again after <paramref name="peer"/> gave them back.</summary>
+    private IReadOnlyList<System.Net.IPAddress> AnnounceAgain(XlbNodeConfigSpec effective, string peer)
+    {
+        var active = Core.Announcements.Taken(null, effective);
+        LogAnnounceAgain(peer, active.Count);
+        return active;
     }
 
     /// <summary>Logs the VIPs taken over from silent peers and given back to peers heard again (or seen renewing their Lease).</summary>
@@ -702,6 +724,9 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "took over {Count} VIP(s) from {Peer} ({Why}): {Vips}")]
     private partial void LogTookOver(int count, string peer, string why, string vips);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "{Peer} no longer serves VIPs of this node's: announcing the {Count} active VIP(s) again")]
+    private partial void LogAnnounceAgain(string peer, int count);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "gave {Count} VIP(s) back to {Peer}, {Why}: {Vips}")]
     private partial void LogGaveBack(int count, string peer, string why, string vips);

@@ -185,6 +185,65 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task An_active_node_announces_its_vips_again_when_the_peer_that_had_taken_them_gives_them_back()
+    {
+        Privileged.Require();
+        var ct = TestContext.Current.CancellationToken;
+        await using var bed = Testbed.Create("ga", backends: 1);
+        var topology = bed.Topology;
+        var mac = DataPlaneFixtureMac(topology);
+        var manifests = DemoManifests();
+        using var capture = FrameCapture.Start(topology.Client);
+        // The test plays this node's peer lb-0, at the client's address, which took its VIPs over and serves them.
+        using var peer = Netns.Run(topology.Client, () => new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp));
+        var agentAt = new IPEndPoint(IPAddress.Parse("10.200.0.1"), SyncedFlows.DefaultPort);
+        Task Beat(bool holding) => peer.SendToAsync(Heartbeats.Encode(new Heartbeat("lb-0", false, holding)), agentAt, ct).AsTask();
+        try
+        {
+            using var stack = StandaloneStack.Start(topology, manifests, "lb-1", bed.Log, "--announce-count", "1");
+            var config = await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
+            List<IPAddress> Heard(TimeSpan timeout, int enough) => HeardOn(capture, mac, timeout, enough);
+            Assert.Equal(2, Heard(TimeSpan.FromSeconds(10), 2).Count);
+            Netns.Stop(stack.Operator, TimeSpan.FromSeconds(5));
+            var withPeer = config with
+            {
+                Spec = config.Spec with
+                {
+                    Revision = config.Spec.Revision + 1,
+                    FailoverPeers = [new NodeFailoverPeer { Node = "lb-0", Address = LbTopology.ClientAddress, Interval = new Duration(TimeSpan.FromMilliseconds(200)) }],
+                },
+            };
+            await File.WriteAllTextAsync(stack.NodeConfigPath + ".tmp", Manifests.ToYaml(withPeer), ct);
+            File.Move(stack.NodeConfigPath + ".tmp", stack.NodeConfigPath, overwrite: true);
+            await stack.WaitAppliedAsync(withPeer.Spec.Revision, TimeSpan.FromSeconds(30), ct);
+
+            // lb-0 says it serves this node's VIPs: nothing to do yet (this node still holds them).
+            for (var i = 0; i < 5; i++)
+            {
+                await Beat(holding: true);
+                await Task.Delay(100, ct);
+            }
+            Assert.Empty(Heard(TimeSpan.FromSeconds(1), 1));
+            // It gives them back: this node tells the link again, so its neighbours leave lb-0.
+            await Beat(holding: false);
+            var again = Heard(TimeSpan.FromSeconds(5), 2);
+            Assert.Equal([IPAddress.Parse(Vip4), IPAddress.Parse(Vip6)], again.Take(2).OrderBy(a => a.AddressFamily));
+            // Heartbeats that never said so: nothing more.
+            for (var i = 0; i < 5; i++)
+            {
+                await Beat(holding: false);
+                await Task.Delay(100, ct);
+            }
+            Assert.Empty(Heard(TimeSpan.FromSeconds(1), 1));
+        }
+        finally
+        {
+            Directory.Delete(manifests, recursive: true);
+            output.WriteLine(bed.Log.ToString());
+        }
+    }
+
     /// <summary>The demo's manifests with a dual-stack pool and the two mappings, in a folder of their own.</summary>
     private static string DemoManifests()
     {

@@ -13,7 +13,7 @@ public class HeartbeatsTests
     [Fact]
     public void A_heartbeat_goes_through_a_datagram_and_is_told_apart_from_flow_sync()
     {
-        foreach (var h in new[] { new Heartbeat("lb-1", false), new Heartbeat("ünïcode-node", true) })
+        foreach (var h in new[] { new Heartbeat("lb-1", false), new Heartbeat("ünïcode-node", true), new Heartbeat("lb-2", false, HoldingYours: true), new Heartbeat("lb-3", true, true) })
         {
             Assert.Equal(h, Heartbeats.Decode(Heartbeats.Encode(h), [], Now));
             Assert.Equal(h, Heartbeats.Decode(Heartbeats.Encode(h, Key, Now), [Key], Now + 1000));
