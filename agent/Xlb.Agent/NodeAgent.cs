@@ -715,7 +715,10 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             FailoverPeers = [.. (_heartbeater?.States() ?? []).Select(p => new FailoverPeerStatus
             {
                 Node = p.Node,
-                State = _unreachable.Contains(p.Node) ? "Unreachable" : p.State,
+                // A peer VIPs were taken from is silent (or leaving), whatever its three intervals say.
+                State = _unreachable.Contains(p.Node) ? "Unreachable"
+                    : _taken.Find(t => t.From == p.Node) is { From: not null } t ? (t.Silent == TimeSpan.MaxValue ? "Leaving" : "Silent")
+                    : p.State,
                 VipsTakenOver = _taken.Count(t => t.From == p.Node),
             })],
             Conditions = conditions,

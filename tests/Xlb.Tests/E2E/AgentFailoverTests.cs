@@ -75,7 +75,10 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
             Assert.Matches(@"FAILOVER PEERS\n +NODE +STATE +VIPS TAKEN OVER\n +lb-1 +Silent +1\n", stack.StatusOf("lb-2"));
             Assert.True(await bird.WaitRoutesAsync(_ => bird.Show("lb2").Contains("Routes:         1 imported", StringComparison.Ordinal), TimeSpan.FromSeconds(10), Ct),
                 $"lb-2 does not advertise {Vip}:\n{bird.Show("lb2")}");
-            await Task.Delay(TimeSpan.FromSeconds(2) - paused.Elapsed, Ct);
+            if (TimeSpan.FromSeconds(2) - paused.Elapsed is { Ticks: > 0 } left)
+            {
+                await Task.Delay(left, Ct);
+            }
             Signal(frozen, "CONT");
             frozen = null;
             // Heard again: it gives the VIP back and withdraws its route.
@@ -252,7 +255,17 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
         }
     }
 
-    private static void Signal(Process p, string signal) => Process.Start("kill", ["-" + signal, p.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!.WaitForExit();
+    private static void Signal(Process p, string signal)
+    {
+        try
+        {
+            Process.Start("kill", ["-" + signal, p.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!.WaitForExit();
+        }
+        catch (InvalidOperationException)
+        {
+            // gone already (the stack stopped it)
+        }
+    }
 
     private static string Flows(StandaloneStack stack)
     {
