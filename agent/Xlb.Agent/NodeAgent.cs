@@ -580,14 +580,17 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             LogUnreachable(peer, options.FlowSyncListen.Port);
         }
         _unreachable = unreachable;
-        foreach (var t in taken.Where(t => !_taken.Exists(w => w.Address == t.Address)).GroupBy(t => t.From))
+        // Sets: a dead peer may have held thousands of VIPs.
+        var before = _taken.Select(t => t.Address).ToHashSet(StringComparer.Ordinal);
+        var now = taken.Select(t => t.Address).ToHashSet(StringComparer.Ordinal);
+        foreach (var t in taken.Where(t => !before.Contains(t.Address)).GroupBy(t => t.From))
         {
             var silent = t.First().Silent;
             LogTookOver(t.Count(), t.Key, silent == TimeSpan.MaxValue ? "it is leaving" : $"silent for {silent.TotalMilliseconds:F0} ms",
                 string.Join(", ", t.Take(5).Select(v => v.Address)));
         }
         var activeHere = spec.Vips.Where(v => v.Role == VipRole.Active).Select(v => v.Address).ToHashSet(StringComparer.Ordinal);
-        foreach (var g in _taken.Where(w => !taken.Exists(t => t.Address == w.Address)).GroupBy(w => (w.From, Moved: activeHere.Contains(w.Address))))
+        foreach (var g in _taken.Where(w => !now.Contains(w.Address)).GroupBy(w => (w.From, Moved: activeHere.Contains(w.Address))))
         {
             var vips = string.Join(", ", g.Take(5).Select(v => v.Address));
             if (g.Key.Moved)

@@ -83,13 +83,8 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
 
             // From here the node config is edited by hand: the operator would put it back.
             Netns.Stop(stack.Operator, TimeSpan.FromSeconds(5));
-            async Task Roles(VipRole role, long revision)
-            {
-                var next = config with { Spec = config.Spec with { Revision = revision, Vips = [.. config.Spec.Vips.Select(v => v with { Role = role })] } };
-                await File.WriteAllTextAsync(stack.NodeConfigPath + ".tmp", Manifests.ToYaml(next), ct);
-                File.Move(stack.NodeConfigPath + ".tmp", stack.NodeConfigPath, overwrite: true);
-                await stack.WaitAppliedAsync(revision, TimeSpan.FromSeconds(30), ct);
-            }
+            Task Roles(VipRole role, long revision) =>
+                WriteConfigAsync(stack, config with { Spec = config.Spec with { Revision = revision, Vips = [.. config.Spec.Vips.Select(v => v with { Role = role })] } }, ct);
 
             // The VIPs move to standby here: nothing is announced.
             await Roles(VipRole.Standby, config.Spec.Revision + 1);
@@ -118,14 +113,13 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
         var manifests = DemoManifests();
         using var capture = FrameCapture.Start(topology.Client);
         // The test plays the VIPs' active node, lb-0, at the client's address: its heartbeats go to the LB's address on the client's link.
-        using var peer = Netns.Run(topology.Client, () => new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp));
-        var agentAt = new IPEndPoint(IPAddress.Parse("10.200.0.1"), SyncedFlows.DefaultPort);
+        using var peer = PeerSocket(topology);
         using var beating = new CancellationTokenSource();
         async Task BeatAsync(CancellationToken stop)
         {
             while (!stop.IsCancellationRequested)
             {
-                await peer.SendToAsync(Heartbeats.Encode(new Heartbeat("lb-0", false)), agentAt, CancellationToken.None);
+                await peer.SendToAsync(Heartbeats.Encode(new Heartbeat("lb-0", false)), AgentPeerPort, CancellationToken.None);
                 await Task.Delay(100, CancellationToken.None);
             }
         }
@@ -148,9 +142,7 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
                     FailoverPeers = [new NodeFailoverPeer { Node = "lb-0", Address = LbTopology.ClientAddress, Interval = new Duration(TimeSpan.FromMilliseconds(200)) }],
                 },
             };
-            await File.WriteAllTextAsync(stack.NodeConfigPath + ".tmp", Manifests.ToYaml(standby), ct);
-            File.Move(stack.NodeConfigPath + ".tmp", stack.NodeConfigPath, overwrite: true);
-            await stack.WaitAppliedAsync(standby.Spec.Revision, TimeSpan.FromSeconds(30), ct);
+            await WriteConfigAsync(stack, standby, ct);
             // Heard: nothing is taken, nothing announced.
             Assert.Empty(Heard(TimeSpan.FromSeconds(2), 1));
             Assert.Matches(@"10\.250\.0\.40 +standby", stack.Status());
@@ -196,9 +188,8 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
         var manifests = DemoManifests();
         using var capture = FrameCapture.Start(topology.Client);
         // The test plays this node's peer lb-0, at the client's address, which took its VIPs over and serves them.
-        using var peer = Netns.Run(topology.Client, () => new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp));
-        var agentAt = new IPEndPoint(IPAddress.Parse("10.200.0.1"), SyncedFlows.DefaultPort);
-        Task Beat(bool holding) => peer.SendToAsync(Heartbeats.Encode(new Heartbeat("lb-0", false, holding)), agentAt, ct).AsTask();
+        using var peer = PeerSocket(topology);
+        Task Beat(bool holding) => peer.SendToAsync(Heartbeats.Encode(new Heartbeat("lb-0", false, holding)), AgentPeerPort, ct).AsTask();
         try
         {
             using var stack = StandaloneStack.Start(topology, manifests, "lb-1", bed.Log, "--announce-count", "1");
@@ -214,9 +205,7 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
                     FailoverPeers = [new NodeFailoverPeer { Node = "lb-0", Address = LbTopology.ClientAddress, Interval = new Duration(TimeSpan.FromMilliseconds(200)) }],
                 },
             };
-            await File.WriteAllTextAsync(stack.NodeConfigPath + ".tmp", Manifests.ToYaml(withPeer), ct);
-            File.Move(stack.NodeConfigPath + ".tmp", stack.NodeConfigPath, overwrite: true);
-            await stack.WaitAppliedAsync(withPeer.Spec.Revision, TimeSpan.FromSeconds(30), ct);
+            await WriteConfigAsync(stack, withPeer, ct);
 
             // lb-0 says it serves this node's VIPs: nothing to do yet (this node still holds them).
             for (var i = 0; i < 5; i++)
@@ -243,6 +232,21 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
             output.WriteLine(bed.Log.ToString());
         }
     }
+
+    /// <summary>A node config written by hand where the agent reads it (the operator stopped), once the agent has applied it.</summary>
+    private static async Task WriteConfigAsync(StandaloneStack stack, XlbNodeConfig config, CancellationToken ct)
+    {
+        await File.WriteAllTextAsync(stack.NodeConfigPath + ".tmp", Manifests.ToYaml(config), ct);
+        File.Move(stack.NodeConfigPath + ".tmp", stack.NodeConfigPath, overwrite: true);
+        await stack.WaitAppliedAsync(config.Spec.Revision, TimeSpan.FromSeconds(30), ct);
+    }
+
+    /// <summary>The agent's UDP port (flow sync and heartbeats) at its address on the client's link.</summary>
+    private static readonly IPEndPoint AgentPeerPort = new(IPAddress.Parse("10.200.0.1"), SyncedFlows.DefaultPort);
+
+    /// <summary>A UDP socket in the client's namespace, for the heartbeats of a peer the test plays.</summary>
+    private static Socket PeerSocket(LbTopology topology) =>
+        Netns.Run(topology.Client, () => new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp));
 
     /// <summary>The demo's manifests with a dual-stack pool and the two mappings, in a folder of their own.</summary>
     private static string DemoManifests()
