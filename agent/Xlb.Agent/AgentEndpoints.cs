@@ -73,7 +73,7 @@ public static class AgentEndpoints
             Counter(sb, "xlb_heartbeats_sent_total", "Heartbeats sent to failover peers (once per peer).", sent);
             Counter(sb, "xlb_heartbeats_received_total", "Heartbeats taken from failover peers.", received);
             Counter(sb, "xlb_heartbeats_refused_total", "Heartbeats refused: not from a failover peer's address, or not authenticated as this node's key says.", refused);
-            Gauge(sb, "xlb_vips_taken_over", "Standby VIPs this node serves because their active node's agent fell silent (or left).", state.TakenOver);
+            Gauge(sb, "xlb_vips_taken_over", VipsTakenOverHelp, state.TakenOver);
         }
         if (state.FlowLog is { } flowLog)
         {
@@ -84,6 +84,7 @@ public static class AgentEndpoints
         return sb.ToString();
     }
 
+    public const string VipsTakenOverHelp = "Standby VIPs this node serves because their active node's agent fell silent (or left).";
     public const string NatPortRangeHelp = "FullNAT source ports toward each backend from each VIP (--nat-ports).";
     public const string NatPortsHeldHelp = "FullNAT: source ports held toward the backend, from the VIP that holds most there; past xlb_nat_port_range new connections wait (drop_nat_ports_busy).";
     public const string NatPortsEndedHelp = "FullNAT: of xlb_backend_nat_ports_held, those of connections that ended, free again 2 s after (65 s if the backend closed first).";

@@ -43,6 +43,11 @@ public sealed class AgentTelemetry : IDisposable
             "Flows in the flow table not past their idle timeout, per service.");
         _meter.CreateObservableUpDownCounter("xlb.backend.active_flows", () => Read(r => r.FlowsByBackend.Select(f => Tagged(f.Value, "backend", f.Key))), "{flow}",
             "Flows in the flow table not past their idle timeout, per backend.");
+        // Failover: VIPs taken over, and the heartbeats (once this node has failover peers).
+        _meter.CreateObservableGauge("xlb.vips_taken_over", () => _state.TakenOver, "{vip}", AgentEndpoints.VipsTakenOverHelp);
+        _meter.CreateObservableCounter("xlb.heartbeats", () => _state.Heartbeats is { } h
+            ? [Tagged(h.Counts.Sent, "direction", "sent"), Tagged(h.Counts.Received, "direction", "received"), Tagged(h.Counts.Refused, "direction", "refused")]
+            : Array.Empty<Measurement<long>>(), "{heartbeat}", "Heartbeats sent to failover peers (once per peer), taken from them, and refused.");
         _meter.CreateObservableGauge("xlb.nat_port_range", () => Read(r => new[] { new Measurement<long>(r.NatPortRange) }), "{port}", AgentEndpoints.NatPortRangeHelp);
         _meter.CreateObservableGauge("xlb.backend.nat_ports_held", () => Read(r => r.NatPorts.Select(p => Tagged(p.Held, "backend", p.Backend))), "{port}",
             AgentEndpoints.NatPortsHeldHelp);
