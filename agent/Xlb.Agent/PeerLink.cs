@@ -114,10 +114,6 @@ public sealed partial class PeerLink : IDisposable
         }
     }
 
-    /// <summary>Datagrams that were neither flow sync nor heartbeat, or came before their taker.</summary>
-    public long Unknown => Interlocked.Read(ref _unknown);
-    private long _unknown;
-
     /// <summary>Receives until <paramref name="ct"/> ends, handing each datagram to its taker.</summary>
     public async Task RunAsync(CancellationToken ct)
     {
@@ -145,13 +141,8 @@ public sealed partial class PeerLink : IDisposable
                 from = from.MapToIPv4();
             }
             var datagram = buffer.AsSpan(0, got.ReceivedBytes);
-            var taker = Core.Heartbeats.Is(datagram) ? Heartbeats : Flows;
-            if (taker is null)
-            {
-                Interlocked.Increment(ref _unknown);
-                continue;
-            }
-            taker(from, datagram);
+            // Anything that is not a heartbeat is flow sync's to take or refuse (and count).
+            (Core.Heartbeats.Is(datagram) ? Heartbeats : Flows)?.Invoke(from, datagram);
         }
     }
 

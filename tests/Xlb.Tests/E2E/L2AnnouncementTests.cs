@@ -125,13 +125,11 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
         }
         try
         {
-            using var stack = StandaloneStack.Start(topology, manifests, "lb-1", bed.Log, "--announce-count", "1");
-            var config = await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
+            var (started, config) = await StartByHandAsync(bed, manifests, capture, mac, ct);
+            using var stack = started;
             List<IPAddress> Heard(TimeSpan timeout, int enough) => HeardOn(capture, mac, timeout, enough);
-            Assert.Equal(2, Heard(TimeSpan.FromSeconds(10), 2).Count);
 
-            // By hand from here: this node stands by for lb-0, which takes 600 ms of silence to be taken from.
-            Netns.Stop(stack.Operator, TimeSpan.FromSeconds(5));
+            // This node stands by for lb-0, which takes 600 ms of silence to be taken from.
             var beats = BeatAsync(beating.Token);
             var standby = config with
             {
@@ -139,7 +137,7 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
                 {
                     Revision = config.Spec.Revision + 1,
                     Vips = [.. config.Spec.Vips.Select(v => v with { Role = VipRole.Standby, ActiveNode = "lb-0", TakeoverAfter = new Duration(TimeSpan.FromMilliseconds(600)) })],
-                    FailoverPeers = [new NodeFailoverPeer { Node = "lb-0", Address = LbTopology.ClientAddress, Interval = new Duration(TimeSpan.FromMilliseconds(200)) }],
+                    FailoverPeers = [PlayedPeer],
                 },
             };
             await WriteConfigAsync(stack, standby, ct);
@@ -192,17 +190,16 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
         Task Beat(bool holding) => peer.SendToAsync(Heartbeats.Encode(new Heartbeat("lb-0", false, holding)), AgentPeerPort, ct).AsTask();
         try
         {
-            using var stack = StandaloneStack.Start(topology, manifests, "lb-1", bed.Log, "--announce-count", "1");
-            var config = await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
+            var (started, config) = await StartByHandAsync(bed, manifests, capture, mac, ct);
+            using var stack = started;
             List<IPAddress> Heard(TimeSpan timeout, int enough) => HeardOn(capture, mac, timeout, enough);
-            Assert.Equal(2, Heard(TimeSpan.FromSeconds(10), 2).Count);
             Netns.Stop(stack.Operator, TimeSpan.FromSeconds(5));
             var withPeer = config with
             {
                 Spec = config.Spec with
                 {
                     Revision = config.Spec.Revision + 1,
-                    FailoverPeers = [new NodeFailoverPeer { Node = "lb-0", Address = LbTopology.ClientAddress, Interval = new Duration(TimeSpan.FromMilliseconds(200)) }],
+                    FailoverPeers = [PlayedPeer],
                 },
             };
             await WriteConfigAsync(stack, withPeer, ct);
@@ -232,6 +229,30 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
             output.WriteLine(bed.Log.ToString());
         }
     }
+
+    /// <summary>
+    /// The stack with one announcement round, once its agent has applied the first config and
+    /// announced both VIPs; its operator is stopped, so the node config is the test's to edit.
+    /// </summary>
+    private static async Task<(StandaloneStack Stack, XlbNodeConfig Config)> StartByHandAsync(Testbed bed, string manifests, FrameCapture capture, byte[] mac, CancellationToken ct)
+    {
+        var stack = StandaloneStack.Start(bed.Topology, manifests, "lb-1", bed.Log, "--announce-count", "1");
+        try
+        {
+            var config = await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
+            Assert.Equal(2, HeardOn(capture, mac, TimeSpan.FromSeconds(10), 2).Count);
+            Netns.Stop(stack.Operator, TimeSpan.FromSeconds(5));
+            return (stack, config);
+        }
+        catch
+        {
+            stack.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The failover peer the test plays: lb-0 at the client's address, a heartbeat every 200 ms.</summary>
+    private static readonly NodeFailoverPeer PlayedPeer = new() { Node = "lb-0", Address = LbTopology.ClientAddress, Interval = new Duration(TimeSpan.FromMilliseconds(200)) };
 
     /// <summary>A node config written by hand where the agent reads it (the operator stopped), once the agent has applied it.</summary>
     private static async Task WriteConfigAsync(StandaloneStack stack, XlbNodeConfig config, CancellationToken ct)
