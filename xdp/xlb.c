@@ -59,6 +59,8 @@
 /* How long a connection that ended keeps its NAT port (nat_port_free): without TIME_WAIT on its backend, with it. */
 #define NAT_PORT_CLOSED_NS (2ULL * NS_PER_S)
 #define NAT_PORT_TIME_WAIT_NS (65ULL * NS_PER_S)
+/* How long a handshake that never completed keeps its NAT port, quiet (nat_port_free). */
+#define NAT_PORT_HALF_OPEN_NS (2ULL * NS_PER_S)
 #define NS_PER_S 1000000000ull
 
 /* VIP services of both generations. */
@@ -1225,8 +1227,8 @@ static __always_inline void rnat_of(const struct xlb_cfg *cfg, const struct xlb_
 static __always_inline void flow_event(const struct xlb_cfg *cfg, __u8 type, const struct xlb_flow_key *fk,
 				       const struct xlb_flow *f, __u8 by_backend, __u8 tcp_flags, __u64 now)
 {
-	struct xlb_flow_event ev = {};
 	__u32 sample = cfg->event_sample, key = f->svc_id;
+	struct xlb_flow_event *ev;
 	struct xlb_svc_opts *opts;
 	__u64 *c;
 
@@ -1236,17 +1238,24 @@ static __always_inline void flow_event(const struct xlb_cfg *cfg, __u8 type, con
 		sample = opts->log_sample;
 	if (!sample || flow_hash(fk) % sample)
 		return;
-	ev.time_ns = now;
-	ev.flow = *fk;
-	addr_copy(ev.backend, f->backend);
-	ev.backend_port = f->backend_port;
-	ev.nat_port = f->nat_port;
-	ev.svc_id = f->svc_id;
-	ev.type = type;
-	ev.mode = f->mode;
-	ev.by_backend = by_backend;
-	ev.tcp_flags = tcp_flags;
-	key = bpf_ringbuf_output(&xlb_events, &ev, sizeof(ev), 0) ? XLB_EVENTS_LOST : XLB_EVENTS_SENT;
+	/* Written in place in the ring, not built on the stack: the NAT port search ends flows too. */
+	ev = bpf_ringbuf_reserve(&xlb_events, sizeof(*ev), 0);
+	key = XLB_EVENTS_LOST;
+	if (ev) {
+		ev->time_ns = now;
+		ev->flow = *fk;
+		addr_copy(ev->backend, f->backend);
+		ev->backend_port = f->backend_port;
+		ev->nat_port = f->nat_port;
+		ev->svc_id = f->svc_id;
+		ev->type = type;
+		ev->mode = f->mode;
+		ev->by_backend = by_backend;
+		ev->tcp_flags = tcp_flags;
+		ev->pad = 0;
+		bpf_ringbuf_submit(ev, 0);
+		key = XLB_EVENTS_SENT;
+	}
 	c = bpf_map_lookup_elem(&xlb_event_stats, &key);
 	if (c)
 		*c += 1;
@@ -1529,7 +1538,15 @@ static __always_inline int reset_syn(struct xdp_md *ctx, struct pkt *p, void *en
  *   keeps no TIME_WAIT), once the flow has been quiet for NAT_PORT_CLOSED_NS (the last
  *   retransmissions);
  * - after the backend closed first (it holds the tuple in TIME_WAIT), once the flow has been
- *   quiet for NAT_PORT_TIME_WAIT_NS (Linux keeps TIME_WAIT 60 s).
+ *   quiet for NAT_PORT_TIME_WAIT_NS (Linux keeps TIME_WAIT 60 s);
+ * - of a TCP handshake that never completed (SYNs only, from spoofed sources in a SYN flood),
+ *   once it has been quiet for NAT_PORT_HALF_OPEN_NS, not at tcpNew: otherwise a flood of a
+ *   port range's worth of SYNs per tcpNew (20,000 in 120 s, 170 a second) would refuse every new
+ *   flow to the backend. A real client still trying sends its SYN again within that (Linux
+ *   waits 1 s, then 2 s, 4 s, ...), and if it is late it starts afresh on another port. The
+ *   backend may still hold the old handshake on the tuple (unless it answered with a SYN cookie,
+ *   as under a flood): the new client's SYN then draws an ACK its client resets, and the client
+ *   retries a second later.
  * A half-closed connection (one FIN) keeps its port until its timeout: its backend may still be
  * sending. The same client connection again (its own port reused) needs none of this: it takes
  * its flow's tuple afresh (serve), and so the same port, with a newer timestamp of its own.
@@ -1550,6 +1567,14 @@ __noinline int nat_port_free(const struct xlb_cfg *cfg, const struct xlb_rnat *r
 	if (!f || flow_expired(cfg, f, rk->proto, now) || f->nat_port != rk->dport ||
 	    !addr_eq(f->backend, rk->saddr) || f->backend_port != rk->sport)
 		return 1;
+	/* A handshake that has stopped: its client sends nothing but SYNs, and has sent none for a while. */
+	if (rk->proto == IPPROTO_TCP && f->state == XLB_FLOW_NEW && f->last_seen_ns < now &&
+	    now - f->last_seen_ns > NAT_PORT_HALF_OPEN_NS) {
+		/* It ends here, idle (a connection that ended otherwise was closed when it did). */
+		flow_event(cfg, XLB_EVENT_CLOSED, &k, f, 0, 0, now);
+		conns_add(cfg, f, -1);
+		goto take;
+	}
 	fl = f->flags;
 	if (!(fl & XLB_FLOW_F_RESET) &&
 	    (fl & (XLB_FLOW_F_FIN_CLIENT | XLB_FLOW_F_FIN_BACKEND)) != (XLB_FLOW_F_FIN_CLIENT | XLB_FLOW_F_FIN_BACKEND))
@@ -1559,6 +1584,7 @@ __noinline int nat_port_free(const struct xlb_cfg *cfg, const struct xlb_rnat *r
 	    now - f->last_seen_ns <= ((fl & (XLB_FLOW_F_TIME_WAIT | XLB_FLOW_F_RESET)) == XLB_FLOW_F_TIME_WAIT
 					  ? NAT_PORT_TIME_WAIT_NS : NAT_PORT_CLOSED_NS))
 		return 0;
+take:
 	bpf_map_delete_elem(&xlb_flows, &k);
 	bpf_map_delete_elem(&xlb_flows_new, &k);
 	return 1;

@@ -140,6 +140,60 @@ public sealed class FloodTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFix
     }
 
     /// <summary>
+    /// A SYN flood against a FullNAT service holds every NAT port toward its backend (64 here),
+    /// and new connections are refused while it does. Two seconds after the spoofed handshakes
+    /// went quiet, real clients get ports again, long before tcpNew (120 s) would have freed them;
+    /// the established connection keeps its port and its replies throughout.
+    /// </summary>
+    [Fact]
+    public void A_syn_flood_holds_the_nat_ports_for_two_seconds_not_for_tcp_new()
+    {
+        Privileged.Require();
+        const ushort First = 45000, Last = 45063;
+        var (plane, run) = fx.PrivatePlane(new DataPlaneOptions { NatPortMin = First, NatPortMax = Last }, OneVip(ToBackends("t/full/p", FullNatPort, 1)));
+        using var owned = plane;
+        var established = From(Client, 43000, FullNatPort);
+        var heldPort = Packet.Parse(run(established.Build()).Packet).SrcPort;
+        run((established with { TcpFlags = Packet.Ack }).Build());
+        Assert.True(plane.Flows.TryLookup(Key(established), out _));
+
+        var syn = From(IPAddress.Parse("10.77.0.0"), 1, FullNatPort).Build();
+        var verdicts = Netns.Run(fx.Topology.Lb, () => Enumerable.Range(0, 256).Select(n =>
+        {
+            BinaryPrimitives.WriteUInt16BigEndian(syn.AsSpan(28), (ushort)n);
+            return TestRun.Xdp(plane.ProgramFd, syn).Verdict;
+        }).ToList());
+        Assert.Equal(Last - First, verdicts.Count(v => v == XdpRedirect));
+        Assert.Equal(Last - First, plane.NewReverseNat.Entries().Count);
+        var busy = plane.Stats()[XlbStat.DropNatPortsBusy];
+        Assert.Equal((ulong)(256 - (Last - First)), busy);
+        Assert.Equal(XdpDrop, (int)run(From(Client, 43001, FullNatPort).Build()).Verdict);
+
+        // Two seconds and more later (the flows' clock set back rather than waited for).
+        foreach (var (key, flow) in plane.NewFlows.Entries())
+        {
+            plane.NewFlows.Update(key, flow with { LastSeenNs = XdpDataPlane.MonotonicNs() - 2_500_000_000 });
+        }
+        plane.FlowTableChanged();
+        var ports = new HashSet<ushort>();
+        for (ushort c = 0; c < 32; c++)
+        {
+            var result = run(From(Client, (ushort)(43100 + c), FullNatPort).Build());
+            Assert.Equal(XdpRedirect, (int)result.Verdict);
+            Assert.True(ports.Add(Packet.Parse(result.Packet).SrcPort));
+        }
+        Assert.DoesNotContain(heldPort, ports);
+        Assert.Equal(busy + 1, plane.Stats()[XlbStat.DropNatPortsBusy]);
+
+        // The established connection: its port, and its replies.
+        var forward = Packet.Parse(run((established with { TcpFlags = Packet.Ack }).Build()).Packet);
+        Assert.Equal(heldPort, forward.SrcPort);
+        var reply = new Packet { Src = forward.Dst, Dst = VipAddress, SrcPort = 8080, DstPort = heldPort, TcpFlags = Packet.Ack };
+        var back = Packet.Parse(run(reply.Build()).Packet);
+        Assert.Equal((Client, (ushort)43000), (back.Dst, back.DstPort));
+    }
+
+    /// <summary>
     /// Past the new-flow cap a CPU forwards new flows of DSR services by the consistent hash alone:
     /// to the very backend a plane without a cap chooses, with no flow-table entry. NAT and round
     /// robin flows are still tracked, and established flows carry on.

@@ -393,6 +393,78 @@ public class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
         Assert.Equal(busy, plane.Stats()[XlbStat.DropNatPortsBusy]);
     }
 
+    /// <summary>
+    /// One FullNAT port toward one backend, for TCP and for UDP, held by a new flow. A TCP handshake
+    /// that never completed (SYNs only) gives its port to the next connection once it has been quiet
+    /// 2 s, not at tcpNew (120 s here): a SYN flood would otherwise hold every port for that long.
+    /// A SYN sent again keeps it; a completed handshake and a UDP flow keep theirs however quiet.
+    /// </summary>
+    [Fact]
+    public void A_nat_port_of_a_handshake_that_never_completed_goes_to_the_next_one_after_two_quiet_seconds()
+    {
+        Privileged.Require();
+        const int UdpPort = 53;
+        var longer = TimeSpan.FromSeconds(120);
+        var (plane, runBytes) = fx.PrivatePlane(new DataPlaneOptions
+        {
+            NatPortMin = 45000, NatPortMax = 45000,
+            Timeouts = new FlowTimeouts { TcpNew = longer, TcpEstablished = longer, TcpClosing = longer, Udp = longer },
+        }, OneVip(ToBackends("t/one/p", 80, 1), ToBackends("t/dns/p", UdpPort, 1) with { Protocol = L4Protocol.UDP }));
+        using var owned = plane;
+        TestRunResult Run(Packet p) => runBytes(p.Build());
+        void Quiet(XlbFlowKey key, double seconds)
+        {
+            var table = plane.NewFlows.TryLookup(key, out var f) ? plane.NewFlows : plane.Flows;
+            Assert.True(table.TryLookup(key, out f));
+            table.Update(key, f with { LastSeenNs = XdpDataPlane.MonotonicNs() - (ulong)(seconds * 1e9) });
+            plane.FlowTableChanged();
+        }
+        var busy = 0UL;
+        void Refused(Packet p, string why)
+        {
+            Assert.True(XdpDrop == (int)Run(p).Verdict, why);
+            Assert.Equal(++busy, plane.Stats()[XlbStat.DropNatPortsBusy]);
+        }
+        ushort Taken(Packet p)
+        {
+            var result = Run(p);
+            Assert.Equal(XdpRedirect, (int)result.Verdict);
+            return Packet.Parse(result.Packet).SrcPort;
+        }
+
+        var a = NextClientPort();
+        Assert.Equal(45000, Taken(ClientTcp(a, 80)));
+        var b = NextClientPort();
+        Refused(ClientTcp(b, 80), "the port was given while the handshake was under way");
+        Quiet(ClientFlowKey(a, 80), 1);
+        Refused(ClientTcp(b, 80), "the port was given after a quiet second");
+        // The client sends its SYN again: the same port, and quiet no longer.
+        Quiet(ClientFlowKey(a, 80), 3);
+        Assert.Equal(45000, Taken(ClientTcp(a, 80)));
+        Refused(ClientTcp(b, 80), "the port was given right after the client's SYN came again");
+
+        Quiet(ClientFlowKey(a, 80), 3);
+        Assert.Equal(45000, Taken(ClientTcp(b, 80)));
+        Assert.False(plane.TryFindFlow(ClientFlowKey(a, 80), out _));
+        Assert.True(plane.TryFindFlow(ClientFlowKey(b, 80), out var fb));
+        Assert.True(plane.TryFindReverseNat(ReverseKey(fb), out var r));
+        Assert.Equal(Net.Be(b), r.ClientPortBe);
+        Assert.Equal(busy, plane.Stats()[XlbStat.DropNatPortsBusy]);
+
+        // Its handshake completes: established, the port stays its own, however quiet.
+        Assert.Equal(45000, Taken(ClientTcp(b, 80, Packet.Ack)));
+        Quiet(ClientFlowKey(b, 80), 60);
+        Refused(ClientTcp(NextClientPort(), 80), "an established connection's port was given");
+
+        // A UDP flow of one datagram is not a handshake: its port stays until the UDP timeout.
+        var u = NextClientPort();
+        var datagram = ClientTcp(u, UdpPort) with { Protocol = 17 };
+        Assert.Equal(45000, Taken(datagram));
+        var udpKey = ClientFlowKey(u, UdpPort) with { Proto = XlbAbi.ProtoUdp };
+        Quiet(udpKey, 60);
+        Refused(datagram with { SrcPort = NextClientPort() }, "a UDP flow's port was given");
+    }
+
     [Fact]
     public void Service_counters_count_packets_bytes_new_flows_and_replies()
     {

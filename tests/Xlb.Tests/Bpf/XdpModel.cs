@@ -486,12 +486,14 @@ public sealed class XdpModel(IReadOnlyList<XdpModel.Service> services, FilterIma
         var rkey = Key(backend, flow.Service.Vip, flow.Service.TargetPort, nat, flow.Service.Proto);
         if (_rnat.TryGetValue(rkey, out var held) && held != flow)
         {
-            // The port of a connection that ended at both ends may be taken once it has been
-            // quiet long enough (the program then drops that flow): 2 s, or 65 s if the backend
-            // closed first (nat_port_free in xlb.c). Half a second of slack for the two clocks.
-            var closed = (held.Flags & XlbAbi.FlowReset) != 0 ||
+            // The port of a connection that ended at both ends, or of a TCP handshake that never
+            // completed, may be taken once it has been quiet long enough (the program then drops
+            // that flow): 2 s, or 65 s if the backend closed first (nat_port_free in xlb.c).
+            // Half a second of slack for the two clocks.
+            var halfOpen = held.Service.Proto == 6 && held.State == XlbAbi.FlowNew;
+            var closed = halfOpen || (held.Flags & XlbAbi.FlowReset) != 0 ||
                 (held.Flags & (XlbAbi.FlowFinClient | XlbAbi.FlowFinBackend)) == (XlbAbi.FlowFinClient | XlbAbi.FlowFinBackend);
-            var timeWait = (held.Flags & (XlbAbi.FlowTimeWait | XlbAbi.FlowReset)) == XlbAbi.FlowTimeWait;
+            var timeWait = !halfOpen && (held.Flags & (XlbAbi.FlowTimeWait | XlbAbi.FlowReset)) == XlbAbi.FlowTimeWait;
             var quiet = Stopwatch.GetElapsedTime(held.LastSeen);
             if (!closed || quiet < TimeSpan.FromSeconds(timeWait ? 64.5 : 1.5))
             {
