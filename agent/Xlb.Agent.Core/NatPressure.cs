@@ -15,20 +15,22 @@ public static class NatPressure
     public const double Threshold = 0.9;
 
     /// <summary>One line per pair at or past <see cref="Threshold"/> of <paramref name="range"/>, sorted; empty when none is.</summary>
-    public static List<string> Of(IReadOnlyDictionary<(Addr16 Vip, byte Family, byte Proto, Addr16 Backend, ushort BackendPortBe), (int Held, int Ended)> held, int range)
+    public static List<string> Of(IReadOnlyDictionary<(Addr16 Vip, byte Family, byte Proto, Addr16 Backend, ushort BackendPortBe), NatPortUse> held, int range)
     {
         var lines = new List<string>();
         if (range <= 0)
         {
             return lines;
         }
-        foreach (var ((vip, family, proto, backend, portBe), (h, ended)) in held)
+        foreach (var ((vip, family, proto, backend, portBe), (h, ended, halfOpen)) in held)
         {
             if (h >= Threshold * range)
             {
                 var to = new IPEndPoint(backend.ToAddress(family), Net.FromBe(portBe));
-                lines.Add(string.Create(CultureInfo.InvariantCulture,
-                    $"{to}/{NodeStatus.ProtocolName(proto)} from {vip.ToAddress(family)}: {h} of {range} ports held, {ended} of them by ended connections"));
+                var line = string.Create(CultureInfo.InvariantCulture,
+                    $"{to}/{NodeStatus.ProtocolName(proto)} from {vip.ToAddress(family)}: {h} of {range} ports held, {ended} of them by ended connections");
+                lines.Add(halfOpen == 0 ? line : string.Create(CultureInfo.InvariantCulture,
+                    $"{line}, {halfOpen} by handshakes not completed (a SYN flood holds ports so; each gives its port up 2 s after its last SYN)"));
             }
         }
         lines.Sort(StringComparer.Ordinal);

@@ -212,17 +212,23 @@ public static class NodeStatus
     public static bool Ended(byte flags) =>
         (flags & XlbAbi.FlowReset) != 0 || (flags & (XlbAbi.FlowFinClient | XlbAbi.FlowFinBackend)) == (XlbAbi.FlowFinClient | XlbAbi.FlowFinBackend);
 
-    /// <summary>The NAT ports live FullNAT flows hold, by the tuple the port is unique in (VIP, family, protocol, backend, backend port), and how many of them ended.</summary>
-    public static Dictionary<(Addr16 Vip, byte Family, byte Proto, Addr16 Backend, ushort BackendPortBe), (int Held, int Ended)> NatPortsHeld(IEnumerable<KeyValuePair<XlbFlowKey, XlbFlow>> live)
+    /// <summary>
+    /// The NAT ports live FullNAT flows hold, by the tuple the port is unique in (VIP, family,
+    /// protocol, backend, backend port): how many, how many of them by connections that ended, and
+    /// by TCP handshakes not (yet) completed, which give their port up after 2 quiet seconds
+    /// (nat_port_free in xdp/xlb.c): a SYN flood holds ports so.
+    /// </summary>
+    public static Dictionary<(Addr16 Vip, byte Family, byte Proto, Addr16 Backend, ushort BackendPortBe), NatPortUse> NatPortsHeld(IEnumerable<KeyValuePair<XlbFlowKey, XlbFlow>> live)
     {
-        var held = new Dictionary<(Addr16, byte, byte, Addr16, ushort), (int Held, int Ended)>();
+        var held = new Dictionary<(Addr16, byte, byte, Addr16, ushort), NatPortUse>();
         foreach (var (k, f) in live)
         {
             if (f.Mode == XlbAbi.ModeFullNat)
             {
                 var at = (k.Daddr, k.Family, k.Proto, f.Backend, f.BackendPortBe);
-                var (h, e) = held.GetValueOrDefault(at);
-                held[at] = (h + 1, e + (Ended(f.Flags) ? 1 : 0));
+                var use = held.GetValueOrDefault(at);
+                held[at] = new NatPortUse(use.Held + 1, use.Ended + (Ended(f.Flags) ? 1 : 0),
+                    use.HalfOpen + (k.Proto == XlbAbi.ProtoTcp && f.State == XlbAbi.FlowNew ? 1 : 0));
             }
         }
         return held;
@@ -372,3 +378,6 @@ public static class NodeStatus
         Copy = (f.Flags & XlbAbi.FlowSynced) != 0 ? true : null,
     };
 }
+
+/// <summary>FullNAT ports held toward one backend from one VIP: all, those of ended connections, those of handshakes not completed.</summary>
+public readonly record struct NatPortUse(int Held, int Ended, int HalfOpen);

@@ -81,7 +81,7 @@ public sealed record FlowTimeouts
 /// <summary>What <see cref="XdpDataPlane.Census"/> counts: live flows per service and backend, FullNAT ports held per backend (and of ended connections), and the NAT port range.</summary>
 public sealed record FlowCensus(
     IReadOnlyDictionary<XlbSvcKey, int> ByService, IReadOnlyDictionary<XlbBackend, int> ByBackend,
-    IReadOnlyDictionary<XlbBackend, (int Held, int Ended)> NatPortsByBackend, int NatPortRange);
+    IReadOnlyDictionary<XlbBackend, NatPortUse> NatPortsByBackend, int NatPortRange);
 
 /// <summary>What one apply did.</summary>
 public sealed record ApplyResult(byte Generation, int Operations, TimeSpan Elapsed);
@@ -725,7 +725,7 @@ public sealed class XdpDataPlane : IDisposable
     /// those are of ended connections.
     /// </summary>
     /// <summary>The NAT ports live FullNAT flows hold, per VIP and backend (<see cref="NodeStatus.NatPortsHeld"/>), and the range they come from: one read of the flow tables.</summary>
-    public (Dictionary<(Addr16 Vip, byte Family, byte Proto, Addr16 Backend, ushort BackendPortBe), (int Held, int Ended)> Held, int Range) NatPorts()
+    public (Dictionary<(Addr16 Vip, byte Family, byte Proto, Addr16 Backend, ushort BackendPortBe), NatPortUse> Held, int Range) NatPorts()
     {
         var cfg = ReadConfig();
         var now = MonotonicNs();
@@ -740,7 +740,7 @@ public sealed class XdpDataPlane : IDisposable
         var (bySvc, byIndex) = NodeStatus.ActiveFlowCounts(cfg, table, now, Capacity.BackendSlots);
         var services = ReadServices((byte)(cfg.ActiveGen & 1)).ToDictionary(s => s.Key, s => bySvc.GetValueOrDefault(s.Value.Id));
         var slots = _backendSlots ?? ReadBackendSlots((byte)(cfg.ActiveGen & 1));
-        var nat = new Dictionary<XlbBackend, (int Held, int Ended)>();
+        var nat = new Dictionary<XlbBackend, NatPortUse>();
         foreach (var ((_, family, _, addr, portBe), ports) in NodeStatus.NatPortsHeld(table.Where(f => !NodeStatus.Expired(cfg, f.Key, f.Value, now))))
         {
             var backend = new XlbBackend { Addr = addr, PortBe = portBe, Family = family };

@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Net;
 using Xlb.Agent;
 using Xlb.Agent.Bpf;
+using Xlb.Agent.Core;
 using Xlb.Cli.Testbed;
 using Xlb.Crds;
 using Xlb.DataPlane;
@@ -168,6 +169,10 @@ public sealed class FloodTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFix
         var busy = plane.Stats()[XlbStat.DropNatPortsBusy];
         Assert.Equal((ulong)(256 - (Last - First)), busy);
         Assert.Equal(XdpDrop, (int)run(From(Client, 43001, FullNatPort).Build()).Verdict);
+        // What the node config's Degraded condition says of it (NatPortsLow).
+        var (held, range) = plane.NatPorts();
+        Assert.Equal(new NatPortUse(Last - First + 1, 0, Last - First), Assert.Single(held).Value);
+        Assert.Contains($"64 of 64 ports held, 0 of them by ended connections, {Last - First} by handshakes not completed", Assert.Single(NatPressure.Of(held, range)));
 
         // Two seconds and more later (the flows' clock set back rather than waited for).
         foreach (var (key, flow) in plane.NewFlows.Entries())
