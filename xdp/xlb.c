@@ -1544,9 +1544,8 @@ static __always_inline int reset_syn(struct xdp_md *ctx, struct pkt *p, void *en
  *   port range's worth of SYNs per tcpNew (20,000 in 120 s, 170 a second) would refuse every new
  *   flow to the backend. A real client still trying sends its SYN again within that (Linux
  *   waits 1 s, then 2 s, 4 s, ...), and if it is late it starts afresh on another port. The
- *   backend may still hold the old handshake on the tuple (unless it answered with a SYN cookie,
- *   as under a flood): the new client's SYN then draws an ACK its client resets, and the client
- *   retries a second later.
+ *   backend may still hold the old handshake on the tuple (SYN-RECV); a Linux backend took the
+ *   new client's SYN on such a tuple at once (SynFloodEndToEndTests).
  * A half-closed connection (one FIN) keeps its port until its timeout: its backend may still be
  * sending. The same client connection again (its own port reused) needs none of this: it takes
  * its flow's tuple afresh (serve), and so the same port, with a newer timestamp of its own.
