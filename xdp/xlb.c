@@ -281,6 +281,23 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xlb_ifmacs SEC(".maps");
 
+/* Announcements of our VIPs by other hosts, and the agent's last sign of life (see xlb_abi.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, XLB_MAX_CLAIMS);
+	__type(key, struct xlb_vip_key);
+	__type(value, struct xlb_claim);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xlb_vip_claims SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xlb_agent_seen SEC(".maps");
+
 /* VLAN devices by ifindex: the device below and the tag (see xlb_abi.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -2125,8 +2142,40 @@ static __always_inline int handle4(struct xdp_md *ctx, struct ethhdr *eth, __be1
 }
 
 /*
+ * Has the VIP's standby taken it over from a node whose agent is gone? When the agent dies (or
+ * is stopped without detaching), the program stays and goes on answering ARP and neighbour
+ * solicitations for the VIPs its last configuration holds, while the standby that took them over
+ * answers too: each neighbour then goes to whichever answered last. So a VIP another host has
+ * announced (xlb_vip_claims) since the agent last stamped xlb_agent_seen, with the agent silent
+ * for XLB_AGENT_SILENT_NS, is left to that host. Flows that still arrive are forwarded as before.
+ * While the agent runs, it and its peers settle who holds a VIP (heartbeats), and a claim
+ * changes nothing here: two live nodes must never both fall silent for a VIP. A stamp ahead of
+ * this CPU's clock (the agent's clock, a jiffy ahead) is live.
+ */
+static __always_inline int yielded(const struct xlb_vip_key *vk)
+{
+	struct xlb_vip_key ck = *vk;
+	struct xlb_claim *c;
+	__u32 zero = 0;
+	__u64 *seen, now;
+
+	ck.gen = 0;
+	c = bpf_map_lookup_elem(&xlb_vip_claims, &ck);
+	if (!c)
+		return 0;
+	seen = bpf_map_lookup_elem(&xlb_agent_seen, &zero);
+	if (!seen)
+		return 0;
+	now = coarse_now();
+	if (*seen >= now || now - *seen <= XLB_AGENT_SILENT_NS)
+		return 0;
+	return c->seen_ns > *seen;
+}
+
+/*
  * The MAC to answer address resolution for vk with: the ingress interface's, when vk is a VIP
- * this node holds (XLB_VIP_F_ACTIVE in the active generation); 0 when the kernel should answer.
+ * this node holds (XLB_VIP_F_ACTIVE in the active generation) and has not yielded; 0 when the
+ * kernel should answer.
  */
 static __always_inline __u8 *resolver_mac(struct xdp_md *ctx, __be16 vlan_proto, __be16 vlan_vid,
 					  const struct xlb_vip_key *vk)
@@ -2135,7 +2184,7 @@ static __always_inline __u8 *resolver_mac(struct xdp_md *ctx, __be16 vlan_proto,
 	struct xlb_vlan_dev *dev;
 	struct xlb_ifmac *own;
 
-	if (!flags || !(*flags & XLB_VIP_F_ACTIVE))
+	if (!flags || !(*flags & XLB_VIP_F_ACTIVE) || yielded(vk))
 		return 0;
 	/* On a VLAN, the VLAN device's MAC; a tag the node has no device for is not ours to answer. */
 	if (vlan_proto) {
@@ -2146,6 +2195,27 @@ static __always_inline __u8 *resolver_mac(struct xdp_md *ctx, __be16 vlan_proto,
 	}
 	own = bpf_map_lookup_elem(&xlb_ifmacs, &ifindex);
 	return own ? own->mac : 0;
+}
+
+/*
+ * Another host announced vk, a VIP this node holds (own: our MAC on the interface it came in
+ * on), as its own with MAC sha: noted in xlb_vip_claims (see yielded). Announcements this node
+ * sends leave by its interfaces and do not come back in.
+ */
+static __always_inline void note_claim(struct xdp_md *ctx, const struct xlb_vip_key *vk, const __u8 *sha,
+				       const __u8 *own)
+{
+	struct xlb_vip_key ck = *vk;
+	struct xlb_claim c = {};
+
+	if (((sha[0] ^ own[0]) | (sha[1] ^ own[1]) | (sha[2] ^ own[2]) | (sha[3] ^ own[3]) | (sha[4] ^ own[4]) |
+	     (sha[5] ^ own[5])) == 0)
+		return;
+	ck.gen = 0;
+	c.seen_ns = coarse_now();
+	__builtin_memcpy(c.mac, sha, ETH_ALEN);
+	c.ifindex = ctx->ingress_ifindex;
+	bpf_map_update_elem(&xlb_vip_claims, &ck, &c, BPF_ANY);
 }
 
 /* An ICMPv6 neighbour solicitation or advertisement (RFC 4861 4.3, 4.4) with one link-layer option. */
@@ -2183,9 +2253,20 @@ static __always_inline int answer_ns(struct xdp_md *ctx, __u32 gen, struct ethhd
 	struct xlb_vip_key vk = {};
 	__u8 *own;
 
-	if ((void *)(m + 1) > end || m->type != ND_SOLICIT || m->code != 0 || ip6->hop_limit != 255 ||
-	    ip6->payload_len != bpf_htons(sizeof(*m)) || m->opt_type != ND_OPT_SOURCE_LL ||
-	    m->opt_len != 1 || (src[0] | src[1] | src[2] | src[3]) == 0)
+	if ((void *)(m + 1) > end || m->code != 0 || ip6->hop_limit != 255 || ip6->payload_len != bpf_htons(sizeof(*m)) ||
+	    m->opt_len != 1)
+		return -1;
+	/* Another host advertising one of our VIPs with its own address (the standby taking it over). */
+	if (m->type == ND_ADVERT && m->opt_type == ND_OPT_TARGET_LL) {
+		addr_copy(vk.addr, m->target);
+		vk.family = XLB_FAMILY_V6;
+		vk.gen = gen;
+		own = resolver_mac(ctx, vlan_proto, vlan_vid, &vk);
+		if (own)
+			note_claim(ctx, &vk, m->opt_mac, own);
+		return -1;
+	}
+	if (m->type != ND_SOLICIT || m->opt_type != ND_OPT_SOURCE_LL || (src[0] | src[1] | src[2] | src[3]) == 0)
 		return -1;
 	addr_copy(vk.addr, m->target);
 	vk.family = XLB_FAMILY_V6;
@@ -2342,7 +2423,8 @@ struct arp4 {
 /*
  * An ARP request for a VIP this node holds (XLB_VIP_F_ACTIVE in the active generation) is
  * answered in place with the MAC of the interface it came in on; everything else ARP, and
- * gratuitous announcements of others, goes to the kernel.
+ * gratuitous announcements of others, goes to the kernel, and announcements of our VIPs by
+ * another host are noted (note_claim).
  */
 static __always_inline int answer_arp(struct xdp_md *ctx, struct ethhdr *eth, __be16 vlan_proto,
 				      __be16 vlan_vid, struct arp4 *a, void *end)
@@ -2355,14 +2437,21 @@ static __always_inline int answer_arp(struct xdp_md *ctx, struct ethhdr *eth, __
 	__u8 spa[4];
 
 	if ((void *)(a + 1) > end || a->htype != bpf_htons(1) || a->ptype != bpf_htons(ETH_P_IP) ||
-	    a->hlen != ETH_ALEN || a->plen != 4 || a->op != bpf_htons(ARP_REQUEST))
+	    a->hlen != ETH_ALEN || a->plen != 4)
 		return verdict(XDP_PASS, XLB_STAT_PASS_NON_IP);
 	if (!config(&gen, &filter))
 		return verdict(XDP_PASS, XLB_STAT_DROP_NO_CONFIG);
-	__builtin_memcpy(&vk.addr[0], a->tpa, 4);
+	/* Another host sending as one of our VIPs (a gratuitous ARP: the standby taking it over). */
+	__builtin_memcpy(&sender, a->spa, 4);
+	vk.addr[0] = sender;
 	vk.family = XLB_FAMILY_V4;
 	vk.gen = gen;
-	__builtin_memcpy(&sender, a->spa, 4);
+	own = resolver_mac(ctx, vlan_proto, vlan_vid, &vk);
+	if (own)
+		note_claim(ctx, &vk, a->sha, own);
+	if (a->op != bpf_htons(ARP_REQUEST))
+		return verdict(XDP_PASS, XLB_STAT_PASS_NON_IP);
+	__builtin_memcpy(&vk.addr[0], a->tpa, 4);
 	own = vk.addr[0] == sender ? 0 : resolver_mac(ctx, vlan_proto, vlan_vid, &vk);
 	if (!own)
 		return verdict(XDP_PASS, XLB_STAT_PASS_NON_IP);

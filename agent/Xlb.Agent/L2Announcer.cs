@@ -20,6 +20,11 @@ public sealed partial class L2Announcer(ILogger log, TimeProvider time, IReadOnl
     /// <summary>Where announcements go: the attached interfaces and the VLAN devices on them (the agent refreshes the list).</summary>
     public IReadOnlyList<AnnounceInterface> Interfaces { get; set; } = interfaces;
 
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<IPAddress, ulong> _lastAnnounced = new();
+
+    /// <summary>When each VIP was last announced (its first round; CLOCK_MONOTONIC ns).</summary>
+    public IReadOnlyDictionary<IPAddress, ulong> LastAnnounced => _lastAnnounced;
+
     /// <summary>Every announcement started so far, finished (or cancelled).</summary>
     public Task Completion => _pending;
 
@@ -28,6 +33,11 @@ public sealed partial class L2Announcer(ILogger log, TimeProvider time, IReadOnl
         if (vips.Count == 0 || count <= 0 || Interfaces.Count == 0)
         {
             return;
+        }
+        var now = XdpDataPlane.MonotonicNs();
+        foreach (var vip in vips)
+        {
+            _lastAnnounced[vip] = now;
         }
         var run = RunAsync(vips, ct);
         _pending = Task.WhenAll(_pending, run);

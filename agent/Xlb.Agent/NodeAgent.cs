@@ -131,6 +131,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         }
         // This agent serves: a drain left by a predecessor ends here.
         dp.SetShutdown(false);
+        dp.StampAgentAlive();
         _adopted = dp.Adopted;
         State.DataPlane = dp;
         // Always open: the node's sample is 0 without FlowLogPath, but a mapping may ask for its own log.
@@ -177,6 +178,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             _stopping = probing.Token;
             var probes = _prober.RunAsync(probing.Token);
             var logging = flowLog?.RunAsync(probing.Token) ?? Task.CompletedTask;
+            var stamping = StampAliveAsync(dp, probing.Token);
             // Level-triggered: every resync interval, and at once when a backend's health flips.
             do
             {
@@ -191,6 +193,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             }
             await probing.CancelAsync();
             await probes;
+            await stamping;
             await _peering;
             await logging;
             await _announcer.Completion;
@@ -225,6 +228,27 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             {
                 Directory.Delete(instanceDir);
             }
+        }
+    }
+
+    /// <summary>
+    /// Tells the program the agent runs, every <see cref="Xlb.DataPlane.XlbAbi.AgentStampMs"/> ms until it stops
+    /// (see <see cref="XdpDataPlane.StampAgentAlive"/>): a node whose agent is gone leaves the VIPs
+    /// its standbys announce to them.
+    /// </summary>
+    private async Task StampAliveAsync(XdpDataPlane dp, CancellationToken ct)
+    {
+        try
+        {
+            while (true)
+            {
+                dp.StampAgentAlive();
+                await Task.Delay(TimeSpan.FromMilliseconds(Xlb.DataPlane.XlbAbi.AgentStampMs), ct);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // Stopping: the stamps end with the agent.
         }
     }
 
@@ -369,11 +393,47 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         }
     }
 
+    private List<string> _conflicts = [];
+
+    /// <summary>
+    /// The VIPs this node holds that another host announced since this node last did
+    /// (<see cref="Core.VipConflicts"/>, from the claims the program notes); a change is reported at once.
+    /// </summary>
+    private void CheckVipClaims(XdpDataPlane dp)
+    {
+        try
+        {
+            var claims = dp.Claims();
+            if (claims.Count == 0 && _conflicts.Count == 0)
+            {
+                return;
+            }
+            var held = _announced?.Vips.Where(v => v.Role == VipRole.Active).Select(v => System.Net.IPAddress.Parse(v.Address)).ToHashSet() ?? [];
+            var names = _attachedAnnounce.ToDictionary(i => i.IfIndex, i => i.Name);
+            var conflicts = Core.VipConflicts.Of(claims, held, _announcer?.LastAnnounced ?? new Dictionary<System.Net.IPAddress, ulong>(),
+                i => names.GetValueOrDefault(i) ?? $"ifindex {i}", XdpDataPlane.MonotonicNs());
+            if (!conflicts.SequenceEqual(_conflicts, StringComparer.Ordinal))
+            {
+                if (conflicts.Count > 0)
+                {
+                    LogVipsAnnouncedElsewhere(string.Join("; ", conflicts));
+                }
+                _conflicts = conflicts;
+                _healthChanged = true;
+            }
+        }
+        catch (BpfException e)
+        {
+            LogClaimsReadFailed(e.Message);
+        }
+    }
+
     public async Task ReconcileAsync(XdpDataPlane dp, string attachMode, CancellationToken ct)
     {
         var version = _source.Version;
         var now = time.GetUtcNow();
         CheckNatPorts(dp, now);
+        CheckVipClaims(dp);
         var fullResync = now - _lastFullResync >= options.FullResyncInterval;
         var drainOver = _drainExpiry is { } expiry && expiry <= now;
         if (!fullResync && !_healthChanged && !drainOver && version == _sourceVersion)
@@ -643,6 +703,11 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             return Cond("Degraded", "True", "PeerUnreachable", $"no heartbeat from {string.Join(", ", _unreachable)}, which renew(s) their Lease: their VIPs stay with them " +
                 $"(is UDP port {options.FlowSyncListen.Port} open between the LB nodes?)", config);
         }
+        if (_conflicts.Count > 0)
+        {
+            return Cond("Degraded", "True", "VipAnnouncedElsewhere", $"another host announces VIP(s) this node holds, so both answer for them: {string.Join("; ", _conflicts)} " +
+                "(a partition between the LB nodes, or a host configured with the address)", config);
+        }
         if (_heartbeater?.NeverHeard() is { Count: > 0 } unheard)
         {
             return Cond("Degraded", "True", "PeerUnheard", $"no heartbeat from {string.Join(", ", unheard)} since they became peers: this node does not take their VIPs over by itself " +
@@ -748,6 +813,12 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "cannot read the flow tables for NAT port use: {Error}")]
     private partial void LogNatPortCheckFailed(string error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "cannot read the announcements of this node's VIPs by other hosts: {Error}")]
+    private partial void LogClaimsReadFailed(string error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "another host announces VIP(s) this node holds: {Conflicts}")]
+    private partial void LogVipsAnnouncedElsewhere(string conflicts);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "XDP attached to {Interface} in {Mode} mode")]
     private partial void LogAttached(string @interface, XdpMode mode);

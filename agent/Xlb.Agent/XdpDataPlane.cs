@@ -114,6 +114,8 @@ public sealed class XdpDataPlane : IDisposable
     private readonly BpfMap<uint, ulong> _eventStats;
     private readonly int _eventsFd;
     private readonly BpfMap<uint, uint> _flowEpoch;
+    private readonly BpfMap<uint, ulong> _agentSeen;
+    private readonly BpfMap<XlbVipKey, XlbClaim> _claims;
     private readonly Lock _flowEpochLock = new();
     private readonly BpfCounterArray _conns;
     private readonly BpfMap<uint, XlbSvcOpts> _svcOpts;
@@ -193,6 +195,8 @@ public sealed class XdpDataPlane : IDisposable
         _eventsFd = obj.MapFd("xlb_events");
         _conns = obj.CounterArray("xlb_backend_conns");
         _svcOpts = obj.Map<uint, XlbSvcOpts>("xlb_svc_opts");
+        _agentSeen = obj.Map<uint, ulong>("xlb_agent_seen");
+        _claims = obj.Map<XlbVipKey, XlbClaim>("xlb_vip_claims");
     }
 
     public int ProgramFd { get; }
@@ -649,6 +653,17 @@ public sealed class XdpDataPlane : IDisposable
     /// made from here. The data plane's own changes (ended, swept and cleared flows) do it; a
     /// change made without it reaches the program at the next jiffy.
     /// </summary>
+    /// <summary>
+    /// Tells the program the agent is alive (xlb_agent_seen, on CLOCK_MONOTONIC): the agent does
+    /// so every <see cref="XlbAbi.AgentStampMs"/> ms while it runs. Silent for a second, the program
+    /// leaves a VIP that another host has announced since to that host (yielded in xdp/xlb.c).
+    /// </summary>
+    public void StampAgentAlive(ulong? nowNs = null) => _agentSeen.Update(0, nowNs ?? MonotonicNs());
+
+    /// <summary>Announcements of VIPs this node holds by other hosts, as the program noted them: the last one of each VIP.</summary>
+    public IReadOnlyList<VipClaim> Claims() =>
+        [.. _claims.Entries((XlbVipKey _) => true).Select(c => new VipClaim(c.Key.Addr.ToAddress(c.Key.Family), c.Value.MacBytes(), (int)c.Value.Ifindex, c.Value.SeenNs))];
+
     public void FlowTableChanged()
     {
         lock (_flowEpochLock)

@@ -12,7 +12,7 @@ namespace Xlb.DataPlane;
 /// <summary>Constants of xlb_abi.h.</summary>
 public static class XlbAbi
 {
-    public const int Version = 9;
+    public const int Version = 10;
     public const int MaxServices = 16384;
     public const int MaxBackends = 65536;
     public const int RingCapacity = 1 << 22;
@@ -28,6 +28,11 @@ public static class XlbAbi
     public const uint CfgNoFlowCache = 2;
     public const uint VipActive = 1;
     public const int MaxIfaces = 64;
+    public const int MaxClaims = 4096;
+    /// <summary>How often the agent stamps xlb_agent_seen while it runs.</summary>
+    public const int AgentStampMs = 250;
+    /// <summary>How long the agent may not stamp before the program yields claimed VIPs (yielded in xlb.c).</summary>
+    public const long AgentSilentNs = 1_000_000_000;
     public const int MaxVlans = 4096;
     /// <summary>The two VLAN tag protocols (TPIDs) the program parses: 802.1Q and 802.1ad.</summary>
     public const ushort Vlan8021Q = 0x8100;
@@ -258,6 +263,27 @@ public unsafe struct XlbFilter
 {
     public fixed ulong Vip[XlbAbi.FilterWords];
     public fixed ulong Rsrc[XlbAbi.FilterWords];
+}
+
+/// <summary>Another host's announcement of a VIP this node holds (xlb_vip_claims, by VIP with generation 0).</summary>
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct XlbClaim
+{
+    public ulong SeenNs;
+    public fixed byte Mac[6];
+    public fixed byte Pad[2];
+    public uint Ifindex;
+    public uint Spare;
+
+    public readonly byte[] MacBytes()
+    {
+        var m = new byte[6];
+        fixed (byte* p = Mac)
+        {
+            new ReadOnlySpan<byte>(p, 6).CopyTo(m);
+        }
+        return m;
+    }
 }
 
 /// <summary>The MAC of an interface the program runs on (xlb_ifmacs, by ifindex).</summary>

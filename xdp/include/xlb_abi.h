@@ -14,7 +14,7 @@
 
 #include <linux/types.h>
 
-#define XLB_ABI_VERSION 9
+#define XLB_ABI_VERSION 10
 
 /*
  * Capacities per configuration generation. Maps hold two generations. XLB_MAX_BACKENDS and
@@ -63,6 +63,26 @@ struct xlb_vip_key {
 
 #define XLB_VIP_F_NONE 0
 #define XLB_VIP_F_ACTIVE 1 /* this node holds the VIP: it answers ARP and neighbour solicitations for it */
+
+/*
+ * vip_claims: LRU hash by VIP (an xlb_vip_key with gen 0), program-written: the last time another
+ * host announced a VIP this node holds (a gratuitous ARP, an ARP reply, an unsolicited neighbour
+ * advertisement with another MAC), and from which MAC and interface. agent_seen: array[1], the
+ * agent's CLOCK_MONOTONIC stamp, renewed every XLB_AGENT_STAMP_MS while it runs. A node whose agent
+ * has not stamped for XLB_AGENT_SILENT_NS stops answering ARP and neighbour solicitations for a VIP
+ * another host has announced since: the VIP's standby took it over (see yielded in xlb.c).
+ */
+#define XLB_MAX_CLAIMS 4096
+#define XLB_AGENT_STAMP_MS 250
+#define XLB_AGENT_SILENT_NS 1000000000ULL
+
+struct xlb_claim {
+	__u64 seen_ns; /* coarse monotonic clock */
+	__u8 mac[6];
+	__u8 pad[2];
+	__u32 ifindex;
+	__u32 spare;
+};
 
 /* ifmacs: hash by ifindex, the MAC of each interface the program is attached to (agent-written). */
 #define XLB_MAX_IFACES 64

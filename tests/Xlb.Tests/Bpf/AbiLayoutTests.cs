@@ -29,6 +29,7 @@ public partial class AbiLayoutTests
         (typeof(XlbFilter), "xlb_filter"),
         (typeof(XlbSvcStats), "xlb_svc_stats"),
         (typeof(XlbIfmac), "xlb_ifmac"),
+        (typeof(XlbClaim), "xlb_claim"),
         (typeof(XlbVlan), "xlb_vlan"),
         (typeof(XlbVlanDev), "xlb_vlan_dev"),
         (typeof(XlbFlowEvent), "xlb_flow_event"),
@@ -73,7 +74,7 @@ public partial class AbiLayoutTests
             ("XLB_ALGO_ROUND_ROBIN", XlbAbi.AlgoRoundRobin), ("XLB_ALGO_LEAST_CONN", XlbAbi.AlgoLeastConn), ("XLB_LC_SCAN", XlbAbi.LcScan), ("XLB_FLOW_F_COUNTED", XlbAbi.FlowCounted), ("XLB_FLOW_F_SYNCED", XlbAbi.FlowSynced), ("XLB_FLOW_F_FIN_CLIENT", XlbAbi.FlowFinClient), ("XLB_FLOW_F_FIN_BACKEND", XlbAbi.FlowFinBackend), ("XLB_FLOW_F_TIME_WAIT", XlbAbi.FlowTimeWait), ("XLB_FLOW_F_RESET", XlbAbi.FlowReset), ("XLB_SVC_F_COUNT_FLOWS", XlbAbi.SvcCountFlows), ("XLB_SVC_F_AFFINITY", XlbAbi.SvcAffinity), ("XLB_MAX_AFFINITY", XlbAbi.MaxAffinity), ("XLB_FLOW_NEW", XlbAbi.FlowNew),
             ("XLB_FLOW_ESTABLISHED", XlbAbi.FlowEstablished), ("XLB_FLOW_CLOSING", XlbAbi.FlowClosing),
             ("XLB_FILTER_BITS", XlbAbi.FilterBits), ("XLB_FILTER_WORDS", XlbAbi.FilterWords),
-            ("XLB_IPV6_EXT_MAX", XlbAbi.Ipv6ExtMax), ("XLB_VIP_F_ACTIVE", (int)XlbAbi.VipActive), ("XLB_MAX_IFACES", XlbAbi.MaxIfaces), ("XLB_MAX_VLANS", XlbAbi.MaxVlans),
+            ("XLB_IPV6_EXT_MAX", XlbAbi.Ipv6ExtMax), ("XLB_VIP_F_ACTIVE", (int)XlbAbi.VipActive), ("XLB_MAX_IFACES", XlbAbi.MaxIfaces), ("XLB_MAX_CLAIMS", XlbAbi.MaxClaims), ("XLB_AGENT_STAMP_MS", XlbAbi.AgentStampMs), ("XLB_MAX_VLANS", XlbAbi.MaxVlans),
             ("XLB_EVENT_NEW", XlbAbi.EventNew), ("XLB_EVENT_CLOSED", XlbAbi.EventClosed), ("XLB_EVENTS_SENT", (int)XlbAbi.EventsSent),
             ("XLB_EVENTS_LOST", (int)XlbAbi.EventsLost), ("XLB_EVENTS_RING_BYTES", XlbAbi.EventsRingBytes),
         })

@@ -110,7 +110,7 @@ public sealed class DataPlaneFixture : IDisposable
         try
         {
             Netns.Ip(topology.Lb, "route", "add", "10.99.0.0/24", "via", LbTopology.BackendAddress(1));
-            var plane = XdpDataPlane.Load(XdpDataPlane.DefaultObjectPath);
+            var plane = Alive(XdpDataPlane.Load(XdpDataPlane.DefaultObjectPath));
             plane.Apply(Spec(1, 2));
             return (topology, plane);
         }
@@ -119,6 +119,16 @@ public sealed class DataPlaneFixture : IDisposable
             topology.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// The plane as a running agent keeps it: stamped alive (here a day ahead, for the whole test),
+    /// so that another host's announcement of a VIP does not make the program yield it.
+    /// </summary>
+    public static XdpDataPlane Alive(XdpDataPlane plane)
+    {
+        plane.StampAgentAlive(XdpDataPlane.MonotonicNs() + 86_400_000_000_000);
+        return plane;
     }
 
     /// <summary>A TCP packet from the test client's <paramref name="clientPort"/> to VIP:<paramref name="vipPort"/>.</summary>
@@ -150,7 +160,7 @@ public sealed class DataPlaneFixture : IDisposable
     /// </summary>
     public (XdpDataPlane Plane, Func<byte[], TestRunResult> Run) PrivatePlane(DataPlaneOptions? options, XlbNodeConfigSpec spec)
     {
-        var plane = XdpDataPlane.Load(XdpDataPlane.DefaultObjectPath, options);
+        var plane = Alive(XdpDataPlane.Load(XdpDataPlane.DefaultObjectPath, options));
         plane.Apply(spec);
         var fd = plane.ProgramFd;
         return (plane, packet => Netns.Run(Topology.Lb, () => TestRun.Xdp(fd, packet)));

@@ -60,7 +60,7 @@ public class FuzzTests(ITestOutputHelper output)
         var seed = Env("XLB_FUZZ_SEED", 20261122);
         var deadline = TimeSpan.FromMinutes(Env("XLB_FUZZ_MINUTES", 10));
         using var topology = LbTopology.Create(LbTopology.NewPrefix("z"), backends: 2);
-        using var plane = XdpDataPlane.Load(XdpDataPlane.DefaultObjectPath, new DataPlaneOptions
+        using var plane = DataPlaneFixture.Alive(XdpDataPlane.Load(XdpDataPlane.DefaultObjectPath, new DataPlaneOptions
         {
             NatPortMin = NatMin,
             NatPortMax = NatMax,
@@ -69,7 +69,7 @@ public class FuzzTests(ITestOutputHelper output)
             IcmpRate = 0,
             // Idle timeouts far beyond the run: the model's flows never expire.
             Timeouts = new FlowTimeouts { TcpNew = TimeSpan.FromHours(1), TcpEstablished = TimeSpan.FromHours(1), TcpClosing = TimeSpan.FromHours(1), Udp = TimeSpan.FromHours(1) },
-        });
+        }));
         var spec = Spec();
         plane.Apply(spec);
 

@@ -91,7 +91,7 @@ public sealed class VlanFixture : IDisposable
             // A VLAN that does not forward: the FIB, asked from it, refuses.
             Netns.Exec(lb, "sysctl", "-q", "-w", "net.ipv4.conf.xv300.forwarding=0");
 
-            var plane = XdpDataPlane.Load(XdpDataPlane.DefaultObjectPath);
+            var plane = DataPlaneFixture.Alive(XdpDataPlane.Load(XdpDataPlane.DefaultObjectPath));
             plane.Apply(Spec());
             var (lowerIndex, links) = Netns.Run(lb, () =>
             {

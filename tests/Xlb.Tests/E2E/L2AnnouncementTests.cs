@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;
+using Xlb.Agent.Bpf;
 using Xlb.Agent.Core;
 using Xlb.Cli.Testbed;
 using Xlb.Crds;
@@ -228,6 +229,102 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
             Directory.Delete(manifests, recursive: true);
             output.WriteLine(bed.Log.ToString());
         }
+    }
+
+    /// <summary>
+    /// The program outlives its agent (killed here), and went on answering ARP and neighbour
+    /// solicitations for the VIPs of its last configuration beside the standby that took them over.
+    /// Now, once the agent has been silent a second, it leaves a VIP another host has announced
+    /// since to that host, and keeps forwarding what still comes to it; a live agent's node
+    /// answers whatever others announce; the agent back, the node answers again. The test plays
+    /// the standby: its announcements and the client's requests come from the client's link.
+    /// </summary>
+    [Fact]
+    public async Task A_node_whose_agent_is_gone_leaves_the_vips_its_standby_announced_and_answers_again_when_the_agent_is_back()
+    {
+        Privileged.Require();
+        var ct = TestContext.Current.CancellationToken;
+        await using var bed = Testbed.Create("gy", backends: 1);
+        var topology = bed.Topology;
+        var mac = DataPlaneFixtureMac(topology);
+        var manifests = DemoManifests();
+        using var capture = FrameCapture.Start(topology.Client);
+        var (vip4, vip6) = (IPAddress.Parse(Vip4), IPAddress.Parse(Vip6));
+        byte[] standby = [0x02, 0x5b, 0x00, 0x00, 0x00, 0x02];
+        var client = Bpf.DataPlaneFixture.MacBytes(LbTopology.Mac(topology.Client, "eth0"));
+        var clientIf = Netns.Run(topology.Client, () => Xdp.IfIndex("eth0"));
+        using var wire = Netns.Run(topology.Client, () => new PacketSocket(clientIf));
+        bool Answers(IPAddress vip)
+        {
+            var v4 = vip.AddressFamily == AddressFamily.InterNetwork;
+            wire.Send(v4 ? Packet.ArpRequest(client, IPAddress.Parse(LbTopology.ClientAddress), vip)
+                : Packet.NeighbourSolicitation(client, IPAddress.Parse(LbTopology.ClientAddress6), vip));
+            return capture.Collect(f => AnswerFor(f, mac) is { } a && a.Equals(vip), fs => fs.Count > 0, TimeSpan.FromSeconds(1)).Count > 0;
+        }
+        void StandbyAnnounces()
+        {
+            wire.Send(Announcements.GratuitousArp(standby, vip4));
+            wire.Send(Announcements.UnsolicitedAdvert(standby, vip6));
+        }
+        try
+        {
+            var (started, _) = await StartByHandAsync(bed, manifests, capture, mac, ct);
+            using var stack = started;
+            Assert.True(Answers(vip4));
+            Assert.True(Answers(vip6));
+
+            // The agent runs: another host announcing the VIPs (a partition, a peer's mistake) changes nothing.
+            StandbyAnnounces();
+            await Task.Delay(1500, ct);
+            Assert.True(Answers(vip4), "a node whose agent runs left its VIP to another host");
+            Assert.True(Answers(vip6), "a node whose agent runs left its IPv6 VIP to another host");
+            // Its node config says so.
+            var degraded = Xlb.Crds.Serialization.Yaml.ReadDocuments(File.ReadAllText(stack.AgentStatusPath))[0]["conditions"]!.AsArray()
+                .Single(c => c!["type"]!.GetValue<string>() == "Degraded")!;
+            Assert.Equal(("True", "VipAnnouncedElsewhere"), (degraded["status"]!.GetValue<string>(), degraded["reason"]!.GetValue<string>()));
+            Assert.Contains($"{Vip4} by 02:5b:00:00:00:02 on {LbTopology.ClientIfOnLb}; {Vip6} by 02:5b:00:00:00:02 on {LbTopology.ClientIfOnLb}",
+                degraded["message"]!.GetValue<string>(), StringComparison.Ordinal);
+
+            // The agent dies; the program stays. The standby takes the VIPs over (after the window) and announces them.
+            stack.Agent.Kill();
+            await stack.Agent.WaitForExitAsync(ct);
+            await Task.Delay(800, ct);
+            StandbyAnnounces();
+            await Task.Delay(400, ct);
+            Assert.False(Answers(vip4), "the node of a dead agent still answers for the VIP its standby took");
+            Assert.False(Answers(vip6), "the node of a dead agent still answers for the IPv6 VIP its standby took");
+            // What still comes to it (a neighbour that has not heard yet) is forwarded as before.
+            Assert.Equal("backend-1", await HttpProbe.GetAsync(topology.Client, new IPEndPoint(vip4, 80), TimeSpan.FromSeconds(5), ct));
+
+            // The agent is back: it stamps, and the node answers again.
+            stack.StartAgent(topology);
+            var back = System.Diagnostics.Stopwatch.StartNew();
+            while (!Answers(vip4) && back.Elapsed < TimeSpan.FromSeconds(20))
+            {
+            }
+            Assert.True(Answers(vip4));
+            Assert.True(Answers(vip6));
+        }
+        finally
+        {
+            Directory.Delete(manifests, recursive: true);
+            output.WriteLine(bed.Log.ToString());
+        }
+    }
+
+    /// <summary>The VIP an ARP reply or a neighbour advertisement from <paramref name="mac"/> resolves, if the frame is one.</summary>
+    private static IPAddress? AnswerFor(byte[] f, byte[] mac)
+    {
+        var type = f.Length >= 14 ? BinaryPrimitives.ReadUInt16BigEndian(f.AsSpan(12)) : 0;
+        if (!f.AsSpan(6, 6).SequenceEqual(mac))
+        {
+            return null;
+        }
+        if (type == 0x0806 && f.Length >= 42 && f[21] == 2 && f.AsSpan(22, 6).SequenceEqual(mac))
+        {
+            return new IPAddress(f.AsSpan(28, 4));
+        }
+        return type == 0x86dd && f.Length >= 78 && f[20] == 58 && f[54] == 136 ? new IPAddress(f.AsSpan(62, 16)) : null;
     }
 
     /// <summary>
