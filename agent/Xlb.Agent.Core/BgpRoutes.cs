@@ -49,10 +49,18 @@ public static class BgpRoutes
         return [.. spec.Vips.Where(v => shards.Contains(v.Shard)).Select(v => IPAddress.Parse(v.Address))];
     }
 
-    /// <summary>The routes of <paramref name="family"/> to advertise and to withdraw to go from <paramref name="advertised"/> to <paramref name="desired"/>, each in address order.</summary>
-    public static (IPAddress[] Announce, IPAddress[] Withdraw) Diff(IReadOnlySet<IPAddress> advertised, IReadOnlySet<IPAddress> desired, AddressFamily family) =>
-        ([.. desired.Where(a => a.AddressFamily == family && !advertised.Contains(a)).Order(AddressOrder.Instance)],
-         [.. advertised.Where(a => a.AddressFamily == family && !desired.Contains(a)).Order(AddressOrder.Instance)]);
+    /// <summary>
+    /// The routes of <paramref name="family"/> to go from <paramref name="advertised"/> (each with
+    /// whether it went out preferred) to <paramref name="desired"/>, of which
+    /// <paramref name="preferred"/> are VIPs taken over (<see cref="BgpRouteAttributes.Preferred"/>):
+    /// to advertise plainly, to advertise preferred (a route whose preference changed goes again:
+    /// the new one replaces it), and to withdraw; each in address order.
+    /// </summary>
+    public static (IPAddress[] Announce, IPAddress[] AnnouncePreferred, IPAddress[] Withdraw) Diff(IReadOnlyDictionary<IPAddress, bool> advertised,
+        IReadOnlySet<IPAddress> desired, IReadOnlySet<IPAddress> preferred, AddressFamily family) =>
+        ([.. desired.Where(a => a.AddressFamily == family && !preferred.Contains(a) && (!advertised.TryGetValue(a, out var was) || was)).Order(AddressOrder.Instance)],
+         [.. desired.Where(a => a.AddressFamily == family && preferred.Contains(a) && (!advertised.TryGetValue(a, out var was) || !was)).Order(AddressOrder.Instance)],
+         [.. advertised.Keys.Where(a => a.AddressFamily == family && !desired.Contains(a)).Order(AddressOrder.Instance)]);
 
     /// <summary>
     /// The session's terms from the neighbour's OPEN: the hold time (the smaller offer; 0 when

@@ -74,7 +74,13 @@ public sealed class BgpProtocolException(byte code, byte subcode, string message
 /// <param name="Internal">Internal BGP (the neighbour is in our AS): no AS of ours in the path, LOCAL_PREF 100.</param>
 /// <param name="FourOctetAs">Both sides have the four-octet AS capability: AS_PATH carries four-octet numbers.</param>
 /// <param name="NextHop">Where the neighbour sends the traffic: our address on the session.</param>
-public sealed record BgpRouteAttributes(long MyAsn, bool Internal, bool FourOctetAs, IPAddress NextHop);
+/// <param name="Preferred">
+/// Routes of VIPs this node took over from a silent peer: LOCAL_PREF 200 instead of 100 (internal
+/// BGP), MULTI_EXIT_DISC 0 instead of 100 (external). The neighbour then prefers them to the silent
+/// node's routes, which it keeps until that session's hold time passes (and, as a graceful-restart
+/// helper, longer): a hung node's traffic moves when its VIPs are taken, not when its session ends.
+/// </param>
+public sealed record BgpRouteAttributes(long MyAsn, bool Internal, bool FourOctetAs, IPAddress NextHop, bool Preferred = false);
 
 /// <summary>
 /// BGP-4 messages to and from bytes (RFC 4271, 4760, 6793, 4724). Pure: the speaker's sockets
@@ -277,7 +283,7 @@ public static class BgpWire
         return Message(BgpMessageType.Update, body);
     }
 
-    /// <summary>ORIGIN IGP, AS_PATH, then NEXT_HOP (IPv4) or MP_REACH_NLRI with the prefixes (IPv6), then LOCAL_PREF 100 for internal BGP.</summary>
+    /// <summary>ORIGIN IGP, AS_PATH, NEXT_HOP (IPv4), MULTI_EXIT_DISC (external BGP), MP_REACH_NLRI with the prefixes (IPv6), LOCAL_PREF (internal BGP).</summary>
     private static byte[] Attributes(BgpRouteAttributes a, IPAddress[]? reach)
     {
         var list = new List<byte>();
@@ -294,20 +300,21 @@ public static class BgpWire
         {
             list.AddRange(Attribute(0x40, 2, [2, 1, (byte)(a.MyAsn >> 8), (byte)a.MyAsn]));
         }
-        if (reach is null)
+        if (reach is null && a.NextHop.AddressFamily == AddressFamily.InterNetwork)
         {
-            if (a.NextHop.AddressFamily == AddressFamily.InterNetwork)
-            {
-                list.AddRange(Attribute(0x40, 3, V4Bytes(a.NextHop)));
-            }
+            list.AddRange(Attribute(0x40, 3, V4Bytes(a.NextHop)));
         }
-        else
+        if (!a.Internal)
+        {
+            list.AddRange(Attribute(0x80, 4, [0, 0, 0, a.Preferred ? (byte)0 : (byte)100]));
+        }
+        if (reach is not null)
         {
             list.AddRange(Attribute(0x80, 14, [0, 2, 1, 16, .. a.NextHop.GetAddressBytes(), 0, .. Nlri(reach)]));
         }
         if (a.Internal)
         {
-            list.AddRange(Attribute(0x40, 5, [0, 0, 0, 100]));
+            list.AddRange(Attribute(0x40, 5, [0, 0, 0, a.Preferred ? (byte)200 : (byte)100]));
         }
         return [.. list];
     }

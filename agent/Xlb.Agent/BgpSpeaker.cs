@@ -28,7 +28,10 @@ public sealed partial class BgpSpeaker
     private readonly TimeProvider _time;
     private readonly SemaphoreSlim _changed = new(0);
     private readonly CancellationTokenSource _stop = new();
-    private volatile IReadOnlySet<IPAddress> _desired = new HashSet<IPAddress>();
+    private volatile Desire _desired = new(new HashSet<IPAddress>(), new HashSet<IPAddress>());
+
+    /// <summary>The routes to advertise, and those of them that go out preferred (VIPs taken over).</summary>
+    private sealed record Desire(IReadOnlySet<IPAddress> Routes, IReadOnlySet<IPAddress> Preferred);
     private volatile bool _cease;
     private bool _restarting;
     private Task _run = Task.CompletedTask;
@@ -64,10 +67,14 @@ public sealed partial class BgpSpeaker
         return speaker;
     }
 
-    /// <summary>The routes to advertise from now on (of the session's family; others are left out).</summary>
-    public void SetRoutes(IReadOnlySet<IPAddress> routes)
+    /// <summary>
+    /// The routes to advertise from now on (of the session's family; others are left out), and
+    /// those of them to advertise preferred: VIPs this node took over from a silent peer
+    /// (<see cref="BgpRouteAttributes.Preferred"/>).
+    /// </summary>
+    public void SetRoutes(IReadOnlySet<IPAddress> routes, IReadOnlySet<IPAddress>? preferred = null)
     {
-        _desired = routes;
+        _desired = new Desire(routes, preferred ?? new HashSet<IPAddress>());
         _changed.Release();
     }
 
@@ -208,7 +215,7 @@ public sealed partial class BgpSpeaker
     private async Task WriteLoopAsync(NetworkStream stream, BgpRouteAttributes attributes, AddressFamily family, BgpFamily bgpFamily, int hold,
         Func<long> lastHeard, Task reader, CancellationToken stop)
     {
-        var advertised = new HashSet<IPAddress>();
+        var advertised = new Dictionary<IPAddress, bool>();
         // Hold time 0: neither side sends keepalives (RFC 4271 4.4).
         TimeSpan? keepalive = hold == 0 ? null : TimeSpan.FromSeconds(Math.Max(1, hold / 3));
         var lastSent = _time.GetTimestamp();
@@ -216,18 +223,28 @@ public sealed partial class BgpSpeaker
         while (true)
         {
             var desired = _desired;
-            var (announce, withdraw) = BgpRoutes.Diff(advertised, desired, family);
-            foreach (var message in BgpWire.Updates(announce, withdraw, attributes))
+            var (announce, preferred, withdraw) = BgpRoutes.Diff(advertised, desired.Routes, desired.Preferred, family);
+            foreach (var message in BgpWire.Updates(announce, withdraw, attributes).Concat(BgpWire.Updates(preferred, [], attributes with { Preferred = true })))
             {
                 await stream.WriteAsync(message, stop);
                 lastSent = _time.GetTimestamp();
             }
-            if (announce.Length + withdraw.Length > 0)
+            if (announce.Length + preferred.Length + withdraw.Length > 0)
             {
-                advertised.UnionWith(announce);
-                advertised.ExceptWith(withdraw);
-                Advertised = new HashSet<IPAddress>(advertised);
-                LogRoutes(Peer.Address, announce.Length, withdraw.Length, advertised.Count);
+                foreach (var a in announce)
+                {
+                    advertised[a] = false;
+                }
+                foreach (var a in preferred)
+                {
+                    advertised[a] = true;
+                }
+                foreach (var a in withdraw)
+                {
+                    advertised.Remove(a);
+                }
+                Advertised = new HashSet<IPAddress>(advertised.Keys);
+                LogRoutes(Peer.Address, announce.Length + preferred.Length, withdraw.Length, advertised.Count);
                 _changedState();
             }
             if (first)

@@ -552,7 +552,8 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
                     _wake.Release();
                 });
             }
-            speaker.SetRoutes(plan.Routes);
+            // VIPs taken over from a silent peer go out preferred, over the routes the neighbour may still hold from it.
+            speaker.SetRoutes(plan.Routes, _taken.Select(t => System.Net.IPAddress.Parse(t.Address)).Where(plan.Routes.Contains).ToHashSet());
         }
         State.Bgp = [.. _bgp.Values];
         // A session carries the VIPs of its own family: say so once when a family has VIPs and no session.

@@ -75,6 +75,10 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
             Assert.Matches(@"FAILOVER PEERS\n +NODE +STATE +VIPS TAKEN OVER\n +lb-1 +Silent +1\n", stack.StatusOf("lb-2"));
             Assert.True(await bird.WaitRoutesAsync(_ => bird.Show("lb2").Contains("Routes:         1 imported", StringComparison.Ordinal), TimeSpan.FromSeconds(10), Ct),
                 $"lb-2 does not advertise {Vip}:\n{bird.Show("lb2")}");
+            // lb-1's session is up still (its hold time has not passed), and its route with it; the
+            // router prefers lb-2's (LOCAL_PREF 200), so a hung node's traffic moves now, not when its session ends.
+            Assert.Contains("via " + RoutedPairTopology.LbAddress(2), Netns.Ip(topology.Router, "route", "get", Vip), StringComparison.Ordinal);
+            Assert.Contains("Routes:         1 imported", bird.Show("lb1"), StringComparison.Ordinal);
             if (TimeSpan.FromSeconds(2) - paused.Elapsed is { Ticks: > 0 } left)
             {
                 await Task.Delay(left, Ct);

@@ -85,15 +85,19 @@ public class BgpWireTests
         var update = Assert.Single(BgpWire.Updates([IPAddress.Parse("10.250.0.30")], [], attributes));
         byte[] expected =
         [
-            .. Header(48, 2),
+            .. Header(55, 2),
             0, 0,                                   // no withdrawn routes
-            0, 20,                                  // path attributes
+            0, 27,                                  // path attributes
             0x40, 1, 1, 0,                          // ORIGIN IGP
             0x40, 2, 6, 2, 1, 0, 0, 0xfd, 0xe9,     // AS_PATH: AS_SEQUENCE of one four-octet AS
             0x40, 3, 4, 10, 200, 0, 1,              // NEXT_HOP
+            0x80, 4, 4, 0, 0, 0, 100,               // MULTI_EXIT_DISC 100
             32, 10, 250, 0, 30,                     // 10.250.0.30/32
         ];
         Assert.Equal(expected, update);
+        // A VIP taken over from a silent peer: MED 0, so the neighbour prefers it to the silent node's route.
+        var taken = Assert.Single(BgpWire.Updates([IPAddress.Parse("10.250.0.30")], [], attributes with { Preferred = true }));
+        Assert.Equal([.. expected[..^12], 0x80, 4, 4, 0, 0, 0, 0, .. expected[^5..]], taken);
 
         var withdraw = Assert.Single(BgpWire.Updates([], [IPAddress.Parse("10.250.0.30")], attributes));
         Assert.Equal([.. Header(28, 2), 0, 5, 32, 10, 250, 0, 30, 0, 0], withdraw);
@@ -115,6 +119,9 @@ public class BgpWireTests
             0x40, 5, 4, 0, 0, 0, 100,                // LOCAL_PREF 100
         ];
         Assert.Equal([.. Header(19 + 4 + attrs.Length, 2), 0, 0, 0, (byte)attrs.Length, .. attrs], update);
+        // Taken over from a silent peer: LOCAL_PREF 200.
+        var taken = Assert.Single(BgpWire.Updates([IPAddress.Parse("fd00:250::30")], [], attributes with { Preferred = true }));
+        Assert.Equal([.. update[..^1], 200], taken);
 
         var withdraw = Assert.Single(BgpWire.Updates([], [IPAddress.Parse("fd00:250::30")], attributes));
         Assert.Equal([.. Header(19 + 4 + 23, 2), 0, 0, 0, 23, 0x80, 15, 20, 0, 2, 1, 128, .. vip], withdraw);
@@ -211,10 +218,25 @@ public class BgpWireTests
         // Shards with a neighbour are routed: no gratuitous ARP for them, standby ones included.
         Assert.Equal(["192.0.2.1", "192.0.2.2", "192.0.2.3", "2001:db8::1"], BgpRoutes.Routed(spec).Select(r => r.ToString()).Order());
 
-        var (announce, withdraw) = BgpRoutes.Diff(
-            new HashSet<IPAddress> { IPAddress.Parse("192.0.2.9"), IPAddress.Parse("192.0.2.1") }, plans["10.0.0.1"].Routes, AddressFamily.InterNetwork);
+        var advertised = new Dictionary<IPAddress, bool> { [IPAddress.Parse("192.0.2.9")] = false, [IPAddress.Parse("192.0.2.1")] = false };
+        var (announce, preferred, withdraw) = BgpRoutes.Diff(advertised, plans["10.0.0.1"].Routes, new HashSet<IPAddress>(), AddressFamily.InterNetwork);
         Assert.Equal(["192.0.2.3"], announce.Select(a => a.ToString()));
+        Assert.Empty(preferred);
         Assert.Equal(["192.0.2.9"], withdraw.Select(a => a.ToString()));
+
+        // 192.0.2.1 is taken over: it goes again, preferred; given back, it goes again, plainly.
+        var taken = new HashSet<IPAddress> { IPAddress.Parse("192.0.2.1") };
+        advertised = new Dictionary<IPAddress, bool> { [IPAddress.Parse("192.0.2.1")] = false, [IPAddress.Parse("192.0.2.3")] = false };
+        (announce, preferred, withdraw) = BgpRoutes.Diff(advertised, plans["10.0.0.1"].Routes, taken, AddressFamily.InterNetwork);
+        Assert.Empty(announce);
+        Assert.Equal(["192.0.2.1"], preferred.Select(a => a.ToString()));
+        Assert.Empty(withdraw);
+        advertised[IPAddress.Parse("192.0.2.1")] = true;
+        (announce, preferred, withdraw) = BgpRoutes.Diff(advertised, plans["10.0.0.1"].Routes, taken, AddressFamily.InterNetwork);
+        Assert.Empty(announce.Concat(preferred).Concat(withdraw));
+        (announce, preferred, withdraw) = BgpRoutes.Diff(advertised, plans["10.0.0.1"].Routes, new HashSet<IPAddress>(), AddressFamily.InterNetwork);
+        Assert.Equal(["192.0.2.1"], announce.Select(a => a.ToString()));
+        Assert.Empty(preferred.Concat(withdraw));
     }
 
     [Fact]
