@@ -120,8 +120,14 @@ var otlpHeadersOption = new Option<string?>("--otlp-headers") { Description = "H
 var otlpHeadersFileOption = new Option<FileInfo?>("--otlp-headers-file") { Description = "A file of headers in the same form (or one per line), read again when it changes: mount a Secret here" };
 var otlpIntervalOption = new Option<double>("--otlp-interval") { Description = "Seconds between exports", DefaultValueFactory = _ => 60 };
 var natPortsOption = new Option<string>("--nat-ports") { Description = "FullNAT source-port range toward backends, MIN-MAX", DefaultValueFactory = _ => "40000-59999" };
+// Flow idle timeouts, as ipvsadm --set: seconds, from 1 to a week.
+var defaultTimeouts = new FlowTimeouts();
+var tcpTimeoutOption = new Option<uint>("--tcp-timeout") { Description = "Seconds an established TCP flow may be idle before it is forgotten", DefaultValueFactory = _ => (uint)defaultTimeouts.TcpEstablished.TotalSeconds };
+var tcpNewTimeoutOption = new Option<uint>("--tcp-new-timeout") { Description = "Seconds a TCP flow may wait for its handshake to complete", DefaultValueFactory = _ => (uint)defaultTimeouts.TcpNew.TotalSeconds };
+var tcpClosingTimeoutOption = new Option<uint>("--tcp-closing-timeout") { Description = "Seconds a TCP flow is kept after a FIN or RST", DefaultValueFactory = _ => (uint)defaultTimeouts.TcpClosing.TotalSeconds };
+var udpTimeoutOption = new Option<uint>("--udp-timeout") { Description = "Seconds a UDP flow may be idle. A FullNAT UDP flow holds its source port toward its backend that long: with the default range, a service takes about 20,000 / this many new flows a second per backend (a DNS service wants a few seconds)", DefaultValueFactory = _ => (uint)defaultTimeouts.Udp.TotalSeconds };
 
-var agentCommand = new Command("agent", "Run the node agent: apply this node's XlbNodeConfig (from the cluster, or --node-config FILE) to XDP") { nodeConfigOption, agentNodeOption, kubeconfigOption, leaseNamespaceOption, leaseRenewOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, encapSourceOption, bpffsOption, instanceOption, detachOption, shutdownTimeoutOption, shutdownFileOption, listenOption, announceOption, flowLogOption, flowSampleOption, flowSyncListenOption, flowSyncIntervalOption, flowSyncKeyFileOption, newFlowCapOption, noFlowCacheOption, icmpRateOption, maxBackendsOption, ringSlotsOption, otlpEndpointOption, otlpProtocolOption, otlpHeadersOption, otlpHeadersFileOption, otlpIntervalOption };
+var agentCommand = new Command("agent", "Run the node agent: apply this node's XlbNodeConfig (from the cluster, or --node-config FILE) to XDP") { nodeConfigOption, agentNodeOption, kubeconfigOption, leaseNamespaceOption, leaseRenewOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, encapSourceOption, bpffsOption, instanceOption, detachOption, shutdownTimeoutOption, shutdownFileOption, listenOption, announceOption, flowLogOption, flowSampleOption, flowSyncListenOption, flowSyncIntervalOption, flowSyncKeyFileOption, newFlowCapOption, noFlowCacheOption, icmpRateOption, maxBackendsOption, ringSlotsOption, otlpEndpointOption, otlpProtocolOption, otlpHeadersOption, otlpHeadersFileOption, otlpIntervalOption, tcpTimeoutOption, tcpNewTimeoutOption, tcpClosingTimeoutOption, udpTimeoutOption };
 agentCommand.SetAction(async (parse, ct) =>
 {
     using var logs = Logs();
@@ -172,6 +178,13 @@ agentCommand.SetAction(async (parse, ct) =>
             FlowCache = !parse.GetValue(noFlowCacheOption),
             IcmpRate = parse.GetValue(icmpRateOption),
             Capacity = DataPlaneCapacity.For(maxBackends, ringSlots),
+            Timeouts = new FlowTimeouts
+            {
+                TcpEstablished = TimeSpan.FromSeconds(parse.GetValue(tcpTimeoutOption)),
+                TcpNew = TimeSpan.FromSeconds(parse.GetValue(tcpNewTimeoutOption)),
+                TcpClosing = TimeSpan.FromSeconds(parse.GetValue(tcpClosingTimeoutOption)),
+                Udp = TimeSpan.FromSeconds(parse.GetValue(udpTimeoutOption)),
+            },
         },
         FlowLogPath = parse.GetValue(flowLogOption),
         DetachOnExit = parse.GetValue(detachOption),
@@ -179,6 +192,15 @@ agentCommand.SetAction(async (parse, ct) =>
         ShutdownFile = parse.GetValue(shutdownFileOption)?.FullName,
         AnnounceCount = Math.Max(0, parse.GetValue(announceOption)),
     };
+    foreach (var timeout in new[] { tcpTimeoutOption, tcpNewTimeoutOption, tcpClosingTimeoutOption, udpTimeoutOption })
+    {
+        var seconds = parse.GetValue(timeout);
+        if (seconds is < 1 or > 604_800)
+        {
+            await Console.Error.WriteLineAsync($"{timeout.Name} {seconds}: expected seconds, from 1 to 604800 (a week)");
+            return 2;
+        }
+    }
     if (!System.Net.IPEndPoint.TryParse(parse.GetValue(flowSyncListenOption)!, out var syncListen) || syncListen.Port == 0)
     {
         await Console.Error.WriteLineAsync($"--flow-sync-listen {parse.GetValue(flowSyncListenOption)}: expected ADDRESS:PORT");
