@@ -14,10 +14,14 @@ using Xlb.Crds.Serialization;
 // first new connection through the VIP is answered (a new attempt every 10 ms, each with its own
 // timeout); and how many held connections carry on. The detection window is the shard's
 // interval × multiplier; the ratio is against it.
-// Usage: xlb-bench-failover [rounds=5] [interval-ms=250] [multiplier=3] (the default detection)
+// With `hang` the node hangs instead of dying: its agent is stopped (SIGSTOP: its BGP session
+// lives on until its hold time, 9 s, passes), its XDP program is detached and it forwards
+// nothing, but its link keeps carrier, so the router learns of it only from BGP.
+// Usage: xlb-bench-failover [rounds=5] [interval-ms=250] [multiplier=3] [kill|hang]
 var rounds = args.Length > 0 ? int.Parse(args[0], CultureInfo.InvariantCulture) : 5;
 var intervalMs = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 250;
 var multiplier = args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 3;
+var hang = args.Length > 3 && args[3] == "hang";
 if (!Netns.IsRoot)
 {
     Console.Error.WriteLine("xlb-bench-failover needs root (network namespaces and XDP).");
@@ -35,7 +39,7 @@ var window = intervalMs * multiplier;
 var results = new List<(double Detected, double Routed, double Answered, int Survived)>();
 using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(10 + rounds));
 var ct = stop.Token;
-Console.WriteLine($"failover: {rounds} rounds, detection {intervalMs} ms x {multiplier} = {window} ms, BGP to BIRD, flow sync on, {Held} connections held through the dying node");
+Console.WriteLine($"failover: {rounds} rounds, detection {intervalMs} ms x {multiplier} = {window} ms, BGP to BIRD, flow sync on, {Held} connections held through the {(hang ? "hanging" : "dying")} node");
 for (var round = 1; round <= rounds; round++)
 {
     var log = new StringWriter();
@@ -106,26 +110,45 @@ async Task<(double Detected, double Routed, double Answered, int Survived)> Roun
             on[i] = await held[i].GetAsync(ct); // each answers once more just before
         }
 
-        var clock = Stopwatch.StartNew();
-        stack.Agent.Kill(entireProcessTree: true);
-        Netns.Ip(topology.Router, "link", "set", "r1", "down");
-        var detected = Measure(clock, () => TookOver(stack), ct);
-        var routed = Measure(clock, () => RoutedVia(topology.Router, RoutedPairTopology.LbAddress(2)), ct);
-        var first = FirstAnswerAsync(topology.Client, target, clock, ct);
-        var (d, r, a) = (await detected, await routed, await first);
-        var survived = 0;
-        for (var i = 0; i < Held; i++)
+        try
         {
-            try
+            var clock = Stopwatch.StartNew();
+            if (hang)
             {
-                survived += await held[i].GetAsync(ct) == on[i] ? 1 : 0;
+                Netns.Sh("kill", "-STOP", stack.Agent.Id.ToString(CultureInfo.InvariantCulture));
+                Netns.Ip(topology.Lbs[0], "link", "set", "dev", RoutedPairTopology.LbInterface, "xdp", "off");
+                Netns.Exec(topology.Lbs[0], "sysctl", "-q", "-w", "net.ipv4.ip_forward=0");
             }
-            catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or InvalidDataException)
+            else
             {
-                // broken: not counted
+                stack.Agent.Kill(entireProcessTree: true);
+                Netns.Ip(topology.Router, "link", "set", "r1", "down");
+            }
+            var detected = Measure(clock, () => TookOver(stack), ct);
+            var routed = Measure(clock, () => RoutedVia(topology.Router, RoutedPairTopology.LbAddress(2)), ct);
+            var first = FirstAnswerAsync(topology.Client, target, clock, ct);
+            var (d, r, a) = (await detected, await routed, await first);
+            var survived = 0;
+            for (var i = 0; i < Held; i++)
+            {
+                try
+                {
+                    survived += await held[i].GetAsync(ct) == on[i] ? 1 : 0;
+                }
+                catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or InvalidDataException)
+                {
+                    // broken: not counted
+                }
+            }
+            return (d, r, a, survived);
+        }
+        finally
+        {
+            if (hang)
+            {
+                Resume(stack.Agent);
             }
         }
-        return (d, r, a, survived);
     }
     finally
     {
@@ -134,6 +157,22 @@ async Task<(double Detected, double Routed, double Answered, int Survived)> Roun
             c.Dispose();
         }
         Directory.Delete(manifests, recursive: true);
+    }
+}
+
+// A hung agent is let go before its stack stops it.
+static void Resume(Process agent)
+{
+    try
+    {
+        if (!agent.HasExited)
+        {
+            Netns.Sh("kill", "-CONT", agent.Id.ToString(CultureInfo.InvariantCulture));
+        }
+    }
+    catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception)
+    {
+        // gone already
     }
 }
 
