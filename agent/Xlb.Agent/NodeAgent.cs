@@ -403,7 +403,8 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
     {
         try
         {
-            var claims = dp.Claims();
+            // Our own announcements, heard on another attached interface of the same segment, are not another host's.
+            var claims = dp.Claims().Where(c => !_attachedAnnounce.Any(i => i.Mac.AsSpan().SequenceEqual(c.Mac))).ToList();
             if (claims.Count == 0 && _conflicts.Count == 0)
             {
                 return;

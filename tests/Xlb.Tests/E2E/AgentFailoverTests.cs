@@ -77,7 +77,8 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
                 $"lb-2 does not advertise {Vip}:\n{bird.Show("lb2")}");
             // lb-1's session is up still (its hold time has not passed), and its route with it; the
             // router prefers lb-2's (LOCAL_PREF 200), so a hung node's traffic moves now, not when its session ends.
-            Assert.Contains("via " + RoutedPairTopology.LbAddress(2), Netns.Ip(topology.Router, "route", "get", Vip), StringComparison.Ordinal);
+            Assert.True(await WaitAsync(() => Netns.Ip(topology.Router, "route", "get", Vip).Contains("via " + RoutedPairTopology.LbAddress(2), StringComparison.Ordinal), TimeSpan.FromSeconds(5)),
+                $"the router still sends {Vip} to the frozen node: {Netns.Ip(topology.Router, "route", "get", Vip)}");
             Assert.Contains("Routes:         1 imported", bird.Show("lb1"), StringComparison.Ordinal);
             if (TimeSpan.FromSeconds(2) - paused.Elapsed is { Ticks: > 0 } left)
             {
