@@ -53,6 +53,8 @@ public static class AgentEndpoints
                 census.NatPortsByBackend.Select(p => (BackendLabel(p.Key), (double)p.Value.Held)).OrderBy(p => p.Item1, StringComparer.Ordinal));
             PromText.Labelled(sb, "xlb_backend_nat_ports_ended", "gauge", NatPortsEndedHelp, "backend",
                 census.NatPortsByBackend.Select(p => (BackendLabel(p.Key), (double)p.Value.Ended)).OrderBy(p => p.Item1, StringComparer.Ordinal));
+            PromText.Labelled(sb, "xlb_backend_nat_ports_half_open", "gauge", NatPortsHalfOpenHelp, "backend",
+                census.NatPortsByBackend.Select(p => (BackendLabel(p.Key), (double)p.Value.HalfOpen)).OrderBy(p => p.Item1, StringComparer.Ordinal));
             PromText.Labelled(sb, "xlb_backend_open_flows", "gauge", OpenFlowsHelp, "backend",
                 dp.OpenFlowCounts().Select(f => (BackendLabel(f.Key), (double)f.Value)).OrderBy(f => f.Item1, StringComparer.Ordinal));
             var (_, lost) = dp.FlowEventCounts();
@@ -75,6 +77,7 @@ public static class AgentEndpoints
             Counter(sb, "xlb_heartbeats_refused_total", "Heartbeats refused: not from a failover peer's address, or not authenticated as this node's key says.", refused);
             Gauge(sb, "xlb_vips_taken_over", VipsTakenOverHelp, state.TakenOver);
         }
+        Gauge(sb, "xlb_vips_announced_elsewhere", VipsAnnouncedElsewhereHelp, state.AnnouncedElsewhere);
         if (state.FlowLog is { } flowLog)
         {
             var (opened, closed) = flowLog.Counts;
@@ -85,8 +88,10 @@ public static class AgentEndpoints
     }
 
     public const string VipsTakenOverHelp = "Standby VIPs this node serves because their active node's agent fell silent (or left).";
+    public const string VipsAnnouncedElsewhereHelp = "VIPs this node holds that another host announced (ARP/ND) after this node last did, within a minute: both answer for them.";
     public const string NatPortRangeHelp = "FullNAT source ports toward each backend from each VIP (--nat-ports).";
     public const string NatPortsHeldHelp = "FullNAT: source ports held toward the backend, from the VIP that holds most there; past xlb_nat_port_range new connections wait (drop_nat_ports_busy).";
+    public const string NatPortsHalfOpenHelp = "FullNAT: of xlb_backend_nat_ports_held, those of TCP handshakes not completed (a SYN flood holds ports so), free again 2 s after their last SYN.";
     public const string NatPortsEndedHelp = "FullNAT: of xlb_backend_nat_ports_held, those of connections that ended, free again 2 s after (65 s if the backend closed first).";
 
     public const string OpenFlowsHelp = "LeastConn: open flows the data plane counts per backend, over every LeastConn service (what it compares for each new flow).";

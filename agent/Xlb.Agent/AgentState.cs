@@ -31,6 +31,9 @@ public sealed class AgentState
     /// <summary>Standby VIPs taken over from silent peers, as of the last apply.</summary>
     public int TakenOver { get; set; }
 
+    /// <summary>VIPs this node holds that another host announced after this node last did (VipAnnouncedElsewhere).</summary>
+    public int AnnouncedElsewhere { get; set; }
+
     /// <summary>The BGP sessions (replaced whole by the agent loop).</summary>
     public IReadOnlyList<BgpSpeaker> Bgp { get; set; } = [];
 

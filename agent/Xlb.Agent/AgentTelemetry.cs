@@ -45,6 +45,11 @@ public sealed class AgentTelemetry : IDisposable
             "Flows in the flow table not past their idle timeout, per backend.");
         // Failover: VIPs taken over, and the heartbeats (once this node has failover peers).
         _meter.CreateObservableGauge("xlb.vips_taken_over", () => _state.TakenOver, "{vip}", AgentEndpoints.VipsTakenOverHelp);
+        _meter.CreateObservableGauge("xlb.vips_announced_elsewhere", () => _state.AnnouncedElsewhere, "{vip}", AgentEndpoints.VipsAnnouncedElsewhereHelp);
+        _meter.CreateObservableCounter("xlb.flow_sync", () => _state.FlowSync is { } f
+            ? [Tagged(f.Counts.Sent, "outcome", "sent"), Tagged(f.Counts.Received, "outcome", "received"), Tagged(f.Counts.Written, "outcome", "written"),
+                Tagged(f.Counts.Skipped, "outcome", "skipped"), Tagged(f.Counts.Refused, "outcome", "refused")]
+            : Array.Empty<Measurement<long>>(), "{flow}", "Flow sync: flows sent to peers (once per peer), received, written into the flow table, left out (no such service or backend here), and datagrams refused.");
         _meter.CreateObservableCounter("xlb.heartbeats", () => _state.Heartbeats is { } h
             ? [Tagged(h.Counts.Sent, "direction", "sent"), Tagged(h.Counts.Received, "direction", "received"), Tagged(h.Counts.Refused, "direction", "refused")]
             : Array.Empty<Measurement<long>>(), "{heartbeat}", "Heartbeats sent to failover peers (once per peer), taken from them, and refused.");
@@ -53,6 +58,8 @@ public sealed class AgentTelemetry : IDisposable
             AgentEndpoints.NatPortsHeldHelp);
         _meter.CreateObservableGauge("xlb.backend.nat_ports_ended", () => Read(r => r.NatPorts.Select(p => Tagged(p.Ended, "backend", p.Backend))), "{port}",
             AgentEndpoints.NatPortsEndedHelp);
+        _meter.CreateObservableGauge("xlb.backend.nat_ports_half_open", () => Read(r => r.NatPorts.Select(p => Tagged(p.HalfOpen, "backend", p.Backend))), "{port}",
+            AgentEndpoints.NatPortsHalfOpenHelp);
         _meter.CreateObservableUpDownCounter("xlb.backend.open_flows", () => Read(r => r.OpenByBackend.Select(f => Tagged(f.Value, "backend", f.Key))), "{flow}",
             AgentEndpoints.OpenFlowsHelp);
         _meter.CreateObservableCounter("xlb.flow_events.lost", () => Read(r => new[] { new Measurement<long>((long)r.EventsLost) }), "{event}",
@@ -109,7 +116,7 @@ public sealed class AgentTelemetry : IDisposable
         IReadOnlyList<KeyValuePair<string, long>> FlowsByService,
         IReadOnlyList<KeyValuePair<string, long>> FlowsByBackend,
         IReadOnlyList<KeyValuePair<string, long>> OpenByBackend,
-        IReadOnlyList<(string Backend, long Held, long Ended)> NatPorts,
+        IReadOnlyList<(string Backend, long Held, long Ended, long HalfOpen)> NatPorts,
         long NatPortRange,
         ulong EventsLost)
     {
@@ -125,7 +132,7 @@ public sealed class AgentTelemetry : IDisposable
                 [.. bySvc.Select(f => KeyValuePair.Create(AgentEndpoints.ServiceLabel(f.Key), (long)f.Value))],
                 [.. byBackend.Select(f => KeyValuePair.Create(AgentEndpoints.BackendLabel(f.Key), (long)f.Value))],
                 [.. dp.OpenFlowCounts().Select(f => KeyValuePair.Create(AgentEndpoints.BackendLabel(f.Key), f.Value))],
-                [.. census.NatPortsByBackend.Select(p => (AgentEndpoints.BackendLabel(p.Key), (long)p.Value.Held, (long)p.Value.Ended))],
+                [.. census.NatPortsByBackend.Select(p => (AgentEndpoints.BackendLabel(p.Key), (long)p.Value.Held, (long)p.Value.Ended, (long)p.Value.HalfOpen))],
                 census.NatPortRange,
                 dp.FlowEventCounts().Lost);
         }

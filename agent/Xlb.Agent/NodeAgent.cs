@@ -420,6 +420,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
                     LogVipsAnnouncedElsewhere(string.Join("; ", conflicts));
                 }
                 _conflicts = conflicts;
+                State.AnnouncedElsewhere = conflicts.Count;
                 _healthChanged = true;
             }
         }

@@ -268,7 +268,8 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
         }
         try
         {
-            var (started, _) = await StartByHandAsync(bed, manifests, capture, mac, ct);
+            var health = new IPEndPoint(IPAddress.Loopback, 9473);
+            var (started, _) = await StartByHandAsync(bed, manifests, capture, mac, ct, "--listen", health.ToString());
             using var stack = started;
             Assert.True(Answers(vip4));
             Assert.True(Answers(vip6));
@@ -284,6 +285,7 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
             Assert.Equal(("True", "VipAnnouncedElsewhere"), (degraded["status"]!.GetValue<string>(), degraded["reason"]!.GetValue<string>()));
             Assert.Contains($"{Vip4} by 02:5b:00:00:00:02 on {LbTopology.ClientIfOnLb}; {Vip6} by 02:5b:00:00:00:02 on {LbTopology.ClientIfOnLb}",
                 degraded["message"]!.GetValue<string>(), StringComparison.Ordinal);
+            Assert.Contains("xlb_vips_announced_elsewhere 2\n", (await HttpProbe.StatusAsync(topology.Lb, health, "/metrics", ct)).Body, StringComparison.Ordinal);
 
             // The agent dies; the program stays. The standby takes the VIPs over (after the window) and announces them.
             stack.Agent.Kill();
@@ -332,9 +334,10 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
     /// The stack with one announcement round, once its agent has applied the first config and
     /// announced both VIPs; its operator is stopped, so the node config is the test's to edit.
     /// </summary>
-    private static async Task<(StandaloneStack Stack, XlbNodeConfig Config)> StartByHandAsync(Testbed bed, string manifests, FrameCapture capture, byte[] mac, CancellationToken ct)
+    private static async Task<(StandaloneStack Stack, XlbNodeConfig Config)> StartByHandAsync(Testbed bed, string manifests, FrameCapture capture, byte[] mac, CancellationToken ct,
+        params string[] agentArgs)
     {
-        var stack = StandaloneStack.Start(bed.Topology, manifests, "lb-1", bed.Log, "--announce-count", "1");
+        var stack = StandaloneStack.Start(bed.Topology, manifests, "lb-1", bed.Log, ["--announce-count", "1", .. agentArgs]);
         try
         {
             var config = await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);

@@ -46,7 +46,8 @@ public sealed class SynFloodEndToEndTests(ITestOutputHelper output)
         try
         {
             File.WriteAllText(Path.Combine(manifests, "30-web.yaml"), Mapping);
-            using var stack = StandaloneStack.Start(bed.Topology, manifests, "lb-1", bed.Log, "--nat-ports", "45000-45004");
+            var health = new IPEndPoint(IPAddress.Loopback, 9473);
+            using var stack = StandaloneStack.Start(bed.Topology, manifests, "lb-1", bed.Log, "--nat-ports", "45000-45004", "--listen", health.ToString());
             await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
             var vip = new IPEndPoint(IPAddress.Parse(Vip), 80);
             Assert.Equal("backend-1", await HttpProbe.GetAsync(bed.Topology.Client, vip, TimeSpan.FromSeconds(10), ct, clientClosesFirst: true));
@@ -72,6 +73,7 @@ public sealed class SynFloodEndToEndTests(ITestOutputHelper output)
             Assert.Equal(5, synRecv.Count(l => l.Contains(Vip + ":4500", StringComparison.Ordinal)));
             var json = JsonNode.Parse(stack.Status("--node-config", stack.NodeConfigPath, "-o", "json"))!["services"]![0]!["backends"]![0]!;
             Assert.Equal((5, 0), (json["natPorts"]!.GetValue<int>(), json["natPortsEnded"]!.GetValue<int>()));
+            Assert.Contains("xlb_backend_nat_ports_half_open{backend=\"10.201.1.2:8080\"} 5\n", (await HttpProbe.StatusAsync(bed.Topology.Lb, health, "/metrics", ct)).Body, StringComparison.Ordinal);
 
             // A real client now: its first SYN finds no port; one it sends again does.
             var clock = Stopwatch.StartNew();

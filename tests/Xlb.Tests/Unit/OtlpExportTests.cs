@@ -23,6 +23,7 @@ public sealed class OtlpExportTests
             using var telemetry = AgentTelemetry.Create(state);
             state.Health(["10.1.0.3:8080"], []);
             state.TakenOver = 3;
+            state.AnnouncedElsewhere = 2;
             var options = new OtlpOptions
             {
                 Endpoint = new Uri($"http://{collector.Endpoint}"),
@@ -48,6 +49,7 @@ public sealed class OtlpExportTests
                 Assert.Equal(2, Point(first, "xlb.agent.applies").Value);
                 Assert.Equal("10.1.0.3:8080", Point(first, "xlb.backend.unhealthy").Attributes["backend"]);
                 Assert.Equal(3, Point(first, "xlb.vips_taken_over").Value);
+                Assert.Equal(2, Point(first, "xlb.vips_announced_elsewhere").Value);
                 // Only the apply recorded while exporting (as in the agent, which starts the export first): 40 ms, in the (0.025, 0.05] bucket.
                 var histogram = Point(first, "xlb.agent.apply.duration");
                 Assert.Equal(1, histogram.Value);
