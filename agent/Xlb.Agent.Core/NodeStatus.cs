@@ -25,6 +25,10 @@ public sealed record DataPlaneContents
     public required IReadOnlyList<KeyValuePair<XlbFlowKey, XlbFlow>> Flows { get; init; }
     /// <summary>The data plane's clock (CLOCK_MONOTONIC, ns) when the flows were read.</summary>
     public required ulong NowNs { get; init; }
+    /// <summary>Other hosts' last announcements of this node's VIPs (xlb_vip_claims).</summary>
+    public IReadOnlyList<VipClaim> Claims { get; init; } = [];
+    /// <summary>The agent's last stamp (xlb_agent_seen, CLOCK_MONOTONIC ns); 0 when it never stamped.</summary>
+    public ulong AgentSeenNs { get; init; }
 }
 
 /// <summary>Which flows to list: all, or those with an address (client, VIP or backend) and/or a port.</summary>
@@ -78,8 +82,12 @@ public sealed record NodeStatusReport
 /// <summary>New DSR flows entered into the flow tables, and ICMP "too big" answers sent, per CPU per second (0: no limit).</summary>
 public sealed record DataPlaneLimits(uint NewFlowCap, uint IcmpRate);
 
-/// <summary>A VIP in the node's maps: active (this node answers ARP/ND for it) or standby.</summary>
-public sealed record VipStatus(string Address, string Role);
+/// <summary>
+/// A VIP in the node's maps: active (this node answers ARP/ND for it) or standby; the host that
+/// last announced it too, within a minute or since the agent was last seen (its MAC, how long
+/// ago); and whether the node has left it to that host, its agent being silent (yielded in xdp/xlb.c).
+/// </summary>
+public sealed record VipStatus(string Address, string Role, string? AnnouncedBy = null, bool LeftToIt = false);
 
 public sealed record ServiceStatus
 {
@@ -206,6 +214,28 @@ public static class NodeStatus
             }
         }
         return (bySvc, byIndex);
+    }
+
+    /// <summary>A VIP's status, with the announcement of it by another host that the program noted (see <see cref="VipStatus"/>).</summary>
+    private static VipStatus Vip(DataPlaneContents maps, XlbVipKey key, bool active)
+    {
+        var address = key.Addr.ToAddress(key.Family);
+        var claim = active ? maps.Claims.FirstOrDefault(c => c.Vip.Equals(address)) : null;
+        if (claim is null)
+        {
+            return new VipStatus(address.ToString(), active ? "active" : "standby");
+        }
+        var now = maps.NowNs;
+        var ago = now > claim.SeenNs ? (now - claim.SeenNs) / 1_000_000_000 : 0;
+        // The program's rule: announced since the agent's last stamp, and the agent silent a second.
+        var silent = maps.AgentSeenNs < now && now - maps.AgentSeenNs > XlbAbi.AgentSilentNs;
+        var leftToIt = silent && claim.SeenNs > maps.AgentSeenNs;
+        if (!leftToIt && ago > VipConflicts.Recent.TotalSeconds)
+        {
+            return new VipStatus(address.ToString(), "active");
+        }
+        var mac = string.Join(':', claim.Mac.Select(b => b.ToString("x2", CultureInfo.InvariantCulture)));
+        return new VipStatus(address.ToString(), "active", string.Create(CultureInfo.InvariantCulture, $"{mac} {ago} s ago"), leftToIt);
     }
 
     /// <summary>Has the connection ended at both ends (a RST, or a FIN each way)? Its NAT port is then free soon (nat_port_free in xdp/xlb.c).</summary>
@@ -341,7 +371,7 @@ public static class NodeStatus
             Node = spec?.NodeName,
             Revision = spec?.Revision,
             Vips = [.. maps.Vips.OrderBy(v => v.Key.Family).ThenBy(v => v.Key.Addr.ToAddress(v.Key.Family).ToString(), StringComparer.Ordinal)
-                .Select(v => new VipStatus(v.Key.Addr.ToAddress(v.Key.Family).ToString(), (v.Value & XlbAbi.VipActive) != 0 ? "active" : "standby"))],
+                .Select(v => Vip(maps, v.Key, (v.Value & XlbAbi.VipActive) != 0))],
             Services = services,
             Counters = maps.Reasons.Where(r => r.Value > 0).OrderBy(r => r.Key).ToDictionary(r => r.Key.SnakeName(), r => r.Value),
             Flows = flowList,

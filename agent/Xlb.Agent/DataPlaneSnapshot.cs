@@ -63,6 +63,9 @@ public static class DataPlaneSnapshot
             Reasons = XdpDataPlane.SumReasons(statMap),
             Flows = [.. flows],
             NowNs = XdpDataPlane.MonotonicNs(),
+            // Pins of a data plane before these maps have none: nothing noted, no stamp.
+            Claims = File.Exists(Path.Combine(pinRoot, "xlb_vip_claims")) ? XdpDataPlane.ReadClaims(maps.Open<XlbVipKey, XlbClaim>("xlb_vip_claims")) : [],
+            AgentSeenNs = File.Exists(Path.Combine(pinRoot, "xlb_agent_seen")) && maps.Open<uint, ulong>("xlb_agent_seen").TryLookup(0, out var seen) ? seen : 0,
         };
     }
 

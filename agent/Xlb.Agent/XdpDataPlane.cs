@@ -661,8 +661,11 @@ public sealed class XdpDataPlane : IDisposable
     public void StampAgentAlive(ulong? nowNs = null) => _agentSeen.Update(0, nowNs ?? MonotonicNs());
 
     /// <summary>Announcements of VIPs this node holds by other hosts, as the program noted them: the last one of each VIP.</summary>
-    public IReadOnlyList<VipClaim> Claims() =>
-        [.. _claims.Entries((XlbVipKey _) => true).Select(c => new VipClaim(c.Key.Addr.ToAddress(c.Key.Family), c.Value.MacBytes(), (int)c.Value.Ifindex, c.Value.SeenNs))];
+    public IReadOnlyList<VipClaim> Claims() => ReadClaims(_claims);
+
+    /// <summary>The claims map's entries (this data plane's, or a pinned one's).</summary>
+    public static IReadOnlyList<VipClaim> ReadClaims(BpfMap<XlbVipKey, XlbClaim> claims) =>
+        [.. claims.Entries((XlbVipKey _) => true).Select(c => new VipClaim(c.Key.Addr.ToAddress(c.Key.Family), c.Value.MacBytes(), (int)c.Value.Ifindex, c.Value.SeenNs))];
 
     public void FlowTableChanged()
     {

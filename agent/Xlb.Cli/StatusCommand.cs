@@ -94,7 +94,18 @@ public static class StatusCommand
         sb.AppendLine($"limits per CPU per second: new DSR flows tracked {Limit(r.Limits.NewFlowCap)}, ICMP too-big answers {Limit(r.Limits.IcmpRate)}; flow cache {(r.FlowCache ? "on" : "off")}");
 
         sb.AppendLine().AppendLine("VIPS");
-        Columns(sb, "  ", ["ADDRESS", "ROLE"], r.Vips.Select(v => new[] { v.Address, v.Role }));
+        if (r.Vips.Any(v => v.AnnouncedBy is not null))
+        {
+            // Another host announces it too: the standby that took it over, or an address conflict.
+            Columns(sb, "  ", ["ADDRESS", "ROLE", "ALSO ANNOUNCED BY"], r.Vips.Select(v => new[]
+            {
+                v.Address, v.LeftToIt ? v.Role + ", left to it (the agent is silent)" : v.Role, v.AnnouncedBy ?? "-",
+            }));
+        }
+        else
+        {
+            Columns(sb, "  ", ["ADDRESS", "ROLE"], r.Vips.Select(v => new[] { v.Address, v.Role }));
+        }
 
         sb.AppendLine().AppendLine("SERVICES");
         foreach (var s in r.Services)

@@ -286,6 +286,7 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
             Assert.Contains($"{Vip4} by 02:5b:00:00:00:02 on {LbTopology.ClientIfOnLb}; {Vip6} by 02:5b:00:00:00:02 on {LbTopology.ClientIfOnLb}",
                 degraded["message"]!.GetValue<string>(), StringComparison.Ordinal);
             Assert.Contains("xlb_vips_announced_elsewhere 2\n", (await HttpProbe.StatusAsync(topology.Lb, health, "/metrics", ct)).Body, StringComparison.Ordinal);
+            Assert.Matches(@"10\.250\.0\.40 +active +02:5b:00:00:00:02 \d+ s ago", stack.Status());
 
             // The agent dies; the program stays. The standby takes the VIPs over (after the window) and announces them.
             stack.Agent.Kill();
@@ -295,6 +296,10 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
             await Task.Delay(400, ct);
             Assert.False(Answers(vip4), "the node of a dead agent still answers for the VIP its standby took");
             Assert.False(Answers(vip6), "the node of a dead agent still answers for the IPv6 VIP its standby took");
+            // `xlb status`, which reads the pinned maps with no agent, says so.
+            var status = stack.Status();
+            Assert.Matches(@"10\.250\.0\.40 +active, left to it \(the agent is silent\) +02:5b:00:00:00:02 \d+ s ago", status);
+            Assert.Matches(@"fd00:250::40 +active, left to it \(the agent is silent\) +02:5b:00:00:00:02 \d+ s ago", status);
             // What still comes to it (a neighbour that has not heard yet) is forwarded as before.
             Assert.Equal("backend-1", await HttpProbe.GetAsync(topology.Client, new IPEndPoint(vip4, 80), TimeSpan.FromSeconds(5), ct));
 
