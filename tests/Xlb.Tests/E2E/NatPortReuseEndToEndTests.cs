@@ -15,25 +15,7 @@ namespace Xlb.Tests.E2E;
 /// </summary>
 public sealed class NatPortReuseEndToEndTests(ITestOutputHelper output)
 {
-    private const string Vip = "10.250.0.20";
-
-    private const string Mapping = """
-        apiVersion: xlb.io/v1alpha1
-        kind: PortMapping
-        metadata:
-          name: web
-          namespace: demo
-        spec:
-          shardRef: edge
-          vip: 10.250.0.20
-          ports:
-            - name: http
-              port: 80
-              targetPort: 8080
-          backend:
-            endpoints:
-              - address: 10.201.1.2
-        """;
+    private const string Vip = OneBackendWeb.Vip;
 
     [Fact]
     public async Task Ports_of_connections_the_client_closed_serve_again_and_those_in_the_backends_time_wait_do_not()
@@ -44,7 +26,7 @@ public sealed class NatPortReuseEndToEndTests(ITestOutputHelper output)
         var manifests = Examples.CopyToTemp("demo");
         try
         {
-            File.WriteAllText(Path.Combine(manifests, "30-web.yaml"), Mapping);
+            File.WriteAllText(Path.Combine(manifests, "30-web.yaml"), OneBackendWeb.Mapping);
             var health = new IPEndPoint(IPAddress.Loopback, 9473);
             using var stack = StandaloneStack.Start(bed.Topology, manifests, "lb-1", bed.Log, "--nat-ports", "45000-45004", "--listen", health.ToString());
             await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
@@ -100,6 +82,5 @@ public sealed class NatPortReuseEndToEndTests(ITestOutputHelper output)
         }
     }
 
-    private static ulong Counter(StandaloneStack stack, string name) =>
-        JsonNode.Parse(stack.Status("--node-config", stack.NodeConfigPath, "-o", "json"))!["counters"]![name]?.GetValue<ulong>() ?? 0;
+    private static ulong Counter(StandaloneStack stack, string name) => OneBackendWeb.Counter(stack, name);
 }

@@ -16,25 +16,7 @@ namespace Xlb.Tests.E2E;
 /// </summary>
 public sealed class SynFloodEndToEndTests(ITestOutputHelper output)
 {
-    private const string Vip = "10.250.0.20";
-
-    private const string Mapping = """
-        apiVersion: xlb.io/v1alpha1
-        kind: PortMapping
-        metadata:
-          name: web
-          namespace: demo
-        spec:
-          shardRef: edge
-          vip: 10.250.0.20
-          ports:
-            - name: http
-              port: 80
-              targetPort: 8080
-          backend:
-            endpoints:
-              - address: 10.201.1.2
-        """;
+    private const string Vip = OneBackendWeb.Vip;
 
     [Fact]
     public async Task A_client_connects_two_seconds_after_a_syn_flood_that_held_every_nat_port()
@@ -45,7 +27,7 @@ public sealed class SynFloodEndToEndTests(ITestOutputHelper output)
         var manifests = Examples.CopyToTemp("demo");
         try
         {
-            File.WriteAllText(Path.Combine(manifests, "30-web.yaml"), Mapping);
+            File.WriteAllText(Path.Combine(manifests, "30-web.yaml"), OneBackendWeb.Mapping);
             var health = new IPEndPoint(IPAddress.Loopback, 9473);
             using var stack = StandaloneStack.Start(bed.Topology, manifests, "lb-1", bed.Log, "--nat-ports", "45000-45004", "--listen", health.ToString());
             await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
@@ -94,6 +76,5 @@ public sealed class SynFloodEndToEndTests(ITestOutputHelper output)
         }
     }
 
-    private static ulong Counter(StandaloneStack stack, string name) =>
-        JsonNode.Parse(stack.Status("--node-config", stack.NodeConfigPath, "-o", "json"))!["counters"]![name]?.GetValue<ulong>() ?? 0;
+    private static ulong Counter(StandaloneStack stack, string name) => OneBackendWeb.Counter(stack, name);
 }

@@ -1,0 +1,32 @@
+using System.Text.Json.Nodes;
+using Xlb.Cli.Testbed;
+
+namespace Xlb.Tests.E2E;
+
+/// <summary>The demo's shard with one FullNAT mapping, VIP:80 to backend 1's 8080, and the agent's packet counters as `xlb status` reads them.</summary>
+internal static class OneBackendWeb
+{
+    public const string Vip = "10.250.0.20";
+
+    public const string Mapping = """
+        apiVersion: xlb.io/v1alpha1
+        kind: PortMapping
+        metadata:
+          name: web
+          namespace: demo
+        spec:
+          shardRef: edge
+          vip: 10.250.0.20
+          ports:
+            - name: http
+              port: 80
+              targetPort: 8080
+          backend:
+            endpoints:
+              - address: 10.201.1.2
+        """;
+
+    /// <summary>A packet counter by its reason (drop_nat_ports_busy, …), 0 while none was counted.</summary>
+    public static ulong Counter(StandaloneStack stack, string name) =>
+        JsonNode.Parse(stack.Status("--node-config", stack.NodeConfigPath, "-o", "json"))!["counters"]![name]?.GetValue<ulong>() ?? 0;
+}
