@@ -234,8 +234,7 @@ public static class NodeStatus
         {
             return new VipStatus(address.ToString(), "active");
         }
-        var mac = string.Join(':', claim.Mac.Select(b => b.ToString("x2", CultureInfo.InvariantCulture)));
-        return new VipStatus(address.ToString(), "active", string.Create(CultureInfo.InvariantCulture, $"{mac} {ago} s ago"), leftToIt);
+        return new VipStatus(address.ToString(), "active", string.Create(CultureInfo.InvariantCulture, $"{claim.MacText} {ago} s ago"), leftToIt);
     }
 
     /// <summary>Has the connection ended at both ends (a RST, or a FIN each way)? Its NAT port is then free soon (nat_port_free in xdp/xlb.c).</summary>

@@ -403,8 +403,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
     {
         try
         {
-            // Our own announcements, heard on another attached interface of the same segment, are not another host's.
-            var claims = dp.Claims().Where(c => !_attachedAnnounce.Any(i => i.Mac.AsSpan().SequenceEqual(c.Mac))).ToList();
+            var claims = dp.Claims();
             if (claims.Count == 0 && _conflicts.Count == 0)
             {
                 return;
@@ -412,7 +411,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             var held = _announced?.Vips.Where(v => v.Role == VipRole.Active).Select(v => System.Net.IPAddress.Parse(v.Address)).ToHashSet() ?? [];
             var names = _attachedAnnounce.ToDictionary(i => i.IfIndex, i => i.Name);
             var conflicts = Core.VipConflicts.Of(claims, held, _announcer?.LastAnnounced ?? new Dictionary<System.Net.IPAddress, ulong>(),
-                i => names.GetValueOrDefault(i) ?? $"ifindex {i}", XdpDataPlane.MonotonicNs());
+                _attachedAnnounce.Select(i => i.Mac), i => names.GetValueOrDefault(i) ?? $"ifindex {i}", XdpDataPlane.MonotonicNs());
             if (!conflicts.SequenceEqual(_conflicts, StringComparer.Ordinal))
             {
                 if (conflicts.Count > 0)
