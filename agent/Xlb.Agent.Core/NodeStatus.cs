@@ -227,7 +227,7 @@ public static class NodeStatus
         }
         var now = maps.NowNs;
         var ago = now > claim.SeenNs ? (now - claim.SeenNs) / 1_000_000_000 : 0;
-        // The program's rule: announced since the agent's last stamp, and the agent silent a second.
+        // The program's rule: announced since the agent's last stamp, and the agent silent for XlbAbi.AgentSilentNs.
         var silent = maps.AgentSeenNs < now && now - maps.AgentSeenNs > XlbAbi.AgentSilentNs;
         var leftToIt = silent && claim.SeenNs > maps.AgentSeenNs;
         if (!leftToIt && ago > VipConflicts.Recent.TotalSeconds)

@@ -32,7 +32,7 @@ public static class XlbAbi
     /// <summary>How often the agent stamps xlb_agent_seen while it runs.</summary>
     public const int AgentStampMs = 250;
     /// <summary>How long the agent may not stamp before the program yields claimed VIPs (yielded in xlb.c).</summary>
-    public const long AgentSilentNs = 1_000_000_000;
+    public const long AgentSilentNs = 2_000_000_000;
     public const int MaxVlans = 4096;
     /// <summary>The two VLAN tag protocols (TPIDs) the program parses: 802.1Q and 802.1ad.</summary>
     public const ushort Vlan8021Q = 0x8100;

@@ -74,7 +74,7 @@ struct xlb_vip_key {
  */
 #define XLB_MAX_CLAIMS 4096
 #define XLB_AGENT_STAMP_MS 250
-#define XLB_AGENT_SILENT_NS 1000000000ULL
+#define XLB_AGENT_SILENT_NS 2000000000ULL /* eight missed stamps: a collection pause or a busy CPU is not silence */
 
 struct xlb_claim {
 	__u64 seen_ns; /* coarse monotonic clock */

@@ -11,7 +11,7 @@ namespace Xlb.Tests.Bpf;
 /// A node whose agent is gone keeps its program, which would go on answering ARP and neighbour
 /// solicitations for the VIPs its last configuration holds, beside the standby that took them
 /// over. The program notes other hosts' announcements of its VIPs, and yields a VIP announced
-/// since its agent last stamped, once the agent has been silent a second. While the agent runs,
+/// since its agent last stamped, once the agent has been silent two seconds. While the agent runs,
 /// an announcement changes nothing.
 /// </summary>
 public sealed class VipClaimTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
@@ -47,10 +47,15 @@ public sealed class VipClaimTests(DataPlaneFixture fx) : IClassFixture<DataPlane
         Assert.Equal(XdpPass, (int)run(Announcements.GratuitousArp(Standby, IPAddress.Parse(StandbyVip))).Verdict);
         Assert.Empty(plane.Claims());
 
-        // The standby announces two VIPs (a gratuitous ARP, an unsolicited advertisement): noted, passed on.
+        // The agent runs (its last stamp a moment ago), and the standby announces two VIPs (a
+        // gratuitous ARP, an unsolicited advertisement): noted, passed on; and as the agent and its
+        // peers settle who holds the VIPs, this node still answers for them.
+        plane.StampAgentAlive();
         var before = XdpDataPlane.MonotonicNs();
         Assert.Equal(XdpPass, (int)run(Announcements.GratuitousArp(Standby, VipAddress)).Verdict);
         Assert.Equal(XdpPass, (int)run(Announcements.UnsolicitedAdvert(Standby, VipAddress6)).Verdict);
+        Assert.True(Answers(VipAddress));
+        Assert.True(Answers(VipAddress6));
         var claims = plane.Claims().OrderBy(c => c.Vip.AddressFamily).ToList();
         Assert.Equal([VipAddress, VipAddress6], claims.Select(c => c.Vip));
         Assert.All(claims, c =>
@@ -60,13 +65,9 @@ public sealed class VipClaimTests(DataPlaneFixture fx) : IClassFixture<DataPlane
         });
         Assert.All(claims, c => Assert.InRange(c.SeenNs, before - 20_000_000, XdpDataPlane.MonotonicNs()));
 
-        // The agent runs: it and its peers settle who holds the VIPs; this node answers.
-        Assert.True(Answers(VipAddress));
-        Assert.True(Answers(VipAddress6));
-
-        // The agent's last stamp was before those announcements, and more than a second ago: the
+        // The agent's last stamp was before those announcements, and more than two seconds ago: the
         // node leaves those two VIPs to the standby, and still answers for the one nobody announced.
-        plane.StampAgentAlive(before - 2_000_000_000);
+        plane.StampAgentAlive(before - 3_000_000_000);
         Assert.False(Answers(VipAddress));
         Assert.False(Answers(VipAddress6));
         Assert.True(Answers(IPAddress.Parse(Unclaimed)));
@@ -77,7 +78,7 @@ public sealed class VipClaimTests(DataPlaneFixture fx) : IClassFixture<DataPlane
         Assert.True(Answers(VipAddress6));
 
         // Silent again, but the announcements came while it still stamped: nothing to yield to.
-        Thread.Sleep(1200);
+        Thread.Sleep(2200);
         Assert.True(Answers(VipAddress));
         Assert.True(Answers(VipAddress6));
     }

@@ -234,7 +234,7 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
     /// <summary>
     /// The program outlives its agent (killed here), and went on answering ARP and neighbour
     /// solicitations for the VIPs of its last configuration beside the standby that took them over.
-    /// Now, once the agent has been silent a second, it leaves a VIP another host has announced
+    /// Now, once the agent has been silent two seconds, it leaves a VIP another host has announced
     /// since to that host, and keeps forwarding what still comes to it; a live agent's node
     /// answers whatever others announce; the agent back, the node answers again. The test plays
     /// the standby: its announcements and the client's requests come from the client's link.
@@ -276,7 +276,7 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
 
             // The agent runs: another host announcing the VIPs (a partition, a peer's mistake) changes nothing.
             StandbyAnnounces();
-            await Task.Delay(1500, ct);
+            await Task.Delay(2500, ct);
             Assert.True(Answers(vip4), "a node whose agent runs left its VIP to another host");
             Assert.True(Answers(vip6), "a node whose agent runs left its IPv6 VIP to another host");
             // Its node config says so.
@@ -293,7 +293,7 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
             await stack.Agent.WaitForExitAsync(ct);
             await Task.Delay(800, ct);
             StandbyAnnounces();
-            await Task.Delay(400, ct);
+            await Task.Delay(1500, ct);
             Assert.False(Answers(vip4), "the node of a dead agent still answers for the VIP its standby took");
             Assert.False(Answers(vip6), "the node of a dead agent still answers for the IPv6 VIP its standby took");
             // `xlb status`, which reads the pinned maps with no agent, says so.
