@@ -1196,6 +1196,14 @@ static __always_inline int flow_expired(const struct xlb_cfg *cfg, const struct 
 		t = cfg->tcp_closing_timeout_s;
 	else
 		t = cfg->tcp_new_timeout_s;
+	/* A mapping's own idle timeout (spec.idleTimeout) for its established and UDP flows. */
+	if (proto == IPPROTO_UDP || f->state == XLB_FLOW_ESTABLISHED) {
+		__u32 id = f->svc_id;
+		struct xlb_svc_opts *opts = bpf_map_lookup_elem(&xlb_svc_opts, &id);
+
+		if (opts && opts->idle_s)
+			t = opts->idle_s;
+	}
 	/*
 	 * 0: no timeout; the LRU still evicts. A flow seen after this CPU's clock (each CPU reads the
 	 * coarse clock once a jiffy, and the agent stamps the flows it writes with its own) is live.
@@ -1982,7 +1990,8 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 		flow = bpf_map_lookup_elem(&xlb_flows_new, fk);
 	if (flow) {
 		/* A SYN on a closed connection's tuple is a new connection (the client reused the port). */
-		if (!flow_expired(cfg, flow, fk->proto, now) && !(syn && flow->state == XLB_FLOW_CLOSING)) {
+		/* A copy from this CPU's cache was seen this jiffy: not expired, and no timeout to read. */
+		if ((cached || !flow_expired(cfg, flow, fk->proto, now)) && !(syn && flow->state == XLB_FLOW_CLOSING)) {
 			if (p->tcp_flags & (TCP_FIN | TCP_RST)) {
 				if (flow->state != XLB_FLOW_CLOSING) {
 					flow_event(cfg, XLB_EVENT_CLOSED, fk, flow, 0, p->tcp_flags, now);

@@ -18,11 +18,11 @@ public static class IdleFlows
     /// <summary>How far past its timeout a flow must be before the sweep takes it.</summary>
     public static readonly TimeSpan Grace = TimeSpan.FromSeconds(2);
 
-    /// <summary>Is the flow past its timeout and the grace at <paramref name="nowNs"/>?</summary>
-    public static bool Sweepable(XlbCfg cfg, XlbFlowKey key, XlbFlow flow, ulong nowNs)
+    /// <summary>Is the flow past its timeout (its service's own, in <paramref name="options"/>, or the node's) and the grace at <paramref name="nowNs"/>?</summary>
+    public static bool Sweepable(XlbCfg cfg, XlbFlowKey key, XlbFlow flow, ulong nowNs, IReadOnlyDictionary<uint, XlbSvcOpts>? options = null)
     {
         var grace = (ulong)Grace.Ticks * 100;
-        return nowNs > grace && NodeStatus.Expired(cfg, key, flow, nowNs - grace);
+        return nowNs > grace && NodeStatus.Expired(cfg, key, flow, nowNs - grace, options);
     }
 
     /// <summary>

@@ -29,6 +29,8 @@ public sealed record DataPlaneContents
     public IReadOnlyList<VipClaim> Claims { get; init; } = [];
     /// <summary>The agent's last stamp (xlb_agent_seen, CLOCK_MONOTONIC ns); 0 when it never stamped.</summary>
     public ulong AgentSeenNs { get; init; }
+    /// <summary>The services' options (xlb_svc_opts) by service id: their own idle timeouts.</summary>
+    public IReadOnlyDictionary<uint, XlbSvcOpts> ServiceOptions { get; init; } = new Dictionary<uint, XlbSvcOpts>();
 }
 
 /// <summary>Which flows to list: all, or those with an address (client, VIP or backend) and/or a port.</summary>
@@ -185,13 +187,22 @@ public static class NodeStatus
 
     private static string Endpoint(IPAddress a, int port) => new IPEndPoint(a, port).ToString();
 
-    /// <summary>Is the flow past its idle timeout (as the program judges it)? 0 s: no timeout.</summary>
-    public static bool Expired(XlbCfg cfg, XlbFlowKey key, XlbFlow flow, ulong nowNs)
+    /// <summary>
+    /// Is the flow past its idle timeout (as the program judges it)? 0 s: no timeout. A service's
+    /// own idle timeout (<paramref name="options"/>, by service id: xlb_svc_opts) holds for its
+    /// established and UDP flows.
+    /// </summary>
+    public static bool Expired(XlbCfg cfg, XlbFlowKey key, XlbFlow flow, ulong nowNs, IReadOnlyDictionary<uint, XlbSvcOpts>? options = null)
     {
         var seconds = key.Proto == XlbAbi.ProtoUdp ? cfg.UdpTimeoutS
             : flow.State == XlbAbi.FlowEstablished ? cfg.TcpEstablishedTimeoutS
             : flow.State == XlbAbi.FlowClosing ? cfg.TcpClosingTimeoutS
             : cfg.TcpNewTimeoutS;
+        if ((key.Proto == XlbAbi.ProtoUdp || flow.State == XlbAbi.FlowEstablished) && options is not null &&
+            options.TryGetValue(flow.SvcId, out var own) && own.IdleS != 0)
+        {
+            seconds = own.IdleS;
+        }
         return seconds != 0 && nowNs > flow.LastSeenNs && nowNs - flow.LastSeenNs > seconds * 1_000_000_000UL;
     }
 
@@ -200,13 +211,13 @@ public static class NodeStatus
     /// next-hop slot without the generation: <paramref name="backendSlots"/> is a power of two).
     /// </summary>
     public static (Dictionary<uint, int> ByServiceId, Dictionary<int, int> ByBackendIndex) ActiveFlowCounts(
-        XlbCfg cfg, IEnumerable<KeyValuePair<XlbFlowKey, XlbFlow>> flows, ulong nowNs, int backendSlots)
+        XlbCfg cfg, IEnumerable<KeyValuePair<XlbFlowKey, XlbFlow>> flows, ulong nowNs, int backendSlots, IReadOnlyDictionary<uint, XlbSvcOpts>? options = null)
     {
         var bySvc = new Dictionary<uint, int>();
         var byIndex = new Dictionary<int, int>();
         foreach (var (k, f) in flows)
         {
-            if (!Expired(cfg, k, f, nowNs))
+            if (!Expired(cfg, k, f, nowNs, options))
             {
                 var index = (int)f.NhSlot & (backendSlots - 1);
                 bySvc[f.SvcId] = bySvc.GetValueOrDefault(f.SvcId) + 1;
@@ -266,7 +277,7 @@ public static class NodeStatus
     public static NodeStatusReport Build(DataPlaneContents maps, XlbNodeConfigSpec? spec, IReadOnlyCollection<string>? unhealthy, FlowFilter? flowFilter)
     {
         var cfg = maps.Config;
-        var live = maps.Flows.Where(f => !Expired(cfg, f.Key, f.Value, maps.NowNs)).ToList();
+        var live = maps.Flows.Where(f => !Expired(cfg, f.Key, f.Value, maps.NowNs, maps.ServiceOptions)).ToList();
         var natPorts = NatPortsHeld(live);
         var listeners = spec?.Listeners.ToDictionary(l => (IPAddress.Parse(l.Vip), l.Port, MapImage.ProtoOf(l.Protocol))) ?? [];
         var unhealthySet = unhealthy?.ToHashSet(StringComparer.Ordinal) ?? [];

@@ -63,10 +63,18 @@ public static class DataPlaneSnapshot
             Reasons = XdpDataPlane.SumReasons(statMap),
             Flows = [.. flows],
             NowNs = XdpDataPlane.MonotonicNs(),
+            ServiceOptions = ServiceOptions(maps, services.Values.Select(s => s.Id)),
             // Pins of a data plane before these maps have none: nothing noted, no stamp.
             Claims = File.Exists(Path.Combine(pinRoot, "xlb_vip_claims")) ? XdpDataPlane.ReadClaims(maps.Open<XlbVipKey, XlbClaim>("xlb_vip_claims")) : [],
             AgentSeenNs = File.Exists(Path.Combine(pinRoot, "xlb_agent_seen")) && maps.Open<uint, ulong>("xlb_agent_seen").TryLookup(0, out var seen) ? seen : 0,
         };
+    }
+
+    /// <summary>The options (xlb_svc_opts) of these services, by id.</summary>
+    private static Dictionary<uint, XlbSvcOpts> ServiceOptions(PinnedMaps maps, IEnumerable<uint> ids)
+    {
+        var options = maps.Open<uint, XlbSvcOpts>("xlb_svc_opts");
+        return ids.Distinct().ToDictionary(id => id, id => options.TryLookup(id, out var o) ? o : default);
     }
 
     /// <summary>LeastConn's counts of these backends, or none when the pins are of a data plane without them.</summary>

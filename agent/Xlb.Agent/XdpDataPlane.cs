@@ -273,7 +273,8 @@ public sealed class XdpDataPlane : IDisposable
         var closed = new List<XlbFlowEvent>();
         foreach (var table in new[] { Flows, NewFlows })
         {
-            foreach (var (key, flow) in table.Entries((k, f) => IdleFlows.Sweepable(cfg, k, f, now)))
+            var options = ServiceOptions();
+            foreach (var (key, flow) in table.Entries((k, f) => IdleFlows.Sweepable(cfg, k, f, now, options)))
             {
                 // Read again just before the delete: a packet since has made it another flow.
                 if (table.TryLookup(key, out var again) && again.LastSeenNs == flow.LastSeenNs && table.Delete(key))
@@ -667,6 +668,10 @@ public sealed class XdpDataPlane : IDisposable
     public static IReadOnlyList<VipClaim> ReadClaims(BpfMap<XlbVipKey, XlbClaim> claims) =>
         [.. claims.Entries((XlbVipKey _) => true).Select(c => new VipClaim(c.Key.Addr.ToAddress(c.Key.Family), c.Value.MacBytes(), (int)c.Value.Ifindex, c.Value.SeenNs))];
 
+    /// <summary>The services' options as last written, or as the maps hold them (an adopted data plane before its first apply).</summary>
+    private IReadOnlyDictionary<uint, XlbSvcOpts> ServiceOptions() =>
+        _optsWritten ?? _svcOpts.ReadArray(0, XlbAbi.MaxServices + 1).Select((o, id) => (Id: (uint)id, Options: o)).Where(o => o.Options != default).ToDictionary(o => o.Id, o => o.Options);
+
     public void FlowTableChanged()
     {
         lock (_flowEpochLock)
@@ -747,7 +752,8 @@ public sealed class XdpDataPlane : IDisposable
     {
         var cfg = ReadConfig();
         var now = MonotonicNs();
-        return (NodeStatus.NatPortsHeld(FlowTable(Flows, NewFlows).Where(f => !NodeStatus.Expired(cfg, f.Key, f.Value, now))), cfg.NatPortMax - cfg.NatPortMin + 1);
+        var options = ServiceOptions();
+        return (NodeStatus.NatPortsHeld(FlowTable(Flows, NewFlows).Where(f => !NodeStatus.Expired(cfg, f.Key, f.Value, now, options))), cfg.NatPortMax - cfg.NatPortMin + 1);
     }
 
     public FlowCensus Census()
@@ -755,11 +761,12 @@ public sealed class XdpDataPlane : IDisposable
         var cfg = ReadConfig();
         var now = MonotonicNs();
         var table = FlowTable(Flows, NewFlows);
-        var (bySvc, byIndex) = NodeStatus.ActiveFlowCounts(cfg, table, now, Capacity.BackendSlots);
+        var options = ServiceOptions();
+        var (bySvc, byIndex) = NodeStatus.ActiveFlowCounts(cfg, table, now, Capacity.BackendSlots, options);
         var services = ReadServices((byte)(cfg.ActiveGen & 1)).ToDictionary(s => s.Key, s => bySvc.GetValueOrDefault(s.Value.Id));
         var slots = _backendSlots ?? ReadBackendSlots((byte)(cfg.ActiveGen & 1));
         var nat = new Dictionary<XlbBackend, NatPortUse>();
-        foreach (var ((_, family, _, addr, portBe), ports) in NodeStatus.NatPortsHeld(table.Where(f => !NodeStatus.Expired(cfg, f.Key, f.Value, now))))
+        foreach (var ((_, family, _, addr, portBe), ports) in NodeStatus.NatPortsHeld(table.Where(f => !NodeStatus.Expired(cfg, f.Key, f.Value, now, options))))
         {
             var backend = new XlbBackend { Addr = addr, PortBe = portBe, Family = family };
             if (ports.Held > nat.GetValueOrDefault(backend).Held)

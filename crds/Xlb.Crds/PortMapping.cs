@@ -55,6 +55,9 @@ public sealed record PortMappingSpec
     public HealthCheckSpec? HealthCheck { get; init; }
     /// <summary>What happens to flows of a backend that is terminating.</summary>
     public DrainSpec Drain { get; init; } = new();
+    /// <summary>How long an established TCP connection, or a UDP flow, may be idle before the LB nodes forget it (its next packet then goes where a new flow's would). Absent: the agent's --tcp-timeout or --udp-timeout. A FullNAT UDP flow holds a source port toward its backend this long: a DNS-like service, whose clients send from a new port each time, wants a few seconds.</summary>
+    [Validation("duration(self) >= duration('1s') && duration(self) <= duration('168h')", "idleTimeout must be from 1s to 168h")]
+    public Duration? IdleTimeout { get; init; }
     /// <summary>Sampled new and closed flow records from the data plane.</summary>
     public ConnectionLogSpec ConnectionLog { get; init; } = new();
 }

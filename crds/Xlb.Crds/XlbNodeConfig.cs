@@ -205,6 +205,8 @@ public sealed record Listener
     public AffinitySpec? Affinity { get; init; }
     /// <summary>How long a draining backend keeps its flows.</summary>
     public Duration DrainTimeout { get; init; } = new(TimeSpan.FromSeconds(30));
+    /// <summary>The mapping's idle timeout of established TCP flows or UDP flows; absent: the agent's.</summary>
+    public Duration? IdleTimeout { get; init; }
     /// <summary>Connection log sampling; absent: off.</summary>
     public ConnectionLogSpec? ConnectionLog { get; init; }
     /// <summary>True: this listener's established flows are sent to the node's flow-sync peers, and theirs taken in (its shard's flowSync); absent: off.</summary>

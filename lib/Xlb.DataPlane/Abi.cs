@@ -198,6 +198,9 @@ public record struct XlbSvcOpts
     public uint AffinityS;
     /// <summary>Its own connection-log sample, 1 in N (0: the node's).</summary>
     public uint LogSample;
+    /// <summary>Its own idle timeout of established TCP flows, or of UDP flows, seconds (0: the node's).</summary>
+    public uint IdleS;
+    public uint Spare;
 }
 
 [StructLayout(LayoutKind.Sequential)]

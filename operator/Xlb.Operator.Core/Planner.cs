@@ -590,6 +590,10 @@ public static partial class Planner
         {
             return ("InvalidSpec", $"spec.affinity.timeout {spec.Affinity.Timeout} is outside 1s-24h");
         }
+        if (spec.IdleTimeout?.Value is { } idle && (idle < TimeSpan.FromSeconds(1) || idle > TimeSpan.FromDays(7)))
+        {
+            return ("InvalidSpec", $"spec.idleTimeout {spec.IdleTimeout} is outside 1s-168h");
+        }
         if (spec.Scheduling.MaglevTableSize is { } tableSize && MaglevTableSize.Problem(tableSize) is { } sizeProblem)
         {
             return ("InvalidSpec", $"spec.scheduling.maglevTableSize {sizeProblem}");
@@ -1036,6 +1040,7 @@ public static partial class Planner
             DsrEncapsulation = spec.Nat.Mode == NatMode.DSR ? spec.Nat.DsrEncapsulation : null,
             Affinity = spec.Affinity.Mode == AffinityMode.None ? null : spec.Affinity,
             DrainTimeout = spec.Drain.Timeout,
+            IdleTimeout = spec.IdleTimeout,
             ConnectionLog = spec.ConnectionLog.Enabled ? spec.ConnectionLog : null,
             FlowSync = m.Shard.Shard.Spec.FlowSync.Enabled ? true : null,
             Backends = NodeBackends(m.Backends[p], vip.AddressFamily, local ? node : null),

@@ -14,6 +14,7 @@ public static class ServiceMappings
     public const string ShareKeyAnnotation = "xlb.io/share-key";
     public const string AlgorithmAnnotation = "xlb.io/algorithm";
     public const string MaglevTableSizeAnnotation = "xlb.io/maglev-table-size";
+    public const string IdleTimeoutAnnotation = "xlb.io/idle-timeout";
     /// <summary>The label that marks a PortMapping as the operator's, for the named Service.</summary>
     public const string ServiceLabel = "xlb.io/service";
     public const string ManagedByLabel = "app.kubernetes.io/managed-by";
@@ -64,6 +65,16 @@ public static class ServiceMappings
                 }
                 tableSize = size;
             }
+            Duration? idle = null;
+            if (annotations.GetValueOrDefault(IdleTimeoutAnnotation) is { } i)
+            {
+                if (!Duration.TryParse(i, out var parsed) || parsed.Value < TimeSpan.FromSeconds(1) || parsed.Value > TimeSpan.FromDays(7))
+                {
+                    problems.Add(new Problem(self, "InvalidAnnotation", $"{IdleTimeoutAnnotation}: '{i}' is not a duration from 1s to 168h (such as 5s or 15m)"));
+                    continue;
+                }
+                idle = parsed;
+            }
             var ports = svc.Spec.Ports
                 .Where(p => p.Protocol is "TCP" or "UDP")
                 .Select(p => new ServicePort { Name = p.Name, Port = p.Port, Protocol = p.Protocol == "UDP" ? L4Protocol.UDP : L4Protocol.TCP })
@@ -97,6 +108,7 @@ public static class ServiceMappings
                         ? new AffinitySpec { Mode = AffinityMode.ClientIP, Timeout = new Duration(TimeSpan.FromSeconds(svc.Spec.SessionAffinityConfig?.ClientIP?.TimeoutSeconds ?? 10800)) }
                         : new AffinitySpec(),
                     TrafficPolicy = svc.Spec.ExternalTrafficPolicy == "Local" ? TrafficPolicy.Local : TrafficPolicy.Cluster,
+                    IdleTimeout = idle,
                 },
             });
         }

@@ -286,6 +286,8 @@ static inline __u32 xlb_filter_fold6(const __u32 *addr)
 struct xlb_svc_opts {
 	__u32 affinity_s; /* ClientIP affinity: seconds since a client's last new flow that its next follows it (0: none) */
 	__u32 log_sample; /* its own connection-log sample, 1 in N by flow hash, instead of xlb_cfg.event_sample (0: the node's) */
+	__u32 idle_s;     /* its own idle timeout of established TCP flows, or of UDP flows (0: the node's, xlb_cfg) */
+	__u32 spare;
 };
 /*
  * backend_conns: array by backend index, one __s64 for all CPUs (mmap-able): the flows of

@@ -465,6 +465,67 @@ public class ModeTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixture>
         Refused(datagram with { SrcPort = NextClientPort() }, "a UDP flow's port was given");
     }
 
+    /// <summary>
+    /// A mapping's own idle timeout (spec.idleTimeout, xlb_svc_opts) holds for its established TCP
+    /// flows and its UDP flows, in the program and in the agent's sweep and counts; a handshake
+    /// still waits tcpNew, and another mapping keeps the node's timeouts (120 s here).
+    /// </summary>
+    [Fact]
+    public void A_mappings_own_idle_timeout_ends_its_idle_flows_and_leaves_the_others_to_the_nodes()
+    {
+        Privileged.Require();
+        const int Short = 81, ShortUdp = 53, Plain = 82;
+        var longer = TimeSpan.FromSeconds(120);
+        var two = new Duration(TimeSpan.FromSeconds(2));
+        var (plane, runBytes) = fx.PrivatePlane(new DataPlaneOptions
+        {
+            Timeouts = new FlowTimeouts { TcpNew = longer, TcpEstablished = longer, TcpClosing = longer, Udp = longer },
+        }, OneVip(ToBackends("t/short/p", Short, 1) with { IdleTimeout = two }, ToBackends("t/dns/p", ShortUdp, 1) with { Protocol = L4Protocol.UDP, IdleTimeout = two },
+            ToBackends("t/plain/p", Plain, 1)));
+        using var owned = plane;
+        TestRunResult Run(Packet p) => runBytes(p.Build());
+        XlbFlowKey Udp(ushort port) => ClientFlowKey(port, ShortUdp) with { Proto = XlbAbi.ProtoUdp };
+        void Quiet(XlbFlowKey key, double seconds)
+        {
+            var table = plane.NewFlows.TryLookup(key, out var f) ? plane.NewFlows : plane.Flows;
+            Assert.True(table.TryLookup(key, out f));
+            table.Update(key, f with { LastSeenNs = XdpDataPlane.MonotonicNs() - (ulong)(seconds * 1e9) });
+            plane.FlowTableChanged();
+        }
+
+        // An established connection and a UDP flow of the short mappings, one of the plain one, and a handshake.
+        var (a, u, p, h) = (NextClientPort(), NextClientPort(), NextClientPort(), NextClientPort());
+        Run(ClientTcp(a, Short));
+        Run(ClientTcp(a, Short, Packet.Ack));
+        Run(ClientTcp(u, ShortUdp) with { Protocol = 17 });
+        Run(ClientTcp(p, Plain));
+        Run(ClientTcp(p, Plain, Packet.Ack));
+        Run(ClientTcp(h, Short));
+        foreach (var key in new[] { ClientFlowKey(a, Short), Udp(u), ClientFlowKey(p, Plain), ClientFlowKey(h, Short) })
+        {
+            Quiet(key, 3);
+        }
+        // The agent counts as the program judges: the short mappings' two idle flows are not live.
+        var live = plane.Census().ByService.Where(s => s.Value > 0).Select(s => Net.FromBe(s.Key.PortBe)).Order().ToList();
+        Assert.Equal([Short, Plain], live);
+
+        var expired = plane.Stats()[XlbStat.FwdExpiredFlow];
+        Assert.Equal(XdpRedirect, (int)Run(ClientTcp(a, Short, Packet.Ack)).Verdict);
+        Run(ClientTcp(u, ShortUdp) with { Protocol = 17 });
+        Assert.Equal(expired + 2, plane.Stats()[XlbStat.FwdExpiredFlow]);
+        Run(ClientTcp(p, Plain, Packet.Ack));
+        Run(ClientTcp(h, Short));
+        Assert.Equal(expired + 2, plane.Stats()[XlbStat.FwdExpiredFlow]);
+
+        // The sweep takes a flow past its mapping's timeout and the grace (2 s), and no other.
+        Quiet(ClientFlowKey(a, Short), 5);
+        Quiet(ClientFlowKey(p, Plain), 5);
+        var (swept, _) = plane.SweepIdleFlows();
+        Assert.Equal(1, swept);
+        Assert.False(plane.TryFindFlow(ClientFlowKey(a, Short), out _));
+        Assert.True(plane.TryFindFlow(ClientFlowKey(p, Plain), out _));
+    }
+
     [Fact]
     public void Service_counters_count_packets_bytes_new_flows_and_replies()
     {

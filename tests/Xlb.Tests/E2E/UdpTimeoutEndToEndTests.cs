@@ -7,9 +7,10 @@ namespace Xlb.Tests.E2E;
 /// <summary>
 /// A FullNAT UDP flow holds its source port toward its backend until the UDP idle timeout: each
 /// DNS-like query from a new client port is a flow of its own, so the timeout bounds how many new
-/// flows a second a backend takes (the range over the timeout). `--udp-timeout` sets it: with two
-/// NAT ports and 2 s, two queries are answered, a third is refused, and two seconds later two more
-/// are answered. Real UDP sockets at both ends.
+/// flows a second a backend takes (the range over the timeout). The agent's `--udp-timeout` sets
+/// it for the node, a mapping's `idleTimeout` for the mapping: with two NAT ports and 2 s, two
+/// queries are answered, a third is refused, and two seconds later two more are answered. Real UDP
+/// sockets at both ends.
 /// </summary>
 public sealed class UdpTimeoutEndToEndTests(ITestOutputHelper output)
 {
@@ -34,8 +35,10 @@ public sealed class UdpTimeoutEndToEndTests(ITestOutputHelper output)
               - address: 10.201.1.2
         """;
 
-    [Fact]
-    public async Task A_shorter_udp_timeout_frees_fullnat_ports_of_one_off_datagrams_sooner()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_shorter_udp_timeout_frees_fullnat_ports_of_one_off_datagrams_sooner(bool mappingSetsIt)
     {
         Privileged.Require();
         var ct = TestContext.Current.CancellationToken;
@@ -44,8 +47,9 @@ public sealed class UdpTimeoutEndToEndTests(ITestOutputHelper output)
         var manifests = Examples.CopyToTemp("demo");
         try
         {
-            File.WriteAllText(Path.Combine(manifests, "30-dns.yaml"), Mapping);
-            using var stack = StandaloneStack.Start(bed.Topology, manifests, "lb-1", bed.Log, "--nat-ports", "45000-45001", "--udp-timeout", "2");
+            File.WriteAllText(Path.Combine(manifests, "30-dns.yaml"), mappingSetsIt ? Mapping + "\n  idleTimeout: 2s\n" : Mapping);
+            using var stack = StandaloneStack.Start(bed.Topology, manifests, "lb-1", bed.Log,
+                mappingSetsIt ? ["--nat-ports", "45000-45001"] : ["--nat-ports", "45000-45001", "--udp-timeout", "2"]);
             await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
             var vip = new IPEndPoint(IPAddress.Parse(Vip), 53);
             async Task<int> Answered(int queries) =>

@@ -342,6 +342,24 @@ public class PlannerClusterTests
     }
 
     [Fact]
+    public void An_idle_timeout_reaches_the_listeners_and_one_outside_a_second_to_a_week_stalls_its_mapping()
+    {
+        PortMapping With(string name, TimeSpan? idle)
+        {
+            var pm = Static(name, "10.1.0.1", "10.1.0.2");
+            return pm with { Spec = pm.Spec with { IdleTimeout = idle is { } t ? new Duration(t) : null } };
+        }
+        var plan = Planner.Plan(Input(With("dns", TimeSpan.FromSeconds(5)), With("plain", null), With("short", TimeSpan.FromMilliseconds(500)), With("long", TimeSpan.FromDays(8))));
+        Assert.Equal([("long", "InvalidSpec", "spec.idleTimeout 691200s is outside 1s-168h"), ("short", "InvalidSpec", "spec.idleTimeout 500ms is outside 1s-168h")],
+            plan.Problems.Select(p => (p.Object.Name, p.Reason, p.Message)).Order());
+        var listeners = plan.NodeConfigs.SelectMany(c => c.Spec.Listeners).ToList();
+        Assert.All(listeners.Where(l => l.Name.StartsWith("ns/dns/", StringComparison.Ordinal)), l => Assert.Equal(TimeSpan.FromSeconds(5), l.IdleTimeout?.Value));
+        Assert.All(listeners.Where(l => l.Name.StartsWith("ns/plain/", StringComparison.Ordinal)), l => Assert.Null(l.IdleTimeout));
+        Assert.Contains(listeners, l => l.Name.StartsWith("ns/dns/", StringComparison.Ordinal));
+        Assert.DoesNotContain(listeners, l => l.Name.StartsWith("ns/short/", StringComparison.Ordinal) || l.Name.StartsWith("ns/long/", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void Client_ip_affinity_reaches_the_listeners_and_a_timeout_past_a_day_stalls_its_mapping()
     {
         PortMapping With(string name, TimeSpan timeout)

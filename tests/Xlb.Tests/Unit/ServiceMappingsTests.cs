@@ -32,6 +32,23 @@ public class ServiceMappingsTests
     }
 
     [Fact]
+    public void An_idle_timeout_annotation_sets_the_mappings_idle_timeout()
+    {
+        var outcome = ServiceMappings.Desired(
+        [
+            Lb("dns", (ServiceMappings.IdleTimeoutAnnotation, "5s")),
+            Lb("plain"),
+            Lb("zero", (ServiceMappings.IdleTimeoutAnnotation, "0s")),
+            Lb("words", (ServiceMappings.IdleTimeoutAnnotation, "soon")),
+        ], Shards, []);
+        var byName = outcome.Mappings.ToDictionary(m => m.Metadata.Name!);
+        Assert.Equal(TimeSpan.FromSeconds(5), byName["dns"].Spec.IdleTimeout?.Value);
+        Assert.Null(byName["plain"].Spec.IdleTimeout);
+        Assert.Equal(["words", "zero"], outcome.Problems.Select(p => p.Object.Name).Order(StringComparer.Ordinal));
+        Assert.All(outcome.Problems, p => Assert.Contains("xlb.io/idle-timeout", p.Message, StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void A_services_session_affinity_becomes_client_ip_affinity()
     {
         var sticky = Lb("s") with { Spec = Lb("s").Spec with { SessionAffinity = "ClientIP", SessionAffinityConfig = new SessionAffinityConfig { ClientIP = new ClientIPConfig { TimeoutSeconds = 600 } } } };
