@@ -281,6 +281,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xlb_ifmacs SEC(".maps");
 
+/* This node's MACs (its interfaces' and VLAN devices'): its own announcements are no claims. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XLB_MAX_IFACES + XLB_MAX_VLANS);
+	__type(key, struct xlb_ifmac);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xlb_own_macs SEC(".maps");
+
 /* Announcements of our VIPs by other hosts, and the agent's last sign of life (see xlb_abi.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -2208,9 +2217,14 @@ static __always_inline __u8 *resolver_mac(struct xdp_md *ctx, __be16 vlan_proto,
 
 /*
  * Another host announced vk, a VIP this node holds (own: our MAC on the interface it came in
- * on), as its own with MAC sha: noted in xlb_vip_claims (see yielded). Announcements this node
- * sends leave by its interfaces and do not come back in.
+ * on), as its own with MAC sha: noted in xlb_vip_claims (see yielded). This node's own
+ * announcements (any of its MACs, xlb_own_macs: heard on another of its interfaces on the same
+ * segment) are not.
  */
+_Static_assert(__builtin_offsetof(struct xlb_claim, pad) == __builtin_offsetof(struct xlb_claim, mac) + ETH_ALEN &&
+		       sizeof(((struct xlb_claim *)0)->pad) + ETH_ALEN == sizeof(struct xlb_ifmac),
+	       "a claim's mac and pad must read as an xlb_ifmac");
+
 static __always_inline void note_claim(struct xdp_md *ctx, const struct xlb_vip_key *vk, const __u8 *sha,
 				       const __u8 *own)
 {
@@ -2220,9 +2234,12 @@ static __always_inline void note_claim(struct xdp_md *ctx, const struct xlb_vip_
 	if (((sha[0] ^ own[0]) | (sha[1] ^ own[1]) | (sha[2] ^ own[2]) | (sha[3] ^ own[3]) | (sha[4] ^ own[4]) |
 	     (sha[5] ^ own[5])) == 0)
 		return;
+	/* The claim's mac and pad are laid out as an xlb_ifmac: the key, with no stack of its own. */
+	__builtin_memcpy(c.mac, sha, ETH_ALEN);
+	if (bpf_map_lookup_elem(&xlb_own_macs, c.mac))
+		return;
 	ck.gen = 0;
 	c.seen_ns = coarse_now();
-	__builtin_memcpy(c.mac, sha, ETH_ALEN);
 	c.ifindex = ctx->ingress_ifindex;
 	bpf_map_update_elem(&xlb_vip_claims, &ck, &c, BPF_ANY);
 }

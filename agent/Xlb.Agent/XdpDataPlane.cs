@@ -116,6 +116,7 @@ public sealed class XdpDataPlane : IDisposable
     private readonly BpfMap<uint, uint> _flowEpoch;
     private readonly BpfMap<uint, ulong> _agentSeen;
     private readonly BpfMap<XlbVipKey, XlbClaim> _claims;
+    private readonly BpfMap<XlbIfmac, uint> _ownMacs;
     private readonly Lock _flowEpochLock = new();
     private readonly BpfCounterArray _conns;
     private readonly BpfMap<uint, XlbSvcOpts> _svcOpts;
@@ -197,6 +198,7 @@ public sealed class XdpDataPlane : IDisposable
         _svcOpts = obj.Map<uint, XlbSvcOpts>("xlb_svc_opts");
         _agentSeen = obj.Map<uint, ulong>("xlb_agent_seen");
         _claims = obj.Map<XlbVipKey, XlbClaim>("xlb_vip_claims");
+        _ownMacs = obj.Map<XlbIfmac, uint>("xlb_own_macs");
     }
 
     public int ProgramFd { get; }
@@ -410,7 +412,11 @@ public sealed class XdpDataPlane : IDisposable
     /// Tells the program the MAC of an interface it is attached to: ARP requests for active VIPs
     /// that arrive there are answered with it.
     /// </summary>
-    public void SetInterfaceMac(int ifindex, ReadOnlySpan<byte> mac) => _ifmacs.Update((uint)ifindex, XlbIfmac.Of(mac));
+    public void SetInterfaceMac(int ifindex, ReadOnlySpan<byte> mac)
+    {
+        _ifmacs.Update((uint)ifindex, XlbIfmac.Of(mac));
+        _ownMacs.Update(XlbIfmac.Of(mac), (uint)ifindex);
+    }
 
     /// <summary>
     /// Tells the program the node's VLAN devices (all of them: the maps are made equal to
@@ -421,6 +427,11 @@ public sealed class XdpDataPlane : IDisposable
     public int SetVlans(IReadOnlyList<VlanLink> vlans)
     {
         var (outWanted, inWanted) = VlanMaps.Of(vlans);
+        // Their MACs are this node's: its announcements heard through them are no claims.
+        foreach (var vlan in vlans.Where(v => v.Mac.Length == 6))
+        {
+            _ownMacs.Update(XlbIfmac.Of(vlan.Mac), (uint)vlan.Ifindex);
+        }
         var outDiff = MapDiff.Entries(outWanted, _vlanOut.Entries());
         var inDiff = MapDiff.Entries(inWanted, _vlanIn.Entries());
         // Additions first, removals after: a packet never finds a device half gone.

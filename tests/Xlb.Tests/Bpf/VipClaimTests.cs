@@ -18,6 +18,7 @@ public sealed class VipClaimTests(DataPlaneFixture fx) : IClassFixture<DataPlane
 {
     // BPF_PROG_TEST_RUN runs the program as if the packet came in on lo (ifindex 1).
     private static readonly byte[] Own = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
+    private static readonly byte[] OtherOwn = [0x02, 0x11, 0x22, 0x33, 0x44, 0x66];
     private static readonly byte[] Standby = [0x02, 0x5b, 0x00, 0x00, 0x00, 0x02];
     private static readonly byte[] Asker = [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee];
 
@@ -42,8 +43,12 @@ public sealed class VipClaimTests(DataPlaneFixture fx) : IClassFixture<DataPlane
             return result.Verdict == XdpRedirect;
         }
 
-        // Our own announcements, and another host's of a VIP this node only stands by for: nothing noted.
+        // Our own announcements (from this interface, or from another of this node's on the same
+        // segment), and another host's of a VIP this node only stands by for: nothing noted.
+        plane.SetInterfaceMac(2, OtherOwn);
         Assert.Equal(XdpPass, (int)run(Announcements.GratuitousArp(Own, VipAddress)).Verdict);
+        Assert.Equal(XdpPass, (int)run(Announcements.GratuitousArp(OtherOwn, VipAddress)).Verdict);
+        Assert.Equal(XdpPass, (int)run(Announcements.UnsolicitedAdvert(OtherOwn, VipAddress6)).Verdict);
         Assert.Equal(XdpPass, (int)run(Announcements.GratuitousArp(Standby, IPAddress.Parse(StandbyVip))).Verdict);
         Assert.Empty(plane.Claims());
 
