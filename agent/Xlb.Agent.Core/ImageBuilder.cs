@@ -317,7 +317,7 @@ public sealed class ImageBuilder(DataPlaneCapacity? capacity = null, ListenerMem
             {
                 AffinityS = affinitySeconds,
                 LogSample = h.Listener.ConnectionLog is { Enabled: true } log ? (uint)Math.Max(1, log.SampleEvery) : 0,
-                IdleS = h.Listener.IdleTimeout is { } idle ? (uint)Math.Clamp(Math.Ceiling(idle.Value.TotalSeconds), 1, 604_800) : 0,
+                IdleS = h.Listener.IdleTimeout is { } idle ? (uint)Math.Clamp(Math.Ceiling(idle.Value.TotalSeconds), IdleTimeout.Min.TotalSeconds, IdleTimeout.Max.TotalSeconds) : 0,
             };
         }
         if (services.Count > XlbAbi.MaxServices)

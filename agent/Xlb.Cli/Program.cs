@@ -195,9 +195,9 @@ agentCommand.SetAction(async (parse, ct) =>
     foreach (var timeout in new[] { tcpTimeoutOption, tcpNewTimeoutOption, tcpClosingTimeoutOption, udpTimeoutOption })
     {
         var seconds = parse.GetValue(timeout);
-        if (seconds is < 1 or > 604_800)
+        if (!Xlb.Crds.IdleTimeout.Allowed(TimeSpan.FromSeconds(seconds)))
         {
-            await Console.Error.WriteLineAsync($"{timeout.Name} {seconds}: expected seconds, from 1 to 604800 (a week)");
+            await Console.Error.WriteLineAsync($"{timeout.Name} {seconds}: expected seconds, from {Xlb.Crds.IdleTimeout.Min.TotalSeconds} to {Xlb.Crds.IdleTimeout.Max.TotalSeconds} (a week)");
             return 2;
         }
     }

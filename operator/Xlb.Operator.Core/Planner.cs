@@ -590,9 +590,9 @@ public static partial class Planner
         {
             return ("InvalidSpec", $"spec.affinity.timeout {spec.Affinity.Timeout} is outside 1s-24h");
         }
-        if (spec.IdleTimeout?.Value is { } idle && (idle < TimeSpan.FromSeconds(1) || idle > TimeSpan.FromDays(7)))
+        if (spec.IdleTimeout?.Value is { } idle && !IdleTimeout.Allowed(idle))
         {
-            return ("InvalidSpec", $"spec.idleTimeout {spec.IdleTimeout} is outside 1s-168h");
+            return ("InvalidSpec", $"spec.idleTimeout {spec.IdleTimeout} is outside {IdleTimeout.Range}");
         }
         if (spec.Scheduling.MaglevTableSize is { } tableSize && MaglevTableSize.Problem(tableSize) is { } sizeProblem)
         {

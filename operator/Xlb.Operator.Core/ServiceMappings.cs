@@ -68,9 +68,9 @@ public static class ServiceMappings
             Duration? idle = null;
             if (annotations.GetValueOrDefault(IdleTimeoutAnnotation) is { } i)
             {
-                if (!Duration.TryParse(i, out var parsed) || parsed.Value < TimeSpan.FromSeconds(1) || parsed.Value > TimeSpan.FromDays(7))
+                if (!Duration.TryParse(i, out var parsed) || !IdleTimeout.Allowed(parsed.Value))
                 {
-                    problems.Add(new Problem(self, "InvalidAnnotation", $"{IdleTimeoutAnnotation}: '{i}' is not a duration from 1s to 168h (such as 5s or 15m)"));
+                    problems.Add(new Problem(self, "InvalidAnnotation", $"{IdleTimeoutAnnotation}: '{i}' is not a duration of {IdleTimeout.Range} (such as 5s or 15m)"));
                     continue;
                 }
                 idle = parsed;
