@@ -2193,16 +2193,17 @@ static __always_inline int yielded(const struct xlb_vip_key *vk)
 /*
  * The MAC to answer address resolution for vk with: the ingress interface's, when vk is a VIP
  * this node holds (XLB_VIP_F_ACTIVE in the active generation) and has not yielded; 0 when the
- * kernel should answer.
+ * kernel should answer. With any_role, also for a VIP it is the standby of (and whether it
+ * yielded does not matter): the MAC another host's announcement of it is told from.
  */
 static __always_inline __u8 *resolver_mac(struct xdp_md *ctx, __be16 vlan_proto, __be16 vlan_vid,
-					  const struct xlb_vip_key *vk)
+					  const struct xlb_vip_key *vk, int any_role)
 {
 	__u32 ifindex = ctx->ingress_ifindex, *flags = bpf_map_lookup_elem(&xlb_vips, vk);
 	struct xlb_vlan_dev *dev;
 	struct xlb_ifmac *own;
 
-	if (!flags || !(*flags & XLB_VIP_F_ACTIVE) || yielded(vk))
+	if (!flags || (!any_role && (!(*flags & XLB_VIP_F_ACTIVE) || yielded(vk))))
 		return 0;
 	/* On a VLAN, the VLAN device's MAC; a tag the node has no device for is not ours to answer. */
 	if (vlan_proto) {
@@ -2216,10 +2217,12 @@ static __always_inline __u8 *resolver_mac(struct xdp_md *ctx, __be16 vlan_proto,
 }
 
 /*
- * Another host announced vk, a VIP this node holds (own: our MAC on the interface it came in
- * on), as its own with MAC sha: noted in xlb_vip_claims (see yielded). This node's own
- * announcements (any of its MACs, xlb_own_macs: heard on another of its interfaces on the same
- * segment) are not.
+ * Another host announced vk, a VIP of this node, active or standby (own: our MAC on the
+ * interface it came in on), as its own with MAC sha: noted in xlb_vip_claims. For an active VIP
+ * that is a rival (see yielded); for a standby VIP, its active node answering (the agent asks,
+ * with ARP probes, whether anyone does for a VIP whose active node it never heard). This node's
+ * own announcements (any of its MACs, xlb_own_macs: heard on another of its interfaces on the
+ * same segment) are not.
  */
 _Static_assert(__builtin_offsetof(struct xlb_claim, pad) == __builtin_offsetof(struct xlb_claim, mac) + ETH_ALEN &&
 		       sizeof(((struct xlb_claim *)0)->pad) + ETH_ALEN == sizeof(struct xlb_ifmac),
@@ -2282,12 +2285,12 @@ static __always_inline int answer_ns(struct xdp_md *ctx, __u32 gen, struct ethhd
 	if ((void *)(m + 1) > end || m->code != 0 || ip6->hop_limit != 255 || ip6->payload_len != bpf_htons(sizeof(*m)) ||
 	    m->opt_len != 1)
 		return -1;
-	/* Another host advertising one of our VIPs with its own address (the standby taking it over). */
+	/* Another host advertising one of our VIPs with its own address (a standby taking it over, an active node answering). */
 	if (m->type == ND_ADVERT && m->opt_type == ND_OPT_TARGET_LL) {
 		addr_copy(vk.addr, m->target);
 		vk.family = XLB_FAMILY_V6;
 		vk.gen = gen;
-		own = resolver_mac(ctx, vlan_proto, vlan_vid, &vk);
+		own = resolver_mac(ctx, vlan_proto, vlan_vid, &vk, 1);
 		if (own)
 			note_claim(ctx, &vk, m->opt_mac, own);
 		return -1;
@@ -2297,7 +2300,7 @@ static __always_inline int answer_ns(struct xdp_md *ctx, __u32 gen, struct ethhd
 	addr_copy(vk.addr, m->target);
 	vk.family = XLB_FAMILY_V6;
 	vk.gen = gen;
-	own = resolver_mac(ctx, vlan_proto, vlan_vid, &vk);
+	own = resolver_mac(ctx, vlan_proto, vlan_vid, &vk, 0);
 	if (!own)
 		return -1;
 
@@ -2467,18 +2470,18 @@ static __always_inline int answer_arp(struct xdp_md *ctx, struct ethhdr *eth, __
 		return verdict(XDP_PASS, XLB_STAT_PASS_NON_IP);
 	if (!config(&gen, &filter))
 		return verdict(XDP_PASS, XLB_STAT_DROP_NO_CONFIG);
-	/* Another host sending as one of our VIPs (a gratuitous ARP: the standby taking it over). */
+	/* Another host sending as one of our VIPs: a gratuitous ARP (a standby taking it over), an ARP reply (an active node answering). */
 	__builtin_memcpy(&sender, a->spa, 4);
 	vk.addr[0] = sender;
 	vk.family = XLB_FAMILY_V4;
 	vk.gen = gen;
-	own = resolver_mac(ctx, vlan_proto, vlan_vid, &vk);
+	own = resolver_mac(ctx, vlan_proto, vlan_vid, &vk, 1);
 	if (own)
 		note_claim(ctx, &vk, a->sha, own);
 	if (a->op != bpf_htons(ARP_REQUEST))
 		return verdict(XDP_PASS, XLB_STAT_PASS_NON_IP);
 	__builtin_memcpy(&vk.addr[0], a->tpa, 4);
-	own = vk.addr[0] == sender ? 0 : resolver_mac(ctx, vlan_proto, vlan_vid, &vk);
+	own = vk.addr[0] == sender ? 0 : resolver_mac(ctx, vlan_proto, vlan_vid, &vk, 0);
 	if (!own)
 		return verdict(XDP_PASS, XLB_STAT_PASS_NON_IP);
 

@@ -32,6 +32,21 @@ public static class Announcements
     /// </summary>
     public static byte[] GratuitousArp(ReadOnlySpan<byte> mac, IPAddress vip)
     {
+        var f = ArpRequest(mac, vip);
+        vip.GetAddressBytes().CopyTo(f, 28);
+        return f;
+    }
+
+    /// <summary>
+    /// An ARP probe (RFC 5227 2.1.1): a broadcast request for <paramref name="vip"/> with sender
+    /// address 0.0.0.0, so the host that holds it answers and nobody's cache takes this node's MAC
+    /// for any address (<see cref="ResolutionWitness"/>).
+    /// </summary>
+    public static byte[] ArpProbe(ReadOnlySpan<byte> mac, IPAddress vip) => ArpRequest(mac, vip);
+
+    /// <summary>A broadcast ARP request from <paramref name="mac"/> for <paramref name="vip"/>, sender address 0.0.0.0.</summary>
+    private static byte[] ArpRequest(ReadOnlySpan<byte> mac, IPAddress vip)
+    {
         var f = new byte[42];
         f.AsSpan(0, 6).Fill(0xff);
         mac.CopyTo(f.AsSpan(6));
@@ -42,7 +57,6 @@ public static class Announcements
         f[19] = 4;
         BinaryPrimitives.WriteUInt16BigEndian(f.AsSpan(20), 1);      // request
         mac.CopyTo(f.AsSpan(22));
-        vip.GetAddressBytes().CopyTo(f, 28);
         vip.GetAddressBytes().CopyTo(f, 38);
         return f;
     }

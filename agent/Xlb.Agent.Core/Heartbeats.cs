@@ -79,8 +79,9 @@ public static class Heartbeats
 /// When each peer's agent was last heard (on a monotonic clock in milliseconds). A peer never
 /// heard is not silent but unknown: nothing is taken over from it. So a blocked port or a key
 /// that differs between the nodes leaves failover to the operator (and is reported,
-/// <see cref="NeverHeard"/>) instead of making every standby take every VIP; the price is that a
-/// standby whose agent starts while the active node is already dead does not take over by itself.
+/// <see cref="NeverHeard"/>) instead of making every standby take every VIP. A standby whose agent
+/// starts while the active node is already dead takes over only where nobody answers for the VIP
+/// (<see cref="ResolutionWitness"/>: L2, IPv4).
 /// A leaving peer is silent at once.
 /// </summary>
 public sealed class PeerLiveness

@@ -2,8 +2,11 @@ using Xlb.Crds;
 
 namespace Xlb.Agent.Core;
 
-/// <summary>A VIP a standby has taken over: from which node, silent for how long (<see cref="TimeSpan.MaxValue"/>: it left).</summary>
-public readonly record struct TakenVip(string Address, string From, TimeSpan Silent);
+/// <summary>
+/// A VIP a standby has taken over: from which node, silent for how long (<see cref="TimeSpan.MaxValue"/>: it left).
+/// <paramref name="Unheard"/>: a node never heard, and <paramref name="Silent"/> is how long nobody answered ARP for the VIP (<see cref="ResolutionWitness"/>).
+/// </summary>
+public readonly record struct TakenVip(string Address, string From, TimeSpan Silent, bool Unheard = false);
 
 /// <summary>
 /// What agent-to-agent failure detection makes of a node config: the config to apply, the VIPs
@@ -25,9 +28,12 @@ public static class Takeover
     /// address), or whose active node has never been heard, is left to the operator; so is one
     /// whose silent node is seen <paramref name="renewing"/> its Lease (cluster mode): it lives,
     /// and only the path between the LB nodes is broken, where taking its VIPs would make two
-    /// nodes answer for them. Unchanged when nothing is taken.
+    /// nodes answer for them. A VIP of an active node never heard is taken when nobody has
+    /// answered for it (<paramref name="unanswered"/>, by address: <see cref="ResolutionWitness"/>)
+    /// for its takeoverAfter. Unchanged when nothing is taken.
     /// </summary>
-    public static TakeoverResult Apply(XlbNodeConfigSpec spec, Func<string, TimeSpan?> silentFor, Func<string, bool>? renewing = null)
+    public static TakeoverResult Apply(XlbNodeConfigSpec spec, Func<string, TimeSpan?> silentFor, Func<string, bool>? renewing = null,
+        Func<string, TimeSpan?>? unanswered = null)
     {
         List<TakenVip>? taken = null;
         List<NodeVip>? vips = null;
@@ -35,11 +41,22 @@ public static class Takeover
         for (var i = 0; i < spec.Vips.Count; i++)
         {
             var v = spec.Vips[i];
-            if (v.Role == VipRole.Standby && v.ActiveNode is { } from && v.TakeoverAfter is { } after
-                && silentFor(from) is { } silent && silent >= after.Value)
+            if (v.Role != VipRole.Standby || v.ActiveNode is not { } from || v.TakeoverAfter is not { } after)
+            {
+                continue;
+            }
+            var silent = silentFor(from);
+            if (silent is null && unanswered?.Invoke(v.Address) is { } quiet && quiet >= after.Value)
+            {
+                vips ??= [.. spec.Vips];
+                vips[i] = v with { Role = VipRole.Active };
+                (taken ??= []).Add(new TakenVip(v.Address, from, quiet, Unheard: true));
+                continue;
+            }
+            if (silent >= after.Value)
             {
                 // A peer that said it is leaving is taken from whatever its Lease says (a drain deletes it, but perhaps not yet).
-                if (silent != TimeSpan.MaxValue && renewing?.Invoke(from) == true)
+                if (silent.Value != TimeSpan.MaxValue && renewing?.Invoke(from) == true)
                 {
                     if (!unreachable.Contains(from))
                     {
@@ -49,7 +66,7 @@ public static class Takeover
                 }
                 vips ??= [.. spec.Vips];
                 vips[i] = v with { Role = VipRole.Active };
-                (taken ??= []).Add(new TakenVip(v.Address, from, silent));
+                (taken ??= []).Add(new TakenVip(v.Address, from, silent.Value));
             }
         }
         return new TakeoverResult(vips is null ? spec : spec with { Vips = vips }, taken ?? [], unreachable);

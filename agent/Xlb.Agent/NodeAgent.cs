@@ -109,6 +109,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
     private Heartbeater? _heartbeater;
     /// <summary>Cluster mode: reads the Leases of silent peers (a peer that renews keeps its VIPs).</summary>
     private LeaseWitness? _witness;
+    private ResolutionProber? _resolution;
     private Task _peering = Task.CompletedTask;
     /// <summary>The standby VIPs this agent has taken over from silent peers (as of its last apply).</summary>
     private List<Core.TakenVip> _taken = [];
@@ -472,7 +473,9 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             StartPeers(dp, config.Spec);
             if (_heartbeater is not null)
             {
-                var takeover = Core.Takeover.Apply(effective, _heartbeater.SilentFor, _witness is null ? null : _witness.Renewing);
+                // L2 VIPs of a node never heard: does anyone answer for them? (Core.ResolutionWitness)
+                _resolution?.Configure(Core.ResolutionWitness.Probed(config.Spec, _heartbeater.SilentFor, Core.BgpRoutes.Routed(config.Spec)), _announcer?.Interfaces ?? []);
+                var takeover = Core.Takeover.Apply(effective, _heartbeater.SilentFor, _witness is null ? null : _witness.Renewing, _resolution is null ? null : _resolution.UnansweredFor);
                 effective = takeover.Effective;
                 _witness?.Watch(takeover.Overdue);
                 NoteTakeovers(config.Spec, takeover.Taken, takeover.Unreachable);
@@ -617,7 +620,13 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
                     _wake.Release();
                 })
                 : null;
+            var prober = _resolution = new ResolutionProber(dp, log, time, () =>
+            {
+                _healthChanged = true; // a VIP of a never-heard node went unanswered past its takeover time, or is answered again
+                _wake.Release();
+            });
             _peering = Task.WhenAll(
+                Task.Run(() => prober.RunAsync(_stopping), CancellationToken.None),
                 Task.Run(() => link.RunAsync(_stopping), CancellationToken.None),
                 Task.Run(() => heartbeater.RunAsync(_stopping), CancellationToken.None),
                 Task.Run(() => syncer.RunAsync(_stopping), CancellationToken.None),
@@ -648,11 +657,13 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         foreach (var t in taken.Where(t => !before.Contains(t.Address)).GroupBy(t => t.From))
         {
             var silent = t.First().Silent;
-            LogTookOver(t.Count(), t.Key, silent == TimeSpan.MaxValue ? "it is leaving" : $"silent for {silent.TotalMilliseconds:F0} ms",
+            LogTookOver(t.Count(), t.Key, silent == TimeSpan.MaxValue ? "it is leaving"
+                : t.First().Unheard ? $"never heard, and nobody answered ARP for them for {silent.TotalMilliseconds:F0} ms"
+                : $"silent for {silent.TotalMilliseconds:F0} ms",
                 string.Join(", ", t.Take(5).Select(v => v.Address)));
         }
         var activeHere = spec.Vips.Where(v => v.Role == VipRole.Active).Select(v => v.Address).ToHashSet(StringComparer.Ordinal);
-        foreach (var g in _taken.Where(w => !now.Contains(w.Address)).GroupBy(w => (w.From, Moved: activeHere.Contains(w.Address))))
+        foreach (var g in _taken.Where(w => !now.Contains(w.Address)).GroupBy(w => (w.From, Moved: activeHere.Contains(w.Address), w.Unheard)))
         {
             var vips = string.Join(", ", g.Take(5).Select(v => v.Address));
             if (g.Key.Moved)
@@ -661,7 +672,8 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             }
             else
             {
-                LogGaveBack(g.Count(), g.Key.From, unreachable.Contains(g.Key.From) ? "it renews its Lease" : "heard again", vips);
+                LogGaveBack(g.Count(), g.Key.From, unreachable.Contains(g.Key.From) ? "it renews its Lease"
+                    : g.Key.Unheard ? "another host answers for them, or it is heard at last" : "heard again", vips);
             }
         }
         _taken = taken;
@@ -694,7 +706,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         if (_taken.Count > 0)
         {
             return Cond("Degraded", "True", "PeerSilent", "took over " + string.Join("; ", _taken.GroupBy(t => t.From).Select(g =>
-                $"{g.Count()} VIP(s) from {g.Key} ({(g.First().Silent == TimeSpan.MaxValue ? "leaving" : "no heartbeat")}: {string.Join(", ", g.Take(5).Select(t => t.Address))})")), config);
+                $"{g.Count()} VIP(s) from {g.Key} ({(g.First().Silent == TimeSpan.MaxValue ? "leaving" : g.First().Unheard ? "never heard, nobody answers ARP for them" : "no heartbeat")}: {string.Join(", ", g.Take(5).Select(t => t.Address))})")), config);
         }
         if (_linkFailed is { } failed && (config.Spec.FailoverPeers.Count > 0 || config.Spec.FlowSyncPeers.Count > 0))
         {
@@ -712,7 +724,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         }
         if (_heartbeater?.NeverHeard() is { Count: > 0 } unheard)
         {
-            return Cond("Degraded", "True", "PeerUnheard", $"no heartbeat from {string.Join(", ", unheard)} since they became peers: this node does not take their VIPs over by itself " +
+            return Cond("Degraded", "True", "PeerUnheard", $"no heartbeat from {string.Join(", ", unheard)} since they became peers: this node takes their VIPs over by itself only if nobody answers ARP for them (IPv4, L2) " +
                 $"(is UDP port {options.FlowSyncListen.Port} open between the LB nodes, and do they use the same --flow-sync-key-file?)", config);
         }
         if (_unhealthy.Count > 0)

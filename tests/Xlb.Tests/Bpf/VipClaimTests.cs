@@ -21,6 +21,19 @@ public sealed class VipClaimTests(DataPlaneFixture fx) : IClassFixture<DataPlane
     private static readonly byte[] OtherOwn = [0x02, 0x11, 0x22, 0x33, 0x44, 0x66];
     private static readonly byte[] Standby = [0x02, 0x5b, 0x00, 0x00, 0x00, 0x02];
     private static readonly byte[] Asker = [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee];
+    private static readonly byte[] ActiveElsewhere = [0x02, 0x5b, 0x00, 0x00, 0x00, 0x01];
+
+    /// <summary>The ARP reply of <paramref name="mac"/>, which holds <paramref name="vip"/>, to a probe (sender 0.0.0.0) from <paramref name="asker"/>.</summary>
+    private static byte[] ArpReply(byte[] mac, IPAddress vip, byte[] asker)
+    {
+        var f = Announcements.ArpProbe(mac, vip);
+        asker.CopyTo(f, 0);
+        f[21] = 2; // reply
+        vip.GetAddressBytes().CopyTo(f, 28);
+        asker.CopyTo(f, 32);
+        new byte[4].CopyTo(f, 38);
+        return f;
+    }
 
     [Fact]
     public void A_vip_another_host_announced_is_left_to_it_once_the_agent_is_silent_and_taken_back_when_it_stamps_again()
@@ -44,13 +57,22 @@ public sealed class VipClaimTests(DataPlaneFixture fx) : IClassFixture<DataPlane
         }
 
         // Our own announcements (from this interface, or from another of this node's on the same
-        // segment), and another host's of a VIP this node only stands by for: nothing noted.
+        // segment), and another host's ARP probe (sender 0.0.0.0): nothing noted.
         plane.SetInterfaceMac(2, OtherOwn);
         Assert.Equal(XdpPass, (int)run(Announcements.GratuitousArp(Own, VipAddress)).Verdict);
         Assert.Equal(XdpPass, (int)run(Announcements.GratuitousArp(OtherOwn, VipAddress)).Verdict);
         Assert.Equal(XdpPass, (int)run(Announcements.UnsolicitedAdvert(OtherOwn, VipAddress6)).Verdict);
-        Assert.Equal(XdpPass, (int)run(Announcements.GratuitousArp(Standby, IPAddress.Parse(StandbyVip))).Verdict);
+        Assert.Equal(XdpPass, (int)run(Announcements.ArpProbe(Asker, IPAddress.Parse(StandbyVip))).Verdict);
         Assert.Empty(plane.Claims());
+
+        // The answer to this node's ARP probe for a VIP it stands by for, from the VIP's active node
+        // (ResolutionWitness): noted, and passed on.
+        var asked = XdpDataPlane.MonotonicNs();
+        Assert.Equal(XdpPass, (int)run(ArpReply(ActiveElsewhere, IPAddress.Parse(StandbyVip), Own)).Verdict);
+        var answer = Assert.Single(plane.Claims());
+        Assert.Equal(IPAddress.Parse(StandbyVip), answer.Vip);
+        Assert.Equal(ActiveElsewhere, answer.Mac);
+        Assert.InRange(answer.SeenNs, asked - 20_000_000, XdpDataPlane.MonotonicNs());
 
         // The agent runs (its last stamp a moment ago), and the standby announces two VIPs (a
         // gratuitous ARP, an unsolicited advertisement): noted, passed on; and as the agent and its
@@ -61,7 +83,7 @@ public sealed class VipClaimTests(DataPlaneFixture fx) : IClassFixture<DataPlane
         Assert.Equal(XdpPass, (int)run(Announcements.UnsolicitedAdvert(Standby, VipAddress6)).Verdict);
         Assert.True(Answers(VipAddress));
         Assert.True(Answers(VipAddress6));
-        var claims = plane.Claims().OrderBy(c => c.Vip.AddressFamily).ToList();
+        var claims = plane.Claims().Where(c => !c.Vip.Equals(IPAddress.Parse(StandbyVip))).OrderBy(c => c.Vip.AddressFamily).ToList();
         Assert.Equal([VipAddress, VipAddress6], claims.Select(c => c.Vip));
         Assert.All(claims, c =>
         {

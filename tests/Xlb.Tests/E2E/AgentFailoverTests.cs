@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Net;
+using System.Text.RegularExpressions;
 using Xlb.Cli.Testbed;
 using Xlb.Crds;
 using Xlb.Crds.Serialization;
@@ -15,7 +16,8 @@ namespace Xlb.Tests.E2E;
 /// forwarding): the standby takes the VIP and advertises it, and gives it back when the agent
 /// runs again. Then the active node dies (agent killed, its link to the router down): the standby
 /// takes over, new connections are answered through it, and connections that were open through
-/// the dead node carry on.
+/// the dead node carry on. On one Ethernet segment (<see cref="SegmentPairTopology"/>, L2), a
+/// standby that never hears its active node takes its VIP only when nobody answers ARP for it.
 /// </summary>
 public sealed class AgentFailoverTests(ITestOutputHelper output)
 {
@@ -145,31 +147,46 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public async Task A_standby_that_never_hears_its_active_node_says_so_and_takes_nothing_over()
+    public async Task A_standby_that_never_hears_its_active_node_says_so_and_takes_nothing_over_while_that_node_answers_ARP()
     {
         Privileged.Require();
         var log = new StringWriter();
-        using var topology = RoutedPairTopology.Create(LbTopology.NewPrefix("au"));
+        using var topology = SegmentPairTopology.Create(LbTopology.NewPrefix("au"));
+        await using var backend = HttpBackend.Start(topology.Backend, "backend", IPAddress.Parse(SegmentPairTopology.BackendAddress), Testbed.BackendPort);
         var manifests = Directory.CreateTempSubdirectory("xlb-failover-").FullName;
         var keyDir = Directory.CreateTempSubdirectory("xlb-failover-key-").FullName;
         Process? frozen = null;
         try
         {
-            File.WriteAllText(Path.Combine(manifests, "all.yaml"), Manifests(bgp: false));
+            File.WriteAllText(Path.Combine(manifests, "all.yaml"), SegmentPairTopology.Manifests(Vip, "200ms", 3));
             // Only lb-2 has a key: each refuses the other's heartbeats, as across a closed port.
             var key = Path.Combine(keyDir, "key");
             File.WriteAllText(key, "a key only lb-2 has, 24 b");
-            using var stack = StandaloneStack.Start(topology.Lbs[0], [RoutedPairTopology.LbInterface], topology.Prefix.TrimEnd('-'), manifests, "lb-1", log);
-            var lb2 = stack.StartOtherAgent("lb-2", topology.Lbs[1], [RoutedPairTopology.LbInterface], "--flow-sync-key-file", key);
+            string[] eth0 = [SegmentPairTopology.LbInterface];
+            using var stack = StandaloneStack.Start(topology.Lbs[0], eth0, topology.Prefix.TrimEnd('-'), manifests, "lb-1", log);
+            var lb2 = stack.StartOtherAgent("lb-2", topology.Lbs[1], eth0, "--flow-sync-key-file", key);
             await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), Ct);
             await stack.WaitAppliedAsync("lb-2", lb2, 1, TimeSpan.FromSeconds(60), Ct);
+            // Had lb-2 been probing before lb-1's program held the VIP (a loaded machine starts
+            // lb-1 late), it took the VIP while nobody served it, and gives it back once lb-1
+            // announces it (an answer too). A second after lb-1 applied, lb-1 answers.
+            await Task.Delay(TimeSpan.FromSeconds(1), Ct);
+            Assert.True(await WaitAsync(() => Regex.IsMatch(stack.StatusOf("lb-2"), Regex.Escape(Vip) + " +standby"), TimeSpan.FromSeconds(10)), stack.StatusOf("lb-2"));
+            int settled;
+            lock (log)
+            {
+                settled = log.ToString().Length;
+            }
             var started = Stopwatch.StartNew();
             Assert.True(await WaitAsync(() => Degraded(stack) is { Reason: "PeerUnheard" }, TimeSpan.FromSeconds(20)), $"lb-2 does not say it never heard lb-1: {Degraded(stack)}");
             output.WriteLine($"PeerUnheard {started.ElapsedMilliseconds} ms after lb-2 applied: {Degraded(stack)!.Value.Message}");
             Assert.StartsWith("no heartbeat from lb-1 since they became peers", Degraded(stack)!.Value.Message, StringComparison.Ordinal);
             Assert.Matches(@" +lb-1 +Unheard +0\n", stack.StatusOf("lb-2"));
+            // lb-2 has asked ARP for the VIP all along (every 150 ms), and lb-1 answered: lb-2 took nothing.
+            Assert.Matches(Vip.Replace(".", "\\.", StringComparison.Ordinal) + " +standby", stack.StatusOf("lb-2"));
+            Assert.Equal("backend", await HttpProbe.GetAsync(topology.Client, new IPEndPoint(IPAddress.Parse(Vip), 80), TimeSpan.FromSeconds(5), Ct));
 
-            // lb-1's agent stops for 2 s: lb-2, which never heard it, does not take its VIP.
+            // lb-1's agent stops for 2 s: its program answers on, and lb-2 does not take its VIP.
             frozen = stack.Agent;
             Signal(frozen, "STOP");
             await Task.Delay(TimeSpan.FromSeconds(2), Ct);
@@ -179,8 +196,10 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
             Assert.Equal("PeerUnheard", Degraded(stack)?.Reason);
             lock (log)
             {
-                Assert.DoesNotContain("took over", log.ToString(), StringComparison.Ordinal);
-                Assert.Contains("heartbeats: refusing datagrams from " + RoutedPairTopology.LbAddress(1), log.ToString(), StringComparison.Ordinal);
+                var since = log.ToString()[settled..];
+                Assert.DoesNotContain("took over", since, StringComparison.Ordinal);
+                Assert.DoesNotContain("nobody answers ARP", since, StringComparison.Ordinal);
+                Assert.Contains("heartbeats: refusing datagrams from " + SegmentPairTopology.LbAddress(1), log.ToString(), StringComparison.Ordinal);
             }
         }
         finally
@@ -191,6 +210,54 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
             }
             Directory.Delete(manifests, recursive: true);
             Directory.Delete(keyDir, recursive: true);
+            output.WriteLine(log.ToString());
+        }
+    }
+
+    [Fact]
+    public async Task A_standby_whose_active_node_never_came_takes_its_VIP_when_nobody_answers_ARP_and_gives_it_back_when_the_node_comes()
+    {
+        Privileged.Require();
+        var log = new StringWriter();
+        using var topology = SegmentPairTopology.Create(LbTopology.NewPrefix("aw"));
+        await using var backend = HttpBackend.Start(topology.Backend, "backend", IPAddress.Parse(SegmentPairTopology.BackendAddress), Testbed.BackendPort);
+        var manifests = Directory.CreateTempSubdirectory("xlb-failover-").FullName;
+        try
+        {
+            File.WriteAllText(Path.Combine(manifests, "all.yaml"), SegmentPairTopology.Manifests(Vip, "200ms", 3));
+            string[] eth0 = [SegmentPairTopology.LbInterface];
+            var target = new IPEndPoint(IPAddress.Parse(Vip), 80);
+            // lb-1, the VIP's active node, is down from the start: only lb-2, its standby, runs.
+            using var stack = StandaloneStack.Start(topology.Lbs[1], eth0, topology.Prefix.TrimEnd('-'), manifests, "lb-2", log);
+            await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), Ct);
+            var applied = Stopwatch.StartNew();
+            Assert.True(await WaitAsync(() => Degraded(stack) is { Reason: "PeerSilent" }, TimeSpan.FromSeconds(10)), $"lb-2 did not take the VIP: {Degraded(stack)}");
+            output.WriteLine($"taken {applied.ElapsedMilliseconds} ms after lb-2 applied (takeover time 600 ms): {Degraded(stack)!.Value.Message}");
+            Assert.Contains("1 VIP(s) from lb-1 (never heard, nobody answers ARP for them: " + Vip, Degraded(stack)!.Value.Message, StringComparison.Ordinal);
+            Assert.Matches(Vip.Replace(".", "\\.", StringComparison.Ordinal) + " +active", stack.StatusOf("lb-2"));
+            Assert.Equal("backend", await HttpProbe.GetAsync(topology.Client, target, TimeSpan.FromSeconds(5), Ct));
+            lock (log)
+            {
+                Assert.Contains("nobody answers ARP for " + Vip + ", whose active node was never heard", log.ToString(), StringComparison.Ordinal);
+            }
+
+            // lb-1 comes: it announces the VIP and is heard; lb-2 gives the VIP back, and lb-1 serves it.
+            var lb1 = stack.StartOtherAgent("lb-1", topology.Lbs[0], eth0);
+            await stack.WaitAppliedAsync("lb-1", lb1, 1, TimeSpan.FromSeconds(60), Ct);
+            Assert.True(await WaitAsync(() => Degraded(stack) is { Reason: "AsExpected" }, TimeSpan.FromSeconds(10)), $"lb-2 did not give the VIP back: {Degraded(stack)}");
+            Assert.Matches(Vip.Replace(".", "\\.", StringComparison.Ordinal) + " +standby", stack.StatusOf("lb-2"));
+            Assert.Matches(Vip.Replace(".", "\\.", StringComparison.Ordinal) + " +active", stack.StatusOf("lb-1"));
+            Assert.Equal("backend", await HttpProbe.GetAsync(topology.Client, target, TimeSpan.FromSeconds(5), Ct));
+            var lb1Mac = LbTopology.Mac(topology.Lbs[0], SegmentPairTopology.LbInterface);
+            Assert.Contains(lb1Mac, Netns.Ip(topology.Client, "neigh", "show", Vip), StringComparison.Ordinal);
+            lock (log)
+            {
+                Assert.Contains("gave 1 VIP(s) back to lb-1", log.ToString(), StringComparison.Ordinal);
+            }
+        }
+        finally
+        {
+            Directory.Delete(manifests, recursive: true);
             output.WriteLine(log.ToString());
         }
     }

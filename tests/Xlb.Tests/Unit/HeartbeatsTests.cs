@@ -1,3 +1,4 @@
+using System.Net;
 using Xlb.Agent.Core;
 using Xlb.Crds;
 using Xlb.Operator.Core;
@@ -123,6 +124,56 @@ public class HeartbeatsTests
         Assert.Equal(["lb-1"], renewing.Unreachable);
         Assert.Equal(["lb-1"], renewing.Overdue);
         Assert.Equal(2, Takeover.Apply(spec, n => n == "lb-1" ? TimeSpan.MaxValue : TimeSpan.Zero, _ => true).Taken.Count);
+    }
+
+    [Fact]
+    public void A_VIP_of_a_never_heard_node_is_probed_in_L2_and_taken_only_when_nobody_answered_for_it_for_its_takeover_time()
+    {
+        var spec = Spec(
+            new NodeVip { Address = "192.0.2.1", Role = VipRole.Active, Shard = "edge" },
+            Standby("192.0.2.2", "lb-1", 0.6),
+            Standby("192.0.2.3", "lb-1", 0.6),
+            Standby("192.0.2.4", "lb-3", 0.6),
+            Standby("192.0.2.5", "lb-1", null),
+            Standby("2001:db8::6", "lb-1", 0.6),
+            Standby("192.0.2.7", "lb-1", 0.6));
+        // lb-1 never heard, lb-3 heard; 192.0.2.7 is advertised by BGP, where nobody answers ARP for a VIP.
+        TimeSpan? SilentFor(string n) => n == "lb-3" ? TimeSpan.Zero : null;
+        var probed = ResolutionWitness.Probed(spec, SilentFor, new HashSet<IPAddress> { IPAddress.Parse("192.0.2.7") });
+        Assert.Equal([(IPAddress.Parse("192.0.2.2"), TimeSpan.FromSeconds(0.6)), (IPAddress.Parse("192.0.2.3"), TimeSpan.FromSeconds(0.6))], probed);
+
+        const ulong Ms = 1_000_000;
+        var witness = new ResolutionWitness();
+        witness.Probe(probed.Select(p => p.Vip), 1000 * Ms);
+        Assert.Equal(TimeSpan.FromMilliseconds(400), witness.UnansweredFor("192.0.2.2", 1400 * Ms));
+        Assert.Null(witness.UnansweredFor("192.0.2.4", 1400 * Ms));
+        // lb-1 answers for .3 at 1300 ms (and someone did for .2 before the probing began; this node's own MAC does not count).
+        byte[] mine = [2, 0, 0, 0, 0, 2], theirs = [2, 0, 0, 0, 0, 1];
+        witness.Observe(
+        [
+            new VipClaim(IPAddress.Parse("192.0.2.3"), theirs, 1, 1300 * Ms),
+            new VipClaim(IPAddress.Parse("192.0.2.2"), theirs, 1, 900 * Ms),
+            new VipClaim(IPAddress.Parse("192.0.2.2"), mine, 1, 1350 * Ms),
+        ], [mine]);
+        // Probed again (every apply): what is known stays.
+        witness.Probe(probed.Select(p => p.Vip), 1500 * Ms);
+        Assert.Equal(TimeSpan.FromMilliseconds(700), witness.UnansweredFor("192.0.2.2", 1700 * Ms));
+        Assert.Equal(TimeSpan.FromMilliseconds(400), witness.UnansweredFor("192.0.2.3", 1700 * Ms));
+
+        var (effective, taken, _) = Takeover.Apply(spec, SilentFor, unanswered: a => witness.UnansweredFor(a, 1700 * Ms));
+        Assert.Equal([new TakenVip("192.0.2.2", "lb-1", TimeSpan.FromMilliseconds(700), Unheard: true)], taken);
+        Assert.Equal(VipRole.Active, effective.Vips[1].Role);
+        Assert.Equal(VipRole.Standby, effective.Vips[2].Role);
+        // Without the witness (BGP, or no interface to probe from), a node never heard is never taken from.
+        Assert.Empty(Takeover.Apply(spec, SilentFor).Taken);
+        // Once lb-1 is heard, its heartbeats decide, not ARP: quiet, it keeps the VIP however long nobody answered.
+        Assert.Empty(Takeover.Apply(spec, _ => TimeSpan.Zero, unanswered: a => witness.UnansweredFor(a, 1700 * Ms)).Taken);
+
+        // lb-1 comes and announces .2 (taken here): answered, so given back; and a VIP no longer probed is forgotten.
+        witness.Observe([new VipClaim(IPAddress.Parse("192.0.2.2"), theirs, 1, 1800 * Ms)], [mine]);
+        Assert.Empty(Takeover.Apply(spec, SilentFor, unanswered: a => witness.UnansweredFor(a, 1850 * Ms)).Taken);
+        witness.Probe([IPAddress.Parse("192.0.2.3")], 2000 * Ms);
+        Assert.Null(witness.UnansweredFor("192.0.2.2", 2000 * Ms));
     }
 
     [Fact]
