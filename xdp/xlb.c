@@ -2220,7 +2220,7 @@ static __always_inline __u8 *resolver_mac(struct xdp_md *ctx, __be16 vlan_proto,
  * Another host announced vk, a VIP of this node, active or standby (own: our MAC on the
  * interface it came in on), as its own with MAC sha: noted in xlb_vip_claims. For an active VIP
  * that is a rival (see yielded); for a standby VIP, its active node answering (the agent asks,
- * with ARP probes, whether anyone does for a VIP whose active node it never heard). This node's
+ * with ARP and ND probes, whether anyone does for a VIP whose active node it never heard). This node's
  * own announcements (any of its MACs, xlb_own_macs: heard on another of its interfaces on the
  * same segment) are not.
  */

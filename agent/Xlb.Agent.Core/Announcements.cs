@@ -89,6 +89,38 @@ public static class Announcements
         return f;
     }
 
+    /// <summary>
+    /// A neighbour solicitation for <paramref name="vip"/> (RFC 4861 4.3) from this node's
+    /// link-local address <paramref name="source"/> on the interface, to the VIP's solicited-node
+    /// multicast group, with the source link-layer address option: the form a holder of the VIP
+    /// answers with a solicited advertisement (<see cref="ResolutionWitness"/>). Not the duplicate
+    /// address detection form (unspecified source), which the program leaves to the kernel.
+    /// </summary>
+    public static byte[] NeighbourProbe(ReadOnlySpan<byte> mac, IPAddress source, IPAddress vip)
+    {
+        const int icmp = 14 + 40;
+        var f = new byte[icmp + 32];
+        var target = vip.GetAddressBytes();
+        byte[] group = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, target[13], target[14], target[15]];
+        byte[] groupMac = [0x33, 0x33, 0xff, target[13], target[14], target[15]];
+        groupMac.CopyTo(f, 0);
+        mac.CopyTo(f.AsSpan(6));
+        BinaryPrimitives.WriteUInt16BigEndian(f.AsSpan(12), 0x86dd);
+        f[14] = 0x60;
+        BinaryPrimitives.WriteUInt16BigEndian(f.AsSpan(18), 32);
+        f[20] = 58;  // ICMPv6
+        f[21] = 255; // hop limit
+        source.GetAddressBytes().CopyTo(f, 22);
+        group.CopyTo(f, 38);
+        f[icmp] = 135;       // neighbour solicitation
+        target.CopyTo(f, icmp + 8);
+        f[icmp + 24] = 1;    // source link-layer address option, one 8-byte unit
+        f[icmp + 25] = 1;
+        mac.CopyTo(f.AsSpan(icmp + 26));
+        BinaryPrimitives.WriteUInt16BigEndian(f.AsSpan(icmp + 2), Icmp6Checksum(f.AsSpan(22, 16), f.AsSpan(38, 16), f.AsSpan(icmp)));
+        return f;
+    }
+
     /// <summary>The ICMPv6 checksum (RFC 4443 2.3) over the pseudo-header and the message.</summary>
     private static ushort Icmp6Checksum(ReadOnlySpan<byte> src, ReadOnlySpan<byte> dst, ReadOnlySpan<byte> message)
     {

@@ -81,7 +81,7 @@ public static class Heartbeats
 /// that differs between the nodes leaves failover to the operator (and is reported,
 /// <see cref="NeverHeard"/>) instead of making every standby take every VIP. A standby whose agent
 /// starts while the active node is already dead takes over only where nobody answers for the VIP
-/// (<see cref="ResolutionWitness"/>: L2, IPv4).
+/// (<see cref="ResolutionWitness"/>: L2).
 /// A leaving peer is silent at once.
 /// </summary>
 public sealed class PeerLiveness

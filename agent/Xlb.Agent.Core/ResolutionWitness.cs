@@ -1,5 +1,4 @@
 using System.Net;
-using System.Net.Sockets;
 using Xlb.Crds;
 
 namespace Xlb.Agent.Core;
@@ -8,8 +7,9 @@ namespace Xlb.Agent.Core;
 /// Whether anyone answers for the standby VIPs whose active node this agent has never heard.
 /// A peer never heard may be dead, or alive behind a closed port or with another flow-sync key:
 /// heartbeats cannot tell, so nothing is taken from it on their word (<see cref="PeerLiveness"/>).
-/// Address resolution can: in L2 mode the active node answers ARP for its VIPs on the segment the
-/// standby shares with it, so the agent asks (an ARP probe every so often, <see cref="Probed"/>),
+/// Address resolution can: in L2 mode the active node answers ARP and ND for its VIPs on the segment the
+/// standby shares with it, so the agent asks (an ARP probe, or a neighbour solicitation from its
+/// link-local address, every so often: <see cref="Probed"/>),
 /// the program notes every answer from another host (xlb_vip_claims), and a VIP nobody has
 /// answered for during its takeover time is taken (<see cref="Takeover.Apply"/>). A live active
 /// node answers each probe, and so keeps its VIPs however its heartbeats fare; a host that
@@ -23,7 +23,7 @@ public sealed class ResolutionWitness
 
     /// <summary>
     /// The VIPs worth probing in <paramref name="spec"/> (the node config as the operator wrote it,
-    /// before any takeover): standby here, IPv4, announced by L2 (not in <paramref name="routed"/>),
+    /// before any takeover): standby here, announced by L2 (not in <paramref name="routed"/>),
     /// with a takeover time, and of an active node never heard (<paramref name="silentFor"/> null),
     /// each with its takeover time; in address order.
     /// </summary>
@@ -33,7 +33,7 @@ public sealed class ResolutionWitness
         foreach (var v in spec.Vips)
         {
             if (v.Role == VipRole.Standby && v.ActiveNode is { } from && v.TakeoverAfter is { } after && silentFor(from) is null
-                && IPAddress.TryParse(v.Address, out var vip) && vip.AddressFamily == AddressFamily.InterNetwork && !routed.Contains(vip))
+                && IPAddress.TryParse(v.Address, out var vip) && !routed.Contains(vip))
             {
                 probed.Add((vip, after.Value));
             }
@@ -53,6 +53,42 @@ public sealed class ResolutionWitness
         {
             _unansweredSince.TryAdd(vip, nowNs);
         }
+    }
+
+    /// <summary>
+    /// <paramref name="vips"/> could not be asked for everywhere (a probe not sent): they are
+    /// unanswered afresh from <paramref name="nowNs"/>, as silence where nobody was asked proves nothing.
+    /// </summary>
+    public void Restart(IEnumerable<IPAddress> vips, ulong nowNs)
+    {
+        foreach (var vip in vips)
+        {
+            if (_unansweredSince.ContainsKey(vip))
+            {
+                _unansweredSince[vip] = nowNs;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The link-local address of interface <paramref name="ifindex"/> that a neighbour solicitation
+    /// can come from, from the text of /proc/net/if_inet6 (address, ifindex, prefix length, scope
+    /// and flags in hex, name): scope link (0x20), neither tentative (0x40) nor failed in duplicate
+    /// address detection (0x08); null when it has none.
+    /// </summary>
+    public static IPAddress? LinkLocal(string ifInet6, int ifindex)
+    {
+        foreach (var line in ifInet6.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (f.Length >= 6 && f[0].Length == 32 && int.TryParse(f[1], System.Globalization.NumberStyles.HexNumber, null, out var index) && index == ifindex
+                && int.TryParse(f[3], System.Globalization.NumberStyles.HexNumber, null, out var scope) && scope == 0x20
+                && int.TryParse(f[4], System.Globalization.NumberStyles.HexNumber, null, out var flags) && (flags & 0x48) == 0)
+            {
+                return new IPAddress(Convert.FromHexString(f[0]));
+            }
+        }
+        return null;
     }
 
     /// <summary>

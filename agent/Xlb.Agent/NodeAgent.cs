@@ -658,7 +658,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         {
             var silent = t.First().Silent;
             LogTookOver(t.Count(), t.Key, silent == TimeSpan.MaxValue ? "it is leaving"
-                : t.First().Unheard ? $"never heard, and nobody answered ARP for them for {silent.TotalMilliseconds:F0} ms"
+                : t.First().Unheard ? $"never heard, and nobody answered ARP/ND for them for {silent.TotalMilliseconds:F0} ms"
                 : $"silent for {silent.TotalMilliseconds:F0} ms",
                 string.Join(", ", t.Take(5).Select(v => v.Address)));
         }
@@ -706,7 +706,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         if (_taken.Count > 0)
         {
             return Cond("Degraded", "True", "PeerSilent", "took over " + string.Join("; ", _taken.GroupBy(t => t.From).Select(g =>
-                $"{g.Count()} VIP(s) from {g.Key} ({(g.First().Silent == TimeSpan.MaxValue ? "leaving" : g.First().Unheard ? "never heard, nobody answers ARP for them" : "no heartbeat")}: {string.Join(", ", g.Take(5).Select(t => t.Address))})")), config);
+                $"{g.Count()} VIP(s) from {g.Key} ({(g.First().Silent == TimeSpan.MaxValue ? "leaving" : g.First().Unheard ? "never heard, nobody answers ARP/ND for them" : "no heartbeat")}: {string.Join(", ", g.Take(5).Select(t => t.Address))})")), config);
         }
         if (_linkFailed is { } failed && (config.Spec.FailoverPeers.Count > 0 || config.Spec.FlowSyncPeers.Count > 0))
         {
@@ -724,7 +724,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         }
         if (_heartbeater?.NeverHeard() is { Count: > 0 } unheard)
         {
-            return Cond("Degraded", "True", "PeerUnheard", $"no heartbeat from {string.Join(", ", unheard)} since they became peers: this node takes their VIPs over by itself only if nobody answers ARP for them (IPv4, L2) " +
+            return Cond("Degraded", "True", "PeerUnheard", $"no heartbeat from {string.Join(", ", unheard)} since they became peers: this node takes their VIPs over by itself only if nobody answers ARP/ND for them (L2) " +
                 $"(is UDP port {options.FlowSyncListen.Port} open between the LB nodes, and do they use the same --flow-sync-key-file?)", config);
         }
         if (_unhealthy.Count > 0)

@@ -6,12 +6,12 @@ namespace Xlb.Agent;
 
 /// <summary>
 /// The shell of <see cref="Core.ResolutionWitness"/>: while standby VIPs of a never-heard active
-/// node are in the config, it sends an ARP probe for each out of every announce interface, four
+/// node are in the config, it asks for each (ARP, or a neighbour solicitation) out of every announce interface, four
 /// times per takeover time (at most every second, at least every 50 ms), reads the answers the
 /// program noted, and calls <c>changed</c> when a VIP has gone unanswered for its takeover time
 /// or is answered again after that (the agent then applies its config again: <see cref="Core.Takeover"/>).
-/// A probe that could not be sent counts for nothing: the VIPs are unanswered afresh from the
-/// next one that goes out.
+/// A VIP that could not be asked for everywhere counts as unanswered afresh from the next probe
+/// that goes out everywhere.
 /// </summary>
 internal sealed partial class ResolutionProber(XdpDataPlane dp, ILogger log, TimeProvider time, Action changed)
 {
@@ -71,12 +71,11 @@ internal sealed partial class ResolutionProber(XdpDataPlane dp, ILogger log, Tim
                     continue;
                 }
                 var period = TimeSpan.FromTicks(Math.Clamp(probed.Min(p => p.After).Ticks / 4, TimeSpan.FromMilliseconds(50).Ticks, TimeSpan.FromSeconds(1).Ticks));
-                if (!Send(probed, interfaces))
+                if (Send(probed, interfaces) is { Count: > 0 } unasked)
                 {
                     lock (_lock)
                     {
-                        _witness.Probe([], Now);
-                        _witness.Probe(_probed.Select(p => p.Vip), Now);
+                        _witness.Restart(unasked, Now);
                     }
                 }
                 await Task.Delay(period, time, ct);
@@ -89,27 +88,46 @@ internal sealed partial class ResolutionProber(XdpDataPlane dp, ILogger log, Tim
         }
     }
 
-    /// <summary>One probe per VIP out of each interface; false when one of them could not be sent.</summary>
-    private bool Send(List<(IPAddress Vip, TimeSpan After)> probed, IReadOnlyList<AnnounceInterface> interfaces)
+    /// <summary>
+    /// One probe per VIP out of each interface: an ARP probe, or for IPv6 a neighbour solicitation
+    /// from the interface's link-local address. The VIPs whose probe did not go out everywhere (an
+    /// interface without a usable link-local address, a send that failed).
+    /// </summary>
+    private HashSet<IPAddress> Send(List<(IPAddress Vip, TimeSpan After)> probed, IReadOnlyList<AnnounceInterface> interfaces)
     {
-        var sent = true;
+        var unasked = new HashSet<IPAddress>();
+        var v6 = probed.Where(p => p.Vip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6).Select(p => p.Vip).ToList();
+        var ifInet6 = v6.Count > 0 && File.Exists("/proc/net/if_inet6") ? File.ReadAllText("/proc/net/if_inet6") : "";
         foreach (var iface in interfaces)
         {
+            var source = v6.Count > 0 ? Core.ResolutionWitness.LinkLocal(ifInet6, iface.IfIndex) : null;
+            if (v6.Count > 0 && source is null)
+            {
+                unasked.UnionWith(v6);
+                LogNoLinkLocal(iface.Name);
+            }
             try
             {
                 using var socket = new PacketSocket(iface.IfIndex);
                 foreach (var (vip, _) in probed)
                 {
-                    socket.Send(Core.Announcements.ArpProbe(iface.Mac, vip));
+                    if (vip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork)
+                    {
+                        socket.Send(Core.Announcements.ArpProbe(iface.Mac, vip));
+                    }
+                    else if (source is not null)
+                    {
+                        socket.Send(Core.Announcements.NeighbourProbe(iface.Mac, source, vip));
+                    }
                 }
             }
             catch (BpfException e)
             {
                 LogProbeFailed(iface.Name, e.Message);
-                sent = false;
+                unasked.UnionWith(probed.Select(p => p.Vip));
             }
         }
-        return sent;
+        return unasked;
     }
 
     /// <summary>Takes in the answers noted since, and calls <c>changed</c> when the VIPs unanswered past their takeover time are others than before.</summary>
@@ -143,8 +161,11 @@ internal sealed partial class ResolutionProber(XdpDataPlane dp, ILogger log, Tim
         }
     }
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "nobody answers ARP for {Vips}, whose active node was never heard")]
+    [LoggerMessage(Level = LogLevel.Warning, Message = "nobody answers ARP/ND for {Vips}, whose active node was never heard")]
     private partial void LogUnanswered(string vips);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "no usable IPv6 link-local address on {Interface}: its IPv6 VIPs' active node is asked for nothing there")]
+    private partial void LogNoLinkLocal(string @interface);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "could not send ARP probes on {Interface}: {Error}")]
     private partial void LogProbeFailed(string @interface, string error);

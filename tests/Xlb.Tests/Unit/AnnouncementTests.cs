@@ -32,6 +32,34 @@ public class AnnouncementTests
     }
 
     [Fact]
+    public void The_probes_for_a_vip_are_the_requests_any_host_sends_byte_for_byte()
+    {
+        // The testbed's own builders (independent of the agent's) give the same frames: an ARP
+        // request from 0.0.0.0, and a solicitation from a link-local address with a checksum of its own.
+        var vip = IPAddress.Parse("10.250.0.7");
+        Assert.Equal(Packet.ArpRequest(Mac, IPAddress.Any, vip), Announcements.ArpProbe(Mac, vip));
+        var vip6 = IPAddress.Parse("fd00:250::1:2:3");
+        var source = IPAddress.Parse("fe80::10:20ff:fe30:4050");
+        Assert.Equal(Packet.NeighbourSolicitation(Mac, source, vip6), Announcements.NeighbourProbe(Mac, source, vip6));
+    }
+
+    [Fact]
+    public void A_probe_for_an_IPv6_vip_comes_from_a_usable_link_local_address_of_its_interface()
+    {
+        const string IfInet6 = """
+            fd000220000000000000000000000002 02 40 00 80     eth0
+            fe800000000000000000000000000001 02 40 20 c0     eth0
+            fe800000000000000000000000000002 02 40 20 80     eth0
+            fe8000000000000000000000000000aa 03 40 20 88     eth1
+            00000000000000000000000000000001 01 80 10 80       lo
+            """;
+        Assert.Equal(IPAddress.Parse("fe80::2"), ResolutionWitness.LinkLocal(IfInet6, 2)); // the first is tentative (0x40)
+        Assert.Null(ResolutionWitness.LinkLocal(IfInet6, 3)); // failed its duplicate address detection (0x08)
+        Assert.Null(ResolutionWitness.LinkLocal(IfInet6, 1)); // host scope only
+        Assert.Null(ResolutionWitness.LinkLocal(IfInet6, 4));
+    }
+
+    [Fact]
     public void A_gratuitous_arp_is_a_broadcast_request_for_the_vip_from_the_vip()
     {
         var f = Announcements.Frame(Mac, IPAddress.Parse("10.250.0.7"));

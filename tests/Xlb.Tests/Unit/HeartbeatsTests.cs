@@ -137,10 +137,11 @@ public class HeartbeatsTests
             Standby("192.0.2.5", "lb-1", null),
             Standby("2001:db8::6", "lb-1", 0.6),
             Standby("192.0.2.7", "lb-1", 0.6));
-        // lb-1 never heard, lb-3 heard; 192.0.2.7 is advertised by BGP, where nobody answers ARP for a VIP.
+        // lb-1 never heard, lb-3 heard; 192.0.2.7 is advertised by BGP, where nobody answers ARP/ND for a VIP.
         TimeSpan? SilentFor(string n) => n == "lb-3" ? TimeSpan.Zero : null;
         var probed = ResolutionWitness.Probed(spec, SilentFor, new HashSet<IPAddress> { IPAddress.Parse("192.0.2.7") });
-        Assert.Equal([(IPAddress.Parse("192.0.2.2"), TimeSpan.FromSeconds(0.6)), (IPAddress.Parse("192.0.2.3"), TimeSpan.FromSeconds(0.6))], probed);
+        Assert.Equal([(IPAddress.Parse("192.0.2.2"), TimeSpan.FromSeconds(0.6)), (IPAddress.Parse("192.0.2.3"), TimeSpan.FromSeconds(0.6)),
+            (IPAddress.Parse("2001:db8::6"), TimeSpan.FromSeconds(0.6))], probed);
 
         const ulong Ms = 1_000_000;
         var witness = new ResolutionWitness();
@@ -155,8 +156,10 @@ public class HeartbeatsTests
             new VipClaim(IPAddress.Parse("192.0.2.2"), theirs, 1, 900 * Ms),
             new VipClaim(IPAddress.Parse("192.0.2.2"), mine, 1, 1350 * Ms),
         ], [mine]);
-        // Probed again (every apply): what is known stays.
+        // Probed again (every apply): what is known stays. A VIP that could not be asked for everywhere starts afresh.
         witness.Probe(probed.Select(p => p.Vip), 1500 * Ms);
+        witness.Restart([IPAddress.Parse("2001:db8::6")], 1500 * Ms);
+        Assert.Equal(TimeSpan.FromMilliseconds(200), witness.UnansweredFor("2001:db8::6", 1700 * Ms));
         Assert.Equal(TimeSpan.FromMilliseconds(700), witness.UnansweredFor("192.0.2.2", 1700 * Ms));
         Assert.Equal(TimeSpan.FromMilliseconds(400), witness.UnansweredFor("192.0.2.3", 1700 * Ms));
 
