@@ -67,25 +67,14 @@ public static class Announcements
     /// </summary>
     public static byte[] UnsolicitedAdvert(ReadOnlySpan<byte> mac, IPAddress vip)
     {
-        const int icmp = 14 + 40;
-        var f = new byte[icmp + 32];
-        byte[] allNodes = [0x33, 0x33, 0, 0, 0, 1];
-        allNodes.CopyTo(f, 0);
-        mac.CopyTo(f.AsSpan(6));
-        BinaryPrimitives.WriteUInt16BigEndian(f.AsSpan(12), 0x86dd);
-        f[14] = 0x60;
-        BinaryPrimitives.WriteUInt16BigEndian(f.AsSpan(18), 32);
-        f[20] = 58;  // ICMPv6
-        f[21] = 255; // hop limit
-        vip.GetAddressBytes().CopyTo(f, 22);
-        IPAddress.Parse("ff02::1").GetAddressBytes().CopyTo(f, 38);
-        f[icmp] = 136;       // neighbour advertisement
-        f[icmp + 4] = 0x20;  // Override
-        vip.GetAddressBytes().CopyTo(f, icmp + 8);
-        f[icmp + 24] = 2;    // target link-layer address option, one 8-byte unit
-        f[icmp + 25] = 1;
-        mac.CopyTo(f.AsSpan(icmp + 26));
-        BinaryPrimitives.WriteUInt16BigEndian(f.AsSpan(icmp + 2), Icmp6Checksum(f.AsSpan(22, 16), f.AsSpan(38, 16), f.AsSpan(icmp)));
+        var f = NdFrame([0x33, 0x33, 0, 0, 0, 1], mac, vip.GetAddressBytes(), IPAddress.Parse("ff02::1").GetAddressBytes());
+        f[IcmpAt] = 136;       // neighbour advertisement
+        f[IcmpAt + 4] = 0x20;  // Override
+        vip.GetAddressBytes().CopyTo(f, IcmpAt + 8);
+        f[IcmpAt + 24] = 2;    // target link-layer address option, one 8-byte unit
+        f[IcmpAt + 25] = 1;
+        mac.CopyTo(f.AsSpan(IcmpAt + 26));
+        BinaryPrimitives.WriteUInt16BigEndian(f.AsSpan(IcmpAt + 2), Icmp6Checksum(f.AsSpan(22, 16), f.AsSpan(38, 16), f.AsSpan(IcmpAt)));
         return f;
     }
 
@@ -98,26 +87,37 @@ public static class Announcements
     /// </summary>
     public static byte[] NeighbourProbe(ReadOnlySpan<byte> mac, IPAddress source, IPAddress vip)
     {
-        const int icmp = 14 + 40;
-        var f = new byte[icmp + 32];
         var target = vip.GetAddressBytes();
-        byte[] group = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, target[13], target[14], target[15]];
-        byte[] groupMac = [0x33, 0x33, 0xff, target[13], target[14], target[15]];
-        groupMac.CopyTo(f, 0);
-        mac.CopyTo(f.AsSpan(6));
+        var f = NdFrame([0x33, 0x33, 0xff, target[13], target[14], target[15]], mac, source.GetAddressBytes(),
+            [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, target[13], target[14], target[15]]);
+        f[IcmpAt] = 135;       // neighbour solicitation
+        target.CopyTo(f, IcmpAt + 8);
+        f[IcmpAt + 24] = 1;    // source link-layer address option, one 8-byte unit
+        f[IcmpAt + 25] = 1;
+        mac.CopyTo(f.AsSpan(IcmpAt + 26));
+        BinaryPrimitives.WriteUInt16BigEndian(f.AsSpan(IcmpAt + 2), Icmp6Checksum(f.AsSpan(22, 16), f.AsSpan(38, 16), f.AsSpan(IcmpAt)));
+        return f;
+    }
+
+    /// <summary>Where the ICMPv6 message of an <see cref="NdFrame"/> starts.</summary>
+    private const int IcmpAt = 14 + 40;
+
+    /// <summary>
+    /// A frame for a neighbour discovery message of 32 bytes (one link-layer option): the Ethernet
+    /// and IPv6 headers written (hop limit 255, as RFC 4861 demands), the message left zero.
+    /// </summary>
+    private static byte[] NdFrame(ReadOnlySpan<byte> dstMac, ReadOnlySpan<byte> srcMac, ReadOnlySpan<byte> src, ReadOnlySpan<byte> dst)
+    {
+        var f = new byte[IcmpAt + 32];
+        dstMac.CopyTo(f);
+        srcMac.CopyTo(f.AsSpan(6));
         BinaryPrimitives.WriteUInt16BigEndian(f.AsSpan(12), 0x86dd);
         f[14] = 0x60;
         BinaryPrimitives.WriteUInt16BigEndian(f.AsSpan(18), 32);
         f[20] = 58;  // ICMPv6
         f[21] = 255; // hop limit
-        source.GetAddressBytes().CopyTo(f, 22);
-        group.CopyTo(f, 38);
-        f[icmp] = 135;       // neighbour solicitation
-        target.CopyTo(f, icmp + 8);
-        f[icmp + 24] = 1;    // source link-layer address option, one 8-byte unit
-        f[icmp + 25] = 1;
-        mac.CopyTo(f.AsSpan(icmp + 26));
-        BinaryPrimitives.WriteUInt16BigEndian(f.AsSpan(icmp + 2), Icmp6Checksum(f.AsSpan(22, 16), f.AsSpan(38, 16), f.AsSpan(icmp)));
+        src.CopyTo(f.AsSpan(22));
+        dst.CopyTo(f.AsSpan(38));
         return f;
     }
 

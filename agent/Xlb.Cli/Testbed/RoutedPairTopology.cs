@@ -120,23 +120,31 @@ public sealed class RoutedPairTopology : IDisposable
     /// "edge" pinned to lb-1 then lb-2 with flow sync and the given detection and announcement,
     /// and <see cref="Mapping"/> "web" on <paramref name="vip"/>.
     /// </summary>
-    public static string FailoverManifests(string vip, string interval, int multiplier, string announcement) => $$$"""
+    public static string FailoverManifests(string vip, string interval, int multiplier, string announcement) =>
+        PairManifests(LbAddress(1), LbAddress(2), [VipPool], interval, multiplier, announcement, flowSync: true) + Mapping("edge", vip, "web");
+
+    /// <summary>
+    /// Standalone manifests of two LB nodes lb-1 and lb-2 at the given addresses, LoadBalancerPool
+    /// "pool" of <paramref name="blocks"/>, and VipShard "edge" pinned to lb-1 then lb-2 with the
+    /// given detection and announcement (a YAML flow mapping); each document ends with its separator.
+    /// </summary>
+    public static string PairManifests(string lb1, string lb2, IEnumerable<string> blocks, string interval, int multiplier, string announcement, bool flowSync) => $$$"""
         apiVersion: v1
         kind: Node
         metadata: {name: lb-1}
         status:
-          addresses: [{type: InternalIP, address: {{{LbAddress(1)}}}}]
+          addresses: [{type: InternalIP, address: {{{lb1}}}}]
         ---
         apiVersion: v1
         kind: Node
         metadata: {name: lb-2}
         status:
-          addresses: [{type: InternalIP, address: {{{LbAddress(2)}}}}]
+          addresses: [{type: InternalIP, address: {{{lb2}}}}]
         ---
         apiVersion: xlb.io/v1alpha1
         kind: LoadBalancerPool
         metadata: {name: pool}
-        spec: {blocks: ["{{{VipPool}}}"]}
+        spec: {blocks: [{{{string.Join(", ", blocks.Select(b => $"\"{b}\""))}}}]}
         ---
         apiVersion: xlb.io/v1alpha1
         kind: VipShard
@@ -146,9 +154,9 @@ public sealed class RoutedPairTopology : IDisposable
           placement: {strategy: Pinned, nodes: [lb-1, lb-2]}
           failover: {detection: {interval: {{{interval}}}, multiplier: {{{multiplier}}}}}
           announcement: {{{announcement}}}
-          flowSync: {enabled: true}
+          flowSync: {enabled: {{{(flowSync ? "true" : "false")}}}}
         ---
-        {{{Mapping("edge", vip, "web")}}}
+
         """;
 
     /// <summary>The router sends the VIP pool to LB node <paramref name="i"/> from now on.</summary>

@@ -98,33 +98,8 @@ public sealed class SegmentPairTopology : IDisposable
     /// "edge" pinned to lb-1 then lb-2, announced by L2, with the given detection, and PortMapping
     /// demo/web on port 80 of <paramref name="vip"/> (IPv4 or IPv6) to the backend's address of its family (FullNAT).
     /// </summary>
-    public static string Manifests(string vip, string interval, int multiplier) => $$$"""
-        apiVersion: v1
-        kind: Node
-        metadata: {name: lb-1}
-        status:
-          addresses: [{type: InternalIP, address: {{{LbAddress(1)}}}}]
-        ---
-        apiVersion: v1
-        kind: Node
-        metadata: {name: lb-2}
-        status:
-          addresses: [{type: InternalIP, address: {{{LbAddress(2)}}}}]
-        ---
-        apiVersion: xlb.io/v1alpha1
-        kind: LoadBalancerPool
-        metadata: {name: pool}
-        spec: {blocks: ["{{{VipPool}}}", "{{{VipPool6}}}"]}
-        ---
-        apiVersion: xlb.io/v1alpha1
-        kind: VipShard
-        metadata: {name: edge}
-        spec:
-          poolRef: pool
-          placement: {strategy: Pinned, nodes: [lb-1, lb-2]}
-          failover: {detection: {interval: {{{interval}}}, multiplier: {{{multiplier}}}}}
-          announcement: {mode: L2}
-        ---
+    public static string Manifests(string vip, string interval, int multiplier) =>
+        RoutedPairTopology.PairManifests(LbAddress(1), LbAddress(2), [VipPool, VipPool6], interval, multiplier, "{mode: L2}", flowSync: false) + $$$"""
         apiVersion: xlb.io/v1alpha1
         kind: PortMapping
         metadata: {name: web, namespace: demo}
