@@ -130,7 +130,11 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
             using var stack = started;
             List<IPAddress> Heard(TimeSpan timeout, int enough) => HeardOn(capture, mac, timeout, enough);
 
-            // This node stands by for lb-0, which takes 600 ms of silence to be taken from.
+            // This node stands by for lb-0, which takes 600 ms of silence to be taken from. lb-0
+            // holds the VIPs: the client's kernel answers ARP and ND for them, as lb-0's program
+            // would (so until its first heartbeat is heard, this node's probes are answered).
+            Netns.Ip(topology.Client, "addr", "add", Vip4 + "/32", "dev", "eth0");
+            Netns.Ip(topology.Client, "addr", "add", Vip6 + "/128", "dev", "eth0", "nodad");
             var beats = BeatAsync(beating.Token);
             var standby = config with
             {
