@@ -51,11 +51,19 @@ public sealed class ApiError(HttpStatusCode code, string reason, string message,
     public static ApiError Conflict(ResourceType type, string name, string why) =>
         new(HttpStatusCode.Conflict, "Conflict", $"Operation cannot be fulfilled on {type.QualifiedName} \"{name}\": {why}", Named(type, name));
 
-    public static ApiError Invalid(ResourceType type, string name, string field, string why)
+    public static ApiError Invalid(ResourceType type, string name, string field, string why) => Invalid(type, name, [(field, why)]);
+
+    /// <summary>
+    /// 422 Invalid with a cause per field error, the message as the server words it:
+    /// "Kind.group "name" is invalid: field: why", several errors in brackets, comma-separated.
+    /// </summary>
+    public static ApiError Invalid(ResourceType type, string name, IReadOnlyList<(string Field, string Why)> errors)
     {
         var details = Named(type, name);
-        details["causes"] = new JsonArray(new JsonObject { ["reason"] = "FieldValueInvalid", ["message"] = why, ["field"] = field });
-        return new(HttpStatusCode.UnprocessableEntity, "Invalid", $"{type.Kind} \"{name}\" is invalid: {field}: {why}", details);
+        details["causes"] = new JsonArray([.. errors.Select(e => (JsonNode)new JsonObject { ["reason"] = "FieldValueInvalid", ["message"] = e.Why, ["field"] = e.Field })]);
+        var each = errors.Select(e => $"{e.Field}: {e.Why}").ToList();
+        var kind = type.Group.Length == 0 ? type.Kind : $"{type.Kind}.{type.Group}";
+        return new(HttpStatusCode.UnprocessableEntity, "Invalid", $"{kind} \"{name}\" is invalid: {(each.Count == 1 ? each[0] : "[" + string.Join(", ", each) + "]")}", details);
     }
 
     public static ApiError BadRequest(string message) => new(HttpStatusCode.BadRequest, "BadRequest", message);

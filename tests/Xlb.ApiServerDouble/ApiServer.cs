@@ -480,6 +480,10 @@ public sealed partial class ApiServer : IAsyncDisposable
                     throw ApiError.BadRequest("apiVersion and kind must be set in an apply patch");
                 }
                 CheckIdentity(t, applied, t.Name);
+                if (t.Type.Schema is { } schema)
+                {
+                    Validation.DefaultKeys(schema, applied);
+                }
                 var wantedRv = applied["metadata"]?["resourceVersion"]?.GetValue<string>();
                 if (Store.Get(t.Type, t.Namespace, t.Name!) is null)
                 {

@@ -182,6 +182,21 @@ public sealed class ObjectStore(TimeProvider time)
         return state;
     }
 
+    /// <summary>A custom resource's defaults and validation rules, applied and checked as the API server does before it stores a write.</summary>
+    private static void Validate(ResourceType type, string name, JsonObject next, JsonObject? before)
+    {
+        if (type.Schema is not { } schema)
+        {
+            return;
+        }
+        Validation.Prune(schema, next);
+        Validation.Default(schema, next);
+        if (Validation.Check(schema, next, before) is { Count: > 0 } errors)
+        {
+            throw ApiError.Invalid(type, name, errors);
+        }
+    }
+
     /// <summary>Stores a new object; the caller has set everything but the server-owned metadata.</summary>
     public JsonObject Create(ResourceType type, string? ns, JsonObject obj)
     {
@@ -200,6 +215,7 @@ public sealed class ObjectStore(TimeProvider time)
             {
                 throw ApiError.AlreadyExists(type, name);
             }
+            Validate(type, name, obj, null);
             meta["uid"] = Guid.NewGuid().ToString();
             meta["creationTimestamp"] = Now();
             meta["generation"] = 1L;
@@ -230,6 +246,11 @@ public sealed class ObjectStore(TimeProvider time)
                 throw ApiError.NotFound(type, name);
             }
             var next = change(before.DeepClone().AsObject());
+            if (type.Schema is { } schema)
+            {
+                Validation.Prune(schema, next);
+                Validation.Default(schema, next);
+            }
             var meta = (JsonObject)next["metadata"]!;
             var oldMeta = (JsonObject)before["metadata"]!;
             var currentRv = oldMeta["resourceVersion"]!.GetValue<string>();
@@ -263,6 +284,7 @@ public sealed class ObjectStore(TimeProvider time)
             {
                 return before.DeepClone().AsObject();
             }
+            Validate(type, name, next, before);
             if (!SameExcept(next, before, f => f is "metadata" or "status"))
             {
                 meta["generation"] = Long(oldMeta["generation"]) + 1;

@@ -37,6 +37,9 @@ public sealed record ResourceType
     /// </summary>
     public bool AllowUnconditionalUpdate { get; init; } = true;
 
+    /// <summary>A CRD's openAPIV3Schema: its x-kubernetes-validations are checked on every write (<see cref="Validation"/>).</summary>
+    public System.Text.Json.Nodes.JsonObject? Schema { get; init; }
+
     public string ApiVersion => Group.Length == 0 ? Version : $"{Group}/{Version}";
     public string GroupVersion => ApiVersion;
     public string Singular => Kind.ToLowerInvariant();
@@ -104,6 +107,7 @@ public sealed record ResourceType
             Categories = [.. names["categories"]?.AsArray().Select(n => n!.GetValue<string>()) ?? []],
             ListMapKeys = keys,
             AllowUnconditionalUpdate = false,
+            Schema = version["schema"]!["openAPIV3Schema"]!.DeepClone().AsObject(),
         };
 
         void Collect(System.Text.Json.Nodes.JsonObject schema, string path)

@@ -126,7 +126,7 @@ public sealed class BgpAnnouncementTests(ITestOutputHelper output)
             // A drain, then the stop: the agent ends its sessions with a cease, and the router
             // withdraws at once (not after the 120 s a restart is given).
             File.WriteAllText(shutdownFile, "");
-            await Task.Delay(500, ct);
+            Assert.True(await WaitAsync(() => { lock (bed.Log) { return bed.Log.ToString().Contains("draining (", StringComparison.Ordinal); } }, ct), "the agent did not start draining");
             stack.StopAgent();
             Assert.True(await bird.WaitRoutesAsync(r => r.Count == 0, TimeSpan.FromSeconds(5), ct), $"BIRD still has {string.Join(", ", bird.KernelRoutes())}");
             Assert.Contains("unreachable", Assert.Throws<InvalidOperationException>(() => Netns.Ip(client, "route", "get", Vip)).Message, StringComparison.OrdinalIgnoreCase);

@@ -381,6 +381,53 @@ public abstract class ApiContract<TTarget>(TTarget target) : IAsyncLifetime wher
     private static List<string> Managers(JsonObject o) =>
         [.. (o["metadata"]!["managedFields"] as JsonArray ?? []).Select(e => e!["manager"]!.GetValue<string>()).Distinct().Order(StringComparer.Ordinal)];
 
+    /// <summary>XLB's PortMapping <paramref name="name"/> in the test's namespace with these ports (JSON), to a static endpoint.</summary>
+    private JsonObject PortMapping(string name, string ports) => new()
+    {
+        ["apiVersion"] = "xlb.io/v1alpha1",
+        ["kind"] = "PortMapping",
+        ["metadata"] = new JsonObject { ["name"] = name, ["namespace"] = Ns },
+        ["spec"] = new JsonObject
+        {
+            ["shardRef"] = "edge",
+            ["ports"] = JsonNode.Parse(ports),
+            ["backend"] = new JsonObject { ["endpoints"] = new JsonArray(new JsonObject { ["address"] = "10.0.0.1" }) },
+        },
+    };
+
+    /// <summary>Custom resources need XLB's CRDs: a cluster without them (crds/ not applied) skips, saying so.</summary>
+    protected virtual Task SkipWithoutXlbCrdsAsync() => Task.CompletedTask;
+
+    [Fact]
+    public async Task A_custom_resource_is_defaulted_and_a_write_that_breaks_its_schema_or_rules_is_Invalid()
+    {
+        SkipIfUnavailable();
+        await SkipWithoutXlbCrdsAsync();
+        // Two ports of one name: refused whole, naming the field and the CEL rule's message.
+        var twice = await Assert.ThrowsAsync<KubeApiException>(() =>
+            Client.CreateAsync(KubeResource.PortMappings, PortMapping("twice", """[{"name":"http","port":80},{"name":"http","port":81}]"""), ct: Ct));
+        Assert.Equal(HttpStatusCode.UnprocessableEntity, twice.Code);
+        Assert.Contains("spec.ports: Invalid value: \"array\": port names must be unique", twice.ServerMessage, StringComparison.Ordinal);
+        Assert.Null(await Client.GetAsync<JsonObject>(KubeResource.PortMappings, Ns, "twice", Ct));
+        // A value out of its enum: refused, with the values it may take.
+        var sctp = await Assert.ThrowsAsync<KubeApiException>(() =>
+            Client.CreateAsync(KubeResource.PortMappings, PortMapping("sctp", """[{"name":"s","port":80,"protocol":"SCTP"}]"""), ct: Ct));
+        Assert.Contains("spec.ports[0].protocol: Unsupported value: \"SCTP\"", sctp.ServerMessage, StringComparison.Ordinal);
+
+        // A valid one is stored with the schema's defaults filled in.
+        var web = await Client.CreateAsync(KubeResource.PortMappings, PortMapping("web", """[{"name":"http","port":80}]"""), ct: Ct);
+        Assert.Equal("TCP", web["spec"]!["ports"]![0]!["protocol"]!.GetValue<string>());
+        Assert.Equal("FullNAT", web["spec"]!["nat"]!["mode"]!.GetValue<string>());
+        Assert.Equal("Auto", web["spec"]!["vip"]!.GetValue<string>());
+        // shardRef is immutable (a transition rule): a change is refused with the message that says what to do.
+        var moved = await Assert.ThrowsAsync<KubeApiException>(() =>
+            Client.MergePatchAsync<JsonObject>(KubeResource.PortMappings, Ns, "web", JsonNode.Parse("""{"spec":{"shardRef":"core"}}""")!, ct: Ct));
+        Assert.Equal(HttpStatusCode.UnprocessableEntity, moved.Code);
+        Assert.Contains("Delete the PortMapping and create it again with the new shardRef", moved.ServerMessage, StringComparison.Ordinal);
+        var renamed = await Client.MergePatchAsync<JsonObject>(KubeResource.PortMappings, Ns, "web", JsonNode.Parse("""{"spec":{"ports":[{"name":"web","port":80}]}}""")!, ct: Ct);
+        Assert.Equal("web", renamed["spec"]!["ports"]![0]!["name"]!.GetValue<string>());
+    }
+
     [Fact]
     public async Task A_merge_patch_null_removes_a_field()
     {
@@ -397,4 +444,11 @@ public sealed class ClusterApiContractTests(ClusterTarget target) : ApiContract<
 {
     protected override void SkipIfUnavailable() =>
         Assert.SkipWhen(ClusterTarget.Kubeconfig is null, "KUBECONFIG is not set: the API contract runs against the in-process double only");
+
+    protected override async Task SkipWithoutXlbCrdsAsync()
+    {
+        var crd = await Client.GetAsync<JsonObject>(new KubeResource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", false),
+            null, "portmappings.xlb.io", Ct);
+        Assert.SkipWhen(crd is null, "the cluster has no XLB CRDs: kubectl apply --server-side -f crds/ to run the custom resource contract there");
+    }
 }
