@@ -95,7 +95,7 @@ public static class Validation
             {
                 System.Text.Json.JsonValueKind.String => "string",
                 System.Text.Json.JsonValueKind.True or System.Text.Json.JsonValueKind.False => "boolean",
-                System.Text.Json.JsonValueKind.Number => value.AsValue().TryGetValue<long>(out _) ? "integer" : "number",
+                System.Text.Json.JsonValueKind.Number => long.TryParse(value.ToJsonString(), System.Globalization.CultureInfo.InvariantCulture, out _) ? "integer" : "number",
                 _ => "null",
             },
         };

@@ -150,6 +150,10 @@ public sealed class CelTests
         Assert.Contains(Validation.Check(schema, moved, good), e => e.Field == "spec.shardRef" && e.Message.Contains("Delete the PortMapping", StringComparison.Ordinal));
         // Required fields.
         Assert.Contains(("spec.shardRef", "Required value"), Validation.Check(schema, J("""{"spec":{"backend":{}}}""")!, null));
+        // Numbers as a client's serializer holds them (CLR values, not parsed text) are integers all the same.
+        var built = new JsonObject { ["spec"] = new JsonObject { ["shardRef"] = "edge", ["backend"] = new JsonObject(), ["ports"] = new JsonArray(new JsonObject { ["name"] = "a", ["port"] = 80 }) } };
+        Assert.Empty(Validation.Check(schema, built, null));
+        Assert.True(Cel.Holds("self.port == 80 && self.port < 81.5", new JsonObject { ["port"] = 80 }));
     }
 
     /// <summary>
