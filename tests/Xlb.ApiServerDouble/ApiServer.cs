@@ -480,7 +480,7 @@ public sealed partial class ApiServer : IAsyncDisposable
                     throw ApiError.BadRequest("apiVersion and kind must be set in an apply patch");
                 }
                 CheckIdentity(t, applied, t.Name);
-                if (t.Type.Schema is { } schema)
+                if (t.Type.Schema is { } schema && Store.CheckCustomResources)
                 {
                     Validation.DefaultKeys(schema, applied);
                 }

@@ -59,12 +59,15 @@ public static class Cel
             JsonValueKind.String => v.GetValue<string>(),
             JsonValueKind.True => true,
             JsonValueKind.False => false,
-            // A number held as a CLR value or as parsed JSON alike: read from its text.
-            JsonValueKind.Number => long.TryParse(v.ToJsonString(), CultureInfo.InvariantCulture, out var l) ? l : double.Parse(v.ToJsonString(), CultureInfo.InvariantCulture),
+            JsonValueKind.Number => IsInteger(v) ? long.Parse(v.ToJsonString(), CultureInfo.InvariantCulture) : double.Parse(v.ToJsonString(), CultureInfo.InvariantCulture),
             _ => null,
         },
         _ => null,
     };
+
+    /// <summary>Whether a JSON number is an integer, held as parsed JSON or as a CLR value alike (which converts to no other type).</summary>
+    public static bool IsInteger(JsonValue v) =>
+        v.TryGetValue<JsonElement>(out var e) ? e.TryGetInt64(out _) : long.TryParse(v.ToJsonString(), CultureInfo.InvariantCulture, out _);
 
     private static object? Eval(Node node, Dictionary<string, object?> vars)
     {

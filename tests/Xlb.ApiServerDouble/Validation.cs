@@ -95,7 +95,7 @@ public static class Validation
             {
                 System.Text.Json.JsonValueKind.String => "string",
                 System.Text.Json.JsonValueKind.True or System.Text.Json.JsonValueKind.False => "boolean",
-                System.Text.Json.JsonValueKind.Number => long.TryParse(value.ToJsonString(), System.Globalization.CultureInfo.InvariantCulture, out _) ? "integer" : "number",
+                System.Text.Json.JsonValueKind.Number => Cel.IsInteger(value.AsValue()) ? "integer" : "number",
                 _ => "null",
             },
         };
@@ -135,7 +135,7 @@ public static class Validation
         if (kind == "string")
         {
             var text = value.GetValue<string>();
-            var length = text.EnumerateRunes().Count();
+            var length = schema["minLength"] is null && schema["maxLength"] is null ? 0 : text.EnumerateRunes().Count();
             if (Num(schema["minLength"]) is { } shortest && length < shortest)
             {
                 errors.Add((path, $"Invalid value: {value.ToJsonString()}: {path} in body should be at least {shortest:0} chars long"));
@@ -144,7 +144,7 @@ public static class Validation
             {
                 errors.Add((path, $"Too long: may not be longer than {longest:0}"));
             }
-            if (schema["pattern"]?.GetValue<string>() is { } pattern && !System.Text.RegularExpressions.Regex.IsMatch(text, pattern, System.Text.RegularExpressions.RegexOptions.ECMAScript))
+            if (schema["pattern"]?.GetValue<string>() is { } pattern && !Patterns.GetOrAdd(pattern, p => new System.Text.RegularExpressions.Regex(p, System.Text.RegularExpressions.RegexOptions.ECMAScript)).IsMatch(text))
             {
                 errors.Add((path, $"Invalid value: {value.ToJsonString()}: {path} in body should match '{pattern}'"));
             }
@@ -162,6 +162,8 @@ public static class Validation
         }
         return true;
     }
+
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, System.Text.RegularExpressions.Regex> Patterns = new(StringComparer.Ordinal);
 
     /// <summary>A number of the schema or the object, however it is held (a CLR number or parsed JSON).</summary>
     private static double? Num(JsonNode? node) =>
