@@ -799,7 +799,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
                 Node = p.Node,
                 // A peer VIPs were taken from is silent (or leaving), whatever its three intervals say.
                 State = _unreachable.Contains(p.Node) ? "Unreachable"
-                    : _taken.Find(t => t.From == p.Node) is { From: not null } t ? (t.Silent == TimeSpan.MaxValue ? "Leaving" : "Silent")
+                    : _taken.Find(t => t.From == p.Node) is { From: not null } t ? (t.Silent == TimeSpan.MaxValue ? "Leaving" : t.Unheard ? "Unheard" : "Silent")
                     : p.State,
                 VipsTakenOver = _taken.Count(t => t.From == p.Node),
             })],

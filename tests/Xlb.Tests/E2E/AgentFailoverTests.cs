@@ -241,6 +241,7 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
             output.WriteLine($"taken {applied.ElapsedMilliseconds} ms after lb-2 applied (takeover time 600 ms): {Degraded(stack)!.Value.Message}");
             Assert.Contains("1 VIP(s) from lb-1 (never heard, nobody answers ARP/ND for them: " + vip, Degraded(stack)!.Value.Message, StringComparison.Ordinal);
             Assert.Matches(Regex.Escape(vip) + " +active", stack.StatusOf("lb-2"));
+            Assert.Matches(@" +lb-1 +Unheard +1\n", stack.StatusOf("lb-2"));
             Assert.Equal("backend", await HttpProbe.GetAsync(topology.Client, target, TimeSpan.FromSeconds(5), Ct));
             lock (log)
             {
