@@ -238,7 +238,11 @@ public static class Cel
         };
     }
 
-    /// <summary>A Go duration string ("250ms", "1h30m", "-2s"): a sequence of decimal numbers, each with a unit (ns, us, µs, ms, s, m, h).</summary>
+    /// <summary>
+    /// A Go duration string ("250ms", "1h30m", "-2s"): a sequence of decimal numbers, each with a
+    /// unit (ns, us, µs, ms, s, m, h). The server's grammar, wider than Xlb.Crds.Duration's, and
+    /// written apart from it: the double checks what the product writes, it does not share its parser.
+    /// </summary>
     public static TimeSpan Duration(string s)
     {
         var at = 0;

@@ -190,16 +190,20 @@ public sealed class ObjectStore(TimeProvider time)
     /// </summary>
     public bool CheckCustomResources { get; set; } = true;
 
-    /// <summary>A custom resource's defaults and validation rules, applied and checked as the API server does before it stores a write.</summary>
+    /// <summary>A custom resource as the API server stores it: the fields its schema does not know pruned, its defaults filled in.</summary>
+    private void Normalize(ResourceType type, JsonObject obj)
+    {
+        if (type.Schema is { } schema && CheckCustomResources)
+        {
+            Validation.Prune(schema, obj);
+            Validation.Default(schema, obj);
+        }
+    }
+
+    /// <summary>A custom resource's schema and validation rules, checked as the API server does before it stores a write (after <see cref="Normalize"/>).</summary>
     private void Validate(ResourceType type, string name, JsonObject next, JsonObject? before)
     {
-        if (type.Schema is not { } schema || !CheckCustomResources)
-        {
-            return;
-        }
-        Validation.Prune(schema, next);
-        Validation.Default(schema, next);
-        if (Validation.Check(schema, next, before) is { Count: > 0 } errors)
+        if (type.Schema is { } schema && CheckCustomResources && Validation.Check(schema, next, before) is { Count: > 0 } errors)
         {
             throw ApiError.Invalid(type, name, errors);
         }
@@ -223,6 +227,7 @@ public sealed class ObjectStore(TimeProvider time)
             {
                 throw ApiError.AlreadyExists(type, name);
             }
+            Normalize(type, obj);
             Validate(type, name, obj, null);
             meta["uid"] = Guid.NewGuid().ToString();
             meta["creationTimestamp"] = Now();
@@ -254,11 +259,7 @@ public sealed class ObjectStore(TimeProvider time)
                 throw ApiError.NotFound(type, name);
             }
             var next = change(before.DeepClone().AsObject());
-            if (type.Schema is { } schema && CheckCustomResources)
-            {
-                Validation.Prune(schema, next);
-                Validation.Default(schema, next);
-            }
+            Normalize(type, next);
             var meta = (JsonObject)next["metadata"]!;
             var oldMeta = (JsonObject)before["metadata"]!;
             var currentRv = oldMeta["resourceVersion"]!.GetValue<string>();
