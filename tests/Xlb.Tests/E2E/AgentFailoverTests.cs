@@ -218,9 +218,10 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
     }
 
     [Theory]
-    [InlineData(Vip)]
-    [InlineData("fd00:250::70")]
-    public async Task A_standby_whose_active_node_never_came_takes_its_VIP_when_nobody_answers_ARP_or_ND_and_gives_it_back_when_the_node_comes(string vip)
+    [InlineData(Vip, true)]
+    [InlineData("fd00:250::70", true)]
+    [InlineData(Vip, false)]
+    public async Task A_standby_whose_active_node_never_came_takes_its_VIP_when_nobody_answers_ARP_or_ND_and_gives_it_back_when_the_node_comes(string vip, bool heard)
     {
         Privileged.Require();
         var log = new StringWriter();
@@ -228,11 +229,17 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
         var v6 = vip.Contains(':', StringComparison.Ordinal);
         await using var backend = HttpBackend.Start(topology.Backend, "backend", IPAddress.Parse(v6 ? SegmentPairTopology.BackendAddress6 : SegmentPairTopology.BackendAddress), Testbed.BackendPort);
         var manifests = Directory.CreateTempSubdirectory("xlb-failover-").FullName;
+        var keyDir = Directory.CreateTempSubdirectory("xlb-failover-key-").FullName;
         try
         {
             File.WriteAllText(Path.Combine(manifests, "all.yaml"), SegmentPairTopology.Manifests(vip, "200ms", 3));
             string[] eth0 = [SegmentPairTopology.LbInterface];
             var target = new IPEndPoint(IPAddress.Parse(vip), 80);
+            // Not heard: only lb-1 has a key, so when it comes each refuses the other's heartbeats;
+            // its announcement alone gets the VIP back.
+            var key = Path.Combine(keyDir, "key");
+            File.WriteAllText(key, "a key only lb-1 has, 24 b");
+            string[] lb1Args = heard ? [] : ["--flow-sync-key-file", key];
             // lb-1, the VIP's active node, is down from the start: only lb-2, its standby, runs.
             using var stack = StandaloneStack.Start(topology.Lbs[1], eth0, topology.Prefix.TrimEnd('-'), manifests, "lb-2", log);
             await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), Ct);
@@ -248,11 +255,19 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
                 Assert.Contains("nobody answers ARP/ND for " + vip + ", whose active node was never heard", log.ToString(), StringComparison.Ordinal);
             }
 
-            // lb-1 comes: it announces the VIP and is heard; lb-2 gives the VIP back, and lb-1 serves it.
-            var lb1 = stack.StartOtherAgent("lb-1", topology.Lbs[0], eth0);
+            // lb-1 comes: it announces the VIP (and is heard, or not); lb-2 gives the VIP back, and lb-1 serves it.
+            var lb1 = stack.StartOtherAgent("lb-1", topology.Lbs[0], eth0, lb1Args);
             await stack.WaitAppliedAsync("lb-1", lb1, 1, TimeSpan.FromSeconds(60), Ct);
-            Assert.True(await WaitAsync(() => Degraded(stack) is { Reason: "AsExpected" }, TimeSpan.FromSeconds(10)), $"lb-2 did not give the VIP back: {Degraded(stack)}");
-            Assert.Matches(Regex.Escape(vip) + " +standby", stack.StatusOf("lb-2"));
+            Assert.True(await WaitAsync(() => Regex.IsMatch(stack.StatusOf("lb-2"), Regex.Escape(vip) + " +standby"), TimeSpan.FromSeconds(10)), $"lb-2 did not give the VIP back: {Degraded(stack)}");
+            Assert.True(await WaitAsync(() => Degraded(stack) is { Reason: "AsExpected" or "PeerUnheard" }, TimeSpan.FromSeconds(10)), $"{Degraded(stack)}");
+            if (!heard)
+            {
+                Assert.Matches(@" +lb-1 +Unheard +0\n", stack.StatusOf("lb-2"));
+                lock (log)
+                {
+                    Assert.Contains("heartbeats: refusing datagrams from " + SegmentPairTopology.LbAddress(1), log.ToString(), StringComparison.Ordinal);
+                }
+            }
             Assert.Matches(Regex.Escape(vip) + " +active", stack.StatusOf("lb-1"));
             Assert.Equal("backend", await HttpProbe.GetAsync(topology.Client, target, TimeSpan.FromSeconds(5), Ct));
             // lb-1 announces three times a second apart: a neighbour entry updated by lb-2 less than
@@ -268,6 +283,7 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
         finally
         {
             Directory.Delete(manifests, recursive: true);
+            Directory.Delete(keyDir, recursive: true);
             output.WriteLine(log.ToString());
         }
     }
