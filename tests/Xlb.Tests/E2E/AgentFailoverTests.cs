@@ -153,18 +153,12 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
     {
         Privileged.Require();
         var log = new StringWriter();
-        using var topology = SegmentPairTopology.Create(LbTopology.NewPrefix("au"));
-        var v6 = vip.Contains(':', StringComparison.Ordinal);
-        await using var backend = HttpBackend.Start(topology.Backend, "backend", IPAddress.Parse(v6 ? SegmentPairTopology.BackendAddress6 : SegmentPairTopology.BackendAddress), Testbed.BackendPort);
-        var manifests = Directory.CreateTempSubdirectory("xlb-failover-").FullName;
-        var keyDir = Directory.CreateTempSubdirectory("xlb-failover-key-").FullName;
+        await using var segment = Segment.Create("au", vip);
+        var (topology, manifests, key) = (segment.Topology, segment.Manifests, segment.Key);
         Process? frozen = null;
         try
         {
-            File.WriteAllText(Path.Combine(manifests, "all.yaml"), SegmentPairTopology.Manifests(vip, "200ms", 3));
             // Only lb-2 has a key: each refuses the other's heartbeats, as across a closed port.
-            var key = Path.Combine(keyDir, "key");
-            File.WriteAllText(key, "a key only lb-2 has, 24 b");
             string[] eth0 = [SegmentPairTopology.LbInterface];
             using var stack = StandaloneStack.Start(topology.Lbs[0], eth0, topology.Prefix.TrimEnd('-'), manifests, "lb-1", log);
             var lb2 = stack.StartOtherAgent("lb-2", topology.Lbs[1], eth0, "--flow-sync-key-file", key);
@@ -211,8 +205,6 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
             {
                 Signal(frozen, "CONT");
             }
-            Directory.Delete(manifests, recursive: true);
-            Directory.Delete(keyDir, recursive: true);
             output.WriteLine(log.ToString());
         }
     }
@@ -225,21 +217,15 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
     {
         Privileged.Require();
         var log = new StringWriter();
-        using var topology = SegmentPairTopology.Create(LbTopology.NewPrefix("aw"));
-        var v6 = vip.Contains(':', StringComparison.Ordinal);
-        await using var backend = HttpBackend.Start(topology.Backend, "backend", IPAddress.Parse(v6 ? SegmentPairTopology.BackendAddress6 : SegmentPairTopology.BackendAddress), Testbed.BackendPort);
-        var manifests = Directory.CreateTempSubdirectory("xlb-failover-").FullName;
-        var keyDir = Directory.CreateTempSubdirectory("xlb-failover-key-").FullName;
+        await using var segment = Segment.Create("aw", vip);
+        var (topology, manifests) = (segment.Topology, segment.Manifests);
         try
         {
-            File.WriteAllText(Path.Combine(manifests, "all.yaml"), SegmentPairTopology.Manifests(vip, "200ms", 3));
             string[] eth0 = [SegmentPairTopology.LbInterface];
             var target = new IPEndPoint(IPAddress.Parse(vip), 80);
             // Not heard: only lb-1 has a key, so when it comes each refuses the other's heartbeats;
             // its announcement alone gets the VIP back.
-            var key = Path.Combine(keyDir, "key");
-            File.WriteAllText(key, "a key only lb-1 has, 24 b");
-            string[] lb1Args = heard ? [] : ["--flow-sync-key-file", key];
+            string[] lb1Args = heard ? [] : ["--flow-sync-key-file", segment.Key];
             // lb-1, the VIP's active node, is down from the start: only lb-2, its standby, runs.
             using var stack = StandaloneStack.Start(topology.Lbs[1], eth0, topology.Prefix.TrimEnd('-'), manifests, "lb-2", log);
             await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), Ct);
@@ -282,9 +268,48 @@ public sealed class AgentFailoverTests(ITestOutputHelper output)
         }
         finally
         {
+            output.WriteLine(log.ToString());
+        }
+    }
+
+    /// <summary>
+    /// A <see cref="SegmentPairTopology"/> with its backend serving the family of
+    /// <paramref name="vip"/>, the standalone manifests (detection 200 ms × 3) in a folder of their
+    /// own, and a flow-sync key file that a test gives one agent only.
+    /// </summary>
+    private sealed class Segment(SegmentPairTopology topology, HttpBackend backend, string manifests, string keyDir) : IAsyncDisposable
+    {
+        public SegmentPairTopology Topology => topology;
+        public string Manifests => manifests;
+        public string Key => Path.Combine(keyDir, "key");
+
+        public static Segment Create(string tag, string vip)
+        {
+            var topology = SegmentPairTopology.Create(LbTopology.NewPrefix(tag));
+            var v6 = vip.Contains(':', StringComparison.Ordinal);
+            HttpBackend backend;
+            try
+            {
+                backend = HttpBackend.Start(topology.Backend, "backend", IPAddress.Parse(v6 ? SegmentPairTopology.BackendAddress6 : SegmentPairTopology.BackendAddress), Testbed.BackendPort);
+            }
+            catch
+            {
+                topology.Dispose();
+                throw;
+            }
+            var manifests = Directory.CreateTempSubdirectory("xlb-failover-").FullName;
+            var keyDir = Directory.CreateTempSubdirectory("xlb-failover-key-").FullName;
+            File.WriteAllText(Path.Combine(manifests, "all.yaml"), SegmentPairTopology.Manifests(vip, "200ms", 3));
+            File.WriteAllText(Path.Combine(keyDir, "key"), "a key that only one of the agents has");
+            return new Segment(topology, backend, manifests, keyDir);
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await backend.DisposeAsync();
+            topology.Dispose();
             Directory.Delete(manifests, recursive: true);
             Directory.Delete(keyDir, recursive: true);
-            output.WriteLine(log.ToString());
         }
     }
 
