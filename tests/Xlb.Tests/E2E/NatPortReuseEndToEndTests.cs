@@ -26,10 +26,8 @@ public sealed class NatPortReuseEndToEndTests(ITestOutputHelper output)
         var manifests = Examples.CopyToTemp("demo");
         try
         {
-            File.WriteAllText(Path.Combine(manifests, "30-web.yaml"), OneBackendWeb.Mapping);
-            var health = new IPEndPoint(IPAddress.Loopback, 9473);
-            using var stack = StandaloneStack.Start(bed.Topology, manifests, "lb-1", bed.Log, "--nat-ports", "45000-45004", "--listen", health.ToString());
-            await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
+            using var stack = await OneBackendWeb.StartAsync(bed, manifests, ct);
+            var health = OneBackendWeb.Health;
             var vip = new IPEndPoint(IPAddress.Parse(Vip), 80);
 
             // 15 connections over five ports, the client closing each first. A SYN that finds no

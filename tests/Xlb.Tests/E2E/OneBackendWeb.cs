@@ -26,6 +26,30 @@ internal static class OneBackendWeb
               - address: 10.201.1.2
         """;
 
+    /// <summary>Where the agent <see cref="StartAsync"/> starts serves its health endpoints and metrics.</summary>
+    public static readonly System.Net.IPEndPoint Health = new(System.Net.IPAddress.Loopback, 9473);
+
+    /// <summary>
+    /// The standalone stack over <paramref name="manifests"/> (the demo's, copied) with this
+    /// mapping in place of the demo's, five FullNAT ports (45000-45004) and its endpoints on
+    /// <see cref="Health"/>, once the agent has applied its first revision.
+    /// </summary>
+    public static async Task<StandaloneStack> StartAsync(Testbed bed, string manifests, CancellationToken ct)
+    {
+        File.WriteAllText(Path.Combine(manifests, "30-web.yaml"), Mapping);
+        var stack = StandaloneStack.Start(bed.Topology, manifests, "lb-1", bed.Log, "--nat-ports", "45000-45004", "--listen", Health.ToString());
+        try
+        {
+            await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
+            return stack;
+        }
+        catch
+        {
+            stack.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>A packet counter by its reason (drop_nat_ports_busy, …), 0 while none was counted.</summary>
     public static ulong Counter(StandaloneStack stack, string name) =>
         JsonNode.Parse(stack.Status("--node-config", stack.NodeConfigPath, "-o", "json"))!["counters"]![name]?.GetValue<ulong>() ?? 0;

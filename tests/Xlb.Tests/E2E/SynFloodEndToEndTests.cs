@@ -27,10 +27,8 @@ public sealed class SynFloodEndToEndTests(ITestOutputHelper output)
         var manifests = Examples.CopyToTemp("demo");
         try
         {
-            File.WriteAllText(Path.Combine(manifests, "30-web.yaml"), OneBackendWeb.Mapping);
-            var health = new IPEndPoint(IPAddress.Loopback, 9473);
-            using var stack = StandaloneStack.Start(bed.Topology, manifests, "lb-1", bed.Log, "--nat-ports", "45000-45004", "--listen", health.ToString());
-            await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
+            using var stack = await OneBackendWeb.StartAsync(bed, manifests, ct);
+            var health = OneBackendWeb.Health;
             var vip = new IPEndPoint(IPAddress.Parse(Vip), 80);
             Assert.Equal("backend-1", await HttpProbe.GetAsync(bed.Topology.Client, vip, TimeSpan.FromSeconds(10), ct, clientClosesFirst: true));
             // That connection's port comes free 2 s after it ended; the flood then finds all five.
