@@ -136,8 +136,15 @@ public static class OtlpExport
                 {
                     try
                     {
+                        var text = File.ReadAllText(file);
+                        if (text.Trim().Length == 0 && !strict)
+                        {
+                            // Truncated and not yet written again (a file rewritten in place, not swapped
+                            // in as a Secret mount does): keep the last headers until it has content.
+                            return _current;
+                        }
                         var merged = new Dictionary<string, string>(_fixed, StringComparer.OrdinalIgnoreCase);
-                        foreach (var (key, value) in OtlpHeaders.Parse(File.ReadAllText(file), file))
+                        foreach (var (key, value) in OtlpHeaders.Parse(text, file))
                         {
                             merged[key] = value;
                         }

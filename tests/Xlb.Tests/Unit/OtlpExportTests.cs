@@ -69,6 +69,12 @@ public sealed class OtlpExportTests
                 var after = await collector.WaitForAsync(r => collector.Requests.ToList().IndexOf(r) > count + 1, TimeSpan.FromSeconds(20), ct);
                 Assert.Equal("Bearer two", after.Headers["authorization"]);
 
+                // So does an empty one (a file rewritten in place is empty for a moment).
+                await File.WriteAllTextAsync(headersFile, "", ct);
+                count = collector.Requests.Count;
+                after = await collector.WaitForAsync(r => collector.Requests.ToList().IndexOf(r) > count + 1, TimeSpan.FromSeconds(20), ct);
+                Assert.Equal("Bearer two", after.Headers["authorization"]);
+
                 state.Applied(8, 2, wrote: true);
             }
             // Disposing the provider exports once more: the last revision is not lost on the way out.
