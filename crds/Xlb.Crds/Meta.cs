@@ -8,8 +8,43 @@ public static class XlbApi
     public const string Group = "xlb.io";
     public const string Version = "v1alpha1";
     public const string ApiVersion = Group + "/" + Version;
-    /// <summary>Label of the agents' liveness Leases (xlb-agent-NODE): the node the agent runs on.</summary>
+    /// <summary>
+    /// Label of the agents' liveness Leases (<see cref="AgentLeaseName"/>): the node the agent runs
+    /// on, as <see cref="NodeLabelValue"/> gives it. The Lease's holderIdentity is the node's name itself.
+    /// </summary>
     public const string AgentNodeLabel = "xlb.io/agent-node";
+
+    /// <summary>The longest object name (an RFC 1123 subdomain) and the longest label value.</summary>
+    public const int NameMax = 253, LabelValueMax = 63;
+
+    /// <summary>A node's agent Lease: xlb-agent-NODE, the node's name shortened (<see cref="ObjectName"/>) where it would be too long.</summary>
+    public static string AgentLeaseName(string node) => ObjectName("xlb-agent-", node, "");
+
+    /// <summary>
+    /// A node's name as a label value. A label value holds 63 characters and a node's name up to
+    /// 253 (a subdomain, whose characters a label value may hold): a longer name is its first 46
+    /// characters and a hash of the whole, so it stays recognisable and distinct.
+    /// </summary>
+    public static string NodeLabelValue(string node) =>
+        node.Length <= LabelValueMax ? node : $"{node[..46].TrimEnd('.', '-')}-{Hash16(node)}";
+
+    /// <summary>
+    /// prefix + name + suffix as an object name: as it is when it fits in 253 characters, otherwise
+    /// with the name cut short (at a character a subdomain may end a part with) and followed by a hash
+    /// of the whole name. The prefix ends and the suffix starts with a character that keeps it a subdomain.
+    /// </summary>
+    public static string ObjectName(string prefix, string name, string suffix)
+    {
+        if (prefix.Length + name.Length + suffix.Length <= NameMax)
+        {
+            return prefix + name + suffix;
+        }
+        var keep = NameMax - prefix.Length - suffix.Length - 17;
+        return $"{prefix}{name[..keep].TrimEnd('.', '-')}-{Hash16(name)}{suffix}";
+    }
+
+    private static string Hash16(string value) =>
+        Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(value)))[..16];
 }
 
 /// <summary>Kubernetes object metadata: the subset XLB reads and writes.</summary>

@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using Xlb.Crds;
 
 namespace Xlb.Kube;
 
@@ -40,6 +41,29 @@ public sealed partial class EventRecorder(KubeClient client, string controller, 
         }
     }
 
+    /// <summary>The API server takes a note of at most 1,024 bytes (of UTF-8): a longer one is cut there, between characters.</summary>
+    public const int NoteMaxBytes = 1024;
+
+    public static string Note(string note)
+    {
+        if (System.Text.Encoding.UTF8.GetByteCount(note) <= NoteMaxBytes)
+        {
+            return note;
+        }
+        var bytes = 0;
+        var end = 0;
+        foreach (var rune in note.EnumerateRunes())
+        {
+            if (bytes + rune.Utf8SequenceLength > NoteMaxBytes)
+            {
+                break;
+            }
+            bytes += rune.Utf8SequenceLength;
+            end += rune.Utf16SequenceLength;
+        }
+        return note[..end];
+    }
+
     public const string Normal = "Normal";
     public const string Warning = "Warning";
 
@@ -69,7 +93,7 @@ public sealed partial class EventRecorder(KubeClient client, string controller, 
                 return;
             }
             var ns = regarding.Namespace ?? "default";
-            var name = $"{regarding.Name}.{now.ToUnixTimeMilliseconds() * 1_000_000 + Random.Shared.Next(1_000_000):x}";
+            var name = XlbApi.ObjectName("", regarding.Name, $".{now.ToUnixTimeMilliseconds() * 1_000_000 + Random.Shared.Next(1_000_000):x}");
             var reference = new JsonObject { ["apiVersion"] = regarding.ApiVersion, ["kind"] = regarding.Kind, ["name"] = regarding.Name };
             if (regarding.Namespace is not null)
             {
@@ -90,7 +114,7 @@ public sealed partial class EventRecorder(KubeClient client, string controller, 
                 ["action"] = action,
                 ["reason"] = reason,
                 ["type"] = type,
-                ["note"] = note.Length > 1024 ? note[..1024] : note,
+                ["note"] = Note(note),
                 ["regarding"] = reference,
             }, ct: ct);
             lock (_gate)

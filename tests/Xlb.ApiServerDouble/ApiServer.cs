@@ -364,9 +364,6 @@ public sealed partial class ApiServer : IAsyncDisposable
         }
     }
 
-    [GeneratedRegex("^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")]
-    private static partial Regex DnsSubdomain();
-
     private JsonObject CreateObject(ResourceType type, string? ns, JsonObject body, string manager)
     {
         var meta = body["metadata"]!.AsObject();
@@ -378,11 +375,6 @@ public sealed partial class ApiServer : IAsyncDisposable
         if (name.Length == 0)
         {
             throw ApiError.Invalid(type, name, "metadata.name", "Required value: name or generateName is required");
-        }
-        if (name.Length > 253 || !DnsSubdomain().IsMatch(name))
-        {
-            throw ApiError.Invalid(type, name, "metadata.name",
-                $"Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character");
         }
         if (type.StatusSubresource)
         {

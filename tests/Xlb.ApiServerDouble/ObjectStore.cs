@@ -200,10 +200,19 @@ public sealed class ObjectStore(TimeProvider time)
         }
     }
 
-    /// <summary>A custom resource's schema and validation rules, checked as the API server does before it stores a write (after <see cref="Normalize"/>).</summary>
+    /// <summary>
+    /// What the API server checks before it stores a write (after <see cref="Normalize"/>): every
+    /// object's metadata and the built-in kinds' own rules (<see cref="ObjectRules"/>), a custom
+    /// resource's schema and validation rules.
+    /// </summary>
     private void Validate(ResourceType type, string name, JsonObject next, JsonObject? before)
     {
-        if (type.Schema is { } schema && CheckCustomResources && Validation.Check(schema, next, before) is { Count: > 0 } errors)
+        var errors = ObjectRules.Check(type, next);
+        if (type.Schema is { } schema && CheckCustomResources)
+        {
+            errors.AddRange(Validation.Check(schema, next, before));
+        }
+        if (errors.Count > 0)
         {
             throw ApiError.Invalid(type, name, errors);
         }
@@ -228,6 +237,10 @@ public sealed class ObjectStore(TimeProvider time)
                 throw ApiError.AlreadyExists(type, name);
             }
             Normalize(type, obj);
+            if (ObjectRules.Name(type.NameRule, name) is { Count: > 0 } wrongName)
+            {
+                throw ApiError.Invalid(type, name, wrongName);
+            }
             Validate(type, name, obj, null);
             meta["uid"] = Guid.NewGuid().ToString();
             meta["creationTimestamp"] = Now();

@@ -37,6 +37,9 @@ public sealed record ResourceType
     /// </summary>
     public bool AllowUnconditionalUpdate { get; init; } = true;
 
+    /// <summary>How the kind's object names are checked: a subdomain unless the kind says otherwise.</summary>
+    public NameRule NameRule { get; init; } = NameRule.Subdomain;
+
     /// <summary>A CRD's openAPIV3Schema: its x-kubernetes-validations are checked on every write (<see cref="Validation"/>).</summary>
     public System.Text.Json.Nodes.JsonObject? Schema { get; init; }
 
@@ -51,7 +54,7 @@ public sealed record ResourceType
     public static ResourceType Namespaces { get; } = new()
     {
         Group = "", Version = "v1", Kind = "Namespace", Plural = "namespaces", Namespaced = false,
-        StatusSubresource = true, ShortNames = ["ns"],
+        StatusSubresource = true, ShortNames = ["ns"], NameRule = NameRule.Label,
     };
 
     public static ResourceType Nodes { get; } = new()
@@ -64,7 +67,7 @@ public sealed record ResourceType
     public static ResourceType Services { get; } = new()
     {
         Group = "", Version = "v1", Kind = "Service", Plural = "services", Namespaced = true,
-        StatusSubresource = true, ShortNames = ["svc"], Categories = ["all"],
+        StatusSubresource = true, ShortNames = ["svc"], Categories = ["all"], NameRule = NameRule.Dns1035Label,
         ListMapKeys = new Dictionary<string, string[]> { ["spec.ports"] = ["port", "protocol"], ["status.conditions"] = ["type"] },
     };
 

@@ -429,6 +429,56 @@ public abstract class ApiContract<TTarget>(TTarget target) : IAsyncLifetime wher
     }
 
     [Fact]
+    public async Task Metadata_and_the_built_in_kinds_rules_refuse_a_write_that_breaks_them_as_Invalid()
+    {
+        SkipIfUnavailable();
+        async Task<string> Refused(Func<Task> write, string field)
+        {
+            var e = await Assert.ThrowsAsync<KubeApiException>(write);
+            Assert.Equal(HttpStatusCode.UnprocessableEntity, e.Code);
+            Assert.Contains(field + ": ", e.ServerMessage, StringComparison.Ordinal);
+            return e.ServerMessage;
+        }
+        // A label value holds 63 characters: a node's name may be longer.
+        var longValue = new string('n', 64);
+        Assert.Contains("must be no more than 63 characters", await Refused(() => Client.CreateAsync(KubeResource.Leases, Lease("long", new() { ["xlb.io/agent-node"] = longValue }), ct: Ct), "metadata.labels"), StringComparison.Ordinal);
+        Assert.Null(await Client.GetAsync<JsonObject>(KubeResource.Leases, Ns, "long", Ct));
+        // A label key is a qualified name; so is a finalizer.
+        await Refused(() => Client.CreateAsync(KubeResource.Leases, Lease("key", new() { ["a/b/c"] = "x" }), ct: Ct), "metadata.labels");
+        var fin = Lease("fin");
+        fin["metadata"]!["finalizers"] = new JsonArray("xlb.io/ok", "not ok");
+        await Refused(() => Client.CreateAsync(KubeResource.Leases, fin, ct: Ct), "metadata.finalizers[1]");
+        // An update is checked too: a label value with a space.
+        await Client.CreateAsync(KubeResource.Leases, Lease("upd"), ct: Ct);
+        await Refused(() => Client.MergePatchAsync<JsonObject>(KubeResource.Leases, Ns, "upd", JsonNode.Parse("""{"metadata":{"labels":{"a":"b c"}}}""")!, ct: Ct), "metadata.labels");
+        // Names: a subdomain ends with an alphanumeric character; a Service's name is a DNS-1035 label.
+        await Refused(() => Client.CreateAsync(KubeResource.Leases, Lease("ends-with-dot."), ct: Ct), "metadata.name");
+        await Refused(() => Client.CreateAsync(KubeResource.Services, Service("1st"), ct: Ct), "metadata.name");
+        // A Lease lasts a positive time.
+        var zero = Lease("zero");
+        zero["spec"]!["leaseDurationSeconds"] = 0;
+        await Refused(() => Client.CreateAsync(KubeResource.Leases, zero, ct: Ct), "spec.leaseDurationSeconds");
+        // An event's note holds 1,024 bytes: 600 two-byte characters are too many.
+        var note = new JsonObject
+        {
+            ["apiVersion"] = "events.k8s.io/v1", ["kind"] = "Event",
+            ["metadata"] = new JsonObject { ["name"] = "ev.1", ["namespace"] = Ns },
+            ["eventTime"] = MicroTime.Format(DateTimeOffset.UtcNow), ["reportingController"] = "xlb.io/operator", ["reportingInstance"] = "op-1",
+            ["action"] = "Allocate", ["reason"] = "VipAllocated", ["type"] = "Normal", ["note"] = new string('×', 600),
+            ["regarding"] = new JsonObject { ["apiVersion"] = "v1", ["kind"] = "Namespace", ["name"] = Ns },
+        };
+        await Refused(() => Client.CreateAsync(KubeResource.Events, note, ct: Ct), "note");
+        note["note"] = EventRecorder.Note(new string('×', 600));
+        await Client.CreateAsync(KubeResource.Events, note, ct: Ct);
+        // An EndpointSlice's addresses are of its address type.
+        var slice = JsonNode.Parse($$"""
+            {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {"name": "s", "namespace": "{{Ns}}"},
+             "addressType": "IPv4", "endpoints": [{"addresses": ["10.0.0.1"]}, {"addresses": ["fd00::1"]}]}
+            """)!.AsObject();
+        await Refused(() => Client.CreateAsync(KubeResource.EndpointSlices, slice, ct: Ct), "endpoints[1].addresses[0]");
+    }
+
+    [Fact]
     public async Task A_merge_patch_null_removes_a_field()
     {
         SkipIfUnavailable();
