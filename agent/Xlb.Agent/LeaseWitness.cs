@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
 using Xlb.Agent.Core;
+using Xlb.Crds;
 using Xlb.Kube;
 
 namespace Xlb.Agent;
@@ -57,7 +58,7 @@ public sealed partial class LeaseWitness(KubeClient client, string leaseNamespac
             {
                 try
                 {
-                    var lease = await client.GetAsync<JsonObject>(KubeResource.Leases, leaseNamespace, $"xlb-agent-{peer}", ct);
+                    var lease = await client.GetAsync<JsonObject>(KubeResource.Leases, leaseNamespace, XlbApi.AgentLeaseName(peer), ct);
                     lock (_gate)
                     {
                         _evidence.Observe(peer, lease?["spec"]?["renewTime"]?.GetValue<string>(), NowMs);

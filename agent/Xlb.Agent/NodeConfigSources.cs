@@ -124,7 +124,7 @@ public sealed partial class KubeNodeConfigSource : INodeConfigSource
     {
         (_client, _options, _changed, _log, _time) = (client, options, changed, log, time);
         _head = new Informer<XlbNodeConfig>(client, KubeResource.XlbNodeConfigs, null, new InformerOptions { FieldSelector = $"metadata.name={options.NodeName}" }, log);
-        _chunks = new Informer<XlbNodeConfigChunk>(client, KubeResource.XlbNodeConfigChunks, null, new InformerOptions { LabelSelector = $"{XlbNodeConfigChunk.NodeLabel}={options.NodeName}", PageSize = XlbNodeConfigChunk.ListPageSize }, log);
+        _chunks = new Informer<XlbNodeConfigChunk>(client, KubeResource.XlbNodeConfigChunks, null, new InformerOptions { LabelSelector = $"{XlbNodeConfigChunk.NodeLabel}={XlbApi.NodeLabelValue(options.NodeName)}", PageSize = XlbNodeConfigChunk.ListPageSize }, log);
         _head.AddHandler(_ => Bump());
         _chunks.AddHandler(_ => Bump());
         _informers = Task.WhenAll(RunQuietly(_head.RunAsync), RunQuietly(_chunks.RunAsync), RunQuietly(async ct =>
@@ -136,7 +136,7 @@ public sealed partial class KubeNodeConfigSource : INodeConfigSource
         _lease = RunQuietly(RenewAsync);
     }
 
-    public string LeaseName => $"xlb-agent-{_options.NodeName}";
+    public string LeaseName => XlbApi.AgentLeaseName(_options.NodeName);
 
     public long Version => Interlocked.Read(ref _version);
 
@@ -231,7 +231,7 @@ public sealed partial class KubeNodeConfigSource : INodeConfigSource
                         {
                             ["name"] = LeaseName,
                             ["namespace"] = _options.LeaseNamespace,
-                            ["labels"] = new JsonObject { [XlbApi.AgentNodeLabel] = _options.NodeName },
+                            ["labels"] = new JsonObject { [XlbApi.AgentNodeLabel] = XlbApi.NodeLabelValue(_options.NodeName) },
                         },
                         ["spec"] = spec,
                     }, _options.FieldManager, force: true, ct: ct);

@@ -179,7 +179,7 @@ var renewer = Task.Run(async () =>
             {
                 ["apiVersion"] = "coordination.k8s.io/v1",
                 ["kind"] = "Lease",
-                ["metadata"] = Meta($"xlb-agent-{node}", "xlb-system", ("xlb.io/agent-node", node)),
+                ["metadata"] = Meta(XlbApi.AgentLeaseName(node), "xlb-system", (XlbApi.AgentNodeLabel, XlbApi.NodeLabelValue(node))),
                 ["spec"] = new JsonObject { ["holderIdentity"] = node, ["renewTime"] = MicroTime.Format(DateTimeOffset.UtcNow) },
             }, "xlb-agent", force: true, ct: CancellationToken.None);
         }

@@ -69,7 +69,7 @@ public static class Chunking
         List<NodeVip> vips = [.. items.Where(i => i.Vip is not null).Select(i => i.Vip!)];
         return new XlbNodeConfigChunk
         {
-            Metadata = new ObjectMeta { Name = ChunkName(node, hash), Labels = new() { [XlbNodeConfigChunk.NodeLabel] = node } },
+            Metadata = new ObjectMeta { Name = ChunkName(node, hash), Labels = new() { [XlbNodeConfigChunk.NodeLabel] = XlbApi.NodeLabelValue(node) } },
             Spec = new XlbNodeConfigChunkSpec
             {
                 NodeName = node,
@@ -82,7 +82,7 @@ public static class Chunking
     }
 
     /// <summary>A chunk's name: the node and the content hash (DNS-subdomain safe; node names are already).</summary>
-    public static string ChunkName(string node, string hash) => $"{(node.Length > 200 ? node[..200] : node)}-{hash[..16]}";
+    public static string ChunkName(string node, string hash) => $"{(node.Length > 200 ? node[..200].TrimEnd('.', '-') : node)}-{hash[..16]}";
 
     private sealed record Bucket(List<Item> Items)
     {

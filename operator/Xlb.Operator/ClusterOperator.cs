@@ -477,7 +477,7 @@ public sealed partial class ClusterOperator
         var result = new Dictionary<string, DateTimeOffset>(StringComparer.Ordinal);
         foreach (var lease in _leases.List())
         {
-            if (lease.Metadata.Labels?.GetValueOrDefault(AgentNodeLabel) is { } node && RenewTime(lease) is { } at)
+            if (AgentNode(lease) is { } node && RenewTime(lease) is { } at)
             {
                 result[node] = at;
             }
@@ -485,19 +485,29 @@ public sealed partial class ClusterOperator
         return result;
     }
 
+    /// <summary>
+    /// The node of an agent Lease: its holder, which the agent names after its node (the label
+    /// holds a shortened name for a node whose name is longer than a label value may be).
+    /// </summary>
+    private static string? AgentNode(KubeObject lease) =>
+        lease.Fields.TryGetValue("spec", out var spec) && spec.ValueKind == JsonValueKind.Object
+        && spec.TryGetProperty("holderIdentity", out var holder) && holder.ValueKind == JsonValueKind.String && holder.GetString() is { Length: > 0 } node
+            ? node
+            : lease.Metadata.Labels?.GetValueOrDefault(AgentNodeLabel);
+
     private static DateTimeOffset? RenewTime(KubeObject lease) =>
         lease.Fields.TryGetValue("spec", out var spec) && spec.ValueKind == JsonValueKind.Object
         && spec.TryGetProperty("renewTime", out var renew) && renew.ValueKind == JsonValueKind.String
         && DateTimeOffset.TryParse(renew.GetString(), CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var at) ? at : null;
 
     /// <summary>
-    /// A renewal of an agent Lease (same node label) that changes nothing a plan reads (see
+    /// A renewal of an agent Lease (same node) that changes nothing a plan reads (see
     /// <see cref="Planner.RenewalChangesNothing"/>). Agents renew every few seconds; planning on
     /// each renewal would keep the operator busy for nothing.
     /// </summary>
     public static bool RoutineRenewal(InformerEvent<KubeObject> e, IEnumerable<VipShard> shards, DateTimeOffset now) =>
         e.Type == WatchEvent<KubeObject>.Modified && !e.Synthesized && e.Previous is { } before
-        && before.Metadata.Labels?.GetValueOrDefault(AgentNodeLabel) == e.Object.Metadata.Labels?.GetValueOrDefault(AgentNodeLabel)
+        && AgentNode(before) == AgentNode(e.Object)
         && RenewTime(before) is { } was && RenewTime(e.Object) is { } renewed
         && Planner.RenewalChangesNothing(was, renewed, shards, now);
 

@@ -139,7 +139,7 @@ public sealed class OperatorHarness : IAsyncDisposable
 
     private async Task RenewAsync(string node)
     {
-        var lease = Kube.Leases.Of(LeaseNs, $"xlb-agent-{node}", node, new() { [ClusterOperator.AgentNodeLabel] = node });
+        var lease = Kube.Leases.Of(LeaseNs, XlbApi.AgentLeaseName(node), node, new() { [ClusterOperator.AgentNodeLabel] = XlbApi.NodeLabelValue(node) });
         lease["spec"]!["leaseDurationSeconds"] = 1;
         lease["spec"]!["renewTime"] = MicroTime.Format(DateTimeOffset.UtcNow);
         try
