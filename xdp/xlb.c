@@ -204,6 +204,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xlb_svc_opts SEC(".maps");
 
+/* FullNAT source addresses beyond the VIP, by generation and service id; see xlb_abi.h. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XLB_GENERATIONS * (XLB_MAX_SERVICES + 1));
+	__type(key, __u32);
+	__type(value, struct xlb_snat);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xlb_snat SEC(".maps");
+
 /* A client of a service, and the ring position its last new flow took. */
 struct affinity_key {
 	__u32 svc_id;
@@ -1163,8 +1172,28 @@ static __always_inline int to_dsr(struct xdp_md *ctx, const struct xlb_cfg *cfg,
 	return emit(ctx, p->vlan_proto != 0, nh);
 }
 
+/*
+ * The FullNAT source address of flow f (of client flow fk) in generation gen: the VIP, or the
+ * source address it took (xlb_snat). One its service no longer lists gives the VIP: such a
+ * flow's backend knows it by an address this node no longer announces.
+ */
+static __always_inline const __be32 *nat_source(__u32 gen, const struct xlb_flow_key *fk,
+						const struct xlb_flow *f)
+{
+	if (f->snat) {
+		__u32 k = gen * (XLB_MAX_SERVICES + 1) + f->svc_id;
+		const struct xlb_snat *sn = bpf_map_lookup_elem(&xlb_snat, &k);
+		__u32 i = f->snat - 1;
+
+		/* The mask says to the verifier what the bounds check says (a power of two). */
+		if (sn && i < XLB_SNAT_ADDRS && i < sn->count)
+			return sn->addr[i & (XLB_SNAT_ADDRS - 1)];
+	}
+	return fk->daddr;
+}
+
 /* A packet of flow f, on its way to f's backend in f's mode; fk is its flow key. */
-static __always_inline int to_backend(struct xdp_md *ctx, const struct xlb_cfg *cfg, struct pkt *p,
+static __always_inline int to_backend(struct xdp_md *ctx, const struct xlb_cfg *cfg, __u32 gen, struct pkt *p,
 				      const struct xlb_flow_key *fk, const struct xlb_flow *f, __u64 now)
 {
 	struct xlb_nexthop *nh;
@@ -1181,7 +1210,7 @@ static __always_inline int to_backend(struct xdp_md *ctx, const struct xlb_cfg *
 	if (f->mode == XLB_MODE_DNAT)
 		rewrite(p, fk->saddr, fk->sport, f->backend, f->backend_port);
 	else
-		rewrite(p, fk->daddr, f->nat_port, f->backend, f->backend_port);
+		rewrite(p, nat_source(gen, fk, f), f->nat_port, f->backend, f->backend_port);
 	if (!nh)
 		/* The kernel forwards the rewritten packet and resolves the neighbour. */
 		return verdict(XDP_PASS, reason);
@@ -1379,21 +1408,21 @@ static __always_inline struct xlb_rnat *rnat_find(const struct xlb_flow_key *rk)
 	return r ? r : bpf_map_lookup_elem(&xlb_rnat_new, rk);
 }
 
-/* The reverse-NAT key of flow f of client flow fk: FullNAT backend -> VIP:nat port, DNAT backend -> client. */
-static __always_inline void rnat_key_of(struct xlb_flow_key *rk, const struct xlb_flow_key *fk,
+/* The reverse-NAT key of flow f of client flow fk: FullNAT backend -> source:nat port, DNAT backend -> client. */
+static __always_inline void rnat_key_of(struct xlb_flow_key *rk, __u32 gen, const struct xlb_flow_key *fk,
 					const struct xlb_flow *f)
 {
 	if (f->mode == XLB_MODE_DNAT)
 		key_of(rk, fk->family, f->backend, fk->saddr, f->backend_port, fk->sport, fk->proto);
 	else
-		key_of(rk, fk->family, f->backend, fk->daddr, f->backend_port, f->nat_port, fk->proto);
+		key_of(rk, fk->family, f->backend, nat_source(gen, fk, f), f->backend_port, f->nat_port, fk->proto);
 }
 
 /*
  * A new flow's second packet admits it: the flow (and its reverse translation) moves from the
  * new tables to xlb_flows and xlb_rnat, where new flows cannot evict it.
  */
-static __always_inline void admit(const struct xlb_flow_key *fk, const struct xlb_flow *f)
+static __always_inline void admit(__u32 gen, const struct xlb_flow_key *fk, const struct xlb_flow *f)
 {
 	struct xlb_flow_key rk;
 	struct xlb_rnat *r;
@@ -1402,7 +1431,7 @@ static __always_inline void admit(const struct xlb_flow_key *fk, const struct xl
 	bpf_map_delete_elem(&xlb_flows_new, fk);
 	if (f->mode > XLB_MODE_DNAT)
 		return;
-	rnat_key_of(&rk, fk, f);
+	rnat_key_of(&rk, gen, fk, f);
 	r = bpf_map_lookup_elem(&xlb_rnat_new, &rk);
 	if (r) {
 		struct xlb_rnat rv = *r;
@@ -1624,25 +1653,46 @@ take:
 }
 
 /*
- * Pick a FullNAT source port for this flow that no live flow to the same backend holds, and
- * record the reverse translation under it, among the new flows'. A stale translation of an
- * admitted flow is removed, or it would shadow the new one.
+ * Pick a FullNAT source address and port for this flow that no live flow to the same backend
+ * holds, and record the reverse translation under them, among the new flows'. A stale
+ * translation of an admitted flow is removed, or it would shadow the new one. A service with
+ * source addresses beyond its VIP (XLB_SVC_F_SNAT) spreads its tries over all of them, by the
+ * flow's hash: each address has a port range of its own toward each backend.
+ * (nat_port_free compares a translation's flow by port and backend, not by source address: a
+ * client tuple reused on another address with the same port keeps that port busy on the first
+ * until the flow ends. A try lost, never a port shared.)
  */
-static __always_inline int alloc_nat_port(const struct xlb_cfg *cfg, const struct xlb_flow_key *fk,
-					  const struct xlb_flow *nf, __u32 h, __u64 now, __be16 *out)
+static __always_inline int alloc_nat_port(const struct xlb_cfg *cfg, __u32 gen, const struct xlb_svc *svc,
+					  const struct xlb_flow_key *fk, struct xlb_flow *nf, __u32 h, __u64 now)
 {
 	__u32 span = (__u32)cfg->nat_port_max - cfg->nat_port_min + 1;
+	const struct xlb_snat *sn = 0;
 	struct xlb_flow_key rk;
 	struct xlb_rnat rv = {};
+	__u32 sources = 1, a = 0;
 	int i;
 
 	key_of(&rk, fk->family, nf->backend, fk->daddr, nf->backend_port, 0, fk->proto);
 	rnat_of(cfg, fk, nf, &rv);
+	if (svc->flags & XLB_SVC_F_SNAT) {
+		__u32 k = gen * (XLB_MAX_SERVICES + 1) + svc->id;
+
+		sn = bpf_map_lookup_elem(&xlb_snat, &k);
+		if (sn)
+			sources = 1 + (sn->count < XLB_SNAT_ADDRS ? sn->count : XLB_SNAT_ADDRS);
+	}
 
 	for (i = 0; i < NAT_PORT_TRIES; i++) {
 		__u16 port = cfg->nat_port_min + (__u16)((h + i * 7919u) % span);
 		struct xlb_rnat *held;
 
+		if (sn) {
+			a = ((h >> 16) + i) % sources;
+			if (a > 0 && a <= XLB_SNAT_ADDRS)
+				__builtin_memcpy(rk.daddr, sn->addr[(a - 1) & (XLB_SNAT_ADDRS - 1)], sizeof(rk.daddr));
+			else
+				__builtin_memcpy(rk.daddr, fk->daddr, sizeof(rk.daddr));
+		}
 		rk.dport = bpf_htons(port);
 		held = bpf_map_lookup_elem(&xlb_rnat, &rk);
 		if (held) {
@@ -1659,7 +1709,8 @@ static __always_inline int alloc_nat_port(const struct xlb_cfg *cfg, const struc
 	}
 	return -1;
 done:
-	*out = rk.dport;
+	nf->nat_port = rk.dport;
+	nf->snat = a;
 	return 0;
 }
 
@@ -2022,13 +2073,13 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 			count(XLB_STAT_FWD_ESTABLISHED);
 			svc_count(flow->svc_id, flow_backend(cfg, flow), p->len, 0, 0);
 			if (admitted || syn)
-				return to_backend(ctx, cfg, p, fk, flow, now);
+				return to_backend(ctx, cfg, gen, p, fk, flow, now);
 			{
 				/* Its second packet, and not a retransmitted SYN: the flow is real. */
 				struct xlb_flow f = *flow;
 
-				admit(fk, &f);
-				return to_backend(ctx, cfg, p, fk, &f, now);
+				admit(gen, fk, &f);
+				return to_backend(ctx, cfg, gen, p, fk, &f, now);
 			}
 		}
 		count(XLB_STAT_FWD_EXPIRED_FLOW);
@@ -2041,7 +2092,7 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 			/* Free the old flow's translation (and NAT port) now rather than when the LRU gets to it. */
 			struct xlb_flow_key rk;
 
-			rnat_key_of(&rk, fk, flow);
+			rnat_key_of(&rk, gen, fk, flow);
 			if (admitted)
 				bpf_map_delete_elem(&xlb_rnat, &rk);
 			else
@@ -2076,19 +2127,19 @@ static __always_inline int serve(struct xdp_md *ctx, const struct xlb_cfg *cfg, 
 			return to_dsr(ctx, cfg, p, &nf, now);
 		}
 		if (svc->mode == XLB_MODE_FULLNAT &&
-		    alloc_nat_port(cfg, fk, &nf, flow_hash(fk), now, &nf.nat_port))
+		    alloc_nat_port(cfg, gen, svc, fk, &nf, flow_hash(fk), now))
 			return verdict(XDP_DROP, XLB_STAT_DROP_NAT_PORTS_BUSY);
 		if (svc->mode == XLB_MODE_DNAT) {
 			/* Replies will come from backend:port to the client, with our VIP to restore. */
 			struct xlb_flow_key rk;
 			struct xlb_rnat rv = {};
 
-			rnat_key_of(&rk, fk, &nf);
+			rnat_key_of(&rk, gen, fk, &nf);
 			rnat_of(cfg, fk, &nf, &rv);
 			bpf_map_update_elem(&xlb_rnat_new, &rk, &rv, BPF_ANY);
 		}
 		record(cfg, p, fk, &nf, now);
-		return to_backend(ctx, cfg, p, fk, &nf, now);
+		return to_backend(ctx, cfg, gen, p, fk, &nf, now);
 	}
 }
 

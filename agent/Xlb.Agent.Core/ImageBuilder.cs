@@ -282,6 +282,7 @@ public sealed class ImageBuilder(DataPlaneCapacity? capacity = null, ListenerMem
         var nextFree = 1u;
         var services = new Dictionary<XlbSvcKey, XlbSvc>(holders.Count);
         var options = new Dictionary<uint, XlbSvcOpts>(holders.Count);
+        var snat = new Dictionary<uint, XlbSnat>();
         foreach (var h in holders)
         {
             var key = keyOf[h.Slot];
@@ -306,12 +307,24 @@ public sealed class ImageBuilder(DataPlaneCapacity? capacity = null, ListenerMem
                 taken.Add(id);
             }
             var affinitySeconds = AffinitySeconds(h.Listener);
+            var sources = c.Mode == XlbAbi.ModeFullNat ? SourceAddresses(h.Listener, key.Family) : [];
+            if (sources.Count > 0)
+            {
+                snat[id] = XlbSnat.Of(sources);
+                foreach (var source in sources)
+                {
+                    // Replies come back to them.
+                    filter.AddVip(source.ToAddress(key.Family));
+                }
+            }
             services[key with { Gen = generation }] = new XlbSvc
             {
                 Id = id, RingOff = (uint)spans.Offsets[key], RingSize = (uint)c.SpanLength, Mode = c.Mode, Algo = c.Algo,
                 // LeastConn: the service's flows count toward their backend's open flows. Affinity:
-                // a client's new flows follow its last one (the timeout is in xlb_svc_opts).
-                Flags = (ushort)((c.Algo == XlbAbi.AlgoLeastConn ? XlbAbi.SvcCountFlows : 0) | (affinitySeconds > 0 ? XlbAbi.SvcAffinity : 0)),
+                // a client's new flows follow its last one (the timeout is in xlb_svc_opts). Source
+                // addresses: new flows take one of them or the VIP (xlb_snat).
+                Flags = (ushort)((c.Algo == XlbAbi.AlgoLeastConn ? XlbAbi.SvcCountFlows : 0) | (affinitySeconds > 0 ? XlbAbi.SvcAffinity : 0)
+                    | (sources.Count > 0 ? XlbAbi.SvcSnat : 0)),
             };
             options[id] = new XlbSvcOpts
             {
@@ -376,10 +389,29 @@ public sealed class ImageBuilder(DataPlaneCapacity? capacity = null, ListenerMem
         }
         _entries = entries;
         _refs = newRefs;
-        return new MapImage(generation, vips, services, backends.Done(), ring, filter) { Capacity = _capacity, ServiceOptions = options };
+        return new MapImage(generation, vips, services, backends.Done(), ring, filter) { Capacity = _capacity, ServiceOptions = options, Snat = snat };
     }
 
     /// <summary>A listener's ClientIP affinity timeout in whole seconds (at least one); 0: no affinity.</summary>
+    /// <summary>A FullNAT listener's source addresses beyond its VIP, as the program keeps them (the operator has checked them: of the VIP's family, at most <see cref="XlbAbi.SnatAddrs"/>).</summary>
+    private static List<Addr16> SourceAddresses(Listener listener, byte family)
+    {
+        var result = new List<Addr16>(listener.SourceAddresses?.Count ?? 0);
+        foreach (var text in listener.SourceAddresses ?? [])
+        {
+            if (!IPAddress.TryParse(text, out var address) || Net.Family(address) != family)
+            {
+                throw new FormatException($"listener {listener.Name}: source address '{text}' is not an address of its VIP's family");
+            }
+            result.Add(Addr16.From(address));
+        }
+        if (result.Count > XlbAbi.SnatAddrs)
+        {
+            throw new FormatException($"listener {listener.Name}: {result.Count} source addresses; the data plane holds {XlbAbi.SnatAddrs}");
+        }
+        return result;
+    }
+
     private static uint AffinitySeconds(Listener listener) =>
         listener.Affinity is { Mode: AffinityMode.ClientIP } a ? (uint)Math.Clamp(Math.Ceiling(a.Timeout.Value.TotalSeconds), 1, uint.MaxValue) : 0;
 

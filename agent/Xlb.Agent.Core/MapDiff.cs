@@ -13,6 +13,8 @@ public abstract record MapOp
     public sealed record PutVip(XlbVipKey Key, uint Flags) : MapOp;
     public sealed record DeleteVip(XlbVipKey Key) : MapOp;
     public sealed record PutFilter(uint Generation, FilterImage Filter) : MapOp;
+    /// <summary>A FullNAT service's source addresses (xlb_snat), at generation × (MaxServices + 1) + id.</summary>
+    public sealed record PutSnat(uint Key, XlbSnat Value) : MapOp;
     /// <summary>Makes a generation the one packets read: a single u32 store.</summary>
     public sealed record Flip(XlbCfg Config) : MapOp;
 }
@@ -26,7 +28,11 @@ public sealed record ObservedGeneration(
     IReadOnlyDictionary<XlbSvcKey, XlbSvc> Services,
     IReadOnlyList<XlbBackend> Backends,
     uint[] Ring,
-    FilterImage Filter);
+    FilterImage Filter)
+{
+    /// <summary>The source addresses of its FullNAT services that have more than the VIP, by service id.</summary>
+    public IReadOnlyDictionary<uint, XlbSnat> Snat { get; init; } = new Dictionary<uint, XlbSnat>();
+}
 
 /// <summary>
 /// The agent's pure core: desired image + observed inactive generation → ordered operations.
@@ -64,6 +70,13 @@ public static class MapDiff
         if (!observed.Filter.Equals(desired.Filter))
         {
             ops.Add(new MapOp.PutFilter(desired.Generation, desired.Filter));
+        }
+        foreach (var (id, snat) in desired.Snat)
+        {
+            if (!observed.Snat.TryGetValue(id, out var have) || have != snat)
+            {
+                ops.Add(new MapOp.PutSnat(MapImage.SnatKey(desired.Generation, id), snat));
+            }
         }
         ops.Add(new MapOp.Flip(config with { ActiveGen = desired.Generation }));
         return ops;

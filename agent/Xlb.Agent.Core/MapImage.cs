@@ -31,6 +31,16 @@ public sealed record MapImage(
     /// </summary>
     public IReadOnlyDictionary<uint, XlbSvcOpts> ServiceOptions { get; init; } = new Dictionary<uint, XlbSvcOpts>();
 
+    /// <summary>
+    /// The source addresses of the FullNAT services that have more than the VIP
+    /// (<see cref="XlbAbi.SvcSnat"/>), by service id; generation-scoped in the maps
+    /// (<see cref="SnatKey"/>), so they change with the flip.
+    /// </summary>
+    public IReadOnlyDictionary<uint, XlbSnat> Snat { get; init; } = new Dictionary<uint, XlbSnat>();
+
+    /// <summary>The xlb_snat slot of service <paramref name="id"/> in generation <paramref name="generation"/>.</summary>
+    public static uint SnatKey(byte generation, uint id) => (uint)(generation * (XlbAbi.MaxServices + 1)) + id;
+
     /// <summary>The key of backend slot <paramref name="index"/> (1-based) in this generation.</summary>
     public uint BackendKey(int index) => (uint)(Generation * Capacity.BackendSlots + index);
 
@@ -70,7 +80,7 @@ public sealed record MapImage(
     }
 
     /// <summary>What the maps of this generation hold once the image is written: the diff's view of them.</summary>
-    public ObservedGeneration AsObserved() => new(Vips, Services, Backends, Ring, Filter);
+    public ObservedGeneration AsObserved() => new(Vips, Services, Backends, Ring, Filter) { Snat = Snat };
 
     /// <summary>The index of every backend of this image, for the next build.</summary>
     public IReadOnlyDictionary<XlbBackend, int> BackendIndexes() => IndexesOf(Backends);

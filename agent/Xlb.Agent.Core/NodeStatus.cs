@@ -31,6 +31,8 @@ public sealed record DataPlaneContents
     public ulong AgentSeenNs { get; init; }
     /// <summary>The services' options (xlb_svc_opts) by service id: their own idle timeouts.</summary>
     public IReadOnlyDictionary<uint, XlbSvcOpts> ServiceOptions { get; init; } = new Dictionary<uint, XlbSvcOpts>();
+    /// <summary>The source addresses beyond the VIP (xlb_snat) of the FullNAT services that have them, by service id.</summary>
+    public IReadOnlyDictionary<uint, XlbSnat> Snat { get; init; } = new Dictionary<uint, XlbSnat>();
 }
 
 /// <summary>Which flows to list: all, or those with an address (client, VIP or backend) and/or a port.</summary>
@@ -258,14 +260,15 @@ public static class NodeStatus
     /// by TCP handshakes not (yet) completed, which give their port up after 2 quiet seconds
     /// (nat_port_free in xdp/xlb.c): a SYN flood holds ports so.
     /// </summary>
-    public static Dictionary<(Addr16 Vip, byte Family, byte Proto, Addr16 Backend, ushort BackendPortBe), NatPortUse> NatPortsHeld(IEnumerable<KeyValuePair<XlbFlowKey, XlbFlow>> live)
+    public static Dictionary<(Addr16 Source, byte Family, byte Proto, Addr16 Backend, ushort BackendPortBe), NatPortUse> NatPortsHeld(
+        IEnumerable<KeyValuePair<XlbFlowKey, XlbFlow>> live, IReadOnlyDictionary<uint, XlbSnat>? snat = null)
     {
         var held = new Dictionary<(Addr16, byte, byte, Addr16, ushort), NatPortUse>();
         foreach (var (k, f) in live)
         {
             if (f.Mode == XlbAbi.ModeFullNat)
             {
-                var at = (k.Daddr, k.Family, k.Proto, f.Backend, f.BackendPortBe);
+                var at = (SourceOf(k, f, snat), k.Family, k.Proto, f.Backend, f.BackendPortBe);
                 var use = held.GetValueOrDefault(at);
                 held[at] = new NatPortUse(use.Held + 1, use.Ended + (Ended(f.Flags) ? 1 : 0),
                     use.HalfOpen + (k.Proto == XlbAbi.ProtoTcp && f.State == XlbAbi.FlowNew ? 1 : 0));
@@ -274,11 +277,15 @@ public static class NodeStatus
         return held;
     }
 
+    /// <summary>The source address a FullNAT flow took toward its backend: the VIP, or one of its service's source addresses (<see cref="XlbFlow.Snat"/>).</summary>
+    public static Addr16 SourceOf(XlbFlowKey key, XlbFlow flow, IReadOnlyDictionary<uint, XlbSnat>? snat) =>
+        flow.Snat != 0 && snat is not null && snat.TryGetValue(flow.SvcId, out var sources) && sources.At(flow.Snat - 1) is { } source ? source : key.Daddr;
+
     public static NodeStatusReport Build(DataPlaneContents maps, XlbNodeConfigSpec? spec, IReadOnlyCollection<string>? unhealthy, FlowFilter? flowFilter)
     {
         var cfg = maps.Config;
         var live = maps.Flows.Where(f => !Expired(cfg, f.Key, f.Value, maps.NowNs, maps.ServiceOptions)).ToList();
-        var natPorts = NatPortsHeld(live);
+        var natPorts = NatPortsHeld(live, maps.Snat);
         var listeners = spec?.Listeners.ToDictionary(l => (IPAddress.Parse(l.Vip), l.Port, MapImage.ProtoOf(l.Protocol))) ?? [];
         var unhealthySet = unhealthy?.ToHashSet(StringComparer.Ordinal) ?? [];
 
@@ -309,7 +316,13 @@ public static class NodeStatus
                 var ep = new IPEndPoint(be.Addr.ToAddress(be.Family), Net.FromBe(be.PortBe));
                 var count = slots.Count();
                 var beCounters = maps.BackendCounters.GetValueOrDefault(slots.Key);
+                // Each source address (the VIP and the service's others) has a port range of its own toward the backend.
                 var ports = natPorts.GetValueOrDefault((key.Vip, key.Family, key.Proto, be.Addr, be.PortBe));
+                for (var i = 0; i < (maps.Snat.TryGetValue(svc.Id, out var sources) ? (int)sources.Count : 0); i++)
+                {
+                    var more = natPorts.GetValueOrDefault((sources.At(i)!.Value, key.Family, key.Proto, be.Addr, be.PortBe));
+                    ports = new NatPortUse(ports.Held + more.Held, ports.Ended + more.Ended, ports.HalfOpen + more.HalfOpen);
+                }
                 inRing.Add(ep);
                 backends.Add(new BackendStatus
                 {

@@ -14,6 +14,13 @@ public readonly record struct SyncedFlow(XlbFlowKey Key, Addr16 Backend, ushort 
 {
     /// <summary>How the connection ended, as far as it has (<see cref="SyncedFlows.CloseFlags"/>): the receiver frees its NAT port by the same rules.</summary>
     public byte Closed { get; init; }
+
+    /// <summary>
+    /// The FullNAT source it took (<see cref="XlbFlow.Snat"/>): 0 the VIP, i the listener's source
+    /// address i - 1, which is the same address on every node (the mapping's order). A byte that
+    /// was always zero before, so older agents send and read flows from the VIP as they did.
+    /// </summary>
+    public byte Snat { get; init; }
 }
 
 /// <summary>
@@ -69,6 +76,7 @@ public static class SyncedFlows
                 r[60] = f.State;
                 r[61] = f.Mode;
                 r[62] = (byte)(f.Closed & CloseFlags);
+                r[63] = f.Snat;
                 BinaryPrimitives.WriteUInt32BigEndian(r[64..], f.IdleMs);
             }
             if (key is not null)
@@ -117,7 +125,7 @@ public static class SyncedFlows
                 throw new FormatException($"flow {i} has family {flowKey.Family}, protocol {flowKey.Proto}");
             }
             flows.Add(new SyncedFlow(flowKey, MemoryMarshal.Read<Addr16>(r[40..]), MemoryMarshal.Read<ushort>(r[56..]), MemoryMarshal.Read<ushort>(r[58..]),
-                r[60], r[61], BinaryPrimitives.ReadUInt32BigEndian(r[64..])) { Closed = (byte)(r[62] & CloseFlags) });
+                r[60], r[61], BinaryPrimitives.ReadUInt32BigEndian(r[64..])) { Closed = (byte)(r[62] & CloseFlags), Snat = r[63] });
         }
         return flows;
     }
@@ -138,7 +146,7 @@ public static class SyncedFlows
             if (services.Contains(f.SvcId) && f.LastSeenNs >= sinceNs && (f.Flags & XlbAbi.FlowSynced) == 0)
             {
                 var idleMs = nowNs > f.LastSeenNs ? (uint)Math.Min((nowNs - f.LastSeenNs) / 1_000_000, uint.MaxValue) : 0;
-                list.Add(new SyncedFlow(key, f.Backend, f.BackendPortBe, f.NatPortBe, f.State, f.Mode, idleMs) { Closed = (byte)(f.Flags & CloseFlags) });
+                list.Add(new SyncedFlow(key, f.Backend, f.BackendPortBe, f.NatPortBe, f.State, f.Mode, idleMs) { Closed = (byte)(f.Flags & CloseFlags), Snat = f.Snat });
             }
         }
         return list;
@@ -169,16 +177,19 @@ public static class SyncedFlows
     /// each becomes a flow of this node's service on the same VIP, port and protocol, to this
     /// node's index of the same backend, marked as a copy. A flow is left out (counted in Skipped)
     /// when this node has no such service, the service does not synchronise, its mode differs, it
-    /// has no such backend (a peer whose config is not this node's cannot place flows here), or it
-    /// has a flow of its own under that key.
+    /// has no such backend (a peer whose config is not this node's cannot place flows here), it
+    /// has a flow of its own under that key, or the flow took a source address the service does
+    /// not have here.
     /// </summary>
+    /// <param name="snat">The source addresses of this node's services that have more than the VIP, by service id.</param>
     /// <param name="services">This node's services in the active generation, by generation-free key.</param>
     /// <param name="backends">This node's backend slots in the active generation, slot 1 first.</param>
     /// <param name="synchronised">Ids of the services that synchronise.</param>
     /// <param name="isOwn">Whether this node has a flow of its own (not a copy) under a key: a copy never replaces it.</param>
     public static (List<KeyValuePair<XlbFlowKey, XlbFlow>> Flows, List<KeyValuePair<XlbFlowKey, XlbRnat>> Reverse, int Skipped) Import(
         IReadOnlyList<SyncedFlow> flows, IReadOnlyDictionary<XlbSvcKey, XlbSvc> services, IReadOnlyList<XlbBackend> backends,
-        IReadOnlySet<uint> synchronised, byte activeGen, uint backendSlots, ulong nowNs, Func<XlbFlowKey, bool>? isOwn = null)
+        IReadOnlySet<uint> synchronised, byte activeGen, uint backendSlots, ulong nowNs, Func<XlbFlowKey, bool>? isOwn = null,
+        IReadOnlyDictionary<uint, XlbSnat>? snat = null)
     {
         var index = new Dictionary<(Addr16, ushort, byte), int>();
         for (var i = 0; i < backends.Count; i++)
@@ -196,7 +207,8 @@ public static class SyncedFlows
             var k = s.Key;
             var svcKey = new XlbSvcKey { Vip = k.Daddr, PortBe = k.DportBe, Proto = k.Proto, Family = k.Family };
             if (!services.TryGetValue(svcKey, out var svc) || !synchronised.Contains(svc.Id) || svc.Mode != s.Mode
-                || !index.TryGetValue((s.Backend, s.BackendPortBe, k.Family), out var backend) || isOwn?.Invoke(k) == true)
+                || !index.TryGetValue((s.Backend, s.BackendPortBe, k.Family), out var backend) || isOwn?.Invoke(k) == true
+                || s.Snat != 0 && (s.Mode != XlbAbi.ModeFullNat || snat?.GetValueOrDefault(svc.Id).At(s.Snat - 1) is null))
             {
                 skipped++;
                 continue;
@@ -206,6 +218,7 @@ public static class SyncedFlows
                 Backend = s.Backend,
                 BackendPortBe = s.BackendPortBe,
                 NatPortBe = s.NatPortBe,
+                Snat = s.Snat,
                 SvcId = svc.Id,
                 LastSeenNs = nowNs - Math.Min(nowNs, (ulong)s.IdleMs * 1_000_000),
                 NhSlot = activeGen * backendSlots + (uint)backend,
@@ -219,10 +232,10 @@ public static class SyncedFlows
             written.Add(new(k, flow));
             if (s.Mode is XlbAbi.ModeFullNat or XlbAbi.ModeDnat)
             {
-                // As the program keys it (rnat_key_of): FullNAT backend -> VIP:NAT port, DNAT backend -> client.
+                // As the program keys it (rnat_key_of): FullNAT backend -> source:NAT port, DNAT backend -> client.
                 var rk = s.Mode == XlbAbi.ModeDnat
                     ? new XlbFlowKey { Saddr = s.Backend, Daddr = k.Saddr, SportBe = s.BackendPortBe, DportBe = k.SportBe, Proto = k.Proto, Family = k.Family }
-                    : new XlbFlowKey { Saddr = s.Backend, Daddr = k.Daddr, SportBe = s.BackendPortBe, DportBe = s.NatPortBe, Proto = k.Proto, Family = k.Family };
+                    : new XlbFlowKey { Saddr = s.Backend, Daddr = NodeStatus.SourceOf(k, flow, snat), SportBe = s.BackendPortBe, DportBe = s.NatPortBe, Proto = k.Proto, Family = k.Family };
                 reverse.Add(new(rk, new XlbRnat { Vip = k.Daddr, Client = k.Saddr, VipPortBe = k.DportBe, ClientPortBe = k.SportBe, SvcId = svc.Id, Backend = (uint)backend }));
             }
         }

@@ -87,7 +87,11 @@ public sealed record FlowCensus(
 public sealed record ApplyResult(byte Generation, int Operations, TimeSpan Elapsed);
 
 /// <summary>What flow sync works from: see <see cref="XdpDataPlane.SyncView"/>.</summary>
-public sealed record FlowSyncView(byte Generation, IReadOnlyDictionary<XlbSvcKey, XlbSvc> ServicesByKey, IReadOnlyList<XlbBackend> Backends, IReadOnlySet<uint> Services, uint BackendSlots);
+public sealed record FlowSyncView(byte Generation, IReadOnlyDictionary<XlbSvcKey, XlbSvc> ServicesByKey, IReadOnlyList<XlbBackend> Backends, IReadOnlySet<uint> Services, uint BackendSlots)
+{
+    /// <summary>The source addresses of the generation's services that have more than the VIP, by id.</summary>
+    public IReadOnlyDictionary<uint, XlbSnat> Snat { get; init; } = new Dictionary<uint, XlbSnat>();
+}
 
 /// <summary>
 /// The loaded XDP object and its maps: the thin shell around <see cref="MapDiff"/>.
@@ -120,6 +124,7 @@ public sealed class XdpDataPlane : IDisposable
     private readonly Lock _flowEpochLock = new();
     private readonly BpfCounterArray _conns;
     private readonly BpfMap<uint, XlbSvcOpts> _svcOpts;
+    private readonly BpfMap<uint, XlbSnat> _snat;
 
     /// <summary>What xlb_svc_opts holds, as last written (null: unknown, written in full).</summary>
     private Dictionary<uint, XlbSvcOpts>? _optsWritten;
@@ -196,6 +201,7 @@ public sealed class XdpDataPlane : IDisposable
         _eventsFd = obj.MapFd("xlb_events");
         _conns = obj.CounterArray("xlb_backend_conns");
         _svcOpts = obj.Map<uint, XlbSvcOpts>("xlb_svc_opts");
+        _snat = obj.Map<uint, XlbSnat>("xlb_snat");
         _agentSeen = obj.Map<uint, ulong>("xlb_agent_seen");
         _claims = obj.Map<XlbVipKey, XlbClaim>("xlb_vip_claims");
         _ownMacs = obj.Map<XlbIfmac, uint>("xlb_own_macs");
@@ -317,7 +323,7 @@ public sealed class XdpDataPlane : IDisposable
                 ids.Add(svc.Id);
             }
         }
-        return new FlowSyncView(gen, services, _backendSlots ?? ReadBackendSlots(gen), ids, (uint)Capacity.BackendSlots);
+        return new FlowSyncView(gen, services, _backendSlots ?? ReadBackendSlots(gen), ids, (uint)Capacity.BackendSlots) { Snat = ActiveSnat(ReadConfig()) };
     }
 
     /// <summary>The admitted flows of the view's services that saw a packet at or after <paramref name="sinceNs"/> (0: all).</summary>
@@ -339,7 +345,7 @@ public sealed class XdpDataPlane : IDisposable
     {
         // A flow of this node's own is never replaced by a peer's copy (its state and counted flag are the ones that hold).
         var (written, reverse, skipped) = SyncedFlows.Import(flows, view.ServicesByKey, view.Backends, view.Services, view.Generation, view.BackendSlots, MonotonicNs(),
-            isOwn: k => Flows.TryLookup(k, out var have) && (have.Flags & XlbAbi.FlowSynced) == 0);
+            isOwn: k => Flows.TryLookup(k, out var have) && (have.Flags & XlbAbi.FlowSynced) == 0, snat: view.Snat);
         if (written.Count == 0)
         {
             return (0, skipped);
@@ -540,7 +546,15 @@ public sealed class XdpDataPlane : IDisposable
         var backends = _backends.ReadArray((uint)(gen * Capacity.BackendSlots) + 1, backendCount);
         var ring = _rings.ReadArray((uint)(gen * Capacity.RingSlots), ringCount);
         _filter.TryLookup(gen, out var filter);
-        return new ObservedGeneration(vips, services, backends, ring, FilterImage.From(filter));
+        var snat = new Dictionary<uint, XlbSnat>();
+        foreach (var svc in services.Values)
+        {
+            if ((svc.Flags & XlbAbi.SvcSnat) != 0 && _snat.TryLookup(MapImage.SnatKey(gen, svc.Id), out var sources))
+            {
+                snat[svc.Id] = sources;
+            }
+        }
+        return new ObservedGeneration(vips, services, backends, ring, FilterImage.From(filter)) { Snat = snat };
     }
 
     /// <summary>
@@ -553,6 +567,7 @@ public sealed class XdpDataPlane : IDisposable
         var backends = new Batch<uint, XlbBackend>();
         var services = new Batch<XlbSvcKey, XlbSvc>();
         var vips = new Batch<XlbVipKey, uint>();
+        var snat = new Batch<uint, XlbSnat>();
         var goneServices = new List<XlbSvcKey>();
         var goneVips = new List<XlbVipKey>();
         var ringSlots = ops.OfType<MapOp.PutRing>().Sum(r => r.Slots.Length);
@@ -579,6 +594,7 @@ public sealed class XdpDataPlane : IDisposable
                 case MapOp.PutVip v: vips.Add(v.Key, v.Flags); break;
                 case MapOp.DeleteVip v: goneVips.Add(v.Key); break;
                 case MapOp.PutFilter f: filter = f; break;
+                case MapOp.PutSnat n: snat.Add(n.Key, n.Value); break;
                 case MapOp.Flip f: flip = f; break;
                 default: throw new InvalidOperationException($"unknown map operation {op}");
             }
@@ -588,6 +604,7 @@ public sealed class XdpDataPlane : IDisposable
         services.WriteTo(_services);
         _services.DeleteBatch(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(goneServices));
         vips.WriteTo(_vips);
+        snat.WriteTo(_snat);
         _vips.DeleteBatch(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(goneVips));
         if (filter is not null)
         {
@@ -758,13 +775,20 @@ public sealed class XdpDataPlane : IDisposable
     /// them there (a port serves one connection per VIP and backend at a time), with how many of
     /// those are of ended connections.
     /// </summary>
-    /// <summary>The NAT ports live FullNAT flows hold, per VIP and backend (<see cref="NodeStatus.NatPortsHeld"/>), and the range they come from: one read of the flow tables.</summary>
-    public (Dictionary<(Addr16 Vip, byte Family, byte Proto, Addr16 Backend, ushort BackendPortBe), NatPortUse> Held, int Range) NatPorts()
+    /// <summary>The NAT ports live FullNAT flows hold, per source address (the VIP or one of its service's) and backend (<see cref="NodeStatus.NatPortsHeld"/>), and the range they come from: one read of the flow tables.</summary>
+    public (Dictionary<(Addr16 Source, byte Family, byte Proto, Addr16 Backend, ushort BackendPortBe), NatPortUse> Held, int Range) NatPorts()
     {
         var cfg = ReadConfig();
         var now = MonotonicNs();
         var options = ServiceOptions();
-        return (NodeStatus.NatPortsHeld(FlowTable(Flows, NewFlows).Where(f => !NodeStatus.Expired(cfg, f.Key, f.Value, now, options))), cfg.NatPortMax - cfg.NatPortMin + 1);
+        return (NodeStatus.NatPortsHeld(FlowTable(Flows, NewFlows).Where(f => !NodeStatus.Expired(cfg, f.Key, f.Value, now, options)), ActiveSnat(cfg)), cfg.NatPortMax - cfg.NatPortMin + 1);
+    }
+
+    /// <summary>The source addresses of the active generation's services that have them (as last written, or read), by id.</summary>
+    private IReadOnlyDictionary<uint, XlbSnat> ActiveSnat(XlbCfg cfg)
+    {
+        var gen = (byte)(cfg.ActiveGen & 1);
+        return _known[gen]?.Snat ?? ReadGeneration(gen, 0, 0).Snat;
     }
 
     public FlowCensus Census()
@@ -777,7 +801,7 @@ public sealed class XdpDataPlane : IDisposable
         var services = ReadServices((byte)(cfg.ActiveGen & 1)).ToDictionary(s => s.Key, s => bySvc.GetValueOrDefault(s.Value.Id));
         var slots = _backendSlots ?? ReadBackendSlots((byte)(cfg.ActiveGen & 1));
         var nat = new Dictionary<XlbBackend, NatPortUse>();
-        foreach (var ((_, family, _, addr, portBe), ports) in NodeStatus.NatPortsHeld(table.Where(f => !NodeStatus.Expired(cfg, f.Key, f.Value, now, options))))
+        foreach (var ((_, family, _, addr, portBe), ports) in NodeStatus.NatPortsHeld(table.Where(f => !NodeStatus.Expired(cfg, f.Key, f.Value, now, options)), ActiveSnat(cfg)))
         {
             var backend = new XlbBackend { Addr = addr, PortBe = portBe, Family = family };
             if (ports.Held > nat.GetValueOrDefault(backend).Held)

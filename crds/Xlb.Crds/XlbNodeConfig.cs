@@ -201,6 +201,8 @@ public sealed record Listener
     public NatMode NatMode { get; init; } = NatMode.FullNAT;
     /// <summary>DSR only: the encapsulation.</summary>
     public DsrEncapsulation? DsrEncapsulation { get; init; }
+    /// <summary>FullNAT only: source addresses new flows are translated to besides the VIP, in the mapping's order; absent: the VIP alone.</summary>
+    public List<string>? SourceAddresses { get; init; }
     /// <summary>Session affinity; absent: none.</summary>
     public AffinitySpec? Affinity { get; init; }
     /// <summary>How long a draining backend keeps its flows.</summary>

@@ -12,7 +12,7 @@ namespace Xlb.DataPlane;
 /// <summary>Constants of xlb_abi.h.</summary>
 public static class XlbAbi
 {
-    public const int Version = 10;
+    public const int Version = 11;
     public const int MaxServices = 16384;
     public const int MaxBackends = 65536;
     public const int RingCapacity = 1 << 22;
@@ -63,6 +63,10 @@ public static class XlbAbi
     public const ushort SvcCountFlows = 1;
     /// <summary>XLB_SVC_F_AFFINITY: ClientIP affinity (its timeout in xlb_svc_opts, by service id).</summary>
     public const ushort SvcAffinity = 2;
+    /// <summary>XLB_SVC_F_SNAT: FullNAT from source addresses beyond the VIP (its xlb_snat entry).</summary>
+    public const ushort SvcSnat = 4;
+    /// <summary>XLB_SNAT_ADDRS: the source addresses a service may have beside its VIP.</summary>
+    public const int SnatAddrs = 4;
     public const int MaxAffinity = 65536;
     public const byte FlowNew = 0;
     public const byte FlowEstablished = 1;
@@ -190,6 +194,34 @@ public record struct XlbBackend
     public byte Flags;
 }
 
+/// <summary>
+/// A FullNAT service's source addresses beyond its VIP (xlb_snat, by generation × (MaxServices + 1)
+/// + service id): <see cref="Count"/> of A0..A3, in the order the listener lists them.
+/// </summary>
+[StructLayout(LayoutKind.Sequential)]
+public record struct XlbSnat
+{
+    public uint Count;
+    public uint Pad;
+    public Addr16 A0;
+    public Addr16 A1;
+    public Addr16 A2;
+    public Addr16 A3;
+
+    public static XlbSnat Of(IReadOnlyList<Addr16> addresses)
+    {
+        if (addresses.Count > XlbAbi.SnatAddrs)
+        {
+            throw new ArgumentException($"{addresses.Count} source addresses; the data plane holds {XlbAbi.SnatAddrs} per service", nameof(addresses));
+        }
+        Addr16 At(int i) => i < addresses.Count ? addresses[i] : default;
+        return new XlbSnat { Count = (uint)addresses.Count, A0 = At(0), A1 = At(1), A2 = At(2), A3 = At(3) };
+    }
+
+    /// <summary>Address i (0-based; a flow's <see cref="XlbFlow.Snat"/> minus one).</summary>
+    public readonly Addr16? At(int i) => i < 0 || i >= Count || i >= XlbAbi.SnatAddrs ? null : i switch { 0 => A0, 1 => A1, 2 => A2, _ => A3 };
+}
+
 /// <summary>What a service asks of new flows beyond its algorithm (xlb_svc_opts, by service id).</summary>
 [StructLayout(LayoutKind.Sequential)]
 public record struct XlbSvcOpts
@@ -229,7 +261,8 @@ public record struct XlbFlow
     public byte Mode;
     /// <summary>XLB_FLOW_F_*: <see cref="XlbAbi.FlowCounted"/>.</summary>
     public byte Flags;
-    public byte Pad;
+    /// <summary>The FullNAT source the flow took: 0 the VIP, i the service's <see cref="XlbSnat"/> address i - 1.</summary>
+    public byte Snat;
 }
 
 [StructLayout(LayoutKind.Sequential)]

@@ -14,7 +14,7 @@
 
 #include <linux/types.h>
 
-#define XLB_ABI_VERSION 10
+#define XLB_ABI_VERSION 11
 
 /*
  * Capacities per configuration generation. Maps hold two generations. XLB_MAX_BACKENDS and
@@ -121,6 +121,25 @@ struct xlb_vlan_dev {
 #define XLB_SVC_F_COUNT_FLOWS 1
 /* ClientIP affinity: new flows of a client follow its last one (timeout in svc_opts); never stateless. */
 #define XLB_SVC_F_AFFINITY 2
+/* FullNAT from more source addresses than the VIP: its xlb_snat entry lists them. */
+#define XLB_SVC_F_SNAT 4
+
+/*
+ * snat: array indexed by gen * (XLB_MAX_SERVICES + 1) + service id: the source addresses a
+ * FullNAT service translates new flows to besides its VIP (PortMapping spec.nat.sourceAddresses),
+ * read only for a service with XLB_SVC_F_SNAT. A flow keeps the number of the one it took
+ * (xlb_flow.snat: 0 the VIP, i the address at i - 1), so a service's addresses keep their places
+ * from one revision to the next. Each multiplies the connections a backend can take from this
+ * service (one per source address and port); replies come back to it, so it is announced with
+ * its VIP and moves with it.
+ */
+#define XLB_SNAT_ADDRS 4 /* a power of two (xlb.c masks an index with it) */
+
+struct xlb_snat {
+	__u32 count; /* addresses in addr[], at most XLB_SNAT_ADDRS */
+	__u32 pad;
+	__be32 addr[XLB_SNAT_ADDRS][4];
+};
 
 /* How a service reaches its backends (xlb_svc.mode). */
 #define XLB_MODE_FULLNAT 0  /* source becomes VIP:nat_port, destination backend:target port */
@@ -196,7 +215,7 @@ struct xlb_flow {
 	__u8 state;         /* XLB_FLOW_* */
 	__u8 mode;          /* XLB_MODE_* of the service when the flow began */
 	__u8 flags;         /* XLB_FLOW_F_* */
-	__u8 pad;
+	__u8 snat;          /* FullNAT source: 0 the VIP, i the service's xlb_snat address i - 1 */
 };
 /*
  * The flow is one of its backend's open flows in xlb_backend_conns (a LeastConn service's): from
@@ -222,7 +241,8 @@ struct xlb_flow {
 /*
  * rnat: how to turn a backend's reply back into what the client expects: the source becomes
  * vip:vip_port and the destination client:client_port. FullNAT keys it by
- * backend -> VIP:nat_port, DNAT by backend -> client.
+ * backend -> source:nat_port (the source the flow took: the VIP or one of xlb_snat), DNAT by
+ * backend -> client.
  */
 struct xlb_rnat {
 	__be32 vip[4];

@@ -20,6 +20,7 @@ public partial class AbiLayoutTests
         (typeof(XlbSvcKey), "xlb_svc_key"),
         (typeof(XlbSvc), "xlb_svc"),
         (typeof(XlbSvcOpts), "xlb_svc_opts"),
+        (typeof(XlbSnat), "xlb_snat"),
         (typeof(XlbBackend), "xlb_backend"),
         (typeof(XlbFlowKey), "xlb_flow_key"),
         (typeof(XlbFlow), "xlb_flow"),
@@ -35,12 +36,16 @@ public partial class AbiLayoutTests
         (typeof(XlbFlowEvent), "xlb_flow_event"),
     ];
 
-    /// <summary>C# field name → C member designator: PortBe → port, Pad1 → pad[1], SvcId → svc_id.</summary>
+    /// <summary>C# field name → C member designator: PortBe → port, Pad1 → pad[1], A2 → addr[2], SvcId → svc_id.</summary>
     public static string CMember(string field)
     {
         if (PadIndex().Match(field) is { Success: true } m)
         {
             return $"pad[{m.Groups[1].Value}]";
+        }
+        if (field is ['A', >= '0' and <= '9'])
+        {
+            return $"addr[{field[1]}]";
         }
         var name = field.EndsWith("Be", StringComparison.Ordinal) ? field[..^2] : field;
         return Snake().Replace(name, "$1_$2").ToLowerInvariant();
@@ -71,7 +76,7 @@ public partial class AbiLayoutTests
             ("XLB_CFG_F_SHUTDOWN", (int)XlbAbi.CfgShutdown), ("XLB_CFG_F_NO_FLOW_CACHE", (int)XlbAbi.CfgNoFlowCache), ("XLB_MODE_FULLNAT", XlbAbi.ModeFullNat),
             ("XLB_MODE_DNAT", XlbAbi.ModeDnat), ("XLB_MODE_DSR_L2", XlbAbi.ModeDsrL2), ("XLB_MODE_DSR_IPIP", XlbAbi.ModeDsrIpip),
             ("XLB_ALGO_MAGLEV", XlbAbi.AlgoMaglev), ("XLB_ALGO_SOURCE_HASH", XlbAbi.AlgoSourceHash),
-            ("XLB_ALGO_ROUND_ROBIN", XlbAbi.AlgoRoundRobin), ("XLB_ALGO_LEAST_CONN", XlbAbi.AlgoLeastConn), ("XLB_LC_SCAN", XlbAbi.LcScan), ("XLB_FLOW_F_COUNTED", XlbAbi.FlowCounted), ("XLB_FLOW_F_SYNCED", XlbAbi.FlowSynced), ("XLB_FLOW_F_FIN_CLIENT", XlbAbi.FlowFinClient), ("XLB_FLOW_F_FIN_BACKEND", XlbAbi.FlowFinBackend), ("XLB_FLOW_F_TIME_WAIT", XlbAbi.FlowTimeWait), ("XLB_FLOW_F_RESET", XlbAbi.FlowReset), ("XLB_SVC_F_COUNT_FLOWS", XlbAbi.SvcCountFlows), ("XLB_SVC_F_AFFINITY", XlbAbi.SvcAffinity), ("XLB_MAX_AFFINITY", XlbAbi.MaxAffinity), ("XLB_FLOW_NEW", XlbAbi.FlowNew),
+            ("XLB_ALGO_ROUND_ROBIN", XlbAbi.AlgoRoundRobin), ("XLB_ALGO_LEAST_CONN", XlbAbi.AlgoLeastConn), ("XLB_LC_SCAN", XlbAbi.LcScan), ("XLB_FLOW_F_COUNTED", XlbAbi.FlowCounted), ("XLB_FLOW_F_SYNCED", XlbAbi.FlowSynced), ("XLB_FLOW_F_FIN_CLIENT", XlbAbi.FlowFinClient), ("XLB_FLOW_F_FIN_BACKEND", XlbAbi.FlowFinBackend), ("XLB_FLOW_F_TIME_WAIT", XlbAbi.FlowTimeWait), ("XLB_FLOW_F_RESET", XlbAbi.FlowReset), ("XLB_SVC_F_COUNT_FLOWS", XlbAbi.SvcCountFlows), ("XLB_SVC_F_AFFINITY", XlbAbi.SvcAffinity), ("XLB_SVC_F_SNAT", XlbAbi.SvcSnat), ("XLB_SNAT_ADDRS", XlbAbi.SnatAddrs), ("XLB_MAX_AFFINITY", XlbAbi.MaxAffinity), ("XLB_FLOW_NEW", XlbAbi.FlowNew),
             ("XLB_FLOW_ESTABLISHED", XlbAbi.FlowEstablished), ("XLB_FLOW_CLOSING", XlbAbi.FlowClosing),
             ("XLB_FILTER_BITS", XlbAbi.FilterBits), ("XLB_FILTER_WORDS", XlbAbi.FilterWords),
             ("XLB_IPV6_EXT_MAX", XlbAbi.Ipv6ExtMax), ("XLB_VIP_F_ACTIVE", (int)XlbAbi.VipActive), ("XLB_MAX_IFACES", XlbAbi.MaxIfaces), ("XLB_MAX_CLAIMS", XlbAbi.MaxClaims), ("XLB_AGENT_STAMP_MS", XlbAbi.AgentStampMs), ("XLB_MAX_VLANS", XlbAbi.MaxVlans),

@@ -197,6 +197,27 @@ public class SyncedFlowsTests
         Assert.Equal((flows[2].Key.Saddr, flows[2].Key.SportBe), (drk.Daddr, drk.DportBe));
     }
 
+    [Fact]
+    public void A_flow_that_took_a_source_address_carries_its_number_and_the_receiver_translates_replies_to_that_address()
+    {
+        var flows = new[] { Flow(1) with { Snat = 2 }, Flow(2) with { Snat = 3 }, Flow(3) };
+        Assert.Equal(flows, SyncedFlows.Decode(SyncedFlows.Encode(flows)[0]));
+        // An older agent's datagram has a zero in that byte: a flow from the VIP.
+        Assert.Equal(0, SyncedFlows.Decode(SyncedFlows.Encode([Flow(3)])[0])[0].Snat);
+
+        var backends = new[] { new XlbBackend { Addr = Addr16.From(IPAddress.Parse("10.1.0.2")), PortBe = Net.Be(8080), Family = XlbAbi.FamilyV4 } };
+        var svcKey = new XlbSvcKey { Vip = Addr16.From(IPAddress.Parse("192.0.2.1")), PortBe = Net.Be(80), Proto = XlbAbi.ProtoTcp, Family = XlbAbi.FamilyV4 };
+        var services = new Dictionary<XlbSvcKey, XlbSvc> { [svcKey] = new XlbSvc { Id = 7, Mode = XlbAbi.ModeFullNat, Flags = XlbAbi.SvcSnat } };
+        var sources = new Dictionary<uint, XlbSnat> { [7] = XlbSnat.Of([Addr16.From(IPAddress.Parse("198.51.100.5")), Addr16.From(IPAddress.Parse("198.51.100.6"))]) };
+        var (written, reverse, skipped) = SyncedFlows.Import(flows, services, backends, new HashSet<uint> { 7 }, 0, 65536, 50_000_000_000, snat: sources);
+        // The second took a third address, which this node's service does not have: left out.
+        Assert.Equal(1, skipped);
+        Assert.Equal([2, 0], written.Select(w => (int)w.Value.Snat));
+        Assert.Equal([IPAddress.Parse("198.51.100.6"), IPAddress.Parse("192.0.2.1")], reverse.Select(r => r.Key.Daddr.ToAddress(XlbAbi.FamilyV4)));
+        // Without the service's addresses nothing through one is written.
+        Assert.Single(SyncedFlows.Import(flows, services, backends, new HashSet<uint> { 7 }, 0, 65536, 50_000_000_000).Flows);
+    }
+
     private static Node LbNode(string name, string? address) => new()
     {
         Metadata = new ObjectMeta { Name = name },
