@@ -205,12 +205,25 @@ public enum DsrEncapsulation
 }
 
 /// <summary>Address translation.</summary>
+[Validation("self.mode == 'FullNAT' || !has(self.sourceAddresses) || size(self.sourceAddresses) == 0", "sourceAddresses are for mode FullNAT only", FieldPath = ".sourceAddresses")]
 public sealed record NatSpec
 {
     /// <summary>FullNAT (default): source and destination rewritten, replies return through any LB node. DNAT: the client address is kept; backends route replies through the LB. DSR: backends answer clients directly.</summary>
     public NatMode Mode { get; init; } = NatMode.FullNAT;
     /// <summary>DSR only: IPIP encapsulation, or L2 (MAC rewrite; backends on the LB node's segment hold the VIP on lo).</summary>
     public DsrEncapsulation DsrEncapsulation { get; init; } = DsrEncapsulation.IPIP;
+    /// <summary>
+    /// FullNAT only: addresses new connections are translated from besides the VIP, of the VIP's
+    /// family. Each gives the mapping another range of source ports toward every backend, so a
+    /// backend can hold that many more connections from it (TIME_WAIT holds a port for a minute).
+    /// They are announced with the VIP and move with it, so they must be reachable as the VIP is,
+    /// and no other VIP's: outside every pool, or in this pool's reserved addresses. New
+    /// addresses go at the end: a connection keeps its address by its place in this list.
+    /// </summary>
+    [Length(0, 4)]
+    [Validation("self.all(a, isIP(a))", "each source address must be an IP address")]
+    [Validation("self.all(a, self.exists_one(b, b == a))", "source addresses must be unique")]
+    public List<string>? SourceAddresses { get; init; }
 }
 
 /// <summary>Draining of terminating backends.</summary>

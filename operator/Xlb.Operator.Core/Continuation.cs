@@ -259,6 +259,7 @@ public static partial class Planner
     private static bool SameAllocation(ValidMapping? before, ValidMapping? now) =>
         before is null || now is null ? before is null && now is null
         : Equals(before.RequestedVip, now.RequestedVip) && before.ShareKey == now.ShareKey && before.Shard.Name == now.Shard.Name
+          && before.Sources.SequenceEqual(now.Sources)
           && before.Ports.Count == now.Ports.Count
           && before.Ports.Zip(now.Ports).All(p => p.First.Name == p.Second.Name && p.First.Port == p.Second.Port && p.First.Protocol == p.Second.Protocol);
 

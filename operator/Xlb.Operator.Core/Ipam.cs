@@ -44,8 +44,26 @@ internal static class Ipam
             }
         }
 
+        // Source addresses (spec.nat.sourceAddresses) are no VIP's: they are taken before any VIP is.
+        var sources = new Dictionary<IPAddress, List<ValidMapping>>();
+        foreach (var m in mappings.Where(m => m.Sources.Count > 0).OrderBy(m => m.Key, StringComparer.Ordinal))
+        {
+            foreach (var source in m.Sources)
+            {
+                if (!sources.TryGetValue(source, out var users))
+                {
+                    sources[source] = users = [];
+                }
+                users.Add(m);
+            }
+        }
+
         string? Conflict(ValidMapping m, IPAddress a)
         {
+            if (sources.TryGetValue(a, out var users))
+            {
+                return $"{a} is a source address of PortMapping {users[0].Key} (spec.nat.sourceAddresses)";
+            }
             if (!taken.TryGetValue(a, out var holder))
             {
                 return null;
@@ -131,7 +149,7 @@ internal static class Ipam
                 IPAddress? free = null;
                 while (cursor.MoveNext())
                 {
-                    if (!taken.ContainsKey(cursor.Current))
+                    if (!taken.ContainsKey(cursor.Current) && !sources.ContainsKey(cursor.Current))
                     {
                         free = cursor.Current;
                         break;
@@ -152,7 +170,49 @@ internal static class Ipam
                 c.Dispose();
             }
         }
+        SourceConflicts(sources, assigned, problems);
         return new Result(assigned, held, unrecorded, fromConfigs);
+    }
+
+    /// <summary>
+    /// A source address moves with the VIP of the mappings that list it, so it is of that VIP's
+    /// family and no two VIPs share it (the first mapping by name keeps it). A mapping that breaks
+    /// either is not programmed, and is told why.
+    /// </summary>
+    private static void SourceConflicts(Dictionary<IPAddress, List<ValidMapping>> sources, Dictionary<ValidMapping, IPAddress> assigned, List<Problem> problems)
+    {
+        var vipOf = new Dictionary<IPAddress, (IPAddress Vip, ValidMapping By)>();
+        foreach (var m in sources.Values.SelectMany(u => u).Distinct().OrderBy(m => m.Key, StringComparer.Ordinal).ToList())
+        {
+            if (!assigned.TryGetValue(m, out var vip))
+            {
+                continue;
+            }
+            (string Reason, string Message)? why = null;
+            foreach (var source in m.Sources)
+            {
+                if (source.AddressFamily != vip.AddressFamily)
+                {
+                    why = ("InvalidSpec", $"spec.nat.sourceAddresses: {source} is not of the family of the VIP {vip}");
+                    break;
+                }
+                if (vipOf.TryGetValue(source, out var first) && !first.Vip.Equals(vip))
+                {
+                    why = ("SourceAddressConflict", $"spec.nat.sourceAddresses: {source} is a source address of PortMapping {first.By.Key} on VIP {first.Vip}; a source address moves with one VIP");
+                    break;
+                }
+            }
+            if (why is { } problem)
+            {
+                problems.Add(new Problem(ObjectRef.Of(m.Object), problem.Reason, problem.Message));
+                assigned.Remove(m);
+                continue;
+            }
+            foreach (var source in m.Sources)
+            {
+                vipOf.TryAdd(source, (vip, m));
+            }
+        }
     }
 
     /// <summary>The address each mapping held: its status first (the record), else the last node configs; the mappings without a record; and whether one of those found its address in the configs.</summary>

@@ -109,6 +109,9 @@ public static partial class Planner
         public string Key => _key ??= KeyOf(Object);
         public string? ShareKey => Object.Spec.ShareKey;
 
+        /// <summary>spec.nat.sourceAddresses, parsed, in the mapping's order (FullNAT only).</summary>
+        public IReadOnlyList<IPAddress> Sources { get; init; } = [];
+
         // Identity, not content: a plan keys allocations by the mapping it validated, and hashing
         // the whole object graph (spec, backends, shard) for every lookup costs more than the plan.
         public bool Equals(ValidMapping? other) => ReferenceEquals(this, other);
@@ -649,6 +652,11 @@ public static partial class Planner
         {
             return ("InvalidSpec", hcError);
         }
+        var sources = new List<IPAddress>(spec.Nat.SourceAddresses?.Count ?? 0);
+        if (SourceAddressesProblem(spec, shard.Pool, sources) is { } sourceError)
+        {
+            return sourceError;
+        }
         var backends = new Dictionary<ValidPort, PortBackends>();
         var local = spec.TrafficPolicy == TrafficPolicy.Local;
         var notReady = 0;
@@ -666,9 +674,63 @@ public static partial class Planner
                 backends[port] = new PortBackends([.. statics.Select(s => new NodeBackend { Address = s.Address, Port = target, Weight = s.Weight })], local ? [.. statics.Select(s => s.Node)] : null);
             }
         }
-        valid = new ValidMapping(pm, shard, requested, ports, backends, notReady);
+        valid = new ValidMapping(pm, shard, requested, ports, backends, notReady) { Sources = sources };
         return null;
     }
+
+    /// <summary>
+    /// spec.nat.sourceAddresses, checked as far as the mapping and its pool tell (the API server's
+    /// CEL rules say as much; standalone mode has none): addresses, unique, FullNAT only, at most
+    /// <see cref="MaxSourceAddresses"/>, one family (the VIP's, when it is set), and none its pool
+    /// could hand out as a VIP. Conflicts between mappings are for <see cref="Ipam"/>.
+    /// </summary>
+    private static (string Reason, string Message)? SourceAddressesProblem(PortMappingSpec spec, ResolvedPool pool, List<IPAddress> sources)
+    {
+        var listed = spec.Nat.SourceAddresses ?? [];
+        if (listed.Count == 0)
+        {
+            return null;
+        }
+        if (spec.Nat.Mode != NatMode.FullNAT)
+        {
+            return ("InvalidSpec", $"spec.nat.sourceAddresses are for mode FullNAT only, and the mode is {spec.Nat.Mode}");
+        }
+        if (listed.Count > MaxSourceAddresses)
+        {
+            return ("InvalidSpec", $"spec.nat.sourceAddresses lists {listed.Count} addresses; at most {MaxSourceAddresses}");
+        }
+        for (var i = 0; i < listed.Count; i++)
+        {
+            if (StrictAddress(listed[i]) is not { } address)
+            {
+                return ("InvalidSpec", $"spec.nat.sourceAddresses[{i}] '{listed[i]}' is not an IP address");
+            }
+            if (sources.Contains(address))
+            {
+                return ("InvalidSpec", $"spec.nat.sourceAddresses[{i}] {address} is listed twice");
+            }
+            if (sources.Count > 0 && sources[0].AddressFamily != address.AddressFamily
+                || !string.Equals(spec.Vip, "Auto", StringComparison.Ordinal) && IPAddress.TryParse(spec.Vip, out var vip) && vip.AddressFamily != address.AddressFamily)
+            {
+                return ("InvalidSpec", $"spec.nat.sourceAddresses[{i}] {address} is not of the VIP's address family");
+            }
+            if (pool.Offers(address))
+            {
+                return ("InvalidSpec", $"spec.nat.sourceAddresses[{i}] {address} is an address LoadBalancerPool {pool.Name} may hand out as a VIP: take one outside its blocks, or list it in its spec.reserved");
+            }
+            sources.Add(address);
+        }
+        return null;
+    }
+
+    /// <summary>An address as Kubernetes' isIP takes it: dotted-quad IPv4 without leading zeros, or IPv6 without a zone and not IPv4-mapped.</summary>
+    private static IPAddress? StrictAddress(string text) =>
+        Backends.IsCanonicalIPv4(text) ? IPAddress.Parse(text)
+        : text.Contains(':') && !text.Contains('%') && IPAddress.TryParse(text, out var v6) && v6.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 && !v6.IsIPv4MappedToIPv6 ? v6
+        : null;
+
+    /// <summary>The source addresses a FullNAT mapping may have beside its VIP (the data plane's XLB_SNAT_ADDRS).</summary>
+    public const int MaxSourceAddresses = 4;
 
     /// <summary>Settings the data plane of this version does not implement: refused clearly rather than ignored.</summary>
     private static string? Unsupported(PortMappingSpec spec) =>
@@ -799,6 +861,13 @@ public static partial class Planner
                     : (VipRole.Standby, placed.Placement.ActiveNode, TakeoverAfter(placed.Placement.ActiveNode, shards[placed.Shard], failoverPeers));
                 vipItems.Add(memo?.Vip(placed.Placement.Address, role, placed.Shard, activeNode, takeoverAfter)
                     ?? VipItem(placed.Placement.Address, role, placed.Shard, activeNode, takeoverAfter));
+                // A FullNAT mapping's source addresses are announced with its VIP and move with it:
+                // the backends' replies come back to them.
+                foreach (var source in SourcesOf(byVip.GetValueOrDefault(vip)))
+                {
+                    vipItems.Add(memo?.Vip(source, role, placed.Shard, activeNode, takeoverAfter)
+                        ?? VipItem(source, role, placed.Shard, activeNode, takeoverAfter));
+                }
             }
             vipItems.Sort((a, b) => string.CompareOrdinal(a.BucketKey, b.BucketKey));
             // Standby nodes get the listeners too, so a takeover is an announcement, not an apply.
@@ -903,6 +972,10 @@ public static partial class Planner
     /// </summary>
     private static Duration? TakeoverAfter(string? activeNode, ResolvedShard shard, List<NodeFailoverPeer> peers) =>
         activeNode is not null && peers.Exists(p => p.Node == activeNode) ? new Duration(DetectionWindow(shard.Shard)) : null;
+
+    /// <summary>The source addresses of the mappings on one VIP, each once (mappings that share the VIP may list the same).</summary>
+    private static IEnumerable<string> SourcesOf(List<ValidMapping>? onVip) =>
+        onVip is null ? [] : onVip.SelectMany(m => m.Sources).Distinct().Select(a => a.ToString());
 
     /// <summary>A VIP of a node config, as the item chunking and hashing work on.</summary>
     internal static Chunking.Item VipItem(string address, VipRole role, string shard, string? activeNode = null, Duration? takeoverAfter = null)
@@ -1038,6 +1111,7 @@ public static partial class Planner
             MaglevTableSize = spec.Scheduling.Algorithm is SchedulingAlgorithm.Maglev or SchedulingAlgorithm.SourceHash ? spec.Scheduling.MaglevTableSize : null,
             NatMode = spec.Nat.Mode,
             DsrEncapsulation = spec.Nat.Mode == NatMode.DSR ? spec.Nat.DsrEncapsulation : null,
+            SourceAddresses = m.Sources.Count > 0 ? [.. m.Sources.Select(a => a.ToString())] : null,
             Affinity = spec.Affinity.Mode == AffinityMode.None ? null : spec.Affinity,
             DrainTimeout = spec.Drain.Timeout,
             IdleTimeout = spec.IdleTimeout,

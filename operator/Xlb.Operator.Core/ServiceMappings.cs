@@ -15,6 +15,8 @@ public static class ServiceMappings
     public const string AlgorithmAnnotation = "xlb.io/algorithm";
     public const string MaglevTableSizeAnnotation = "xlb.io/maglev-table-size";
     public const string IdleTimeoutAnnotation = "xlb.io/idle-timeout";
+    /// <summary>spec.nat.sourceAddresses, comma-separated (checked as the field is).</summary>
+    public const string SourceAddressesAnnotation = "xlb.io/source-addresses";
     /// <summary>The label that marks a PortMapping as the operator's, for the named Service.</summary>
     public const string ServiceLabel = "xlb.io/service";
     public const string ManagedByLabel = "app.kubernetes.io/managed-by";
@@ -109,6 +111,9 @@ public static class ServiceMappings
                         : new AffinitySpec(),
                     TrafficPolicy = svc.Spec.ExternalTrafficPolicy == "Local" ? TrafficPolicy.Local : TrafficPolicy.Cluster,
                     IdleTimeout = idle,
+                    Nat = annotations.GetValueOrDefault(SourceAddressesAnnotation) is { } sources
+                        ? new NatSpec { SourceAddresses = [.. sources.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)] }
+                        : new NatSpec(),
                 },
             });
         }

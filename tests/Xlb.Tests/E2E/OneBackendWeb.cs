@@ -31,12 +31,13 @@ internal static class OneBackendWeb
 
     /// <summary>
     /// The standalone stack over <paramref name="manifests"/> (the demo's, copied) with this
-    /// mapping in place of the demo's, five FullNAT ports (45000-45004) and its endpoints on
-    /// <see cref="Health"/>, once the agent has applied its first revision.
+    /// mapping (or <paramref name="mapping"/>) in place of the demo's, five FullNAT ports
+    /// (45000-45004) and its endpoints on <see cref="Health"/>, once the agent has applied its
+    /// first revision.
     /// </summary>
-    public static async Task<StandaloneStack> StartAsync(Testbed bed, string manifests, CancellationToken ct)
+    public static async Task<StandaloneStack> StartAsync(Testbed bed, string manifests, CancellationToken ct, string mapping = Mapping)
     {
-        File.WriteAllText(Path.Combine(manifests, "30-web.yaml"), Mapping);
+        File.WriteAllText(Path.Combine(manifests, "30-web.yaml"), mapping);
         var stack = StandaloneStack.Start(bed.Topology, manifests, "lb-1", bed.Log, "--nat-ports", "45000-45004", "--listen", Health.ToString());
         try
         {

@@ -37,6 +37,12 @@ public sealed class CelTests
     [InlineData("self == 'Auto' || isIP(self)", "\"auto\"", false)]
     [InlineData("self.mode == 'BGP' || !has(self.peers) || size(self.peers) == 0", """{"mode":"L2","peers":[{}]}""", false)]
     [InlineData("self.strategy != 'Pinned' || has(self.nodes) && size(self.nodes) > 0", """{"strategy":"Pinned","nodes":[]}""", false)]
+    [InlineData("self.mode == 'FullNAT' || !has(self.sourceAddresses) || size(self.sourceAddresses) == 0", """{"mode":"DNAT","sourceAddresses":["10.0.0.5"]}""", false)]
+    [InlineData("self.mode == 'FullNAT' || !has(self.sourceAddresses) || size(self.sourceAddresses) == 0", """{"mode":"FullNAT","sourceAddresses":["10.0.0.5"]}""", true)]
+    [InlineData("self.all(a, isIP(a))", """["10.0.0.5","fd00::5"]""", true)]
+    [InlineData("self.all(a, isIP(a))", """["10.0.0.5","10.0.5"]""", false)]
+    [InlineData("self.all(a, self.exists_one(b, b == a))", """["10.0.0.5","10.0.0.6"]""", true)]
+    [InlineData("self.all(a, self.exists_one(b, b == a))", """["10.0.0.5","10.0.0.5"]""", false)]
     // isIP as Kubernetes has it: no leading zeros, no zone, no IPv4-mapped IPv6, no short forms.
     [InlineData("isIP(self)", "\"10.0.0.1\"", true)]
     [InlineData("isIP(self)", "\"10.0.0.01\"", false)]

@@ -49,6 +49,19 @@ public class ServiceMappingsTests
     }
 
     [Fact]
+    public void A_source_addresses_annotation_sets_the_mappings_fullnat_source_addresses()
+    {
+        var byName = ServiceMappings.Desired(
+        [
+            Lb("many", (ServiceMappings.SourceAddressesAnnotation, "10.250.0.5, 10.250.0.6")),
+            Lb("plain"),
+        ], Shards, []).Mappings.ToDictionary(m => m.Metadata.Name!);
+        Assert.Equal(["10.250.0.5", "10.250.0.6"], byName["many"].Spec.Nat.SourceAddresses);
+        Assert.Equal(NatMode.FullNAT, byName["many"].Spec.Nat.Mode);
+        Assert.Null(byName["plain"].Spec.Nat.SourceAddresses);
+    }
+
+    [Fact]
     public void A_services_session_affinity_becomes_client_ip_affinity()
     {
         var sticky = Lb("s") with { Spec = Lb("s").Spec with { SessionAffinity = "ClientIP", SessionAffinityConfig = new SessionAffinityConfig { ClientIP = new ClientIPConfig { TimeoutSeconds = 600 } } } };
