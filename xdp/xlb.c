@@ -1653,9 +1653,31 @@ take:
 }
 
 /*
+ * One try of the port search: take the translation rk (backend, source, port) for rv among the
+ * new flows' unless a live flow holds it; a stale translation of an admitted flow is removed, or
+ * it would shadow the new one. A global function: verified once, not at each try.
+ */
+__noinline int nat_port_take(const struct xlb_cfg *cfg, struct xlb_flow_key *rk, const struct xlb_rnat *rv, __u64 now)
+{
+	struct xlb_rnat *held;
+
+	if (!cfg || !rk || !rv)
+		return 0;
+	held = bpf_map_lookup_elem(&xlb_rnat, rk);
+	if (held) {
+		if (!nat_port_free(cfg, held, rk, now))
+			return 0;
+		bpf_map_delete_elem(&xlb_rnat, rk);
+	}
+	if (bpf_map_update_elem(&xlb_rnat_new, rk, rv, BPF_NOEXIST) == 0)
+		return 1;
+	held = bpf_map_lookup_elem(&xlb_rnat_new, rk);
+	return held && nat_port_free(cfg, held, rk, now) && bpf_map_update_elem(&xlb_rnat_new, rk, rv, BPF_ANY) == 0;
+}
+
+/*
  * Pick a FullNAT source address and port for this flow that no live flow to the same backend
- * holds, and record the reverse translation under them, among the new flows'. A stale
- * translation of an admitted flow is removed, or it would shadow the new one. A service with
+ * holds, and record the reverse translation under them (nat_port_take). A service with
  * source addresses beyond its VIP (XLB_SVC_F_SNAT) spreads its tries over all of them, by the
  * flow's hash: each address has a port range of its own toward each backend.
  * (nat_port_free compares a translation's flow by port and backend, not by source address: a
@@ -1684,7 +1706,6 @@ static __always_inline int alloc_nat_port(const struct xlb_cfg *cfg, __u32 gen, 
 
 	for (i = 0; i < NAT_PORT_TRIES; i++) {
 		__u16 port = cfg->nat_port_min + (__u16)((h + i * 7919u) % span);
-		struct xlb_rnat *held;
 
 		if (sn) {
 			a = ((h >> 16) + i) % sources;
@@ -1694,17 +1715,7 @@ static __always_inline int alloc_nat_port(const struct xlb_cfg *cfg, __u32 gen, 
 				__builtin_memcpy(rk.daddr, fk->daddr, sizeof(rk.daddr));
 		}
 		rk.dport = bpf_htons(port);
-		held = bpf_map_lookup_elem(&xlb_rnat, &rk);
-		if (held) {
-			if (!nat_port_free(cfg, held, &rk, now))
-				continue;
-			bpf_map_delete_elem(&xlb_rnat, &rk);
-		}
-		if (bpf_map_update_elem(&xlb_rnat_new, &rk, &rv, BPF_NOEXIST) == 0)
-			goto done;
-		held = bpf_map_lookup_elem(&xlb_rnat_new, &rk);
-		if (held && nat_port_free(cfg, held, &rk, now) &&
-		    bpf_map_update_elem(&xlb_rnat_new, &rk, &rv, BPF_ANY) == 0)
+		if (nat_port_take(cfg, &rk, &rv, now))
 			goto done;
 	}
 	return -1;
