@@ -29,6 +29,9 @@ if (missing.Count > 0)
 const string FullNatVip = "10.250.0.20";
 const string DnatVip = "10.250.0.21";
 const string DsrVip = "10.250.0.22";
+// FullNAT again, from four source addresses beside the VIP (spec.nat.sourceAddresses): addresses
+// the pool reserves, so IPAM never hands them out.
+const string SnatVip = "10.250.0.23";
 const string HaproxyAddress = "10.200.0.1";
 const int HaproxyPort = 8000;
 var backend = LbTopology.BackendAddress(1);
@@ -43,8 +46,8 @@ var drops = new Dictionary<(string Load, string Row), Dictionary<string, ulong>>
 try
 {
     // Ports: the backend serves each way in on a port of its own (direct 8080, HAProxy 8081,
-    // FullNAT 8082, DNAT 8083, DSR 8084). A backend keeps the connections it closed in TIME_WAIT
-    // for 60 s, and takes a new SYN on such a tuple only with a newer TCP timestamp; Linux clients
+    // FullNAT 8082, DNAT 8083, DSR 8084, FullNAT with source addresses 8085). A backend keeps
+    // the connections it closed in TIME_WAIT for 60 s, and takes a new SYN on such a tuple only with a newer TCP timestamp; Linux clients
     // draw a timestamp offset per connection, so a DNAT row after the direct one (the same
     // client address and port to the same backend port, through other destinations) would have
     // half its SYNs refused for a second.
@@ -89,7 +92,8 @@ try
             foreach (var (load, close) in Loads)
             {
                 foreach (var (row, url) in (ReadOnlySpan<(string, string)>)[
-                    ("XLB FullNAT", $"http://{FullNatVip}/"), ("XLB DNAT", $"http://{DnatVip}/"), ("XLB DSR (L2)", $"http://{DsrVip}:8084/")])
+                    ("XLB FullNAT", $"http://{FullNatVip}/"), ("XLB FullNAT, 4 sources", $"http://{SnatVip}/"),
+                    ("XLB DNAT", $"http://{DnatVip}/"), ("XLB DSR (L2)", $"http://{DsrVip}:8084/")])
                 {
                     var before = Counters(stack);
                     Measure(load, row, url, close);
@@ -245,6 +249,7 @@ static System.Diagnostics.Process StartNginx(string ns, string work, TextWriter 
                 listen 8082 backlog=4096 reuseport;
                 listen 8083 backlog=4096 reuseport;
                 listen 8084 backlog=4096 reuseport;
+                listen 8085 backlog=4096 reuseport;
                 location / { return 200 "ok\n"; }
             }
         }
@@ -302,6 +307,7 @@ static void WaitListening(string ns, IPEndPoint at)
 // One PortMapping per XLB row, each to the one backend on its own port (see Ports above).
 static string Mappings(string backend) => string.Join("---\n",
     Mapping("fullnat", FullNatVip, "port: 80, targetPort: 8082", "{mode: FullNAT}", backend),
+    Mapping("snat", SnatVip, "port: 80, targetPort: 8085", "{mode: FullNAT, sourceAddresses: [10.250.0.5, 10.250.0.6, 10.250.0.7, 10.250.0.8]}", backend),
     Mapping("dnat", DnatVip, "port: 80, targetPort: 8083", "{mode: DNAT}", backend),
     // DSR leaves the port as it is: the backend serves the VIP on it.
     Mapping("dsr", DsrVip, "port: 8084", "{mode: DSR, dsrEncapsulation: L2}", backend));
