@@ -12,12 +12,16 @@ namespace Xlb.Tests.E2E;
 /// flowSync a connection carries on through LB 2 (same backend, same NAT port, so the backend
 /// sees the same connection). Without it LB 2 chooses afresh: the mappings use LeastConn, and LB 2
 /// has opened one connection of its own to the backend the held one is on, so it chooses the
-/// other backend, which has never seen the connection, and the connection breaks.
+/// other backend, which has never seen the connection, and the connection breaks. A third
+/// mapping, synchronised, translates from four source addresses beside its VIP: its connections
+/// through those carry on as well (the copies say which address each took).
 /// </summary>
 public sealed class FlowSyncEndToEndTests(ITestOutputHelper output)
 {
     private const string Synced = "10.250.0.50";
     private const string Plain = "10.250.0.51";
+    private const string Sourced = "10.250.0.52";
+    private static readonly string[] Sources = ["10.250.0.90", "10.250.0.91", "10.250.0.92", "10.250.0.93"];
 
     private static string Manifests() => $$$"""
         apiVersion: v1
@@ -41,7 +45,7 @@ public sealed class FlowSyncEndToEndTests(ITestOutputHelper output)
         apiVersion: xlb.io/v1alpha1
         kind: LoadBalancerPool
         metadata: {name: pool}
-        spec: {blocks: ["{{{RoutedPairTopology.VipPool}}}"]}
+        spec: {blocks: ["{{{RoutedPairTopology.VipPool}}}"], reserved: ["10.250.0.90-10.250.0.93"]}
         ---
         apiVersion: xlb.io/v1alpha1
         kind: VipShard
@@ -61,6 +65,9 @@ public sealed class FlowSyncEndToEndTests(ITestOutputHelper output)
         {{{RoutedPairTopology.Mapping("synced", Synced)}}}
         ---
         {{{RoutedPairTopology.Mapping("plain", Plain)}}}
+        ---
+        {{{RoutedPairTopology.Mapping("synced", Sourced, "web-sourced")}}}
+          nat: {sourceAddresses: [{{{string.Join(", ", Sources)}}}]}
         """;
 
     private static Task<KeepAliveClient> Connect(RoutedPairTopology t, string vip, CancellationToken ct) =>
@@ -112,6 +119,25 @@ public sealed class FlowSyncEndToEndTests(ITestOutputHelper output)
             Assert.Equal(3, flows2.Split(Synced + ":80 ").Length);
             Assert.Equal(3, flows2.Split("established (copy)").Length);
             Assert.DoesNotContain(Plain + ":80", flows2, StringComparison.Ordinal);
+
+            // Six more through the mapping with source addresses: the backends see some of them
+            // from those addresses (each takes the VIP with a chance of one in five), and LB 2
+            // gets their copies too.
+            var sourced = new KeepAliveClient[6];
+            var sourcedOn = new string[6];
+            for (var i = 0; i < sourced.Length; i++)
+            {
+                sourced[i] = await Connect(topology, Sourced, ct);
+                sourcedOn[i] = await sourced[i].GetAsync(ct);
+            }
+            var seen = backend1.Peers.Concat(backend2.Peers).Select(a => a.ToString()).ToHashSet();
+            output.WriteLine($"the backends saw connections from {string.Join(", ", seen.Order(StringComparer.Ordinal))}");
+            Assert.Contains(seen, Sources.Contains);
+            for (var i = 0; i < 50 && Flows2().Split(Sourced + ":80 ").Length < 7; i++)
+            {
+                await Task.Delay(100, ct);
+            }
+            Assert.Equal(7, Flows2().Split(Sourced + ":80 ").Length);
             // They came authenticated: both agents listen with the key.
             lock (log)
             {
@@ -139,17 +165,21 @@ public sealed class FlowSyncEndToEndTests(ITestOutputHelper output)
             using var fresh = await Connect(topology, Plain, ct);
             var freshOn = await fresh.GetAsync(ct);
 
-            // Synchronised: both connections carry on, each on its backend.
+            // Synchronised: both connections carry on, each on its backend; so do those through source addresses.
             for (var i = 0; i < 2; i++)
             {
                 Assert.Equal(syncedOn[i], await synced[i].GetAsync(ct));
                 Assert.Equal(syncedOn[i], await synced[i].GetAsync(ct));
             }
+            for (var i = 0; i < sourced.Length; i++)
+            {
+                Assert.Equal(sourcedOn[i], await sourced[i].GetAsync(ct));
+            }
             // Not synchronised: the connection on the backend LB 2 now avoids goes to the other one, which resets it.
             var broken = plain[Array.IndexOf(plainOn, freshOn)];
             await Assert.ThrowsAnyAsync<Exception>(() => broken.GetAsync(ct));
             Assert.Contains("demo/web-synced/http", stack.StatusOf("lb-2"), StringComparison.Ordinal);
-            foreach (var c in synced.Concat(plain))
+            foreach (var c in synced.Concat(plain).Concat(sourced))
             {
                 c.Dispose();
             }
