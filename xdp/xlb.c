@@ -1315,7 +1315,8 @@ static __always_inline void flow_event(const struct xlb_cfg *cfg, __u8 type, con
 		ev->mode = f->mode;
 		ev->by_backend = by_backend;
 		ev->tcp_flags = tcp_flags;
-		ev->pad = 0;
+		ev->snat = f->snat;
+		ev->pad[0] = ev->pad[1] = ev->pad[2] = 0;
 		bpf_ringbuf_submit(ev, 0);
 		key = XLB_EVENTS_SENT;
 	}

@@ -18,6 +18,8 @@ public sealed record FlowLogEntry
     public required string Backend { get; init; }
     /// <summary>The source port toward the backend (FullNAT); null in the other modes.</summary>
     public int? NatPort { get; init; }
+    /// <summary>FullNAT from one of the listener's source addresses: that address (the VIP's port range is implied otherwise); null when it took the VIP.</summary>
+    public string? NatAddress { get; init; }
     public required string Mode { get; init; }
     /// <summary>The listener's name, when the applied node config has one for the VIP:port.</summary>
     public string? Service { get; init; }
@@ -30,15 +32,15 @@ public sealed record FlowLogEntry
 /// <summary>Pure: the program's flow events → connection-log lines.</summary>
 public static class FlowEvents
 {
-    /// <summary>Listener names by VIP, port and protocol, to name an event's service.</summary>
-    public static Dictionary<(IPAddress Vip, int Port, byte Proto), string> ListenerNames(XlbNodeConfigSpec spec)
+    /// <summary>Listeners by VIP, port and protocol, to name an event's service and its source address.</summary>
+    public static Dictionary<(IPAddress Vip, int Port, byte Proto), Listener> ListenerNames(XlbNodeConfigSpec spec)
     {
-        var names = new Dictionary<(IPAddress, int, byte), string>();
+        var names = new Dictionary<(IPAddress, int, byte), Listener>();
         foreach (var l in spec.Listeners)
         {
             if (IPAddress.TryParse(l.Vip, out var vip))
             {
-                names.TryAdd((vip, l.Port, MapImage.ProtoOf(l.Protocol)), l.Name);
+                names.TryAdd((vip, l.Port, MapImage.ProtoOf(l.Protocol)), l);
             }
         }
         return names;
@@ -51,8 +53,9 @@ public static class FlowEvents
     public static DateTimeOffset WallTime(ulong eventNs, ulong nowNs, DateTimeOffset now) =>
         now - TimeSpan.FromTicks((long)((nowNs > eventNs ? nowNs - eventNs : 0) / 100));
 
-    public static FlowLogEntry Describe(XlbFlowEvent e, DateTimeOffset time, IReadOnlyDictionary<(IPAddress Vip, int Port, byte Proto), string> names)
+    public static FlowLogEntry Describe(XlbFlowEvent e, DateTimeOffset time, IReadOnlyDictionary<(IPAddress Vip, int Port, byte Proto), Listener> names)
     {
+        var listener = names.GetValueOrDefault((e.Flow.Daddr.ToAddress(e.Flow.Family), Net.FromBe(e.Flow.DportBe), e.Flow.Proto));
         var k = e.Flow;
         var vip = k.Daddr.ToAddress(k.Family);
         var vipPort = Net.FromBe(k.DportBe);
@@ -67,8 +70,10 @@ public static class FlowEvents
             Vip = new IPEndPoint(vip, vipPort).ToString(),
             Backend = new IPEndPoint(e.Backend.ToAddress(k.Family), Net.FromBe(e.BackendPortBe)).ToString(),
             NatPort = e.Mode == XlbAbi.ModeFullNat ? Net.FromBe(e.NatPortBe) : null,
+            // The listener's list is the one the flow's number counts in (the mapping's order).
+            NatAddress = e.Mode == XlbAbi.ModeFullNat && e.Snat > 0 ? listener?.SourceAddresses?.ElementAtOrDefault(e.Snat - 1) ?? $"source {e.Snat}" : null,
             Mode = NodeStatus.ModeName(e.Mode),
-            Service = names.GetValueOrDefault((vip, vipPort, k.Proto)),
+            Service = listener?.Name,
             ClosedBy = closed && !idle ? (e.ByBackend != 0 ? "backend" : "client") : null,
             Reason = !closed ? null : idle ? "idle" : (e.TcpFlags & 0x04) != 0 ? "RST" : "FIN",
         };
@@ -90,6 +95,10 @@ public static class FlowEvents
             if (entry.NatPort is { } nat)
             {
                 w.WriteNumber("natPort", nat);
+            }
+            if (entry.NatAddress is { } natAddress)
+            {
+                w.WriteString("natAddress", natAddress);
             }
             w.WriteString("mode", entry.Mode);
             if (entry.Service is { } service)

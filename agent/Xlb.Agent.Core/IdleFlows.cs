@@ -45,6 +45,7 @@ public static class IdleFlows
             Backend = flow.Backend,
             BackendPortBe = flow.BackendPortBe,
             NatPortBe = flow.NatPortBe,
+            Snat = flow.Snat,
             SvcId = flow.SvcId,
             Type = XlbAbi.EventClosed,
             Mode = flow.Mode,

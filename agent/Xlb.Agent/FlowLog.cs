@@ -23,7 +23,7 @@ public sealed partial class FlowLog : IDisposable
     private readonly bool _ownsOutput;
     private readonly ILogger _log;
     private readonly List<XlbFlowEvent> _batch = [];
-    private IReadOnlyDictionary<(IPAddress Vip, int Port, byte Proto), string> _names = new Dictionary<(IPAddress, int, byte), string>();
+    private IReadOnlyDictionary<(IPAddress Vip, int Port, byte Proto), Listener> _names = new Dictionary<(IPAddress, int, byte), Listener>();
     private long _new, _closed, _writeFailures, _swept;
 
     public FlowLog(XdpDataPlane dataPlane, TextWriter output, ILogger log, bool ownsOutput = false)

@@ -449,7 +449,11 @@ public record struct XlbFlowEvent
     public byte Mode;
     public byte ByBackend;
     public byte TcpFlags;
-    public uint Pad;
+    /// <summary>FullNAT: the source the flow took (<see cref="XlbFlow.Snat"/>).</summary>
+    public byte Snat;
+    public byte Pad0;
+    public byte Pad1;
+    public byte Pad2;
 }
 
 /// <summary>The names counters go by outside C#: metrics labels, `xlb status`.</summary>

@@ -382,7 +382,8 @@ struct xlb_flow_event {
 	__u8 mode;             /* XLB_MODE_* */
 	__u8 by_backend;       /* closed by the backend's FIN or RST (else the client's) */
 	__u8 tcp_flags;        /* of the packet that closed the flow */
-	__u32 pad;
+	__u8 snat;             /* FullNAT: the source it took (xlb_flow.snat) */
+	__u8 pad[3];
 };
 
 /* event_stats: per-CPU counters of flow events: XLB_EVENTS_SENT, XLB_EVENTS_LOST (ring buffer full). */

@@ -45,7 +45,7 @@ public sealed class SourceAddressTests(DataPlaneFixture fx) : IClassFixture<Data
                 },
             ],
         };
-        var (plane, run) = fx.PrivatePlane(new DataPlaneOptions { NatPortMin = First, NatPortMax = Last }, spec);
+        var (plane, run) = fx.PrivatePlane(new DataPlaneOptions { NatPortMin = First, NatPortMax = Last, FlowEventSample = 1 }, spec);
         using var owned = plane;
 
         // More new connections to one backend than one address has ports for.
@@ -75,6 +75,16 @@ public sealed class SourceAddressTests(DataPlaneFixture fx) : IClassFixture<Data
         Assert.All(taken, t => Assert.InRange(t.Port, First, Last));
         Assert.True(taken.Count > Range, $"{taken.Count} connections from {1 + sources.Length} addresses of {Range} ports");
         Assert.Equal((ulong)dropped, plane.Stats()[XlbStat.DropNatPortsBusy]);
+        // Each new flow's event says which source it took (the connection log names the address).
+        var events = new List<XlbFlowEvent>();
+        using (var ring = plane.OpenFlowEvents(events.Add))
+        {
+            while (ring.Poll(TimeSpan.Zero) > 0)
+            {
+            }
+        }
+        Assert.Equal(taken.Select(t => ((int)t.ClientPort, Array.IndexOf([vip, .. sources], t.Source))),
+            events.Where(e => e.Type == XlbAbi.EventNew).Select(e => (Net.FromBe(e.Flow.SportBe), (int)e.Snat)));
         var (held, range) = plane.NatPorts();
         Assert.Equal(Range, range);
         Assert.Equal([vip, .. sources], held.Keys.Select(k => k.Source.ToAddress(k.Family)).OrderBy(a => a.ToString()));
