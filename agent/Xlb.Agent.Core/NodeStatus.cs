@@ -318,7 +318,8 @@ public static class NodeStatus
                 var beCounters = maps.BackendCounters.GetValueOrDefault(slots.Key);
                 // Each source address (the VIP and the service's others) has a port range of its own toward the backend.
                 var ports = natPorts.GetValueOrDefault((key.Vip, key.Family, key.Proto, be.Addr, be.PortBe));
-                for (var i = 0; i < (maps.Snat.TryGetValue(svc.Id, out var sources) ? (int)sources.Count : 0); i++)
+                var sources = maps.Snat.GetValueOrDefault(svc.Id);
+                for (var i = 0; i < sources.Count; i++)
                 {
                     var more = natPorts.GetValueOrDefault((sources.At(i)!.Value, key.Family, key.Proto, be.Addr, be.PortBe));
                     ports = new NatPortUse(ports.Held + more.Held, ports.Ended + more.Ended, ports.HalfOpen + more.HalfOpen);

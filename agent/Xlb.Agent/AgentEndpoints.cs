@@ -90,7 +90,7 @@ public static class AgentEndpoints
     public const string VipsTakenOverHelp = "Standby VIPs this node serves because their active node's agent fell silent (or left).";
     public const string VipsAnnouncedElsewhereHelp = "VIPs this node holds that another host announced (ARP/ND) after this node last did, within a minute: both answer for them.";
     public const string NatPortRangeHelp = "FullNAT source ports toward each backend from each VIP (--nat-ports).";
-    public const string NatPortsHeldHelp = "FullNAT: source ports held toward the backend, from the VIP that holds most there; past xlb_nat_port_range new connections wait (drop_nat_ports_busy).";
+    public const string NatPortsHeldHelp = "FullNAT: source ports held toward the backend, from the source address (the VIP or one of its mapping's) that holds most there; past xlb_nat_port_range new connections wait (drop_nat_ports_busy).";
     public const string NatPortsHalfOpenHelp = "FullNAT: of xlb_backend_nat_ports_held, those of TCP handshakes not completed (a SYN flood holds ports so), free again 2 s after their last SYN.";
     public const string NatPortsEndedHelp = "FullNAT: of xlb_backend_nat_ports_held, those of connections that ended, free again 2 s after (65 s if the backend closed first).";
 

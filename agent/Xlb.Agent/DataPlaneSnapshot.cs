@@ -64,26 +64,11 @@ public static class DataPlaneSnapshot
             Flows = [.. flows],
             NowNs = XdpDataPlane.MonotonicNs(),
             ServiceOptions = ServiceOptions(maps, services.Values.Select(s => s.Id)),
-            Snat = File.Exists(Path.Combine(pinRoot, "xlb_snat")) ? Snat(maps, gen, services.Values) : [],
+            Snat = File.Exists(Path.Combine(pinRoot, "xlb_snat")) ? XdpDataPlane.ReadSnat(maps.Open<uint, XlbSnat>("xlb_snat"), gen, services.Values) : [],
             // Pins of a data plane before these maps have none: nothing noted, no stamp.
             Claims = File.Exists(Path.Combine(pinRoot, "xlb_vip_claims")) ? XdpDataPlane.ReadClaims(maps.Open<XlbVipKey, XlbClaim>("xlb_vip_claims")) : [],
             AgentSeenNs = File.Exists(Path.Combine(pinRoot, "xlb_agent_seen")) && maps.Open<uint, ulong>("xlb_agent_seen").TryLookup(0, out var seen) ? seen : 0,
         };
-    }
-
-    /// <summary>The source addresses (xlb_snat) of those of these services that have them, by id.</summary>
-    private static Dictionary<uint, XlbSnat> Snat(PinnedMaps maps, byte gen, IEnumerable<XlbSvc> services)
-    {
-        var result = new Dictionary<uint, XlbSnat>();
-        var snat = maps.Open<uint, XlbSnat>("xlb_snat");
-        foreach (var svc in services.Where(s => (s.Flags & XlbAbi.SvcSnat) != 0))
-        {
-            if (snat.TryLookup(MapImage.SnatKey(gen, svc.Id), out var sources))
-            {
-                result[svc.Id] = sources;
-            }
-        }
-        return result;
     }
 
     /// <summary>The options (xlb_svc_opts) of these services, by id.</summary>

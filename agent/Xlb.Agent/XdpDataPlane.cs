@@ -323,7 +323,7 @@ public sealed class XdpDataPlane : IDisposable
                 ids.Add(svc.Id);
             }
         }
-        return new FlowSyncView(gen, services, _backendSlots ?? ReadBackendSlots(gen), ids, (uint)Capacity.BackendSlots) { Snat = ActiveSnat(ReadConfig()) };
+        return new FlowSyncView(gen, services, _backendSlots ?? ReadBackendSlots(gen), ids, (uint)Capacity.BackendSlots) { Snat = SnatOf(gen) };
     }
 
     /// <summary>The admitted flows of the view's services that saw a packet at or after <paramref name="sinceNs"/> (0: all).</summary>
@@ -546,15 +546,21 @@ public sealed class XdpDataPlane : IDisposable
         var backends = _backends.ReadArray((uint)(gen * Capacity.BackendSlots) + 1, backendCount);
         var ring = _rings.ReadArray((uint)(gen * Capacity.RingSlots), ringCount);
         _filter.TryLookup(gen, out var filter);
+        return new ObservedGeneration(vips, services, backends, ring, FilterImage.From(filter)) { Snat = ReadSnat(_snat, gen, services.Values) };
+    }
+
+    /// <summary>The source addresses (xlb_snat) in generation <paramref name="gen"/> of those of <paramref name="services"/> that have them (<see cref="XlbAbi.SvcSnat"/>), by id.</summary>
+    internal static Dictionary<uint, XlbSnat> ReadSnat(BpfMap<uint, XlbSnat> map, byte gen, IEnumerable<XlbSvc> services)
+    {
         var snat = new Dictionary<uint, XlbSnat>();
-        foreach (var svc in services.Values)
+        foreach (var svc in services)
         {
-            if ((svc.Flags & XlbAbi.SvcSnat) != 0 && _snat.TryLookup(MapImage.SnatKey(gen, svc.Id), out var sources))
+            if ((svc.Flags & XlbAbi.SvcSnat) != 0 && map.TryLookup(MapImage.SnatKey(gen, svc.Id), out var sources))
             {
                 snat[svc.Id] = sources;
             }
         }
-        return new ObservedGeneration(vips, services, backends, ring, FilterImage.From(filter)) { Snat = snat };
+        return snat;
     }
 
     /// <summary>
@@ -768,29 +774,25 @@ public sealed class XdpDataPlane : IDisposable
         return BySlot(slots, last, i => sums[i]);
     }
 
-    /// <summary>
-    /// One read of the flow tables (both, by batch: a new flow's entry shadowed by an admitted one
-    /// counts once): flows not past their idle timeout per service (of the active generation) and
-    /// per backend, and the FullNAT ports held toward each backend from the VIP that holds most of
-    /// them there (a port serves one connection per VIP and backend at a time), with how many of
-    /// those are of ended connections.
-    /// </summary>
     /// <summary>The NAT ports live FullNAT flows hold, per source address (the VIP or one of its service's) and backend (<see cref="NodeStatus.NatPortsHeld"/>), and the range they come from: one read of the flow tables.</summary>
     public (Dictionary<(Addr16 Source, byte Family, byte Proto, Addr16 Backend, ushort BackendPortBe), NatPortUse> Held, int Range) NatPorts()
     {
         var cfg = ReadConfig();
         var now = MonotonicNs();
         var options = ServiceOptions();
-        return (NodeStatus.NatPortsHeld(FlowTable(Flows, NewFlows).Where(f => !NodeStatus.Expired(cfg, f.Key, f.Value, now, options)), ActiveSnat(cfg)), cfg.NatPortMax - cfg.NatPortMin + 1);
+        return (NodeStatus.NatPortsHeld(FlowTable(Flows, NewFlows).Where(f => !NodeStatus.Expired(cfg, f.Key, f.Value, now, options)), SnatOf((byte)(cfg.ActiveGen & 1))), cfg.NatPortMax - cfg.NatPortMin + 1);
     }
 
-    /// <summary>The source addresses of the active generation's services that have them (as last written, or read), by id.</summary>
-    private IReadOnlyDictionary<uint, XlbSnat> ActiveSnat(XlbCfg cfg)
-    {
-        var gen = (byte)(cfg.ActiveGen & 1);
-        return _known[gen]?.Snat ?? ReadGeneration(gen, 0, 0).Snat;
-    }
+    /// <summary>The source addresses of a generation's services that have them (as last written, or read), by id.</summary>
+    private IReadOnlyDictionary<uint, XlbSnat> SnatOf(byte gen) => _known[gen]?.Snat ?? ReadSnat(_snat, gen, ReadServices(gen).Values);
 
+    /// <summary>
+    /// One read of the flow tables (both, by batch: a new flow's entry shadowed by an admitted one
+    /// counts once): flows not past their idle timeout per service (of the active generation) and
+    /// per backend, and the FullNAT ports held toward each backend from the source address (the VIP
+    /// or one of its service's) that holds most of them there (a port serves one connection per
+    /// source address and backend at a time), with how many of those are of ended connections.
+    /// </summary>
     public FlowCensus Census()
     {
         var cfg = ReadConfig();
@@ -801,7 +803,7 @@ public sealed class XdpDataPlane : IDisposable
         var services = ReadServices((byte)(cfg.ActiveGen & 1)).ToDictionary(s => s.Key, s => bySvc.GetValueOrDefault(s.Value.Id));
         var slots = _backendSlots ?? ReadBackendSlots((byte)(cfg.ActiveGen & 1));
         var nat = new Dictionary<XlbBackend, NatPortUse>();
-        foreach (var ((_, family, _, addr, portBe), ports) in NodeStatus.NatPortsHeld(table.Where(f => !NodeStatus.Expired(cfg, f.Key, f.Value, now, options)), ActiveSnat(cfg)))
+        foreach (var ((_, family, _, addr, portBe), ports) in NodeStatus.NatPortsHeld(table.Where(f => !NodeStatus.Expired(cfg, f.Key, f.Value, now, options)), SnatOf((byte)(cfg.ActiveGen & 1))))
         {
             var backend = new XlbBackend { Addr = addr, PortBe = portBe, Family = family };
             if (ports.Held > nat.GetValueOrDefault(backend).Held)
