@@ -302,6 +302,9 @@ try
 
     // EndpointSlice change → node config: watch the node config of lb-1 and time each change.
     var latencies = new List<double>();
+    // Each change's latency, when it started, and how long the bench process (the API double) was
+    // paused by its own collector meanwhile: the slowest are printed, to be found in the operator's log.
+    var slowest = new List<(double Ms, DateTime Started, double DoublePausedMs)>();
     var rng = new Random(7);
     var list = await client.ListAsync<JsonObject>(KubeResource.XlbNodeConfigs, null, ct: ct);
     var seen = new System.Collections.Concurrent.ConcurrentQueue<(DateTime At, long Revision, string Hash)>();
@@ -334,6 +337,7 @@ try
             m = rng.Next(mappings);
         }
         var started = DateTime.UtcNow;
+        var pausedBefore = GC.GetTotalPauseDuration();
         await client.ApplyAsync<JsonObject>(KubeResource.EndpointSlices, Slice(m, skip: i % 2 == 0 ? rng.Next(endpoints) : -1), "bench", force: true, ct: ct);
         var deadline = Stopwatch.StartNew();
         while (deadline.Elapsed < TimeSpan.FromSeconds(30))
@@ -342,6 +346,7 @@ try
             {
                 lastRevision = update.Revision;
                 latencies.Add((update.At - started).TotalMilliseconds);
+                slowest.Add(((update.At - started).TotalMilliseconds, started, (GC.GetTotalPauseDuration() - pausedBefore).TotalMilliseconds));
                 break;
             }
             await Task.Delay(1, ct);
@@ -357,6 +362,8 @@ try
     latencies.Sort();
     double P(double q) => latencies[Math.Min(latencies.Count - 1, (int)(q * latencies.Count))];
     Console.WriteLine($"EndpointSlice → node config over {latencies.Count} changes: p50 {P(0.5):F0} ms, p99 {P(0.99):F0} ms, max {latencies[^1]:F0} ms (target p99 250 ms); p99 = {P(0.99) / planTime.TotalMilliseconds:F1} × one pure plan");
+    Console.WriteLine("  slowest: " + string.Join(", ", slowest.OrderByDescending(c => c.Ms).Take(5)
+        .Select(c => $"{c.Ms:F0} ms from {c.Started:HH:mm:ss.fff} (the double paused {c.DoublePausedMs:F0} ms)")));
     var (peakHeap, peakCommitted) = await first.HeapAsync();
     Console.WriteLine($"operator peak RSS: {PeakRssMiB(op)} MiB (target 300 MB = 286 MiB); GC heap at most {peakHeap:F0} MiB after a collection, {peakCommitted:F0} MiB committed");
 
