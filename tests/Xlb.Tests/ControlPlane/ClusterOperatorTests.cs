@@ -97,6 +97,63 @@ public sealed class ClusterOperatorTests : IAsyncLifetime
     }
 
     /// <summary>
+    /// examples/recipes as `kubectl apply -k` sends them, with the Services' EndpointSlices as a
+    /// cluster's endpoint controller writes them: every PortMapping becomes Ready, and each recipe
+    /// reaches the node configs as its file says.
+    /// </summary>
+    [Fact]
+    public async Task The_recipes_become_ready_and_reach_the_node_configs_as_their_files_say()
+    {
+        foreach (var obj in Examples.Kustomized(Examples.Dir("recipes")))
+        {
+            await _h.ApplyAsync(obj.ToJsonString());
+        }
+        await _h.ApplyAsync("""
+            apiVersion: discovery.k8s.io/v1
+            kind: EndpointSlice
+            metadata: {name: shop-1, namespace: demo, labels: {kubernetes.io/service-name: shop}}
+            addressType: IPv4
+            ports: [{name: http, port: 8080, protocol: TCP}, {name: https, port: 8443, protocol: TCP}]
+            endpoints:
+            - {addresses: [10.201.1.2], conditions: {ready: true}}
+            - {addresses: [10.201.2.2], conditions: {ready: true}}
+            """);
+        await _h.ApplyAsync(ApiSlice(Up("10.201.1.7"), Up("10.201.2.7"), Terminating("10.201.3.7")));
+        _h.StartAgents("lb-1", "lb-2");
+        var (_, run, stop) = _h.StartOperator();
+
+        string[] names = ["api", "dns-tcp", "dns-udp", "ingest", "shop", "web"];
+        await Eventually.TrueAsync(() => names.All(n => Condition(MappingAsync(n).Result?.Status?.Conditions, "Ready") == "True"), "every recipe's PortMapping Ready", 20);
+        Assert.Equal(names, (await _h.Client.ListAsync<PortMapping>(KubeResource.PortMappings, "demo", ct: Ct)).Items.Select(m => m.Metadata.Name).Order(StringComparer.Ordinal));
+        Assert.Equal(["10.250.0.53"], (await MappingAsync("dns-udp")).Status!.Vips);
+        Assert.Equal(["10.250.0.53"], (await MappingAsync("dns-tcp")).Status!.Vips);
+        Assert.Equal("2/3", (await MappingAsync("api")).Status!.Backends!.Summary);
+        await Eventually.TrueAsync(() => _h.GetAsync<Service>(KubeResource.Services, "demo", "shop").Result?.Status?.LoadBalancer?.Ingress.Count == 1, "shop has its ingress IP", 20);
+        Assert.Equal("10.250.0.20", (await _h.GetAsync<Service>(KubeResource.Services, "demo", "shop"))!.Status!.LoadBalancer!.Ingress.Single().Ip);
+
+        foreach (var config in await ConfigsAsync())
+        {
+            var listeners = config.Spec.Listeners.ToDictionary(l => l.Name);
+            Assert.Equal(["demo/api/http", "demo/dns-tcp/dns-tcp", "demo/dns-udp/dns", "demo/ingest/http", "demo/shop/http", "demo/shop/https", "demo/web/http"], listeners.Keys.Order(StringComparer.Ordinal));
+            var api = listeners["demo/api/http"];
+            Assert.Equal((NatMode.DSR, DsrEncapsulation.IPIP, 4093, HealthCheckType.HTTP, "/healthz"), (api.NatMode, api.DsrEncapsulation, api.MaglevTableSize, api.HealthCheck!.Type, api.HealthCheck.Path));
+            Assert.Equal([("10.201.1.7", false), ("10.201.2.7", false), ("10.201.3.7", true)], api.Backends.Select(b => (b.Address, b.Draining)).Order());
+            Assert.Equal(TimeSpan.FromSeconds(60), api.DrainTimeout.Value);
+            var dns = listeners["demo/dns-udp/dns"];
+            Assert.Equal((L4Protocol.UDP, 53, SchedulingAlgorithm.SourceHash, TimeSpan.FromSeconds(5)), (dns.Protocol, dns.Port, dns.Algorithm, dns.IdleTimeout!.Value.Value));
+            var ingest = listeners["demo/ingest/http"];
+            Assert.Equal((SchedulingAlgorithm.LeastConn, NatMode.FullNAT), (ingest.Algorithm, ingest.NatMode));
+            Assert.Equal(["10.250.0.5", "10.250.0.6", "10.250.0.7", "10.250.0.8"], ingest.SourceAddresses!);
+            Assert.Equal([2, 1, 1], ingest.Backends.Select(b => b.Weight));
+            Assert.True(ingest.ConnectionLog!.Enabled);
+            var shop = listeners["demo/shop/https"];
+            Assert.Equal(("10.250.0.20", 443, 8443, AffinityMode.ClientIP, TimeSpan.FromMinutes(15)), (shop.Vip, shop.Port, shop.Backends[0].Port, shop.Affinity!.Mode, shop.IdleTimeout!.Value.Value));
+        }
+        await stop.CancelAsync();
+        await run;
+    }
+
+    /// <summary>
     /// BGP neighbours chosen per node by its labels, through the API: the CRD keeps a peer's
     /// nodeSelector, and each node's config lists the neighbours that select it.
     /// </summary>

@@ -96,6 +96,31 @@ public sealed class KubectlTests : IAsyncLifetime
         Assert.Empty((await KubectlAsync("get", "xlb", "-A", "-o", "name")).Trim());
     }
 
+    [Fact]
+    public async Task Kubectl_applies_the_recipes_with_kustomize_as_the_tests_read_them()
+    {
+        if (!HaveKubectl())
+        {
+            Toolchain.Missing("kubectl is not installed");
+        }
+        await File.WriteAllTextAsync(Path.Combine(_config, "ns.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n", Ct);
+        await KubectlAsync("apply", "--server-side", "-f", Path.Combine(_config, "ns.yaml"));
+        var applied = await KubectlAsync("apply", "--server-side", "-k", Examples.Dir("recipes"));
+        // kustomize's output is what the other tests of the recipes read (Examples.Kustomized).
+        var expected = Examples.Kustomized(Examples.Dir("recipes"))
+            .Select(o => $"{o["kind"]!.GetValue<string>().ToLowerInvariant()}{(o["apiVersion"]!.GetValue<string>().Contains('/') ? "." + o["apiVersion"]!.GetValue<string>().Split('/')[0] : "")}/{o["metadata"]!["name"]!.GetValue<string>()} serverside-applied")
+            .Order(StringComparer.Ordinal);
+        Assert.Equal(expected, applied.Split('\n', StringSplitOptions.RemoveEmptyEntries).Order(StringComparer.Ordinal));
+        foreach (var o in Examples.Kustomized(Examples.Dir("recipes")).Where(o => o["apiVersion"]!.GetValue<string>().StartsWith("xlb.io/", StringComparison.Ordinal)))
+        {
+            var type = ResourceType.XlbKinds.Single(t => t.Kind == o["kind"]!.GetValue<string>());
+            var stored = _server.Store.Get(type, o["metadata"]!["namespace"]?.GetValue<string>(), o["metadata"]!["name"]!.GetValue<string>())!;
+            var sent = o.DeepClone().AsObject();
+            Validation.Default(type.Schema!, sent);
+            Assert.True(JsonNode.DeepEquals(sent["spec"], stored["spec"]), $"{o["kind"]} {o["metadata"]!["name"]}: {stored["spec"]!.ToJsonString()} against {sent["spec"]!.ToJsonString()}");
+        }
+    }
+
     private static readonly ResourceType PortMappings = ResourceType.XlbKinds.Single(t => t.Kind == "PortMapping");
 
     [Fact]

@@ -1,3 +1,5 @@
+using System.Text.Json.Nodes;
+using Xlb.ApiServerDouble;
 using Xlb.Crds.Serialization;
 
 namespace Xlb.Tests.Support;
@@ -40,5 +42,28 @@ public static class Examples
             Manifests.Read(File.ReadAllText(f), Path.GetFileName(f), set);
         }
         return set;
+    }
+
+    /// <summary>
+    /// What `kubectl apply -k <paramref name="dir"/>` sends, for the kustomizations examples/ has:
+    /// its resources (files, or folders of their own), with its patches merged onto the object of
+    /// the same kind and name.
+    /// </summary>
+    public static List<JsonObject> Kustomized(string dir)
+    {
+        var k = Yaml.ReadDocuments(File.ReadAllText(Path.Combine(dir, "kustomization.yaml")))[0]!;
+        var objects = new List<JsonObject>();
+        foreach (var resource in k["resources"]!.AsArray().Select(r => Path.Combine(dir, r!.GetValue<string>())))
+        {
+            objects.AddRange(Directory.Exists(resource) ? Kustomized(resource) : Yaml.ReadDocuments(File.ReadAllText(resource)).OfType<JsonObject>());
+        }
+        foreach (var patchPath in (k["patches"] as JsonArray ?? []).Select(p => Path.Combine(dir, p!["path"]!.GetValue<string>())))
+        {
+            var patch = Yaml.ReadDocuments(File.ReadAllText(patchPath))[0]!.AsObject();
+            var i = objects.FindIndex(o => o["kind"]?.GetValue<string>() == patch["kind"]?.GetValue<string>() && o["metadata"]?["name"]?.GetValue<string>() == patch["metadata"]?["name"]?.GetValue<string>());
+            Assert.True(i >= 0, $"{patchPath} patches nothing");
+            objects[i] = MergePatch.Apply(objects[i].DeepClone(), patch)!.AsObject();
+        }
+        return objects;
     }
 }

@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using Xlb.ApiServerDouble;
 using Xlb.Crds.Schema;
 using Xlb.Crds.Serialization;
+using Xlb.Tests.Support;
 
 namespace Xlb.Tests.Unit;
 
@@ -105,7 +106,7 @@ public sealed class CelTests
         var checkedCount = 0;
         foreach (var dir in Directory.EnumerateDirectories(root))
         {
-            foreach (var doc in Kustomized(dir))
+            foreach (var doc in Examples.Kustomized(dir))
             {
                 var crd = crds.FirstOrDefault(c => c["spec"]!["names"]!["kind"]!.GetValue<string>() == doc["kind"]?.GetValue<string>());
                 if (crd is null)
@@ -160,29 +161,6 @@ public sealed class CelTests
         var built = new JsonObject { ["spec"] = new JsonObject { ["shardRef"] = "edge", ["backend"] = new JsonObject(), ["ports"] = new JsonArray(new JsonObject { ["name"] = "a", ["port"] = 80 }) } };
         Assert.Empty(Validation.Check(schema, built, null));
         Assert.True(Cel.Holds("self.port == 80 && self.port < 81.5", new JsonObject { ["port"] = 80 }));
-    }
-
-    /// <summary>
-    /// What `kubectl apply -k <paramref name="dir"/>` sends, for the kustomizations examples/ has:
-    /// its resources (files, or folders of their own), with its patches merged onto the object of
-    /// the same kind and name.
-    /// </summary>
-    private static List<JsonObject> Kustomized(string dir)
-    {
-        var k = Yaml.ReadDocuments(File.ReadAllText(Path.Combine(dir, "kustomization.yaml")))[0]!;
-        var objects = new List<JsonObject>();
-        foreach (var resource in k["resources"]!.AsArray().Select(r => Path.Combine(dir, r!.GetValue<string>())))
-        {
-            objects.AddRange(Directory.Exists(resource) ? Kustomized(resource) : Yaml.ReadDocuments(File.ReadAllText(resource)).OfType<JsonObject>());
-        }
-        foreach (var patchPath in (k["patches"] as JsonArray ?? []).Select(p => Path.Combine(dir, p!["path"]!.GetValue<string>())))
-        {
-            var patch = Yaml.ReadDocuments(File.ReadAllText(patchPath))[0]!.AsObject();
-            var i = objects.FindIndex(o => o["kind"]?.GetValue<string>() == patch["kind"]?.GetValue<string>() && o["metadata"]?["name"]?.GetValue<string>() == patch["metadata"]?["name"]?.GetValue<string>());
-            Assert.True(i >= 0, $"{patchPath} patches nothing");
-            objects[i] = MergePatch.Apply(objects[i].DeepClone(), patch)!.AsObject();
-        }
-        return objects;
     }
 
     private static IEnumerable<string> Rules(JsonNode? node) => node switch
