@@ -52,4 +52,24 @@ public static class Bpffs
     /// <summary>The pin folder of one XDP object instance, versioned by ABI so an incompatible build never adopts old maps.</summary>
     public static string PinRoot(string bpffs, string instance) =>
         Path.Combine(bpffs, "xlb", instance, $"abi-{Xlb.DataPlane.XlbAbi.Version}");
+
+    /// <summary>
+    /// The pin folders beside <paramref name="pinRoot"/> of other ABI versions, with their
+    /// versions: data planes of the same instance pinned by another build (the one before an
+    /// upgrade, or after a downgrade), which this build cannot adopt.
+    /// </summary>
+    public static IReadOnlyList<(string Dir, int Abi)> OtherAbis(string pinRoot)
+    {
+        var instanceDir = Path.GetDirectoryName(Path.GetFullPath(pinRoot).TrimEnd('/'))!;
+        if (!Directory.Exists(instanceDir))
+        {
+            return [];
+        }
+        var mine = Path.GetFileName(Path.GetFullPath(pinRoot).TrimEnd('/'));
+        return [.. Directory.EnumerateDirectories(instanceDir, "abi-*")
+            .Select(d => (Dir: d, Name: Path.GetFileName(d)))
+            .Where(d => d.Name != mine && int.TryParse(d.Name.AsSpan(4), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out _))
+            .OrderBy(d => d.Name, StringComparer.Ordinal)
+            .Select(d => (d.Dir, int.Parse(d.Name.AsSpan(4), System.Globalization.CultureInfo.InvariantCulture)))];
+    }
 }

@@ -22,6 +22,36 @@ public sealed unsafe class PinnedMaps(string pinRoot) : IDisposable
         return new BpfMap<TKey, TValue>(fd, name, this);
     }
 
+    /// <summary>
+    /// How many keys a pinned map holds, whatever its key and value layout (a map of another
+    /// build). A map changed meanwhile may be counted a little off; at most twice its capacity.
+    /// </summary>
+    public long CountKeys(string name)
+    {
+        var (fd, info) = OpenInfo(name);
+        var keys = new byte[Math.Max(1, info.KeySize) * 2];
+        long count = 0;
+        fixed (byte* k = keys)
+        {
+            byte* cur = k;
+            byte* next = k + Math.Max(1, info.KeySize);
+            var rc = Libbpf.bpf_map_get_next_key(fd, null, next);
+            while (rc == 0 && count < 2L * info.MaxEntries)
+            {
+                count++;
+                var last = next;
+                next = cur;
+                cur = last;
+                rc = Libbpf.bpf_map_get_next_key(fd, cur, next);
+            }
+            if (rc != 0 && rc != -Errnos.ENOENT)
+            {
+                throw new BpfException("bpf_map_get_next_key", -rc, Path.Combine(PinRoot, name));
+            }
+        }
+        return count;
+    }
+
     /// <summary>How many entries a pinned map was created with.</summary>
     public uint MaxEntries(string name) => OpenInfo(name).Info.MaxEntries;
 

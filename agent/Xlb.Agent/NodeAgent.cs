@@ -148,6 +148,10 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         var attached = new List<(string If, XdpMode Mode)>();
         try
         {
+            if (!dp.Adopted)
+            {
+                await PrimeAsync(dp, ct);
+            }
             var macs = InterfaceMacs();
             var announceOn = new List<AnnounceInterface>();
             foreach (var ifname in options.Interfaces)
@@ -165,6 +169,10 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
                     LogGenericMode(ifname);
                 }
                 LogAttached(ifname, mode);
+            }
+            if (options.DataPlane.PinRoot is { } pinRoot)
+            {
+                RemoveOtherAbis(pinRoot);
             }
             var attachMode = string.Join(",", attached.Select(a => $"{a.If}={a.Mode}"));
             _announcer = new L2Announcer(log, time, announceOn, options.AnnounceCount, options.AnnounceInterval);
@@ -228,6 +236,76 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             if (!Directory.EnumerateFileSystemEntries(instanceDir).Any())
             {
                 Directory.Delete(instanceDir);
+            }
+        }
+    }
+
+    /// <summary>
+    /// A data plane of its own (a first start, or an upgrade to a build of another ABI) gets the
+    /// node config before its program replaces whatever forwards on the interfaces: attached
+    /// empty, it would drop the VIPs' traffic until the first apply. After an upgrade the agent
+    /// waits up to <see cref="PrimeWait"/> for its config (a cluster's watch takes a moment);
+    /// otherwise it takes what is there. The first reconcile then finds the maps written.
+    /// </summary>
+    private async Task PrimeAsync(XdpDataPlane dp, CancellationToken ct)
+    {
+        var upgrade = options.DataPlane.PinRoot is { } root && Bpffs.OtherAbis(root).Count > 0;
+        var deadline = time.GetTimestamp();
+        var read = _source.Read();
+        while (read.Config is null && upgrade && time.GetElapsedTime(deadline) < PrimeWait)
+        {
+            await Task.Delay(TimeSpan.FromMilliseconds(50), time, ct);
+            read = _source.Read();
+        }
+        if (read.Config is not { } config)
+        {
+            return;
+        }
+        try
+        {
+            var result = dp.Apply(_drains.Apply(config.Spec, time.GetUtcNow()).Effective, verify: false);
+            LogPrimed(config.Spec.Revision, result.Generation, result.Operations, result.Elapsed.TotalMilliseconds);
+        }
+        catch (Exception e) when (e is Core.ConfigTooLargeException or BpfException or FormatException)
+        {
+            // The first reconcile applies it again, and reports why it cannot.
+            LogApplyFailed(config.Spec.Revision, e.Message);
+        }
+    }
+
+    /// <summary>How long an agent that replaces another build's data plane waits for its node config before it attaches.</summary>
+    private static readonly TimeSpan PrimeWait = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// Once this build's program is attached, the pins of another ABI's data plane of this
+    /// instance (the build before an upgrade) hold nothing but memory, and its connection table
+    /// cannot be adopted: they are removed, and the flows they held counted in the log. Unpinned,
+    /// a map goes when the last program that uses it does, and the program of that build was
+    /// replaced on this agent's interfaces just now.
+    /// </summary>
+    private void RemoveOtherAbis(string pinRoot)
+    {
+        foreach (var (dir, abi) in Bpffs.OtherAbis(pinRoot))
+        {
+            long? flows = null;
+            var error = "";
+            try
+            {
+                using var maps = new PinnedMaps(dir);
+                flows = Directory.GetFiles(dir, "xlb_flows*").Sum(f => maps.CountKeys(Path.GetFileName(f)));
+            }
+            catch (BpfException e)
+            {
+                error = e.Message;
+            }
+            Directory.Delete(dir, recursive: true);
+            if (flows is { } n)
+            {
+                LogRemovedOtherAbi(dir, abi, Xlb.DataPlane.XlbAbi.Version, n);
+            }
+            else
+            {
+                LogRemovedOtherAbiUncounted(dir, abi, Xlb.DataPlane.XlbAbi.Version, error);
             }
         }
     }
@@ -851,6 +929,15 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
 
     [LoggerMessage(Level = LogLevel.Information, Message = "adopted the pinned maps in {PinRoot}: generation {Generation} active, connection table kept")]
     private partial void LogAdopted(string pinRoot, byte generation);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "applied revision {Revision} into generation {Generation}: {Operations} map operations in {Milliseconds:F1} ms, before attaching the program of this new data plane")]
+    private partial void LogPrimed(long revision, byte generation, int operations, double milliseconds);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "removed {Dir}: the data plane of another build (ABI {Abi}; this one is ABI {Mine}), replaced on this agent's interfaces; its {Flows} flows are not carried over: their connections through this node start afresh")]
+    private partial void LogRemovedOtherAbi(string dir, int abi, int mine, long flows);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "removed {Dir}: the data plane of another build (ABI {Abi}; this one is ABI {Mine}), replaced on this agent's interfaces; its flows (not counted: {Error}) are not carried over")]
+    private partial void LogRemovedOtherAbiUncounted(string dir, int abi, int mine, string error);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "exiting with XDP attached to {Count} interfaces: traffic continues on the applied revision")]
     private partial void LogLeftAttached(int count);
