@@ -15,6 +15,9 @@ public readonly record struct SyncedFlow(XlbFlowKey Key, Addr16 Backend, ushort 
     /// <summary>How the connection ended, as far as it has (<see cref="SyncedFlows.CloseFlags"/>): the receiver frees its NAT port by the same rules.</summary>
     public byte Closed { get; init; }
 
+    /// <summary>The sender holds it as a copy from a peer (not on the wire: the receiver marks what it writes as copies anyway).</summary>
+    public bool Copy { get; init; }
+
     /// <summary>
     /// The FullNAT source it took (<see cref="XlbFlow.Snat"/>): 0 the VIP, i the listener's source
     /// address i - 1, which is the same address on every node (the mapping's order). A byte that
@@ -137,25 +140,28 @@ public static class SyncedFlows
     /// peer's copy then expires on the closing timeout, as the original does, instead of the
     /// established one.
     /// </summary>
-    public static List<SyncedFlow> Select(IEnumerable<KeyValuePair<XlbFlowKey, XlbFlow>> flows, IReadOnlySet<uint> services, ulong sinceNs, ulong nowNs)
+    public static List<SyncedFlow> Select(IEnumerable<KeyValuePair<XlbFlowKey, XlbFlow>> flows, IReadOnlySet<uint> services, ulong sinceNs, ulong nowNs, bool copies = false)
     {
         var list = new List<SyncedFlow>();
         foreach (var (key, f) in flows)
         {
-            // A copy from a peer is not sent on (nor back: the peers would echo each other's flows).
-            if (services.Contains(f.SvcId) && f.LastSeenNs >= sinceNs && (f.Flags & XlbAbi.FlowSynced) == 0)
+            // A copy from a peer is not sent on (nor back: the peers would echo each other's
+            // flows), except to a peer that returns (FlowSyncer.ResendAll).
+            var copy = (f.Flags & XlbAbi.FlowSynced) != 0;
+            if (services.Contains(f.SvcId) && f.LastSeenNs >= sinceNs && (copies || !copy))
             {
                 var idleMs = nowNs > f.LastSeenNs ? (uint)Math.Min((nowNs - f.LastSeenNs) / 1_000_000, uint.MaxValue) : 0;
-                list.Add(new SyncedFlow(key, f.Backend, f.BackendPortBe, f.NatPortBe, f.State, f.Mode, idleMs) { Closed = (byte)(f.Flags & CloseFlags), Snat = f.Snat });
+                list.Add(new SyncedFlow(key, f.Backend, f.BackendPortBe, f.NatPortBe, f.State, f.Mode, idleMs) { Closed = (byte)(f.Flags & CloseFlags), Snat = f.Snat, Copy = copy });
             }
         }
         return list;
     }
 
     /// <summary>
-    /// How often a walk sends every flow, not only those seen since the walk before: datagrams can
-    /// be lost (UDP), and a peer that was not yet listening, or restarted, has missed the idle
-    /// flows, which no later walk would send again.
+    /// How often a walk sends every flow, not only those seen since the walk before, by default
+    /// (the agent's --flow-sync-full-resend): datagrams can be lost (UDP), which no later walk
+    /// would make up for an idle flow. A peer heard again after a silence (it restarted) gets
+    /// every flow at once.
     /// </summary>
     public static readonly TimeSpan FullResendEvery = TimeSpan.FromSeconds(10);
 

@@ -9,8 +9,9 @@ namespace Xlb.Agent;
 /// Flow sync between the LB nodes of a shard (<see cref="SyncedFlows"/>): every interval it walks
 /// the admitted-flow table and sends the flows of synchronised services that saw a packet since
 /// an interval before its last walk to each peer over UDP, and all of them after a change of
-/// peers and every <see cref="SyncedFlows.FullResendEvery"/> (a lost datagram, or a peer that was
-/// not listening yet, would otherwise miss an idle flow for good). It takes in what the peers
+/// peers, at once when a peer is heard again after a silence (<see cref="ResendAll"/>: it
+/// restarted, and its tables may be new), and every full-resend period (a lost datagram would
+/// otherwise leave an idle flow out for good). It takes in what the peers
 /// send, from their addresses only, and writes it into this node's flow tables. A flow admitted
 /// less than an interval before a failover may not have reached the peer; a copy idles out on
 /// the peer as the original does (a busy flow is sent again each interval, which keeps its copy
@@ -22,20 +23,24 @@ public sealed partial class FlowSyncer
     private readonly XdpDataPlane dp;
     private readonly PeerLink link;
     private readonly TimeSpan interval;
+    private readonly TimeSpan fullResend;
+    private readonly SemaphoreSlim _wake = new(0);
     private readonly ILogger log;
     private readonly TimeProvider _time;
-    private sealed record Config(FlowSyncView View, IReadOnlyList<IPEndPoint> Peers, HashSet<IPAddress> From);
+    private sealed record Config(FlowSyncView View, IReadOnlyList<IPEndPoint> Peers, HashSet<IPAddress> From, Dictionary<string, IPEndPoint> ByNode);
 
     private volatile Config? _config;
     private volatile bool _peersChanged;
     private long _sent, _received, _written, _skipped, _refused;
 
     /// <summary>Takes the flow-sync datagrams of <paramref name="link"/> from now on.</summary>
-    public FlowSyncer(XdpDataPlane dp, PeerLink link, TimeSpan interval, ILogger log, TimeProvider time)
+    /// <param name="fullResend">How often every flow is sent again (<see cref="SyncedFlows.FullResendEvery"/> by default).</param>
+    public FlowSyncer(XdpDataPlane dp, PeerLink link, TimeSpan interval, TimeSpan fullResend, ILogger log, TimeProvider time)
     {
         this.dp = dp;
         this.link = link;
         this.interval = interval;
+        this.fullResend = fullResend;
         this.log = log;
         _time = time;
         link.Flows = Receive;
@@ -55,7 +60,37 @@ public sealed partial class FlowSyncer
             _peersChanged = true;
             LogConfigured(view.Services.Count, string.Join(", ", peers.Select(p => $"{p.Node} ({p.Address})")));
         }
-        _config = new Config(view, endpoints, [.. endpoints.Select(e => e.Address)]);
+        _config = new Config(view, endpoints, [.. endpoints.Select(e => e.Address)], peers.Select((p, i) => (p.Node, At: endpoints[i])).DistinctBy(p => p.Node).ToDictionary(p => p.Node, p => p.At, StringComparer.Ordinal));
+    }
+
+    /// <summary>
+    /// <paramref name="peer"/> is heard again after a silence: it restarted (after a reboot or an
+    /// upgrade to another ABI its tables are new and empty) or was cut off. Its connections may
+    /// live on here only as the copies it sent, which this node served while it held its VIPs,
+    /// and they must be back there before its VIPs go back to it. So the next walk, at once,
+    /// sends that peer every flow, the copies included (never sent on otherwise: the peers would
+    /// echo each other's flows; a node keeps its own flow over a copy of it).
+    /// </summary>
+    public void ResendAll(string peer)
+    {
+        lock (_returning)
+        {
+            _returning.Add(peer);
+        }
+        _wake.Release();
+    }
+
+    private readonly HashSet<string> _returning = new(StringComparer.Ordinal);
+
+    /// <summary>The peers heard again since the last walk, as flow-sync peers of <paramref name="config"/>.</summary>
+    private List<(string Node, IPEndPoint At)> TakeReturning(Config config)
+    {
+        lock (_returning)
+        {
+            var back = _returning.Where(config.ByNode.ContainsKey).Select(n => (n, config.ByNode[n])).ToList();
+            _returning.Clear();
+            return back;
+        }
     }
 
     /// <summary>Peers whose first datagram (taken or refused) was logged: one line each, not one per datagram.</summary>
@@ -74,27 +109,31 @@ public sealed partial class FlowSyncer
             link.RefreshKeys();
             if (_config is { } config && config.Peers.Count > 0 && config.View.Services.Count > 0)
             {
-                if (_peersChanged || lastFull == long.MinValue || _time.GetElapsedTime(lastFull) >= SyncedFlows.FullResendEvery)
+                if (_peersChanged || lastFull == long.MinValue || _time.GetElapsedTime(lastFull) >= fullResend)
                 {
-                    // A new peer gets every flow; and so does every peer now and then (see FullResendEvery).
+                    // A new or returning peer gets every flow; and so does every peer now and then (see FullResendEvery).
                     _peersChanged = false;
                     since = 0;
                     lastFull = _time.GetTimestamp();
                 }
                 try
                 {
+                    var returning = TakeReturning(config);
+                    var others = returning.Count == 0 ? config.Peers : [.. config.Peers.Where(p => !returning.Any(r => r.At.Equals(p)))];
                     var flows = dp.SyncableFlows(config.View, since);
-                    foreach (var datagram in SyncedFlows.Encode(flows, link.Key, _time.GetUtcNow().ToUnixTimeMilliseconds()))
-                    {
-                        foreach (var peer in config.Peers)
-                        {
-                            await link.SendAsync(datagram, peer, ct);
-                        }
-                    }
-                    Interlocked.Add(ref _sent, (long)flows.Count * config.Peers.Count);
+                    await SendAsync(flows, others, ct);
                     if (flows.Count > 0)
                     {
-                        LogSent(flows.Count, config.Peers.Count, since);
+                        LogSent(flows.Count, others.Count, since);
+                    }
+                    if (returning.Count > 0)
+                    {
+                        var all = dp.SyncableFlows(config.View, 0, copies: true);
+                        await SendAsync(all, [.. returning.Select(r => r.At)], ct);
+                        foreach (var (node, _) in returning)
+                        {
+                            LogResentAll(node, all.Count, all.Count(f => f.Copy));
+                        }
                     }
                     since = SyncedFlows.NextSince(walk, interval);
                 }
@@ -105,13 +144,36 @@ public sealed partial class FlowSyncer
             }
             try
             {
-                await Task.Delay(interval, _time, ct);
+                // The interval, or less when a peer returns (ResendAll).
+                if (await _wake.WaitAsync(interval, ct))
+                {
+                    while (_wake.CurrentCount > 0)
+                    {
+                        await _wake.WaitAsync(0, ct);
+                    }
+                }
             }
             catch (OperationCanceledException)
             {
                 return;
             }
         }
+    }
+
+    private async Task SendAsync(List<SyncedFlow> flows, IReadOnlyList<IPEndPoint> peers, CancellationToken ct)
+    {
+        if (peers.Count == 0)
+        {
+            return;
+        }
+        foreach (var datagram in SyncedFlows.Encode(flows, link.Key, _time.GetUtcNow().ToUnixTimeMilliseconds()))
+        {
+            foreach (var peer in peers)
+            {
+                await link.SendAsync(datagram, peer, ct);
+            }
+        }
+        Interlocked.Add(ref _sent, (long)flows.Count * peers.Count);
     }
 
     /// <summary>One flow-sync datagram from <paramref name="from"/>: taken from a peer only, and written into the flow tables.</summary>
@@ -150,6 +212,9 @@ public sealed partial class FlowSyncer
     }
 
 
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "flow sync: {Peer} is heard again after a silence: sent it every flow, {Flows} ({Copies} of them copies of flows of its own or other peers')")]
+    private partial void LogResentAll(string peer, int flows, int copies);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "flow sync: {Services} synchronised service(s), peers {Peers}")]
     private partial void LogConfigured(int services, string peers);

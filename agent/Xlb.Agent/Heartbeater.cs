@@ -41,11 +41,14 @@ public sealed partial class Heartbeater
     private long _sent, _received, _refused;
 
     private readonly Action<string> _givenBack;
+    private readonly Action<string>? _returned;
 
     /// <param name="changed">A peer passed a takeover time, was heard again, or changed how it is heard.</param>
     /// <param name="givenBack">A peer no longer serves VIPs of this node's that it had taken over: announce them again.</param>
-    public Heartbeater(PeerLink link, ILogger log, TimeProvider time, Action changed, Action<string> givenBack)
+    /// <param name="returned">A peer is heard after a silence of three of its intervals, after saying it was leaving, or for the first time.</param>
+    public Heartbeater(PeerLink link, ILogger log, TimeProvider time, Action changed, Action<string> givenBack, Action<string>? returned = null)
     {
+        _returned = returned;
         _link = link;
         _log = log;
         _time = time;
@@ -203,7 +206,7 @@ public sealed partial class Heartbeater
             Refuse(from, e.Message);
             return;
         }
-        bool fromPeer, changed = false, givenBack = false;
+        bool fromPeer, changed = false, givenBack = false, returned = false;
         lock (_gate)
         {
             // A heartbeat counts for the node it names only from that node's own address.
@@ -211,6 +214,7 @@ public sealed partial class Heartbeater
             if (fromPeer)
             {
                 var now = NowMs;
+                returned = !h.Leaving && _liveness.State(h.Node, now, 3 * peer!.Interval) is "Unheard" or "Silent" or "Leaving";
                 _liveness.Heard(h.Node, h.Leaving, now);
                 changed = Recheck(now);
                 if (h.HoldingYours)
@@ -226,6 +230,10 @@ public sealed partial class Heartbeater
         if (givenBack)
         {
             _givenBack(h.Node);
+        }
+        if (returned)
+        {
+            _returned?.Invoke(h.Node);
         }
         if (!fromPeer)
         {

@@ -61,6 +61,8 @@ public sealed record AgentOptions
 
     /// <summary>How often the flow table is walked for flows to send to the flow-sync peers.</summary>
     public TimeSpan FlowSyncInterval { get; init; } = TimeSpan.FromSeconds(1);
+    /// <summary>How often flow sync sends every flow again, not only new and busy ones (<see cref="Core.SyncedFlows.FullResendEvery"/>).</summary>
+    public TimeSpan FlowSyncFullResend { get; init; } = Core.SyncedFlows.FullResendEvery;
 
     /// <summary>The file of the key that authenticates flow-sync datagrams (HMAC-SHA256), the same on every node, read again at every walk; null: unauthenticated.</summary>
     public string? FlowSyncKeyFile { get; init; }
@@ -687,8 +689,13 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
                 _reannounce = peer;
                 _healthChanged = true;
                 _wake.Release();
-            });
-            var syncer = _syncer = new FlowSyncer(dp, link, options.FlowSyncInterval, log, time);
+            }, peer => _syncer?.ResendAll(peer));
+            var syncer = _syncer = new FlowSyncer(dp, link, options.FlowSyncInterval, options.FlowSyncFullResend, log, time);
+            // Before the first heartbeat goes out: a peer that hears this node again sends it
+            // every flow at once, and they must find the services the data plane holds already
+            // (adopted, or written before the program was attached). The apply below configures
+            // it again with what it wrote.
+            syncer.Configure(dp.SyncView(spec.Listeners.Where(l => l.FlowSync == true)), spec.FlowSyncPeers);
             State.FlowSync = syncer;
             State.Heartbeats = heartbeater;
             var witness = _witness = options.Cluster is { } cluster && client is not null

@@ -326,14 +326,14 @@ public sealed class XdpDataPlane : IDisposable
         return new FlowSyncView(gen, services, _backendSlots ?? ReadBackendSlots(gen), ids, (uint)Capacity.BackendSlots) { Snat = SnatOf(gen) };
     }
 
-    /// <summary>The admitted flows of the view's services that saw a packet at or after <paramref name="sinceNs"/> (0: all).</summary>
-    public List<SyncedFlow> SyncableFlows(FlowSyncView view, ulong sinceNs)
+    /// <summary>The admitted flows of the view's services that saw a packet at or after <paramref name="sinceNs"/> (0: all); with <paramref name="copies"/>, the copies from peers too.</summary>
+    public List<SyncedFlow> SyncableFlows(FlowSyncView view, ulong sinceNs, bool copies = false)
     {
         if (view.Services.Count == 0)
         {
             return [];
         }
-        return SyncedFlows.Select(Flows.Entries((_, f) => view.Services.Contains(f.SvcId) && f.LastSeenNs >= sinceNs), view.Services, sinceNs, MonotonicNs());
+        return SyncedFlows.Select(Flows.Entries((_, f) => view.Services.Contains(f.SvcId) && f.LastSeenNs >= sinceNs), view.Services, sinceNs, MonotonicNs(), copies);
     }
 
     /// <summary>

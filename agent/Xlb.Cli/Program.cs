@@ -108,6 +108,7 @@ var flowLogOption = new Option<string?>("--flow-log") { Description = "Connectio
 var flowSampleOption = new Option<uint>("--flow-sample") { Description = "With --flow-log: log one flow in N, chosen by a hash of the flow (1: every flow)", DefaultValueFactory = _ => 1 };
 var flowSyncListenOption = new Option<string>("--flow-sync-listen") { Description = "ADDRESS:PORT where this agent takes flows from the other nodes of its shards with flowSync (every peer sends to this port); opened only when the node config names flow-sync peers", DefaultValueFactory = _ => $"[::]:{Xlb.Agent.Core.SyncedFlows.DefaultPort}" };
 var flowSyncIntervalOption = new Option<double>("--flow-sync-interval") { Description = "Seconds between two walks of the flow table that send new and busy flows to the flow-sync peers", DefaultValueFactory = _ => 1.0 };
+var flowSyncFullResendOption = new Option<double>("--flow-sync-full-resend") { Description = "Seconds between two walks that send every flow, idle ones too, to the flow-sync peers (a peer heard again after a silence gets them at once)", DefaultValueFactory = _ => Xlb.Agent.Core.SyncedFlows.FullResendEvery.TotalSeconds };
 var flowSyncKeyFileOption = new Option<FileInfo?>("--flow-sync-key-file") { Description = "A file holding the key (at least 16 bytes; a trailing newline is not part of it) that authenticates flow-sync datagrams, the same on every node: mount a Secret here. Read again at every walk: a new key is used at once, and the one before is still taken. An absent file: unauthenticated, with a warning, until it appears" };
 var newFlowCapOption = new Option<uint>("--new-flow-cap") { Description = "SYN-flood relief: new flows of DSR services (Maglev or source hash) one CPU tracks per second; past it they are forwarded by the consistent hash alone, without state (0: track every flow)", DefaultValueFactory = _ => DataPlaneOptions.DefaultNewFlowCap };
 var noFlowCacheOption = new Option<bool>("--no-flow-cache") { Description = "Look every packet's flow up in the flow table, without the per-CPU flow cache that serves an established flow's packets from a copy at most one jiffy old" };
@@ -127,7 +128,7 @@ var tcpNewTimeoutOption = new Option<uint>("--tcp-new-timeout") { Description = 
 var tcpClosingTimeoutOption = new Option<uint>("--tcp-closing-timeout") { Description = "Seconds a TCP flow is kept after a FIN or RST", DefaultValueFactory = _ => (uint)defaultTimeouts.TcpClosing.TotalSeconds };
 var udpTimeoutOption = new Option<uint>("--udp-timeout") { Description = "Seconds a UDP flow may be idle. A FullNAT UDP flow holds its source port toward its backend that long: with the default range, a service takes about 20,000 / this many new flows a second per backend (a DNS service wants a few seconds)", DefaultValueFactory = _ => (uint)defaultTimeouts.Udp.TotalSeconds };
 
-var agentCommand = new Command("agent", "Run the node agent: apply this node's XlbNodeConfig (from the cluster, or --node-config FILE) to XDP") { nodeConfigOption, agentNodeOption, kubeconfigOption, leaseNamespaceOption, leaseRenewOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, encapSourceOption, bpffsOption, instanceOption, detachOption, shutdownTimeoutOption, shutdownFileOption, listenOption, announceOption, flowLogOption, flowSampleOption, flowSyncListenOption, flowSyncIntervalOption, flowSyncKeyFileOption, newFlowCapOption, noFlowCacheOption, icmpRateOption, maxBackendsOption, ringSlotsOption, otlpEndpointOption, otlpProtocolOption, otlpHeadersOption, otlpHeadersFileOption, otlpIntervalOption, tcpTimeoutOption, tcpNewTimeoutOption, tcpClosingTimeoutOption, udpTimeoutOption };
+var agentCommand = new Command("agent", "Run the node agent: apply this node's XlbNodeConfig (from the cluster, or --node-config FILE) to XDP") { nodeConfigOption, agentNodeOption, kubeconfigOption, leaseNamespaceOption, leaseRenewOption, interfaceOption, statusOption, genericOption, objectOption, natPortsOption, encapSourceOption, bpffsOption, instanceOption, detachOption, shutdownTimeoutOption, shutdownFileOption, listenOption, announceOption, flowLogOption, flowSampleOption, flowSyncListenOption, flowSyncIntervalOption, flowSyncFullResendOption, flowSyncKeyFileOption, newFlowCapOption, noFlowCacheOption, icmpRateOption, maxBackendsOption, ringSlotsOption, otlpEndpointOption, otlpProtocolOption, otlpHeadersOption, otlpHeadersFileOption, otlpIntervalOption, tcpTimeoutOption, tcpNewTimeoutOption, tcpClosingTimeoutOption, udpTimeoutOption };
 agentCommand.SetAction(async (parse, ct) =>
 {
     using var logs = Logs();
@@ -211,7 +212,17 @@ agentCommand.SetAction(async (parse, ct) =>
         await Console.Error.WriteLineAsync($"--flow-sync-interval {syncInterval}: expected seconds, more than 0 and at most 3600");
         return 2;
     }
-    options = options with { FlowSyncListen = syncListen, FlowSyncInterval = TimeSpan.FromSeconds(parse.GetValue(flowSyncIntervalOption)) };
+    if (parse.GetValue(flowSyncFullResendOption) is not (>= 1 and <= 86400) and var fullResend)
+    {
+        await Console.Error.WriteLineAsync($"--flow-sync-full-resend {fullResend}: expected seconds, from 1 to 86400");
+        return 2;
+    }
+    options = options with
+    {
+        FlowSyncListen = syncListen,
+        FlowSyncInterval = TimeSpan.FromSeconds(parse.GetValue(flowSyncIntervalOption)),
+        FlowSyncFullResend = TimeSpan.FromSeconds(parse.GetValue(flowSyncFullResendOption)),
+    };
     if (parse.GetValue(flowSyncKeyFileOption) is { } keyFile)
     {
         try

@@ -86,7 +86,10 @@ public sealed class StandaloneStack : IDisposable
     }
 
     /// <summary>Starts the agent inside the LB namespace, attached to every LB interface.</summary>
-    public void StartAgent(LbTopology topology) => Agent = SpawnAgent("agent", topology.Lb, topology.LbInterfaces, NodeName, Instance);
+    public void StartAgent(LbTopology topology) => StartAgent(topology.Lb, topology.LbInterfaces);
+
+    /// <summary>Starts the agent inside namespace <paramref name="ns"/>, attached to <paramref name="interfaces"/>.</summary>
+    public void StartAgent(string ns, IReadOnlyList<string> interfaces) => Agent = SpawnAgent("agent", ns, interfaces, NodeName, Instance);
 
     private readonly List<string> _otherInstances = [];
 

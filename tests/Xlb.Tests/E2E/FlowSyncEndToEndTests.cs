@@ -191,4 +191,72 @@ public sealed class FlowSyncEndToEndTests(ITestOutputHelper output)
             output.WriteLine(log.ToString());
         }
     }
+
+    /// <summary>
+    /// A node whose agent comes back with empty tables (an upgrade to another ABI; here its pins
+    /// removed while it was stopped) gets its peer's copies of its connections as soon as the peer
+    /// hears it again, not at the peer's next full resend (set to ten minutes here): the held
+    /// connections, idle meanwhile, are in its table again and carry on through it.
+    /// </summary>
+    [Fact]
+    public async Task A_node_back_with_empty_tables_gets_its_peers_copies_of_its_connections_at_once()
+    {
+        Privileged.Require();
+        var ct = TestContext.Current.CancellationToken;
+        var log = new StringWriter();
+        using var topology = RoutedPairTopology.Create(LbTopology.NewPrefix("fr"));
+        await using var backend1 = HttpBackend.Start(topology.Backends[0], "backend-1", IPAddress.Parse(RoutedPairTopology.BackendAddress(1)), Testbed.BackendPort);
+        await using var backend2 = HttpBackend.Start(topology.Backends[1], "backend-2", IPAddress.Parse(RoutedPairTopology.BackendAddress(2)), Testbed.BackendPort);
+        var manifests = Directory.CreateTempSubdirectory("xlb-flowsync-").FullName;
+        try
+        {
+            File.WriteAllText(Path.Combine(manifests, "all.yaml"), Manifests());
+            using var stack = StandaloneStack.Start(topology.Lbs[0], [RoutedPairTopology.LbInterface], topology.Prefix.TrimEnd('-'), manifests, "lb-1", log,
+                "--flow-sync-interval", "0.2", "--flow-sync-full-resend", "600");
+            var lb2 = stack.StartOtherAgent("lb-2", topology.Lbs[1], [RoutedPairTopology.LbInterface]);
+            await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
+            await stack.WaitAppliedAsync("lb-2", lb2, 1, TimeSpan.FromSeconds(60), ct);
+
+            var synced = new[] { await Connect(topology, Synced, ct), await Connect(topology, Synced, ct) };
+            var syncedOn = new[] { await synced[0].GetAsync(ct), await synced[1].GetAsync(ct) };
+            int Copies(string node) => stack.StatusOf(node, "--flows") is var s && s.Contains("FLOWS (", StringComparison.Ordinal)
+                ? s[s.IndexOf("FLOWS (", StringComparison.Ordinal)..].Split('\n').Count(l => l.Contains(Synced + ":80 ", StringComparison.Ordinal) && l.Contains("established (copy)", StringComparison.Ordinal))
+                : 0;
+            for (var i = 0; i < 50 && Copies("lb-2") < 2; i++)
+            {
+                await Task.Delay(100, ct);
+            }
+            Assert.Equal(2, Copies("lb-2"));
+
+            // LB 1's agent stops; its pins go (the program, still attached, keeps its maps and
+            // forwards); the next agent makes new, empty tables.
+            stack.StopAgent();
+            Directory.Delete(Path.Combine(StandaloneStack.TestBpffs, "xlb", stack.Instance), recursive: true);
+            File.Delete(stack.AgentStatusPath);
+            stack.StartAgent(topology.Lbs[0], [RoutedPairTopology.LbInterface]);
+            await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
+            Assert.DoesNotContain("adopted the pinned maps", log.ToString(), StringComparison.Ordinal);
+            var back = Stopwatch.StartNew();
+            while (Copies("lb-1") < 2 && back.Elapsed < TimeSpan.FromSeconds(20))
+            {
+                await Task.Delay(200, ct);
+            }
+            output.WriteLine($"LB 1 had both copies {back.Elapsed.TotalSeconds:F1} s after its agent applied");
+            Assert.Equal(2, Copies("lb-1"));
+            lock (log)
+            {
+                Assert.Contains("flow sync: lb-1 is heard again after a silence: sent it every flow", log.ToString(), StringComparison.Ordinal);
+            }
+            for (var i = 0; i < 2; i++)
+            {
+                Assert.Equal(syncedOn[i], await synced[i].GetAsync(ct));
+                synced[i].Dispose();
+            }
+        }
+        finally
+        {
+            Directory.Delete(manifests, recursive: true);
+            output.WriteLine(log.ToString());
+        }
+    }
 }

@@ -7,6 +7,26 @@ namespace Xlb.Tests.Unit;
 
 public class SerializationTests
 {
+    /// <summary>
+    /// Version skew in an upgrade: the CRDs and the operator go first, so an agent of the version
+    /// before reads node configs with fields it does not know. Through the API (the cluster agent's
+    /// reader) they are skipped; a file (standalone, one binary for both) is read strictly.
+    /// </summary>
+    [Fact]
+    public void A_node_config_of_a_newer_operator_is_read_through_the_API_with_its_unknown_fields_skipped()
+    {
+        const string json = """
+            {"apiVersion":"xlb.io/v1alpha1","kind":"XlbNodeConfig","metadata":{"name":"lb-1"},
+             "spec":{"nodeName":"lb-1","revision":7,"contentHash":"h","futureSetting":{"a":[1]},
+               "vips":[{"address":"10.250.0.10","role":"Active","shard":"edge","futureVipField":true}],
+               "listeners":[{"name":"demo/web/http","vip":"10.250.0.10","port":80,"futureListenerField":"x",
+                 "backends":[{"address":"10.201.1.2","port":8080,"futureBackendField":3}]}]}}
+            """;
+        var read = System.Text.Json.JsonSerializer.Deserialize<XlbNodeConfig>(json, Xlb.Kube.KubeJson.Options)!;
+        Assert.Equal((7L, "10.250.0.10", "demo/web/http", "10.201.1.2", 8080), (read.Spec.Revision, read.Spec.Vips.Single().Address, read.Spec.Listeners.Single().Name, read.Spec.Listeners.Single().Backends.Single().Address, read.Spec.Listeners.Single().Backends.Single().Port));
+        Assert.ThrowsAny<System.Text.Json.JsonException>(() => System.Text.Json.JsonSerializer.Deserialize<XlbNodeConfig>(json, XlbJson.Options));
+    }
+
     [Fact]
     public void Omitted_fields_take_their_documented_defaults()
     {
