@@ -59,17 +59,23 @@ public sealed class AgentState
         lock (_lock)
         {
             _appliedRevision = revision;
-            if (wrote)
-            {
-                _applies++;
-                _lastApplyMs = ms;
-            }
         }
         if (wrote)
         {
-            ApplyDurations.Observe(ms / 1000);
-            ApplyHistogram?.Record(ms / 1000);
+            Wrote(ms);
         }
+    }
+
+    /// <summary>An apply wrote the maps in <paramref name="ms"/>: counted and timed (also the first write into a new data plane, before its program is attached and the revision counts as applied).</summary>
+    public void Wrote(double ms)
+    {
+        lock (_lock)
+        {
+            _applies++;
+            _lastApplyMs = ms;
+        }
+        ApplyDurations.Observe(ms / 1000);
+        ApplyHistogram?.Record(ms / 1000);
     }
 
     private IReadOnlyList<string> _unhealthy = [];

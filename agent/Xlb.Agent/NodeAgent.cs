@@ -267,6 +267,10 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         {
             var result = dp.Apply(_drains.Apply(config.Spec, time.GetUtcNow()).Effective, verify: false);
             LogPrimed(config.Spec.Revision, result.Generation, result.Operations, result.Elapsed.TotalMilliseconds);
+            if (result.Operations > 0)
+            {
+                State.Wrote(result.Elapsed.TotalMilliseconds);
+            }
         }
         catch (Exception e) when (e is Core.ConfigTooLargeException or BpfException or FormatException)
         {

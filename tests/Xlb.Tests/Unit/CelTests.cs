@@ -161,6 +161,17 @@ public sealed class CelTests
         var built = new JsonObject { ["spec"] = new JsonObject { ["shardRef"] = "edge", ["backend"] = new JsonObject(), ["ports"] = new JsonArray(new JsonObject { ["name"] = "a", ["port"] = 80 }) } };
         Assert.Empty(Validation.Check(schema, built, null));
         Assert.True(Cel.Holds("self.port == 80 && self.port < 81.5", new JsonObject { ["port"] = 80 }));
+
+        // format: date-time, as a condition's lastTransitionTime is written.
+        var conditions = new CrdGenerator("<doc/>").Generate(typeof(Xlb.Crds.PortMapping))["spec"]!["versions"]![0]!["schema"]!["openAPIV3Schema"]!["properties"]!["status"]!["properties"]!["conditions"]!.AsObject();
+        string[] Times(string time) => [.. Validation.Check(conditions, J($$"""[{"type":"Ready","status":"True","lastTransitionTime":"{{time}}","reason":"Programmed","message":""}]""")!, null).Select(e => $"{e.Field}: {e.Message}")];
+        Assert.Empty(Times("2026-11-23T10:00:00Z"));
+        Assert.Empty(Times("2026-11-23T10:00:00.123456+01:00"));
+        Assert.Empty(Times("2024-02-29t23:59:59z"));
+        foreach (var bad in new[] { "2026-11-23 10:00:00Z", "2026-11-23T10:00:00", "2025-02-29T10:00:00Z", "2026-11-23T24:00:00Z", "yesterday", "" })
+        {
+            Assert.Equal([$"[0].lastTransitionTime: Invalid value: \"{bad}\": [0].lastTransitionTime in body must be of type date-time: \"{bad}\""], Times(bad));
+        }
     }
 
     private static IEnumerable<string> Rules(JsonNode? node) => node switch
