@@ -30,11 +30,24 @@ public static class Takeover
     /// and only the path between the LB nodes is broken, where taking its VIPs would make two
     /// nodes answer for them. A VIP of an active node never heard is taken when nobody has
     /// answered for it (<paramref name="unanswered"/>, by address: <see cref="ResolutionWitness"/>)
-    /// for its takeoverAfter. Unchanged when nothing is taken.
+    /// for its takeoverAfter. A VIP taken before (<paramref name="previous"/>) from a node that is
+    /// heard again stays taken while this node is <paramref name="handingBack"/> that node its
+    /// connections (flow sync sends it every flow first). Unchanged when nothing is taken.
     /// </summary>
     public static TakeoverResult Apply(XlbNodeConfigSpec spec, Func<string, TimeSpan?> silentFor, Func<string, bool>? renewing = null,
-        Func<string, TimeSpan?>? unanswered = null)
+        Func<string, TimeSpan?>? unanswered = null, IReadOnlyList<TakenVip>? previous = null, Func<string, bool>? handingBack = null)
     {
+        Dictionary<string, TakenVip>? before = null;
+        if (previous is { Count: > 0 } && handingBack is not null)
+        {
+            foreach (var t in previous)
+            {
+                if (handingBack(t.From))
+                {
+                    (before ??= new(StringComparer.Ordinal))[t.Address] = t;
+                }
+            }
+        }
         List<TakenVip>? taken = null;
         List<NodeVip>? vips = null;
         var unreachable = new List<string>();
@@ -43,6 +56,13 @@ public static class Takeover
             var v = spec.Vips[i];
             if (v.Role != VipRole.Standby || v.ActiveNode is not { } from || v.TakeoverAfter is not { } after)
             {
+                continue;
+            }
+            if (before is not null && before.TryGetValue(v.Address, out var held) && held.From == from)
+            {
+                vips ??= [.. spec.Vips];
+                vips[i] = v with { Role = VipRole.Active };
+                (taken ??= []).Add(held);
                 continue;
             }
             var silent = silentFor(from);

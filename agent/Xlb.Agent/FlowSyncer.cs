@@ -34,9 +34,13 @@ public sealed partial class FlowSyncer
     private long _sent, _received, _written, _skipped, _refused;
 
     /// <summary>Takes the flow-sync datagrams of <paramref name="link"/> from now on.</summary>
+    private readonly Action<string>? _resent;
+
     /// <param name="fullResend">How often every flow is sent again (<see cref="SyncedFlows.FullResendEvery"/> by default).</param>
-    public FlowSyncer(XdpDataPlane dp, PeerLink link, TimeSpan interval, TimeSpan fullResend, ILogger log, TimeProvider time)
+    /// <param name="resent">A returning peer has been sent every flow (<see cref="ResendAll"/>): the VIPs taken from it may go back.</param>
+    public FlowSyncer(XdpDataPlane dp, PeerLink link, TimeSpan interval, TimeSpan fullResend, ILogger log, TimeProvider time, Action<string>? resent = null)
     {
+        _resent = resent;
         this.dp = dp;
         this.link = link;
         this.interval = interval;
@@ -69,27 +73,70 @@ public sealed partial class FlowSyncer
     /// live on here only as the copies it sent, which this node served while it held its VIPs,
     /// and they must be back there before its VIPs go back to it. So the next walk, at once,
     /// sends that peer every flow, the copies included (never sent on otherwise: the peers would
-    /// echo each other's flows; a node keeps its own flow over a copy of it).
+    /// echo each other's flows; a node keeps its own flow over a copy of it); until it has,
+    /// <see cref="Owes"/> says so. Nothing to do for a node that is not a flow-sync peer here.
     /// </summary>
     public void ResendAll(string peer)
     {
+        if (_config is not { } config || !config.ByNode.ContainsKey(peer) || config.View.Services.Count == 0)
+        {
+            return;
+        }
         lock (_returning)
         {
-            _returning.Add(peer);
+            _returning[peer] = _time.GetTimestamp();
         }
         _wake.Release();
     }
 
-    private readonly HashSet<string> _returning = new(StringComparer.Ordinal);
+    /// <summary>The returning peers this node has not yet sent every flow, with when each was heard.</summary>
+    private readonly Dictionary<string, long> _returning = new(StringComparer.Ordinal);
 
-    /// <summary>The peers heard again since the last walk, as flow-sync peers of <paramref name="config"/>.</summary>
-    private List<(string Node, IPEndPoint At)> TakeReturning(Config config)
+    /// <summary>The longest the VIPs taken from a returning peer wait for its flows to be sent (<see cref="Owes"/>).</summary>
+    public static readonly TimeSpan HandBackWait = TimeSpan.FromSeconds(2);
+
+    /// <summary>
+    /// Whether this node still owes <paramref name="peer"/>, heard again, every flow it holds (at
+    /// most <see cref="HandBackWait"/>): meanwhile the VIPs it took from the peer stay here
+    /// (<see cref="Core.Takeover.Apply"/>'s handingBack), so that the connections are there before
+    /// the traffic is.
+    /// </summary>
+    public bool Owes(string peer)
     {
         lock (_returning)
         {
-            var back = _returning.Where(config.ByNode.ContainsKey).Select(n => (n, config.ByNode[n])).ToList();
-            _returning.Clear();
-            return back;
+            return _returning.TryGetValue(peer, out var at) && _time.GetElapsedTime(at) < HandBackWait;
+        }
+    }
+
+    /// <summary>The returning peers as a walk begins, with when each was heard.</summary>
+    private Dictionary<string, long> Returning()
+    {
+        lock (_returning)
+        {
+            return new(_returning, StringComparer.Ordinal);
+        }
+    }
+
+    /// <summary>
+    /// The walk that began with <paramref name="asked"/> has sent them every flow (or had nothing
+    /// to send): their VIPs may go back. A peer heard again during the walk stays owed.
+    /// </summary>
+    private void Resent(Dictionary<string, long> asked)
+    {
+        lock (_returning)
+        {
+            foreach (var (peer, at) in asked)
+            {
+                if (_returning.TryGetValue(peer, out var now) && now == at)
+                {
+                    _returning.Remove(peer);
+                }
+            }
+        }
+        foreach (var peer in asked.Keys)
+        {
+            _resent?.Invoke(peer);
         }
     }
 
@@ -106,6 +153,7 @@ public sealed partial class FlowSyncer
         while (!ct.IsCancellationRequested)
         {
             var walk = XdpDataPlane.MonotonicNs();
+            var asked = Returning();
             link.RefreshKeys();
             if (_config is { } config && config.Peers.Count > 0 && config.View.Services.Count > 0)
             {
@@ -116,9 +164,9 @@ public sealed partial class FlowSyncer
                     since = 0;
                     lastFull = _time.GetTimestamp();
                 }
+                var returning = asked.Keys.Where(config.ByNode.ContainsKey).Select(n => (Node: n, At: config.ByNode[n])).ToList();
                 try
                 {
-                    var returning = TakeReturning(config);
                     var others = returning.Count == 0 ? config.Peers : [.. config.Peers.Where(p => !returning.Any(r => r.At.Equals(p)))];
                     var flows = dp.SyncableFlows(config.View, since);
                     await SendAsync(flows, others, ct);
@@ -142,6 +190,8 @@ public sealed partial class FlowSyncer
                     LogWalkFailed(e.Message);
                 }
             }
+            // Sent, or nothing to send (no peers or services now): either way, nothing is owed.
+            Resent(asked);
             try
             {
                 // The interval, or less when a peer returns (ResendAll).

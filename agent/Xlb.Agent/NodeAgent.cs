@@ -559,7 +559,8 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
             {
                 // L2 VIPs of a node never heard: does anyone answer for them? (Core.ResolutionWitness)
                 _resolution?.Configure(Core.ResolutionWitness.Probed(config.Spec, _heartbeater.SilentFor, Core.BgpRoutes.Routed(config.Spec)), _announcer?.Interfaces ?? []);
-                var takeover = Core.Takeover.Apply(effective, _heartbeater.SilentFor, _witness is null ? null : _witness.Renewing, _resolution is null ? null : _resolution.UnansweredFor);
+                var takeover = Core.Takeover.Apply(effective, _heartbeater.SilentFor, _witness is null ? null : _witness.Renewing, _resolution is null ? null : _resolution.UnansweredFor,
+                    _taken, _syncer is { } syncer ? syncer.Owes : null);
                 effective = takeover.Effective;
                 _witness?.Watch(takeover.Overdue);
                 NoteTakeovers(config.Spec, takeover.Taken, takeover.Unreachable);
@@ -694,7 +695,11 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
                 _healthChanged = true;
                 _wake.Release();
             }, peer => _syncer?.ResendAll(peer));
-            var syncer = _syncer = new FlowSyncer(dp, link, options.FlowSyncInterval, options.FlowSyncFullResend, log, time);
+            var syncer = _syncer = new FlowSyncer(dp, link, options.FlowSyncInterval, options.FlowSyncFullResend, log, time, _ =>
+            {
+                _healthChanged = true; // a returning peer has its flows: the VIPs taken from it go back
+                _wake.Release();
+            });
             // Before the first heartbeat goes out: a peer that hears this node again sends it
             // every flow at once, and they must find the services the data plane holds already
             // (adopted, or written before the program was attached). The apply below configures

@@ -245,7 +245,13 @@ public sealed class FlowSyncEndToEndTests(ITestOutputHelper output)
             Assert.Equal(2, Copies("lb-1"));
             lock (log)
             {
-                Assert.Contains("flow sync: lb-1 is heard again after a silence: sent it every flow", log.ToString(), StringComparison.Ordinal);
+                // LB 2 took LB 1's VIPs while it was away, and gave them back only once it had sent the copies.
+                var text = log.ToString();
+                var took = text.IndexOf("took over 7 VIP(s) from lb-1", StringComparison.Ordinal);
+                var gave = text.IndexOf("gave 7 VIP(s) back to lb-1", took, StringComparison.Ordinal);
+                var sent = text.LastIndexOf("flow sync: lb-1 is heard again after a silence: sent it every flow, ", gave, StringComparison.Ordinal);
+                Assert.True(took >= 0 && gave > took, "LB 2 did not take LB 1's VIPs and give them back");
+                Assert.True(sent > took, "LB 2 gave LB 1's VIPs back before it sent LB 1 its flows");
             }
             for (var i = 0; i < 2; i++)
             {

@@ -127,6 +127,28 @@ public class HeartbeatsTests
     }
 
     [Fact]
+    public void VIPs_taken_from_a_peer_heard_again_stay_while_this_node_hands_it_its_connections_and_go_back_then()
+    {
+        var spec = Spec(Standby("192.0.2.2", "lb-1", 0.9), Standby("192.0.2.3", "lb-1", 0.9), Standby("192.0.2.4", "lb-3", 0.9));
+        var taken = Takeover.Apply(spec, n => n == "lb-1" ? TimeSpan.FromSeconds(2) : TimeSpan.Zero).Taken;
+        Assert.Equal(["192.0.2.2", "192.0.2.3"], taken.Select(t => t.Address));
+
+        // lb-1 is heard again: while its flows are on their way, its VIPs stay here, as they were taken.
+        var handing = Takeover.Apply(spec, _ => TimeSpan.Zero, previous: taken, handingBack: n => n == "lb-1");
+        Assert.Equal(taken, handing.Taken);
+        Assert.Equal(["Active", "Active", "Standby"], handing.Effective.Vips.Select(v => v.Role.ToString()));
+        // Then they go back.
+        var back = Takeover.Apply(spec, _ => TimeSpan.Zero, previous: taken, handingBack: _ => false);
+        Assert.Same(spec, back.Effective);
+        Assert.Empty(back.Taken);
+        // Nothing is held that was not taken before, nor for another node, nor a VIP the config no longer has it stand by for.
+        Assert.Empty(Takeover.Apply(spec, _ => TimeSpan.Zero, previous: [], handingBack: _ => true).Taken);
+        Assert.Empty(Takeover.Apply(spec, _ => TimeSpan.Zero, previous: [taken[0] with { From = "lb-3" }], handingBack: _ => true).Taken);
+        var moved = Spec(new NodeVip { Address = "192.0.2.2", Role = VipRole.Active, Shard = "edge" }, Standby("192.0.2.3", "lb-1", 0.9));
+        Assert.Equal(["192.0.2.3"], Takeover.Apply(moved, _ => TimeSpan.Zero, previous: taken, handingBack: _ => true).Taken.Select(t => t.Address));
+    }
+
+    [Fact]
     public void A_VIP_of_a_never_heard_node_is_probed_in_L2_and_taken_only_when_nobody_answered_for_it_for_its_takeover_time()
     {
         var spec = Spec(
