@@ -6,7 +6,19 @@ namespace Xlb.Agent.Core;
 /// A VIP a standby has taken over: from which node, silent for how long (<see cref="TimeSpan.MaxValue"/>: it left).
 /// <paramref name="Unheard"/>: a node never heard, and <paramref name="Silent"/> is how long nobody answered ARP for the VIP (<see cref="ResolutionWitness"/>).
 /// </summary>
-public readonly record struct TakenVip(string Address, string From, TimeSpan Silent, bool Unheard = false);
+public readonly record struct TakenVip(string Address, string From, TimeSpan Silent, bool Unheard = false)
+{
+    /// <summary>Why it was taken: its node is leaving, was never heard (and nobody answered for the VIP), or fell silent.</summary>
+    public TakeoverCause Cause => Silent == TimeSpan.MaxValue ? TakeoverCause.Leaving : Unheard ? TakeoverCause.Unheard : TakeoverCause.Silent;
+}
+
+/// <summary>Why a standby took a VIP (<see cref="TakenVip.Cause"/>); the names are those `xlb status` and the node status show.</summary>
+public enum TakeoverCause
+{
+    Silent,
+    Leaving,
+    Unheard,
+}
 
 /// <summary>
 /// What agent-to-agent failure detection makes of a node config: the config to apply, the VIPs

@@ -751,10 +751,12 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         foreach (var t in taken.Where(t => !before.Contains(t.Address)).GroupBy(t => t.From))
         {
             var silent = t.First().Silent;
-            LogTookOver(t.Count(), t.Key, silent == TimeSpan.MaxValue ? "it is leaving"
-                : t.First().Unheard ? $"never heard, and nobody answered ARP/ND for them for {silent.TotalMilliseconds:F0} ms"
-                : $"silent for {silent.TotalMilliseconds:F0} ms",
-                string.Join(", ", t.Take(5).Select(v => v.Address)));
+            LogTookOver(t.Count(), t.Key, t.First().Cause switch
+            {
+                Core.TakeoverCause.Leaving => "it is leaving",
+                Core.TakeoverCause.Unheard => $"never heard, and nobody answered ARP/ND for them for {silent.TotalMilliseconds:F0} ms",
+                _ => $"silent for {silent.TotalMilliseconds:F0} ms",
+            }, string.Join(", ", t.Take(5).Select(v => v.Address)));
         }
         var activeHere = spec.Vips.Where(v => v.Role == VipRole.Active).Select(v => v.Address).ToHashSet(StringComparer.Ordinal);
         foreach (var g in _taken.Where(w => !now.Contains(w.Address)).GroupBy(w => (w.From, Moved: activeHere.Contains(w.Address), w.Unheard)))
@@ -800,7 +802,12 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         if (_taken.Count > 0)
         {
             return Cond("Degraded", "True", "PeerSilent", "took over " + string.Join("; ", _taken.GroupBy(t => t.From).Select(g =>
-                $"{g.Count()} VIP(s) from {g.Key} ({(g.First().Silent == TimeSpan.MaxValue ? "leaving" : g.First().Unheard ? "never heard, nobody answers ARP/ND for them" : "no heartbeat")}: {string.Join(", ", g.Take(5).Select(t => t.Address))})")), config);
+                $"{g.Count()} VIP(s) from {g.Key} ({g.First().Cause switch
+                {
+                    Core.TakeoverCause.Leaving => "leaving",
+                    Core.TakeoverCause.Unheard => "never heard, nobody answers ARP/ND for them",
+                    _ => "no heartbeat",
+                }}: {string.Join(", ", g.Take(5).Select(t => t.Address))})")), config);
         }
         if (_linkFailed is { } failed && (config.Spec.FailoverPeers.Count > 0 || config.Spec.FlowSyncPeers.Count > 0))
         {
@@ -893,7 +900,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
                 Node = p.Node,
                 // A peer VIPs were taken from is silent (or leaving), whatever its three intervals say.
                 State = _unreachable.Contains(p.Node) ? "Unreachable"
-                    : _taken.Find(t => t.From == p.Node) is { From: not null } t ? (t.Silent == TimeSpan.MaxValue ? "Leaving" : t.Unheard ? "Unheard" : "Silent")
+                    : _taken.Find(t => t.From == p.Node) is { From: not null } t ? t.Cause.ToString()
                     : p.State,
                 VipsTakenOver = _taken.Count(t => t.From == p.Node),
             })],
