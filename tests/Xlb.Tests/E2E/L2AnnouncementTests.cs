@@ -351,6 +351,10 @@ public sealed class L2AnnouncementTests(ITestOutputHelper output)
         {
             var config = await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
             Assert.Equal(2, HeardOn(capture, mac, TimeSpan.FromSeconds(10), 2).Count);
+            // What the link carries for another half second belongs to the start, not to what the
+            // test does next: read and dropped (a v4 announcement was once heard again there,
+            // with one round logged; its source is not known).
+            capture.Collect(_ => false, _ => false, TimeSpan.FromMilliseconds(500));
             Netns.Stop(stack.Operator, TimeSpan.FromSeconds(5));
             return (stack, config);
         }
