@@ -17,9 +17,8 @@ public sealed class AgentRestartTests(ITestOutputHelper output)
         var log = bed.Log;
         try
         {
-            using var stack = StandaloneStack.Start(topology, Examples.Dir("demo"), "lb-1", log);
-            var listener = (await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct)).Spec.Listeners.Single();
-            var vip = new IPEndPoint(IPAddress.Parse(listener.Vip), listener.Port);
+            var (stack, vip) = await StartDemoAsync(bed, ct);
+            using var _ = stack;
 
             // Long-lived connections, each pinned to a backend by conntrack.
             var longLived = new List<(KeepAliveClient Client, string Backend)>();
@@ -80,9 +79,8 @@ public sealed class AgentRestartTests(ITestOutputHelper output)
         var log = bed.Log;
         try
         {
-            using var stack = StandaloneStack.Start(topology, Examples.Dir("demo"), "lb-1", log);
-            var listener = (await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct)).Spec.Listeners.Single();
-            var vip = new IPEndPoint(IPAddress.Parse(listener.Vip), listener.Port);
+            var (stack, vip) = await StartDemoAsync(bed, ct);
+            using var _ = stack;
             var held = new List<KeepAliveClient>();
             for (var i = 0; i < 4; i++)
             {
@@ -137,6 +135,22 @@ public sealed class AgentRestartTests(ITestOutputHelper output)
         finally
         {
             output.WriteLine(log.ToString());
+        }
+    }
+
+    /// <summary>The demo's operator and agent on the testbed, once revision 1 is applied, and its VIP.</summary>
+    private static async Task<(StandaloneStack Stack, IPEndPoint Vip)> StartDemoAsync(Testbed bed, CancellationToken ct)
+    {
+        var stack = StandaloneStack.Start(bed.Topology, Examples.Dir("demo"), "lb-1", bed.Log);
+        try
+        {
+            var listener = (await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct)).Spec.Listeners.Single();
+            return (stack, new IPEndPoint(IPAddress.Parse(listener.Vip), listener.Port));
+        }
+        catch
+        {
+            stack.Dispose();
+            throw;
         }
     }
 }

@@ -73,6 +73,17 @@ public sealed class FlowSyncEndToEndTests(ITestOutputHelper output)
     private static Task<KeepAliveClient> Connect(RoutedPairTopology t, string vip, CancellationToken ct) =>
         KeepAliveClient.ConnectAsync(t.Client, new IPEndPoint(IPAddress.Parse(vip), 80), ct);
 
+    private static (HttpBackend, HttpBackend) Backends(RoutedPairTopology t) =>
+        (HttpBackend.Start(t.Backends[0], "backend-1", IPAddress.Parse(RoutedPairTopology.BackendAddress(1)), Testbed.BackendPort),
+         HttpBackend.Start(t.Backends[1], "backend-2", IPAddress.Parse(RoutedPairTopology.BackendAddress(2)), Testbed.BackendPort));
+
+    /// <summary>The manifests written into <paramref name="manifests"/>; the operator, and LB 1's agent with <paramref name="agentArgs"/> (the stack's: LB 2's too).</summary>
+    private static StandaloneStack StartLb1(RoutedPairTopology topology, string manifests, StringWriter log, params string[] agentArgs)
+    {
+        File.WriteAllText(Path.Combine(manifests, "all.yaml"), Manifests());
+        return StandaloneStack.Start(topology.Lbs[0], [RoutedPairTopology.LbInterface], topology.Prefix.TrimEnd('-'), manifests, "lb-1", log, agentArgs);
+    }
+
     [Fact]
     public async Task A_synchronised_connection_survives_the_move_to_the_other_LB_node_and_an_unsynchronised_one_does_not()
     {
@@ -80,18 +91,17 @@ public sealed class FlowSyncEndToEndTests(ITestOutputHelper output)
         var ct = TestContext.Current.CancellationToken;
         var log = new StringWriter();
         using var topology = RoutedPairTopology.Create(LbTopology.NewPrefix("fs"));
-        await using var backend1 = HttpBackend.Start(topology.Backends[0], "backend-1", IPAddress.Parse(RoutedPairTopology.BackendAddress(1)), Testbed.BackendPort);
-        await using var backend2 = HttpBackend.Start(topology.Backends[1], "backend-2", IPAddress.Parse(RoutedPairTopology.BackendAddress(2)), Testbed.BackendPort);
+        var (backend1, backend2) = Backends(topology);
+        await using var b1 = backend1;
+        await using var b2 = backend2;
         var manifests = Directory.CreateTempSubdirectory("xlb-flowsync-").FullName;
         var keyDir = Directory.CreateTempSubdirectory("xlb-flowsync-key-").FullName;
         try
         {
-            File.WriteAllText(Path.Combine(manifests, "all.yaml"), Manifests());
             // Both nodes hold one key: every datagram between them is authenticated (a trailing newline is not part of the key).
             var key = Path.Combine(keyDir, "flow-sync.key");
             File.WriteAllText(key, "a shared flow-sync key, 32 bytes\n");
-            using var stack = StandaloneStack.Start(topology.Lbs[0], [RoutedPairTopology.LbInterface], topology.Prefix.TrimEnd('-'), manifests, "lb-1", log,
-                "--flow-sync-interval", "0.2", "--flow-sync-key-file", key);
+            using var stack = StartLb1(topology, manifests, log, "--flow-sync-interval", "0.2", "--flow-sync-key-file", key);
             var lb2 = stack.StartOtherAgent("lb-2", topology.Lbs[1], [RoutedPairTopology.LbInterface]);
             var config1 = await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
             var config2 = await stack.WaitAppliedAsync("lb-2", lb2, 1, TimeSpan.FromSeconds(60), ct);
@@ -205,14 +215,13 @@ public sealed class FlowSyncEndToEndTests(ITestOutputHelper output)
         var ct = TestContext.Current.CancellationToken;
         var log = new StringWriter();
         using var topology = RoutedPairTopology.Create(LbTopology.NewPrefix("fr"));
-        await using var backend1 = HttpBackend.Start(topology.Backends[0], "backend-1", IPAddress.Parse(RoutedPairTopology.BackendAddress(1)), Testbed.BackendPort);
-        await using var backend2 = HttpBackend.Start(topology.Backends[1], "backend-2", IPAddress.Parse(RoutedPairTopology.BackendAddress(2)), Testbed.BackendPort);
+        var (backend1, backend2) = Backends(topology);
+        await using var b1 = backend1;
+        await using var b2 = backend2;
         var manifests = Directory.CreateTempSubdirectory("xlb-flowsync-").FullName;
         try
         {
-            File.WriteAllText(Path.Combine(manifests, "all.yaml"), Manifests());
-            using var stack = StandaloneStack.Start(topology.Lbs[0], [RoutedPairTopology.LbInterface], topology.Prefix.TrimEnd('-'), manifests, "lb-1", log,
-                "--flow-sync-interval", "0.2", "--flow-sync-full-resend", "600");
+            using var stack = StartLb1(topology, manifests, log, "--flow-sync-interval", "0.2", "--flow-sync-full-resend", "600");
             var lb2 = stack.StartOtherAgent("lb-2", topology.Lbs[1], [RoutedPairTopology.LbInterface]);
             await stack.WaitAppliedAsync(1, TimeSpan.FromSeconds(60), ct);
             await stack.WaitAppliedAsync("lb-2", lb2, 1, TimeSpan.FromSeconds(60), ct);
