@@ -33,9 +33,9 @@ public sealed partial class FlowSyncer
     private volatile bool _peersChanged;
     private long _sent, _received, _written, _skipped, _refused;
 
-    /// <summary>Takes the flow-sync datagrams of <paramref name="link"/> from now on.</summary>
     private readonly Action<string>? _resent;
 
+    /// <summary>Takes the flow-sync datagrams of <paramref name="link"/> from now on.</summary>
     /// <param name="fullResend">How often every flow is sent again (<see cref="SyncedFlows.FullResendEvery"/> by default).</param>
     /// <param name="resent">A returning peer has been sent every flow (<see cref="ResendAll"/>): the VIPs taken from it may go back.</param>
     public FlowSyncer(XdpDataPlane dp, PeerLink link, TimeSpan interval, TimeSpan fullResend, ILogger log, TimeProvider time, Action<string>? resent = null)
