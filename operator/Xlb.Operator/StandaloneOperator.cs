@@ -25,20 +25,36 @@ public sealed record OperatorOptions
 public sealed partial class StandaloneOperator(OperatorOptions options, ILogger<StandaloneOperator> log, TimeProvider time)
 {
     private string _lastFingerprint = "";
+    private string? _polled;
 
     public async Task RunAsync(CancellationToken ct)
     {
         using var timer = new PeriodicTimer(options.PollInterval, time);
         do
         {
-            var fingerprint = Fingerprint();
-            if (fingerprint != _lastFingerprint)
-            {
-                _lastFingerprint = fingerprint;
-                ReconcileOnce();
-            }
+            Poll();
         }
         while (await Ticks.NextAsync(timer, ct));
+    }
+
+    /// <summary>
+    /// One look at the folder (every <see cref="OperatorOptions.PollInterval"/>). A change is
+    /// planned once the folder has read the same on two looks in a row: a file caught while it
+    /// is written in place (truncated, half written) is not taken for what the user meant, which
+    /// could be a config with the mapping gone. The first look plans at once. True when it planned.
+    /// </summary>
+    public bool Poll()
+    {
+        var fingerprint = Fingerprint();
+        var settled = _polled is null || fingerprint == _polled;
+        _polled = fingerprint;
+        if (!settled || fingerprint == _lastFingerprint)
+        {
+            return false;
+        }
+        _lastFingerprint = fingerprint;
+        ReconcileOnce();
+        return true;
     }
 
 
