@@ -150,9 +150,11 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
         var attached = new List<(string If, XdpMode Mode)>();
         try
         {
+            // Data planes of other builds of this instance (an upgrade's predecessor), listed once.
+            var otherAbis = options.DataPlane.PinRoot is { } pinRoot ? Bpffs.OtherAbis(pinRoot) : [];
             if (!dp.Adopted)
             {
-                await PrimeAsync(dp, ct);
+                await PrimeAsync(dp, upgrade: otherAbis.Count > 0, ct);
             }
             var macs = InterfaceMacs();
             var announceOn = new List<AnnounceInterface>();
@@ -172,10 +174,7 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
                 }
                 LogAttached(ifname, mode);
             }
-            if (options.DataPlane.PinRoot is { } pinRoot)
-            {
-                RemoveOtherAbis(pinRoot);
-            }
+            RemoveOtherAbis(otherAbis);
             var attachMode = string.Join(",", attached.Select(a => $"{a.If}={a.Mode}"));
             _announcer = new L2Announcer(log, time, announceOn, options.AnnounceCount, options.AnnounceInterval);
             _attachedAnnounce = announceOn;
@@ -249,9 +248,8 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
     /// waits up to <see cref="PrimeWait"/> for its config (a cluster's watch takes a moment);
     /// otherwise it takes what is there. The first reconcile then finds the maps written.
     /// </summary>
-    private async Task PrimeAsync(XdpDataPlane dp, CancellationToken ct)
+    private async Task PrimeAsync(XdpDataPlane dp, bool upgrade, CancellationToken ct)
     {
-        var upgrade = options.DataPlane.PinRoot is { } root && Bpffs.OtherAbis(root).Count > 0;
         var deadline = time.GetTimestamp();
         var read = _source.Read();
         while (read.Config is null && upgrade && time.GetElapsedTime(deadline) < PrimeWait)
@@ -289,9 +287,9 @@ public sealed partial class NodeAgent(AgentOptions options, ILogger<NodeAgent> l
     /// a map goes when the last program that uses it does, and the program of that build was
     /// replaced on this agent's interfaces just now.
     /// </summary>
-    private void RemoveOtherAbis(string pinRoot)
+    private void RemoveOtherAbis(IReadOnlyList<(string Dir, int Abi)> others)
     {
-        foreach (var (dir, abi) in Bpffs.OtherAbis(pinRoot))
+        foreach (var (dir, abi) in others)
         {
             long? flows = null;
             var error = "";
