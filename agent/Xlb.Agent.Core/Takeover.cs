@@ -52,9 +52,16 @@ public static class Takeover
         Dictionary<string, TakenVip>? before = null;
         if (previous is { Count: > 0 } && handingBack is not null)
         {
+            // Asked once per peer: the answer may change meanwhile (the hand-back ends on another
+            // thread), and a peer's VIPs go back together.
+            var asked = new Dictionary<string, bool>(StringComparer.Ordinal);
             foreach (var t in previous)
             {
-                if (handingBack(t.From))
+                if (!asked.TryGetValue(t.From, out var owed))
+                {
+                    asked[t.From] = owed = handingBack(t.From);
+                }
+                if (owed)
                 {
                     (before ??= new(StringComparer.Ordinal))[t.Address] = t;
                 }

@@ -155,6 +155,16 @@ public sealed class DataPlaneFixture : IDisposable
     };
 
     /// <summary>
+    /// Timeouts a flow last seen at boot (LastSeenNs 0 or 1) is past on any host up for 10 s. The
+    /// defaults (up to 900 s) are not: a CI machine runs these tests minutes after it boots, and a
+    /// flow's clock set back further than the host's uptime would wrap and never expire.
+    /// </summary>
+    public static readonly FlowTimeouts SinceBootIsIdle = new()
+    {
+        TcpNew = TimeSpan.FromSeconds(10), TcpEstablished = TimeSpan.FromSeconds(10), TcpClosing = TimeSpan.FromSeconds(10), Udp = TimeSpan.FromSeconds(10),
+    };
+
+    /// <summary>
     /// A data plane with maps of its own (loaded with <paramref name="options"/>, given
     /// <paramref name="spec"/>), and a runner for it inside the LB namespace. The caller disposes it.
     /// </summary>

@@ -15,7 +15,7 @@ public sealed class FlowEventTests(DataPlaneFixture fx) : IClassFixture<DataPlan
 {
     private (XdpDataPlane Plane, Func<Packet, TestRunResult> Run) OwnPlane(uint sample)
     {
-        var (plane, run) = fx.PrivatePlane(new DataPlaneOptions { FlowEventSample = sample }, OneVip(ToBackends("t/one/p", 80, 1)));
+        var (plane, run) = fx.PrivatePlane(new DataPlaneOptions { FlowEventSample = sample, Timeouts = SinceBootIsIdle }, OneVip(ToBackends("t/one/p", 80, 1)));
         return (plane, p => run(p.Build()));
     }
 
@@ -66,7 +66,7 @@ public sealed class FlowEventTests(DataPlaneFixture fx) : IClassFixture<DataPlan
         var logged = ToBackends("t/logged/p", 80, 1) with { ConnectionLog = new ConnectionLogSpec { Enabled = true, SampleEvery = 1 } };
         var quiet = ToBackends("t/quiet/p", 81, 1);
         // The node logs nothing of its own (no --flow-log: sample 0).
-        var (plane, run) = fx.PrivatePlane(new DataPlaneOptions { FlowEventSample = 0 }, OneVip(logged, quiet));
+        var (plane, run) = fx.PrivatePlane(new DataPlaneOptions { FlowEventSample = 0, Timeouts = SinceBootIsIdle }, OneVip(logged, quiet));
         using var owned = plane;
         foreach (var port in new ushort[] { 80, 81 })
         {

@@ -130,13 +130,13 @@ public class LeastConnTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixtur
     public void A_flow_found_expired_counts_off_and_its_successor_on()
     {
         Privileged.Require();
-        var (plane, run) = fx.PrivatePlane(null, OneVip(LeastConn()));
+        var (plane, run) = fx.PrivatePlane(new DataPlaneOptions { Timeouts = SinceBootIsIdle }, OneVip(LeastConn()));
         using var _ = plane;
         var port = NextPort();
         run(Tcp(port, Packet.Syn));
         run(Tcp(port, Packet.Ack));
         Assert.True(plane.Flows.TryLookup(Key(port), out var flow));
-        plane.Flows.Update(Key(port), flow with { LastSeenNs = flow.LastSeenNs - 3_600_000_000_000UL });
+        plane.Flows.Update(Key(port), flow with { LastSeenNs = 1 });
         plane.FlowTableChanged();
 
         var expired = plane.Stats()[XlbStat.FwdExpiredFlow];
@@ -150,7 +150,7 @@ public class LeastConnTests(DataPlaneFixture fx) : IClassFixture<DataPlaneFixtur
     public void Flows_that_leave_without_a_packet_stop_counting_at_the_recount()
     {
         Privileged.Require();
-        var (plane, run) = fx.PrivatePlane(null, OneVip(LeastConn()));
+        var (plane, run) = fx.PrivatePlane(new DataPlaneOptions { Timeouts = SinceBootIsIdle }, OneVip(LeastConn()));
         using var _ = plane;
         var ports = Enumerable.Range(0, 6).Select(_ => NextPort()).ToList();
         foreach (var port in ports)

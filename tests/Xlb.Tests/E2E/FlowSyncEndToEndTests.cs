@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Net;
+using System.Text.RegularExpressions;
 using Xlb.Cli.Testbed;
 using Xlb.Tests.Support;
 
@@ -257,9 +258,12 @@ public sealed class FlowSyncEndToEndTests(ITestOutputHelper output)
                 // LB 2 took LB 1's VIPs while it was away, and gave them back only once it had sent the copies.
                 var text = log.ToString();
                 var took = text.IndexOf("took over 7 VIP(s) from lb-1", StringComparison.Ordinal);
-                var gave = text.IndexOf("gave 7 VIP(s) back to lb-1", took, StringComparison.Ordinal);
+                Assert.True(took >= 0, "LB 2 did not take LB 1's VIPs");
+                var gave = text.IndexOf(" back to lb-1, heard again", took, StringComparison.Ordinal);
+                Assert.True(gave > took, "LB 2 did not give LB 1's VIPs back");
+                // All seven at once: a peer's VIPs go back together.
+                Assert.Equal(["7"], Regex.Matches(text[took..], @"gave (\d+) VIP\(s\) back to lb-1").Select(m => m.Groups[1].Value));
                 var sent = text.LastIndexOf("flow sync: lb-1 is heard again after a silence: sent it every flow, ", gave, StringComparison.Ordinal);
-                Assert.True(took >= 0 && gave > took, "LB 2 did not take LB 1's VIPs and give them back");
                 Assert.True(sent > took, "LB 2 gave LB 1's VIPs back before it sent LB 1 its flows");
             }
             for (var i = 0; i < 2; i++)

@@ -141,6 +141,10 @@ public class HeartbeatsTests
         var back = Takeover.Apply(spec, _ => TimeSpan.Zero, previous: taken, handingBack: _ => false);
         Assert.Same(spec, back.Effective);
         Assert.Empty(back.Taken);
+        // The hand-back ends on another thread, perhaps while this is asked: a peer's VIPs stay, or go, together.
+        var answers = 0;
+        var midway = Takeover.Apply(spec, _ => TimeSpan.Zero, previous: taken, handingBack: _ => answers++ == 0);
+        Assert.Equal(taken, midway.Taken);
         // Nothing is held that was not taken before, nor for another node, nor a VIP the config no longer has it stand by for.
         Assert.Empty(Takeover.Apply(spec, _ => TimeSpan.Zero, previous: [], handingBack: _ => true).Taken);
         Assert.Empty(Takeover.Apply(spec, _ => TimeSpan.Zero, previous: [taken[0] with { From = "lb-3" }], handingBack: _ => true).Taken);
