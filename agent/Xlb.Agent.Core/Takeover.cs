@@ -49,19 +49,17 @@ public static class Takeover
     public static TakeoverResult Apply(XlbNodeConfigSpec spec, Func<string, TimeSpan?> silentFor, Func<string, bool>? renewing = null,
         Func<string, TimeSpan?>? unanswered = null, IReadOnlyList<TakenVip>? previous = null, Func<string, bool>? handingBack = null)
     {
+        // Each peer is asked about once: the answers change on other threads (a heartbeat comes, a
+        // hand-back ends), and a peer's VIPs are taken, kept or given back together.
+        silentFor = OncePerPeer(silentFor);
+        renewing = renewing is null ? null : OncePerPeer(renewing);
+        handingBack = handingBack is null ? null : OncePerPeer(handingBack);
         Dictionary<string, TakenVip>? before = null;
         if (previous is { Count: > 0 } && handingBack is not null)
         {
-            // Asked once per peer: the answer may change meanwhile (the hand-back ends on another
-            // thread), and a peer's VIPs go back together.
-            var asked = new Dictionary<string, bool>(StringComparer.Ordinal);
             foreach (var t in previous)
             {
-                if (!asked.TryGetValue(t.From, out var owed))
-                {
-                    asked[t.From] = owed = handingBack(t.From);
-                }
-                if (owed)
+                if (handingBack(t.From))
                 {
                     (before ??= new(StringComparer.Ordinal))[t.Address] = t;
                 }
@@ -109,6 +107,20 @@ public static class Takeover
             }
         }
         return new TakeoverResult(vips is null ? spec : spec with { Vips = vips }, taken ?? [], unreachable);
+    }
+
+    /// <summary><paramref name="ask"/>, asked at most once per peer: later questions get the first answer.</summary>
+    private static Func<string, T> OncePerPeer<T>(Func<string, T> ask)
+    {
+        var answers = new Dictionary<string, T>(StringComparer.Ordinal);
+        return peer =>
+        {
+            if (!answers.TryGetValue(peer, out var answer))
+            {
+                answers[peer] = answer = ask(peer);
+            }
+            return answer;
+        };
     }
 }
 

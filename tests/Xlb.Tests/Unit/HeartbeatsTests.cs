@@ -145,6 +145,9 @@ public class HeartbeatsTests
         var answers = 0;
         var midway = Takeover.Apply(spec, _ => TimeSpan.Zero, previous: taken, handingBack: _ => answers++ == 0);
         Assert.Equal(taken, midway.Taken);
+        // So with a peer's silence that passes its VIPs' takeover time while they are looked at.
+        var looks = 0;
+        Assert.Empty(Takeover.Apply(spec, n => n == "lb-1" ? TimeSpan.FromSeconds(looks++ == 0 ? 0.5 : 2) : TimeSpan.Zero).Taken);
         // Nothing is held that was not taken before, nor for another node, nor a VIP the config no longer has it stand by for.
         Assert.Empty(Takeover.Apply(spec, _ => TimeSpan.Zero, previous: [], handingBack: _ => true).Taken);
         Assert.Empty(Takeover.Apply(spec, _ => TimeSpan.Zero, previous: [taken[0] with { From = "lb-3" }], handingBack: _ => true).Taken);
