@@ -62,11 +62,15 @@ int bench_restore(struct xdp_md *ctx)
 		n = bpf_map_lookup_elem(&bench_counter, &zero);
 		if (n) {
 			*n += 1;
-			/* Two low bytes of the source address and the TCP source port. */
+			/*
+			 * The run's number in the two low bytes of the source address and in the TCP source
+			 * port: each run is a new client (65,536 of them before they come round again), as a
+			 * row that keeps state per client (affinity) needs, and a new flow.
+			 */
 			__u8 *a = data + (p->addr_off & 0x7f), *s = data + (p->port_off & 0x7f);
 
 			if ((void *)(a + 2) <= end && (void *)(s + 2) <= end) {
-				__builtin_memcpy(a, (__u8 *)n + 2, 2);
+				__builtin_memcpy(a, n, 2);
 				__builtin_memcpy(s, n, 2);
 			}
 		}
