@@ -66,10 +66,15 @@ public static class Bpffs
             return [];
         }
         var mine = Path.GetFileName(Path.GetFullPath(pinRoot).TrimEnd('/'));
-        return [.. Directory.EnumerateDirectories(instanceDir, "abi-*")
-            .Select(d => (Dir: d, Name: Path.GetFileName(d)))
-            .Where(d => d.Name != mine && int.TryParse(d.Name.AsSpan(4), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out _))
-            .OrderBy(d => d.Name, StringComparer.Ordinal)
-            .Select(d => (d.Dir, int.Parse(d.Name.AsSpan(4), System.Globalization.CultureInfo.InvariantCulture)))];
+        var others = new List<(string Dir, int Abi)>();
+        foreach (var dir in Directory.EnumerateDirectories(instanceDir, "abi-*"))
+        {
+            var name = Path.GetFileName(dir);
+            if (name != mine && int.TryParse(name.AsSpan(4), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var abi))
+            {
+                others.Add((dir, abi));
+            }
+        }
+        return [.. others.OrderBy(o => Path.GetFileName(o.Dir), StringComparer.Ordinal)];
     }
 }

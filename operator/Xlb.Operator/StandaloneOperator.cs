@@ -57,7 +57,6 @@ public sealed partial class StandaloneOperator(OperatorOptions options, ILogger<
         return true;
     }
 
-
     /// <summary>Reads the folder, plans, and writes what changed. Returns the plan.</summary>
     public PlanResult ReconcileOnce()
     {
